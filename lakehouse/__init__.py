@@ -1,0 +1,1 @@
+"""Lakehouse catalogue, storage paths and JVM-free readers (below every other package)."""

@@ -1,0 +1,484 @@
+"""Event contract v1: the one definition shared by the store agent, ingest and Spark.
+
+The agent refuses an invalid event before it reaches the outbox, ingest dead-letters one
+that arrives anyway, and the Spark jobs parse with :func:`spark_schema`, which is generated
+from the same field table. No Spark import happens at module import time, so the agent
+(which runs without a JVM) can use this module.
+
+Decisions recorded here because DESIGN.md is silent on them:
+
+* Quantities are whole units (``int``). Produce sold by weight is recorded in its
+  selling unit (e.g. 250 g packs).
+* ``counted`` carries no top-level ``sku``: its payload is ``items``, the full snapshot.
+* Lots drawn by ``sold`` / ``transfer_out`` and lots of ``transfer_in`` are a list of
+  ``{lot, expires_on, quantity}`` whose quantities add up to the event's ``quantity``.
+  Stock sold beyond what the agent had on hand is drawn from :data:`UNALLOCATED_LOT`
+  (``expires_on`` null), which is how a negative balance shows up.
+* ``wasted`` and ``adjusted`` may also carry the lot's ``expires_on`` (the agent fills
+  it in); the lakehouse keys cohorts by ``(location, sku, lot)``.
+* ``transfer_in`` must name its ``transfer_out`` in ``causation_id``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, Literal
+
+SCHEMA_VERSION = 1
+UNALLOCATED_LOT = "(none)"
+REGIONS = ("east", "central", "west")
+
+EventType = Literal[
+    "received",
+    "sold",
+    "transfer_out",
+    "transfer_in",
+    "wasted",
+    "adjusted",
+    "counted",
+    "item_updated",
+]
+Category = Literal["transactional", "operational", "metadata"]
+
+CATEGORY_OF: dict[str, str] = {
+    "received": "transactional",
+    "sold": "transactional",
+    "transfer_out": "transactional",
+    "transfer_in": "transactional",
+    "wasted": "transactional",
+    "adjusted": "operational",
+    "counted": "operational",
+    "item_updated": "metadata",
+}
+EVENT_TYPES: tuple[str, ...] = tuple(CATEGORY_OF)
+REASON_CODES = ("expired", "damaged", "temperature", "recall", "other")
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class ContractError(ValueError):
+    """An event (or part of one) breaks contract v1; names the field and the value."""
+
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        shown = repr(value)
+        if len(shown) > 120:
+            shown = shown[:117] + "..."
+        super().__init__(f"{field}: {reason} (got {shown})")
+
+
+# --- field kinds -----------------------------------------------------------------------
+
+Kind = Literal["id", "str", "int", "posint", "nonneg_int", "money", "hours", "date",
+               "reason", "lots", "items"]
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One payload field: its kind decides both validation and the Spark type."""
+
+    name: str
+    kind: Kind
+
+
+PAYLOAD_FIELDS: dict[str, FieldSpec] = {
+    f.name: f
+    for f in (
+        FieldSpec("sku", "id"),
+        FieldSpec("lot", "str"),
+        FieldSpec("quantity", "posint"),
+        FieldSpec("expires_on", "date"),
+        FieldSpec("supplier_ref", "str"),
+        FieldSpec("unit_cost", "money"),
+        FieldSpec("unit_price", "money"),
+        FieldSpec("transaction_ref", "str"),
+        FieldSpec("lots", "lots"),
+        FieldSpec("destination", "id"),
+        FieldSpec("source", "id"),
+        FieldSpec("transfer_id", "str"),
+        FieldSpec("expected_transit_hours", "hours"),
+        FieldSpec("reason_code", "reason"),
+        FieldSpec("disposal_method", "str"),
+        FieldSpec("counted_quantity", "nonneg_int"),
+        FieldSpec("system_quantity", "int"),
+        FieldSpec("delta", "int"),
+        FieldSpec("items", "items"),
+        FieldSpec("description", "str"),
+        FieldSpec("category", "str"),
+        FieldSpec("price", "money"),
+        FieldSpec("shelf_life_days", "nonneg_int"),
+        FieldSpec("min_sellable_days", "nonneg_int"),
+        FieldSpec("stock_before", "int"),
+    )
+}
+
+# required / optional payload fields per event type
+_REQ: dict[str, tuple[str, ...]] = {
+    "received": ("sku", "lot", "quantity", "expires_on", "supplier_ref", "unit_cost",
+                 "stock_before"),
+    "sold": ("sku", "quantity", "unit_price", "transaction_ref", "lots", "stock_before"),
+    "transfer_out": ("sku", "quantity", "destination", "transfer_id",
+                     "expected_transit_hours", "lots", "stock_before"),
+    "transfer_in": ("sku", "quantity", "source", "transfer_id", "lots", "stock_before"),
+    "wasted": ("sku", "quantity", "lot", "reason_code", "disposal_method", "stock_before"),
+    "adjusted": ("sku", "lot", "counted_quantity", "system_quantity", "delta",
+                 "stock_before"),
+    "counted": ("items",),
+    "item_updated": ("sku",),
+}
+_OPT: dict[str, tuple[str, ...]] = {
+    "wasted": ("expires_on",),
+    "adjusted": ("expires_on",),
+    "item_updated": ("description", "category", "price", "shelf_life_days",
+                     "min_sellable_days"),
+}
+ITEM_FIELDS = _OPT["item_updated"]
+QUANTITY_EVENTS = frozenset(t for t, req in _REQ.items() if "stock_before" in req)
+ENVELOPE_FIELDS = ("schema_version", "event_id", "location_id", "seq", "clock",
+                   "occurred_at", "event_type", "category", "causation_id", "offline",
+                   "agent_version", "payload")
+
+
+def payload_fields(event_type: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Required and optional payload fields of an event type."""
+    return _REQ[event_type], _OPT.get(event_type, ())
+
+
+# --- scalar checks ----------------------------------------------------------------------
+
+def check_id(field: str, value: Any) -> str:
+    """Location ids and SKUs: safe in MQTT topics, file names and event ids."""
+    if not isinstance(value, str) or not _ID_RE.match(value):
+        raise ContractError(field, value, "expected 1-64 chars of letters, digits, '_', '-', "
+                                          "'.', starting with a letter or digit")
+    return value
+
+
+def check_region(value: Any) -> str:
+    if value not in REGIONS:
+        raise ContractError("region", value, f"expected one of {', '.join(REGIONS)}")
+    return value
+
+
+def _check_int(field: str, value: Any, *, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ContractError(field, value, f"expected an integer, got {type(value).__name__}")
+    if minimum is not None and value < minimum:
+        raise ContractError(field, value, f"must be >= {minimum}")
+    return value
+
+
+def _check_number(field: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ContractError(field, value, f"expected a number, got {type(value).__name__}")
+    if value != value or value < 0 or value == float("inf"):
+        raise ContractError(field, value, "must be a finite number >= 0")
+    return float(value)
+
+
+def _check_str(field: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 256:
+        raise ContractError(field, value, "expected a non-empty string of at most 256 chars")
+    return value
+
+
+def check_date(field: str, value: Any) -> str:
+    if not isinstance(value, str) or not _DATE_RE.match(value):
+        raise ContractError(field, value, "expected a date YYYY-MM-DD")
+    try:
+        date.fromisoformat(value)
+    except ValueError as exc:
+        raise ContractError(field, value, "not a calendar date") from exc
+    return value
+
+
+def check_timestamp(field: str, value: Any) -> str:
+    if not isinstance(value, str) or not _TS_RE.match(value):
+        raise ContractError(field, value, "expected UTC time YYYY-MM-DDTHH:MM:SS.mmmZ")
+    try:
+        datetime.fromisoformat(value[:-1])
+    except ValueError as exc:
+        raise ContractError(field, value, "not a valid time") from exc
+    return value
+
+
+def _check_lots(field: str, value: Any, total: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not value:
+        raise ContractError(field, value, "expected a non-empty list of {lot, expires_on, "
+                                          "quantity}")
+    summed = 0
+    for i, lot in enumerate(value):
+        where = f"{field}[{i}]"
+        if not isinstance(lot, dict) or set(lot) != {"lot", "expires_on", "quantity"}:
+            raise ContractError(where, lot, "expected exactly {lot, expires_on, quantity}")
+        _check_str(f"{where}.lot", lot["lot"])
+        if lot["expires_on"] is not None:
+            check_date(f"{where}.expires_on", lot["expires_on"])
+        elif lot["lot"] != UNALLOCATED_LOT:
+            raise ContractError(f"{where}.expires_on", None,
+                                f"only lot {UNALLOCATED_LOT!r} may have no expiry")
+        summed += _check_int(f"{where}.quantity", lot["quantity"], minimum=1)
+    if summed != total:
+        raise ContractError(field, value, f"lot quantities add up to {summed}, "
+                                          f"not the event quantity {total}")
+    return value
+
+
+def _check_items(field: str, value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        raise ContractError(field, value, "expected a list of {sku, lot, expires_on, quantity}")
+    seen: set[tuple[str, str]] = set()
+    for i, item in enumerate(value):
+        where = f"{field}[{i}]"
+        if not isinstance(item, dict) or set(item) != {"sku", "lot", "expires_on", "quantity"}:
+            raise ContractError(where, item, "expected exactly {sku, lot, expires_on, quantity}")
+        check_id(f"{where}.sku", item["sku"])
+        _check_str(f"{where}.lot", item["lot"])
+        if item["expires_on"] is not None:
+            check_date(f"{where}.expires_on", item["expires_on"])
+        _check_int(f"{where}.quantity", item["quantity"], minimum=0)
+        key = (item["sku"], item["lot"])
+        if key in seen:
+            raise ContractError(where, item, "sku and lot listed twice in one count")
+        seen.add(key)
+    return value
+
+
+def _check_field(spec: FieldSpec, value: Any, payload: dict[str, Any]) -> None:
+    name = f"payload.{spec.name}"
+    match spec.kind:
+        case "id":
+            check_id(name, value)
+        case "str":
+            _check_str(name, value)
+        case "int":
+            _check_int(name, value)
+        case "posint":
+            _check_int(name, value, minimum=1)
+        case "nonneg_int":
+            _check_int(name, value, minimum=0)
+        case "money" | "hours":
+            _check_number(name, value)
+        case "date":
+            check_date(name, value)
+        case "reason":
+            if value not in REASON_CODES:
+                raise ContractError(name, value, f"expected one of {', '.join(REASON_CODES)}")
+        case "lots":
+            _check_lots(name, value, payload.get("quantity"))
+        case "items":
+            _check_items(name, value)
+
+
+# --- whole events -----------------------------------------------------------------------
+
+def validate_payload(event_type: str, payload: Any) -> dict[str, Any]:
+    """Check a payload against its event type; returns it unchanged when valid."""
+    if event_type not in CATEGORY_OF:
+        raise ContractError("event_type", event_type, f"expected one of {', '.join(EVENT_TYPES)}")
+    if not isinstance(payload, dict):
+        raise ContractError("payload", payload, "expected an object")
+    required, optional = payload_fields(event_type)
+    unknown = sorted(set(payload) - set(required) - set(optional))
+    if unknown:
+        raise ContractError(f"payload.{unknown[0]}", payload[unknown[0]],
+                            f"not a field of {event_type} events")
+    for name in required:
+        if name not in payload or payload[name] is None:
+            raise ContractError(f"payload.{name}", payload.get(name),
+                                f"required for {event_type} events")
+    for name in (*required, *optional):
+        if payload.get(name) is not None:
+            _check_field(PAYLOAD_FIELDS[name], payload[name], payload)
+    if event_type == "adjusted" and (
+        payload["delta"] != payload["counted_quantity"] - payload["system_quantity"]
+    ):
+        raise ContractError("payload.delta", payload["delta"],
+                            "must equal counted_quantity - system_quantity")
+    if event_type == "item_updated" and not any(payload.get(f) is not None for f in ITEM_FIELDS):
+        raise ContractError("payload", payload, f"item_updated needs one of {', '.join(ITEM_FIELDS)}")
+    return payload
+
+
+def validate_event(event: Any) -> dict[str, Any]:
+    """Check a decoded event; returns it unchanged when valid, else raises ContractError."""
+    if not isinstance(event, dict):
+        raise ContractError("event", event, "expected a JSON object")
+    missing = [f for f in ENVELOPE_FIELDS if f not in event]
+    if missing:
+        raise ContractError(missing[0], None, "missing from the envelope")
+    extra = sorted(set(event) - set(ENVELOPE_FIELDS))
+    if extra:
+        raise ContractError(extra[0], event[extra[0]], "not an envelope field of contract v1")
+    if event["schema_version"] != SCHEMA_VERSION or isinstance(event["schema_version"], bool):
+        raise ContractError("schema_version", event["schema_version"], "expected 1")
+    loc = check_id("location_id", event["location_id"])
+    seq = _check_int("seq", event["seq"], minimum=1)
+    if event["event_id"] != f"{loc}:{seq}":
+        raise ContractError("event_id", event["event_id"], f"expected '{loc}:{seq}'")
+    clock = event["clock"]
+    if not isinstance(clock, dict):
+        raise ContractError("clock", clock, "expected an object of location_id -> seq")
+    for k, v in clock.items():
+        check_id("clock key", k)
+        _check_int(f"clock.{k}", v, minimum=0)
+    if clock.get(loc) != seq:
+        raise ContractError(f"clock.{loc}", clock.get(loc), f"must equal seq {seq}")
+    check_timestamp("occurred_at", event["occurred_at"])
+    et = event["event_type"]
+    if et not in CATEGORY_OF:
+        raise ContractError("event_type", et, f"expected one of {', '.join(EVENT_TYPES)}")
+    if event["category"] != CATEGORY_OF[et]:
+        raise ContractError("category", event["category"],
+                            f"{et} events are {CATEGORY_OF[et]}")
+    cause = event["causation_id"]
+    if cause is not None:
+        if not isinstance(cause, str) or ":" not in cause:
+            raise ContractError("causation_id", cause, "expected an event id 'location:seq'")
+        cloc, _, cseq = cause.rpartition(":")
+        check_id("causation_id", cloc)
+        if not cseq.isdigit() or int(cseq) < 1:
+            raise ContractError("causation_id", cause, "expected an event id 'location:seq'")
+    elif et == "transfer_in":
+        raise ContractError("causation_id", None, "transfer_in must name its transfer_out")
+    if not isinstance(event["offline"], bool):
+        raise ContractError("offline", event["offline"], "expected true or false")
+    _check_str("agent_version", event["agent_version"])
+    validate_payload(et, event["payload"])
+    return event
+
+
+def decode_event(raw: bytes) -> dict[str, Any]:
+    """Bytes off the wire to a validated event (UTF-8 JSON), or ContractError."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ContractError("payload bytes", raw[:40], "not UTF-8") from exc
+    try:
+        event = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ContractError("payload bytes", text[:80], f"not JSON: {exc.msg}") from exc
+    return validate_event(event)
+
+
+def encode_event(event: dict[str, Any]) -> bytes:
+    """Compact canonical JSON, as sent over MQTT and written to landing files."""
+    return json.dumps(event, separators=(",", ":"), sort_keys=True).encode("utf-8")
+
+
+def utc_now_ms() -> str:
+    """The contract's timestamp format for the current time."""
+    return format_ts(datetime.now(UTC))
+
+
+def format_ts(moment: datetime) -> str:
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_ts(value: str) -> datetime:
+    return datetime.fromisoformat(value[:-1]).replace(tzinfo=UTC)
+
+
+def build_event(
+    *,
+    location_id: str,
+    seq: int,
+    event_type: str,
+    payload: dict[str, Any],
+    clock: dict[str, int] | None = None,
+    occurred_at: str | None = None,
+    causation_id: str | None = None,
+    offline: bool = False,
+    agent_version: str = "0.1.0",
+) -> dict[str, Any]:
+    """Assemble and validate an envelope; the agent's only way to make events."""
+    merged = dict(clock or {})
+    merged[location_id] = seq
+    event = {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": f"{location_id}:{seq}",
+        "location_id": location_id,
+        "seq": seq,
+        "clock": merged,
+        "occurred_at": occurred_at or utc_now_ms(),
+        "event_type": event_type,
+        "category": CATEGORY_OF.get(event_type, "?"),
+        "causation_id": causation_id,
+        "offline": offline,
+        "agent_version": agent_version,
+        "payload": payload,
+    }
+    return validate_event(event)
+
+
+# --- topics -------------------------------------------------------------------------------
+
+TOPIC_ROOT = "shelflife/v1"
+
+
+def topic(region: str, location_id: str, kind: Literal["events", "ack", "heartbeat"]) -> str:
+    check_region(region)
+    check_id("location_id", location_id)
+    return f"{TOPIC_ROOT}/{region}/{location_id}/{kind}"
+
+
+def parse_topic(name: str) -> tuple[str, str, str]:
+    """``shelflife/v1/{region}/{location}/{kind}`` -> (region, location, kind)."""
+    parts = name.split("/")
+    if len(parts) != 5 or "/".join(parts[:2]) != TOPIC_ROOT:
+        raise ContractError("topic", name, f"expected {TOPIC_ROOT}/<region>/<location>/<kind>")
+    region, loc, kind = parts[2], parts[3], parts[4]
+    check_region(region)
+    check_id("topic location", loc)
+    if kind not in ("events", "ack", "heartbeat"):
+        raise ContractError("topic kind", kind, "expected events, ack or heartbeat")
+    return region, loc, kind
+
+
+# --- Spark schema (generated from the same table) ------------------------------------------
+
+def spark_schema():  # -> pyspark.sql.types.StructType
+    """The Spark StructType of an event line, generated from PAYLOAD_FIELDS."""
+    from pyspark.sql import types as T
+
+    lot = T.StructType([
+        T.StructField("lot", T.StringType()),
+        T.StructField("expires_on", T.StringType()),
+        T.StructField("quantity", T.LongType()),
+    ])
+    item = T.StructType([
+        T.StructField("sku", T.StringType()),
+        T.StructField("lot", T.StringType()),
+        T.StructField("expires_on", T.StringType()),
+        T.StructField("quantity", T.LongType()),
+    ])
+    by_kind = {
+        "id": T.StringType(), "str": T.StringType(), "date": T.StringType(),
+        "reason": T.StringType(), "int": T.LongType(), "posint": T.LongType(),
+        "nonneg_int": T.LongType(), "money": T.DoubleType(), "hours": T.DoubleType(),
+        "lots": T.ArrayType(lot), "items": T.ArrayType(item),
+    }
+    payload = T.StructType([T.StructField(f.name, by_kind[f.kind]) for f in
+                            PAYLOAD_FIELDS.values()])
+    return T.StructType([
+        T.StructField("schema_version", T.IntegerType()),
+        T.StructField("event_id", T.StringType()),
+        T.StructField("location_id", T.StringType()),
+        T.StructField("seq", T.LongType()),
+        T.StructField("clock", T.MapType(T.StringType(), T.LongType())),
+        T.StructField("occurred_at", T.StringType()),
+        T.StructField("event_type", T.StringType()),
+        T.StructField("category", T.StringType()),
+        T.StructField("causation_id", T.StringType()),
+        T.StructField("offline", T.BooleanType()),
+        T.StructField("agent_version", T.StringType()),
+        T.StructField("payload", payload),
+    ])
