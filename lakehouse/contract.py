@@ -303,7 +303,8 @@ def validate_payload(event_type: str, payload: Any) -> dict[str, Any]:
         raise ContractError("payload.delta", payload["delta"],
                             "must equal counted_quantity - system_quantity")
     if event_type == "item_updated" and not any(payload.get(f) is not None for f in ITEM_FIELDS):
-        raise ContractError("payload", payload, f"item_updated needs one of {', '.join(ITEM_FIELDS)}")
+        raise ContractError("payload", payload,
+                            f"item_updated needs one of {', '.join(ITEM_FIELDS)}")
     return payload
 
 

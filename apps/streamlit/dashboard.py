@@ -1,0 +1,251 @@
+"""Shelflife — stock: the operator's live view of gold, read without a JVM.
+
+Run with ``streamlit run apps/streamlit/dashboard.py -- --lakehouse PATH`` (or set
+``SHELFLIFE_LAKEHOUSE``). The live part is a fragment that reruns every two seconds, so
+stock moves on screen as Spark commits; each read is cached for at most a second and
+keyed on the table version, so viewers share one read per commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+# `streamlit run` puts only this folder on sys.path; the repository root is needed for
+# `apps` and `lakehouse` when running from a checkout that is not pip-installed.
+_REPO_ROOT = str(Path(__file__).resolve().parents[2])
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)
+
+import pandas as pd  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import streamlit as st  # noqa: E402
+from deltalake.exceptions import DeltaError  # noqa: E402
+
+from apps.streamlit import views  # noqa: E402
+from lakehouse import readers  # noqa: E402
+from lakehouse.contract import REGIONS  # noqa: E402
+from lakehouse.paths import ENV_ROOT, lakehouse_root, table_path  # noqa: E402
+
+TITLE = "Shelflife — stock"
+REFRESH_S = 2.0
+CACHE_TTL_S = 1.0
+GOLD_TABLES = ("region_status", "stock_levels")
+READ_ERRORS = (DeltaError, OSError, pa.ArrowException)
+
+
+def parse_root(argv: list[str]) -> Path:
+    """The lakehouse root from ``--lakehouse``, else ``$SHELFLIFE_LAKEHOUSE``, else ./lakehouse.
+
+    Unknown arguments are ignored so the page also runs under test runners and
+    ``streamlit run`` flags never break it.
+    """
+    parser = argparse.ArgumentParser(prog="dashboard", add_help=False, allow_abbrev=False)
+    parser.add_argument(
+        "--lakehouse",
+        default=None,
+        help=f"lakehouse root (env {ENV_ROOT}; default ./lakehouse)",
+    )
+    known, _ = parser.parse_known_args(argv)
+    return lakehouse_root(known.lakehouse or os.environ.get(ENV_ROOT))
+
+
+def waiting_message(path: str | os.PathLike[str]) -> str:
+    """What the page says before Spark has committed the table it needs."""
+    return f"Waiting for the first data from the lakehouse at {path}"
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=64)
+def load_table(
+    root: str,
+    layer: str,
+    table: str,
+    version: int,
+    columns: tuple[str, ...] | None = None,
+    regions: tuple[str, ...] = (),
+) -> pd.DataFrame | None:
+    """One table at one version; every input is an argument so the cache key is complete."""
+    filters = [("region", "in", list(regions))] if regions else None
+    return readers.read_table(layer, table, root, filters=filters, columns=columns, version=version)
+
+
+def current_table(
+    root: str,
+    layer: str,
+    table: str,
+    *,
+    columns: tuple[str, ...] | None = None,
+    regions: tuple[str, ...] = (),
+) -> pd.DataFrame | None:
+    """The latest version of a table, or None while it does not exist yet."""
+    version = readers.table_version(layer, table, root)
+    if version is None:
+        return None
+    return load_table(root, layer, table, version, columns, regions)
+
+
+def _seconds(value: object) -> str:
+    return "—" if pd.isna(value) else f"{float(value):.1f} s"
+
+
+def render_regions(root: str, now: pd.Timestamp) -> pd.DataFrame | None:
+    """Status cards, one per region; stale or syncing regions say so in words."""
+    st.subheader("Regions")
+    status = current_table(root, "gold", "region_status")
+    if status is None or status.empty:
+        st.info(waiting_message(table_path("gold", "region_status", root)))
+        return None
+    cards = views.region_cards(status, now)
+    for column, card in zip(st.columns(len(cards)), cards.itertuples(), strict=True):
+        with column.container(border=True):
+            st.markdown(f"**{card.region}** · {card.mode}")
+            st.metric(
+                "Events applied",
+                f"{int(card.events_total):,}",
+                delta=f"{int(card.events_last_batch):,} in last batch",
+                delta_color="off",
+            )
+            st.caption(f"lag {_seconds(card.lag_s)} · {views.updated_ago(card.updated_at, now)}")
+            if card.stale:
+                st.warning(
+                    f"Region {card.region}: stale, no update for "
+                    f"{views.describe_duration(card.age_s)}"
+                )
+            if card.mode == "syncing":
+                st.info(card.headline)
+    return status
+
+
+def render_stock(root: str, now: pd.Timestamp, known_regions: list[str]) -> None:
+    """Filters, the stock table, and the expiry cohorts behind one chosen row."""
+    st.subheader("Stock by location and SKU")
+    region_col, location_col, sku_col, flag_col = st.columns([2, 2, 2, 2])
+    regions = region_col.multiselect("Region", known_regions, key="regions")
+    stock = current_table(root, "gold", "stock_levels", regions=tuple(sorted(regions)))
+    if stock is None:
+        st.info(waiting_message(table_path("gold", "stock_levels", root)))
+        return
+    views.require_columns(stock, views.STOCK_COLUMNS, "gold/stock_levels")
+    locations = location_col.multiselect(
+        "Location", sorted(stock["location_id"].unique()), key="locations"
+    )
+    sku_search = sku_col.text_input("SKU contains", key="sku_search")
+    expiring_only = flag_col.checkbox("Only expiring within 48 h", key="expiring_only")
+    non_positive_only = flag_col.checkbox("Only negative/zero stock", key="non_positive_only")
+
+    rows = views.filter_stock(
+        stock,
+        now,
+        regions=regions,
+        locations=locations,
+        sku_search=sku_search,
+        expiring_only=expiring_only,
+        non_positive_only=non_positive_only,
+    )
+    table = views.stock_table(rows)
+    shown = (
+        f"{len(rows):,} rows"
+        if len(rows) <= len(table)
+        else (f"showing the first {len(table):,} of {len(rows):,} rows; narrow the filters")
+    )
+    st.caption(f"{shown} · on hand {int(rows['on_hand'].sum()):,} units")
+    st.dataframe(
+        table,
+        hide_index=True,
+        column_config={
+            "location_id": st.column_config.TextColumn("location"),
+            "on_hand": st.column_config.NumberColumn("on hand", format="%d"),
+            "earliest_expiry": st.column_config.DateColumn("earliest expiry"),
+            "days_to_expiry": st.column_config.NumberColumn("days to expiry", format="%d"),
+            "updated_at": st.column_config.DatetimeColumn("updated (UTC)"),
+        },
+    )
+    render_cohorts(root, now, table)
+
+
+def render_cohorts(root: str, now: pd.Timestamp, table: pd.DataFrame) -> None:
+    """The lots (and their expiry dates) that make up one location's stock of a SKU."""
+    keys = views.stock_keys(table)
+    if not keys:
+        return
+    choice = st.selectbox(
+        "Expiry cohorts for",
+        keys,
+        format_func=lambda key: f"{key[0]} · {key[1]}",
+        key="cohort_choice",
+    )
+    if choice is None:
+        return
+    location_id, sku = choice
+    region = table.loc[table["location_id"] == location_id, "region"].iloc[0]
+    cohorts = current_table(root, "gold", "stock_cohorts", regions=(region,))
+    if cohorts is None:
+        st.info(waiting_message(table_path("gold", "stock_cohorts", root)))
+        return
+    lots = views.cohort_breakdown(cohorts, location_id, sku, now)
+    on_hand = int(
+        table.loc[(table["location_id"] == location_id) & (table["sku"] == sku), "on_hand"].iloc[0]
+    )
+    lots_col, chart_col = st.columns([3, 2])
+    with lots_col:
+        st.dataframe(
+            lots,
+            hide_index=True,
+            column_config={
+                "expires_on": st.column_config.DateColumn("expires on"),
+                "quantity": st.column_config.NumberColumn("quantity", format="%d"),
+                "days_left": st.column_config.NumberColumn("days left", format="%d"),
+            },
+        )
+        total = int(lots["quantity"].sum())
+        if total != on_hand:
+            # Levels and cohorts are separate commits; the next refresh brings them level.
+            st.caption(f"lots add up to {total:,}, on hand reads {on_hand:,}: a batch apart")
+    with chart_col:
+        if not lots.empty:
+            st.bar_chart(lots, x="lot", y="quantity", height=220)
+
+
+def render_dead_letters(root: str) -> None:
+    """How many inputs were refused, and why, so a bad producer is noticed early."""
+    dead = current_table(root, "silver", "dead_letters", columns=views.DEAD_LETTER_COLUMNS)
+    count = 0 if dead is None else len(dead)
+    st.metric("Dead letters", f"{count:,}")
+    if count:
+        with st.expander("Latest 20 reasons"):
+            st.dataframe(views.latest_dead_letters(dead), hide_index=True)
+
+
+@st.fragment(run_every=REFRESH_S)
+def live_view(root: str) -> None:
+    """Everything that moves; reruns on its own every two seconds."""
+    now = pd.Timestamp.now(tz="UTC")
+    try:
+        if all(readers.table_version("gold", name, root) is None for name in GOLD_TABLES):
+            st.info(waiting_message(root))
+            return
+        status = render_regions(root, now)
+        known = set(REGIONS) if status is None else set(REGIONS) | set(status["region"])
+        main_col, side_col = st.columns([5, 1])
+        with main_col:
+            render_stock(root, now, sorted(known))
+        with side_col:
+            render_dead_letters(root)
+    except views.SchemaError as exc:
+        st.error(f"The page and the lakehouse disagree on a table's shape: {exc}")
+    except READ_ERRORS as exc:
+        st.warning(f"Could not read the lakehouse at {root} ({exc}); retrying.")
+    st.caption(f"as of {now:%Y-%m-%d %H:%M:%S} UTC · refreshes every {REFRESH_S:.0f} s")
+
+
+def main() -> None:
+    """Page entry point: title, then the live fragment."""
+    root = parse_root(sys.argv[1:])
+    st.set_page_config(page_title=TITLE, layout="wide")
+    st.title(TITLE)
+    live_view(str(root))
+
+
+main()

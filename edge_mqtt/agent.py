@@ -1,0 +1,231 @@
+"""The store agent's recording API: the door POS and WMS systems call.
+
+Recording never needs the network and never refuses a sale for lack of stock: a sale
+beyond what the agent believes is on the shelf is drawn from the unallocated lot and
+shows up as negative stock, a signal for review. Invalid input is refused before it
+reaches the outbox, with the field and value named.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lakehouse.contract import (
+    UNALLOCATED_LOT,
+    ContractError,
+    build_event,
+    check_id,
+    check_region,
+    encode_event,
+)
+
+from .store import StoreDB
+
+AGENT_VERSION = "0.1.0"
+Applier = Callable[[], None]
+
+
+class StoreAgent:
+    """One location's local-first agent over its SQLite file."""
+
+    def __init__(self, location_id: str, region: str, db_path: str | Path, *,
+                 synchronous: str = "NORMAL") -> None:
+        self.location_id = check_id("location_id", location_id)
+        self.region = check_region(region)
+        self.db = StoreDB(db_path, synchronous=synchronous)  # type: ignore[arg-type]
+        known = self.db.get_meta("location_id")
+        if known is not None and known != location_id:
+            raise ContractError("location_id", location_id,
+                                f"database {db_path} belongs to location {known!r}")
+        if known is None:
+            with self.db.transaction():
+                self.db.set_meta("location_id", location_id)
+                self.db.set_meta("region", region)
+        self._lock = threading.Lock()
+        self.online = False
+        """Set by the publisher; events recorded while False carry ``offline: true``."""
+        self.on_record: Callable[[int], None] | None = None
+        """Called with the new seq after each commit (the publisher wakes up on it)."""
+
+    # --- state ------------------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        return int(self.db.get_meta("next_seq", 1)) - 1
+
+    @property
+    def acked_seq(self) -> int:
+        return int(self.db.get_meta("acked_seq", 0))
+
+    def stock(self, sku: str | None = None) -> list[dict[str, Any]]:
+        """On-hand per SKU with its cohorts, straight from SQLite."""
+        by_sku: dict[str, dict[str, Any]] = {}
+        for c in self.db.cohorts(sku):
+            entry = by_sku.setdefault(c["sku"], {"sku": c["sku"], "on_hand": 0, "cohorts": []})
+            entry["on_hand"] += c["quantity"]
+            entry["cohorts"].append({k: c[k] for k in ("lot", "expires_on", "quantity")})
+        return list(by_sku.values())
+
+    def on_hand(self, sku: str) -> int:
+        return self.db.on_hand(sku)
+
+    # --- recording --------------------------------------------------------------------
+
+    def _record(self, event_type: str, make: Callable[[], tuple[dict[str, Any], Applier]], *,
+                causation_id: str | None = None, occurred_at: str | None = None,
+                clock_merge: dict[str, int] | None = None) -> dict[str, Any]:
+        """Build, validate and apply one event in a single SQLite transaction.
+
+        ``make`` runs inside the transaction so stock_before and the FEFO lots are read
+        from the same state the event is applied to, even with several tills at once.
+        """
+        with self._lock, self.db.transaction():
+            seq = int(self.db.get_meta("next_seq", 1))
+            clock = dict(self.db.get_meta("clock", {}))
+            for loc, s in (clock_merge or {}).items():
+                clock[loc] = max(clock.get(loc, 0), s)
+            payload, apply = make()
+            event = build_event(location_id=self.location_id, seq=seq, event_type=event_type,
+                                payload=payload, clock=clock, occurred_at=occurred_at,
+                                causation_id=causation_id, offline=not self.online,
+                                agent_version=AGENT_VERSION)
+            apply()
+            self.db.append_outbox(seq, encode_event(event))
+            self.db.set_meta("next_seq", seq + 1)
+            self.db.set_meta("clock", event["clock"])
+        if self.on_record is not None:
+            self.on_record(seq)
+        return event
+
+    def _draw_fefo(self, sku: Any, quantity: Any) -> list[dict[str, Any]]:
+        """Lots to take, first-expired-first-out; the shortfall comes from UNALLOCATED_LOT."""
+        if not (isinstance(sku, str) and _is_posint(quantity)):
+            return []
+        lots, left = [], quantity
+        for c in self.db.cohorts(sku):
+            if left == 0:
+                break
+            if c["quantity"] <= 0 or c["lot"] == UNALLOCATED_LOT:
+                continue
+            take = min(left, c["quantity"])
+            lots.append({"lot": c["lot"], "expires_on": c["expires_on"], "quantity": take})
+            left -= take
+        if left:
+            lots.append({"lot": UNALLOCATED_LOT, "expires_on": None, "quantity": left})
+        return lots
+
+    def _move(self, sku: str, lots: list[dict[str, Any]], sign: int) -> Callable[[], None]:
+        def apply() -> None:
+            for lot in lots:
+                self.db.add_to_cohort(sku, lot["lot"], lot["expires_on"],
+                                      sign * lot["quantity"])
+        return apply
+
+    def receive(self, sku: str, quantity: int, *, lot: str, expires_on: str,
+                supplier_ref: str, unit_cost: float, occurred_at: str | None = None
+                ) -> dict[str, Any]:
+        def make() -> tuple[dict[str, Any], Applier]:
+            payload = {"sku": sku, "lot": lot, "quantity": quantity, "expires_on": expires_on,
+                       "supplier_ref": supplier_ref, "unit_cost": unit_cost,
+                       "stock_before": self._stock_before(sku)}
+            return payload, lambda: self.db.add_to_cohort(sku, lot, expires_on, quantity)
+        return self._record("received", make, occurred_at=occurred_at)
+
+    def sell(self, sku: str, quantity: int, *, unit_price: float, transaction_ref: str,
+             occurred_at: str | None = None) -> dict[str, Any]:
+        def make() -> tuple[dict[str, Any], Applier]:
+            lots = self._draw_fefo(sku, quantity)
+            payload = {"sku": sku, "quantity": quantity, "unit_price": unit_price,
+                       "transaction_ref": transaction_ref, "lots": lots,
+                       "stock_before": self._stock_before(sku)}
+            return payload, self._move(sku, lots, -1)
+        return self._record("sold", make, occurred_at=occurred_at)
+
+    def transfer_out(self, sku: str, quantity: int, *, destination: str, transfer_id: str,
+                     expected_transit_hours: float, occurred_at: str | None = None
+                     ) -> dict[str, Any]:
+        def make() -> tuple[dict[str, Any], Applier]:
+            lots = self._draw_fefo(sku, quantity)
+            payload = {"sku": sku, "quantity": quantity, "destination": destination,
+                       "transfer_id": transfer_id,
+                       "expected_transit_hours": expected_transit_hours,
+                       "lots": lots, "stock_before": self._stock_before(sku)}
+            return payload, self._move(sku, lots, -1)
+        return self._record("transfer_out", make, occurred_at=occurred_at)
+
+    def transfer_in(self, sku: str, quantity: int, *, source: str, transfer_id: str,
+                    lots: list[dict[str, Any]], causation_id: str,
+                    occurred_at: str | None = None) -> dict[str, Any]:
+        """Book goods from ``source``; ``causation_id`` is its transfer_out event id."""
+        def make() -> tuple[dict[str, Any], Applier]:
+            payload = {"sku": sku, "quantity": quantity, "source": source,
+                       "transfer_id": transfer_id, "lots": lots,
+                       "stock_before": self._stock_before(sku)}
+            return payload, self._move(sku, lots if isinstance(lots, list) else [], +1)
+        merge = {}
+        if isinstance(causation_id, str) and ":" in causation_id:
+            loc, _, s = causation_id.rpartition(":")
+            if s.isdigit():
+                merge[loc] = int(s)
+        return self._record("transfer_in", make, causation_id=causation_id,
+                            clock_merge=merge, occurred_at=occurred_at)
+
+    def waste(self, sku: str, quantity: int, *, lot: str, reason_code: str,
+              disposal_method: str, occurred_at: str | None = None) -> dict[str, Any]:
+        def make() -> tuple[dict[str, Any], Applier]:
+            known = self.db.cohort(sku, lot) if isinstance(lot, str) else None
+            expires_on = known["expires_on"] if known else None
+            payload = {"sku": sku, "quantity": quantity, "lot": lot, "expires_on": expires_on,
+                       "reason_code": reason_code, "disposal_method": disposal_method,
+                       "stock_before": self._stock_before(sku)}
+            return payload, lambda: self.db.add_to_cohort(sku, lot, expires_on, -quantity)
+        return self._record("wasted", make, occurred_at=occurred_at)
+
+    def adjust(self, sku: str, *, lot: str, counted_quantity: int,
+               expires_on: str | None = None, occurred_at: str | None = None
+               ) -> dict[str, Any]:
+        """Correct one lot to what was counted; points at the last full count if any."""
+        def make() -> tuple[dict[str, Any], Applier]:
+            known = self.db.cohort(sku, lot) if isinstance(lot, str) else None
+            system = known["quantity"] if known else 0
+            expiry = (known["expires_on"] if known else None) or expires_on
+            delta = counted_quantity - system if _is_int(counted_quantity) else 0
+            payload = {"sku": sku, "lot": lot, "expires_on": expiry,
+                       "counted_quantity": counted_quantity, "system_quantity": system,
+                       "delta": delta, "stock_before": self._stock_before(sku)}
+            return payload, lambda: self.db.add_to_cohort(sku, lot, expiry, delta)
+        return self._record("adjusted", make, causation_id=self.db.get_meta("last_count_id"),
+                            occurred_at=occurred_at)
+
+    def count(self, items: list[dict[str, Any]], *, occurred_at: str | None = None
+              ) -> dict[str, Any]:
+        """A full physical count: the snapshot replaces every cohort of the location."""
+        def make() -> tuple[dict[str, Any], Applier]:
+            def apply() -> None:
+                self.db.replace_cohorts(items)
+                self.db.set_meta("last_count_id", f"{self.location_id}:{self.last_seq + 1}")
+            return {"items": items}, apply
+        return self._record("counted", make, occurred_at=occurred_at)
+
+    def update_item(self, sku: str, *, occurred_at: str | None = None, **fields: Any
+                    ) -> dict[str, Any]:
+        def make() -> tuple[dict[str, Any], Applier]:
+            return {"sku": sku, **fields}, lambda: self.db.set_item(sku, fields)
+        return self._record("item_updated", make, occurred_at=occurred_at)
+
+    def _stock_before(self, sku: Any) -> int:
+        return self.db.on_hand(sku) if isinstance(sku, str) else 0
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_posint(value: Any) -> bool:
+    return _is_int(value) and value > 0

@@ -1,0 +1,147 @@
+"""The store's SQLite database: expiry cohorts, the outbox and the agent's counters.
+
+One file per location, in WAL mode so the publisher can read the outbox while the till
+keeps recording. Every recorded event changes stock and joins the outbox in a single
+transaction, so a kill at any instant leaves both or neither.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cohorts (
+    sku TEXT NOT NULL,
+    lot TEXT NOT NULL,
+    expires_on TEXT,
+    quantity INTEGER NOT NULL,
+    PRIMARY KEY (sku, lot)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS items (
+    sku TEXT PRIMARY KEY,
+    fields TEXT NOT NULL
+);
+"""
+
+
+class StoreDB:
+    """A thin, typed wrapper over one location's SQLite file."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves so a transaction
+        # takes the write lock up front instead of failing half-way.
+        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                    timeout=30)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL survives a killed process (WAL is fsynced at checkpoints); FULL also
+        # survives power loss at some cost per event.
+        self.conn.execute(f"PRAGMA synchronous={synchronous}")
+        self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    # --- meta ------------------------------------------------------------------------
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self.conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) "
+                          "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                          (key, json.dumps(value)))
+
+    # --- cohorts ---------------------------------------------------------------------
+
+    def on_hand(self, sku: str) -> int:
+        row = self.conn.execute("SELECT COALESCE(SUM(quantity), 0) FROM cohorts WHERE sku = ?",
+                                (sku,)).fetchone()
+        return int(row[0])
+
+    def cohorts(self, sku: str | None = None) -> list[dict[str, Any]]:
+        """Cohorts first-expired-first (unallocated stock, with no expiry, last)."""
+        sql = ("SELECT sku, lot, expires_on, quantity FROM cohorts {where} "
+               "ORDER BY sku, expires_on IS NULL, expires_on, lot")
+        if sku is None:
+            rows = self.conn.execute(sql.format(where=""))
+        else:
+            rows = self.conn.execute(sql.format(where="WHERE sku = ?"), (sku,))
+        return [dict(zip(("sku", "lot", "expires_on", "quantity"), r, strict=True))
+                for r in rows]
+
+    def cohort(self, sku: str, lot: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT expires_on, quantity FROM cohorts "
+                                "WHERE sku = ? AND lot = ?", (sku, lot)).fetchone()
+        return None if row is None else {"expires_on": row[0], "quantity": row[1]}
+
+    def add_to_cohort(self, sku: str, lot: str, expires_on: str | None, delta: int) -> None:
+        self.conn.execute(
+            "INSERT INTO cohorts(sku, lot, expires_on, quantity) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(sku, lot) DO UPDATE SET quantity = quantity + excluded.quantity, "
+            "expires_on = COALESCE(cohorts.expires_on, excluded.expires_on)",
+            (sku, lot, expires_on, delta))
+        self.conn.execute("DELETE FROM cohorts WHERE sku = ? AND lot = ? AND quantity = 0",
+                          (sku, lot))
+
+    def replace_cohorts(self, items: list[dict[str, Any]]) -> None:
+        self.conn.execute("DELETE FROM cohorts")
+        self.conn.executemany(
+            "INSERT INTO cohorts(sku, lot, expires_on, quantity) VALUES (?, ?, ?, ?)",
+            [(i["sku"], i["lot"], i["expires_on"], i["quantity"]) for i in items
+             if i["quantity"] != 0])
+
+    def set_item(self, sku: str, fields: dict[str, Any]) -> None:
+        row = self.conn.execute("SELECT fields FROM items WHERE sku = ?", (sku,)).fetchone()
+        merged = {**(json.loads(row[0]) if row else {}), **fields}
+        self.conn.execute("INSERT INTO items(sku, fields) VALUES (?, ?) ON CONFLICT(sku) "
+                          "DO UPDATE SET fields = excluded.fields", (sku, json.dumps(merged)))
+
+    # --- outbox ----------------------------------------------------------------------
+
+    def append_outbox(self, seq: int, body: bytes) -> None:
+        self.conn.execute("INSERT INTO outbox(seq, body) VALUES (?, ?)", (seq, body))
+
+    def outbox_after(self, seq: int, limit: int) -> list[tuple[int, bytes]]:
+        return self.conn.execute("SELECT seq, body FROM outbox WHERE seq > ? ORDER BY seq "
+                                 "LIMIT ?", (seq, limit)).fetchall()
+
+    def outbox_depth(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    def apply_ack(self, acked_seq: int) -> bool:
+        """Drop outbox entries the lakehouse holds durably; False when nothing new."""
+        with self.transaction():
+            if acked_seq <= self.get_meta("acked_seq", 0):
+                return False
+            self.conn.execute("DELETE FROM outbox WHERE seq <= ?", (acked_seq,))
+            self.set_meta("acked_seq", acked_seq)
+        return True

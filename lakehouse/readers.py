@@ -1,0 +1,83 @@
+"""JVM-free reads of the Delta tables, for the dashboard and notebooks.
+
+The dashboard must never start Spark, so it reads gold through ``deltalake`` (delta-rs)
+and pyarrow. A table that does not exist yet (the demo has just started, Spark has not
+committed its first batch) reads as ``None`` so callers can say "waiting" instead of
+failing. Timestamps come back UTC-aware whatever the writer stored, because every time
+in Shelflife is UTC and naive values invite local-time mistakes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
+
+from lakehouse.paths import table_path
+
+Filters = Sequence[tuple[str, str, Any]]
+"""Row filters in pyarrow's DNF form, e.g. ``[("region", "=", "east")]`` (ANDed)."""
+
+
+def _open(
+    layer: str, table: str, root: str | os.PathLike[str] | None, version: int | None = None
+) -> DeltaTable | None:
+    """The table, or None while it has no commit yet (not created, or still being created)."""
+    path = table_path(layer, table, root)
+    if not DeltaTable.is_deltatable(str(path)):
+        return None
+    try:
+        return DeltaTable(str(path), version=version)
+    except TableNotFoundError:
+        return None
+
+
+def _utc_timestamps(data: pa.Table) -> pa.Table:
+    """Mark every timestamp column as UTC (naive values are UTC by Shelflife convention)."""
+    for index, field in enumerate(data.schema):
+        if pa.types.is_timestamp(field.type) and field.type.tz != "UTC":
+            # Arrow stores timestamps as UTC instants: a naive column already holds UTC
+            # wall time and an aware one only needs relabelling, so a cast is enough.
+            utc = data.column(index).cast(pa.timestamp(field.type.unit, tz="UTC"))
+            data = data.set_column(index, field.with_type(utc.type), utc)
+    return data
+
+
+def read_table(
+    layer: str,
+    table: str,
+    root: str | os.PathLike[str] | None = None,
+    *,
+    filters: Filters | None = None,
+    columns: Sequence[str] | None = None,
+    version: int | None = None,
+) -> pd.DataFrame | None:
+    """Read one table into pandas, or None when it does not exist yet.
+
+    ``filters`` are pushed down (partition pruning on ``region``, file statistics), so a
+    regional view reads only its region. ``version`` pins the snapshot, which lets a
+    cache keyed on :func:`table_version` hold exactly the data of that version. Dates
+    come back as ``datetime.date`` objects; timestamps as ``datetime64[..., UTC]``.
+    """
+    delta = _open(layer, table, root, version)
+    if delta is None:
+        return None
+    data = delta.to_pyarrow_table(
+        columns=list(columns) if columns is not None else None,
+        filters=list(filters) if filters else None,
+    )
+    return _utc_timestamps(data).to_pandas()
+
+
+def table_version(layer: str, table: str, root: str | os.PathLike[str] | None = None) -> int | None:
+    """The table's latest committed version, or None when it does not exist yet.
+
+    Cheap next to a full read: callers use it as a cache key and re-read only on change.
+    """
+    delta = _open(layer, table, root)
+    return None if delta is None else delta.version()

@@ -1,0 +1,58 @@
+"""The one place a Spark session with Delta Lake is made.
+
+The Delta jar comes from Maven Central through ``spark.jars.packages`` and is cached in
+``~/.ivy2.5.2`` after the first run. Python pins ``delta-spark==4.4.1``; the matching jar
+for Spark 4.2 on Maven Central is ``delta-spark_4.2_2.13:4.4.0`` (4.4.1 of that artifact
+is not published there), which is what :data:`DELTA_PACKAGE` names. Override with
+``SHELFLIFE_DELTA_PACKAGE`` if your mirror has another build.
+
+The settings favour latency of small, frequent commits on a small machine: one shuffle
+partition, one partition for Delta snapshot state, no adaptive execution, no UI.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+DELTA_PACKAGE = os.environ.get("SHELFLIFE_DELTA_PACKAGE", "io.delta:delta-spark_4.2_2.13:4.4.0")
+
+LOW_LATENCY_CONF: dict[str, str] = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.shuffle.partitions": "1",
+    "spark.default.parallelism": "2",
+    "spark.sql.adaptive.enabled": "false",
+    "spark.databricks.delta.snapshotPartitions": "1",
+    "spark.databricks.delta.merge.repartitionBeforeWrite.enabled": "false",
+    "spark.sql.streaming.stateStore.providerClass":
+        "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+    "spark.scheduler.mode": "FAIR",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.driver.memory": "3g",
+    "spark.sql.streaming.noDataMicroBatches.enabled": "false",
+    # Delta writes checkpoints of its log every N commits; frequent tiny commits make
+    # that the main source of latency spikes, so do it less often.
+    "spark.databricks.delta.properties.defaults.checkpointInterval": "50",
+    "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
+    "spark.databricks.delta.autoCompact.enabled": "true",
+    "spark.databricks.delta.autoCompact.minNumFiles": "40",
+}
+
+
+def spark_session(app_name: str = "shelflife", *, master: str | None = None,
+                  extra: dict[str, Any] | None = None):  # -> pyspark.sql.SparkSession
+    """Get or create the process's Spark session with Delta configured."""
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = (SparkSession.builder.appName(app_name)
+               .master(master or os.environ.get("SHELFLIFE_SPARK_MASTER", "local[2]"))
+               .config("spark.jars.packages", DELTA_PACKAGE))
+    for key, value in {**LOW_LATENCY_CONF, **(extra or {})}.items():
+        builder = builder.config(key, str(value))
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("SHELFLIFE_SPARK_LOG_LEVEL", "ERROR"))
+    return spark

@@ -1,0 +1,45 @@
+"""Landing lines -> bronze ``events_raw``: every accepted payload, byte for byte."""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+LANDING_SCHEMA = T.StructType([
+    T.StructField("kind", T.StringType()),
+    T.StructField("topic", T.StringType()),
+    T.StructField("region", T.StringType()),
+    T.StructField("received_at", T.StringType()),
+    T.StructField("batch_id", T.StringType()),
+    T.StructField("line", T.LongType()),
+    T.StructField("raw", T.StringType()),
+    T.StructField("raw_b64", T.StringType()),
+    T.StructField("reason", T.StringType()),
+])
+
+EVENTS_RAW_SCHEMA = T.StructType([
+    T.StructField("region", T.StringType(), False),
+    T.StructField("topic", T.StringType()),
+    T.StructField("payload", T.BinaryType()),
+    T.StructField("received_at", T.TimestampType()),
+    T.StructField("ingest_batch_id", T.StringType()),
+    T.StructField("line", T.LongType()),
+    T.StructField("stream_batch_id", T.LongType()),
+])
+EVENTS_RAW_PARTITIONS = ("region",)
+
+
+def ts(col: str) -> Column:
+    """Contract timestamps (``...sss'Z'``) to Spark timestamps."""
+    return F.to_timestamp(F.col(col), "yyyy-MM-dd'T'HH:mm:ss.SSSX")
+
+
+def to_events_raw(landing: DataFrame, stream_batch_id: int) -> DataFrame:
+    """Accepted lines only; dead letters go to ``silver/dead_letters`` instead."""
+    return (landing.where(F.col("kind") == "event")
+            .select(F.col("region"), F.col("topic"),
+                    F.encode(F.col("raw"), "UTF-8").alias("payload"),
+                    ts("received_at").alias("received_at"),
+                    F.col("batch_id").alias("ingest_batch_id"), F.col("line"),
+                    F.lit(stream_batch_id).cast("long").alias("stream_batch_id")))

@@ -1,0 +1,121 @@
+"""Bronze lines -> silver ``events`` (typed, one row per ``(location_id, seq)``) and
+``dead_letters``; plus the per-cohort quantity movements each event implies."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from lakehouse.contract import spark_schema
+
+from .bronze import ts
+
+EVENTS_PARTITIONS = ("region", "category")
+DEAD_LETTERS_SCHEMA = T.StructType([
+    T.StructField("region", T.StringType(), False),
+    T.StructField("topic", T.StringType()),
+    T.StructField("raw", T.BinaryType()),
+    T.StructField("reason", T.StringType()),
+    T.StructField("received_at", T.TimestampType()),
+    T.StructField("source", T.StringType()),
+    T.StructField("ingest_batch_id", T.StringType()),
+    T.StructField("line", T.LongType()),
+])
+DEAD_LETTERS_PARTITIONS = ("region",)
+
+MOVE = T.StructType([
+    T.StructField("sku", T.StringType()),
+    T.StructField("lot", T.StringType()),
+    T.StructField("expires_on", T.StringType()),
+    T.StructField("quantity", T.LongType()),
+])
+
+
+def with_parsed(landing: DataFrame) -> DataFrame:
+    """Adds ``ev`` (the event struct, null when unparseable) and a dedup key.
+
+    The key is the event id for events and a per-line id for dead letters, so one
+    streaming ``dropDuplicates`` serves both without ever merging two dead letters.
+    """
+    ev = F.from_json(F.col("raw"), spark_schema(), {"mode": "PERMISSIVE"})
+    return (landing.withColumn("ev", F.when(F.col("kind") == "event", ev))
+            .withColumn("dedup_key", F.coalesce(
+                F.col("ev.event_id"),
+                F.concat_ws(":", F.lit("line"), F.col("batch_id"), F.col("line")))))
+
+
+def dead_letters(parsed: DataFrame) -> DataFrame:
+    """Ingest's dead letters, plus any event line Spark could not read."""
+    from_ingest = (parsed.where(F.col("kind") == "dead")
+                   .select(F.col("region"), F.col("topic"),
+                           F.unbase64(F.col("raw_b64")).alias("raw"), F.col("reason"),
+                           ts("received_at").alias("received_at"),
+                           F.lit("ingest").alias("source"),
+                           F.col("batch_id").alias("ingest_batch_id"), F.col("line")))
+    unreadable = (parsed.where((F.col("kind") == "event") & F.col("ev.event_id").isNull())
+                  .select(F.col("region"), F.col("topic"),
+                          F.encode(F.col("raw"), "UTF-8").alias("raw"),
+                          F.lit("spark could not parse the event").alias("reason"),
+                          ts("received_at").alias("received_at"),
+                          F.lit("spark").alias("source"),
+                          F.col("batch_id").alias("ingest_batch_id"), F.col("line")))
+    return from_ingest.unionByName(unreadable)
+
+
+def to_events(parsed: DataFrame) -> DataFrame:
+    """Typed silver rows for readable events."""
+    ev = F.col("ev")
+    return (parsed.where((F.col("kind") == "event") & ev["event_id"].isNotNull())
+            .select(
+                ev["event_id"].alias("event_id"), F.col("region"),
+                ev["location_id"].alias("location_id"), ev["seq"].alias("seq"),
+                ev["event_type"].alias("event_type"), ev["category"].alias("category"),
+                F.to_timestamp(ev["occurred_at"], "yyyy-MM-dd'T'HH:mm:ss.SSSX")
+                .alias("occurred_at"),
+                ev["offline"].alias("offline"), ev["causation_id"].alias("causation_id"),
+                ev["clock"].alias("clock"), ev["agent_version"].alias("agent_version"),
+                ev["payload"]["sku"].alias("sku"),
+                ev["payload"]["quantity"].alias("quantity"),
+                ev["payload"]["stock_before"].alias("stock_before"),
+                ev["payload"].alias("payload"),
+                F.col("topic"), ts("received_at").alias("received_at"),
+                F.col("batch_id").alias("ingest_batch_id"),
+                F.current_timestamp().alias("processed_at")))
+
+
+def movements(events: DataFrame) -> DataFrame:
+    """One row per cohort change an event implies: (location, seq, sku, lot, expiry, qty).
+
+    Counts are not movements: a count sets the location's cohorts (see ``gold``).
+    """
+    p, et, sku = F.col("payload"), F.col("event_type"), F.col("payload.sku")
+
+    def lots(sign: int):
+        return F.transform(p["lots"], lambda lot: F.struct(
+            sku.alias("sku"), lot["lot"].alias("lot"), lot["expires_on"].alias("expires_on"),
+            (lot["quantity"] * F.lit(sign)).alias("quantity")))
+
+    def one(qty):
+        return F.array(F.struct(sku.alias("sku"), p["lot"].alias("lot"),
+                                p["expires_on"].alias("expires_on"),
+                                qty.cast("long").alias("quantity")))
+
+    moves = (F.when(et == "received", one(p["quantity"]))
+             .when(et.isin("sold", "transfer_out"), lots(-1))
+             .when(et == "transfer_in", lots(1))
+             .when(et == "wasted", one(-p["quantity"]))
+             .when(et == "adjusted", one(p["delta"]))
+             .otherwise(F.array().cast(T.ArrayType(MOVE))))
+    return (events.select("region", "location_id", "seq", F.explode(moves).alias("m"))
+            .select("region", "location_id", "seq", "m.sku", "m.lot", "m.expires_on",
+                    "m.quantity"))
+
+
+def count_snapshots(events: DataFrame) -> DataFrame:
+    """The cohorts a ``counted`` event sets: (location, seq, sku, lot, expiry, qty)."""
+    return (events.where(F.col("event_type") == "counted")
+            .select("region", "location_id", "seq",
+                    F.explode(F.col("payload.items")).alias("i"))
+            .select("region", "location_id", "seq", "i.sku", "i.lot", "i.expires_on",
+                    "i.quantity"))

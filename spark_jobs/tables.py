@@ -1,0 +1,43 @@
+"""Creates the streaming job's Delta tables (empty, partitioned) before any query starts.
+
+Schemas are declared next to the transform that writes them; the silver ones are taken
+from the transform itself, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+from pyspark.sql import types as T
+
+from lakehouse.paths import table_path
+
+from . import gold, silver
+from .bronze import EVENTS_RAW_PARTITIONS, EVENTS_RAW_SCHEMA, LANDING_SCHEMA
+
+
+def _silver_events_schema(spark: SparkSession) -> T.StructType:
+    empty = spark.createDataFrame([], LANDING_SCHEMA)
+    return silver.to_events(silver.with_parsed(empty)).schema
+
+
+def table_specs(spark: SparkSession) -> dict[tuple[str, str], tuple[T.StructType, tuple]]:
+    return {
+        ("bronze", "events_raw"): (EVENTS_RAW_SCHEMA, EVENTS_RAW_PARTITIONS),
+        ("silver", "events"): (_silver_events_schema(spark), silver.EVENTS_PARTITIONS),
+        ("silver", "dead_letters"): (silver.DEAD_LETTERS_SCHEMA, silver.DEAD_LETTERS_PARTITIONS),
+        ("gold", "stock_cohorts"): (gold.COHORTS_SCHEMA, gold.PARTITIONS),
+        ("gold", "stock_levels"): (gold.LEVELS_SCHEMA, gold.PARTITIONS),
+        ("gold", "region_status"): (gold.REGION_STATUS_SCHEMA, gold.PARTITIONS),
+    }
+
+
+def ensure_tables(spark: SparkSession, root: Path) -> None:
+    """Create each missing table with its schema and partitioning; leave others alone."""
+    for (layer, name), (schema, parts) in table_specs(spark).items():
+        path = table_path(layer, name, root)
+        if (path / "_delta_log").exists():
+            continue
+        (spark.createDataFrame([], schema).write.format("delta")
+         .partitionBy(*parts).mode("ignore").save(str(path)))
