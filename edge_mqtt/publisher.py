@@ -134,8 +134,18 @@ class Publisher:
     def acked_seq(self) -> int:
         return self._acked
 
+    @property
+    def pending(self) -> bool:
+        """True when :meth:`pump` has work: a new event, ack or reconnect since it last ran.
+
+        Lets one thread pump many publishers started with ``pump_thread=False``.
+        """
+        return self._wake.is_set()
+
     def pump(self) -> int:
         """Apply the newest ack and send what the window allows; returns events sent."""
+        # Cleared before reading anything, so a wake-up arriving meanwhile is kept.
+        self._wake.clear()
         if self._applied < self._acked:
             acked = self._acked
             self.db.apply_ack(acked)
@@ -164,6 +174,8 @@ class Publisher:
             with self._lock:
                 self._sent_up_to = max(self._sent_up_to, seq)
             self.sent += 1
+        if rows and len(rows) == room:
+            self._wake.set()  # a full batch: more may be waiting
         return len(rows)
 
     def _run(self) -> None:

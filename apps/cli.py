@@ -1,0 +1,164 @@
+"""The ``shelflife`` command: one entry point for every component and the demo.
+
+Each option falls back to an environment variable named in its ``--help``, so the same
+settings work from a shell, a service file or the demo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from lakehouse.contract import REGIONS
+
+DEFAULT_PORTS = {"east": 18831, "central": 18832, "west": 18833}
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, default)
+
+
+def _add(p: argparse.ArgumentParser, flag: str, env: str, default: object, help: str,
+         **kw: object) -> None:
+    """An option whose default comes from ``env``, named in the help text."""
+    value = _env(env)
+    typ = kw.pop("type", str)
+    p.add_argument(flag, default=typ(value) if value is not None else default, type=typ,
+                   help=f"{help} (env {env}; default {default})", **kw)
+
+
+def _regions(text: str) -> list[str]:
+    regions = [r.strip() for r in text.split(",") if r.strip()]
+    for r in regions:
+        if r not in REGIONS:
+            raise argparse.ArgumentTypeError(f"region {r!r}: expected one of {', '.join(REGIONS)}")
+    return regions
+
+
+def _common(p: argparse.ArgumentParser, *, lakehouse: bool = True) -> None:
+    _add(p, "--regions", "SHELFLIFE_REGIONS", ",".join(REGIONS), "comma-separated regions")
+    if lakehouse:
+        _add(p, "--lakehouse", "SHELFLIFE_LAKEHOUSE", "./lakehouse", "lakehouse root folder")
+
+
+def _stop_event() -> threading.Event:
+    """Set on Ctrl-C or SIGTERM so components shut down cleanly."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from ingest.brokers import run_brokers_forever
+
+    run_brokers_forever(args.data_dir, _regions(args.regions), kind=args.kind)
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from ingest.worker import IngestConfig, run_workers
+
+    configs = [IngestConfig(region=r, port=DEFAULT_PORTS[r], lakehouse=args.lakehouse)
+               for r in _regions(args.regions)]
+    print(f"ingest: regions {args.regions} -> {args.lakehouse}/landing", flush=True)
+    run_workers(configs, stop=_stop_event())
+    return 0
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    from spark_jobs.streaming import StreamConfig, run_streams
+
+    print(f"streaming: regions {args.regions}, lakehouse {args.lakehouse} "
+          "(the first run downloads the Delta jars from Maven Central)", flush=True)
+    run_streams(_regions(args.regions), StreamConfig(lakehouse=args.lakehouse,
+                                                     trigger_s=args.trigger_s),
+                stop=_stop_event())
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from edge_mqtt.simulator import FleetConfig, run_fleet
+
+    config = FleetConfig(stores=args.stores, regions=tuple(_regions(args.regions)),
+                         events_per_s=args.events_per_s, data_dir=args.data_dir,
+                         duration_s=args.duration_s, seed=args.seed)
+    summary = run_fleet(config, stop=_stop_event())
+    print(f"simulate: {summary}", flush=True)
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from apps.streamlit.launch import run_dashboard
+
+    return run_dashboard(args.lakehouse, port=args.port)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from apps.demo import run_demo
+
+    return run_demo(lakehouse=args.lakehouse, data_dir=args.data_dir, port=args.port,
+                    stores=args.stores, events_per_s=args.events_per_s)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shelflife",
+                                     description="Real-time perishable inventory.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("broker", help="run one MQTT broker per region on loopback")
+    _common(p, lakehouse=False)
+    _add(p, "--data-dir", "SHELFLIFE_BROKER_DIR", "./var/brokers", "broker config/state")
+    p.add_argument("--kind", choices=("auto", "mosquitto", "embedded"), default="auto",
+                   help="mosquitto when installed (auto), or the embedded broker")
+    p.set_defaults(fn=cmd_broker)
+
+    p = sub.add_parser("ingest", help="run the regional ingest workers")
+    _common(p)
+    p.set_defaults(fn=cmd_ingest)
+
+    p = sub.add_parser("stream", help="run the Spark streaming queries (one per region)")
+    _common(p)
+    _add(p, "--trigger-s", "SHELFLIFE_TRIGGER_S", 1.0, "micro-batch trigger", type=float)
+    p.set_defaults(fn=cmd_stream)
+
+    for name, helptext in (("simulate", "run a simulated store fleet"),
+                           ("demo", "run brokers, fleet, ingest, streaming and dashboard")):
+        p = sub.add_parser(name, help=helptext)
+        _common(p)
+        _add(p, "--stores", "SHELFLIFE_STORES", 300, "stores in the fleet", type=int)
+        _add(p, "--events-per-s", "SHELFLIFE_EVENTS_PER_S", 300.0, "fleet event rate",
+             type=float)
+        _add(p, "--data-dir", "SHELFLIFE_DATA_DIR", "./var", "agents' SQLite files etc.")
+        if name == "simulate":
+            _add(p, "--duration-s", "SHELFLIFE_DURATION_S", None, "stop after (default: never)",
+                 type=float)
+            _add(p, "--seed", "SHELFLIFE_SEED", 7, "random seed", type=int)
+            p.set_defaults(fn=cmd_simulate)
+        else:
+            _add(p, "--port", "SHELFLIFE_DASHBOARD_PORT", 8501, "dashboard port", type=int)
+            p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("dashboard", help="serve the Streamlit dashboard")
+    _add(p, "--lakehouse", "SHELFLIFE_LAKEHOUSE", "./lakehouse", "lakehouse root folder")
+    _add(p, "--port", "SHELFLIFE_DASHBOARD_PORT", 8501, "dashboard port", type=int)
+    p.set_defaults(fn=cmd_dashboard)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    return int(args.fn(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

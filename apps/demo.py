@@ -1,0 +1,85 @@
+"""``shelflife demo``: every component as its own process, on embedded defaults.
+
+brokers -> ingest -> streaming -> dashboard, then the simulated fleet once the brokers
+answer. Output of each process is prefixed with its name; Ctrl-C stops them all.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from apps.streamlit.launch import dashboard_command
+
+COMPONENT_START_TIMEOUT_S = 60
+
+
+def _pipe(name: str, proc: subprocess.Popen) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        sys.stdout.write(f"[{name}] {line}")
+        sys.stdout.flush()
+
+
+def _wait_port(port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+def run_demo(*, lakehouse: str, data_dir: str, port: int, stores: int,
+             events_per_s: float) -> int:
+    lake = str(Path(lakehouse).resolve())
+    var = Path(data_dir).resolve()
+    env = {**os.environ, "SHELFLIFE_LAKEHOUSE": lake, "PYTHONUNBUFFERED": "1"}
+    cli = [sys.executable, "-m", "apps.cli"]
+    plan = [
+        ("broker", cli + ["broker", "--data-dir", str(var / "brokers")]),
+        ("ingest", cli + ["ingest", "--lakehouse", lake]),
+        ("stream", cli + ["stream", "--lakehouse", lake]),
+        ("dashboard", dashboard_command(lake, port)),
+        ("fleet", cli + ["simulate", "--stores", str(stores), "--events-per-s",
+                         str(events_per_s), "--data-dir", str(var / "fleet")]),
+    ]
+    procs: list[tuple[str, subprocess.Popen]] = []
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        for name, cmd in plan:
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+            procs.append((name, proc))
+            threading.Thread(target=_pipe, args=(name, proc), daemon=True).start()
+            if name == "broker" and not _wait_port(18831, COMPONENT_START_TIMEOUT_S):
+                print("demo: brokers did not start; see [broker] lines above", flush=True)
+                return 1
+        print(f"\n  Shelflife dashboard: http://127.0.0.1:{port}\n"
+              f"  lakehouse: {lake}\n  stock appears once Spark has started "
+              "(first run downloads the Delta jars).\n", flush=True)
+        while not stop.wait(1.0):
+            for name, proc in procs:
+                if proc.poll() is not None:
+                    print(f"demo: {name} exited with {proc.returncode}; stopping", flush=True)
+                    return 1
+        return 0
+    finally:
+        for _name, proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _name, proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()

@@ -1,0 +1,23 @@
+"""Starts the Streamlit dashboard as its own process (it never shares a JVM)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+DASHBOARD = Path(__file__).with_name("dashboard.py")
+
+
+def dashboard_command(lakehouse: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "streamlit", "run", str(DASHBOARD),
+            "--server.headless", "true", "--server.port", str(port),
+            "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+            "--", "--lakehouse", str(Path(lakehouse).resolve())]
+
+
+def run_dashboard(lakehouse: str, *, port: int = 8501) -> int:
+    print(f"dashboard: http://127.0.0.1:{port}", flush=True)
+    env = {**os.environ, "SHELFLIFE_LAKEHOUSE": str(Path(lakehouse).resolve())}
+    return subprocess.call(dashboard_command(lakehouse, port), env=env)

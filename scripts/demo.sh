@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up, then run the whole demo: brokers, simulated fleet, ingest, streaming, dashboard.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export SHELFLIFE_LAKEHOUSE=${SHELFLIFE_LAKEHOUSE:-./var/lakehouse}
+exec .venv/bin/shelflife demo --data-dir ./var "$@"

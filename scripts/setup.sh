@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Sets up Shelflife on a fresh Debian/Ubuntu machine with Python 3.11+ and Java 17:
+# mosquitto (when we may install packages), a virtualenv in .venv, the package with its
+# server and dev extras. Safe to run again; it only does what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+"$PY" - <<'PYEOF' || { echo "setup: Python 3.11+ is required" >&2; exit 1; }
+import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)
+PYEOF
+if ! command -v java >/dev/null 2>&1; then
+  echo "setup: Java 17 is required for Spark (apt-get install -y openjdk-17-jre-headless)" >&2
+  exit 1
+fi
+
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing mosquitto"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null) \
+      || echo "setup: could not install mosquitto; the embedded broker will be used"
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null) \
+      || echo "setup: could not install mosquitto; the embedded broker will be used"
+  else
+    echo "setup: mosquitto not installed and no root; the embedded broker will be used"
+  fi
+fi
+# The Debian package starts a system mosquitto on 1883; Shelflife runs its own brokers.
+
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.shelflife-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[server,dev]"
+  touch "$stamp"
+fi
+echo "setup: ready (.venv)"

@@ -1,0 +1,45 @@
+"""Session fixtures: real brokers, a real Spark with Delta, free ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ingest.brokers import RunningBroker, find_mosquitto, start_brokers, stop_brokers
+from lakehouse.contract import REGIONS
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def region_ports() -> dict[str, int]:
+    return {r: free_port() for r in REGIONS}
+
+
+@pytest.fixture
+def brokers(tmp_path: Path, region_ports: dict[str, int]) -> Iterator[list[RunningBroker]]:
+    """One mosquitto per region (the embedded broker where mosquitto is absent)."""
+    kind = "mosquitto" if find_mosquitto() else "embedded"
+    running = start_brokers(tmp_path / "brokers", REGIONS, kind=kind, ports=region_ports)
+    yield running
+    stop_brokers(running)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """A local Spark with Delta, shared by the whole session (startup is the slow part)."""
+    from lakehouse.spark import spark_session
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    session = spark_session("shelflife-tests")
+    yield session
+    session.stop()
