@@ -14,9 +14,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from ingest.brokers import DEFAULT_PORTS
 from lakehouse.contract import REGIONS
-
-DEFAULT_PORTS = {"east": 18831, "central": 18832, "west": 18833}
 
 
 def _env(name: str, default: str | None = None) -> str | None:

@@ -39,6 +39,11 @@ class PublisherConfig:
     """Re-send from the last ack when it has not moved for this long."""
     replay_rate: float = 0.0
     """Events per second when catching up (0 = as fast as the window allows)."""
+    max_inflight: int | None = None
+    """QoS 2 messages in flight to the broker (None = ``min(window, 1000)``). A stock
+    mosquitto (``max_inflight_messages 20``) answers PUBREC to MQTT 3.1.1 publishes beyond
+    its quota and then drops them, so use 20 or less against a broker not configured by
+    ``ingest.brokers``."""
     username: str | None = None
     password: str | None = None
     keepalive: int = 30
@@ -59,7 +64,8 @@ class Publisher:
                                   clean_session=False, protocol=mqtt.MQTTv311)
         if self.config.username:
             self.client.username_pw_set(self.config.username, self.config.password)
-        self.client.max_inflight_messages_set(min(self.config.window, 1000))
+        self.client.max_inflight_messages_set(self.config.max_inflight
+                                              or min(self.config.window, 1000))
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect

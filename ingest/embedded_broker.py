@@ -313,9 +313,8 @@ class EmbeddedBroker:
         if self._thread is not None:
             raise RuntimeError(f"broker on port {self.port} already started")
         ready = threading.Event()
-        self._thread = threading.Thread(
-            target=lambda: asyncio.run(self.serve(ready)),
-            name=f"shelflife-broker-{self.port}", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(ready,),
+                                        name=f"shelflife-broker-{self.port}", daemon=True)
         self._thread.start()
         ready.wait(15)
         if self._error is not None:
@@ -326,6 +325,13 @@ class EmbeddedBroker:
         if not ready.is_set():
             raise TimeoutError(f"embedded broker on {self.host}:{self.port} did not start")
         return self
+
+    def _run(self, ready: threading.Event) -> None:
+        try:
+            asyncio.run(self.serve(ready))
+        except OSError:
+            if self._error is None:  # not a listen failure already reported by start()
+                raise
 
     def stop(self) -> None:
         """Close every connection and the listener; in-memory sessions are dropped."""

@@ -1,0 +1,253 @@
+"""The regional MQTT brokers: one per region (east, central, west).
+
+Each region gets its own broker so a region replaying a long backlog never slows the
+others. mosquitto is used when installed (it keeps sessions on disk across restarts); the
+in-process embedded broker stands in where it is not, with the same ports and topics.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from ingest.embedded_broker import EmbeddedBroker
+from lakehouse.contract import REGIONS, check_region
+
+DEFAULT_PORTS: dict[str, int] = {"east": 18831, "central": 18832, "west": 18833}
+BrokerKind = Literal["auto", "mosquitto", "embedded"]
+_DEBIAN_MOSQUITTO = Path("/usr/sbin/mosquitto")
+
+# A store offline for a day can queue tens of thousands of events for its region's ingest
+# subscriber; mosquitto's default of 1,000 queued messages would silently drop the rest.
+MAX_QUEUED_MESSAGES = 1_000_000
+# mosquitto applies this to outgoing messages and, for MQTT 3.1.1 clients, as the limit on
+# unacknowledged incoming QoS 1/2 messages: a publisher that pipelines more is disconnected.
+MAX_INFLIGHT_MESSAGES = 1000
+
+
+class BrokerError(RuntimeError):
+    """A regional broker could not be started; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class BrokerSpec:
+    """Where one region's broker listens."""
+
+    region: str
+    host: str = "127.0.0.1"
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        check_region(self.region)
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not (
+            1 <= self.port <= 65535
+        ):
+            raise ValueError(f"port: expected an integer 1-65535, got {self.port!r}")
+        if not isinstance(self.host, str) or not self.host.strip():
+            raise ValueError(f"host: expected a host name or address, got {self.host!r}")
+
+
+def mosquitto_config(spec: BrokerSpec, data_dir: Path) -> str:
+    """A mosquitto 2.x config keeping persistent sessions and a deep offline backlog."""
+    region_dir = Path(data_dir).resolve() / spec.region
+    lines = [
+        f"# Shelflife regional broker: {spec.region}",
+        f"listener {spec.port} {spec.host}",
+        "allow_anonymous true",
+        "persistence true",
+        f"persistence_location {region_dir}/",
+        "autosave_interval 5",
+        f"max_queued_messages {MAX_QUEUED_MESSAGES}",
+        "max_queued_bytes 0",
+        f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
+        "queue_qos0_messages false",
+        "persistent_client_expiration 14d",
+        "set_tcp_nodelay true",
+        f"log_dest file {region_dir / 'mosquitto.log'}",
+        "log_type error",
+        "log_type warning",
+        "log_type notice",
+        "log_type information",
+        "connection_messages true",
+        "log_timestamp true",
+        "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+    ]
+    if hasattr(os, "geteuid"):
+        import pwd
+
+        # Run as whoever started Shelflife: as root, mosquitto would otherwise switch to
+        # the "mosquitto" user, which cannot write the persistence files under data_dir.
+        lines.append(f"user {pwd.getpwuid(os.geteuid()).pw_name}")
+    return "\n".join(lines) + "\n"
+
+
+def find_mosquitto() -> str | None:
+    """Path of the mosquitto binary, or None when it is not installed."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    return str(_DEBIAN_MOSQUITTO) if _DEBIAN_MOSQUITTO.exists() else None
+
+
+@dataclass
+class RunningBroker:
+    """A started broker; ``stop()`` shuts it down (mosquitto saves its sessions first)."""
+
+    spec: BrokerSpec
+    kind: Literal["mosquitto", "embedded"]
+    process: subprocess.Popen[bytes] | None = None
+    embedded: EmbeddedBroker | None = None
+    log_path: Path | None = None
+    _stopped: bool = field(default=False, repr=False)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.embedded is not None:
+            self.embedded.stop()
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+
+
+def _bind_problem(host: str, port: int) -> str | None:
+    """Why mosquitto could not listen there (e.g. the port is in use), or None."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _tail(*paths: Path, lines: int = 15) -> str:
+    out = []
+    for path in paths:
+        if path.exists():
+            text = path.read_text(errors="replace").strip().splitlines()[-lines:]
+            if text:
+                out.append(f"--- {path} ---\n" + "\n".join(text))
+    return "\n".join(out) or "(no log output)"
+
+
+def _start_mosquitto(binary: str, spec: BrokerSpec, data_dir: Path,
+                     timeout: float) -> RunningBroker:
+    region_dir = Path(data_dir).resolve() / spec.region
+    region_dir.mkdir(parents=True, exist_ok=True)
+    conf = region_dir / "mosquitto.conf"
+    conf.write_text(mosquitto_config(spec, data_dir))
+    log_path, console = region_dir / "mosquitto.log", region_dir / "mosquitto.console.log"
+    problem = _bind_problem(spec.host, spec.port)
+    if problem is not None:
+        raise BrokerError(f"region {spec.region}: cannot listen on {spec.host}:{spec.port} "
+                          f"({problem}); stop what holds the port or choose another")
+    with console.open("ab") as out:
+        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=out, stderr=out,
+                                stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BrokerError(f"region {spec.region}: mosquitto exited with code "
+                              f"{proc.returncode}\n{_tail(log_path, console)}")
+        if _accepts(spec.host, spec.port):
+            return RunningBroker(spec, "mosquitto", process=proc, log_path=log_path)
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    raise BrokerError(f"region {spec.region}: mosquitto did not accept connections on "
+                      f"{spec.host}:{spec.port} within {timeout:.0f} s\n"
+                      f"{_tail(log_path, console)}")
+
+
+def start_brokers(
+    data_dir: Path,
+    regions: Iterable[str] = REGIONS,
+    *,
+    kind: BrokerKind = "auto",
+    ports: Mapping[str, int] = DEFAULT_PORTS,
+    host: str = "127.0.0.1",
+    timeout: float = 10.0,
+) -> list[RunningBroker]:
+    """Start one broker per region and return once every port accepts TCP connections."""
+    if kind not in ("auto", "mosquitto", "embedded"):
+        raise ValueError(f"kind: expected auto, mosquitto or embedded, got {kind!r}")
+    specs = []
+    for region in regions:
+        if region not in ports:
+            raise ValueError(f"ports: no port given for region {region!r}")
+        specs.append(BrokerSpec(region, host, ports[region]))
+    binary = find_mosquitto() if kind != "embedded" else None
+    if kind == "mosquitto" and binary is None:
+        raise BrokerError("kind='mosquitto' but mosquitto is not installed "
+                          "(apt-get install mosquitto, or use kind='embedded')")
+    started: list[RunningBroker] = []
+    try:
+        for spec in specs:
+            if binary is not None:
+                started.append(_start_mosquitto(binary, spec, data_dir, timeout))
+            else:
+                try:
+                    broker = EmbeddedBroker(spec.host, spec.port).start()
+                except OSError as exc:
+                    raise BrokerError(f"region {spec.region}: {exc}") from exc
+                started.append(RunningBroker(spec, "embedded", embedded=broker))
+    except BaseException:
+        stop_brokers(started)
+        raise
+    return started
+
+
+def stop_brokers(brokers: Iterable[RunningBroker]) -> None:
+    """Stop every broker, newest first."""
+    for broker in reversed(list(brokers)):
+        broker.stop()
+
+
+def run_brokers_forever(
+    data_dir: Path,
+    regions: Iterable[str] = REGIONS,
+    *,
+    kind: BrokerKind = "auto",
+    ports: Mapping[str, int] = DEFAULT_PORTS,
+    host: str = "127.0.0.1",
+) -> None:
+    """Start the brokers, print one line each, and keep them up until Ctrl-C or SIGTERM."""
+    brokers = start_brokers(data_dir, regions, kind=kind, ports=ports, host=host)
+    done = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        for b in brokers:
+            print(f"{b.spec.region:<8} {b.kind:<10} {b.spec.host}:{b.spec.port}", flush=True)
+        while not done.wait(0.5):
+            dead = [b for b in brokers if b.process is not None and b.process.poll() is not None]
+            if dead:
+                raise BrokerError(f"region {dead[0].spec.region}: mosquitto exited\n"
+                                  f"{_tail(dead[0].log_path) if dead[0].log_path else ''}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        stop_brokers(brokers)

@@ -1,0 +1,113 @@
+"""The store agent records locally, first-expired-first-out, and refuses bad input
+before it reaches the outbox."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_mqtt.agent import StoreAgent
+from lakehouse import oracle
+from lakehouse.contract import UNALLOCATED_LOT, ContractError, decode_event
+
+
+@pytest.fixture
+def agent(tmp_path):
+    a = StoreAgent("S-001", "east", tmp_path / "s.sqlite")
+    yield a
+    a.close()
+
+
+def receive(agent, qty, lot, expires):
+    return agent.receive("MILK", qty, lot=lot, expires_on=expires, supplier_ref="PO",
+                         unit_cost=0.5)
+
+
+def test_sales_draw_oldest_expiry_first_and_may_go_negative(agent):
+    receive(agent, 10, "LATE", "2026-12-09")
+    receive(agent, 5, "EARLY", "2026-12-02")
+    sale = agent.sell("MILK", 7, unit_price=1.0, transaction_ref="T1")
+    assert sale["payload"]["lots"] == [
+        {"lot": "EARLY", "expires_on": "2026-12-02", "quantity": 5},
+        {"lot": "LATE", "expires_on": "2026-12-09", "quantity": 2}]
+    assert sale["payload"]["stock_before"] == 15
+    big = agent.sell("MILK", 20, unit_price=1.0, transaction_ref="T2")
+    assert big["payload"]["lots"][-1] == {"lot": UNALLOCATED_LOT, "expires_on": None,
+                                          "quantity": 12}
+    assert agent.on_hand("MILK") == -12
+
+
+def test_event_stock_and_outbox_commit_together(agent, tmp_path):
+    receive(agent, 4, "L1", "2026-12-02")
+    agent.sell("MILK", 1, unit_price=1.0, transaction_ref="T1")
+    # A second, independent reader sees both events and the stock they imply.
+    conn = sqlite3.connect(tmp_path / "s.sqlite")
+    bodies = [decode_event(b) for (b,) in conn.execute("SELECT body FROM outbox ORDER BY seq")]
+    assert [e["seq"] for e in bodies] == [1, 2]
+    assert conn.execute("SELECT quantity FROM cohorts").fetchall() == [(3,)]
+    assert oracle.fold(bodies) == {("S-001", "MILK", "L1"): 3}
+
+
+def test_invalid_input_is_refused_before_the_outbox(agent):
+    with pytest.raises(ContractError) as info:
+        agent.sell("MILK", -2, unit_price=1.0, transaction_ref="T1")
+    assert info.value.field == "payload.quantity" and "-2" in str(info.value)
+    with pytest.raises(ContractError, match="payload.reason_code"):
+        agent.waste("MILK", 1, lot="L1", reason_code="eaten", disposal_method="bin")
+    assert agent.db.outbox_depth() == 0 and agent.last_seq == 0
+    assert agent.on_hand("MILK") == 0
+
+
+def test_offline_events_are_flagged_and_counts_replace_stock(agent):
+    receive(agent, 4, "L1", "2026-12-02")
+    agent.online = True
+    count = agent.count([{"sku": "MILK", "lot": "L1", "expires_on": "2026-12-02",
+                          "quantity": 3}])
+    adj = agent.adjust("MILK", lot="L1", counted_quantity=2)
+    first = json.loads(agent.db.outbox_after(0, 1)[0][1])
+    assert first["offline"] is True and count["offline"] is False
+    assert adj["causation_id"] == count["event_id"]
+    assert adj["payload"]["delta"] == -1 and agent.on_hand("MILK") == 2
+
+
+def test_transfer_in_merges_the_source_clock(tmp_path):
+    src = StoreAgent("S-A", "east", tmp_path / "a.sqlite")
+    dst = StoreAgent("S-B", "east", tmp_path / "b.sqlite")
+    src.receive("MILK", 5, lot="L1", expires_on="2026-12-02", supplier_ref="PO",
+                unit_cost=1.0)
+    out = src.transfer_out("MILK", 3, destination="S-B", transfer_id="X",
+                           expected_transit_hours=2)
+    inn = dst.transfer_in("MILK", 3, source="S-A", transfer_id="X",
+                          lots=out["payload"]["lots"], causation_id=out["event_id"])
+    assert inn["causation_id"] == "S-A:2" and inn["clock"] == {"S-A": 2, "S-B": 1}
+    assert dst.stock("MILK")[0]["cohorts"] == [{"lot": "L1", "expires_on": "2026-12-02",
+                                               "quantity": 3}]
+
+
+@settings(max_examples=40, deadline=None)
+@given(receipts=st.lists(st.tuples(st.integers(1, 20), st.integers(1, 28)), min_size=1,
+                         max_size=6),
+       sales=st.lists(st.integers(1, 15), max_size=8))
+def test_fefo_never_takes_a_later_lot_while_an_earlier_one_has_stock(tmp_path_factory,
+                                                                     receipts, sales):
+    a = StoreAgent("S-P", "east", tmp_path_factory.mktemp("p") / "p.sqlite")
+    for i, (qty, day) in enumerate(receipts):
+        a.receive("MILK", qty, lot=f"L{i}", expires_on=f"2026-12-{day:02d}",
+                  supplier_ref="PO", unit_cost=1.0)
+    for q in sales:
+        before = {c["lot"]: c for c in a.db.cohorts("MILK")}
+        lots = a.sell("MILK", q, unit_price=1.0, transaction_ref="T")["payload"]["lots"]
+        assert sum(x["quantity"] for x in lots) == q
+        taken = [x for x in lots if x["lot"] != UNALLOCATED_LOT]
+        for x in taken[:-1]:  # every lot but the last is emptied
+            assert before[x["lot"]]["quantity"] == x["quantity"]
+        if taken:
+            latest = max(x["expires_on"] for x in taken)
+            untouched = [c for lot, c in before.items() if c["quantity"] > 0 and
+                         lot not in {x["lot"] for x in taken}]
+            assert all(c["expires_on"] >= latest for c in untouched)
+    a.close()
