@@ -14,8 +14,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from ingest.brokers import DEFAULT_PORTS
-from lakehouse.contract import REGIONS
+from lakehouse.contract import DEFAULT_PORTS, REGIONS
 
 
 def _env(name: str, default: str | None = None) -> str | None:

@@ -39,11 +39,10 @@ class PublisherConfig:
     """Re-send from the last ack when it has not moved for this long."""
     replay_rate: float = 0.0
     """Events per second when catching up (0 = as fast as the window allows)."""
-    max_inflight: int | None = None
-    """QoS 2 messages in flight to the broker (None = ``min(window, 1000)``). A stock
-    mosquitto (``max_inflight_messages 20``) answers PUBREC to MQTT 3.1.1 publishes beyond
-    its quota and then drops them, so use 20 or less against a broker not configured by
-    ``ingest.brokers``."""
+    max_inflight: int = 20
+    """QoS 2 messages in flight to the broker. A stock mosquitto (``max_inflight_messages
+    20``) answers PUBREC to MQTT 3.1.1 publishes beyond its quota and then drops them, so
+    the default stays at 20; brokers started by ``ingest.brokers`` allow up to 1000."""
     username: str | None = None
     password: str | None = None
     keepalive: int = 30
@@ -64,8 +63,7 @@ class Publisher:
                                   clean_session=False, protocol=mqtt.MQTTv311)
         if self.config.username:
             self.client.username_pw_set(self.config.username, self.config.password)
-        self.client.max_inflight_messages_set(self.config.max_inflight
-                                              or min(self.config.window, 1000))
+        self.client.max_inflight_messages_set(self.config.max_inflight)
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -83,11 +81,17 @@ class Publisher:
 
     # --- lifecycle ---------------------------------------------------------------------
 
-    def start(self, *, pump_thread: bool = True) -> None:
-        """Connect in the background; reconnects by itself while the link is down."""
+    def start(self, *, pump_thread: bool = True, loop_thread: bool = True) -> None:
+        """Connect in the background; reconnects by itself while the link is down.
+
+        With ``loop_thread=False`` only the broker address is set: the caller drives the
+        socket (``client.reconnect()``, ``loop_read/loop_write/loop_misc``), which lets
+        one thread serve hundreds of publishers.
+        """
         self.client.reconnect_delay_set(min_delay=1, max_delay=10)
         self.client.connect_async(self.config.host, self.config.port, self.config.keepalive)
-        self.client.loop_start()
+        if loop_thread:
+            self.client.loop_start()
         if pump_thread:
             self._thread = threading.Thread(target=self._run, daemon=True,
                                             name=f"pub-{self.agent.location_id}")

@@ -32,11 +32,13 @@ Decisions:
 from __future__ import annotations
 
 import bisect
+import contextlib
 import heapq
 import json
 import logging
 import math
 import random
+import selectors
 import threading
 import time
 from collections import Counter
@@ -46,8 +48,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ingest.brokers import DEFAULT_PORTS
-from lakehouse.contract import UNALLOCATED_LOT, check_region
+from lakehouse.contract import DEFAULT_PORTS, UNALLOCATED_LOT, check_region
 
 from .agent import StoreAgent
 from .catalogue import SKUS, LocationKind, Sku
@@ -63,10 +64,12 @@ EXTRA_UNITS_PER_SALE = 0.35
 """Mean of the Poisson extra units in a basket line: a sale is 1 + Poisson(0.35) units."""
 SALE_SHARE_ESTIMATE = 0.87
 """Share of events that are sales, used only to scale demand to the event rate."""
-STORE_COVER_DAYS = 1.0
+STORE_COVER_DAYS = 0.5
 STORE_REORDER_DAYS = 0.3
 WAREHOUSE_COVER_DAYS = 2.0
 WAREHOUSE_REORDER_DAYS = 0.6
+OVERORDER_SHARE = 0.15
+OVERORDER_FACTOR = 3.0
 DELIVERY_HOURS = (0.5, 3.0)
 TRANSIT_HOURS = (1.0, 4.0)
 DISPOSAL = ("compost", "anaerobic_digestion", "animal_feed", "landfill")
@@ -248,9 +251,10 @@ class Fleet:
         self.by_type: Counter[str] = Counter()
         self._tasks: list[tuple[datetime, int, str, tuple[Any, ...]]] = []
         self._task_n = 0
-        self._kick = threading.Event()
-        self._pump_stop = threading.Event()
-        self._pump_thread: threading.Thread | None = None
+        self._selector = selectors.DefaultSelector()
+        self._io_stop = threading.Event()
+        self._io_thread: threading.Thread | None = None
+        self._retry_at: dict[str, float] = {}
         self._started = False
         self._run_elapsed = 0.0
         self._run_recorded = 0
@@ -292,14 +296,11 @@ class Fleet:
                       store_index: int, folder: Path, pub_cfg: PublisherConfig) -> Location:
         agent = StoreAgent(location_id, region, folder / f"{location_id}.sqlite")
         publisher = Publisher(agent, pub_cfg)
-        wake_publisher = agent.on_record
-
-        def on_record(seq: int) -> None:
-            if wake_publisher is not None:
-                wake_publisher(seq)
-            self._kick.set()
-
-        agent.on_record = on_record
+        client = publisher.client
+        client.on_socket_open = self._socket_open
+        client.on_socket_close = self._socket_close
+        client.on_socket_register_write = self._socket_want_write
+        client.on_socket_unregister_write = self._socket_written
         loc = Location(location_id, region, kind, store_index, agent, publisher,
                        last_seq=agent.last_seq,
                        prices={s: item.unit_price for s, item in self.skus.items()})
@@ -319,7 +320,10 @@ class Fleet:
             return
         self._started = True
         for loc in self.locations:
-            loc.publisher.start(pump_thread=False)
+            loc.publisher.start(pump_thread=False, loop_thread=False)
+        self._io_stop.clear()
+        self._io_thread = threading.Thread(target=self._io_loop, daemon=True, name="fleet-io")
+        self._io_thread.start()
         deadline = time.monotonic() + self.config.connect_timeout_s
         while time.monotonic() < deadline and not all(loc.agent.online
                                                      for loc in self.locations):
@@ -329,10 +333,6 @@ class Fleet:
             log.warning("fleet: %d of %d locations not connected after %.0f s (e.g. %s); "
                         "they record offline and send once connected", len(offline),
                         len(self.locations), self.config.connect_timeout_s, offline[0])
-        self._pump_stop.clear()
-        self._pump_thread = threading.Thread(target=self._pump_loop, daemon=True,
-                                             name="fleet-pump")
-        self._pump_thread.start()
         self._new_day(sweep=False)
         for loc in self.locations:
             if loc.last_seq == 0:
@@ -340,28 +340,69 @@ class Fleet:
 
     def stop(self) -> None:
         """Stop sending and close every agent; unsent events stay in the outboxes."""
-        self._pump_stop.set()
-        self._kick.set()
-        if self._pump_thread is not None:
-            self._pump_thread.join(timeout=10)
-            self._pump_thread = None
+        self._io_stop.set()
+        if self._io_thread is not None:
+            self._io_thread.join(timeout=10)
+            self._io_thread = None
         for loc in self.locations:
-            loc.publisher.client.disconnect()
+            client = loc.publisher.client
+            if client.socket() is not None:
+                client.disconnect()
+                with contextlib.suppress(OSError):
+                    client.loop_write()  # flush the DISCONNECT; paho then closes the socket
         for loc in self.locations:
             loc.publisher.stop()
             loc.agent.close()
+        self._selector.close()
         self._started = False
 
-    def _pump_loop(self) -> None:
-        """One thread drives every publisher: those with news at once, all every 2 s."""
-        last_sweep = time.monotonic()
-        while not self._pump_stop.is_set():
-            self._kick.wait(0.05)
-            self._kick.clear()
+    # --- one I/O thread for every location's MQTT client --------------------------------
+    # paho's own loop thread per client polls with select(), which fails once descriptor
+    # numbers pass 1024 (two SQLite connections per location get there near 150
+    # locations) and costs a thread per location. One selector loop serves them all.
+
+    def _socket_open(self, client: Any, _userdata: Any, sock: Any) -> None:
+        self._selector.register(sock, selectors.EVENT_READ, client)
+
+    def _socket_close(self, _client: Any, _userdata: Any, sock: Any) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(sock)
+
+    def _socket_want_write(self, client: Any, _userdata: Any, sock: Any) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, client)
+
+    def _socket_written(self, client: Any, _userdata: Any, sock: Any) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.modify(sock, selectors.EVENT_READ, client)
+
+    def _io_loop(self) -> None:
+        """Reads, writes, keep-alives, reconnects and outbox pumping for every location."""
+        next_misc = next_sweep = 0.0
+        while not self._io_stop.is_set():
+            self._connect_due()
+            if self._selector.get_map():
+                ready = self._selector.select(timeout=0.02)
+            else:
+                ready = []
+                self._io_stop.wait(0.02)
+            for key, mask in ready:
+                client = key.data
+                try:
+                    if mask & selectors.EVENT_READ:
+                        client.loop_read()
+                    if mask & selectors.EVENT_WRITE and client.socket() is not None:
+                        client.loop_write()
+                except OSError as exc:
+                    log.debug("fleet: socket error: %s", exc)
             now = time.monotonic()
-            sweep = now - last_sweep >= 2.0
+            if now >= next_misc:
+                next_misc = now + 1.0
+                for loc in self.locations:
+                    loc.publisher.client.loop_misc()
+            sweep = now >= next_sweep  # every publisher now and then: ack stalls, re-sends
             if sweep:
-                last_sweep = now
+                next_sweep = now + 2.0
             for loc in self.locations:
                 pub = loc.publisher
                 if sweep or pub.pending:
@@ -369,6 +410,18 @@ class Fleet:
                         pub.pump()
                     except Exception:  # one broken location must not stop the fleet
                         log.exception("fleet: sending for %s failed", loc.location_id)
+
+    def _connect_due(self) -> None:
+        now = time.monotonic()
+        for loc in self.locations:
+            client = loc.publisher.client
+            if client.socket() is not None or now < self._retry_at.get(loc.location_id, 0):
+                continue
+            self._retry_at[loc.location_id] = now + 2.0
+            try:
+                client.reconnect()
+            except OSError as exc:
+                log.debug("fleet: %s cannot reach its broker: %s", loc.location_id, exc)
 
     # --- figures ----------------------------------------------------------------------
 
@@ -644,6 +697,8 @@ class Fleet:
             usable = item.shelf_life_days - item.min_sellable_days("warehouse")
             cover, reorder = min(WAREHOUSE_COVER_DAYS, usable / 2), WAREHOUSE_REORDER_DAYS
         wanted = daily * (cover + reorder) - position
+        if self.rng.random() < OVERORDER_SHARE:
+            wanted *= OVERORDER_FACTOR  # a forecast miss: some of it will expire unsold
         return max(1, math.ceil(wanted / item.case_size)) * item.case_size
 
     def _reorder_point(self, loc: Location, sku: str) -> float:

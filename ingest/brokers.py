@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Literal
 
 from ingest.embedded_broker import EmbeddedBroker
-from lakehouse.contract import REGIONS, check_region
+from lakehouse.contract import DEFAULT_PORTS, REGIONS, check_region
 
-DEFAULT_PORTS: dict[str, int] = {"east": 18831, "central": 18832, "west": 18833}
 BrokerKind = Literal["auto", "mosquitto", "embedded"]
 _DEBIAN_MOSQUITTO = Path("/usr/sbin/mosquitto")
 

@@ -30,6 +30,8 @@ from typing import Any, Literal
 SCHEMA_VERSION = 1
 UNALLOCATED_LOT = "(none)"
 REGIONS = ("east", "central", "west")
+DEFAULT_PORTS: dict[str, int] = {"east": 18831, "central": 18832, "west": 18833}
+"""Each region's broker port on loopback, shared by brokers, agents and ingest."""
 
 EventType = Literal[
     "received",

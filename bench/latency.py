@@ -1,0 +1,256 @@
+"""Store event -> visible in gold: latency of the whole path under a steady fleet load.
+
+Runs the real parts as separate processes (``shelflife broker``, ``ingest``, ``stream``)
+and the simulated fleet in this process. Each event's record time is taken when the
+agent commits it; it is *visible in gold* at the commit time of the first
+``gold/stock_levels`` version whose ``last_seq`` for its location covers it (read with
+``deltalake``, each version in turn). The same run also reports the end-to-end ack
+latency (store -> durable landing -> ack back at the store): the part before Spark,
+which is the baseline the lakehouse adds to.
+
+The last line printed is one JSON object.
+
+    python bench/latency.py --stores 300 --events-per-s 300 --duration-s 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import deltalake
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edge_mqtt.simulator import Fleet, FleetConfig  # noqa: E402
+from ingest.brokers import DEFAULT_PORTS  # noqa: E402
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return round(s[min(len(s) - 1, int(q * len(s)))], 3)
+
+
+def rss_mb(pid: int) -> float:
+    """RSS of a process and all its descendants (the JVM is a child of `stream`)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+            for child in Path(f"/proc/{p}/task").iterdir():
+                kids = (child / "children").read_text().split()
+                todo += [int(k) for k in kids]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return round(total / 1024, 1)
+
+
+def wait_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"broker on port {port} did not come up")
+
+
+class Visibility:
+    """Matches recorded (location, seq) to the first moment a signal covers them."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, deque[tuple[int, float]]] = {}
+        self.latencies: list[float] = []
+        self.lock = threading.Lock()
+
+    def add(self, loc: str, seq: int, t: float) -> None:
+        with self.lock:
+            self.pending.setdefault(loc, deque()).append((seq, t))
+
+    def cover(self, loc: str, upto: int, at: float) -> None:
+        with self.lock:
+            q = self.pending.get(loc)
+            while q and q[0][0] <= upto:
+                _, t = q.popleft()
+                self.latencies.append(max(0.0, at - t))
+
+    def left(self) -> int:
+        with self.lock:
+            return sum(len(q) for q in self.pending.values())
+
+
+def poll_gold(path: Path, vis: Visibility, stop: threading.Event) -> None:
+    seen = -1
+    while not stop.is_set():
+        try:
+            dt = deltalake.DeltaTable(str(path))
+        except Exception:  # noqa: BLE001 - not created yet
+            time.sleep(0.2)
+            continue
+        latest = dt.version()
+        if latest > seen:
+            stamps = {h["version"]: h["timestamp"] / 1000.0
+                      for h in dt.history(limit=latest - seen + 1)}
+            for v in range(max(seen + 1, 0), latest + 1):
+                try:
+                    dt.load_as_version(v)
+                    table = dt.to_pyarrow_table(columns=["location_id", "last_seq"])
+                except Exception:  # noqa: BLE001 - version vacuumed or compacted away
+                    continue
+                at = stamps.get(v, time.time())
+                best: dict[str, int] = {}
+                for loc, s in zip(table["location_id"].to_pylist(),
+                                  table["last_seq"].to_pylist(), strict=True):
+                    if s is not None and s > best.get(loc, 0):
+                        best[loc] = s
+                for loc, s in best.items():
+                    vis.cover(loc, s, at)
+            seen = latest
+        time.sleep(0.05)
+
+
+def poll_acks(fleet: Fleet, vis: Visibility, stop: threading.Event) -> None:
+    while not stop.is_set():
+        now = time.time()
+        for loc in fleet.locations:
+            vis.cover(loc.location_id, loc.publisher.acked_seq, now)
+        time.sleep(0.02)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stores", type=int, default=300)
+    ap.add_argument("--events-per-s", type=float, default=300.0)
+    ap.add_argument("--duration-s", type=float, default=60.0)
+    ap.add_argument("--warmup-s", type=float, default=20.0,
+                    help="trading before measuring (initial stock-up is excluded)")
+    ap.add_argument("--workdir", default=None, help="keep state here (default: temp dir)")
+    args = ap.parse_args()
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="shelflife-bench-"))
+    lake = work / "lakehouse"
+    env = {**os.environ, "SHELFLIFE_LAKEHOUSE": str(lake), "PYTHONUNBUFFERED": "1"}
+    cli = [sys.executable, "-m", "apps.cli"]
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    procs: dict[str, subprocess.Popen] = {}
+
+    def spawn(name: str, *extra: str) -> None:
+        out = open(logs / f"{name}.log", "w")  # noqa: SIM115 - lives as long as the child
+        procs[name] = subprocess.Popen(cli + list(extra), env=env, cwd=ROOT, stdout=out,
+                                       stderr=subprocess.STDOUT)
+
+    try:
+        spawn("broker", "broker", "--data-dir", str(work / "brokers"))
+        for port in DEFAULT_PORTS.values():
+            wait_port(port, 30)
+        spawn("ingest", "ingest", "--lakehouse", str(lake))
+        spawn("stream", "stream", "--lakehouse", str(lake))
+        print(f"bench: work dir {work}; waiting for Spark to create the tables", flush=True)
+        levels = lake / "gold" / "stock_levels"
+        t_wait = time.monotonic()
+        while not (levels / "_delta_log").exists():
+            if procs["stream"].poll() is not None:
+                raise SystemExit(f"stream exited; see {logs / 'stream.log'}")
+            if time.monotonic() - t_wait > 300:
+                raise SystemExit("Spark did not create the tables within 300 s")
+            time.sleep(0.5)
+        time.sleep(5)  # the queries start right after the tables exist
+
+        fleet = Fleet(FleetConfig(stores=args.stores, events_per_s=args.events_per_s,
+                                  data_dir=work / "fleet", progress_every_s=10.0))
+        gold_vis, ack_vis = Visibility(), Visibility()
+        window = {"on": False}
+        measured: list[tuple[str, int]] = []
+
+        def hook(event: dict) -> None:
+            if window["on"]:
+                t = time.time()
+                gold_vis.add(event["location_id"], event["seq"], t)
+                ack_vis.add(event["location_id"], event["seq"], t)
+                measured.append((event["location_id"], event["seq"]))
+
+        fleet.record_hook = hook
+        stop_polls = threading.Event()
+        fleet.start()
+        threading.Thread(target=poll_gold, args=(levels, gold_vis, stop_polls),
+                         daemon=True).start()
+        threading.Thread(target=poll_acks, args=(fleet, ack_vis, stop_polls),
+                         daemon=True).start()
+        stop_fleet = threading.Event()
+        runner = threading.Thread(target=fleet.run, args=(stop_fleet,), daemon=True)
+        runner.start()
+        print(f"bench: warming up {args.warmup_s:.0f} s", flush=True)
+        time.sleep(args.warmup_s)
+        window["on"] = True
+        t0 = time.time()
+        print(f"bench: measuring {args.duration_s:.0f} s at {args.events_per_s:.0f} events/s "
+              f"from {args.stores} stores", flush=True)
+        rss_samples: dict[str, list[float]] = {k: [] for k in procs}
+        while time.time() - t0 < args.duration_s:
+            time.sleep(5)
+            for name, p in procs.items():
+                rss_samples[name].append(rss_mb(p.pid))
+            print(f"bench: {time.time() - t0:5.0f} s, {len(measured)} events, "
+                  f"{gold_vis.left()} not yet in gold", flush=True)
+        window["on"] = False
+        measured_s = time.time() - t0
+        stop_fleet.set()
+        runner.join(timeout=10)
+        deadline = time.monotonic() + 90
+        while gold_vis.left() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        stop_polls.set()
+        fleet.stop()
+
+        silver = deltalake.DeltaTable(str(lake / "silver" / "events")).to_pandas(
+            columns=["location_id", "seq"])
+        keys = set(zip(silver["location_id"], silver["seq"], strict=True))
+        lost = sum(1 for k in measured if k not in keys)
+        duplicated = int(silver.duplicated(["location_id", "seq"]).sum())
+        g, a = gold_vis.latencies, ack_vis.latencies
+        result = {
+            "p50_s": pct(g, 0.50), "p95_s": pct(g, 0.95), "p99_s": pct(g, 0.99),
+            "max_s": pct(g, 1.0), "events": len(measured),
+            "events_per_s": round(len(measured) / measured_s, 1),
+            "lost": lost, "duplicated": duplicated, "not_visible": gold_vis.left(),
+            "baseline_ack_p50_s": pct(a, 0.50), "baseline_ack_p99_s": pct(a, 0.99),
+            "stores": args.stores, "duration_s": round(measured_s, 1),
+            "rss_mb_max": {k: max(v) if v else None for k, v in rss_samples.items()},
+            "cores": os.cpu_count(),
+        }
+        print(f"bench: gold latency p50 {result['p50_s']} s, p95 {result['p95_s']} s, "
+              f"p99 {result['p99_s']} s; ack (before Spark) p50 "
+              f"{result['baseline_ack_p50_s']} s, p99 {result['baseline_ack_p99_s']} s",
+              flush=True)
+        print(json.dumps(result), flush=True)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs.values():
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+if __name__ == "__main__":
+    main()
