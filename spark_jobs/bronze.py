@@ -35,11 +35,12 @@ def ts(col: str) -> Column:
     return F.to_timestamp(F.col(col), "yyyy-MM-dd'T'HH:mm:ss.SSSX")
 
 
-def to_events_raw(landing: DataFrame, stream_batch_id: int) -> DataFrame:
+def to_events_raw(landing: DataFrame, stream_batch_id: int | Column) -> DataFrame:
     """Accepted lines only; dead letters go to ``silver/dead_letters`` instead."""
+    batch = stream_batch_id if isinstance(stream_batch_id, Column) else F.lit(stream_batch_id)
     return (landing.where(F.col("kind") == "event")
             .select(F.col("region"), F.col("topic"),
                     F.encode(F.col("raw"), "UTF-8").alias("payload"),
                     ts("received_at").alias("received_at"),
                     F.col("batch_id").alias("ingest_batch_id"), F.col("line"),
-                    F.lit(stream_batch_id).cast("long").alias("stream_batch_id")))
+                    batch.cast("long").alias("stream_batch_id")))

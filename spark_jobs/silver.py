@@ -1,5 +1,5 @@
-"""Bronze lines -> silver ``events`` (typed, one row per ``(location_id, seq)``) and
-``dead_letters``; plus the per-cohort quantity movements each event implies."""
+"""Landing lines -> silver ``events`` (typed, one row per ``(location_id, seq)``) and
+``dead_letters``."""
 
 from __future__ import annotations
 
@@ -23,14 +23,6 @@ DEAD_LETTERS_SCHEMA = T.StructType([
     T.StructField("line", T.LongType()),
 ])
 DEAD_LETTERS_PARTITIONS = ("region",)
-
-MOVE = T.StructType([
-    T.StructField("sku", T.StringType()),
-    T.StructField("lot", T.StringType()),
-    T.StructField("expires_on", T.StringType()),
-    T.StructField("quantity", T.LongType()),
-])
-
 
 def with_parsed(landing: DataFrame) -> DataFrame:
     """Adds ``ev`` (the event struct, null when unparseable) and a dedup key.
@@ -83,39 +75,3 @@ def to_events(parsed: DataFrame) -> DataFrame:
                 F.col("batch_id").alias("ingest_batch_id"),
                 F.current_timestamp().alias("processed_at")))
 
-
-def movements(events: DataFrame) -> DataFrame:
-    """One row per cohort change an event implies: (location, seq, sku, lot, expiry, qty).
-
-    Counts are not movements: a count sets the location's cohorts (see ``gold``).
-    """
-    p, et, sku = F.col("payload"), F.col("event_type"), F.col("payload.sku")
-
-    def lots(sign: int):
-        return F.transform(p["lots"], lambda lot: F.struct(
-            sku.alias("sku"), lot["lot"].alias("lot"), lot["expires_on"].alias("expires_on"),
-            (lot["quantity"] * F.lit(sign)).alias("quantity")))
-
-    def one(qty):
-        return F.array(F.struct(sku.alias("sku"), p["lot"].alias("lot"),
-                                p["expires_on"].alias("expires_on"),
-                                qty.cast("long").alias("quantity")))
-
-    moves = (F.when(et == "received", one(p["quantity"]))
-             .when(et.isin("sold", "transfer_out"), lots(-1))
-             .when(et == "transfer_in", lots(1))
-             .when(et == "wasted", one(-p["quantity"]))
-             .when(et == "adjusted", one(p["delta"]))
-             .otherwise(F.array().cast(T.ArrayType(MOVE))))
-    return (events.select("region", "location_id", "seq", F.explode(moves).alias("m"))
-            .select("region", "location_id", "seq", "m.sku", "m.lot", "m.expires_on",
-                    "m.quantity"))
-
-
-def count_snapshots(events: DataFrame) -> DataFrame:
-    """The cohorts a ``counted`` event sets: (location, seq, sku, lot, expiry, qty)."""
-    return (events.where(F.col("event_type") == "counted")
-            .select("region", "location_id", "seq",
-                    F.explode(F.col("payload.items")).alias("i"))
-            .select("region", "location_id", "seq", "i.sku", "i.lot", "i.expires_on",
-                    "i.quantity"))

@@ -6,20 +6,22 @@ stock_cohorts, stock_levels, region_status.
 Exactly-once per micro-batch: the stream drops repeated ``(location_id, seq)`` with
 checkpointed state, and every write that is not a pure recomputation carries Delta's
 idempotent-write id ``(app id, batch id)``, so a batch replayed after a crash skips the
-tables it already wrote. Gold cohorts are written before silver events: silver is what
-later batches read, so it must not run ahead of gold.
+tables it already wrote. Gold is kept as the region's state on the driver (see
+``state``) and rewritten per region partition; on restart that state is read back from
+gold, together with the last batch id each gold table holds.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
@@ -28,7 +30,9 @@ from lakehouse.contract import check_region
 from lakehouse.paths import checkpoint_dir, lakehouse_root, landing_dir, table_path
 
 from . import gold, silver
-from .bronze import LANDING_SCHEMA, to_events_raw
+from .bronze import LANDING_SCHEMA
+from .record import LINE_FIELDS, RecordWriter, txn_version
+from .state import RegionState
 from .tables import ensure_tables
 
 log = logging.getLogger(__name__)
@@ -49,6 +53,8 @@ class StreamConfig:
     """Landing batches taken per micro-batch (the region's rate limit)."""
     status_every_s: float = 5.0
     """How often gold region_status is rewritten."""
+    record_every_s: float = 5.0
+    """How often spilled batches are written to bronze and silver."""
 
 
 def _retrying(what: str, fn: Callable[[], object], attempts: int = 6) -> None:
@@ -65,7 +71,7 @@ def _retrying(what: str, fn: Callable[[], object], attempts: int = 6) -> None:
 
 
 class RegionStream:
-    """One region's query and the state its batches keep on the driver."""
+    """One region's query and the live state its batches keep on the driver."""
 
     def __init__(self, spark: SparkSession, region: str, config: StreamConfig) -> None:
         self.spark = spark
@@ -77,11 +83,22 @@ class RegionStream:
         self.paths = {name: str(table_path(layer, name, self.root)) for layer, name in (
             ("bronze", "events_raw"), ("silver", "events"), ("silver", "dead_letters"),
             ("gold", "stock_cohorts"), ("gold", "stock_levels"), ("gold", "region_status"))}
-        self.count_base = self._load_count_base()
-        self.events_total = self._load_events_total()
-        self.last_event_at = None
+        self.record = RecordWriter(spark, region, self.checkpoint / "pending", self.paths,
+                                   self.app_id, every_s=config.record_every_s,
+                                   retry=_retrying)
+        self.record.flush()  # spills a crash left behind go to bronze/silver first
+        self.state = self._load_state()
+        # Last batch each gold table holds: a crash between the two writes leaves
+        # cohorts one batch ahead of levels, and the replayed batch must not be applied
+        # to cohorts twice.
+        self.cohorts_batch = txn_version(self.paths["stock_cohorts"],
+                                         f"{self.app_id}-stock_cohorts")
+        self.levels_batch = txn_version(self.paths["stock_levels"],
+                                        f"{self.app_id}-stock_levels")
+        self.events_total = self._silver().count()
+        self.last_event_at: datetime | None = None
         self._status_written = 0.0
-        self.last_batch: dict[str, float] = {}
+        self.last_batch: dict[str, object] = {}
         self.query: StreamingQuery | None = None
 
     def _app_id(self) -> str:
@@ -96,14 +113,30 @@ class RegionStream:
         return (self.spark.read.format("delta").load(self.paths["events"])
                 .where(F.col("region") == self.region))
 
-    def _load_count_base(self) -> dict[str, int]:
-        rows = (self._silver().where((F.col("category") == "operational")
-                                     & (F.col("event_type") == "counted"))
-                .groupBy("location_id").agg(F.max("seq").alias("c")).collect())
-        return {r["location_id"]: int(r["c"]) for r in rows}
+    def _load_state(self) -> RegionState:
+        """The region's stock as gold holds it."""
+        def rows(table: str) -> list[dict]:
+            df = (self.spark.read.format("delta").load(self.paths[table])
+                  .where(F.col("region") == self.region))
+            return [r.asDict() for r in df.collect()]
 
-    def _load_events_total(self) -> int:
-        return self._silver().count()
+        return RegionState.from_gold(rows("stock_cohorts"), rows("stock_levels"))
+
+    def _history(self, batch_id: int) -> Callable[[str, int], list[dict]]:
+        """Already-applied events of a location after a seq (needed for a late count)."""
+        return lambda loc, after_seq: self._history_of(loc, after_seq, batch_id)
+
+    def _history_of(self, loc: str, after_seq: int, batch_id: int) -> list[dict]:
+        raws = (self.spark.read.format("delta").load(self.paths["events_raw"])
+                .where((F.col("region") == self.region)
+                       & (F.col("stream_batch_id") < batch_id)
+                       & F.col("topic").endswith(f"/{loc}/events"))
+                .select("payload").collect())
+        events = [json.loads(bytes(r["payload"])) for r in raws]
+        events += self.record.pending_events(batch_id)
+        unique = {e["seq"]: e for e in events
+                  if e["location_id"] == loc and e["seq"] > after_seq}
+        return list(unique.values())
 
     # --- the query ---------------------------------------------------------------------
 
@@ -123,140 +156,78 @@ class RegionStream:
         return self.query
 
     def process_batch(self, batch: DataFrame, batch_id: int) -> None:
+        """Spill the batch durably, then bring gold up to date; the record follows."""
         started = time.time()
         spark = batch.sparkSession
         spark.sparkContext.setLocalProperty("spark.scheduler.pool", self.region)
-        batch = batch.persist()
-        try:
-            events = silver.to_events(batch).persist()
-            self._append(to_events_raw(batch, batch_id), "events_raw", batch_id)
-            info = (events.groupBy("location_id")
-                    .agg(F.max("seq").alias("last_seq"),
-                         F.max(F.when(F.col("event_type") == "counted", F.col("seq")))
-                         .alias("count_seq"),
-                         F.count(F.lit(1)).alias("n"),
-                         F.max("occurred_at").alias("newest"))
-                    .collect())
-            if info:
-                self._apply_gold(spark, events, info, batch_id)
-            self._append(events.drop("processed_at")
-                         .withColumn("processed_at", F.current_timestamp()),
-                         "events", batch_id, partition=silver.EVENTS_PARTITIONS)
-            self._append(silver.dead_letters(batch), "dead_letters", batch_id)
-            for r in info:
-                if r["count_seq"] is not None and r["count_seq"] > self.count_base.get(
-                        r["location_id"], 0):
-                    self.count_base[r["location_id"]] = int(r["count_seq"])
-            n = sum(int(r["n"]) for r in info)
-            self.events_total += n
-            newest = max((r["newest"] for r in info if r["newest"] is not None), default=None)
-            if newest is not None:
-                self.last_event_at = max(newest, self.last_event_at or newest)
-            self.last_batch = {"batch_id": batch_id, "events": n,
-                               "duration_s": time.time() - started, "finished_at": time.time()}
-            if time.time() - self._status_written >= self.config.status_every_s:
-                self._write_status(spark)
-            events.unpersist()
-        finally:
-            batch.unpersist()
+        steps: dict[str, float] = {}
+        mark = [started]
+
+        def step(name: str) -> None:
+            now = time.time()
+            steps[name] = round(now - mark[0], 3)
+            mark[0] = now
+
+        rows = [r.asDict() for r in batch.select(*LINE_FIELDS, F.col("ev.event_id")
+                                                 .alias("_id")).collect()]
+        step("collect")
+        if not rows:
+            return
+        events = [json.loads(r["raw"]) for r in rows
+                  if r["kind"] == "event" and r["_id"] is not None]
+        self.record.spill(batch_id, ({k: r[k] for k in LINE_FIELDS} for r in rows))
+        step("spill")
+        if events and batch_id > self.levels_batch:
+            redo = batch_id <= self.cohorts_batch  # cohorts already hold this batch
+            touched = self.state.apply(events, history=self._history(batch_id),
+                                       bookkeeping_only=redo)
+            now = datetime.now(UTC).replace(tzinfo=None)
+            for loc in touched:
+                self.state.locations[loc].updated_at = now
+            if not redo:
+                gold.write_region(self.paths["stock_cohorts"],
+                                  self.state.cohort_rows(self.region), gold.COHORTS_SCHEMA,
+                                  self.region, app_id=f"{self.app_id}-stock_cohorts",
+                                  batch_id=batch_id)
+                self.cohorts_batch = batch_id
+                step("cohorts")
+            gold.write_region(self.paths["stock_levels"], self.state.level_rows(self.region),
+                              gold.LEVELS_SCHEMA, self.region,
+                              app_id=f"{self.app_id}-stock_levels", batch_id=batch_id)
+            self.levels_batch = batch_id
+            step("levels")
+        self.events_total += len(events)
+        if events:
+            newest = max(e["occurred_at"] for e in events)
+            moment = datetime.fromisoformat(newest[:-1])
+            self.last_event_at = max(moment, self.last_event_at or moment)
+        self.last_batch = {"batch_id": batch_id, "events": len(events),
+                           "duration_s": round(time.time() - started, 3),
+                           "finished_at": time.time(), "steps": steps}
+        if time.time() - self._status_written >= self.config.status_every_s:
+            self._write_status()
 
     # --- writes ------------------------------------------------------------------------
 
-    def _append(self, df: DataFrame, table: str, batch_id: int,
-                partition: tuple[str, ...] = ("region",)) -> None:
-        def write() -> None:
-            (df.write.format("delta").mode("append")
-             .option("txnAppId", f"{self.app_id}-{table}").option("txnVersion", batch_id)
-             .partitionBy(*partition).save(self.paths[table]))
-        _retrying(f"{self.region} {table}", write)
-
-    def _apply_gold(self, spark: SparkSession, events: DataFrame, info: list,
-                    batch_id: int) -> None:
-        touched = [r["location_id"] for r in info]
-        resets = {r["location_id"]: int(r["count_seq"]) for r in info
-                  if r["count_seq"] is not None
-                  and r["count_seq"] > self.count_base.get(r["location_id"], 0)}
-        base = {loc: self.count_base[loc] for loc in touched if loc in self.count_base}
-        history = self._silver() if resets else None
-        changes = gold.cohort_changes(events, base, resets, history)
-        region = self.region
-        cohorts = DeltaTable.forPath(spark, self.paths["stock_cohorts"])
-        now = F.current_timestamp()
-        merge = (cohorts.alias("t").merge(
-            changes.alias("s"),
-            f"t.region = '{region}' AND t.region = s.region AND t.location_id = s.location_id"
-            " AND t.sku = s.sku AND t.lot = s.lot")
-            .whenMatchedDelete("s.mode = 'add' AND t.quantity + s.quantity = 0")
-            .whenMatchedDelete("s.mode = 'set' AND s.quantity = 0")
-            .whenMatchedUpdate("s.mode = 'add'", {
-                "quantity": "t.quantity + s.quantity",
-                "expires_on": "coalesce(t.expires_on, s.expires_on)", "updated_at": now})
-            .whenMatchedUpdate("s.mode = 'set'", {
-                "quantity": "s.quantity",
-                "expires_on": "coalesce(s.expires_on, t.expires_on)", "updated_at": now})
-            .whenNotMatchedInsert("s.quantity != 0", {
-                "region": "s.region", "location_id": "s.location_id", "sku": "s.sku",
-                "lot": "s.lot", "expires_on": "s.expires_on", "quantity": "s.quantity",
-                "updated_at": now}))
-        if resets:
-            merge = merge.whenNotMatchedBySourceDelete(
-                f"t.region = '{region}' AND t.location_id IN ({_sql_list(resets)})")
-
-        def write_cohorts() -> None:
-            spark.conf.set(TXN_APP, f"{self.app_id}-stock_cohorts")
-            spark.conf.set(TXN_VERSION, str(batch_id))
-            try:
-                merge.execute()
-            finally:
-                spark.conf.unset(TXN_APP)
-                spark.conf.unset(TXN_VERSION)
-
-        _retrying(f"{region} stock_cohorts", write_cohorts)
-
-        # Levels are recomputed from the cohorts of the touched locations, so running
-        # this twice gives the same table: no idempotency id needed.
-        last_seq = {r["location_id"]: int(r["last_seq"]) for r in info}
-        current = (spark.read.format("delta").load(self.paths["stock_cohorts"])
-                   .where((F.col("region") == region) & F.col("location_id").isin(touched)))
-        lv = gold.levels(current, last_seq)
-        levels = DeltaTable.forPath(spark, self.paths["stock_levels"])
-        lmerge = (levels.alias("t").merge(
-            lv.alias("s"),
-            f"t.region = '{region}' AND t.region = s.region AND t.location_id = s.location_id"
-            " AND t.sku = s.sku")
-            .whenMatchedUpdate(set={
-                "on_hand": "s.on_hand", "cohorts": "s.cohorts",
-                "earliest_expiry": "s.earliest_expiry",
-                "last_seq": "greatest(t.last_seq, s.last_seq)", "updated_at": "s.updated_at"})
-            .whenNotMatchedInsertAll()
-            .whenNotMatchedBySourceUpdate(
-                f"t.region = '{region}' AND t.location_id IN ({_sql_list(touched)})"
-                " AND (t.on_hand != 0 OR t.cohorts != 0)",
-                {"on_hand": "0", "cohorts": "0", "earliest_expiry": "null",
-                 "updated_at": now}))
-        _retrying(f"{region} stock_levels", lmerge.execute)
-
-    def _write_status(self, spark: SparkSession) -> None:
+    def _write_status(self) -> None:
         now = time.time()
         last = self.last_batch
         lag = None
         if self.last_event_at is not None:
-            lag = max(0.0, now - self.last_event_at.timestamp())
-        row = [(self.region, "live", int(self.events_total), int(last.get("events", 0)),
-                float(last.get("duration_s", 0.0)), self.last_event_at, lag)]
-        df = (spark.createDataFrame(row, "region string, mode string, events_total long, "
-                                         "events_last_batch long, batch_duration_s double, "
-                                         "last_event_at timestamp, lag_s double")
-              .withColumn("updated_at", F.current_timestamp()))
-        _retrying(f"{self.region} region_status", lambda: (
-            df.write.format("delta").mode("overwrite")
-            .option("replaceWhere", f"region = '{self.region}'")
-            .save(self.paths["region_status"])))
+            lag = round(max(0.0, now - self.last_event_at.replace(tzinfo=UTC).timestamp()), 3)
+        row = (self.region, "live", int(self.events_total), int(last.get("events", 0)),
+               float(last.get("duration_s", 0.0)), self.last_event_at, lag,
+               datetime.now(UTC).replace(tzinfo=None))
+        gold.write_region(self.paths["region_status"], [row], gold.REGION_STATUS_SCHEMA,
+                          self.region, app_id=f"{self.app_id}-region_status",
+                          batch_id=int(last.get("batch_id", 0)))
         self._status_written = now
 
-
-def _sql_list(values) -> str:
-    return ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
+    def stop(self) -> None:
+        """Stop the query, then write what is still spilled into bronze and silver."""
+        if self.query is not None:
+            self.query.stop()
+        self.record.stop()
 
 
 def start_streams(spark: SparkSession, regions: list[str], config: StreamConfig
@@ -266,6 +237,7 @@ def start_streams(spark: SparkSession, regions: list[str], config: StreamConfig
     streams = [RegionStream(spark, r, config) for r in regions]
     for s in streams:
         s.start()
+        s.record.start()
     return streams
 
 
@@ -289,9 +261,9 @@ def run_streams(regions: list[str], config: StreamConfig, *,
                 for s in streams:
                     b = s.last_batch
                     print(f"stream {s.region}: events={s.events_total} last batch "
-                          f"{b.get('events', 0)} in {b.get('duration_s', 0):.2f}s", flush=True)
+                          f"{b.get('events', 0)} in {b.get('duration_s', 0):.2f}s "
+                          f"{b.get('steps', '')}", flush=True)
     finally:
         for s in streams:
-            if s.query is not None:
-                s.query.stop()
+            s.stop()
 

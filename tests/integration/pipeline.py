@@ -60,9 +60,12 @@ def all_acked(agents: list[StoreAgent], pubs: list[Publisher]) -> bool:
 
 
 def drain(streams: list[RegionStream]) -> None:
+    """Everything landed is in gold, and everything spilled is in bronze/silver."""
     for s in streams:
         assert s.query is not None
         s.query.processAllAvailable()
+    for s in streams:
+        s.record.flush()
 
 
 def read(root: Path, layer: str, table: str):

@@ -68,7 +68,7 @@ def run_pipeline(tmp_path: Path, region_ports: dict[str, int], spark, *,
                 wait_for("some gold",
                          lambda running=streams: any(s.events_total for s in running), 120)
                 for s in streams:
-                    s.query.stop()
+                    s.stop()
                 streams = []
             if restart_at is not None and i == restart_at + 1500:
                 streams = start_spark(spark, root, list(REGIONS))
@@ -122,7 +122,7 @@ def run_pipeline(tmp_path: Path, region_ports: dict[str, int], spark, *,
         for w in workers:
             w.stop()
         for s in streams:
-            s.query.stop()
+            s.stop()
         for a in agents:
             a.close()
 
