@@ -220,10 +220,16 @@ def main() -> None:
         stop_polls.set()
         fleet.stop()
 
-        silver = deltalake.DeltaTable(str(lake / "silver" / "events")).to_pandas(
-            columns=["location_id", "seq"])
-        keys = set(zip(silver["location_id"], silver["seq"], strict=True))
-        lost = sum(1 for k in measured if k not in keys)
+        # Silver is written behind gold (every few seconds): give it time to catch up.
+        deadline = time.monotonic() + 60
+        while True:
+            silver = deltalake.DeltaTable(str(lake / "silver" / "events")).to_pandas(
+                columns=["location_id", "seq"])
+            keys = set(zip(silver["location_id"], silver["seq"], strict=True))
+            lost = sum(1 for k in measured if k not in keys)
+            if not lost or time.monotonic() > deadline:
+                break
+            time.sleep(2)
         duplicated = int(silver.duplicated(["location_id", "seq"]).sum())
         g, a = gold_vis.latencies, ack_vis.latencies
         result = {

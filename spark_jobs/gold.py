@@ -32,6 +32,8 @@ LEVELS_SCHEMA = T.StructType([
     T.StructField("earliest_expiry", T.DateType()),
     T.StructField("last_seq", T.LongType()),
     T.StructField("last_count_seq", T.LongType()),
+    T.StructField("contiguous_seq", T.LongType()),
+    T.StructField("seqs_after_gap", T.ArrayType(T.LongType())),
     T.StructField("updated_at", T.TimestampType()),
 ])
 REGION_STATUS_SCHEMA = T.StructType([
@@ -50,6 +52,7 @@ PARTITIONS = ("region",)
 _ARROW = {
     "string": pa.string(), "bigint": pa.int64(), "int": pa.int32(), "double": pa.float64(),
     "date": pa.date32(), "timestamp": pa.timestamp("us", tz="UTC"), "boolean": pa.bool_(),
+    "array<bigint>": pa.list_(pa.int64()),
 }
 
 

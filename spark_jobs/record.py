@@ -63,8 +63,15 @@ class RecordWriter:
     # --- the live side -------------------------------------------------------------------
 
     def spill(self, batch_id: int, lines: Iterable[dict]) -> None:
-        """Make a batch's lines durable before the stream moves past it."""
+        """Make a batch's lines durable before the stream moves past it.
+
+        A batch replayed after a crash keeps the spill (or the record) of its first run:
+        the replay sees its own events as already applied.
+        """
         final = self.dir / f"{batch_id:012d}.jsonl"
+        if final.exists() or batch_id <= min(self.written["events_raw"],
+                                             self.written["events"]):
+            return
         tmp = self.dir / f".{batch_id:012d}.tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
             for line in lines:

@@ -25,16 +25,9 @@ DEAD_LETTERS_SCHEMA = T.StructType([
 DEAD_LETTERS_PARTITIONS = ("region",)
 
 def with_parsed(landing: DataFrame) -> DataFrame:
-    """Adds ``ev`` (the event struct, null when unparseable) and a dedup key.
-
-    The key is the event id for events and a per-line id for dead letters, so one
-    streaming ``dropDuplicates`` serves both without ever merging two dead letters.
-    """
+    """Adds ``ev``: the event struct, null for dead letters and unreadable lines."""
     ev = F.from_json(F.col("raw"), spark_schema(), {"mode": "PERMISSIVE"})
-    return (landing.withColumn("ev", F.when(F.col("kind") == "event", ev))
-            .withColumn("dedup_key", F.coalesce(
-                F.col("ev.event_id"),
-                F.concat_ws(":", F.lit("line"), F.col("batch_id"), F.col("line")))))
+    return landing.withColumn("ev", F.when(F.col("kind") == "event", ev))
 
 
 def dead_letters(parsed: DataFrame) -> DataFrame:

@@ -29,10 +29,23 @@ class LocationState:
     cohorts: dict[Lot, list[Any]] = field(default_factory=dict)  # -> [quantity, expires_on]
     last_seq: int = 0
     count_seq: int = 0
+    contiguous: int = 0
+    """Every seq up to here has been applied..."""
+    above: set[int] = field(default_factory=set)
+    """...and these beyond a gap, so a repeat of any of them is dropped."""
     skus: set[str] = field(default_factory=set)
     """Every SKU ever seen here, so a sold-out SKU still has a stock row (on hand 0)."""
     updated_at: datetime | None = None
     """When a batch last changed this location (set by the runner)."""
+
+    def seen(self, seq: int) -> bool:
+        return seq <= self.contiguous or seq in self.above
+
+    def mark(self, seq: int) -> None:
+        self.above.add(seq)
+        while self.contiguous + 1 in self.above:
+            self.contiguous += 1
+            self.above.discard(self.contiguous)
 
     def add(self, sku: str, lot: str, expires_on: str | None, qty: int) -> None:
         self.skus.add(sku)
@@ -83,8 +96,11 @@ class RegionState:
 
     def apply(self, events: Iterable[dict[str, Any]],
               history: Callable[[str, int], list[dict[str, Any]]] | None = None, *,
-              bookkeeping_only: bool = False) -> set[str]:
-        """Apply new (never seen) events; returns the locations that changed.
+              bookkeeping_only: bool = False) -> tuple[set[str], list[dict[str, Any]]]:
+        """Apply a batch; returns the locations that changed and the events that were new.
+
+        Events already applied (same location and seq) are dropped here: this is the
+        lakehouse's deduplication, so it survives restarts with the state itself.
 
         ``history(location, after_seq)`` returns earlier-applied events of a location
         with a higher seq; it is needed only when a count arrives after events that
@@ -93,10 +109,17 @@ class RegionState:
         replayed after a crash whose cohorts were already written.
         """
         touched: set[str] = set()
+        fresh: list[dict[str, Any]] = []
         for e in sorted(events, key=lambda e: (e["location_id"], e["seq"])):
             loc = e["location_id"]
             st = self.location(loc)
             seq = e["seq"]
+            if st.seen(seq):
+                continue
+            st.mark(seq)
+            fresh.append(e)
+            if e["event_type"] == "item_updated":
+                st.skus.add(e["payload"]["sku"])
             if bookkeeping_only:
                 if e["event_type"] == "counted":
                     st.count_seq = max(st.count_seq, seq)
@@ -117,7 +140,7 @@ class RegionState:
                     st.add(*m)
             st.last_seq = max(st.last_seq, seq)
             touched.add(loc)
-        return touched
+        return touched, fresh
 
     # --- gold rows -----------------------------------------------------------------------
 
@@ -140,7 +163,8 @@ class RegionState:
                     agg[2] = exp
             for sku, (on_hand, n, earliest) in per_sku.items():
                 rows.append((region, loc, sku, int(on_hand), int(n), _date(earliest),
-                             st.last_seq, st.count_seq, st.updated_at))
+                             st.last_seq, st.count_seq, st.contiguous, sorted(st.above),
+                             st.updated_at))
         return rows
 
     @classmethod
@@ -153,6 +177,8 @@ class RegionState:
             st.skus.add(r["sku"])
             st.last_seq = max(st.last_seq, int(r["last_seq"] or 0))
             st.count_seq = max(st.count_seq, int(r["last_count_seq"] or 0))
+            st.contiguous = max(st.contiguous, int(r["contiguous_seq"] or 0))
+            st.above.update(int(x) for x in (r["seqs_after_gap"] or ()))
             if r["updated_at"] is not None and (st.updated_at is None
                                                 or r["updated_at"] > st.updated_at):
                 st.updated_at = r["updated_at"]

@@ -3,10 +3,10 @@
 landing/<region>/*.jsonl -> bronze events_raw -> silver events, dead_letters -> gold
 stock_cohorts, stock_levels, region_status.
 
-Exactly-once per micro-batch: the stream drops repeated ``(location_id, seq)`` with
-checkpointed state, and every write that is not a pure recomputation carries Delta's
-idempotent-write id ``(app id, batch id)``, so a batch replayed after a crash skips the
-tables it already wrote. Gold is kept as the region's state on the driver (see
+Exactly-once per micro-batch: the region's state drops repeated ``(location_id, seq)``
+(its seq tracker is saved with gold), and every Delta write carries an idempotent-write
+id ``(app id, batch id)``, so a batch replayed after a crash skips the tables it already
+wrote. Gold is kept as the region's state on the driver (see
 ``state``) and rewritten per region partition; on restart that state is read back from
 gold, together with the last batch id each gold table holds.
 """
@@ -147,8 +147,7 @@ class RegionStream:
                   .option("maxFilesPerTrigger", self.config.max_files_per_trigger)
                   .option("cleanSource", "delete")
                   .json(str(src)))
-        deduped = silver.with_parsed(stream).dropDuplicates(["dedup_key"])
-        self.query = (deduped.writeStream.queryName(f"shelflife-{self.region}")
+        self.query = (silver.with_parsed(stream).writeStream.queryName(f"shelflife-{self.region}")
                       .foreachBatch(self.process_batch)
                       .option("checkpointLocation", str(self.checkpoint / "query"))
                       .trigger(processingTime=f"{self.config.trigger_s} seconds")
@@ -173,14 +172,30 @@ class RegionStream:
         step("collect")
         if not rows:
             return
-        events = [json.loads(r["raw"]) for r in rows
+        parsed = [(r, json.loads(r["raw"])) for r in rows
                   if r["kind"] == "event" and r["_id"] is not None]
-        self.record.spill(batch_id, ({k: r[k] for k in LINE_FIELDS} for r in rows))
-        step("spill")
-        if events and batch_id > self.levels_batch:
+        if batch_id > self.levels_batch:
             redo = batch_id <= self.cohorts_batch  # cohorts already hold this batch
-            touched = self.state.apply(events, history=self._history(batch_id),
-                                       bookkeeping_only=redo)
+            touched, events = self.state.apply([e for _, e in parsed],
+                                               history=self._history(batch_id),
+                                               bookkeeping_only=redo)
+        else:  # gold already holds this batch: only the record may be missing it
+            touched, events = set(), []
+        # Spill what is new (plus dead letters) before gold moves: bronze and silver
+        # are written from the spill. A replayed batch keeps its first spill.
+        new = {(e["location_id"], e["seq"]) for e in events}
+        keep = []
+        for r, e in parsed:
+            key = (e["location_id"], e["seq"])
+            if key in new:
+                new.discard(key)  # a repeat inside the batch is kept once
+                keep.append({k: r[k] for k in LINE_FIELDS})
+        keep += [{k: r[k] for k in LINE_FIELDS} for r in rows
+                 if not (r["kind"] == "event" and r["_id"] is not None)]
+        if keep:
+            self.record.spill(batch_id, keep)
+        step("spill")
+        if touched:
             now = datetime.now(UTC).replace(tzinfo=None)
             for loc in touched:
                 self.state.locations[loc].updated_at = now
@@ -194,8 +209,8 @@ class RegionStream:
             gold.write_region(self.paths["stock_levels"], self.state.level_rows(self.region),
                               gold.LEVELS_SCHEMA, self.region,
                               app_id=f"{self.app_id}-stock_levels", batch_id=batch_id)
-            self.levels_batch = batch_id
             step("levels")
+        self.levels_batch = max(self.levels_batch, batch_id)
         self.events_total += len(events)
         if events:
             newest = max(e["occurred_at"] for e in events)
