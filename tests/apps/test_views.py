@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from apps.streamlit import views
 from lakehouse.paths import ENV_ROOT
-from tests.lakehouse.test_readers import write_demo_lakehouse
+from tests.lakehouse.demo_tables import write_demo_lakehouse
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "apps" / "streamlit" / "dashboard.py"
 NOW = pd.Timestamp("2025-06-10 15:00", tz="UTC")
