@@ -157,10 +157,17 @@ def main() -> None:
         procs[name] = subprocess.Popen(cli + list(extra), env=env, cwd=ROOT, stdout=out,
                                        stderr=subprocess.STDOUT)
 
+    for port in DEFAULT_PORTS.values():
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                raise SystemExit(f"port {port} is in use (a demo still running?): "
+                                 "the benchmark needs its own brokers")
     try:
         spawn("broker", "broker", "--data-dir", str(work / "brokers"))
         for port in DEFAULT_PORTS.values():
             wait_port(port, 30)
+        if procs["broker"].poll() is not None:
+            raise SystemExit(f"brokers exited; see {logs / 'broker.log'}")
         spawn("ingest", "ingest", "--lakehouse", str(lake))
         spawn("stream", "stream", "--lakehouse", str(lake))
         print(f"bench: work dir {work}; waiting for Spark to create the tables", flush=True)

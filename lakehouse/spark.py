@@ -13,6 +13,8 @@ partition, one partition for Delta snapshot state, no adaptive execution, no UI.
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 DELTA_PACKAGE = os.environ.get("SHELFLIFE_DELTA_PACKAGE", "io.delta:delta-spark_4.2_2.13:4.4.0")
@@ -45,6 +47,21 @@ LOW_LATENCY_CONF: dict[str, str] = {
 }
 
 
+_POOL = ("  <pool name=\"{}\"><schedulingMode>FIFO</schedulingMode><weight>{}</weight>"
+         "<minShare>{}</minShare></pool>\n")
+FAIR_POOLS = ('<?xml version="1.0"?>\n<allocations>\n'
+              + "".join(_POOL.format(r, 4, 1) for r in ("east", "central", "west"))
+              + _POOL.format("record", 1, 0) + "</allocations>\n")
+"""One pool per region's live query, and a low-weight pool for bronze/silver writes."""
+
+
+def _pools_file() -> str:
+    path = Path(tempfile.gettempdir()) / "shelflife-fairscheduler.xml"
+    if not path.exists() or path.read_text() != FAIR_POOLS:
+        path.write_text(FAIR_POOLS)
+    return str(path)
+
+
 def spark_session(app_name: str = "shelflife", *, master: str | None = None,
                   extra: dict[str, Any] | None = None):  # -> pyspark.sql.SparkSession
     """Get or create the process's Spark session with Delta configured."""
@@ -53,7 +70,8 @@ def spark_session(app_name: str = "shelflife", *, master: str | None = None,
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = (SparkSession.builder.appName(app_name)
                .master(master or os.environ.get("SHELFLIFE_SPARK_MASTER", "local[2]"))
-               .config("spark.jars.packages", DELTA_PACKAGE))
+               .config("spark.jars.packages", DELTA_PACKAGE)
+               .config("spark.scheduler.allocation.file", _pools_file()))
     for key, value in {**LOW_LATENCY_CONF, **(extra or {})}.items():
         builder = builder.config(key, str(value))
     spark = builder.getOrCreate()

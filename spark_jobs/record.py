@@ -109,6 +109,7 @@ class RecordWriter:
         self.flush()
 
     def _run(self) -> None:
+        self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", "record")
         while not self._stop.wait(self.every_s):
             try:
                 self.flush()
