@@ -14,6 +14,7 @@ def dashboard_command(lakehouse: str, port: int) -> list[str]:
     return [sys.executable, "-m", "streamlit", "run", str(DASHBOARD),
             "--server.headless", "true", "--server.port", str(port),
             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+            "--client.toolbarMode", "viewer",
             "--", "--lakehouse", str(Path(lakehouse).resolve())]
 
 
