@@ -55,6 +55,8 @@ class StreamConfig:
     """How often gold region_status is rewritten."""
     record_every_s: float = 5.0
     """How often spilled batches are written to bronze and silver."""
+    vacuum_every_s: float = 600.0
+    """How often replaced gold files are deleted (they are rewritten every batch)."""
 
 
 def _retrying(what: str, fn: Callable[[], object], attempts: int = 6) -> None:
@@ -245,6 +247,20 @@ class RegionStream:
         self.record.stop()
 
 
+def vacuum_gold(root) -> None:
+    """Delete gold files replaced more than an hour ago; without this a day of one-second
+    rewrites leaves tens of thousands of dead files behind."""
+    import deltalake
+
+    for table in ("stock_cohorts", "stock_levels", "region_status"):
+        try:
+            removed = deltalake.DeltaTable(str(table_path("gold", table, root))).vacuum(
+                retention_hours=1, dry_run=False, enforce_retention_duration=False)
+            log.info("vacuum gold/%s: %d files removed", table, len(removed))
+        except Exception:  # noqa: BLE001 - maintenance must never stop the stream
+            log.exception("vacuum gold/%s failed", table)
+
+
 def start_streams(spark: SparkSession, regions: list[str], config: StreamConfig
                   ) -> list[RegionStream]:
     """Create missing tables, then start one query per region."""
@@ -265,8 +281,11 @@ def run_streams(regions: list[str], config: StreamConfig, *,
     streams = start_streams(spark, regions, config)
     stop = stop or threading.Event()
     try:
-        last = time.monotonic()
+        last = last_vacuum = time.monotonic()
         while not stop.wait(1.0):
+            if time.monotonic() - last_vacuum >= config.vacuum_every_s:
+                last_vacuum = time.monotonic()
+                vacuum_gold(lakehouse_root(config.lakehouse))
             for s in streams:
                 if s.query is not None and s.query.exception() is not None:
                     raise RuntimeError(f"region {s.region} query failed: "

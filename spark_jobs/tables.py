@@ -33,11 +33,22 @@ def table_specs(spark: SparkSession) -> dict[tuple[str, str], tuple[T.StructType
     }
 
 
+GOLD_PROPERTIES = {
+    # Gold partitions are rewritten every second: keep a day of history for time travel
+    # and let files replaced more than an hour ago be vacuumed (see maintenance).
+    "delta.logRetentionDuration": "interval 1 days",
+    "delta.deletedFileRetentionDuration": "interval 1 hours",
+}
+
+
 def ensure_tables(spark: SparkSession, root: Path) -> None:
     """Create each missing table with its schema and partitioning; leave others alone."""
     for (layer, name), (schema, parts) in table_specs(spark).items():
         path = table_path(layer, name, root)
         if (path / "_delta_log").exists():
             continue
-        (spark.createDataFrame([], schema).write.format("delta")
-         .partitionBy(*parts).mode("ignore").save(str(path)))
+        writer = spark.createDataFrame([], schema).write.format("delta").partitionBy(*parts)
+        if layer == "gold":
+            for key, value in GOLD_PROPERTIES.items():
+                writer = writer.option(key, value)
+        writer.mode("ignore").save(str(path))
