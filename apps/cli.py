@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from edge_mqtt.cli import add_agent_commands
 from lakehouse.contract import DEFAULT_PORTS, REGIONS
 
 
@@ -147,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p, "--lakehouse", "SHELFLIFE_LAKEHOUSE", "./lakehouse", "lakehouse root folder")
     _add(p, "--port", "SHELFLIFE_DASHBOARD_PORT", 8501, "dashboard port", type=int)
     p.set_defaults(fn=cmd_dashboard)
+
+    add_agent_commands(sub)
     return parser
 
 

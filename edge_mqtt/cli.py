@@ -1,0 +1,260 @@
+"""``shelflife agent ...``: record, look at stock and serve one store's agent from a shell.
+
+Runs on store hardware, so it imports only the agent, its publisher and the standard
+library (no Spark, pandas or Streamlit). ``record`` builds the same flat request as
+``POST /events`` (:mod:`edge_mqtt.recording`), so both doors refuse the same input with the
+same message. Refusals print ``error: <field>: <reason> (got <value>)`` and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sqlite3
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from lakehouse.contract import DEFAULT_PORTS, ContractError, check_region
+
+from .agent import StoreAgent
+from .recording import REQUEST_SHAPES, field_name, record
+from .store import StoreDB
+
+EXIT_REFUSED = 2
+
+
+def _json_arg(text: str) -> Any:
+    """A JSON value, or ``@path`` to read it from a file (a full count can be long)."""
+    try:
+        if text.startswith("@"):
+            text = Path(text[1:]).read_text(encoding="utf-8")
+        return json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"expected JSON or @file: {exc}") from exc
+
+
+# request key -> (flag, type, help); every flag of `agent record`
+RECORD_OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "sku": ("--sku", str, "item SKU"),
+    "quantity": ("--qty", int, "whole units"),
+    "lot": ("--lot", str, "lot / batch code"),
+    "expires_on": ("--expires-on", str, "expiry date YYYY-MM-DD"),
+    "unit_price": ("--unit-price", float, "selling price per unit (sold)"),
+    "transaction_ref": ("--transaction-ref", str, "till transaction id (sold)"),
+    "unit_cost": ("--unit-cost", float, "cost per unit (received)"),
+    "supplier_ref": ("--supplier-ref", str, "delivery / purchase order (received)"),
+    "destination": ("--destination", str, "receiving location id (transfer_out)"),
+    "source": ("--source", str, "sending location id (transfer_in)"),
+    "transfer_id": ("--transfer-id", str, "transfer document id"),
+    "expected_transit_hours": ("--transit-hours", float, "expected hours in transit"),
+    "lots": ("--lots", _json_arg, "transfer_in lots: JSON [{lot, expires_on, quantity}]"),
+    "causation_id": ("--causation-id", str, "the transfer_out's event id (transfer_in)"),
+    "reason_code": ("--reason", str, "expired|damaged|temperature|recall|other (wasted)"),
+    "disposal_method": ("--disposal", str, "how it was disposed of (wasted)"),
+    "counted_quantity": ("--counted", int, "units counted in the lot (adjusted)"),
+    "items": ("--items", _json_arg,
+              "counted snapshot: JSON [{sku, lot, expires_on, quantity}] or @file"),
+    "description": ("--description", str, "item description (item_updated)"),
+    "category": ("--category", str, "item category (item_updated)"),
+    "price": ("--price", float, "shelf price (item_updated)"),
+    "shelf_life_days": ("--shelf-life-days", int, "days from receipt to expiry"),
+    "min_sellable_days": ("--min-sellable-days", int, "days before expiry it stops selling"),
+    "occurred_at": ("--occurred-at", str, "UTC time YYYY-MM-DDTHH:MM:SS.mmmZ (default now)"),
+}
+
+
+def _env_opt(p: argparse.ArgumentParser, flag: str, env: str, default: Any, help: str,
+             typ: Callable[[str], Any] = str, *, shown: str | None = None) -> None:
+    """An option whose default comes from ``env``, named in the help text."""
+    value = os.environ.get(env)
+    p.add_argument(flag, default=typ(value) if value is not None else default, type=typ,
+                   help=f"{help} (env {env}; default {shown or default})")
+
+
+def _agent_opts(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
+    _env_opt(p, "--db", "SHELFLIFE_AGENT_DB", "./var/agent.sqlite", "the agent's SQLite file")
+    _env_opt(p, "--location", "SHELFLIFE_LOCATION", None, "location id",
+             shown="the one the database belongs to")
+    _env_opt(p, "--region", "SHELFLIFE_REGION", None, "east|central|west",
+             shown="the database's")
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="print JSON for machines")
+
+
+def add_agent_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``agent record|stock|serve`` to the ``shelflife`` command."""
+    agent = subparsers.add_parser("agent", help="record events and query one store's agent")
+    sub = agent.add_subparsers(dest="agent_command", required=True)
+
+    p = sub.add_parser("record", help="record one event (same request as POST /events)",
+                       description="Only the options of the event type apply; e.g. "
+                                   "`record sold --sku MILK --qty 2 --unit-price 1.29 "
+                                   "--transaction-ref T-88`.")
+    p.add_argument("event_type", choices=tuple(REQUEST_SHAPES))
+    for key, (flag, typ, helptext) in RECORD_OPTIONS.items():
+        p.add_argument(flag, dest=key, type=typ, default=None, help=helptext)
+    _agent_opts(p)
+    p.set_defaults(fn=run_agent_command, agent_fn=cmd_record)
+
+    p = sub.add_parser("stock", help="on-hand and expiry cohorts (first-expired first)")
+    p.add_argument("--sku", default=None, help="one SKU only")
+    _agent_opts(p)
+    p.set_defaults(fn=run_agent_command, agent_fn=cmd_stock)
+
+    p = sub.add_parser("serve", help="HTTP API for POS/WMS plus the publisher to the broker")
+    _agent_opts(p, json_flag=False)
+    _env_opt(p, "--host", "SHELFLIFE_AGENT_HOST", "127.0.0.1", "HTTP listen address")
+    _env_opt(p, "--port", "SHELFLIFE_AGENT_PORT", 8765, "HTTP port", int)
+    _env_opt(p, "--broker-host", "SHELFLIFE_BROKER_HOST", "127.0.0.1", "region broker host")
+    _env_opt(p, "--broker-port", "SHELFLIFE_BROKER_PORT", None, "region broker port", int,
+             shown="the region's: east 18831, central 18832, west 18833")
+    _env_opt(p, "--broker-user", "SHELFLIFE_BROKER_USER", None,
+             "broker username; the password comes from env SHELFLIFE_BROKER_PASSWORD",
+             shown="none")
+    p.set_defaults(fn=run_agent_command, agent_fn=cmd_serve)
+
+
+# --- commands --------------------------------------------------------------------------
+
+def open_agent(args: argparse.Namespace) -> StoreAgent:
+    """The agent for ``--db``; location and region default to what the file records."""
+    location, region = args.location, args.region
+    if (location is None or region is None) and Path(args.db).is_file():
+        db = StoreDB(args.db)
+        try:
+            location = location or db.get_meta("location_id")
+            region = region or db.get_meta("region")
+        finally:
+            db.close()
+    if location is None:
+        raise ContractError("location", None,
+                            "pass --location or set SHELFLIFE_LOCATION (new database)")
+    if region is None:
+        raise ContractError("region", None,
+                            "pass --region or set SHELFLIFE_REGION (new database)")
+    return StoreAgent(location, check_region(region), args.db)
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    shape = REQUEST_SHAPES[args.event_type]
+    request: dict[str, Any] = {"event_type": args.event_type}
+    for key in RECORD_OPTIONS:
+        if getattr(args, key) is not None:
+            request[key] = getattr(args, key)
+    allowed = {*shape.required, *shape.optional, "occurred_at"}
+    for key in request.keys() - allowed - {"event_type"}:
+        flags = ", ".join(RECORD_OPTIONS[k][0] for k in RECORD_OPTIONS if k in allowed)
+        raise ContractError(RECORD_OPTIONS[key][0], request[key],
+                            f"does not apply to {args.event_type} (its options: {flags})")
+    agent = open_agent(args)
+    try:
+        event = record(agent, request)
+    finally:
+        agent.close()
+    if args.json:
+        print(json.dumps(event))
+    else:
+        print(_describe(event))
+    return 0
+
+
+def cmd_stock(args: argparse.Namespace) -> int:
+    agent = open_agent(args)
+    try:
+        rows = agent.stock(args.sku)
+    finally:
+        agent.close()
+    if args.json:
+        print(json.dumps({"location_id": agent.location_id, "stock": rows}))
+        return 0
+    table = [("SKU", "ON HAND", "LOT", "EXPIRES", "QTY")]
+    for entry in rows:
+        for i, c in enumerate(entry["cohorts"]):
+            table.append((entry["sku"] if i == 0 else "",
+                          str(entry["on_hand"]) if i == 0 else "",
+                          c["lot"], c["expires_on"] or "-", str(c["quantity"])))
+    if len(table) == 1:
+        print(f"{agent.location_id}: no stock" + (f" of {args.sku}" if args.sku else ""))
+    else:
+        print(_table(table, right=(1, 4)))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .http_api import serve_agent
+    from .publisher import Publisher, PublisherConfig
+
+    agent = open_agent(args)
+    broker_port = args.broker_port or DEFAULT_PORTS[agent.region]
+    publisher = Publisher(agent, PublisherConfig(
+        host=args.broker_host, port=broker_port, username=args.broker_user,
+        password=os.environ.get("SHELFLIFE_BROKER_PASSWORD")))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    server = serve_agent(agent, args.host, args.port)
+    publisher.start()
+    print(f"agent {agent.location_id} ({agent.region}): HTTP API on {server.url}, "
+          f"broker {args.broker_host}:{broker_port}, db {args.db}", flush=True)
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        server.shutdown()  # no new events first, then let the publisher go
+        publisher.stop()
+        agent.close()
+    return 0
+
+
+def run_agent_command(args: argparse.Namespace) -> int:
+    """Run one ``agent`` subcommand; refusals become ``error: ...`` and exit code 2."""
+    try:
+        return int(args.agent_fn(args) or 0)
+    except ContractError as exc:
+        key = exc.field.removeprefix("payload.")
+        flag = RECORD_OPTIONS.get(key, ("",))[0] if args.agent_command == "record" else ""
+        missing = exc.value is None and field_name(key) == exc.field
+        hint = f" (set it with {flag})" if flag and missing else ""
+        print(f"error: {exc}{hint}", file=sys.stderr)
+        return EXIT_REFUSED
+    except (OSError, sqlite3.Error) as exc:
+        print(f"error: {args.db}: {exc}", file=sys.stderr)
+        return 1
+
+
+# --- output ----------------------------------------------------------------------------
+
+def _describe(event: dict[str, Any]) -> str:
+    p = event["payload"]
+    head = f"recorded {event['event_id']} {event['event_type']}"
+    if "sku" in p:
+        head += f" {p['sku']}"
+    for key in ("quantity", "counted_quantity"):
+        if key in p:
+            head += f" {key.replace('_', ' ')} {p[key]}"
+    if "stock_before" in p:
+        head += f" (stock before {p['stock_before']})"
+    if event["offline"]:
+        head += ", offline"
+    lines = [head]
+    if p.get("lots"):
+        lots = [("", "LOT", "EXPIRES", "QTY")]
+        lots += [("", lot["lot"], lot["expires_on"] or "-", str(lot["quantity"]))
+                 for lot in p["lots"]]
+        lines.append(_table(lots, right=(3,)))
+    if "items" in p:
+        lines.append(f"  {len(p['items'])} cohorts counted")
+    return "\n".join(lines)
+
+
+def _table(rows: Sequence[Sequence[str]], *, right: Sequence[int] = ()) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.rjust(w) if i in right else cell.ljust(w)
+                  for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+        for row in rows)

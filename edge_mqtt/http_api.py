@@ -1,0 +1,240 @@
+"""The store agent's local HTTP door for POS and WMS systems (stdlib only).
+
+``POST /events``  body: one request as in :mod:`edge_mqtt.recording`, e.g.
+                  ``{"event_type": "sold", "sku": "MILK", "quantity": 2,
+                  "unit_price": 1.29, "transaction_ref": "T-88"}``
+                  -> 201 with the recorded event (envelope and payload).
+``GET /stock``    optional ``?sku=`` -> 200 ``{"location_id", "stock": [{"sku", "on_hand",
+                  "cohorts": [{"lot", "expires_on", "quantity"}]}]}``, cohorts FEFO.
+``GET /health``   -> 200 ``{"location_id", "region", "online", "last_seq", "acked_seq",
+                  "outbox_depth", "agent_version"}``.
+
+Every refusal is JSON ``{"error", "field", "value"}``: 400 when the body cannot be read
+as a JSON object, 422 when a field is wrong (unknown ``event_type``, missing or extra keys,
+wrong JSON types, values the contract refuses), 411/413/415 for a missing length, an
+oversized body or a non-JSON content type. A refused request never reaches the outbox.
+
+Recording touches only SQLite: the publisher is woken after the commit and sends in its
+own thread, so a sale is never held up by the broker or the network. Each request gets
+its own thread, so a slow client cannot hold up a till.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from lakehouse.contract import ContractError, check_id
+
+from .agent import AGENT_VERSION, StoreAgent
+from .recording import record
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+MAX_BODY = 1 << 20
+"""Largest request body accepted: a full count of a big store fits well inside 1 MiB."""
+
+
+class AgentHTTPServer(ThreadingHTTPServer):
+    """Serves one agent in a background thread; :meth:`shutdown` stops and closes it."""
+
+    daemon_threads = True
+
+    def __init__(self, agent: StoreAgent, host: str, port: int, *,
+                 max_body: int = MAX_BODY) -> None:
+        super().__init__((host, port), _Handler)
+        self.agent = agent
+        self.max_body = max_body
+        # Requests share the agent's SQLite connection; one at a time keeps a read from
+        # seeing another request's half-done transaction.
+        self.agent_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> None:
+        # A short poll keeps shutdown quick; idle cost is a few wake-ups a second.
+        self._thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True,
+                                        name=f"http-{self.agent.location_id}")
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        """Stop serving, wait for the loop to end and release the port."""
+        if self._thread is not None:
+            super().shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.server_close()
+
+
+def serve_agent(agent: StoreAgent, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
+                max_body: int = MAX_BODY) -> AgentHTTPServer:
+    """Start the HTTP API for ``agent`` in the background (``port=0`` picks a free one)."""
+    server = AgentHTTPServer(agent, host, port, max_body=max_body)
+    server.start()
+    log.info("%s: HTTP API on %s", agent.location_id, server.url)
+    return server
+
+
+def health(agent: StoreAgent) -> dict[str, Any]:
+    """What an operator checks first: is it connected, and how far behind is the ack."""
+    return {"location_id": agent.location_id, "region": agent.region,
+            "online": agent.online, "last_seq": agent.last_seq,
+            "acked_seq": agent.acked_seq, "outbox_depth": agent.db.outbox_depth(),
+            "agent_version": AGENT_VERSION}
+
+
+def stock(agent: StoreAgent, sku: str | None = None) -> dict[str, Any]:
+    """On-hand and FEFO cohorts; a SKU asked for by name is listed even with none."""
+    rows = agent.stock(sku)
+    if sku is not None and not rows:
+        rows = [{"sku": sku, "on_hand": 0, "cohorts": []}]
+    return {"location_id": agent.location_id, "stock": rows}
+
+
+class _Refused(Exception):
+    """A request turned away before it reached the agent."""
+
+    def __init__(self, status: HTTPStatus, field: str | None, value: Any, reason: str) -> None:
+        error = f"{field}: {reason}" if field else reason
+        super().__init__(error)
+        self.status, self.field, self.value, self.error = status, field, value, error
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: AgentHTTPServer
+    server_version = "shelflife-agent"
+    timeout = 30  # seconds a client may take to send its request
+
+    # --- routing -----------------------------------------------------------------------
+
+    def do_GET(self) -> None:  # noqa: N802 (stdlib naming)
+        url = urlsplit(self.path)
+        try:
+            if url.path == "/health":
+                with self.server.agent_lock:
+                    self._send(HTTPStatus.OK, health(self.server.agent))
+            elif url.path == "/stock":
+                sku = self._stock_query(url.query)
+                with self.server.agent_lock:
+                    self._send(HTTPStatus.OK, stock(self.server.agent, sku))
+            elif url.path == "/events":
+                self._refuse(_Refused(HTTPStatus.METHOD_NOT_ALLOWED, "method", "GET",
+                                      "use POST /events"), allow="POST")
+            else:
+                self._not_found(url.path)
+        except _Refused as exc:
+            self._refuse(exc)
+
+    def do_POST(self) -> None:  # noqa: N802 (stdlib naming)
+        path = urlsplit(self.path).path
+        if path != "/events":
+            if path in ("/stock", "/health"):
+                self._refuse(_Refused(HTTPStatus.METHOD_NOT_ALLOWED, "method", "POST",
+                                      f"use GET {path}"), allow="GET")
+            else:
+                self._not_found(path)
+            return
+        try:
+            request = self._read_json()
+            with self.server.agent_lock:
+                event = record(self.server.agent, request)
+        except _Refused as exc:
+            self._refuse(exc)
+        except ContractError as exc:
+            self._refuse(_Refused(HTTPStatus.UNPROCESSABLE_ENTITY, exc.field, exc.value,
+                                  exc.reason))
+        except Exception:
+            log.exception("%s: recording failed", self.server.agent.location_id)
+            self._refuse(_Refused(HTTPStatus.INTERNAL_SERVER_ERROR, None, None,
+                                  "internal error; nothing was recorded"))
+        else:
+            self._send(HTTPStatus.CREATED, event)
+
+    # --- request parts -----------------------------------------------------------------
+
+    def _stock_query(self, query: str) -> str | None:
+        params = parse_qs(query, keep_blank_values=True)
+        unknown = sorted(set(params) - {"sku"})
+        if unknown:
+            raise _Refused(HTTPStatus.BAD_REQUEST, unknown[0], params[unknown[0]][0],
+                           f"unknown query parameter {unknown[0]!r} (expected sku)")
+        if "sku" not in params:
+            return None
+        try:
+            return check_id("sku", params["sku"][-1])
+        except ContractError as exc:
+            raise _Refused(HTTPStatus.BAD_REQUEST, exc.field, exc.value, exc.reason) from exc
+
+    def _read_json(self) -> Any:
+        ctype = self.headers.get("Content-Type", "")
+        if ctype.split(";")[0].strip().lower() != "application/json":
+            self.close_connection = True
+            raise _Refused(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "Content-Type", ctype or None,
+                           "expected application/json")
+        length_text = self.headers.get("Content-Length")
+        if length_text is None:
+            self.close_connection = True
+            raise _Refused(HTTPStatus.LENGTH_REQUIRED, "Content-Length", None,
+                           "a Content-Length is required")
+        try:
+            length = int(length_text)
+            if length < 0:
+                raise ValueError(length_text)
+        except ValueError:
+            self.close_connection = True
+            raise _Refused(HTTPStatus.BAD_REQUEST, "Content-Length", length_text,
+                           "expected a byte count") from None
+        if length > self.server.max_body:
+            self.close_connection = True
+            raise _Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "Content-Length", length,
+                           f"body larger than {self.server.max_body} bytes")
+        raw = self.rfile.read(length)
+        try:
+            request = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        except UnicodeDecodeError:
+            raise _Refused(HTTPStatus.BAD_REQUEST, "body", raw[:80].decode("latin-1"),
+                           "not UTF-8") from None
+        except ValueError as exc:
+            raise _Refused(HTTPStatus.BAD_REQUEST, "body", raw[:80].decode("utf-8", "replace"),
+                           f"not JSON: {exc}") from None
+        if not isinstance(request, dict):
+            raise _Refused(HTTPStatus.BAD_REQUEST, "body", request, "expected a JSON object")
+        return request
+
+    # --- responses ---------------------------------------------------------------------
+
+    def _not_found(self, path: str) -> None:
+        self._refuse(_Refused(HTTPStatus.NOT_FOUND, "path", path,
+                              "expected POST /events, GET /stock or GET /health"))
+
+    def _refuse(self, exc: _Refused, *, allow: str | None = None) -> None:
+        body = {"error": exc.error, "field": exc.field, "value": exc.value}
+        self._send(exc.status, body, allow=allow)
+
+    def _send(self, status: HTTPStatus, body: Any, *, allow: str | None = None) -> None:
+        data = json.dumps(body, default=repr).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if allow:
+            self.send_header("Allow", allow)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)

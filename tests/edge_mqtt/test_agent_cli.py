@@ -1,0 +1,186 @@
+"""``shelflife agent ...`` records and shows stock from a shell, refuses bad input with
+exit code 2 and the field named, and serves the HTTP API next to the publisher."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def agent_cli(*args: str, db: Path, env: dict[str, str] | None = None,
+              location: str | None = "S-001") -> subprocess.CompletedProcess[str]:
+    where = ["--db", str(db)] + (["--location", location, "--region", "east"]
+                                 if location else [])
+    return subprocess.run([sys.executable, "-m", "apps.cli", "agent", *args, *where],
+                          cwd=REPO, capture_output=True, text=True, timeout=30,
+                          env={**os.environ, **(env or {})})
+
+
+def outbox_seqs(db: Path) -> list[int]:
+    with sqlite3.connect(db) as conn:
+        return [s for (s,) in conn.execute("SELECT seq FROM outbox ORDER BY seq")]
+
+
+def test_record_and_stock_round_trip(tmp_path):
+    db = tmp_path / "agent.sqlite"
+    for lot, qty, expires in (("LATE", "10", "2026-12-09"), ("EARLY", "5", "2026-12-02")):
+        done = agent_cli("record", "received", "--sku", "MILK", "--qty", qty, "--lot", lot,
+                         "--expires-on", expires, "--supplier-ref", "PO-7", "--unit-cost",
+                         "0.42", db=db)
+        assert done.returncode == 0, done.stderr
+    done = agent_cli("record", "sold", "--sku", "MILK", "--qty", "7", "--unit-price", "1.29",
+                     "--transaction-ref", "T-88", "--json", db=db)
+    assert done.returncode == 0, done.stderr
+    sale = json.loads(done.stdout)
+    assert sale["event_id"] == "S-001:3" and sale["payload"]["stock_before"] == 15
+    assert [lot["lot"] for lot in sale["payload"]["lots"]] == ["EARLY", "LATE"]
+
+    # Location and region now come from the database itself.
+    done = agent_cli("stock", "--json", db=db, location=None)
+    assert json.loads(done.stdout) == {"location_id": "S-001", "stock": [
+        {"sku": "MILK", "on_hand": 8,
+         "cohorts": [{"lot": "LATE", "expires_on": "2026-12-09", "quantity": 8}]}]}
+    table = agent_cli("stock", db=db, location=None).stdout.splitlines()
+    assert table[0].split() == ["SKU", "ON", "HAND", "LOT", "EXPIRES", "QTY"]
+    assert table[1].split() == ["MILK", "8", "LATE", "2026-12-09", "8"]
+    assert outbox_seqs(db) == [1, 2, 3]
+
+
+def test_settings_come_from_the_environment(tmp_path):
+    env = {"SHELFLIFE_AGENT_DB": str(tmp_path / "env.sqlite"), "SHELFLIFE_LOCATION": "S-042",
+           "SHELFLIFE_REGION": "west"}
+    done = subprocess.run([sys.executable, "-m", "apps.cli", "agent", "record", "item_updated",
+                           "--sku", "MILK", "--price", "1.49", "--json"], cwd=REPO,
+                          capture_output=True, text=True, timeout=30, env={**os.environ, **env})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["event_id"] == "S-042:1"
+    assert outbox_seqs(tmp_path / "env.sqlite") == [1]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("record", "sold", "--sku", "MILK", "--qty", "0", "--unit-price", "1",
+      "--transaction-ref", "T"), "error: payload.quantity: must be >= 1 (got 0)"),
+    (("record", "sold", "--sku", "MILK", "--qty", "1", "--transaction-ref", "T"),
+     "error: payload.unit_price: required for sold requests (got None) "
+     "(set it with --unit-price)"),
+    (("record", "sold", "--sku", "MILK", "--qty", "1", "--unit-price", "1",
+      "--transaction-ref", "T", "--lot", "L1"), "error: --lot: does not apply to sold"),
+    (("record", "wasted", "--sku", "MILK", "--qty", "1", "--lot", "L1", "--reason", "eaten",
+      "--disposal", "bin"), "error: payload.reason_code: expected one of"),
+    (("record", "stolen", "--sku", "MILK"), "invalid choice: 'stolen'"),
+    (("record", "sold", "--sku", "MILK", "--qty", "two"), "argument --qty: invalid int"),
+])
+def test_refusals_exit_2_naming_the_field_and_record_nothing(tmp_path, args, message):
+    db = tmp_path / "agent.sqlite"
+    done = agent_cli(*args, db=db)
+    assert done.returncode == 2
+    assert message in done.stderr, done.stderr
+    assert done.stdout == ""
+    assert not db.exists() or outbox_seqs(db) == []
+
+
+def test_a_new_database_needs_a_location(tmp_path):
+    done = agent_cli("stock", db=tmp_path / "new.sqlite", location=None)
+    assert done.returncode == 2 and "error: location: pass --location" in done.stderr
+    assert not (tmp_path / "new.sqlite").exists()
+
+
+def test_selling_more_than_on_hand_is_accepted_and_shows_negative(tmp_path):
+    db = tmp_path / "agent.sqlite"
+    agent_cli("record", "received", "--sku", "MILK", "--qty", "2", "--lot", "L1",
+              "--expires-on", "2026-12-02", "--supplier-ref", "PO", "--unit-cost", "0.4", db=db)
+    done = agent_cli("record", "sold", "--sku", "MILK", "--qty", "5", "--unit-price", "1",
+                     "--transaction-ref", "T-1", db=db)
+    assert done.returncode == 0, done.stderr
+    assert "(stock before 2)" in done.stdout and "(none)" in done.stdout
+    stock = json.loads(agent_cli("stock", "--sku", "MILK", "--json", db=db).stdout)["stock"]
+    assert stock[0]["on_hand"] == -3
+
+
+def test_agent_commands_import_nothing_central(tmp_path):
+    """Store hardware has no Spark, pandas or Streamlit installed."""
+    code = ("import sys; from apps.cli import main; "
+            f"main(['agent', 'stock', '--db', {str(tmp_path / 'a.sqlite')!r}, "
+            "'--location', 'S-001', '--region', 'east']); "
+            "import edge_mqtt.http_api, edge_mqtt.publisher; "
+            "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'pyspark', 'pandas', 'streamlit', 'numpy', 'pyarrow', 'deltalake'}); "
+            "assert not heavy, heavy")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def test_serve_records_over_http_and_connects_to_the_region_broker(tmp_path, brokers,
+                                                                   region_ports):
+    db, port = tmp_path / "agent.sqlite", free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "apps.cli", "agent", "serve", "--db", str(db), "--location",
+         "S-001", "--region", "east", "--port", str(port), "--broker-port",
+         str(region_ports["east"])], cwd=REPO, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        assert "HTTP API on http://127.0.0.1:" in proc.stdout.readline()
+        base = f"http://127.0.0.1:{port}"
+        request = urllib.request.Request(
+            f"{base}/events", method="POST", headers={"Content-Type": "application/json"},
+            data=json.dumps({"event_type": "sold", "sku": "MILK", "quantity": 1,
+                             "unit_price": 1.0, "transaction_ref": "T-1"}).encode())
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            assert resp.status == 201
+        deadline = time.monotonic() + 15
+        while not (health := _get(f"{base}/health"))["online"]:
+            assert time.monotonic() < deadline, health
+            time.sleep(0.1)
+        assert (health["last_seq"], health["outbox_depth"]) == (1, 1)  # no ingest, no ack
+        assert _get(f"{base}/stock?sku=MILK")["stock"][0]["on_hand"] == -1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+
+
+def test_serve_records_sales_while_the_broker_is_down(tmp_path):
+    db, port = tmp_path / "agent.sqlite", free_port()
+    dead_broker = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "apps.cli", "agent", "serve", "--db", str(db), "--location",
+         "S-001", "--region", "east", "--port", str(port), "--broker-port", str(dead_broker)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        proc.stdout.readline()
+        base = f"http://127.0.0.1:{port}"
+        started = time.monotonic()
+        for i in range(20):
+            request = urllib.request.Request(
+                f"{base}/events", method="POST",
+                headers={"Content-Type": "application/json"},
+                data=json.dumps({"event_type": "sold", "sku": "MILK", "quantity": 1,
+                                 "unit_price": 1.0, "transaction_ref": f"T-{i}"}).encode())
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                assert resp.status == 201 and json.loads(resp.read())["offline"] is True
+        assert time.monotonic() - started < 5
+        health = _get(f"{base}/health")
+        assert (health["online"], health["last_seq"], health["outbox_depth"]) == (False, 20, 20)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
