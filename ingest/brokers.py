@@ -3,6 +3,26 @@
 Each region gets its own broker so a region replaying a long backlog never slows the
 others. mosquitto is used when installed (it keeps sessions on disk across restarts); the
 in-process embedded broker stands in where it is not, with the same ports and topics.
+
+By default the brokers accept anyone (the demo on one machine). An operator whose stores
+reach the brokers over a network turns on sign-in and per-store topic rules with
+``start_brokers(..., secure=True, locations={"east": ["s001", ...], ...})`` (the CLI's
+``shelflife broker --secure``):
+
+* ``<data_dir>/credentials.json`` (mode 0600) gets one generated password per location and
+  per region's ingest user, once; later starts keep them and add new locations. Give each
+  store its own (``Credentials.credentials_for``) and each ingest worker its region's
+  (``Credentials.ingest_credentials``). Locations already in the file need not be listed
+  again.
+* A store (username = its location id) may publish only to its own
+  ``shelflife/v1/<region>/<location>/events`` and ``.../heartbeat`` and read only its own
+  ``.../ack``; ``ingest@<region>`` reads ``+/events`` and ``+/heartbeat`` and writes
+  ``+/ack`` of its region. Anonymous clients are refused (``allow_anonymous false``).
+* mosquitto gets ``<data_dir>/<region>/passwd`` (hashed with ``mosquitto_passwd -U``, mode
+  0600) and ``<data_dir>/<region>/acl``, both rewritten at every start; the embedded broker
+  applies the same rules in memory (:mod:`ingest.auth`).
+* ``tls=TlsFiles(certfile, keyfile)`` makes every listener TLS-only, so passwords do not
+  cross the network in clear; clients then need the CA (or the self-signed certificate).
 """
 
 from __future__ import annotations
@@ -11,6 +31,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -19,6 +40,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ingest.auth import (
+    CREDENTIALS_FILE,
+    Credentials,
+    TopicRules,
+    find_mosquitto_passwd,
+    write_password_file,
+    write_private,
+)
 from ingest.embedded_broker import EmbeddedBroker
 from lakehouse.contract import DEFAULT_PORTS, REGIONS, check_region
 
@@ -55,13 +84,52 @@ class BrokerSpec:
             raise ValueError(f"host: expected a host name or address, got {self.host!r}")
 
 
-def mosquitto_config(spec: BrokerSpec, data_dir: Path) -> str:
-    """A mosquitto 2.x config keeping persistent sessions and a deep offline backlog."""
+@dataclass(frozen=True)
+class TlsFiles:
+    """A listener's certificate chain and private key (PEM files)."""
+
+    certfile: Path
+    keyfile: Path
+
+    def __post_init__(self) -> None:
+        for name in ("certfile", "keyfile"):
+            path = Path(getattr(self, name)).resolve()
+            if not path.is_file():
+                raise ValueError(f"{name}: no such file {path}")
+            object.__setattr__(self, name, path)
+
+    def server_context(self) -> ssl.SSLContext:
+        """The embedded broker's equivalent of mosquitto's certfile/keyfile."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.certfile, self.keyfile)
+        return context
+
+
+def mosquitto_config(spec: BrokerSpec, data_dir: Path, *, secure: bool = False,
+                     tls: TlsFiles | None = None) -> str:
+    """A mosquitto 2.x config keeping persistent sessions and a deep offline backlog.
+
+    ``secure`` refuses anonymous clients and points at the region's ``passwd`` and ``acl``
+    files (written by :func:`start_brokers`); ``tls`` makes the listener TLS-only.
+    """
     region_dir = Path(data_dir).resolve() / spec.region
     lines = [
         f"# Shelflife regional broker: {spec.region}",
         f"listener {spec.port} {spec.host}",
-        "allow_anonymous true",
+    ]
+    if tls is not None:
+        lines += [f"certfile {tls.certfile}", f"keyfile {tls.keyfile}"]
+    if secure:
+        # use_username_as_clientid: mosquitto hands a persistent session to whoever
+        # presents its client id, so a store saying "I am ingest's client id" would take
+        # ingest's queued events (and kick it off); keyed by username it cannot.
+        lines += ["allow_anonymous false",
+                  f"password_file {region_dir / 'passwd'}",
+                  f"acl_file {region_dir / 'acl'}",
+                  "use_username_as_clientid true"]
+    else:
+        lines.append("allow_anonymous true")
+    lines += [
         "persistence true",
         f"persistence_location {region_dir}/",
         "autosave_interval 5",
@@ -103,6 +171,8 @@ class RunningBroker:
 
     spec: BrokerSpec
     kind: Literal["mosquitto", "embedded"]
+    secure: bool = False
+    tls: bool = False
     process: subprocess.Popen[bytes] | None = None
     embedded: EmbeddedBroker | None = None
     log_path: Path | None = None
@@ -152,12 +222,19 @@ def _tail(*paths: Path, lines: int = 15) -> str:
     return "\n".join(out) or "(no log output)"
 
 
-def _start_mosquitto(binary: str, spec: BrokerSpec, data_dir: Path,
-                     timeout: float) -> RunningBroker:
+def _start_mosquitto(binary: str, spec: BrokerSpec, data_dir: Path, timeout: float,
+                     creds: Credentials | None, tls: TlsFiles | None) -> RunningBroker:
     region_dir = Path(data_dir).resolve() / spec.region
     region_dir.mkdir(parents=True, exist_ok=True)
     conf = region_dir / "mosquitto.conf"
-    conf.write_text(mosquitto_config(spec, data_dir))
+    if creds is None and tls is None:
+        conf.write_text(mosquitto_config(spec, data_dir))
+    else:
+        if creds is not None:
+            write_password_file(region_dir / "passwd", creds.logins(spec.region),
+                                tool=find_mosquitto_passwd())
+            write_private(region_dir / "acl", creds.rules(spec.region).mosquitto_acl())
+        conf.write_text(mosquitto_config(spec, data_dir, secure=creds is not None, tls=tls))
     log_path, console = region_dir / "mosquitto.log", region_dir / "mosquitto.console.log"
     problem = _bind_problem(spec.host, spec.port)
     if problem is not None:
@@ -172,7 +249,8 @@ def _start_mosquitto(binary: str, spec: BrokerSpec, data_dir: Path,
             raise BrokerError(f"region {spec.region}: mosquitto exited with code "
                               f"{proc.returncode}\n{_tail(log_path, console)}")
         if _accepts(spec.host, spec.port):
-            return RunningBroker(spec, "mosquitto", process=proc, log_path=log_path)
+            return RunningBroker(spec, "mosquitto", secure=creds is not None,
+                                 tls=tls is not None, process=proc, log_path=log_path)
         time.sleep(0.05)
     proc.kill()
     proc.wait()
@@ -189,8 +267,16 @@ def start_brokers(
     ports: Mapping[str, int] = DEFAULT_PORTS,
     host: str = "127.0.0.1",
     timeout: float = 10.0,
+    locations: Mapping[str, list[str]] | None = None,
+    secure: bool = False,
+    tls: TlsFiles | None = None,
 ) -> list[RunningBroker]:
-    """Start one broker per region and return once every port accepts TCP connections."""
+    """Start one broker per region and return once every port accepts TCP connections.
+
+    With ``secure`` only users in ``<data_dir>/credentials.json`` may connect, each to its
+    own topics (module docstring); ``locations`` (``{region: [location ids]}``) adds
+    stores to that file and is ignored otherwise.
+    """
     if kind not in ("auto", "mosquitto", "embedded"):
         raise ValueError(f"kind: expected auto, mosquitto or embedded, got {kind!r}")
     specs = []
@@ -202,21 +288,40 @@ def start_brokers(
     if kind == "mosquitto" and binary is None:
         raise BrokerError("kind='mosquitto' but mosquitto is not installed "
                           "(apt-get install mosquitto, or use kind='embedded')")
+    creds = Credentials.open(credentials_path(data_dir), locations) if secure else None
     started: list[RunningBroker] = []
     try:
         for spec in specs:
             if binary is not None:
-                started.append(_start_mosquitto(binary, spec, data_dir, timeout))
+                started.append(_start_mosquitto(binary, spec, data_dir, timeout, creds, tls))
             else:
-                try:
-                    broker = EmbeddedBroker(spec.host, spec.port).start()
-                except OSError as exc:
-                    raise BrokerError(f"region {spec.region}: {exc}") from exc
-                started.append(RunningBroker(spec, "embedded", embedded=broker))
+                started.append(_start_embedded(spec, creds, tls))
     except BaseException:
         stop_brokers(started)
         raise
     return started
+
+
+def credentials_path(data_dir: Path) -> Path:
+    """Where the secure brokers keep every generated password."""
+    return Path(data_dir).resolve() / CREDENTIALS_FILE
+
+
+def _start_embedded(spec: BrokerSpec, creds: Credentials | None,
+                    tls: TlsFiles | None) -> RunningBroker:
+    users: dict[str, str] | None = None
+    rules: TopicRules | None = None
+    if creds is not None:
+        users = {x.username: x.password for x in creds.logins(spec.region)}
+        rules = creds.rules(spec.region)
+    context = tls.server_context() if tls is not None else None
+    try:
+        broker = EmbeddedBroker(spec.host, spec.port, users=users, acl=rules,
+                                ssl_context=context).start()
+    except OSError as exc:
+        raise BrokerError(f"region {spec.region}: {exc}") from exc
+    return RunningBroker(spec, "embedded", secure=creds is not None, tls=tls is not None,
+                         embedded=broker)
 
 
 def stop_brokers(brokers: Iterable[RunningBroker]) -> None:
@@ -232,14 +337,22 @@ def run_brokers_forever(
     kind: BrokerKind = "auto",
     ports: Mapping[str, int] = DEFAULT_PORTS,
     host: str = "127.0.0.1",
+    locations: Mapping[str, list[str]] | None = None,
+    secure: bool = False,
+    tls: TlsFiles | None = None,
 ) -> None:
     """Start the brokers, print one line each, and keep them up until Ctrl-C or SIGTERM."""
-    brokers = start_brokers(data_dir, regions, kind=kind, ports=ports, host=host)
+    brokers = start_brokers(data_dir, regions, kind=kind, ports=ports, host=host,
+                            locations=locations, secure=secure, tls=tls)
     done = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
     try:
         for b in brokers:
-            print(f"{b.spec.region:<8} {b.kind:<10} {b.spec.host}:{b.spec.port}", flush=True)
+            notes = (" tls" if b.tls else "") + (" secure" if b.secure else "")
+            print(f"{b.spec.region:<8} {b.kind:<10} {b.spec.host}:{b.spec.port}{notes}",
+                  flush=True)
+        if secure:
+            print(f"credentials: {credentials_path(data_dir)}", flush=True)
         while not done.wait(0.5):
             dead = [b for b in brokers if b.process is not None and b.process.poll() is not None]
             if dead:

@@ -5,7 +5,14 @@ Shelflife runs one mosquitto per region in production. Where mosquitto is not in
 same clients. It covers what Shelflife relies on: persistent sessions kept in memory with
 their subscriptions and queued QoS 1/2 messages, QoS 0/1/2 in both directions with the full
 QoS 2 handshake, retained messages, ``+``/``#`` wildcards, keepalive, optional
-username/password, per-client in-order delivery through a bounded inflight window.
+username/password with a per-user topic check (``acl``), optional TLS, per-client in-order
+delivery through a bounded inflight window.
+
+With ``acl`` set the broker behaves as mosquitto does for MQTT 3.1.1: a publish the user may
+not make is acknowledged and dropped (3.1.1 has no way to refuse it), a subscription it may
+not hold gets SUBACK failure (0x80), and a will it may not publish refuses the CONNECT. With
+``users`` set, a persistent session belongs to the user that created it: another user
+connecting with the same client id is refused rather than handed that session's queue.
 
 It keeps nothing on disk: a restart loses queued messages, which the agent's outbox covers
 (DESIGN.md, "Delivery").
@@ -17,16 +24,20 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import ssl
 import struct
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 log = logging.getLogger("shelflife.embedded_broker")
 
 MAX_INFLIGHT = 100
+# (username or None, "publish" | "subscribe", topic or topic filter) -> allowed?
+AclCheck = Callable[[str | None, Literal["publish", "subscribe"], str], bool]
 _PID = struct.Struct("!H")
 
 # packet types (high nibble of the first byte)
@@ -120,9 +131,10 @@ class _Message:
 class _Session:
     """Everything kept for one client id while it is away (clean_session false)."""
 
-    def __init__(self, client_id: str, clean: bool) -> None:
+    def __init__(self, client_id: str, clean: bool, owner: str | None = None) -> None:
         self.client_id = client_id
         self.clean = clean
+        self.owner = owner  # the username that created it
         self.subs: dict[str, tuple[list[str], int]] = {}
         self.queue: deque[tuple[_Message, int]] = deque()
         # pid -> [message, qos, state]; state 0 = sent, 1 = PUBREC received (PUBREL sent)
@@ -172,6 +184,7 @@ class _Connection(asyncio.Protocol):
         self.broker = broker
         self.transport: asyncio.Transport | None = None
         self.session: _Session | None = None
+        self.username: str | None = None
         self.keepalive = 0
         self.last_rx = time.monotonic()
         self.will: _Message | None = None
@@ -286,6 +299,8 @@ class EmbeddedBroker:
         port: int = 1883,
         *,
         users: dict[str, str] | None = None,
+        acl: AclCheck | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         max_queued: int = 1_000_000,
         max_inflight: int = MAX_INFLIGHT,
     ) -> None:
@@ -297,6 +312,8 @@ class EmbeddedBroker:
         self.host = host
         self.port = port  # becomes the bound port once started (port 0 picks a free one)
         self.users = users
+        self.acl = acl
+        self.ssl_context = ssl_context
         self.max_queued = max_queued
         self.max_inflight = max_inflight
         self._sessions: dict[str, _Session] = {}
@@ -356,7 +373,8 @@ class EmbeddedBroker:
         self._stop = asyncio.Event()
         try:
             server = await self._loop.create_server(
-                lambda: _Connection(self), self.host, self.port, reuse_address=True)
+                lambda: _Connection(self), self.host, self.port, reuse_address=True,
+                ssl=self.ssl_context)
         except OSError as exc:
             self._error = exc
             if ready is not None:
@@ -435,8 +453,16 @@ class EmbeddedBroker:
             expected is None or password != expected.encode("utf-8")
         ):
             return self._refuse(conn, _NOT_AUTHORIZED, f"client {client_id!r} user {username!r}")
+        if will is not None and not self._allowed(username, "publish", will.topic):
+            return self._refuse(conn, _NOT_AUTHORIZED,
+                                f"client {client_id!r} user {username!r}: will topic "
+                                f"{will.topic!r} not allowed")
 
         session = self._sessions.get(client_id)
+        if self.users is not None and session is not None and session.owner != username:
+            return self._refuse(conn, _ID_REJECTED,
+                                f"client {client_id!r} user {username!r}: session belongs "
+                                f"to user {session.owner!r}")
         if session is not None and session.conn is not None:  # take-over by the same id
             old = session.conn
             session.conn, old.session = None, None
@@ -445,9 +471,10 @@ class EmbeddedBroker:
             old.close()
         present = session is not None and not clean and not session.clean
         if session is None or clean or session.clean:
-            session = _Session(client_id, clean)
+            session = _Session(client_id, clean, username)
             self._sessions[client_id] = session
         session.conn, conn.session, conn.will = conn, session, will
+        conn.username = username
         conn.start_keepalive(keepalive)
         conn.send(bytes((0x20, 2, 1 if present else 0, _ACCEPTED)))
         log.info("client %s connected (clean=%s, session present=%s, queued=%d)",
@@ -494,6 +521,10 @@ class EmbeddedBroker:
             session.awaiting_rel.add(pid)
         elif qos == 1:
             conn.send(_ack(PUBACK, pid))
+        if not self._allowed(conn.username, "publish", topic):
+            log.warning("client %s user %r: publish to %r denied; dropped",
+                        session.client_id, conn.username, topic)
+            return
         if retain:
             if payload:
                 self._retained[topic] = _Message(topic, payload, qos, True)
@@ -534,6 +565,11 @@ class EmbeddedBroker:
             if qos == 3 or not valid_filter(topic_filter):
                 codes.append(0x80)
                 continue
+            if not self._allowed(conn.username, "subscribe", topic_filter):
+                log.warning("client %s user %r: subscription to %r denied",
+                            session.client_id, conn.username, topic_filter)
+                codes.append(0x80)
+                continue
             session.subscribe(topic_filter, qos)
             codes.append(qos)
             granted.append((topic_filter.split("/"), qos))
@@ -554,6 +590,10 @@ class EmbeddedBroker:
             raw, pos = _read_str(body, pos)
             session.unsubscribe(raw.decode("utf-8"))
         conn.send(_packet(UNSUBACK << 4, _PID.pack(pid)))
+
+    def _allowed(self, username: str | None, action: Literal["publish", "subscribe"],
+                 topic: str) -> bool:
+        return self.acl is None or self.acl(username, action, topic)
 
     # delivery
     def _route(self, msg: _Message) -> None:

@@ -1,0 +1,279 @@
+"""Who may connect to a regional broker, and which topics each user may touch.
+
+Without this any client that reaches a broker can publish events under any store's
+topic, and the lakehouse would count them. With it, every store signs in as its location
+id and may publish only to its own ``events`` and ``heartbeat`` topics and read only its
+own ``ack``; the region's ingest user reads every store's events and heartbeats and
+writes their acks.
+
+Passwords are generated once into ``credentials.json`` (mode 0600) next to the brokers'
+data, and kept on later starts, so a store configured once keeps working. The topic rules
+are plain data (:class:`TopicRules`): mosquitto's ``acl_file`` and the embedded broker's
+check are both made from them, so both brokers enforce the same thing.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import stat
+import subprocess
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from lakehouse.contract import REGIONS, TOPIC_ROOT, check_id, check_region
+
+from .embedded_broker import matches
+
+log = logging.getLogger(__name__)
+
+CREDENTIALS_FILE = "credentials.json"
+Access = Literal["read", "write"]
+Action = Literal["publish", "subscribe"]
+_MOSQUITTO_PASSWD = Path("/usr/bin/mosquitto_passwd")
+# mosquitto 2.x's own choice for `mosquitto_passwd` (sha512-pbkdf2, 101 rounds, 12-byte salt)
+_PBKDF2_ROUNDS, _SALT_BYTES = 101, 12
+
+
+def ingest_username(region: str) -> str:
+    """The ingest user of a region; the '@' keeps it apart from every valid location id."""
+    return f"ingest@{check_region(region)}"
+
+
+@dataclass(frozen=True)
+class Login:
+    """A username and password; the password stays out of reprs and logs."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` atomically with a file only its owner can read."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+class Credentials:
+    """One generated password per location and per region's ingest user, kept on disk.
+
+    ``Credentials.open(path, locations)`` loads the file, adds a password for any location
+    or region it does not know yet, and writes it back; existing passwords never change.
+    """
+
+    def __init__(self, path: Path, ingest: dict[str, str],
+                 locations: dict[str, tuple[str, str]]) -> None:
+        self.path = Path(path)
+        self._ingest = ingest
+        self._locations = locations  # location id -> (region, password)
+
+    @classmethod
+    def open(cls, path: Path,
+             locations: Mapping[str, Iterable[str]] | None = None) -> Credentials:
+        """Load (or create) the store, adding the given ``{region: [location ids]}``."""
+        path = Path(path)
+        ingest: dict[str, str] = {}
+        known: dict[str, tuple[str, str]] = {}
+        if path.exists():
+            ingest, known = cls._read(path)
+        changed = not path.exists()
+        for region in REGIONS:
+            if region not in ingest:
+                ingest[region] = secrets.token_urlsafe(24)
+                changed = True
+        for region, ids in (locations or {}).items():
+            check_region(region)
+            for location_id in ids:
+                check_id("location_id", location_id)
+                if location_id not in known:
+                    known[location_id] = (region, secrets.token_urlsafe(24))
+                    changed = True
+                elif known[location_id][0] != region:
+                    raise ValueError(
+                        f"location {location_id!r}: listed in region {region!r} but "
+                        f"{path} has it in {known[location_id][0]!r}; a store belongs to "
+                        "one region (remove it from the file to move it)")
+        creds = cls(path, ingest, known)
+        if changed:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            creds._write()
+        return creds
+
+    @staticmethod
+    def _read(path: Path) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            log.warning("%s was readable by others (mode %o); restricting it to 0600",
+                        path, mode)
+            path.chmod(0o600)
+        try:
+            data = json.loads(path.read_text())
+            ingest = {check_region(r): str(pw) for r, pw in data["ingest"].items()}
+            known = {check_id("location_id", loc): (check_region(v["region"]),
+                                                     str(v["password"]))
+                     for loc, v in data["locations"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{path}: not a Shelflife credentials file ({exc}); "
+                             "restore it from backup or delete it to issue new "
+                             "passwords to every store") from exc
+        return ingest, known
+
+    def _write(self) -> None:
+        data = {
+            "version": 1,
+            "ingest": dict(sorted(self._ingest.items())),
+            "locations": {loc: {"region": region, "password": pw}
+                          for loc, (region, pw) in sorted(self._locations.items())},
+        }
+        write_private(self.path, json.dumps(data, indent=2) + "\n")
+
+    def credentials_for(self, location_id: str) -> Login:
+        """The login of one store's agent (its username is its location id)."""
+        if location_id not in self._locations:
+            raise KeyError(f"location {location_id!r}: no credentials in {self.path}; "
+                           "list it in `locations` when starting the brokers")
+        return Login(location_id, self._locations[location_id][1])
+
+    def ingest_credentials(self, region: str) -> Login:
+        """The login of a region's ingest workers."""
+        return Login(ingest_username(region), self._ingest[check_region(region)])
+
+    def region_of(self, location_id: str) -> str:
+        return self._locations[location_id][0]
+
+    def locations(self, region: str) -> list[str]:
+        """Location ids of one region, sorted."""
+        return sorted(loc for loc, (r, _) in self._locations.items() if r == region)
+
+    def logins(self, region: str) -> list[Login]:
+        """Everyone allowed on that region's broker: its ingest user, then its stores."""
+        return [self.ingest_credentials(region),
+                *(self.credentials_for(loc) for loc in self.locations(region))]
+
+    def rules(self, region: str) -> TopicRules:
+        return TopicRules.for_region(region, self.locations(region))
+
+
+def covers(rule_levels: list[str], filter_levels: list[str]) -> bool:
+    """Whether every topic a subscription filter can match is also matched by a rule."""
+    for i, rule in enumerate(rule_levels):
+        if rule == "#":
+            return True
+        if i >= len(filter_levels) or filter_levels[i] == "#":
+            return False
+        if rule != "+" and filter_levels[i] != rule:
+            return False
+    return len(filter_levels) == len(rule_levels)
+
+
+@dataclass(frozen=True)
+class TopicRules:
+    """The topic filters each user may read (subscribe to) or write (publish to).
+
+    A user not listed may do nothing. Calling the object is the embedded broker's ACL
+    check; :meth:`mosquitto_acl` is the same rules as mosquitto's ``acl_file``.
+    """
+
+    grants: Mapping[str, tuple[tuple[Access, str], ...]]
+    _split: dict[str, list[tuple[Access, list[str]]]] = field(
+        init=False, repr=False, compare=False)
+
+    @classmethod
+    def for_region(cls, region: str, location_ids: Iterable[str]) -> TopicRules:
+        base = f"{TOPIC_ROOT}/{check_region(region)}"
+        grants: dict[str, tuple[tuple[Access, str], ...]] = {
+            ingest_username(region): (("read", f"{base}/+/events"),
+                                      ("read", f"{base}/+/heartbeat"),
+                                      ("write", f"{base}/+/ack")),
+        }
+        for loc in location_ids:
+            check_id("location_id", loc)
+            grants[loc] = (("write", f"{base}/{loc}/events"),
+                           ("write", f"{base}/{loc}/heartbeat"),
+                           ("read", f"{base}/{loc}/ack"))
+        return cls(grants)
+
+    def __post_init__(self) -> None:
+        split = {user: [(access, f.split("/")) for access, f in rules]
+                 for user, rules in self.grants.items()}
+        object.__setattr__(self, "_split", split)  # frozen: set once, here
+
+    def __call__(self, username: str | None, action: Action, topic: str) -> bool:
+        """May ``username`` publish to this topic, or subscribe to this filter?"""
+        rules = self._split.get(username or "")
+        if not rules:
+            return False
+        levels = topic.split("/")
+        if action == "publish":
+            return any(a == "write" and matches(r, levels) for a, r in rules)
+        return any(a == "read" and covers(r, levels) for a, r in rules)
+
+    def mosquitto_acl(self) -> str:
+        """mosquitto ``acl_file`` text: one ``user`` block per user."""
+        lines = ["# Shelflife topic rules (generated from credentials.json at each start)"]
+        for user, rules in self.grants.items():
+            lines += ["", f"user {user}", *(f"topic {a} {f}" for a, f in rules)]
+        return "\n".join(lines) + "\n"
+
+
+def find_mosquitto_passwd() -> str | None:
+    found = shutil.which("mosquitto_passwd")
+    if found:
+        return found
+    return str(_MOSQUITTO_PASSWD) if _MOSQUITTO_PASSWD.exists() else None
+
+
+def mosquitto_hash(password: str) -> str:
+    """The ``$7$`` (sha512-pbkdf2) hash ``mosquitto_passwd`` writes, for where it is absent."""
+    salt = secrets.token_bytes(_SALT_BYTES)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, _PBKDF2_ROUNDS)
+    b64 = base64.b64encode
+    return f"$7${_PBKDF2_ROUNDS}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def write_password_file(path: Path, logins: Iterable[Login], *,
+                        tool: str | None = None) -> None:
+    """mosquitto's ``password_file``: salted hashes only, readable by its owner alone.
+
+    ``mosquitto_passwd -U`` hashes it in place when ``tool`` is given; the plain text
+    exists only in a 0600 file that is replaced before mosquitto reads it.
+    """
+    path = Path(path)
+    logins = list(logins)
+    for login in logins:
+        if ":" in login.username or "\n" in login.username + login.password:
+            raise ValueError(f"username {login.username!r}: ':' and newlines cannot be "
+                             "stored in a mosquitto password file")
+    if tool is None:
+        write_private(path, "".join(f"{x.username}:{mosquitto_hash(x.password)}\n"
+                                    for x in logins))
+        return
+    staging = path.with_name(f".{path.name}.plain")
+    write_private(staging, "".join(f"{x.username}:{x.password}\n" for x in logins))
+    try:
+        done = subprocess.run([tool, "-U", str(staging)], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"{tool} -U {staging} failed (exit {done.returncode}): "
+                               f"{(done.stderr or done.stdout).strip()}")
+        staging.chmod(0o600)
+        os.replace(staging, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            staging.unlink()
