@@ -53,17 +53,50 @@ def _stop_event() -> threading.Event:
     return stop
 
 
-def cmd_broker(args: argparse.Namespace) -> int:
-    from ingest.brokers import run_brokers_forever
+def _locations(path: str | None) -> dict[str, list[str]] | None:
+    """``{region: [location ids]}`` from a JSON file, for per-store credentials."""
+    if not path:
+        return None
+    import json
 
-    run_brokers_forever(args.data_dir, _regions(args.regions), kind=args.kind)
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+        raise SystemExit(f"--locations {path}: expected a JSON object region -> [location ids]")
+    return data
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ingest.brokers import TlsFiles, run_brokers_forever
+
+    tls = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise SystemExit("--tls-cert and --tls-key go together")
+        tls = TlsFiles(Path(args.tls_cert), Path(args.tls_key))
+    run_brokers_forever(Path(args.data_dir), _regions(args.regions), kind=args.kind,
+                        locations=_locations(args.locations), secure=args.secure, tls=tls)
     return 0
+
+
+def _ingest_login(credentials: str | None, region: str) -> dict[str, str]:
+    if not credentials:
+        return {}
+    from pathlib import Path
+
+    from ingest.auth import Credentials
+
+    login = Credentials.open(Path(credentials)).ingest_credentials(region)
+    return {"username": login.username, "password": login.password}
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from ingest.worker import IngestConfig, run_workers
 
-    configs = [IngestConfig(region=r, port=DEFAULT_PORTS[r], lakehouse=args.lakehouse)
+    configs = [IngestConfig(region=r, port=DEFAULT_PORTS[r], lakehouse=args.lakehouse,
+                            **_ingest_login(args.credentials, r))
                for r in _regions(args.regions)]
     print(f"ingest: regions {args.regions} -> {args.lakehouse}/landing", flush=True)
     run_workers(configs, stop=_stop_event())
@@ -116,10 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p, "--data-dir", "SHELFLIFE_BROKER_DIR", "./var/brokers", "broker config/state")
     p.add_argument("--kind", choices=("auto", "mosquitto", "embedded"), default="auto",
                    help="mosquitto when installed (auto), or the embedded broker")
+    p.add_argument("--secure", action="store_true",
+                   default=_env("SHELFLIFE_BROKER_SECURE", "") in ("1", "true", "yes"),
+                   help="per-store passwords and topic ACLs (env SHELFLIFE_BROKER_SECURE); "
+                        "passwords land in <data-dir>/credentials.json")
+    _add(p, "--locations", "SHELFLIFE_LOCATIONS_FILE", None,
+         "JSON file {region: [location ids]} to issue credentials for")
+    _add(p, "--tls-cert", "SHELFLIFE_TLS_CERT", None, "PEM certificate for TLS listeners")
+    _add(p, "--tls-key", "SHELFLIFE_TLS_KEY", None, "PEM private key for TLS listeners")
     p.set_defaults(fn=cmd_broker)
 
     p = sub.add_parser("ingest", help="run the regional ingest workers")
     _common(p)
+    _add(p, "--credentials", "SHELFLIFE_CREDENTIALS", None,
+         "credentials.json of secure brokers (ingest logs in as ingest@<region>)")
     p.set_defaults(fn=cmd_ingest)
 
     p = sub.add_parser("stream", help="run the Spark streaming queries (one per region)")
