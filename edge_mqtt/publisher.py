@@ -3,23 +3,32 @@
 MQTT's own acks are not trusted for durability: an event leaves the outbox only when the
 retained message on the location's ``ack`` topic (written by ingest after the landing
 batch is durable) covers its seq. On every (re)connect, and whenever the ack stalls, the
-publisher sends again from the last acked seq; ingest drops the duplicates.
+publisher sends again from the last acked seq; ingest drops the duplicates. A stall that
+repeats (ingest down for hours) is re-sent at growing intervals, so a long outage does not
+fill the broker's queue with copies of the same window.
+
+Events recorded offline keep their original ``occurred_at`` and go out in seq order,
+throttled to ``replay_rate`` so a store back from a long outage cannot swamp its region.
+Every ``heartbeat_s`` the publisher also says how the store is doing (see ``heartbeat``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from lakehouse.contract import topic
+from lakehouse.contract import topic, utc_now_ms
 
-from .agent import StoreAgent
+from .agent import AGENT_VERSION, StoreAgent
+from .heartbeat import Heartbeat, skew_from_ack
 from .store import StoreDB
 
 log = logging.getLogger(__name__)
@@ -37,15 +46,29 @@ class PublisherConfig:
     """Events sent ahead of the last end-to-end ack."""
     resend_after_s: float = 15.0
     """Re-send from the last ack when it has not moved for this long."""
+    resend_max_s: float = 240.0
+    """Each stall re-send without progress doubles the wait, up to this."""
     replay_rate: float = 0.0
-    """Events per second when catching up (0 = as fast as the window allows)."""
+    """Events per second at most when catching up (0 = as fast as the window allows)."""
     max_inflight: int = 20
     """QoS 2 messages in flight to the broker. A stock mosquitto (``max_inflight_messages
     20``) answers PUBREC to MQTT 3.1.1 publishes beyond its quota and then drops them, so
     the default stays at 20; brokers started by ``ingest.brokers`` allow up to 1000."""
+    heartbeat_s: float = 30.0
+    """Seconds between heartbeats (0 = none); one also goes out on every connect."""
     username: str | None = None
     password: str | None = None
     keepalive: int = 30
+
+    def __post_init__(self) -> None:
+        for name in ("resend_after_s", "resend_max_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)!r}")
+        for name in ("replay_rate", "heartbeat_s"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)!r}")
+        if self.window < 1:
+            raise ValueError(f"window: must be >= 1, got {self.window!r}")
 
 
 class Publisher:
@@ -56,6 +79,7 @@ class Publisher:
         self.config = config or PublisherConfig()
         self.events_topic = topic(agent.region, agent.location_id, "events")
         self.ack_topic = topic(agent.region, agent.location_id, "ack")
+        self.heartbeat_topic = topic(agent.region, agent.location_id, "heartbeat")
         # Its own connection: WAL lets it read the outbox while the tills write.
         self.db = StoreDB(agent.db.path)
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
@@ -72,11 +96,27 @@ class Publisher:
         self._sent_up_to = agent.acked_seq
         self._acked = agent.acked_seq
         self._applied = self._acked
-        self._ack_moved_at = time.monotonic()
+        self._waiting_since = time.monotonic()
+        """When the oldest unacked send went out, or the ack last moved since then."""
+        self._resend_wait = self.config.resend_after_s
+        self._tokens = 0.0
+        self._tokens_at = time.monotonic()
+        self._throttled_until = math.inf
+        self._heartbeat_at = math.inf
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._loop_thread = False
         self.sent = 0
+        self.heartbeats = 0
+        self.resends = 0
+        """Times the publisher went back to the last ack (connects and stalls)."""
+        self.clock_skew_s: float | None = None
+        """Local clock minus ingest's, from the last live ack (None until one arrives)."""
+        # The broker publishes this for us when the link dies without a DISCONNECT
+        # (network gone, process killed), replacing the last retained heartbeat.
+        self.client.will_set(self.heartbeat_topic, self._heartbeat(online=False).to_json(),
+                             qos=1, retain=True)
         agent.on_record = lambda _seq: self._wake.set()
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -90,6 +130,7 @@ class Publisher:
         """
         self.client.reconnect_delay_set(min_delay=1, max_delay=10)
         self.client.connect_async(self.config.host, self.config.port, self.config.keepalive)
+        self._loop_thread = loop_thread
         if loop_thread:
             self.client.loop_start()
         if pump_thread:
@@ -98,10 +139,21 @@ class Publisher:
             self._thread.start()
 
     def stop(self) -> None:
+        """Stop sending; a connected publisher first says it is going offline."""
         self._stop.set()
         self._wake.set()
         if self._thread:
             self._thread.join(timeout=5)
+        if self.client.is_connected() and self.config.heartbeat_s > 0:
+            try:
+                info = self.client.publish(
+                    self.heartbeat_topic,
+                    self._heartbeat(online=False, with_outbox=True).to_json(),
+                    qos=1, retain=True)
+                if self._loop_thread:  # paho's loop thread flushes it; otherwise the caller
+                    info.wait_for_publish(timeout=1.0)
+            except (RuntimeError, ValueError) as exc:
+                log.debug("%s: last heartbeat not sent: %s", self.agent.location_id, exc)
         self.client.disconnect()
         self.client.loop_stop()
         self.agent.online = False
@@ -116,25 +168,39 @@ class Publisher:
             return
         client.subscribe(self.ack_topic, qos=1)
         with self._lock:
-            self._sent_up_to = self._acked  # re-send anything not yet acked end to end
-            self._ack_moved_at = time.monotonic()
+            # Re-send anything not yet acked end to end: the broker may have lost it.
+            if self._sent_up_to > self._acked:
+                self.resends += 1
+            self._sent_up_to = self._acked
+            self._waiting_since = time.monotonic()
+            self._resend_wait = self.config.resend_after_s
+            self._heartbeat_at = 0.0  # say hello straight away
         self.agent.online = True
         self._wake.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.agent.online = False
+        self._heartbeat_at = math.inf  # the next connect sends one
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         try:
-            acked = int(json.loads(msg.payload)["acked_seq"])
+            ack = json.loads(msg.payload)
+            acked = ack["acked_seq"]
+            if isinstance(acked, bool) or not isinstance(acked, int) or acked < 0:
+                raise ValueError(acked)
         except (ValueError, KeyError, TypeError):
             log.warning("%s: ignoring malformed ack %r", self.agent.location_id, msg.payload)
             return
+        if not msg.retain:  # a retained ack replayed on subscribe carries an old time
+            skew = skew_from_ack(ack, datetime.now(UTC))
+            if skew is not None:
+                self.clock_skew_s = skew
         with self._lock:
             if acked <= self._acked:
                 return
             self._acked = acked
-            self._ack_moved_at = time.monotonic()
+            self._waiting_since = time.monotonic()
+            self._resend_wait = self.config.resend_after_s
             self._sent_up_to = max(self._sent_up_to, acked)
         self._wake.set()
 
@@ -146,53 +212,115 @@ class Publisher:
 
     @property
     def pending(self) -> bool:
-        """True when :meth:`pump` has work: a new event, ack or reconnect since it last ran.
+        """True when :meth:`pump` has work: a new event, ack, reconnect, heartbeat due, or
+        the replay throttle lets more out.
 
         Lets one thread pump many publishers started with ``pump_thread=False``.
         """
-        return self._wake.is_set()
+        return self._wake.is_set() or time.monotonic() >= min(self._throttled_until,
+                                                              self._heartbeat_at)
 
     def pump(self) -> int:
-        """Apply the newest ack and send what the window allows; returns events sent."""
+        """Apply the newest ack, send a heartbeat when due, and send what the window and
+        the replay rate allow; returns events sent."""
         # Cleared before reading anything, so a wake-up arriving meanwhile is kept.
         self._wake.clear()
         if self._applied < self._acked:
             acked = self._acked
             self.db.apply_ack(acked)
             self._applied = acked
+            if acked > self._last_seq():
+                log.error("%s: ingest acked seq %d but this database only reached %d; "
+                          "it has lost events the lakehouse holds", self.agent.location_id,
+                          acked, self._last_seq())
         if not self.client.is_connected():
+            self._throttled_until = self._heartbeat_at = math.inf
             return 0
         now = time.monotonic()
+        if now >= self._heartbeat_at:
+            self._send_heartbeat(now)
         with self._lock:
             if (self._sent_up_to > self._acked
-                    and now - self._ack_moved_at > self.config.resend_after_s):
-                log.info("%s: ack stalled at %d, re-sending", self.agent.location_id,
-                         self._acked)
+                    and now - self._waiting_since > self._resend_wait):
+                log.info("%s: ack stalled at %d for %.0f s, re-sending",
+                         self.agent.location_id, self._acked, now - self._waiting_since)
                 self._sent_up_to = self._acked
-                self._ack_moved_at = now
+                self._waiting_since = now
+                self._resend_wait = min(self._resend_wait * 2, self.config.resend_max_s)
+                self.resends += 1
             start = self._sent_up_to
             room = self._acked + self.config.window - start
+        self._throttled_until = math.inf
         if room <= 0:
             return 0
-        if self.config.replay_rate > 0:
-            room = min(room, max(1, int(self.config.replay_rate / 10)))
-        rows = self.db.outbox_after(start, room)
+        allowed = self._take_tokens(room, now)
+        if allowed == 0:
+            return 0
+        rows = self.db.outbox_after(start, allowed)
+        sent = 0
         for seq, body in rows:
             info = self.client.publish(self.events_topic, body, qos=2)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 break
             with self._lock:
+                if self._sent_up_to == self._acked:
+                    self._waiting_since = now  # the stall clock starts with this send
                 self._sent_up_to = max(self._sent_up_to, seq)
-            self.sent += 1
-        if rows and len(rows) == room:
-            self._wake.set()  # a full batch: more may be waiting
-        return len(rows)
+            sent += 1
+        self.sent += sent
+        if self.config.replay_rate > 0:
+            self._tokens -= sent
+        if rows and len(rows) == allowed:
+            if allowed < room and self.config.replay_rate > 0:
+                self._throttled_until = now + max(0.0, 1.0 - self._tokens) / \
+                    self.config.replay_rate
+            else:
+                self._wake.set()  # a full batch: more may be waiting
+        return sent
+
+    def _take_tokens(self, room: int, now: float) -> int:
+        """How many events the replay rate lets out now (a token bucket of ~100 ms)."""
+        rate = self.config.replay_rate
+        if rate <= 0:
+            return room
+        burst = max(1.0, rate / 10)
+        self._tokens = min(burst, self._tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+        allowed = min(room, int(self._tokens))
+        if allowed == 0:
+            self._throttled_until = now + (1.0 - self._tokens) / rate
+        return allowed
+
+    def _last_seq(self) -> int:
+        return int(self.db.get_meta("next_seq", 1)) - 1
+
+    def _heartbeat(self, *, online: bool, with_outbox: bool = False) -> Heartbeat:
+        """The agent's state now; the will is built without the outbox figures, which
+        would be stale by the time the broker sends it."""
+        hb = Heartbeat(location_id=self.agent.location_id, region=self.agent.region,
+                       agent_version=AGENT_VERSION, online=online, local_time=utc_now_ms(),
+                       clock_skew_hint_s=self.clock_skew_s)
+        if not with_outbox:
+            return hb
+        return replace(hb, outbox_depth=self.db.outbox_depth(), last_seq=self._last_seq(),
+                       last_acked_seq=self._acked)
+
+    def _send_heartbeat(self, now: float) -> None:
+        interval = self.config.heartbeat_s
+        if interval <= 0:
+            self._heartbeat_at = math.inf
+            return
+        self._heartbeat_at = now + interval
+        info = self.client.publish(self.heartbeat_topic,
+                                   self._heartbeat(online=True, with_outbox=True).to_json(),
+                                   qos=1, retain=True)
+        if info.rc == mqtt.MQTT_ERR_SUCCESS:
+            self.heartbeats += 1
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            sent = self.pump()
-            if self.config.replay_rate > 0 and sent:
-                time.sleep(sent / self.config.replay_rate)
-            elif not sent:
-                self._wake.wait(timeout=1.0)
-                self._wake.clear()
+            self.pump()
+            if self._wake.is_set():
+                continue
+            due = min(self._throttled_until, self._heartbeat_at) - time.monotonic()
+            self._wake.wait(timeout=min(1.0, max(0.0, due)))

@@ -18,7 +18,14 @@ from dataclasses import dataclass
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from lakehouse.contract import ContractError, check_region, decode_event, parse_topic, topic
+from lakehouse.contract import (
+    ContractError,
+    check_region,
+    decode_event,
+    parse_topic,
+    topic,
+    utc_now_ms,
+)
 from lakehouse.paths import lakehouse_root, landing_dir
 
 from .dedup import SeqTracker
@@ -194,9 +201,12 @@ class IngestWorker:
         for loc in dup_locations - set(moved):
             if self.tracker.contiguous.get(loc, 0) > 0:
                 moved[loc] = self.tracker.contiguous[loc]
+        # ingest_time lets agents estimate how far their clock is off (heartbeat hint).
+        acked_at = utc_now_ms()
         for loc, acked in moved.items():
             self.client.publish(topic(self.config.region, loc, "ack"),
-                                json.dumps({"acked_seq": acked}), qos=1, retain=True)
+                                json.dumps({"acked_seq": acked, "ingest_time": acked_at}),
+                                qos=1, retain=True)
             self.stats.acks_sent += 1
         return len(taken)
 

@@ -1,0 +1,184 @@
+"""Catching up after an outage, against a real mosquitto and a real ingest worker.
+
+Offline events go out in seq order with their original times at the replay rate; a
+broker that loses its state costs nothing; a quiet store is not mistaken for a stall;
+heartbeats say how the store is doing.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+from edge_mqtt.agent import StoreAgent
+from edge_mqtt.heartbeat import Heartbeat
+from edge_mqtt.publisher import Publisher, PublisherConfig
+from ingest.brokers import start_brokers, stop_brokers
+from ingest.worker import IngestConfig, IngestWorker
+from lakehouse.contract import topic
+
+from ..integration.pipeline import raw_client, wait_for
+from .test_kill import landed_events
+
+
+def receive_many(agent: StoreAgent, n: int) -> list[dict]:
+    return [agent.receive("MILK", 1 + i % 3, lot=f"L{agent.last_seq + 1}",
+                          expires_on="2026-12-09", supplier_ref="PO", unit_cost=1.0)
+            for i in range(n)]
+
+
+def test_offline_backlog_replays_in_order_at_the_replay_rate(tmp_path, brokers, region_ports):
+    port = region_ports["east"]
+    root = tmp_path / "lake"
+    agent = StoreAgent("E-R", "east", tmp_path / "r.sqlite")
+    recorded = receive_many(agent, 400)  # no publisher yet: the store is offline
+    assert all(e["offline"] for e in recorded)
+    worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root)))
+    worker.start()
+    pub = Publisher(agent, PublisherConfig(port=port, replay_rate=200, resend_after_s=30))
+    try:
+        started = time.monotonic()
+        pub.start()
+        wait_for("the backlog acked", lambda: pub.acked_seq == 400, 30)
+        took = time.monotonic() - started
+    finally:
+        pub.stop()
+        worker.stop()
+        agent.close()
+    # 400 events at 200/s with a 20-event burst: about two seconds, not instant.
+    assert 1.7 <= took <= 6, took
+    landed = landed_events(root)
+    assert [e["seq"] for e in landed] == list(range(1, 401)), "in seq order, once each"
+    assert landed == recorded, "byte for byte what was recorded: original times, offline"
+
+
+def test_replay_rate_also_holds_when_one_thread_pumps(tmp_path, brokers, region_ports):
+    """The fleet simulator pumps publishers itself (``pump_thread=False``)."""
+    port = region_ports["east"]
+    agent = StoreAgent("E-P", "east", tmp_path / "p.sqlite")
+    receive_many(agent, 300)
+    pub = Publisher(agent, PublisherConfig(port=port, replay_rate=100, resend_after_s=30))
+    pub.start(pump_thread=False)
+    try:
+        wait_for("connected", pub.client.is_connected, 10)
+        started = time.monotonic()
+        while time.monotonic() - started < 1.0:
+            if pub.pending:
+                pub.pump()
+            time.sleep(0.001)
+        assert 80 <= pub.sent <= 125, pub.sent  # 1 s at 100/s plus one 10-event burst
+    finally:
+        pub.stop()
+        agent.close()
+
+
+def test_broker_losing_its_state_costs_no_event(tmp_path, brokers, region_ports):
+    """Ingest is down, so nothing is acked and the broker holds the only copies in its
+    queue for ingest's session; the broker then loses its whole persistence folder."""
+    port = region_ports["east"]
+    root = tmp_path / "lake"
+    data_dir = tmp_path / "brokers"
+    (east,) = [b for b in brokers if b.spec.region == "east"]
+    first = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root)))
+    first.start()  # leaves a persistent session the broker queues for
+    first.stop()
+    agent = StoreAgent("E-W", "east", tmp_path / "w.sqlite")
+    pub = Publisher(agent, PublisherConfig(port=port, resend_after_s=1.0))
+    pub.start()
+    restarted = []
+    worker = None
+    try:
+        wait_for("agent online", lambda: agent.online, 10)
+        receive_many(agent, 300)
+        wait_for("all 300 handed to the broker", lambda: pub.sent >= 300, 10)
+        assert pub.acked_seq == 0
+        east.stop()
+        shutil.rmtree(data_dir / "east")
+        wait_for("agent sees the broker gone", lambda: not agent.online, 10)
+        offline = receive_many(agent, 50)
+        assert all(e["offline"] for e in offline)
+        restarted = start_brokers(data_dir, ["east"], kind=east.kind, ports={"east": port})
+        wait_for("agent reconnects", lambda: agent.online, 30)
+        receive_many(agent, 50)
+        worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root)))
+        worker.start()
+        wait_for("every event acked", lambda: pub.acked_seq == 400, 60)
+        worker.flush()
+    finally:
+        pub.stop()
+        if worker is not None:
+            worker.stop()
+        stop_brokers(restarted)
+        agent.close()
+    landed = landed_events(root)
+    assert sorted(e["seq"] for e in landed) == list(range(1, 401)), "each event once"
+    assert pub.resends >= 1
+
+
+def test_quiet_store_is_not_taken_for_a_stall(tmp_path, brokers, region_ports):
+    port = region_ports["east"]
+    root = tmp_path / "lake"
+    worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root)))
+    worker.start()
+    agent = StoreAgent("E-Q", "east", tmp_path / "q.sqlite")
+    pub = Publisher(agent, PublisherConfig(port=port, resend_after_s=0.5))
+    pub.start()
+    try:
+        receive_many(agent, 5)
+        wait_for("acked", lambda: pub.acked_seq == 5, 10)
+        time.sleep(1.2)  # nothing to send for longer than resend_after_s
+        for _ in range(20):  # a burst: several sends before the next ack arrives
+            receive_many(agent, 1)
+            time.sleep(0.005)
+        wait_for("acked", lambda: pub.acked_seq == 25, 10)
+    finally:
+        pub.stop()
+        worker.stop()
+        agent.close()
+    assert pub.resends == 0 and worker.stats.duplicates == 0
+
+
+def test_heartbeat_reports_outbox_acks_and_clock_skew(tmp_path, brokers, region_ports):
+    port = region_ports["east"]
+    root = tmp_path / "lake"
+    beats: list[tuple[bool, Heartbeat]] = []
+    watcher = raw_client(port, "hb-watch")
+    watcher.on_message = lambda _c, _u, m: beats.append((m.retain,
+                                                         Heartbeat.from_json(m.payload)))
+    watcher.subscribe(topic("east", "E-H", "heartbeat"), qos=1)
+    agent = StoreAgent("E-H", "east", tmp_path / "h.sqlite")
+    receive_many(agent, 30)
+    # Ingest subscribes after the first sends: they reach nobody and go again after 1 s.
+    pub = Publisher(agent, PublisherConfig(port=port, heartbeat_s=0.3, resend_after_s=1.0))
+    pub.start()
+    try:
+        wait_for("hello heartbeat", lambda: beats, 10)
+        hello = beats[0][1]
+        assert hello.online and hello.last_seq == 30 and hello.outbox_depth == 30
+        assert hello.last_acked_seq == 0 and hello.clock_skew_hint_s is None
+        worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root)))
+        worker.start()
+        try:
+            wait_for("a heartbeat after the acks", lambda: beats[-1][1].outbox_depth == 0
+                     and beats[-1][1].clock_skew_hint_s is not None, 10)
+        finally:
+            worker.stop()
+        hb = beats[-1][1]
+        assert (hb.last_seq, hb.last_acked_seq) == (30, 30)
+        assert abs(hb.clock_skew_hint_s) < 2, "same machine: the clocks agree"
+        assert hb.agent_version and hb.region == "east"
+    finally:
+        pub.stop()
+        agent.close()
+    wait_for("goodbye heartbeat", lambda: not beats[-1][1].online, 5)
+    late = raw_client(port, "hb-late")  # a dashboard starting now sees the last word
+    got: list[Heartbeat] = []
+    late.on_message = lambda _c, _u, m: got.append(Heartbeat.from_json(m.payload))
+    late.subscribe(topic("east", "E-H", "heartbeat"), qos=1)
+    try:
+        wait_for("retained heartbeat", lambda: got, 5)
+    finally:
+        for c in (watcher, late):
+            c.loop_stop()
+            c.disconnect()
+    assert not got[0].online and got[0].outbox_depth == 0
