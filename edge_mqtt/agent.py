@@ -44,7 +44,7 @@ class StoreAgent:
             with self.db.transaction():
                 self.db.set_meta("location_id", location_id)
                 self.db.set_meta("region", region)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self.online = False
         """Set by the publisher; events recorded while False carry ``offline: true``."""
         self.on_record: Callable[[int], None] | None = None
@@ -52,25 +52,33 @@ class StoreAgent:
 
     # --- state ------------------------------------------------------------------------
 
+    # Reads take the recording lock too: the connection is shared by every till thread,
+    # and a read must not land in the middle of another thread's transaction.
+
     @property
     def last_seq(self) -> int:
-        return int(self.db.get_meta("next_seq", 1)) - 1
+        with self._lock:
+            return int(self.db.get_meta("next_seq", 1)) - 1
 
     @property
     def acked_seq(self) -> int:
-        return int(self.db.get_meta("acked_seq", 0))
+        with self._lock:
+            return int(self.db.get_meta("acked_seq", 0))
 
     def stock(self, sku: str | None = None) -> list[dict[str, Any]]:
         """On-hand per SKU with its cohorts, straight from SQLite."""
         by_sku: dict[str, dict[str, Any]] = {}
-        for c in self.db.cohorts(sku):
+        with self._lock:
+            rows = self.db.cohorts(sku)
+        for c in rows:
             entry = by_sku.setdefault(c["sku"], {"sku": c["sku"], "on_hand": 0, "cohorts": []})
             entry["on_hand"] += c["quantity"]
             entry["cohorts"].append({k: c[k] for k in ("lot", "expires_on", "quantity")})
         return list(by_sku.values())
 
     def on_hand(self, sku: str) -> int:
-        return self.db.on_hand(sku)
+        with self._lock:
+            return self.db.on_hand(sku)
 
     # --- recording --------------------------------------------------------------------
 
