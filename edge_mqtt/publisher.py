@@ -58,6 +58,8 @@ class PublisherConfig:
     """Seconds between heartbeats (0 = none); one also goes out on every connect."""
     username: str | None = None
     password: str | None = None
+    tls_ca: str | None = None
+    """CA certificate (PEM) to connect over TLS; None = plain TCP on loopback/VPN."""
     keepalive: int = 30
 
     def __post_init__(self) -> None:
@@ -87,6 +89,8 @@ class Publisher:
                                   clean_session=False, protocol=mqtt.MQTTv311)
         if self.config.username:
             self.client.username_pw_set(self.config.username, self.config.password)
+        if self.config.tls_ca:
+            self.client.tls_set(ca_certs=self.config.tls_ca)
         self.client.max_inflight_messages_set(self.config.max_inflight)
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect

@@ -54,6 +54,8 @@ class IngestConfig:
     """Distinguishes workers of one region in batch names."""
     username: str | None = None
     password: str | None = None
+    tls_ca: str | None = None
+    """CA certificate (PEM) to connect over TLS; None = plain TCP on loopback/VPN."""
 
     def __post_init__(self) -> None:
         check_region(self.region)
@@ -94,6 +96,8 @@ class IngestWorker:
                                   clean_session=False, protocol=mqtt.MQTTv311)
         if config.username:
             self.client.username_pw_set(config.username, config.password)
+        if config.tls_ca:
+            self.client.tls_set(ca_certs=config.tls_ca)
         self.client.max_inflight_messages_set(1000)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.connected.clear()

@@ -385,3 +385,41 @@ def test_tls_listener(kind: str, tmp_path: Path, self_signed: TlsFiles) -> None:
 def test_tls_files_must_exist(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="certfile"):
         TlsFiles(tmp_path / "missing.pem", tmp_path / "key.pem")
+
+
+def test_agent_and_ingest_work_end_to_end_over_tls_with_their_own_logins(
+        tmp_path: Path, self_signed: TlsFiles) -> None:
+    """The real publisher and ingest worker, configured as an operator would."""
+    import time
+
+    from edge_mqtt.agent import StoreAgent
+    from edge_mqtt.publisher import Publisher, PublisherConfig
+    from ingest.worker import IngestConfig, IngestWorker
+
+    port = port_picker()()
+    running = start_brokers(tmp_path / "b", ("east",), ports={"east": port},
+                            locations=LOCATIONS, secure=True, tls=self_signed)
+    creds = Credentials.open(credentials_path(tmp_path / "b"))
+    ing, s1 = creds.ingest_credentials("east"), creds.credentials_for("s1")
+    ca = str(self_signed.certfile)
+    worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(tmp_path / "l"),
+                                       username=ing.username, password=ing.password,
+                                       tls_ca=ca))
+    agent = StoreAgent("s1", "east", tmp_path / "s1.sqlite")
+    pub = Publisher(agent, PublisherConfig(port=port, username=s1.username,
+                                           password=s1.password, tls_ca=ca))
+    try:
+        worker.start()
+        pub.start()
+        for i in range(30):
+            agent.receive("MILK", 2, lot=f"L{i}", expires_on="2026-12-09", supplier_ref="PO",
+                          unit_cost=1.0)
+        deadline = time.monotonic() + 20
+        while pub.acked_seq < 30 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert pub.acked_seq == 30 and worker.stats.landed == 30
+    finally:
+        pub.stop()
+        worker.stop()
+        agent.close()
+        stop_brokers(running)
