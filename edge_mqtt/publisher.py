@@ -42,7 +42,7 @@ class PublisherConfig:
     """Broker host."""
     port: int = 18831
     """Broker port."""
-    window: int = 500
+    window: int = 2000
     """Events sent ahead of the last end-to-end ack."""
     resend_after_s: float = 15.0
     """Re-send from the last ack when it has not moved for this long."""
