@@ -109,7 +109,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
     print(f"streaming: regions {args.regions}, lakehouse {args.lakehouse} "
           "(the first run downloads the Delta jars from Maven Central)", flush=True)
     run_streams(_regions(args.regions), StreamConfig(lakehouse=args.lakehouse,
-                                                     trigger_s=args.trigger_s),
+                                                     trigger_s=args.trigger_s,
+                                                     record_every_s=args.record_every_s),
                 stop=_stop_event())
     return 0
 
@@ -168,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stream", help="run the Spark streaming queries (one per region)")
     _common(p)
     _add(p, "--trigger-s", "SHELFLIFE_TRIGGER_S", 1.0, "micro-batch trigger", type=float)
+    _add(p, "--record-every-s", "SHELFLIFE_RECORD_EVERY_S", 5.0,
+         "how often bronze/silver are written from the spill", type=float)
     p.set_defaults(fn=cmd_stream)
 
     for name, helptext in (("simulate", "run a simulated store fleet"),

@@ -46,7 +46,7 @@ class IngestConfig:
     """Broker port."""
     lakehouse: str | None = None
     """Lakehouse root (default $SHELFLIFE_LAKEHOUSE or ./lakehouse)."""
-    flush_interval_s: float = 0.1
+    flush_interval_s: float = 0.15
     """Longest time an event waits in memory before its batch is written."""
     max_batch: int = 2000
     """A batch is written early once it holds this many messages."""

@@ -42,8 +42,9 @@ LOW_LATENCY_CONF: dict[str, str] = {
     # that the main source of latency spikes, so do it less often.
     "spark.databricks.delta.properties.defaults.checkpointInterval": "50",
     "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
-    "spark.databricks.delta.autoCompact.enabled": "true",
-    "spark.databricks.delta.autoCompact.minNumFiles": "40",
+    # Compaction of bronze/silver runs in the streaming job's maintenance loop instead of
+    # after every commit, where it competed with the one-second live path for the cores.
+    "spark.databricks.delta.autoCompact.enabled": "false",
 }
 
 

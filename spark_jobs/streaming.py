@@ -56,7 +56,7 @@ class StreamConfig:
     record_every_s: float = 5.0
     """How often spilled batches are written to bronze and silver."""
     vacuum_every_s: float = 600.0
-    """How often replaced gold files are deleted (they are rewritten every batch)."""
+    """How often bronze/silver are compacted and replaced gold files deleted."""
 
 
 def _retrying(what: str, fn: Callable[[], object], attempts: int = 6) -> None:
@@ -247,6 +247,20 @@ class RegionStream:
         self.record.stop()
 
 
+def compact_record(spark: SparkSession, root) -> None:
+    """Bin-pack the small files the record writer appends every few seconds."""
+    from delta.tables import DeltaTable
+
+    spark.sparkContext.setLocalProperty("spark.scheduler.pool", "record")
+    for layer, table in (("bronze", "events_raw"), ("silver", "events"),
+                         ("silver", "dead_letters")):
+        try:
+            DeltaTable.forPath(spark, str(table_path(layer, table, root))).optimize() \
+                .executeCompaction()
+        except Exception:  # noqa: BLE001 - maintenance must never stop the stream
+            log.exception("compacting %s/%s failed", layer, table)
+
+
 def vacuum_gold(root) -> None:
     """Delete gold files replaced more than an hour ago; without this a day of one-second
     rewrites leaves tens of thousands of dead files behind."""
@@ -285,6 +299,7 @@ def run_streams(regions: list[str], config: StreamConfig, *,
         while not stop.wait(1.0):
             if time.monotonic() - last_vacuum >= config.vacuum_every_s:
                 last_vacuum = time.monotonic()
+                compact_record(spark, lakehouse_root(config.lakehouse))
                 vacuum_gold(lakehouse_root(config.lakehouse))
             for s in streams:
                 if s.query is not None and s.query.exception() is not None:
