@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 from edge_mqtt.agent import StoreAgent  # noqa: E402
 from edge_mqtt.catalogue import SKUS  # noqa: E402
 from lakehouse.contract import UNALLOCATED_LOT, encode_event, topic  # noqa: E402
+from lakehouse.movements import movements  # noqa: E402
 
 TARGET_RECORD_PER_S = 2000.0
 TARGET_REPLAY_PER_S = 2000.0
@@ -137,17 +138,11 @@ class Mix:
                 self.lots[sku] = {}
             for item in p["items"]:
                 self._add(item["sku"], item["lot"], item["expires_on"], item["quantity"])
-        elif et == "received":
-            self._add(p["sku"], p["lot"], p["expires_on"], p["quantity"])
-        elif et in ("sold", "transfer_out", "transfer_in"):
-            sign = 1 if et == "transfer_in" else -1
-            for lot in p["lots"]:
-                self._add(p["sku"], lot["lot"], lot["expires_on"], sign * lot["quantity"])
+        else:
+            for move in movements(ev):
+                self._add(*move)
             if et == "sold":
                 self.lots_per_sale[len(p["lots"])] += 1
-        elif et in ("wasted", "adjusted"):
-            self._add(p["sku"], p["lot"], p.get("expires_on"),
-                      -p["quantity"] if et == "wasted" else p["delta"])
 
     def _on_hand(self, sku: str) -> int:
         return sum(q for lot, (_e, q) in self.lots[sku].items() if lot != UNALLOCATED_LOT)

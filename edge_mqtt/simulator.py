@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from lakehouse.contract import DEFAULT_PORTS, UNALLOCATED_LOT, check_region
+from lakehouse.movements import movements
 
 from .agent import StoreAgent
 from .catalogue import SKUS, LocationKind, Sku
@@ -207,16 +208,9 @@ class Location:
             self.cohorts = {}
             for item in p["items"]:
                 self._add(item["sku"], item["lot"], item["expires_on"], item["quantity"])
-        elif et == "received":
-            self._add(p["sku"], p["lot"], p["expires_on"], p["quantity"])
-        elif et in ("sold", "transfer_out", "transfer_in"):
-            sign = 1 if et == "transfer_in" else -1
-            for lot in p["lots"]:
-                self._add(p["sku"], lot["lot"], lot["expires_on"], sign * lot["quantity"])
-        elif et == "wasted":
-            self._add(p["sku"], p["lot"], p.get("expires_on"), -p["quantity"])
-        elif et == "adjusted":
-            self._add(p["sku"], p["lot"], p.get("expires_on"), p["delta"])
+        else:
+            for move in movements(event):
+                self._add(*move)
 
     def _add(self, sku: str, lot: str, expires_on: str | None, delta: int) -> None:
         lots = self.cohorts.setdefault(sku, {})

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from lakehouse.movements import movements
+
 Lot = tuple[str, str]  # (sku, lot)
 
 
@@ -64,22 +66,6 @@ class LocationState:
             self.skus.add(i["sku"])
             if i["quantity"]:
                 self.cohorts[(i["sku"], i["lot"])] = [i["quantity"], i["expires_on"]]
-
-
-def movements(event: dict[str, Any]) -> list[tuple[str, str, str | None, int]]:
-    """The cohort changes (sku, lot, expires_on, qty) one non-count event implies."""
-    p, et = event["payload"], event["event_type"]
-    if et == "received":
-        return [(p["sku"], p["lot"], p["expires_on"], p["quantity"])]
-    if et in ("sold", "transfer_out"):
-        return [(p["sku"], x["lot"], x["expires_on"], -x["quantity"]) for x in p["lots"]]
-    if et == "transfer_in":
-        return [(p["sku"], x["lot"], x["expires_on"], x["quantity"]) for x in p["lots"]]
-    if et == "wasted":
-        return [(p["sku"], p["lot"], p.get("expires_on"), -p["quantity"])]
-    if et == "adjusted":
-        return [(p["sku"], p["lot"], p.get("expires_on"), p["delta"])]
-    return []
 
 
 class RegionState:
