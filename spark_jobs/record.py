@@ -3,10 +3,11 @@
 Each micro-batch's lines are fsynced to ``<checkpoint>/pending/<batch>.jsonl`` before the
 batch returns; this writer turns pending spills into bronze ``events_raw``, silver
 ``events`` and ``dead_letters`` every few seconds, several batches in one Delta commit,
-then deletes them. A Delta commit costs a few hundred milliseconds of CPU here, so
-writing the record once per batch for three regions would starve the one-second live
-path. Exactly once: every commit carries ``(app id, highest batch in it)``; spills at or
-below a table's recorded version are skipped, and leftovers are written on restart.
+then deletes them. Spark shapes the rows (the same transforms as ever) and delta-rs
+commits them: a Spark Delta commit costs a few hundred milliseconds of driver CPU, and
+three regions committing every few seconds starved the one-second live path.
+Exactly once: every commit carries ``(app id, highest batch in it)``; spills at or below
+a table's recorded version are skipped, and leftovers are written on restart.
 """
 
 from __future__ import annotations
