@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stream", help="run the Spark streaming queries (one per region)")
     _common(p)
     _add(p, "--trigger-s", "SHELFLIFE_TRIGGER_S", 1.0, "micro-batch trigger", type=float)
-    _add(p, "--record-every-s", "SHELFLIFE_RECORD_EVERY_S", 5.0,
+    _add(p, "--record-every-s", "SHELFLIFE_RECORD_EVERY_S", 10.0,
          "how often bronze/silver are written from the spill", type=float)
     p.set_defaults(fn=cmd_stream)
 

@@ -53,7 +53,7 @@ class StreamConfig:
     """Landing batches taken per micro-batch (the region's rate limit)."""
     status_every_s: float = 5.0
     """How often gold region_status is rewritten."""
-    record_every_s: float = 5.0
+    record_every_s: float = 10.0
     """How often spilled batches are written to bronze and silver."""
     vacuum_every_s: float = 600.0
     """How often bronze/silver are compacted and replaced gold files deleted."""
