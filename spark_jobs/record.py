@@ -43,8 +43,7 @@ class RecordWriter:
     """One region's spill folder and the thread that drains it into Delta."""
 
     def __init__(self, spark: SparkSession, region: str, spill_dir: Path,
-                 paths: dict[str, str], app_id: str, *, every_s: float = 5.0,
-                 retry: Callable[[str, Callable[[], object]], None]) -> None:
+                 paths: dict[str, str], app_id: str, *, every_s: float = 10.0) -> None:
         self.spark = spark
         self.region = region
         self.dir = spill_dir
@@ -52,7 +51,6 @@ class RecordWriter:
         self.paths = paths
         self.app_id = app_id
         self.every_s = every_s
-        self._retry = retry
         self._schemas: dict[str, pa.Schema] = {}
         self.written = {t: txn_version(paths[t], self._app(t))
                         for t in ("events_raw", "events", "dead_letters")}

@@ -59,19 +59,6 @@ class StreamConfig:
     """How often bronze/silver are compacted and replaced gold files deleted."""
 
 
-def _retrying(what: str, fn: Callable[[], object], attempts: int = 6) -> None:
-    """Retry Delta conflicts; safe because every write here is idempotent."""
-    for i in range(attempts):
-        try:
-            fn()
-            return
-        except Exception as exc:  # noqa: BLE001 - Delta raises JVM-wrapped errors
-            if "Concurrent" not in type(exc).__name__ + str(exc)[:400] or i == attempts - 1:
-                raise
-            log.warning("%s: concurrent Delta commit, retrying (%d)", what, i + 1)
-            time.sleep(0.05 * (i + 1))
-
-
 class RegionStream:
     """One region's query and the live state its batches keep on the driver."""
 
@@ -86,8 +73,7 @@ class RegionStream:
             ("bronze", "events_raw"), ("silver", "events"), ("silver", "dead_letters"),
             ("gold", "stock_cohorts"), ("gold", "stock_levels"), ("gold", "region_status"))}
         self.record = RecordWriter(spark, region, self.checkpoint / "pending", self.paths,
-                                   self.app_id, every_s=config.record_every_s,
-                                   retry=_retrying)
+                                   self.app_id, every_s=config.record_every_s)
         self.record.flush()  # spills a crash left behind go to bronze/silver first
         self.state = self._load_state()
         # Last batch each gold table holds: a crash between the two writes leaves
