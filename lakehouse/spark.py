@@ -27,6 +27,14 @@ LOW_LATENCY_CONF: dict[str, str] = {
     "spark.sql.shuffle.partitions": "1",
     "spark.default.parallelism": "2",
     "spark.sql.adaptive.enabled": "false",
+    # A micro-batch holds a few hundred rows: compiling generated code for it (Janino,
+    # in every batch) costs far more CPU than interpreting the expressions.
+    "spark.sql.codegen.wholeStage": "false",
+    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+    # Landing batches are a few kilobytes each: read all of a trigger's files in one task
+    # instead of one task per file (the default assumes 4 MB of cost to open a file).
+    "spark.sql.files.openCostInBytes": "16384",
+    "spark.sql.files.minPartitionNum": "1",
     "spark.databricks.delta.snapshotPartitions": "1",
     "spark.databricks.delta.merge.repartitionBeforeWrite.enabled": "false",
     "spark.sql.streaming.stateStore.providerClass":

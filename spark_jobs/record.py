@@ -3,40 +3,127 @@
 Each micro-batch's lines are fsynced to ``<checkpoint>/pending/<batch>.jsonl`` before the
 batch returns; this writer turns pending spills into bronze ``events_raw``, silver
 ``events`` and ``dead_letters`` every few seconds, several batches in one Delta commit,
-then deletes them. Spark shapes the rows (the same transforms as ever) and delta-rs
-commits them: a Spark Delta commit costs a few hundred milliseconds of driver CPU, and
-three regions committing every few seconds starved the one-second live path.
+then deletes them. The rows are shaped here with Arrow and committed with delta-rs: a
+Spark job plus a Spark Delta commit per table cost 2-4 s of CPU per flush on two cores,
+and while three regions flushed, the one-second live path stalled (measured with
+``bench/latency.py``). The table schemas still come from the Spark transforms in
+``silver``/``bronze``, and a test checks that both shapings agree.
 Exactly once: every commit carries ``(app id, highest batch in it)``; spills at or below
 a table's recorded version are skipped, and leftovers are written on restart.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import deltalake
 import pyarrow as pa
 from deltalake import CommitProperties, Transaction, write_deltalake
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql import SparkSession
+
+from lakehouse.contract import parse_ts
 
 from . import silver
-from .bronze import LANDING_SCHEMA, to_events_raw
+from .bronze import LANDING_SCHEMA
 
 log = logging.getLogger(__name__)
 
 LINE_FIELDS = tuple(f.name for f in LANDING_SCHEMA.fields)
+TRACE = bool(os.environ.get("SHELFLIFE_TRACE_BATCHES"))
 
 
 def txn_version(path: str, app_id: str) -> int:
     """The highest batch id written to a Delta table under ``app_id`` (-1 when none)."""
     version = deltalake.DeltaTable(path).transaction_version(app_id)
     return -1 if version is None else int(version)
+
+
+def _ts(value: str | None) -> datetime | None:
+    """Contract timestamps (``...sss'Z'``), as Spark's ``to_timestamp`` reads them."""
+    if not value:
+        return None
+    try:
+        return parse_ts(value)
+    except ValueError:
+        return None
+
+
+def _event(line: dict) -> dict | None:
+    """The event of a readable event line (what the live path applied), else None."""
+    if line.get("kind") != "event":
+        return None
+    try:
+        event = json.loads(line.get("raw") or "")
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) and event.get("event_id") else None
+
+
+def bronze_rows(lines: list[tuple[int, dict]], processed_at: datetime) -> list[dict]:
+    """Bronze ``events_raw``: every accepted payload, byte for byte."""
+    return [{"region": line["region"], "topic": line.get("topic"),
+             "payload": (line.get("raw") or "").encode("utf-8"),
+             "received_at": _ts(line.get("received_at")),
+             "ingest_batch_id": line.get("batch_id"), "line": line.get("line"),
+             "stream_batch_id": batch}
+            for batch, line in lines if line.get("kind") == "event"]
+
+
+def silver_rows(lines: list[tuple[int, dict]], processed_at: datetime) -> list[dict]:
+    """Silver ``events``: typed, one row per ``(location_id, seq)`` (the live path has
+    already dropped repeats before spilling)."""
+    out = []
+    for _, line in lines:
+        ev = _event(line)
+        if ev is None:
+            continue
+        payload = ev.get("payload") or {}
+        clock = ev.get("clock")
+        out.append({
+            "event_id": ev["event_id"], "region": line["region"],
+            "location_id": ev.get("location_id"), "seq": ev.get("seq"),
+            "event_type": ev.get("event_type"), "category": ev.get("category"),
+            "occurred_at": _ts(ev.get("occurred_at")), "offline": ev.get("offline"),
+            "causation_id": ev.get("causation_id"),
+            "clock": list(clock.items()) if isinstance(clock, dict) else None,
+            "agent_version": ev.get("agent_version"), "sku": payload.get("sku"),
+            "quantity": payload.get("quantity"), "stock_before": payload.get("stock_before"),
+            "payload": payload, "topic": line.get("topic"),
+            "received_at": _ts(line.get("received_at")),
+            "ingest_batch_id": line.get("batch_id"), "processed_at": processed_at})
+    return out
+
+
+def dead_letter_rows(lines: list[tuple[int, dict]], processed_at: datetime) -> list[dict]:
+    """Ingest's dead letters, plus any event line the stream could not read."""
+    out = []
+    for _, line in lines:
+        if line.get("kind") == "dead":
+            raw, reason, source = (base64.b64decode(line.get("raw_b64") or ""),
+                                   line.get("reason"), "ingest")
+        elif _event(line) is None:
+            raw, reason, source = ((line.get("raw") or "").encode("utf-8"),
+                                   "the stream could not parse the event", "stream")
+        else:
+            continue
+        out.append({"region": line.get("region"), "topic": line.get("topic"), "raw": raw,
+                    "reason": reason, "received_at": _ts(line.get("received_at")),
+                    "source": source, "ingest_batch_id": line.get("batch_id"),
+                    "line": line.get("line")})
+    return out
+
+
+SHAPERS = {"events_raw": bronze_rows, "events": silver_rows, "dead_letters": dead_letter_rows}
+PARTITIONS = {"events_raw": ("region",), "events": silver.EVENTS_PARTITIONS,
+              "dead_letters": silver.DEAD_LETTERS_PARTITIONS}
 
 
 class RecordWriter:
@@ -122,44 +209,44 @@ class RecordWriter:
 
     def flush(self) -> int:
         """Write every pending spill now; returns the number of batches written."""
+        t0 = time.time()
+        try:
+            return self._flush()
+        finally:
+            if TRACE:
+                print(f"record {self.region} t={t0:.3f} took {time.time() - t0:.3f}",
+                      flush=True)
+
+    def _flush(self) -> int:
         with self._lock:
             files = self.pending()
             if not files:
                 return 0
             top = int(files[-1].stem)
-            df = self.spark.read.schema(LANDING_SCHEMA).json([str(f) for f in files])
-            df = df.withColumn("_batch", F.regexp_extract(
-                F.input_file_name(), r"(\d+)\.jsonl$", 1).cast("long")).persist()
-            try:
-                parsed = silver.with_parsed(df)
-
-                def above(low: int) -> DataFrame:
-                    return parsed.where(F.col("_batch") > low)
-
-                self._write("events_raw", top,
-                            lambda low: to_events_raw(above(low), F.col("_batch")))
-                self._write("events", top, lambda low: silver.to_events(above(low)),
-                            partition=silver.EVENTS_PARTITIONS)
-                self._write("dead_letters", top,
-                            lambda low: silver.dead_letters(above(low)))
-            finally:
-                df.unpersist()
+            lines: list[tuple[int, dict]] = []
+            for f in files:
+                batch = int(f.stem)
+                lines += [(batch, json.loads(t))
+                          for t in f.read_text(encoding="utf-8").splitlines() if t]
+            processed_at = datetime.now(UTC)
+            for table in ("events_raw", "events", "dead_letters"):
+                low = self.written[table]
+                if top <= low:
+                    continue
+                mine = [(b, line) for b, line in lines if b > low]
+                rows = SHAPERS[table](mine, processed_at)
+                if table == "dead_letters" and not rows:
+                    continue  # most flushes have none; an empty commit would only cost time
+                self._append(table, rows, top)
             for f in files:
                 f.unlink()
             return len(files)
 
-    def _write(self, table: str, top: int, frame: Callable[[int], DataFrame],
-               partition: tuple[str, ...] = ("region",)) -> None:
-        low = self.written[table]
-        if top <= low:
-            return
-        rows = frame(low).toArrow()
-        if table == "dead_letters" and rows.num_rows == 0:
-            return  # most flushes have none; an empty commit would only cost time
-        # Spark shapes the rows; delta-rs commits them. A Spark Delta commit costs a few
-        # hundred milliseconds of driver CPU, which the one-second live path needs.
-        write_deltalake(self.paths[table], rows.cast(self._schema(table)), mode="append",
-                        partition_by=list(partition),
+    def _append(self, table: str, rows: list[dict], top: int) -> None:
+        schema = self._schema(table)
+        data = pa.Table.from_pylist(rows, schema=schema)
+        write_deltalake(self.paths[table], data, mode="append",
+                        partition_by=list(PARTITIONS[table]),
                         commit_properties=CommitProperties(
                             app_transactions=[Transaction(self._app(table), top)],
                             max_commit_retries=20))
