@@ -11,7 +11,7 @@ two-core machine. Spark creates the tables and reads them like any other Delta t
 from __future__ import annotations
 
 import pyarrow as pa
-from deltalake import CommitProperties, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from pyspark.sql import types as T
 
 COHORTS_SCHEMA = T.StructType([
@@ -30,6 +30,11 @@ LEVELS_SCHEMA = T.StructType([
     T.StructField("on_hand", T.LongType()),
     T.StructField("cohorts", T.IntegerType()),
     T.StructField("earliest_expiry", T.DateType()),
+    T.StructField("sellable", T.LongType()),
+    T.StructField("expiring_48h", T.LongType()),
+    T.StructField("expired", T.LongType()),
+    T.StructField("in_transit_in", T.LongType()),
+    T.StructField("in_transit_out", T.LongType()),
     T.StructField("last_seq", T.LongType()),
     T.StructField("last_count_seq", T.LongType()),
     T.StructField("contiguous_seq", T.LongType()),
@@ -62,6 +67,23 @@ def arrow_schema(struct: T.StructType) -> pa.Schema:
                       for f in struct.fields])
 
 
+_OPEN: dict[tuple[str, str], DeltaTable] = {}
+
+
+def _table(path: str, region: str) -> DeltaTable:
+    """The writer's own handle on a gold table, kept between batches.
+
+    Opening a table replays its log since the last checkpoint, which at one commit a
+    second is most of a small write's cost. Each region keeps its own handle (its batches
+    run one at a time), and a commit by another region is resolved by delta-rs's conflict
+    check: the regions overwrite disjoint partitions.
+    """
+    key = (path, region)
+    if key not in _OPEN:
+        _OPEN[key] = DeltaTable(path)
+    return _OPEN[key]
+
+
 def write_region(path: str, rows: list[tuple], struct: T.StructType, region: str, *,
                  app_id: str, batch_id: int) -> None:
     """Replace one region's partition, recording ``(app_id, batch_id)`` in the commit."""
@@ -69,7 +91,12 @@ def write_region(path: str, rows: list[tuple], struct: T.StructType, region: str
     columns = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
     table = pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in
                                   zip(columns, schema, strict=True)], schema=schema)
-    write_deltalake(path, table, mode="overwrite", predicate=f"region = '{region}'",
-                    commit_properties=CommitProperties(
-                        app_transactions=[Transaction(app_id, batch_id)],
-                        max_commit_retries=20))
+    try:
+        write_deltalake(_table(path, region), table, mode="overwrite",
+                        predicate=f"region = '{region}'",
+                        commit_properties=CommitProperties(
+                            app_transactions=[Transaction(app_id, batch_id)],
+                            max_commit_retries=20))
+    except Exception:
+        _OPEN.pop((path, region), None)  # reopen from the log next time
+        raise

@@ -27,7 +27,6 @@ from pathlib import Path
 import deltalake
 import pyarrow as pa
 from deltalake import CommitProperties, Transaction, write_deltalake
-from pyspark.sql import SparkSession
 
 from lakehouse.contract import parse_ts
 
@@ -129,9 +128,8 @@ PARTITIONS = {"events_raw": ("region",), "events": silver.EVENTS_PARTITIONS,
 class RecordWriter:
     """One region's spill folder and the thread that drains it into Delta."""
 
-    def __init__(self, spark: SparkSession, region: str, spill_dir: Path,
+    def __init__(self, region: str, spill_dir: Path,
                  paths: dict[str, str], app_id: str, *, every_s: float = 10.0) -> None:
-        self.spark = spark
         self.region = region
         self.dir = spill_dir
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -139,6 +137,7 @@ class RecordWriter:
         self.app_id = app_id
         self.every_s = every_s
         self._schemas: dict[str, pa.Schema] = {}
+        self._open: dict[str, deltalake.DeltaTable] = {}
         self.written = {t: txn_version(paths[t], self._app(t))
                         for t in ("events_raw", "events", "dead_letters")}
         self._stop = threading.Event()
@@ -186,8 +185,10 @@ class RecordWriter:
 
     # --- the writer ----------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, daemon=True,
+    def start(self, delay_s: float = 0.0) -> None:
+        """Drain spills every ``every_s``; regions pass different delays so that their
+        flushes do not all land on the same live batch."""
+        self._thread = threading.Thread(target=self._run, args=(delay_s,), daemon=True,
                                         name=f"record-{self.region}")
         self._thread.start()
 
@@ -197,8 +198,9 @@ class RecordWriter:
             self._thread.join(timeout=120)
         self.flush()
 
-    def _run(self) -> None:
-        self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", "record")
+    def _run(self, delay_s: float) -> None:
+        if self._stop.wait(delay_s):
+            return
         while not self._stop.wait(self.every_s):
             try:
                 self.flush()
@@ -245,11 +247,17 @@ class RecordWriter:
     def _append(self, table: str, rows: list[dict], top: int) -> None:
         schema = self._schema(table)
         data = pa.Table.from_pylist(rows, schema=schema)
-        write_deltalake(self.paths[table], data, mode="append",
-                        partition_by=list(PARTITIONS[table]),
-                        commit_properties=CommitProperties(
-                            app_transactions=[Transaction(self._app(table), top)],
-                            max_commit_retries=20))
+        if table not in self._open:  # kept open: reopening replays the log each time
+            self._open[table] = deltalake.DeltaTable(self.paths[table])
+        try:
+            write_deltalake(self._open[table], data, mode="append",
+                            partition_by=list(PARTITIONS[table]),
+                            commit_properties=CommitProperties(
+                                app_transactions=[Transaction(self._app(table), top)],
+                                max_commit_retries=20))
+        except Exception:
+            self._open.pop(table, None)
+            raise
         self.written[table] = top
 
     def _schema(self, table: str):

@@ -29,7 +29,10 @@ from pyspark.sql.streaming import StreamingQuery
 from lakehouse.contract import check_region
 from lakehouse.paths import checkpoint_dir, lakehouse_root, landing_dir, table_path
 
-from . import gold
+from . import derived, gold
+from .books import ITEMS, TRANSIT
+from .derived import DerivedWriter
+from .metrics import METRICS, serve_stream_metrics
 from .record import LINE_FIELDS, TRACE, RecordWriter, txn_version
 from .state import RegionState
 from .tables import ensure_tables
@@ -52,6 +55,9 @@ class StreamConfig:
     """Landing batches taken per micro-batch (the region's rate limit)."""
     status_every_s: float = 5.0
     """How often gold region_status is rewritten."""
+    derived_every_s: float = 2.0
+    """How often review items, conflicts, gaps, variances and the catalogue are written
+    (when changed); trends, availability and business metrics every 10 s."""
     record_every_s: float = 10.0
     """How often spilled batches are written to bronze and silver."""
     vacuum_every_s: float = 600.0
@@ -89,11 +95,11 @@ class RegionStream:
         self.app_id = self._app_id()
         self.paths = {name: str(table_path(layer, name, self.root)) for layer, name in (
             ("bronze", "events_raw"), ("silver", "events"), ("silver", "dead_letters"),
-            ("gold", "stock_cohorts"), ("gold", "stock_levels"), ("gold", "region_status"))}
-        self.record = RecordWriter(spark, region, self.checkpoint / "pending", self.paths,
+            ("gold", "stock_cohorts"), ("gold", "stock_levels"), ("gold", "region_status"),
+            *derived.SCHEMAS)}
+        self.record = RecordWriter(region, self.checkpoint / "pending", self.paths,
                                    self.app_id, every_s=config.record_every_s)
         self.record.flush()  # spills a crash left behind go to bronze/silver first
-        self.state = self._load_state()
         # Last batch each gold table holds: a crash between the two writes leaves
         # cohorts one batch ahead of levels, and the replayed batch must not be applied
         # to cohorts twice.
@@ -101,6 +107,13 @@ class RegionStream:
                                          f"{self.app_id}-stock_cohorts")
         self.levels_batch = txn_version(self.paths["stock_levels"],
                                         f"{self.app_id}-stock_levels")
+        self.lock = threading.Lock()
+        """Held while a batch changes the state, so the derived writer reads it whole."""
+        self.state = self._load_state()
+        self.derived = DerivedWriter(self.state, self.lock, self.paths, self.app_id,
+                                     lambda: self.state.level_rows(self.region),
+                                     lambda: self.levels_batch,
+                                     every_s=config.derived_every_s)
         self.events_total = self._silver().count()
         self.last_event_at: datetime | None = None
         self._status_written = 0.0
@@ -120,13 +133,27 @@ class RegionStream:
                 .where(F.col("region") == self.region))
 
     def _load_state(self) -> RegionState:
-        """The region's stock as gold holds it."""
+        """The region's stock as gold holds it, with its review items, gaps and daily
+        totals; daily totals of batches gold has but the daily table missed come back
+        from bronze."""
         def rows(table: str) -> list[dict]:
             df = (self.spark.read.format("delta").load(self.paths[table])
                   .where(F.col("region") == self.region))
-            return [r.asDict() for r in df.collect()]
+            return [r.asDict(recursive=True) for r in df.collect()]
 
-        return RegionState.from_gold(rows("stock_cohorts"), rows("stock_levels"))
+        state = RegionState.from_gold(rows("stock_cohorts"), rows("stock_levels"),
+                                      region=self.region, items=ITEMS, transit=TRANSIT)
+        state.restore(rows("review_queue"), rows("sequence_gaps"), rows("daily_movements"))
+        daily_batch = txn_version(self.paths["daily_movements"],
+                                  f"{self.app_id}-daily_movements")
+        if daily_batch < self.levels_batch:
+            raws = (self.spark.read.format("delta").load(self.paths["events_raw"])
+                    .where((F.col("region") == self.region)
+                           & (F.col("stream_batch_id") > daily_batch)
+                           & (F.col("stream_batch_id") <= self.levels_batch))
+                    .select("payload").collect())
+            state.replay_daily([json.loads(bytes(r["payload"])) for r in raws])
+        return state
 
     def _history(self, batch_id: int) -> Callable[[str, int], list[dict]]:
         """Already-applied events of a location after a seq (needed for a late count)."""
@@ -181,11 +208,13 @@ class RegionStream:
         if not rows:
             return
         parsed = [(r, r["_event"]) for r in rows if r["_event"] is not None]
+        redo = False
         if batch_id > self.levels_batch:
             redo = batch_id <= self.cohorts_batch  # cohorts already hold this batch
-            touched, events = self.state.apply([e for _, e in parsed],
-                                               history=self._history(batch_id),
-                                               bookkeeping_only=redo)
+            with self.lock:
+                touched, events = self.state.apply([e for _, e in parsed],
+                                                   history=self._history(batch_id),
+                                                   bookkeeping_only=redo)
         else:  # gold already holds this batch: only the record may be missing it
             touched, events = set(), []
         # Spill what is new (plus dead letters) before gold moves: bronze and silver
@@ -205,14 +234,16 @@ class RegionStream:
             now = datetime.now(UTC).replace(tzinfo=None)
             for loc in touched:
                 self.state.locations[loc].updated_at = now
+            with self.lock:
+                cohort_rows = self.state.cohort_rows(self.region)
+                level_rows = self.state.level_rows(self.region)
             if not redo:
-                gold.write_region(self.paths["stock_cohorts"],
-                                  self.state.cohort_rows(self.region), gold.COHORTS_SCHEMA,
+                gold.write_region(self.paths["stock_cohorts"], cohort_rows, gold.COHORTS_SCHEMA,
                                   self.region, app_id=f"{self.app_id}-stock_cohorts",
                                   batch_id=batch_id)
                 self.cohorts_batch = batch_id
                 step("cohorts")
-            gold.write_region(self.paths["stock_levels"], self.state.level_rows(self.region),
+            gold.write_region(self.paths["stock_levels"], level_rows,
                               gold.LEVELS_SCHEMA, self.region,
                               app_id=f"{self.app_id}-stock_levels", batch_id=batch_id)
             step("levels")
@@ -230,6 +261,7 @@ class RegionStream:
                   flush=True)
         if time.time() - self._status_written >= self.config.status_every_s:
             self._write_status()
+        METRICS.observe_batch(self.region, events, started=started)
 
     # --- writes ------------------------------------------------------------------------
 
@@ -248,10 +280,38 @@ class RegionStream:
         self._status_written = now
 
     def stop(self) -> None:
-        """Stop the query, then write what is still spilled into bronze and silver."""
+        """Stop the query, then write what is still spilled or derived."""
         if self.query is not None:
             self.query.stop()
         self.record.stop()
+        self.derived.stop()
+
+
+def rebuild_books(spark: SparkSession, root, transit_days: int = 14) -> None:
+    """The catalogue and open transfers from bronze, before any region starts.
+
+    Bronze holds every applied event (a batch is spilled before gold moves, and spills
+    are written at start). Item updates are few and all taken; transfers are paired in
+    Spark so only the open ones (shipped in the last ``transit_days``) come back.
+    """
+    from lakehouse.contract import spark_schema
+
+    raw = spark.read.format("delta").load(str(table_path("bronze", "events_raw", root)))
+    ev = raw.select(F.from_json(F.col("payload").cast("string"), spark_schema()).alias("e"),
+                    "payload", "received_at")
+    for r in (ev.where(F.col("e.event_type") == "item_updated").select("payload")
+              .collect()):
+        ITEMS.apply(json.loads(bytes(r["payload"])))
+    since = F.current_timestamp() - F.expr(f"INTERVAL {int(transit_days)} DAYS")
+    moves = (ev.where(F.col("e.event_type").isin("transfer_out", "transfer_in")
+                      & (F.col("received_at") >= since))
+             .groupBy(F.col("e.payload.transfer_id").alias("tid"))
+             .agg(F.max(F.when(F.col("e.event_type") == "transfer_in", 1).otherwise(0))
+                  .alias("arrived"),
+                  F.max(F.when(F.col("e.event_type") == "transfer_out",
+                               F.col("payload").cast("string"))).alias("out")))
+    for r in moves.where((F.col("arrived") == 0) & F.col("out").isNotNull()).collect():
+        TRANSIT.apply(json.loads(r["out"]))
 
 
 def compact_record(spark: SparkSession, root) -> None:
@@ -273,7 +333,9 @@ def vacuum_gold(root) -> None:
     rewrites leaves tens of thousands of dead files behind."""
     import deltalake
 
-    for table in ("stock_cohorts", "stock_levels", "region_status"):
+    from .tables import GOLD_REWRITTEN
+
+    for table in GOLD_REWRITTEN:
         try:
             removed = deltalake.DeltaTable(str(table_path("gold", table, root))).vacuum(
                 retention_hours=1, dry_run=False, enforce_retention_duration=False)
@@ -285,21 +347,26 @@ def vacuum_gold(root) -> None:
 def start_streams(spark: SparkSession, regions: list[str], config: StreamConfig
                   ) -> list[RegionStream]:
     """Create missing tables, then start one query per region."""
-    ensure_tables(spark, lakehouse_root(config.lakehouse))
+    root = lakehouse_root(config.lakehouse)
+    ensure_tables(spark, root)
+    rebuild_books(spark, root)
     streams = [RegionStream(spark, r, config) for r in regions]
-    for s in streams:
+    for i, s in enumerate(streams):
         s.start()
-        s.record.start()
+        s.record.start(delay_s=i * config.record_every_s / len(streams))
+        s.derived.start()
     return streams
 
 
 def run_streams(regions: list[str], config: StreamConfig, *,
-                stop: threading.Event | None = None) -> None:
+                stop: threading.Event | None = None, metrics_port: int = 0,
+                metrics_host: str = "127.0.0.1") -> None:
     """Run until ``stop`` is set (or forever), printing a line per region every 10 s."""
     from lakehouse.spark import spark_session
 
     spark = spark_session("shelflife-streaming")
     streams = start_streams(spark, regions, config)
+    serve_stream_metrics(regions, config.lakehouse, metrics_port, host=metrics_host)
     stop = stop or threading.Event()
     try:
         last = last_vacuum = time.monotonic()

@@ -13,7 +13,7 @@ from pyspark.sql import types as T
 
 from lakehouse.paths import table_path
 
-from . import gold, silver
+from . import derived, gold, silver
 from .bronze import EVENTS_RAW_PARTITIONS, EVENTS_RAW_SCHEMA, LANDING_SCHEMA
 
 
@@ -30,9 +30,13 @@ def table_specs(spark: SparkSession) -> dict[tuple[str, str], tuple[T.StructType
         ("gold", "stock_cohorts"): (gold.COHORTS_SCHEMA, gold.PARTITIONS),
         ("gold", "stock_levels"): (gold.LEVELS_SCHEMA, gold.PARTITIONS),
         ("gold", "region_status"): (gold.REGION_STATUS_SCHEMA, gold.PARTITIONS),
+        **{key: (schema, derived.PARTITIONS[key]) for key, schema in derived.SCHEMAS.items()},
     }
 
 
+GOLD_REWRITTEN = ("stock_cohorts", "stock_levels", "region_status", "review_queue",
+                  "daily_movements", "demand_trends", "network_availability",
+                  "business_metrics")
 GOLD_PROPERTIES = {
     # Gold partitions are rewritten every second: keep a day of history for time travel
     # and let files replaced more than an hour ago be vacuumed (see maintenance).
@@ -47,8 +51,10 @@ def ensure_tables(spark: SparkSession, root: Path) -> None:
         path = table_path(layer, name, root)
         if (path / "_delta_log").exists():
             continue
-        writer = spark.createDataFrame([], schema).write.format("delta").partitionBy(*parts)
-        if layer == "gold":
+        writer = spark.createDataFrame([], schema).write.format("delta")
+        if parts:
+            writer = writer.partitionBy(*parts)
+        if layer == "gold" and name in GOLD_REWRITTEN:
             for key, value in GOLD_PROPERTIES.items():
                 writer = writer.option(key, value)
         writer.mode("ignore").save(str(path))

@@ -66,6 +66,7 @@ def drain(streams: list[RegionStream]) -> None:
         s.query.processAllAvailable()
     for s in streams:
         s.record.flush()
+        s.derived.write(aggregates=True)
 
 
 def read(root: Path, layer: str, table: str):

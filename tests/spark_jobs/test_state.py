@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lakehouse import oracle
+from spark_jobs.gold import LEVELS_SCHEMA
 from spark_jobs.state import RegionState
 
 from ..workload import Workload, make_agents
@@ -65,8 +66,7 @@ def test_state_round_trips_through_gold_rows(history):
     for st_ in state.locations.values():
         st_.updated_at = now
     names_c = ["region", "location_id", "sku", "lot", "expires_on", "quantity", "updated_at"]
-    names_l = ["region", "location_id", "sku", "on_hand", "cohorts", "earliest_expiry",
-               "last_seq", "last_count_seq", "contiguous_seq", "seqs_after_gap", "updated_at"]
+    names_l = [f.name for f in LEVELS_SCHEMA.fields]
     back = RegionState.from_gold([dict(zip(names_c, r, strict=True))
                                   for r in state.cohort_rows("east")],
                                  [dict(zip(names_l, r, strict=True))

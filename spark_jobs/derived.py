@@ -1,0 +1,412 @@
+"""The semantic tables kept beside stock: review items, conflicts, gaps, count variances,
+the catalogue, demand trends, network availability and business metrics.
+
+They change far less often than stock, or matter at a coarser grain, so a thread per
+region writes them every couple of seconds (only the tables that changed) instead of
+adding commits to the one-second live path. Each write is a delta-rs commit of a region
+partition (or, for the network-wide catalogue, the whole small table).
+
+Rules kept here:
+- Demand is ``sold`` only. Counts and adjustments correct stock (so they move on hand,
+  cover and stockout projections through stock) but never the burn rate.
+- Waste rate = units wasted / units received, per location, category and day.
+- Stockout rate = share of a location's active SKUs in the category whose on hand
+  reached zero or below that day.
+- A location is "low" on a SKU when it is in stock with less than ``LOW_COVER_DAYS`` of
+  cover at its burn rate (or under ``LOW_UNITS`` units when it has no sales yet).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from pyspark.sql import types as T
+
+from lakehouse.contract import parse_ts
+
+from .books import ItemsBook
+from .state import RegionState
+
+log = logging.getLogger(__name__)
+
+TREND_DAYS = 7
+LOW_COVER_DAYS = 2.0
+LOW_UNITS = 5
+KEEP_DAYS = 35
+"""Movement totals older than this are dropped from the driver's state (closed gaps and
+closed review items after a week); gold keeps them."""
+
+S, L, D, TS, DT = (T.StringType(), T.LongType(), T.DoubleType(), T.TimestampType(),
+                   T.DateType())
+
+
+def _struct(*fields: tuple[str, T.DataType]) -> T.StructType:
+    return T.StructType([T.StructField(n, t, n != "region") for n, t in fields])
+
+
+SCHEMAS: dict[tuple[str, str], T.StructType] = {
+    ("silver", "quantity_conflicts"): _struct(
+        ("region", S), ("item_id", S), ("location_id", S), ("seq", L), ("event_id", S),
+        ("sku", S), ("occurred_at", TS), ("store_before", L), ("lakehouse_before", L),
+        ("difference", L), ("cause", S), ("status", S), ("note", S), ("detected_at", TS),
+        ("gap_closed_at", TS), ("logged_at", TS)),
+    ("silver", "count_variances"): _struct(
+        ("region", S), ("location_id", S), ("seq", L), ("event_id", S), ("counted_at", TS),
+        ("sku", S), ("system_quantity", L), ("counted_quantity", L), ("variance", L),
+        ("detected_at", TS)),
+    ("silver", "sequence_gaps"): _struct(
+        ("region", S), ("location_id", S), ("first_missing", L), ("last_missing", L),
+        ("missing", T.ArrayType(T.LongType())), ("missing_count", L), ("status", S),
+        ("opened_at", TS), ("updated_at", TS), ("closed_at", TS)),
+    ("silver", "items"): _struct(
+        ("sku", S), ("description", S), ("category", S), ("price", D),
+        ("shelf_life_days", L), ("min_sellable_days", L), ("updated_at", TS),
+        ("updated_by", S), ("field_keys", S)),
+    ("silver", "review_resolutions"): _struct(
+        ("item_id", S), ("region", S), ("resolved_by", S), ("resolved_at", TS),
+        ("resolution", S), ("adjustment_event_id", S)),
+    ("gold", "review_queue"): _struct(
+        ("region", S), ("item_id", S), ("location_id", S), ("seq", L), ("event_id", S),
+        ("sku", S), ("occurred_at", TS), ("store_before", L), ("lakehouse_before", L),
+        ("difference", L), ("cause", S), ("status", S), ("note", S), ("detected_at", TS),
+        ("gap_closed_at", TS), ("updated_at", TS), ("resolved_by", S),
+        ("resolved_at", TS), ("resolution", S), ("adjustment_event_id", S)),
+    ("gold", "daily_movements"): _struct(
+        ("region", S), ("location_id", S), ("sku", S), ("day", DT), ("sold", L),
+        ("received", L), ("wasted", L), ("transfer_in", L), ("transfer_out", L),
+        ("hit_zero", L)),
+    ("gold", "demand_trends"): _struct(
+        ("region", S), ("location_id", S), ("sku", S), ("sold_last_7d", L),
+        ("burn_rate_per_day", D), ("on_hand", L), ("days_of_cover", D),
+        ("projected_stockout_at", TS), ("updated_at", TS)),
+    ("gold", "network_availability"): _struct(
+        ("region", S), ("sku", S), ("on_hand", L), ("sellable", L), ("locations", L),
+        ("locations_in_stock", L), ("locations_low", L), ("locations_out", L),
+        ("updated_at", TS)),
+    ("gold", "business_metrics"): _struct(
+        ("region", S), ("location_id", S), ("category", S), ("day", DT),
+        ("received_units", L), ("sold_units", L), ("wasted_units", L), ("waste_rate", D),
+        ("skus_active", L), ("skus_stocked_out", L), ("stockout_rate", D),
+        ("updated_at", TS)),
+}
+PARTITIONS: dict[tuple[str, str], tuple[str, ...]] = {
+    key: (() if key == ("silver", "items") else ("region",)) for key in SCHEMAS}
+
+_ARROW = {"string": pa.string(), "bigint": pa.int64(), "int": pa.int32(),
+          "double": pa.float64(), "date": pa.date32(), "boolean": pa.bool_(),
+          "timestamp": pa.timestamp("us", tz="UTC"), "array<bigint>": pa.list_(pa.int64())}
+
+
+def arrow_schema(struct: T.StructType) -> pa.Schema:
+    return pa.schema([pa.field(f.name, _ARROW[f.dataType.simpleString()], f.nullable)
+                      for f in struct.fields])
+
+
+def _ts(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return parse_ts(value)
+
+
+def category_of(items: ItemsBook, sku: str) -> str:
+    """The catalogue's category, else the SKU's prefix (``DAIRY-MILK-1L`` -> ``DAIRY``)."""
+    return items.get(sku, "category") or sku.split("-", 1)[0]
+
+
+# --- rows -------------------------------------------------------------------------------
+
+def review_rows(state: RegionState, resolutions: dict[str, dict[str, Any]]) -> list[dict]:
+    out = []
+    for item in state.review.values():
+        row = {k: item.get(k) for k in SCHEMAS[("gold", "review_queue")].names}
+        row["occurred_at"] = _ts(item["occurred_at"])
+        res = resolutions.get(item["item_id"])
+        if res is not None:
+            row.update(status="resolved", resolved_by=res["resolved_by"],
+                       resolved_at=res["resolved_at"], resolution=res["resolution"],
+                       adjustment_event_id=res.get("adjustment_event_id"))
+        out.append(row)
+    return out
+
+
+def gap_rows(state: RegionState, now: datetime) -> list[dict]:
+    """Open gaps, and closed ones from the last day."""
+    cutoff = now - timedelta(days=1)
+    return [{**{k: g.get(k) for k in ("region", "location_id", "first_missing",
+                                      "last_missing", "missing", "status", "opened_at",
+                                      "updated_at", "closed_at")},
+             "missing_count": len(g["missing"])}
+            for g in state.gaps.values()
+            if g["status"] == "open" or (g["closed_at"] or now) >= cutoff]
+
+
+def item_rows(items: ItemsBook) -> list[dict]:
+    return [{**r, "field_keys": json.dumps(r["field_keys"], sort_keys=True)}
+            for r in items.rows()]
+
+
+def daily_rows(state: RegionState, since: str) -> list[dict]:
+    return [{"region": state.region, "location_id": loc, "sku": sku,
+             "day": date.fromisoformat(day), "sold": v[0], "received": v[1], "wasted": v[2],
+             "transfer_in": v[3], "transfer_out": v[4], "hit_zero": v[5]}
+            for (loc, sku, day), v in state.daily.items() if day >= since]
+
+
+def trend_rows(state: RegionState, now: datetime) -> list[dict]:
+    """Burn rate from sales of the last ``TREND_DAYS`` days (today included)."""
+    first = (now.date() - timedelta(days=TREND_DAYS - 1)).isoformat()
+    sold: dict[tuple[str, str], int] = {}
+    for (loc, sku, day), v in state.daily.items():
+        if day >= first:
+            sold[(loc, sku)] = sold.get((loc, sku), 0) + v[0]
+    out = []
+    for loc, st in state.locations.items():
+        for sku in st.skus:
+            units = sold.get((loc, sku), 0)
+            burn = units / TREND_DAYS
+            on_hand = int(st.totals.get(sku, 0))
+            cover = on_hand / burn if burn > 0 else None
+            out.append({"region": state.region, "location_id": loc, "sku": sku,
+                        "sold_last_7d": units, "burn_rate_per_day": burn,
+                        "on_hand": on_hand, "days_of_cover": cover,
+                        "projected_stockout_at": (now + timedelta(days=max(cover, 0.0))
+                                                  if cover is not None else None),
+                        "updated_at": now})
+    return out
+
+
+def availability_rows(state: RegionState, trends: list[dict], levels: list[tuple],
+                      now: datetime) -> list[dict]:
+    cover = {(t["location_id"], t["sku"]): t["days_of_cover"] for t in trends}
+    agg: dict[str, dict[str, int]] = {}
+    for row in levels:
+        loc, sku, on_hand, sellable = row[1], row[2], row[3], row[6]
+        a = agg.setdefault(sku, {"on_hand": 0, "sellable": 0, "locations": 0,
+                                 "locations_in_stock": 0, "locations_low": 0,
+                                 "locations_out": 0})
+        a["on_hand"] += on_hand
+        a["sellable"] += sellable
+        a["locations"] += 1
+        if on_hand > 0:
+            a["locations_in_stock"] += 1
+            c = cover.get((loc, sku))
+            if (c is not None and c < LOW_COVER_DAYS) or (c is None and on_hand < LOW_UNITS):
+                a["locations_low"] += 1
+        else:
+            a["locations_out"] += 1
+    return [{"region": state.region, "sku": sku, **a, "updated_at": now}
+            for sku, a in sorted(agg.items())]
+
+
+def business_rows(state: RegionState, since: str, now: datetime) -> list[dict]:
+    agg: dict[tuple[str, str, str], list[int]] = {}
+    for (loc, sku, day), v in state.daily.items():
+        if day < since:
+            continue
+        a = agg.setdefault((loc, category_of(state.items, sku), day), [0, 0, 0, 0, 0])
+        a[0] += v[1]
+        a[1] += v[0]
+        a[2] += v[2]
+        a[3] += 1
+        a[4] += 1 if v[5] else 0
+    return [{"region": state.region, "location_id": loc, "category": cat,
+             "day": date.fromisoformat(day), "received_units": a[0], "sold_units": a[1],
+             "wasted_units": a[2], "waste_rate": (a[2] / a[0]) if a[0] else None,
+             "skus_active": a[3], "skus_stocked_out": a[4],
+             "stockout_rate": a[4] / a[3] if a[3] else None, "updated_at": now}
+            for (loc, cat, day), a in sorted(agg.items())]
+
+
+# --- writing ----------------------------------------------------------------------------
+
+_ITEMS_LOCK = threading.Lock()
+_ITEMS_WRITTEN = {"version": -1}
+
+
+class DerivedWriter:
+    """One region's writer of the semantic tables (see the module docstring)."""
+
+    def __init__(self, state: RegionState, lock: threading.Lock, paths: dict[str, str],
+                 app_id: str, levels: Callable[[], list[tuple]], batch: Callable[[], int], *,
+                 every_s: float = 2.0, aggregates_every_s: float = 10.0) -> None:
+        self.state = state
+        self.lock = lock
+        self.paths = paths
+        self.app_id = app_id
+        self.levels = levels
+        self.batch = batch
+        self.every_s = every_s
+        self.aggregates_every_s = aggregates_every_s
+        self._open: dict[str, DeltaTable] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_aggregates = 0.0
+        self._resolutions_version = -1
+        self.resolutions: dict[str, dict[str, Any]] = {}
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"derived-{self.state.region}")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        self.write(aggregates=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.write()
+            except Exception as exc:  # noqa: BLE001 - report, keep the state, retry
+                self.error = exc
+                log.exception("derived %s: writing failed; will retry", self.state.region)
+
+    def write(self, *, aggregates: bool | None = None) -> list[str]:
+        """Write what changed; returns the tables written."""
+        now = datetime.now(UTC).replace(tzinfo=None)
+        if aggregates is None:
+            aggregates = (now.timestamp() - self._last_aggregates) >= self.aggregates_every_s
+        self._load_resolutions()
+        st = self.state
+        written: list[str] = []
+        with self.lock:
+            dirty = set(st.dirty)
+            st.dirty.clear()
+            conflicts, st.conflict_log = st.conflict_log, []
+            variances, st.variance_log = st.variance_log, []
+            review = review_rows(st, self.resolutions) if (
+                "review_queue" in dirty or "resolutions" in dirty) else None
+            gaps = gap_rows(st, now) if "sequence_gaps" in dirty else None
+            days = sorted(st.dirty_days)
+            if aggregates:
+                st.dirty_days.clear()
+                since = days[0] if days else None
+                daily = daily_rows(st, since) if since else []
+                business = business_rows(st, since, now) if since else []
+                trends = trend_rows(st, now)
+                levels = self.levels()
+                batch = self.batch()
+                _prune(st, now)
+                st.transit.forget_arrived()
+        try:
+            if conflicts:
+                self._append(("silver", "quantity_conflicts"), [
+                    {**c, "occurred_at": _ts(c["occurred_at"])} for c in conflicts])
+                written.append("quantity_conflicts")
+            if variances:
+                self._append(("silver", "count_variances"), [
+                    {**v, "counted_at": _ts(v["counted_at"])} for v in variances])
+                written.append("count_variances")
+            if review is not None:
+                self._replace(("gold", "review_queue"), review)
+                written.append("review_queue")
+            if gaps is not None:
+                self._replace(("silver", "sequence_gaps"), gaps)
+                written.append("sequence_gaps")
+            self._write_items(written)
+            if aggregates:
+                self._last_aggregates = now.timestamp()
+                if since:
+                    self._replace(("gold", "daily_movements"), daily, since=since,
+                                  batch=batch)
+                    self._replace(("gold", "business_metrics"), business, since=since)
+                    written += ["daily_movements", "business_metrics"]
+                self._replace(("gold", "demand_trends"), trends)
+                self._replace(("gold", "network_availability"),
+                              availability_rows(st, trends, levels, now))
+                written += ["demand_trends", "network_availability"]
+        except Exception:
+            with self.lock:  # nothing is lost: put the work back for the next round
+                st.dirty |= dirty
+                st.conflict_log[:0] = conflicts
+                st.variance_log[:0] = variances
+                st.dirty_days.update(days)
+            raise
+        return written
+
+    def _load_resolutions(self) -> None:
+        path = self.paths.get("review_resolutions")
+        if path is None:
+            return
+        table = self._table(("silver", "review_resolutions"))
+        table.update_incremental()
+        if table.version() == self._resolutions_version:
+            return
+        self._resolutions_version = table.version()
+        rows = table.to_pyarrow_table(
+            filters=[("region", "=", self.state.region)]).to_pylist()
+        latest = {}
+        for r in sorted(rows, key=lambda r: r["resolved_at"]):
+            latest[r["item_id"]] = {**r, "resolved_at": r["resolved_at"].replace(tzinfo=None)}
+        if latest != self.resolutions:
+            self.resolutions = latest
+            self.state.dirty.add("resolutions")
+
+    def _write_items(self, written: list[str]) -> None:
+        items = self.state.items
+        with _ITEMS_LOCK:
+            if items.version == _ITEMS_WRITTEN["version"]:
+                return
+            version = items.version
+            rows = item_rows(items)
+            table = pa.Table.from_pylist(rows, schema=arrow_schema(SCHEMAS[("silver", "items")]))
+            write_deltalake(self._table(("silver", "items")), table, mode="overwrite")
+            _ITEMS_WRITTEN["version"] = version
+            written.append("items")
+
+    def _table(self, key: tuple[str, str]) -> DeltaTable:
+        if key[1] not in self._open:
+            self._open[key[1]] = DeltaTable(self.paths[key[1]])
+        return self._open[key[1]]
+
+    def _commit(self, key: tuple[str, str], batch: int | None = None) -> CommitProperties:
+        """``batch`` records, for daily totals, the last stream batch they include: on
+        restart, bronze batches after it are added back (see ``streaming``)."""
+        txn = [] if batch is None else [Transaction(f"{self.app_id}-{key[1]}", batch)]
+        return CommitProperties(app_transactions=txn, max_commit_retries=20)
+
+    def _append(self, key: tuple[str, str], rows: list[dict]) -> None:
+        table = pa.Table.from_pylist(rows, schema=arrow_schema(SCHEMAS[key]))
+        try:
+            write_deltalake(self._table(key), table, mode="append",
+                            commit_properties=self._commit(key))
+        except Exception:
+            self._open.pop(key[1], None)
+            raise
+
+    def _replace(self, key: tuple[str, str], rows: list[dict], since: str | None = None,
+                 batch: int | None = None) -> None:
+        table = pa.Table.from_pylist(rows, schema=arrow_schema(SCHEMAS[key]))
+        predicate = f"region = '{self.state.region}'"
+        if since is not None:
+            predicate += f" AND day >= '{since}'"
+        try:
+            write_deltalake(self._table(key), table, mode="overwrite", predicate=predicate,
+                            commit_properties=self._commit(key, batch))
+        except Exception:
+            self._open.pop(key[1], None)
+            raise
+
+
+def _prune(state: RegionState, now: datetime) -> None:
+    """Forget movement totals older than ``KEEP_DAYS`` (they stay in gold)."""
+    cutoff = (now.date() - timedelta(days=KEEP_DAYS)).isoformat()
+    for key in [k for k in state.daily if k[2] < cutoff]:
+        del state.daily[key]
+    week = now - timedelta(days=7)
+    for key in [k for k, g in state.gaps.items()
+                if g["status"] == "closed" and g["closed_at"] < week]:
+        del state.gaps[key]
+    for key in [k for k, r in state.review.items()
+                if r["status"] == "closed" and r["updated_at"] < week]:
+        del state.review[key]

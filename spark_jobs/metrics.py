@@ -1,0 +1,89 @@
+"""What the streaming job tells Prometheus, per region.
+
+``RegionStream.process_batch`` calls :meth:`StreamMetrics.observe_batch` once per
+micro-batch; the landing backlog is counted when Prometheus scrapes, so an idle or stuck
+query (which runs no batches) still reports how much waits for it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from lakehouse.contract import parse_ts
+from lakehouse.metrics import REGISTRY, MetricsServer, Registry, serve_metrics
+from lakehouse.paths import landing_dir
+
+LATENCY_BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+                   3600.0, 86400.0)
+BATCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0)
+
+
+class StreamMetrics:
+    """The streaming job's metric families of one registry."""
+
+    def __init__(self, registry: Registry) -> None:
+        r, region = registry, ("region",)
+        self.batches = r.counter("shelflife_stream_batches_total",
+                                 "Micro-batches that applied landing lines", region)
+        self.events = r.counter("shelflife_stream_events_applied_total",
+                                "New events applied to gold", region)
+        self.duration = r.histogram("shelflife_stream_batch_duration_seconds",
+                                    "Wall time of one micro-batch", region,
+                                    buckets=BATCH_BUCKETS)
+        self.latency = r.histogram("shelflife_stream_event_latency_seconds",
+                                   "Event occurred_at (store clock) -> applied to gold",
+                                   region, buckets=LATENCY_BUCKETS)
+        self.last_batch = r.gauge("shelflife_stream_last_batch_timestamp_seconds",
+                                  "Unix time the last micro-batch finished", region)
+        self.backlog = r.gauge("shelflife_stream_landing_backlog_files",
+                               "Landing files waiting for the region's query", region)
+
+    def observe_batch(self, region: str, events: Iterable[Mapping[str, Any]], *,
+                      started: float) -> None:
+        """One finished micro-batch: ``events`` are the ones it applied, ``started`` its
+        ``time.time()`` at the start."""
+        now = time.time()
+        latencies = []
+        for e in events:
+            try:
+                latencies.append(max(0.0, now - parse_ts(e["occurred_at"]).timestamp()))
+            except (KeyError, TypeError, ValueError):
+                continue
+        self.batches.labels(region=region).inc()
+        self.events.labels(region=region).inc(len(latencies))
+        self.duration.labels(region=region).observe(max(0.0, now - started))
+        self.latency.labels(region=region).observe_many(latencies)
+        self.last_batch.labels(region=region).set(now)
+
+    def watch_landing(self, region: str, root: str | os.PathLike[str] | None) -> None:
+        """Count the region's waiting landing files at every scrape."""
+        folder = landing_dir(region, root)
+        self.backlog.labels(region=region).set_function(lambda: _count_batches(folder))
+        for family in (self.batches, self.events, self.duration, self.latency):
+            family.labels(region=region)  # every region listed from the start
+
+
+def _count_batches(folder: Path) -> int:
+    try:
+        return sum(1 for e in os.scandir(folder)
+                   if e.name.startswith("b-") and e.name.endswith(".jsonl"))
+    except FileNotFoundError:
+        return 0
+
+
+METRICS = StreamMetrics(REGISTRY)
+"""The streaming process's metrics (served by :func:`serve_stream_metrics`)."""
+
+
+def serve_stream_metrics(regions: Iterable[str], root: str | os.PathLike[str] | None,
+                         port: int, *, host: str = "127.0.0.1") -> MetricsServer | None:
+    """Start ``/metrics`` for the stream (``port`` 0 = off)."""
+    for region in regions:
+        METRICS.watch_landing(region, root)
+    if not port:
+        return None
+    return serve_metrics(REGISTRY, port, host=host)
