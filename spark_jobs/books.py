@@ -44,6 +44,11 @@ class ItemsBook:
         self.version = 0
         """Bumped on every change, so writers know when to rewrite the table."""
 
+    def clear(self) -> None:
+        with self.lock:
+            self.items.clear()
+            self.version += 1
+
     def apply(self, event: dict[str, Any]) -> bool:
         """Take one ``item_updated``; True when the catalogue changed."""
         p = event["payload"]
@@ -118,6 +123,10 @@ class TransitBook:
     def __init__(self) -> None:
         self.transfers: dict[str, Transfer] = {}
         self.lock = threading.RLock()
+
+    def clear(self) -> None:
+        with self.lock:
+            self.transfers.clear()
 
     def apply(self, event: dict[str, Any]) -> None:
         et, p = event["event_type"], event["payload"]

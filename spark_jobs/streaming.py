@@ -296,6 +296,8 @@ def rebuild_books(spark: SparkSession, root, transit_days: int = 14) -> None:
     """
     from lakehouse.contract import spark_schema
 
+    ITEMS.clear()
+    TRANSIT.clear()
     raw = spark.read.format("delta").load(str(table_path("bronze", "events_raw", root)))
     ev = raw.select(F.from_json(F.col("payload").cast("string"), spark_schema()).alias("e"),
                     "payload", "received_at")
