@@ -14,6 +14,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from apps.deadletters import add_deadletter_commands
+from apps.review import add_review_commands
 from edge_mqtt.cli import add_agent_commands
 from lakehouse.contract import DEFAULT_PORTS, REGIONS
 
@@ -43,6 +45,12 @@ def _common(p: argparse.ArgumentParser, *, lakehouse: bool = True) -> None:
     _add(p, "--regions", "SHELFLIFE_REGIONS", ",".join(REGIONS), "comma-separated regions")
     if lakehouse:
         _add(p, "--lakehouse", "SHELFLIFE_LAKEHOUSE", "./lakehouse", "lakehouse root folder")
+
+
+def _metrics_options(p: argparse.ArgumentParser, env: str, default: int) -> None:
+    _add(p, "--metrics-port", env, default, "Prometheus /metrics port (0 = off)", type=int)
+    _add(p, "--metrics-host", "SHELFLIFE_METRICS_HOST", "127.0.0.1",
+         "address /metrics listens on (0.0.0.0 for a remote Prometheus)")
 
 
 def _stop_event() -> threading.Event:
@@ -92,14 +100,39 @@ def _ingest_login(credentials: str | None, region: str) -> dict[str, str]:
     return {"username": login.username, "password": login.password}
 
 
+def _metrics_port(port: int, host: str, what: str) -> int:
+    """The port to serve metrics on, or 0 when it is taken (the component still runs)."""
+    import socket
+
+    if not port:
+        return 0
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            logging.getLogger("shelflife").error(
+                "%s: cannot serve metrics on %s:%d (%s); running without /metrics",
+                what, host, port, exc.strerror or exc)
+            return 0
+    return port
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from ingest.worker import IngestConfig, run_workers
 
     configs = [IngestConfig(region=r, port=DEFAULT_PORTS[r], lakehouse=args.lakehouse,
+                            backlog_high_events=args.backlog_high,
+                            backlog_low_events=args.backlog_low,
+                            max_events_per_s=args.max_events_per_s,
                             **_ingest_login(args.credentials, r))
                for r in _regions(args.regions)]
-    print(f"ingest: regions {args.regions} -> {args.lakehouse}/landing", flush=True)
-    run_workers(configs, stop=_stop_event())
+    port = _metrics_port(args.metrics_port, args.metrics_host, "ingest")
+    print(f"ingest: regions {args.regions} -> {args.lakehouse}/landing"
+          + (f"; metrics on http://{args.metrics_host}:{port}/metrics" if port else ""),
+          flush=True)
+    run_workers(configs, stop=_stop_event(), metrics_port=port,
+                metrics_host=args.metrics_host)
     return 0
 
 
@@ -108,10 +141,11 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
     print(f"streaming: regions {args.regions}, lakehouse {args.lakehouse} "
           "(the first run downloads the Delta jars from Maven Central)", flush=True)
+    port = _metrics_port(args.metrics_port, args.metrics_host, "stream")
     run_streams(_regions(args.regions), StreamConfig(lakehouse=args.lakehouse,
                                                      trigger_s=args.trigger_s,
                                                      record_every_s=args.record_every_s),
-                stop=_stop_event())
+                stop=_stop_event(), metrics_port=port, metrics_host=args.metrics_host)
     return 0
 
 
@@ -164,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _add(p, "--credentials", "SHELFLIFE_CREDENTIALS", None,
          "credentials.json of secure brokers (ingest logs in as ingest@<region>)")
+    _add(p, "--backlog-high", "SHELFLIFE_INGEST_BACKLOG_HIGH", 50_000,
+         "pause intake while this many landed events wait for the stream", type=int)
+    _add(p, "--backlog-low", "SHELFLIFE_INGEST_BACKLOG_LOW", None,
+         "resume intake below this backlog (default: half of --backlog-high)", type=int)
+    _add(p, "--max-events-per-s", "SHELFLIFE_INGEST_MAX_EVENTS_PER_S", 0.0,
+         "each region's intake quota in events/s (0 = no limit)", type=float)
+    _metrics_options(p, "SHELFLIFE_INGEST_METRICS_PORT", 9810)
     p.set_defaults(fn=cmd_ingest)
 
     p = sub.add_parser("stream", help="run the Spark streaming queries (one per region)")
@@ -171,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p, "--trigger-s", "SHELFLIFE_TRIGGER_S", 1.0, "micro-batch trigger", type=float)
     _add(p, "--record-every-s", "SHELFLIFE_RECORD_EVERY_S", 10.0,
          "how often bronze/silver are written from the spill", type=float)
+    _metrics_options(p, "SHELFLIFE_STREAM_METRICS_PORT", 9811)
     p.set_defaults(fn=cmd_stream)
 
     for name, helptext in (("simulate", "run a simulated store fleet"),
@@ -195,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p, "--port", "SHELFLIFE_DASHBOARD_PORT", 8501, "dashboard port", type=int)
     p.set_defaults(fn=cmd_dashboard)
 
+    add_deadletter_commands(sub, _add)
+    add_review_commands(sub, _add)
     add_agent_commands(sub)
     return parser
 

@@ -18,112 +18,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections import deque
 from pathlib import Path
 
 import deltalake
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import (  # noqa: E402
+    Components,
+    Visibility,
+    pct,
+    poll_gold,
+    ports_in_use,
+    rss_mb,
+    wait_port,
+)
 from edge_mqtt.simulator import Fleet, FleetConfig  # noqa: E402
 from ingest.brokers import DEFAULT_PORTS  # noqa: E402
-
-
-def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    return round(s[min(len(s) - 1, int(q * len(s)))], 3)
-
-
-def rss_mb(pid: int) -> float:
-    """RSS of a process and all its descendants (the JVM is a child of `stream`)."""
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-            for child in Path(f"/proc/{p}/task").iterdir():
-                kids = (child / "children").read_text().split()
-                todo += [int(k) for k in kids]
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return round(total / 1024, 1)
-
-
-def wait_port(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"broker on port {port} did not come up")
-
-
-class Visibility:
-    """Matches recorded (location, seq) to the first moment a signal covers them."""
-
-    def __init__(self) -> None:
-        self.pending: dict[str, deque[tuple[int, float]]] = {}
-        self.latencies: list[float] = []
-        self.lock = threading.Lock()
-
-    def add(self, loc: str, seq: int, t: float) -> None:
-        with self.lock:
-            self.pending.setdefault(loc, deque()).append((seq, t))
-
-    def cover(self, loc: str, upto: int, at: float) -> None:
-        with self.lock:
-            q = self.pending.get(loc)
-            while q and q[0][0] <= upto:
-                _, t = q.popleft()
-                self.latencies.append(max(0.0, at - t))
-
-    def left(self) -> int:
-        with self.lock:
-            return sum(len(q) for q in self.pending.values())
-
-
-def poll_gold(path: Path, vis: Visibility, stop: threading.Event) -> None:
-    seen = -1
-    while not stop.is_set():
-        try:
-            dt = deltalake.DeltaTable(str(path))
-        except Exception:  # noqa: BLE001 - not created yet
-            time.sleep(0.2)
-            continue
-        latest = dt.version()
-        if latest > seen:
-            stamps = {h["version"]: h["timestamp"] / 1000.0
-                      for h in dt.history(limit=latest - seen + 1)}
-            for v in range(max(seen + 1, 0), latest + 1):
-                try:
-                    dt.load_as_version(v)
-                    table = dt.to_pyarrow_table(columns=["location_id", "last_seq"])
-                except Exception:  # noqa: BLE001 - version vacuumed or compacted away
-                    continue
-                at = stamps.get(v, time.time())
-                best: dict[str, int] = {}
-                for loc, s in zip(table["location_id"].to_pylist(),
-                                  table["last_seq"].to_pylist(), strict=True):
-                    if s is not None and s > best.get(loc, 0):
-                        best[loc] = s
-                for loc, s in best.items():
-                    vis.cover(loc, s, at)
-            seen = latest
-        time.sleep(0.05)
 
 
 def poll_acks(fleet: Fleet, vis: Visibility, stop: threading.Event) -> None:
@@ -146,40 +61,22 @@ def main() -> None:
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="shelflife-bench-"))
     lake = work / "lakehouse"
-    env = {**os.environ, "SHELFLIFE_LAKEHOUSE": str(lake), "PYTHONUNBUFFERED": "1"}
-    cli = [sys.executable, "-m", "apps.cli"]
+    env = {**os.environ, "SHELFLIFE_LAKEHOUSE": str(lake), "PYTHONUNBUFFERED": "1",
+           "SHELFLIFE_INGEST_METRICS_PORT": "0", "SHELFLIFE_STREAM_METRICS_PORT": "0"}
     logs = work / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    procs: dict[str, subprocess.Popen] = {}
+    parts = Components(logs, env)
+    procs = parts.procs
 
-    def spawn(name: str, *extra: str) -> None:
-        out = open(logs / f"{name}.log", "w")  # noqa: SIM115 - lives as long as the child
-        procs[name] = subprocess.Popen(cli + list(extra), env=env, cwd=ROOT, stdout=out,
-                                       stderr=subprocess.STDOUT)
-
-    for port in DEFAULT_PORTS.values():
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                raise SystemExit(f"port {port} is in use (a demo still running?): "
-                                 "the benchmark needs its own brokers")
+    ports_in_use(DEFAULT_PORTS.values())
     try:
-        spawn("broker", "broker", "--data-dir", str(work / "brokers"))
+        parts.spawn("broker", "broker", "--data-dir", str(work / "brokers"))
         for port in DEFAULT_PORTS.values():
             wait_port(port, 30)
-        if procs["broker"].poll() is not None:
-            raise SystemExit(f"brokers exited; see {logs / 'broker.log'}")
-        spawn("ingest", "ingest", "--lakehouse", str(lake))
-        spawn("stream", "stream", "--lakehouse", str(lake))
+        parts.check("broker")
+        parts.spawn("ingest", "ingest", "--lakehouse", str(lake))
+        parts.spawn("stream", "stream", "--lakehouse", str(lake))
         print(f"bench: work dir {work}; waiting for Spark to create the tables", flush=True)
-        levels = lake / "gold" / "stock_levels"
-        t_wait = time.monotonic()
-        while not (levels / "_delta_log").exists():
-            if procs["stream"].poll() is not None:
-                raise SystemExit(f"stream exited; see {logs / 'stream.log'}")
-            if time.monotonic() - t_wait > 300:
-                raise SystemExit("Spark did not create the tables within 300 s")
-            time.sleep(0.5)
-        time.sleep(5)  # the queries start right after the tables exist
+        levels = parts.wait_for_tables(lake)
 
         fleet = Fleet(FleetConfig(stores=args.stores, events_per_s=args.events_per_s,
                                   data_dir=work / "fleet", progress_every_s=10.0))
@@ -255,15 +152,7 @@ def main() -> None:
               flush=True)
         print(json.dumps(result), flush=True)
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-
+        parts.stop()
 
 if __name__ == "__main__":
     main()

@@ -235,13 +235,15 @@ class DerivedWriter:
 
     def __init__(self, state: RegionState, lock: threading.Lock, paths: dict[str, str],
                  app_id: str, levels: Callable[[], list[tuple]], batch: Callable[[], int], *,
-                 every_s: float = 2.0, aggregates_every_s: float = 10.0) -> None:
+                 every_s: float = 2.0, aggregates_every_s: float = 10.0,
+                 on_tick: Callable[[], None] | None = None) -> None:
         self.state = state
         self.lock = lock
         self.paths = paths
         self.app_id = app_id
         self.levels = levels
         self.batch = batch
+        self.on_tick = on_tick
         self.every_s = every_s
         self.aggregates_every_s = aggregates_every_s
         self._open: dict[str, DeltaTable] = {}
@@ -266,6 +268,8 @@ class DerivedWriter:
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
             try:
+                if self.on_tick is not None:
+                    self.on_tick()
                 self.write()
             except Exception as exc:  # noqa: BLE001 - report, keep the state, retry
                 self.error = exc

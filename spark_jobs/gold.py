@@ -50,6 +50,10 @@ REGION_STATUS_SCHEMA = T.StructType([
     T.StructField("last_event_at", T.TimestampType()),
     T.StructField("lag_s", T.DoubleType()),
     T.StructField("updated_at", T.TimestampType()),
+    T.StructField("minutes_behind", T.DoubleType()),
+    T.StructField("backlog_events", T.LongType()),
+    T.StructField("backlog_files", T.LongType()),
+    T.StructField("events_per_s", T.DoubleType()),
 ])
 PARTITIONS = ("region",)
 

@@ -26,7 +26,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from lakehouse.contract import check_region
+from ingest.backpressure import Backlog, LandingBacklog
+from lakehouse.contract import check_region, parse_ts
 from lakehouse.paths import checkpoint_dir, lakehouse_root, landing_dir, table_path
 
 from . import derived, gold
@@ -53,8 +54,12 @@ class StreamConfig:
     """Micro-batch trigger interval."""
     max_files_per_trigger: int = 200
     """Landing batches taken per micro-batch (the region's rate limit)."""
-    status_every_s: float = 5.0
+    status_every_s: float = 2.0
     """How often gold region_status is rewritten."""
+    replay_backlog_events: int = 2000
+    """Landing backlog above which a region is reported as syncing."""
+    replay_behind_minutes: float = 5.0
+    """Median event age (minutes) above which a region is reported as syncing."""
     derived_every_s: float = 2.0
     """How often review items, conflicts, gaps, variances and the catalogue are written
     (when changed); trends, availability and business metrics every 10 s."""
@@ -81,6 +86,26 @@ def landing_line(text: str) -> dict:
             event = None
     line["_event"] = event
     return line
+
+
+class WaitingFiles(LandingBacklog):
+    """Landing files the query has not taken yet (Spark deletes taken files only some
+    batches later, so a plain count of the folder overstates the backlog)."""
+
+    def __init__(self, directory) -> None:
+        super().__init__(directory)
+        self._taken: set[str] = set()
+
+    def consumed(self, names: set[str]) -> None:
+        with self._lock:
+            self._taken |= names
+
+    def scan(self) -> Backlog:
+        super().scan()  # refreshes the line counts of the files present
+        with self._lock:
+            waiting = {n: c for n, c in self._lines.items() if n not in self._taken}
+            self._taken &= set(self._lines)
+        return Backlog(files=len(waiting), events=sum(max(0, c) for c in waiting.values()))
 
 
 class RegionStream:
@@ -113,10 +138,17 @@ class RegionStream:
         self.derived = DerivedWriter(self.state, self.lock, self.paths, self.app_id,
                                      lambda: self.state.level_rows(self.region),
                                      lambda: self.levels_batch,
-                                     every_s=config.derived_every_s)
+                                     every_s=config.derived_every_s,
+                                     on_tick=self.idle_status)
         self.events_total = self._silver().count()
         self.last_event_at: datetime | None = None
         self._status_written = 0.0
+        self._status_events = self.events_total
+        self.backlog = WaitingFiles(landing_dir(self.region, self.root))
+        self.behind_s = 0.0
+        """How old, at the median, the events of the latest batch were."""
+        self.mode = "live"
+        self._status_lock = threading.Lock()
         self.last_batch: dict[str, object] = {}
         self.query: StreamingQuery | None = None
 
@@ -204,6 +236,8 @@ class RegionStream:
             mark[0] = now
 
         rows = [landing_line(r[0]) for r in batch.collect()]
+        # Each line names its landing batch, and a landing batch is one file.
+        self.backlog.consumed({f"b-{r['batch_id']}.jsonl" for r in rows if r.get("batch_id")})
         step("collect")
         if not rows:
             return
@@ -249,6 +283,9 @@ class RegionStream:
             step("levels")
         self.levels_batch = max(self.levels_batch, batch_id)
         self.events_total += len(events)
+        ages = sorted(e["occurred_at"] for e in events)
+        self.behind_s = max(0.0, started - parse_ts(ages[len(ages) // 2]).timestamp()) \
+            if ages else 0.0
         if events:
             newest = max(e["occurred_at"] for e in events)
             moment = datetime.fromisoformat(newest[:-1])
@@ -260,20 +297,50 @@ class RegionStream:
             print(f"batch {self.region} {batch_id} t={started:.3f} {json.dumps(self.last_batch)}",
                   flush=True)
         if time.time() - self._status_written >= self.config.status_every_s:
-            self._write_status()
+            with self._status_lock:
+                self._write_status()
         METRICS.observe_batch(self.region, events, started=started)
 
     # --- writes ------------------------------------------------------------------------
 
+    def idle_status(self) -> None:
+        """Keep region_status current while no batch runs (a drained region turns live
+        again, and an idle one shows it is idle rather than stale)."""
+        finished = float(self.last_batch.get("finished_at", 0.0) or 0.0)
+        now = time.time()
+        if now - finished < 3 * self.config.trigger_s:
+            return
+        with self._status_lock:
+            self.behind_s = 0.0
+            if now - self._status_written >= self.config.status_every_s:
+                self._write_status()
+
     def _write_status(self) -> None:
+        """Gold region_status, and the region's mode.
+
+        A region is *syncing* while its landing backlog is over
+        ``replay_backlog_events`` or the events it applies are, at the median, more than
+        ``replay_behind_minutes`` old (stores replaying hours of outbox after an outage);
+        it is *live* again by itself once both drop below. The median keeps one store
+        replaying a few minutes of offline sales from flipping a whole region.
+        """
         now = time.time()
         last = self.last_batch
         lag = None
         if self.last_event_at is not None:
             lag = round(max(0.0, now - self.last_event_at.replace(tzinfo=UTC).timestamp()), 3)
-        row = (self.region, "live", int(self.events_total), int(last.get("events", 0)),
+        backlog = self.backlog.scan()
+        minutes = round(self.behind_s / 60.0, 2)
+        syncing = (backlog.events > self.config.replay_backlog_events
+                   or minutes > self.config.replay_behind_minutes)
+        self.mode = "syncing" if syncing else "live"
+        elapsed = max(1e-3, now - self._status_written) if self._status_written else None
+        rate = ((self.events_total - self._status_events) / elapsed) if elapsed else 0.0
+        self._status_events = self.events_total
+        row = (self.region, self.mode, int(self.events_total), int(last.get("events", 0)),
                float(last.get("duration_s", 0.0)), self.last_event_at, lag,
-               datetime.now(UTC).replace(tzinfo=None))
+               datetime.now(UTC).replace(tzinfo=None), minutes, int(backlog.events),
+               int(backlog.files), round(rate, 1))
         gold.write_region(self.paths["region_status"], [row], gold.REGION_STATUS_SCHEMA,
                           self.region, app_id=f"{self.app_id}-region_status",
                           batch_id=int(last.get("batch_id", 0)))

@@ -98,6 +98,9 @@ def render_regions(root: str, now: pd.Timestamp) -> pd.DataFrame | None:
         st.info(waiting_message(table_path("gold", "region_status", root)))
         return None
     cards = views.region_cards(status, now)
+    for card in cards[cards["mode"] == "syncing"].itertuples():
+        st.warning(f"{card.headline}: its stock, trends and availability below are "
+                   "catching up and stale until it is live again.")
     for column, card in zip(st.columns(len(cards)), cards.itertuples(), strict=True):
         with column.container(border=True):
             st.markdown(f"**{card.region}** · {card.mode}")
@@ -114,7 +117,9 @@ def render_regions(root: str, now: pd.Timestamp) -> pd.DataFrame | None:
                     f"{views.describe_duration(card.age_s)}"
                 )
             if card.mode == "syncing":
-                st.info(card.headline)
+                backlog = getattr(card, "backlog_events", None)
+                st.info(card.headline + (f" · {int(backlog):,} events waiting"
+                                         if backlog is not None and pd.notna(backlog) else ""))
     return status
 
 
@@ -218,6 +223,58 @@ def render_dead_letters(root: str) -> None:
             st.dataframe(views.latest_dead_letters(dead), hide_index=True)
 
 
+def render_review(root: str) -> None:
+    """Quantity conflicts for a person to judge; resolved with ``shelflife review``."""
+    queue = current_table(root, "gold", "review_queue")
+    if queue is None or queue.empty:
+        st.success("No quantity conflicts: every store's stock_before matches the lakehouse.")
+        return
+    counts = queue["status"].value_counts()
+    cols = st.columns(4)
+    for col, status in zip(cols, ("open", "waiting", "closed", "resolved"), strict=True):
+        col.metric(status.capitalize(), int(counts.get(status, 0)))
+    show = st.multiselect("Status", ["open", "waiting", "closed", "resolved"],
+                          default=["open", "waiting"])
+    rows = queue[queue["status"].isin(show)].sort_values("detected_at", ascending=False)
+    st.dataframe(rows[["item_id", "status", "sku", "store_before", "lakehouse_before",
+                       "difference", "cause", "note", "detected_at", "resolved_by"]],
+                 hide_index=True)
+    st.caption("waiting = seqs below the event are missing; it is judged again when they "
+               "arrive. Resolve: `shelflife review resolve ITEM --by NAME --how TEXT`.")
+
+
+def render_network(root: str) -> None:
+    """Per SKU and region: what the network holds and where it runs low."""
+    avail = current_table(root, "gold", "network_availability")
+    if avail is None or avail.empty:
+        st.info("Network availability is written every 10 s once stock flows.")
+        return
+    st.dataframe(avail.sort_values(["sku", "region"]).drop(columns=["updated_at"]),
+                 hide_index=True)
+    trends = current_table(root, "gold", "demand_trends")
+    if trends is not None and not trends.empty:
+        st.subheader("Soonest projected stockouts (sales only, counts excluded)")
+        soon = trends.dropna(subset=["days_of_cover"]).sort_values("days_of_cover").head(25)
+        st.dataframe(soon[["location_id", "sku", "on_hand", "burn_rate_per_day",
+                           "days_of_cover", "projected_stockout_at"]], hide_index=True)
+
+
+def render_business(root: str) -> None:
+    """Waste and stockout rates per location, category and day."""
+    metrics = current_table(root, "gold", "business_metrics")
+    if metrics is None or metrics.empty:
+        st.info("Business metrics are written every 10 s once stock flows.")
+        return
+    by_day = metrics.groupby(["day", "category"], as_index=False)[
+        ["received_units", "sold_units", "wasted_units", "skus_active",
+         "skus_stocked_out"]].sum()
+    by_day["waste_rate"] = by_day["wasted_units"] / by_day["received_units"].where(
+        by_day["received_units"] > 0)
+    by_day["stockout_rate"] = by_day["skus_stocked_out"] / by_day["skus_active"]
+    st.dataframe(by_day.sort_values(["day", "category"], ascending=[False, True]),
+                 hide_index=True)
+
+
 @st.fragment(run_every=REFRESH_S)
 def live_view(root: str) -> None:
     """Everything that moves; reruns on its own every two seconds."""
@@ -230,7 +287,16 @@ def live_view(root: str) -> None:
         known = set(REGIONS) if status is None else set(REGIONS) | set(status["region"])
         main_col, side_col = st.columns([5, 1])
         with main_col:
-            render_stock(root, now, sorted(known))
+            stock, review, network, business = st.tabs(
+                ["Stock", "Review queue", "Network & trends", "Business metrics"])
+            with stock:
+                render_stock(root, now, sorted(known))
+            with review:
+                render_review(root)
+            with network:
+                render_network(root)
+            with business:
+                render_business(root)
         with side_col:
             render_dead_letters(root)
     except views.SchemaError as exc:

@@ -99,11 +99,13 @@ def region_cards(
     now = _utc_moment(now)
     cards["age_s"] = (now - _utc(cards["updated_at"])).dt.total_seconds().clip(lower=0)
     cards["stale"] = cards["age_s"] > stale_after_s
+    behind = (cards["minutes_behind"] * 60.0 if "minutes_behind" in cards
+              else cards["lag_s"]).fillna(0.0)
     cards["headline"] = [
         f"Region {region}: syncing ({describe_duration(lag)} behind)"
         if mode == "syncing"
         else f"Region {region}: {mode}"
-        for region, mode, lag in zip(cards["region"], cards["mode"], cards["lag_s"], strict=True)
+        for region, mode, lag in zip(cards["region"], cards["mode"], behind, strict=True)
     ]
     return cards
 

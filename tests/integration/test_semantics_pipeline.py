@@ -7,6 +7,7 @@ import copy
 
 import pytest
 
+from apps.cli import main
 from edge_mqtt.agent import StoreAgent
 from lakehouse.contract import encode_event, topic
 
@@ -72,6 +73,13 @@ def test_missing_event_conflict_closes_and_catalogue_is_lww(tmp_path, brokers,
         log = read(root, "silver", "quantity_conflicts")
         assert sorted(log[log.seq == 4].status) == ["closed", "waiting"], \
             "the log keeps both findings; nothing is edited in place"
+
+        assert main(["review", "resolve", "E001:5", "--lakehouse", str(root), "--by", "ana",
+                     "--how", "till miskeyed; stock was right"]) == 0
+        drain(streams)
+        queue = read(root, "gold", "review_queue").set_index("seq")
+        assert (queue.loc[5, "status"], queue.loc[5, "resolved_by"]) == ("resolved", "ana")
+        assert queue.loc[5, "store_before"] == 9, "the finding itself is kept as it was"
 
         catalogue = read(root, "silver", "items").set_index("sku")
         milk = catalogue.loc["MILK-1L"]

@@ -1,0 +1,390 @@
+"""``shelflife deadletters``: see what ingest refused, fix it, and send it through again.
+
+``list`` reads ``silver/dead_letters`` without a JVM. ``list --jsonl`` writes one
+editable line per dead letter, ``{"id", "region", "topic", "reason", "event"}`` with the
+raw payload parsed into ``event`` when it is JSON (else kept as text), so an operator can
+correct the events in an editor, delete the lines to leave alone, and ``redrive --file``
+the result. ``redrive`` also takes plain event objects, one per line.
+
+Redriven events go back the way an agent's do: MQTT QoS 2 to the region's broker on the
+location's ``events`` topic, so ingest validates, deduplicates and lands them like any
+other (one whose ``(location_id, seq)`` was already landed is dropped as a duplicate).
+Nothing is sent unless every line passes the event contract: the first bad line is named
+with its field and value, and the command exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from lakehouse.contract import (
+    DEFAULT_PORTS,
+    REGIONS,
+    ContractError,
+    check_region,
+    encode_event,
+    parse_topic,
+    topic,
+    validate_event,
+)
+
+if TYPE_CHECKING:  # pandas and deltalake load only when a dead-letter command runs, so
+    import pandas as pd  # `shelflife agent` keeps working on a store's small machine
+
+
+EXIT_INVALID = 2
+EXIT_UNREACHABLE = 1
+RAW_SHOWN = 40
+REASON_SHOWN = 70
+
+
+# --- list -----------------------------------------------------------------------------------
+
+def read_dead_letters(root: str | os.PathLike[str] | None, *, region: str | None = None,
+                      since: datetime | None = None, limit: int | None = 20
+                      ) -> pd.DataFrame:
+    """Newest first; empty (not an error) while the table does not exist yet."""
+    import pandas as pd
+
+    from lakehouse.readers import read_table
+
+    filters = [("region", "=", check_region(region))] if region else None
+    dead = read_table("silver", "dead_letters", root, filters=filters)
+    if dead is None or dead.empty:
+        return pd.DataFrame(columns=["received_at", "region", "topic", "reason", "raw",
+                                     "ingest_batch_id", "line"])
+    if since is not None:
+        dead = dead[dead["received_at"] >= pd.Timestamp(since)]
+    dead = dead.sort_values("received_at", ascending=False, kind="stable")
+    if limit is not None:
+        dead = dead.head(limit)
+    return dead.reset_index(drop=True)
+
+
+def dead_letter_id(row: Mapping[str, Any]) -> str:
+    """``<ingest batch>:<line>``: where the dead letter sits in the landing zone."""
+    import pandas as pd
+
+    batch, line = row.get("ingest_batch_id"), row.get("line")
+    if batch is None or pd.isna(batch):
+        return "-"
+    return f"{batch}:{'' if line is None or pd.isna(line) else int(line)}"
+
+
+def _time(value: Any) -> str:
+    import pandas as pd
+
+    if value is None or pd.isna(value):
+        return "-"
+    return pd.Timestamp(value).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _raw_preview(raw: bytes | None) -> str:
+    if raw is None:
+        return ""
+    shown = bytes(raw[:RAW_SHOWN]).decode("utf-8", errors="backslashreplace")
+    shown = shown.replace("\n", "\\n").replace("\t", "\\t")
+    return shown + ("..." if len(raw) > RAW_SHOWN else "")
+
+
+def _cut(text: Any, width: int) -> str:
+    import pandas as pd
+
+    text = "" if text is None or (not isinstance(text, str) and pd.isna(text)) else str(text)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def format_table(dead: pd.DataFrame) -> str:
+    """A fixed-width table: time, region, topic, reason, first bytes of raw."""
+    rows = [(_time(r["received_at"]), str(r["region"]), str(r.get("topic") or "-"),
+             _cut(r.get("reason"), REASON_SHOWN), _raw_preview(r.get("raw")))
+            for r in dead.to_dict("records")]
+    head = ("time", "region", "topic", "reason", "raw")
+    widths = [max(len(head[i]), *(len(r[i]) for r in rows)) if rows else len(head[i])
+              for i in range(5)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+              for r in rows]
+    return "\n".join(lines)
+
+
+def to_jsonl(dead: pd.DataFrame) -> Iterable[str]:
+    """Editable lines for ``redrive --file``: the payload parsed into ``event``."""
+    for r in dead.to_dict("records"):
+        raw = bytes(r.get("raw") or b"")
+        line = {"id": dead_letter_id(r), "received_at": _time(r["received_at"]),
+                "region": r["region"], "topic": r.get("topic"), "reason": r.get("reason")}
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            line["event"] = raw.decode("utf-8", errors="replace")
+            line["raw_b64"] = base64.b64encode(raw).decode("ascii")
+        else:
+            try:
+                line["event"] = json.loads(text)
+            except ValueError:
+                line["event"] = text
+        yield json.dumps(line, separators=(",", ":"), default=str)
+
+
+# --- redrive --------------------------------------------------------------------------------
+
+class RedriveError(ValueError):
+    """A line of the fixed file cannot be sent; names the line and the problem."""
+
+
+@dataclass(frozen=True)
+class Redrive:
+    """One corrected event and where it goes."""
+
+    line: int
+    region: str
+    event: dict[str, Any]
+
+    @property
+    def topic(self) -> str:
+        return topic(self.region, self.event["location_id"], "events")
+
+
+def _region_hint(obj: Mapping[str, Any]) -> str | None:
+    if obj.get("region") in REGIONS:
+        return obj["region"]
+    if isinstance(obj.get("topic"), str):
+        try:
+            return parse_topic(obj["topic"])[0]
+        except ContractError:
+            return None
+    return None
+
+
+def known_regions(root: str | os.PathLike[str] | None) -> dict[str, str]:
+    """Location -> region, from the topics of the dead letters (where they came from)."""
+    from lakehouse.readers import read_table
+
+    dead = read_table("silver", "dead_letters", root, columns=["region", "topic"])
+    out: dict[str, str] = {}
+    if dead is None:
+        return out
+    for region, name in zip(dead["region"], dead["topic"], strict=True):
+        parts = str(name or "").split("/")
+        if len(parts) == 5 and region in REGIONS:
+            out.setdefault(parts[3], region)
+    return out
+
+
+def parse_fixed(lines: Iterable[str], *, region: str | None = None,
+                regions_of: Mapping[str, str] | None = None) -> list[Redrive]:
+    """Validate every line with the event contract; raise on the first bad one.
+
+    A line is an event object, or ``{"event": {...}, "region"/"topic": ...}`` as
+    ``list --jsonl`` writes it. The region comes from the line, else ``region``, else the
+    location's region in ``regions_of``.
+    """
+    out: list[Redrive] = []
+    for n, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except ValueError as exc:
+            raise RedriveError(f"line {n}: not JSON ({exc})") from exc
+        if not isinstance(obj, dict):
+            raise RedriveError(f"line {n}: expected a JSON object, got {type(obj).__name__}")
+        event = obj.get("event", obj)
+        try:
+            validate_event(event)
+        except ContractError as exc:
+            raise RedriveError(f"line {n}: {exc}") from exc
+        loc = event["location_id"]
+        where = (_region_hint(obj) if "event" in obj else None) or region or \
+            (regions_of or {}).get(loc)
+        if where is None:
+            raise RedriveError(f"line {n}: cannot tell which region location {loc!r} "
+                               "belongs to; pass --region")
+        out.append(Redrive(n, check_region(where), event))
+    return out
+
+
+def publish(redrives: Sequence[Redrive], *, host: str, ports: Mapping[str, int],
+            logins: Mapping[str, tuple[str, str]] | None = None, timeout: float = 15.0,
+            out: TextIO | None = None) -> int:
+    """Send each event at QoS 2 and wait for the broker's PUBCOMP; returns how many.
+
+    ``logins`` maps a location to (username, password) for secure brokers, where a
+    store may publish only to its own topic; then each location gets its own connection.
+    """
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    out = out or sys.stdout
+    groups: dict[tuple[str, str | None], list[Redrive]] = {}
+    for r in redrives:
+        key = (r.region, r.event["location_id"] if logins else None)
+        groups.setdefault(key, []).append(r)
+    sent = 0
+    for (region, loc), items in groups.items():
+        client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                             client_id=f"shelflife-redrive-{uuid.uuid4().hex[:10]}",
+                             protocol=mqtt.MQTTv311)
+        if logins and loc is not None:
+            client.username_pw_set(*logins[loc])
+        port = ports[region]
+        try:
+            client.connect(host, port, keepalive=30)
+        except OSError as exc:
+            raise ConnectionError(f"region {region}: cannot reach its broker at "
+                                  f"{host}:{port} ({exc}); {sent} event(s) sent before "
+                                  "this") from exc
+        client.loop_start()
+        try:
+            for r in items:
+                info = client.publish(r.topic, encode_event(r.event), qos=2)
+                info.wait_for_publish(timeout)
+                if not info.is_published():
+                    raise ConnectionError(f"line {r.line}: the {region} broker did not "
+                                          f"confirm {r.event['event_id']} within "
+                                          f"{timeout:.0f} s; {sent} event(s) sent")
+                sent += 1
+                print(f"line {r.line}: {r.event['event_id']} ({r.event['event_type']}) -> "
+                      f"{r.topic} (QoS 2, delivered to the broker)", file=out)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+    return sent
+
+
+# --- CLI ------------------------------------------------------------------------------------
+
+def parse_since(text: str) -> datetime:
+    """ISO time (``2026-11-27T10:00``, ``...Z``); a naive time is UTC."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--since {text!r}: expected an ISO time such as "
+                                         "2026-11-27T10:00:00Z") from exc
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def parse_ports(text: str) -> dict[str, int]:
+    """``east=18831,central=18832,west=18833`` (regions left out keep their default)."""
+    ports = dict(DEFAULT_PORTS)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        if name not in REGIONS or not value.isdigit():
+            raise argparse.ArgumentTypeError(f"broker ports: expected region=port, got "
+                                             f"{part!r}")
+        ports[name] = int(value)
+    return ports
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--limit: must be >= 1, got {value}")
+    return value
+
+
+def add_deadletter_commands(sub: argparse._SubParsersAction, add_option) -> None:
+    """Register ``deadletters list`` and ``deadletters redrive`` on the CLI."""
+    p = sub.add_parser("deadletters", help="list dead letters, or re-send corrected events")
+    inner = p.add_subparsers(dest="deadletters_command", required=True)
+
+    q = inner.add_parser("list", help="newest dead letters first (silver/dead_letters)")
+    add_option(q, "--lakehouse", "SHELFLIFE_LAKEHOUSE", "./lakehouse", "lakehouse root folder")
+    q.add_argument("--region", choices=REGIONS, help="only this region")
+    q.add_argument("--since", type=parse_since, help="only dead letters received at or "
+                   "after this ISO time (UTC unless it says otherwise)")
+    q.add_argument("--limit", type=_positive, default=20, help="at most this many (20)")
+    q.add_argument("--jsonl", action="store_true",
+                   help="one editable JSON line each (payload parsed into 'event'), "
+                        "the input `redrive --file` takes")
+    q.set_defaults(fn=cmd_list)
+
+    r = inner.add_parser("redrive", help="re-publish corrected events at QoS 2")
+    add_option(r, "--lakehouse", "SHELFLIFE_LAKEHOUSE", "./lakehouse",
+               "lakehouse root folder (to find a location's region)")
+    r.add_argument("--file", required=True,
+                   help="JSON lines: events, or lines written by `list --jsonl`, edited")
+    r.add_argument("--region", choices=REGIONS,
+                   help="region of events whose line does not say")
+    add_option(r, "--host", "SHELFLIFE_BROKER_HOST", "127.0.0.1", "broker host")
+    add_option(r, "--broker-ports", "SHELFLIFE_BROKER_PORTS",
+               ",".join(f"{k}={v}" for k, v in DEFAULT_PORTS.items()),
+               "each region's broker port")
+    add_option(r, "--credentials", "SHELFLIFE_CREDENTIALS", None,
+               "credentials.json of secure brokers (publishes as each event's store)")
+    r.add_argument("--dry-run", action="store_true", help="validate only, send nothing")
+    r.set_defaults(fn=cmd_redrive)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    dead = read_dead_letters(args.lakehouse, region=args.region, since=args.since,
+                             limit=args.limit)
+    if args.jsonl:
+        for line in to_jsonl(dead):
+            print(line)
+        return 0
+    if dead.empty:
+        print("no dead letters" + (f" in {args.region}" if args.region else "")
+              + (f" since {_time(args.since)}" if args.since else ""))
+        return 0
+    print(format_table(dead))
+    return 0
+
+
+def cmd_redrive(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"redrive: cannot read {path}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    logins = None
+    regions_of: dict[str, str] = {}
+    if args.credentials:
+        from ingest.auth import Credentials
+
+        creds = Credentials.open(Path(args.credentials))
+        regions_of = {loc: creds.region_of(loc) for r in REGIONS for loc in creds.locations(r)}
+    try:
+        lines = text.splitlines()
+        needs_lookup = args.region is None
+        if needs_lookup:
+            regions_of = {**known_regions(args.lakehouse), **regions_of}
+        redrives = parse_fixed(lines, region=args.region, regions_of=regions_of)
+        if args.credentials:
+            logins = {}
+            for r in redrives:
+                login = creds.credentials_for(r.event["location_id"])
+                logins[r.event["location_id"]] = (login.username, login.password)
+    except (RedriveError, KeyError) as exc:
+        print(f"redrive: {path}: {exc.args[0] if isinstance(exc, KeyError) else exc}; "
+              "nothing was sent", file=sys.stderr)
+        return EXIT_INVALID
+    if not redrives:
+        print(f"redrive: {path} holds no events; nothing to send")
+        return 0
+    if args.dry_run:
+        for r in redrives:
+            print(f"line {r.line}: {r.event['event_id']} valid -> {r.topic}")
+        print(f"dry run: {len(redrives)} event(s) valid; nothing sent")
+        return 0
+    try:
+        sent = publish(redrives, host=args.host, ports=parse_ports(args.broker_ports),
+                       logins=logins)
+    except ConnectionError as exc:
+        print(f"redrive: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    print(f"redrive: {sent} event(s) re-published; ingest validates and lands them "
+          "(a (location, seq) already landed is dropped as a duplicate)")
+    return 0

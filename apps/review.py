@@ -1,0 +1,116 @@
+"""``shelflife review``: the quantity-conflict review queue from a shell.
+
+``list`` reads gold ``review_queue`` with deltalake. ``resolve`` appends who, when and
+how to silver ``review_resolutions`` (nothing is edited in place); the streaming job
+marks the item resolved in gold within a few seconds. With ``--counted`` and
+``--agent-url`` it also records an ``adjusted`` event at the store, through the store
+agent's HTTP API: the store owns its seq numbers, so the correction travels the same
+path as every other event and shows up in stock like one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import deltalake
+import pyarrow as pa
+
+from lakehouse.contract import REGIONS
+from lakehouse.paths import table_path
+
+STATUSES = ("waiting", "open", "closed", "resolved")
+
+
+def _queue(root: Path):
+    path = table_path("gold", "review_queue", root)
+    if not (path / "_delta_log").exists():
+        raise SystemExit(f"no review queue at {path}: has the streaming job run here?")
+    return deltalake.DeltaTable(str(path)).to_pandas()
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    df = _queue(Path(args.lakehouse))
+    if args.region:
+        df = df[df.region == args.region]
+    if args.status:
+        df = df[df.status == args.status]
+    df = df.sort_values("detected_at", ascending=False).head(args.limit)
+    if df.empty:
+        print("no review items")
+        return 0
+    print(f"{'item':<14} {'status':<9} {'sku':<22} {'store':>6} {'lake':>6} {'diff':>5}  "
+          "cause")
+    for r in df.itertuples():
+        print(f"{r.item_id:<14} {r.status:<9} {r.sku:<22} {r.store_before:>6} "
+              f"{r.lakehouse_before:>6} {r.difference:>5}  {r.cause}")
+    return 0
+
+
+def _post_adjustment(url: str, item: Any, lot: str, counted: int) -> str:
+    body = json.dumps({"event_type": "adjusted", "sku": item.sku, "lot": lot,
+                       "counted_quantity": counted}).encode()
+    req = urllib.request.Request(url.rstrip("/") + "/events", data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())["event_id"]
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        raise SystemExit(f"the store agent refused the adjustment ({exc.code}): {detail}"
+                         ) from exc
+    except OSError as exc:
+        raise SystemExit(f"could not reach the store agent at {url}: {exc}") from exc
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    root = Path(args.lakehouse)
+    df = _queue(root)
+    match = df[df.item_id == args.item]
+    if match.empty:
+        raise SystemExit(f"no review item {args.item!r} (see: shelflife review list)")
+    item = match.iloc[0]
+    if item.status == "resolved":
+        raise SystemExit(f"{args.item} is already resolved by {item.resolved_by}")
+    if (args.counted is None) != (args.agent_url is None) or \
+            (args.counted is not None and not args.lot):
+        raise SystemExit("an adjustment needs --counted, --lot and --agent-url together")
+    adjustment = None
+    if args.counted is not None:
+        adjustment = _post_adjustment(args.agent_url, item, args.lot, args.counted)
+    row = {"item_id": args.item, "region": item.region, "resolved_by": args.by,
+           "resolved_at": datetime.now(UTC), "resolution": args.how,
+           "adjustment_event_id": adjustment}
+    path = table_path("silver", "review_resolutions", root)
+    schema = pa.schema(deltalake.DeltaTable(str(path)).schema().to_arrow())
+    table = pa.Table.from_pylist([row], schema=schema)
+    deltalake.write_deltalake(str(path), table, mode="append")
+    print(f"{args.item}: resolved by {args.by}"
+          + (f"; adjustment {adjustment} recorded at the store" if adjustment else ""))
+    return 0
+
+
+def add_review_commands(sub: argparse._SubParsersAction, add_option) -> None:
+    p = sub.add_parser("review", help="list or resolve quantity-conflict review items")
+    inner = p.add_subparsers(dest="review_command", required=True)
+    q = inner.add_parser("list", help="newest review items first (gold/review_queue)")
+    add_option(q, "--lakehouse", "SHELFLIFE_LAKEHOUSE", "./lakehouse", "lakehouse root folder")
+    q.add_argument("--region", choices=REGIONS)
+    q.add_argument("--status", choices=STATUSES)
+    q.add_argument("--limit", type=int, default=30)
+    q.set_defaults(fn=cmd_list)
+    r = inner.add_parser("resolve", help="record who resolved an item, when and how")
+    add_option(r, "--lakehouse", "SHELFLIFE_LAKEHOUSE", "./lakehouse", "lakehouse root folder")
+    r.add_argument("item", help="item id, e.g. E001:4")
+    r.add_argument("--by", required=True, help="who resolves it")
+    r.add_argument("--how", required=True, help="what was found and done")
+    r.add_argument("--lot", help="lot to correct (with --counted)")
+    r.add_argument("--counted", type=int, help="quantity counted in that lot now")
+    r.add_argument("--agent-url", help="the store agent's HTTP API (shelflife agent serve)")
+    r.set_defaults(fn=cmd_resolve)
+

@@ -1,0 +1,222 @@
+"""Burst: one region's stores come back after an outage while the others keep trading.
+
+300 simulated stores trade live at about 300 events/s. Meanwhile 47 more east stores
+have been offline for six hours: their agents recorded about 28,000 events (back-dated
+over those hours, ``offline: true``) into their outboxes. Then their links come back
+and they all replay at once. Measured from the same run:
+
+- ``drain_s``: from the links coming back until gold holds every replayed event and
+  east's ``region_status`` is ``live`` again;
+- ``others_p99_s``: store-event -> visible-in-gold latency of central and west events
+  recorded during the burst (and ``others_p99_before_s``, the same before it, as the
+  baseline);
+- ``max_minutes_behind``: the most east's ``region_status`` reported while syncing;
+- ``lost`` / ``duplicated``: returning stores' gold cohorts against the oracle fold of
+  their events.
+
+Last line: one JSON object. Targets: drain_s <= 30, others_p99_s <= 2, lost =
+duplicated = 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import deltalake
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import (  # noqa: E402
+    Components,
+    Visibility,
+    pct,
+    poll_gold,
+    ports_in_use,
+    wait_port,
+)
+from edge_mqtt.agent import StoreAgent  # noqa: E402
+from edge_mqtt.publisher import Publisher, PublisherConfig  # noqa: E402
+from edge_mqtt.simulator import Fleet, FleetConfig  # noqa: E402
+from lakehouse import oracle  # noqa: E402
+from lakehouse.contract import DEFAULT_PORTS, format_ts  # noqa: E402
+
+SKUS = ("DAIRY-MILK-WH-1L", "BAK-LOAF-WHT-800", "PROD-SALAD-MIX-200", "MEAT-CHK-BREAST-500",
+        "DAIRY-YOG-NAT-500", "PROD-BANANA-1KG")
+
+
+def record_outage(agents: list[StoreAgent], events: int, hours: float) -> list[dict]:
+    """Each returning store's outbox: stock-up, then sales, spread over the outage."""
+    start = datetime.now(UTC) - timedelta(hours=hours)
+    per = max(1, events // len(agents))
+    out = []
+    for i, a in enumerate(agents):
+        for k, sku in enumerate(SKUS):
+            out.append(a.receive(sku, 400, lot=f"OUT{i}-{k}",
+                                 expires_on=(start + timedelta(days=8)).date().isoformat(),
+                                 supplier_ref="PO-OUTAGE", unit_cost=1.0,
+                                 occurred_at=format_ts(start)))
+        step = hours * 3600 / per
+        for j in range(per - len(SKUS)):
+            at = start + timedelta(seconds=(j + 1) * step)
+            out.append(a.sell(SKUS[j % len(SKUS)], 1 + j % 3, unit_price=2.0,
+                              transaction_ref=f"R{i}-{j}", occurred_at=format_ts(at)))
+    return out
+
+
+def poll_status(path: Path, seen: list[dict], stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            rows = deltalake.DeltaTable(str(path)).to_pyarrow_table(
+                filters=[("region", "=", "east")]).to_pylist()
+            for r in rows:
+                seen.append({"t": time.time(), "mode": r["mode"],
+                             "minutes_behind": r.get("minutes_behind") or 0.0,
+                             "backlog": r.get("backlog_events") or 0})
+        except Exception:  # noqa: BLE001 - table being created or rewritten
+            pass
+        time.sleep(0.5)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stores", type=int, default=300)
+    ap.add_argument("--events-per-s", type=float, default=300.0)
+    ap.add_argument("--returning", type=int, default=47)
+    ap.add_argument("--backlog-events", type=int, default=28_000)
+    ap.add_argument("--outage-hours", type=float, default=6.0)
+    ap.add_argument("--warmup-s", type=float, default=30.0)
+    ap.add_argument("--timeout-s", type=float, default=300.0)
+    ap.add_argument("--workdir", default=None)
+    args = ap.parse_args()
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="shelflife-burst-"))
+    lake = work / "lakehouse"
+    ports_in_use(DEFAULT_PORTS.values())
+    comps = Components(work / "logs", {**os.environ, "SHELFLIFE_LAKEHOUSE": str(lake),
+                                       "PYTHONUNBUFFERED": "1"})
+    stop = threading.Event()
+    pubs: list[Publisher] = []
+    try:
+        comps.spawn("broker", "broker", "--data-dir", str(work / "brokers"))
+        for port in DEFAULT_PORTS.values():
+            wait_port(port, 30)
+        comps.spawn("ingest", "ingest", "--lakehouse", str(lake), "--metrics-port", "0")
+        comps.spawn("stream", "stream", "--lakehouse", str(lake), "--metrics-port", "0")
+        print(f"burst: work dir {work}; waiting for Spark", flush=True)
+        levels = comps.wait_for_tables(lake)
+
+        returning = [StoreAgent(f"E9{i:02d}", "east", work / "returning" / f"{i}.sqlite")
+                     for i in range(args.returning)]
+        t = time.time()
+        backlog = record_outage(returning, args.backlog_events, args.outage_hours)
+        print(f"burst: {len(backlog):,} events queued at {len(returning)} offline east "
+              f"stores ({time.time() - t:.1f} s to record)", flush=True)
+
+        fleet = Fleet(FleetConfig(stores=args.stores, events_per_s=args.events_per_s,
+                                  data_dir=work / "fleet", progress_every_s=30.0))
+        before, during = Visibility(), Visibility()
+        phase = {"name": "warmup"}
+
+        def hook(event: dict) -> None:
+            loc = event["location_id"]
+            if "EAST" in loc or phase["name"] == "warmup":
+                return  # fleet ids are EAST-S001, WH-CENTRAL-1, ...
+            (before if phase["name"] == "before" else during).add(loc, event["seq"],
+                                                                 time.time())
+
+        fleet.record_hook = hook
+        fleet.start()
+        for vis in (before, during):
+            threading.Thread(target=poll_gold, args=(levels, vis, stop), daemon=True).start()
+        statuses: list[dict] = []
+        threading.Thread(target=poll_status, args=(lake / "gold" / "region_status",
+                                                   statuses, stop), daemon=True).start()
+        threading.Thread(target=fleet.run, args=(stop,), daemon=True).start()
+        time.sleep(args.warmup_s / 2)
+        phase["name"] = "before"
+        print("burst: measuring the live baseline", flush=True)
+        time.sleep(args.warmup_s / 2)
+
+        phase["name"] = "during"
+        t0 = time.time()
+        print("burst: the offline stores are back", flush=True)
+        pubs = [Publisher(a, PublisherConfig(port=DEFAULT_PORTS["east"], resend_after_s=10.0))
+                for a in returning]
+        for p in pubs:
+            p.start()
+        targets = {a.location_id: a.last_seq for a in returning}
+        drained_at = None
+        syncing_seen = False
+        while time.time() - t0 < args.timeout_s:
+            time.sleep(1.0)
+            syncing_seen = syncing_seen or any(s["mode"] == "syncing" for s in statuses)
+            try:
+                got = deltalake.DeltaTable(str(levels)).to_pyarrow_table(
+                    columns=["location_id", "last_seq"],
+                    filters=[("region", "=", "east")]).to_pylist()
+            except Exception:  # noqa: BLE001 - being rewritten
+                continue
+            best: dict[str, int] = {}
+            for r in got:
+                if r["location_id"] in targets:
+                    best[r["location_id"]] = max(best.get(r["location_id"], 0),
+                                                 r["last_seq"] or 0)
+            done = sum(min(best.get(k, 0), v) for k, v in targets.items())
+            latest = statuses[-1]["mode"] if statuses else "?"
+            print(f"burst: {time.time() - t0:5.0f} s, {done:,}/{len(backlog):,} replayed "
+                  f"in gold, east {latest}", flush=True)
+            if done >= len(backlog) and latest == "live" and syncing_seen:
+                drained_at = time.time()
+                break
+        phase["name"] = "after"
+        time.sleep(3)
+        east = lake / "gold"
+        cohorts = deltalake.DeltaTable(str(east / "stock_cohorts")).to_pyarrow_table(
+            filters=[("region", "=", "east")]).to_pylist()
+        gold = {(r["location_id"], r["sku"], r["lot"]): r["quantity"] for r in cohorts
+                if r["location_id"] in targets and r["quantity"]}
+        expected = oracle.fold(backlog)
+        applied = {}
+        for r in deltalake.DeltaTable(str(east / "stock_levels")).to_pyarrow_table(
+                filters=[("region", "=", "east")]).to_pylist():
+            if r["location_id"] in targets:
+                applied[r["location_id"]] = r["contiguous_seq"] or 0
+        lost = sum(max(0, v - applied.get(k, 0)) for k, v in targets.items())
+        differ = sum(1 for k in set(gold) | set(expected) if gold.get(k, 0) != expected.get(k, 0))
+        # With every seq applied (lost == 0), a cohort that differs from the fold can only
+        # come from an event applied twice.
+        duplicated = differ if lost == 0 else None
+        result = {
+            "drain_s": round(drained_at - t0, 1) if drained_at else None,
+            "others_p99_s": pct(during.latencies, 0.99),
+            "others_p50_s": pct(during.latencies, 0.50),
+            "others_p99_before_s": pct(before.latencies, 0.99),
+            "others_events": len(during.latencies),
+            "max_minutes_behind": round(max((s["minutes_behind"] for s in statuses),
+                                            default=0.0), 1),
+            "syncing_reported": syncing_seen,
+            "backlog_events": len(backlog),
+            "lost": lost,
+            "duplicated": duplicated,
+            "cohorts_differ": differ,
+            "stores": args.stores, "returning": args.returning, "cores": os.cpu_count(),
+        }
+        print(json.dumps(result), flush=True)
+    finally:
+        stop.set()
+        for p in pubs:
+            p.stop()
+        comps.stop()
+
+
+if __name__ == "__main__":
+    main()

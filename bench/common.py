@@ -1,0 +1,207 @@
+"""Helpers shared by the end-to-end benchmarks: percentiles, process trees, the real
+components as child processes, and "when did gold first show this event"."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import deque
+from pathlib import Path
+
+import deltalake
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from lakehouse.metrics import parse_metrics  # noqa: E402
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return round(s[min(len(s) - 1, int(q * len(s)))], 3)
+
+
+def _tree(pid: int) -> list[int]:
+    """A process and all its descendants (the JVM is a child of `stream`)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for child in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(k) for k in (child / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return out
+
+
+def rss_mb(pid: int) -> float:
+    """RSS of a process and all its descendants."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return round(total / 1024, 1)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process tree so far (children still running)."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+    return total / CLOCK_TICKS
+
+
+def wait_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"broker on port {port} did not come up")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ports_in_use(ports) -> None:
+    for port in ports:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                raise SystemExit(f"port {port} is in use (a demo still running?): "
+                                 "the benchmark needs its own brokers")
+
+
+def scrape(port: int) -> dict[str, float]:
+    """A component's /metrics as ``{name{labels}: value}`` (empty when unreachable)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            return parse_metrics(resp.read().decode())
+    except OSError:
+        return {}
+
+
+class Components:
+    """``shelflife`` subcommands as child processes, each logging to ``<logs>/<name>.log``."""
+
+    def __init__(self, logs: Path, env: dict[str, str]) -> None:
+        self.logs = logs
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.env = env
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def spawn(self, name: str, *args: str) -> subprocess.Popen:
+        out = open(self.logs / f"{name}.log", "w")  # noqa: SIM115 - lives as long as the child
+        self.procs[name] = subprocess.Popen([sys.executable, "-m", "apps.cli", *args],
+                                            env=self.env, cwd=ROOT, stdout=out,
+                                            stderr=subprocess.STDOUT)
+        return self.procs[name]
+
+    def check(self, name: str) -> None:
+        if self.procs[name].poll() is not None:
+            raise SystemExit(f"{name} exited; see {self.logs / (name + '.log')}")
+
+    def wait_for_tables(self, lake: Path, timeout: float = 300) -> Path:
+        """Wait until the stream has created gold; returns gold/stock_levels."""
+        levels = lake / "gold" / "stock_levels"
+        started = time.monotonic()
+        while not (levels / "_delta_log").exists():
+            self.check("stream")
+            if time.monotonic() - started > timeout:
+                raise SystemExit(f"Spark did not create the tables within {timeout:.0f} s")
+            time.sleep(0.5)
+        time.sleep(5)  # the queries start right after the tables exist
+        return levels
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+class Visibility:
+    """Matches recorded (location, seq) to the first moment a signal covers them."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, deque[tuple[int, float]]] = {}
+        self.latencies: list[float] = []
+        self.lock = threading.Lock()
+
+    def add(self, loc: str, seq: int, t: float) -> None:
+        with self.lock:
+            self.pending.setdefault(loc, deque()).append((seq, t))
+
+    def cover(self, loc: str, upto: int, at: float) -> None:
+        with self.lock:
+            q = self.pending.get(loc)
+            while q and q[0][0] <= upto:
+                _, t = q.popleft()
+                self.latencies.append(max(0.0, at - t))
+
+    def left(self) -> int:
+        with self.lock:
+            return sum(len(q) for q in self.pending.values())
+
+    def seen(self) -> int:
+        with self.lock:
+            return len(self.latencies)
+
+
+def poll_gold(path: Path, vis: Visibility, stop: threading.Event) -> None:
+    """Cover events at the commit time of each gold/stock_levels version showing them."""
+    seen = -1
+    while not stop.is_set():
+        try:
+            dt = deltalake.DeltaTable(str(path))
+        except Exception:  # noqa: BLE001 - not created yet
+            time.sleep(0.2)
+            continue
+        latest = dt.version()
+        if latest > seen:
+            stamps = {h["version"]: h["timestamp"] / 1000.0
+                      for h in dt.history(limit=latest - seen + 1)}
+            for v in range(max(seen + 1, 0), latest + 1):
+                try:
+                    dt.load_as_version(v)
+                    table = dt.to_pyarrow_table(columns=["location_id", "last_seq"])
+                except Exception:  # noqa: BLE001 - version vacuumed or compacted away
+                    continue
+                at = stamps.get(v, time.time())
+                best: dict[str, int] = {}
+                for loc, s in zip(table["location_id"].to_pylist(),
+                                  table["last_seq"].to_pylist(), strict=True):
+                    if s is not None and s > best.get(loc, 0):
+                        best[loc] = s
+                for loc, s in best.items():
+                    vis.cover(loc, s, at)
+            seen = latest
+        time.sleep(0.05)
