@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -86,7 +87,27 @@ def poll_status(path: Path, seen: list[dict], stop: threading.Event) -> None:
         time.sleep(0.5)
 
 
+def replay_child(folder: Path, port: int, timeout_s: float) -> None:
+    """The returning stores, in a process of their own: paho's network loop uses
+    select(), which cannot watch descriptors above 1024, and the fleet's 300 SQLite
+    databases and sockets in the parent use more than that."""
+    agents = [StoreAgent(p.stem.split("-", 1)[1], "east", p)
+              for p in sorted(folder.glob("store-*.sqlite"))]
+    pubs = [Publisher(a, PublisherConfig(port=port, resend_after_s=10.0)) for a in agents]
+    for p in pubs:
+        p.start()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(p.acked_seq < a.last_seq
+                                              for a, p in zip(agents, pubs, strict=True)):
+        time.sleep(0.5)
+    for p in pubs:
+        p.stop()
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--replay-child":
+        replay_child(Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stores", type=int, default=300)
     ap.add_argument("--events-per-s", type=float, default=300.0)
@@ -104,7 +125,7 @@ def main() -> None:
     comps = Components(work / "logs", {**os.environ, "SHELFLIFE_LAKEHOUSE": str(lake),
                                        "PYTHONUNBUFFERED": "1"})
     stop = threading.Event()
-    pubs: list[Publisher] = []
+    child: subprocess.Popen | None = None
     try:
         comps.spawn("broker", "broker", "--data-dir", str(work / "brokers"))
         for port in DEFAULT_PORTS.values():
@@ -114,12 +135,16 @@ def main() -> None:
         print(f"burst: work dir {work}; waiting for Spark", flush=True)
         levels = comps.wait_for_tables(lake)
 
-        returning = [StoreAgent(f"E9{i:02d}", "east", work / "returning" / f"{i}.sqlite")
+        returning = [StoreAgent(f"E9{i:02d}", "east",
+                                work / "returning" / f"store-E9{i:02d}.sqlite")
                      for i in range(args.returning)]
         t = time.time()
         backlog = record_outage(returning, args.backlog_events, args.outage_hours)
         print(f"burst: {len(backlog):,} events queued at {len(returning)} offline east "
               f"stores ({time.time() - t:.1f} s to record)", flush=True)
+        targets = {a.location_id: a.last_seq for a in returning}
+        for a in returning:
+            a.close()
 
         fleet = Fleet(FleetConfig(stores=args.stores, events_per_s=args.events_per_s,
                                   data_dir=work / "fleet", progress_every_s=30.0))
@@ -149,11 +174,9 @@ def main() -> None:
         phase["name"] = "during"
         t0 = time.time()
         print("burst: the offline stores are back", flush=True)
-        pubs = [Publisher(a, PublisherConfig(port=DEFAULT_PORTS["east"], resend_after_s=10.0))
-                for a in returning]
-        for p in pubs:
-            p.start()
-        targets = {a.location_id: a.last_seq for a in returning}
+        child = subprocess.Popen([sys.executable, __file__, "--replay-child",
+                                  str(work / "returning"), str(DEFAULT_PORTS["east"]),
+                                  str(args.timeout_s)], cwd=ROOT)
         drained_at = None
         syncing_seen = False
         while time.time() - t0 < args.timeout_s:
@@ -173,7 +196,7 @@ def main() -> None:
             done = sum(min(best.get(k, 0), v) for k, v in targets.items())
             latest = statuses[-1]["mode"] if statuses else "?"
             print(f"burst: {time.time() - t0:5.0f} s, {done:,}/{len(backlog):,} replayed "
-                  f"in gold, east {latest}", flush=True)
+                  f"events in gold, east {latest}", flush=True)
             if done >= len(backlog) and latest == "live" and syncing_seen:
                 drained_at = time.time()
                 break
@@ -213,8 +236,8 @@ def main() -> None:
         print(json.dumps(result), flush=True)
     finally:
         stop.set()
-        for p in pubs:
-            p.stop()
+        if child is not None and child.poll() is None:
+            child.terminate()
         comps.stop()
 
 

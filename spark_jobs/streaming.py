@@ -146,7 +146,8 @@ class RegionStream:
         self._status_events = self.events_total
         self.backlog = WaitingFiles(landing_dir(self.region, self.root))
         self.behind_s = 0.0
-        """How old, at the median, the events of the latest batch were."""
+        """How old, at the median, the events of the worst batch since the last status
+        row were."""
         self.mode = "live"
         self._status_lock = threading.Lock()
         self.last_batch: dict[str, object] = {}
@@ -284,8 +285,9 @@ class RegionStream:
         self.levels_batch = max(self.levels_batch, batch_id)
         self.events_total += len(events)
         ages = sorted(e["occurred_at"] for e in events)
-        self.behind_s = max(0.0, started - parse_ts(ages[len(ages) // 2]).timestamp()) \
-            if ages else 0.0
+        if ages:  # the worst batch since the last status row, so a short replay shows
+            self.behind_s = max(self.behind_s, started - parse_ts(ages[len(ages) // 2])
+                                .timestamp())
         if events:
             newest = max(e["occurred_at"] for e in events)
             moment = datetime.fromisoformat(newest[:-1])
@@ -337,6 +339,7 @@ class RegionStream:
         elapsed = max(1e-3, now - self._status_written) if self._status_written else None
         rate = ((self.events_total - self._status_events) / elapsed) if elapsed else 0.0
         self._status_events = self.events_total
+        self.behind_s = 0.0
         row = (self.region, self.mode, int(self.events_total), int(last.get("events", 0)),
                float(last.get("duration_s", 0.0)), self.last_event_at, lag,
                datetime.now(UTC).replace(tzinfo=None), minutes, int(backlog.events),
