@@ -32,6 +32,7 @@ from pyspark.sql import types as T
 from lakehouse.contract import parse_ts
 
 from .books import ItemsBook
+from .gold import arrow_schema
 from .state import RegionState
 
 log = logging.getLogger(__name__)
@@ -98,16 +99,6 @@ SCHEMAS: dict[tuple[str, str], T.StructType] = {
 }
 PARTITIONS: dict[tuple[str, str], tuple[str, ...]] = {
     key: (() if key == ("silver", "items") else ("region",)) for key in SCHEMAS}
-
-_ARROW = {"string": pa.string(), "bigint": pa.int64(), "int": pa.int32(),
-          "double": pa.float64(), "date": pa.date32(), "boolean": pa.bool_(),
-          "timestamp": pa.timestamp("us", tz="UTC"), "array<bigint>": pa.list_(pa.int64())}
-
-
-def arrow_schema(struct: T.StructType) -> pa.Schema:
-    return pa.schema([pa.field(f.name, _ARROW[f.dataType.simpleString()], f.nullable)
-                      for f in struct.fields])
-
 
 def _ts(value: Any) -> datetime | None:
     if value is None or isinstance(value, datetime):
