@@ -18,9 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import deltalake
-import pyarrow as pa
-
 from lakehouse.contract import REGIONS
 from lakehouse.paths import table_path
 
@@ -28,6 +25,8 @@ STATUSES = ("waiting", "open", "closed", "resolved")
 
 
 def _queue(root: Path):
+    import deltalake  # here, not at import: the store agent's CLI stays light
+
     path = table_path("gold", "review_queue", root)
     if not (path / "_delta_log").exists():
         raise SystemExit(f"no review queue at {path}: has the streaming job run here?")
@@ -86,6 +85,9 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     row = {"item_id": args.item, "region": item.region, "resolved_by": args.by,
            "resolved_at": datetime.now(UTC), "resolution": args.how,
            "adjustment_event_id": adjustment}
+    import deltalake
+    import pyarrow as pa
+
     path = table_path("silver", "review_resolutions", root)
     schema = pa.schema(deltalake.DeltaTable(str(path)).schema().to_arrow())
     table = pa.Table.from_pylist([row], schema=schema)

@@ -254,7 +254,11 @@ class DerivedWriter:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=60)
-        self.write(aggregates=True)
+        try:
+            self.write(aggregates=True)
+        except Exception:  # noqa: BLE001 - one retry on fresh handles, then report
+            self._open.clear()
+            self.write(aggregates=True)
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
@@ -355,7 +359,11 @@ class DerivedWriter:
             version = items.version
             rows = item_rows(items)
             table = pa.Table.from_pylist(rows, schema=arrow_schema(SCHEMAS[("silver", "items")]))
-            write_deltalake(self._table(("silver", "items")), table, mode="overwrite")
+            # Every region's writer rewrites this one table: bring the handle up to the
+            # latest version (under the lock) so the overwrite does not conflict.
+            handle = self._table(("silver", "items"))
+            handle.update_incremental()
+            write_deltalake(handle, table, mode="overwrite")
             _ITEMS_WRITTEN["version"] = version
             written.append("items")
 
