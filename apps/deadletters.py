@@ -21,7 +21,7 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -249,7 +249,11 @@ def publish(redrives: Sequence[Redrive], *, host: str, ports: Mapping[str, int],
         try:
             for r in items:
                 info = client.publish(r.topic, encode_event(r.event), qos=2)
-                info.wait_for_publish(timeout)
+                try:
+                    info.wait_for_publish(timeout)
+                except (RuntimeError, ValueError) as exc:  # paho: connection lost
+                    raise ConnectionError(f"line {r.line}: the {region} broker dropped the "
+                                          f"connection ({exc}); {sent} event(s) sent") from exc
                 if not info.is_published():
                     raise ConnectionError(f"line {r.line}: the {region} broker did not "
                                           f"confirm {r.event['event_id']} within "
@@ -294,7 +298,8 @@ def _positive(text: str) -> int:
     return value
 
 
-def add_deadletter_commands(sub: argparse._SubParsersAction, add_option) -> None:
+def add_deadletter_commands(sub: argparse._SubParsersAction,
+                            add_option: Callable[..., None]) -> None:
     """Register ``deadletters list`` and ``deadletters redrive`` on the CLI."""
     p = sub.add_parser("deadletters", help="list dead letters, or re-send corrected events")
     inner = p.add_subparsers(dest="deadletters_command", required=True)
@@ -380,8 +385,12 @@ def cmd_redrive(args: argparse.Namespace) -> int:
         print(f"dry run: {len(redrives)} event(s) valid; nothing sent")
         return 0
     try:
-        sent = publish(redrives, host=args.host, ports=parse_ports(args.broker_ports),
-                       logins=logins)
+        ports = parse_ports(args.broker_ports)
+    except argparse.ArgumentTypeError as exc:
+        print(f"redrive: {exc}; nothing was sent", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        sent = publish(redrives, host=args.host, ports=ports, logins=logins)
     except ConnectionError as exc:
         print(f"redrive: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
