@@ -1,0 +1,245 @@
+"""Backtest of Shelflife's demand forecaster on real data (FreshRetailNet-50K, CC BY 4.0).
+
+Each series is trained on all but its last 7 days and forecasts those 7 days. The score
+counts the test days with at most 2 stockout hours, where sales are close to demand (a
+day the shelf was empty for hours says little about demand); the all-days score is printed
+too. Figures, all from the same run and the same series:
+
+* **Shelflife** - :func:`spark_jobs.forecast.forecast_demand` on every sampled series at
+  once (default 15,000, drawn at random), timed: that wall time is ``seconds_15k``.
+* **seasonal naive** - the same weekday of the last training week.
+* **mean of the last 28 days**.
+* **plain Prophet** - one Prophet per series with the data's regressors (discount, holiday,
+  activity, temperature, precipitation), on a random sample of the series (default 300;
+  it takes 0.14-0.25 s a series) in two processes. Shelflife and the baselines are also
+  scored on that sample, like for like.
+
+* **earlier weeks** - the same backtest moved back one and two weeks (train on all but
+  the last 14 / 21 days, test on the 7 after), on a smaller sample (default 3,000), to
+  show how much of a week's bias is that week's own surprise.
+
+Daily WAPE = sum |actual - forecast| / sum actual; bias = sum forecast / sum actual - 1.
+Targets: WAPE <= 0.32, |bias| <= 0.03, 15,000 series in <= 600 s on two cores. The last
+line printed is one JSON object.
+
+    python bench/forecast.py                    # 15,000 series, plain Prophet on 300
+    python bench/forecast.py --series 39055     # every series (seconds_15k scaled down)
+    python bench/forecast.py --quick            # 1,000 series, plain Prophet on 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from spark_jobs.forecast import (  # noqa: E402
+    REGRESSORS,
+    UNCENSORED_MAX_STOCKOUT_HOURS,
+    forecast_demand,
+    prophet_model,
+)
+
+DATA = Path(os.environ.get("SHELFLIFE_FRESHRETAIL",
+                           ROOT.parent / "shared" / "data" / "freshretailnet_daily.parquet"))
+KEYS = ["store_id", "product_id"]
+TEST_DAYS = 7
+TARGET_WAPE, TARGET_BIAS, TARGET_SECONDS = 0.32, 0.03, 600.0
+BEGAN = time.monotonic()
+
+
+def say(message: str) -> None:
+    print(f"[{time.monotonic() - BEGAN:6.1f} s] {message}", flush=True)
+
+
+def split(data: pd.DataFrame, series: int, seed: int, weeks_back: int = 0
+          ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A random sample of series; train on all but each series' last TEST_DAYS days (after
+    dropping ``weeks_back`` weeks from the end)."""
+    keys = data[KEYS].drop_duplicates()
+    if series < len(keys):
+        keys = keys.sample(n=series, random_state=seed)
+    sample = data.merge(keys, on=KEYS)
+    dates = sorted(sample["dt"].unique())
+    end, cut = dates[-1 - 7 * weeks_back], dates[-TEST_DAYS - 1 - 7 * weeks_back]
+    return sample[sample["dt"] <= cut], sample[(sample["dt"] > cut) & (sample["dt"] <= end)]
+
+
+def baselines(train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
+    """Seasonal naive (same weekday, last week) and mean of the last 28 days."""
+    train = train.sort_values("dt")
+    last = train.groupby(KEYS).tail(28)
+    mean28 = last.groupby(KEYS)["sale"].mean().rename("mean28").reset_index()
+    week = train.groupby(KEYS).tail(7)
+    week = week.assign(dow=pd.to_datetime(week["dt"]).dt.dayofweek)
+    snaive = week[[*KEYS, "dow", "sale"]].rename(columns={"sale": "snaive"})
+    out = test.assign(dow=pd.to_datetime(test["dt"]).dt.dayofweek)
+    return out.merge(mean28, on=KEYS).merge(snaive, on=[*KEYS, "dow"]).drop(columns="dow")
+
+
+def _plain_prophet(series: pd.DataFrame) -> pd.DataFrame:
+    """One series: Prophet with the regressors, fitted on its training days as they are."""
+    train, test = series[series["_train"]], series[~series["_train"]]
+    model = prophet_model()
+    regs = [r for r in REGRESSORS if train[r].std() > 1e-9]
+    for name in regs:
+        model.add_regressor(name)
+    frame = train.assign(ds=pd.to_datetime(train["dt"]), y=train["sale"])
+    model.fit(frame[["ds", "y", *regs]])
+    pred = model.predict(test.assign(ds=pd.to_datetime(test["dt"]))[["ds", *regs]])
+    return test[[*KEYS, "dt"]].assign(prophet=np.clip(pred["yhat"].to_numpy(), 0, None))
+
+
+def plain_prophet(train: pd.DataFrame, test: pd.DataFrame, workers: int) -> pd.DataFrame:
+    both = pd.concat([train.assign(_train=True), test.assign(_train=False)])
+    groups = [g for _, g in both.groupby(KEYS)]
+    out = []
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for i, result in enumerate(pool.map(_plain_prophet, groups, chunksize=4), start=1):
+            out.append(result)
+            if i % 50 == 0 or i == len(groups):
+                say(f"plain prophet: {i}/{len(groups)} series")
+    return pd.concat(out)
+
+
+def earlier_weeks(data: pd.DataFrame, series: int, seed: int, workers: int
+                  ) -> list[dict[str, object]]:
+    """The backtest one and two weeks earlier: Shelflife and mean-28 on uncensored days."""
+    folds = []
+    for back in (1, 2):
+        train, test = split(data, series, seed, weeks_back=back)
+        say(f"earlier week {back}: {series:,} series, test {test['dt'].min()}.."
+            f"{test['dt'].max()}")
+        out = forecast_demand(train, TEST_DAYS, test.drop(columns=["sale", "stockout_hours"]),
+                              threads=workers, seed=seed)
+        out["dt"] = out["dt"].dt.strftime("%Y-%m-%d")
+        scored = baselines(train, test).merge(out[[*KEYS, "dt", "forecast"]], on=[*KEYS, "dt"])
+        clean = scored[scored["stockout_hours"] <= UNCENSORED_MAX_STOCKOUT_HOURS]
+        wape, bias = score(clean, "forecast")
+        m_wape, m_bias = score(clean, "mean28")
+        folds.append({"test": f"{test['dt'].min()}..{test['dt'].max()}", "wape": round(wape, 4),
+                      "bias": round(bias, 4), "wape_mean28": round(m_wape, 4),
+                      "bias_mean28": round(m_bias, 4)})
+    return folds
+
+
+def score(frame: pd.DataFrame, column: str) -> tuple[float, float]:
+    total = frame["sale"].sum()
+    wape = float((frame["sale"] - frame[column]).abs().sum() / total)
+    return wape, float(frame[column].sum() / total - 1)
+
+
+def report(title: str, frame: pd.DataFrame, columns: dict[str, str]) -> dict[str, float]:
+    clean = frame[frame["stockout_hours"] <= UNCENSORED_MAX_STOCKOUT_HOURS]
+    print(f"\n{title}: {frame[KEYS].drop_duplicates().shape[0]:,} series, "
+          f"{len(clean):,} of {len(frame):,} test days with <= "
+          f"{UNCENSORED_MAX_STOCKOUT_HOURS:g} stockout hours")
+    print(f"  {'model':34s} {'WAPE':>7s} {'bias':>7s}   {'all days: WAPE':>14s} {'bias':>7s}")
+    figures = {}
+    for name, col in columns.items():
+        wape, bias = score(clean, col)
+        all_wape, all_bias = score(frame, col)
+        figures[col] = wape
+        figures[f"{col}_bias"] = bias
+        print(f"  {name:34s} {wape:7.3f} {bias:+7.3f}   {all_wape:14.3f} {all_bias:+7.3f}")
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--series", type=int, default=15000, help="series to forecast")
+    parser.add_argument("--prophet-sample", type=int, default=300,
+                        help="series for the plain per-series Prophet baseline")
+    parser.add_argument("--workers", type=int, default=2, help="processes/threads (<= 2 here)")
+    parser.add_argument("--fold-series", type=int, default=3000,
+                        help="series for the two earlier-week backtests (0 = skip)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="1,000 series, Prophet on 40")
+    args = parser.parse_args()
+    if args.quick:
+        args.series, args.prophet_sample, args.fold_series = 1000, 40, 500
+
+    data = pd.read_parquet(DATA)
+    train, test = split(data, args.series, args.seed)
+    n = train[KEYS].drop_duplicates().shape[0]
+    say(f"{n:,} series, train {train['dt'].min()}..{train['dt'].max()}, "
+        f"test {test['dt'].min()}..{test['dt'].max()}")
+    future = test.drop(columns=["sale", "stockout_hours"])
+
+    say(f"Shelflife forecaster on {n:,} series ({args.workers} threads)")
+    started = time.monotonic()
+    forecast = forecast_demand(train, TEST_DAYS, future, threads=args.workers,
+                               seed=args.seed, progress=say)
+    seconds = time.monotonic() - started
+    seconds_15k = seconds * 15000 / n
+    say(f"Shelflife forecaster: {seconds:.1f} s for {n:,} series "
+        f"({seconds / n * 1000:.1f} ms a series)")
+    forecast["dt"] = forecast["dt"].dt.strftime("%Y-%m-%d")
+    scored = baselines(train, test).merge(
+        forecast[[*KEYS, "dt", "forecast", "lower", "upper", "model"]], on=[*KEYS, "dt"])
+    columns = {"Shelflife (prophet_pooled+gbm)": "forecast", "seasonal naive": "snaive",
+               "mean of last 28 days": "mean28"}
+    overall = report("All sampled series", scored, columns)
+    clean = scored[scored["stockout_hours"] <= UNCENSORED_MAX_STOCKOUT_HOURS]
+    inside = ((clean["sale"] >= clean["lower"]) & (clean["sale"] <= clean["upper"])).mean()
+    print(f"  80% interval covers {inside:.1%} of those days; models used: "
+          f"{forecast.groupby('model').size().to_dict()}")
+
+    rng = np.random.default_rng(args.seed)
+    keys = scored[KEYS].drop_duplicates()
+    pick = keys.iloc[rng.choice(len(keys), size=min(args.prophet_sample, len(keys)),
+                                replace=False)]
+    say(f"plain per-series Prophet with regressors on a sample of {len(pick)} series")
+    p_started = time.monotonic()
+    prophet = plain_prophet(train.merge(pick, on=KEYS), test.merge(pick, on=KEYS),
+                            args.workers)
+    p_seconds = time.monotonic() - p_started
+    per_series = p_seconds * args.workers / len(pick)
+    say(f"plain prophet: {per_series:.3f} s a series per core, so about "
+        f"{per_series * 15000 / args.workers / 60:.0f} min for 15,000 on {args.workers} cores")
+    sample = scored.merge(prophet, on=[*KEYS, "dt"])
+    sampled = report(f"Prophet sample ({len(pick)} series)", sample,
+                     {**columns, "plain Prophet + regressors": "prophet"})
+
+    folds = earlier_weeks(data, args.fold_series, args.seed, args.workers) if (
+        args.fold_series) else []
+    if folds:
+        print(f"\nSame backtest on earlier weeks ({args.fold_series:,} series, test days with "
+              f"<= {UNCENSORED_MAX_STOCKOUT_HOURS:g} stockout hours):")
+        print(f"  {'test week':24s} {'WAPE':>7s} {'bias':>7s}   {'mean-28 WAPE':>12s} {'bias':>7s}")
+        for fold in folds:
+            print(f"  {fold['test']:24s} {fold['wape']:7.3f} {fold['bias']:+7.3f}   "
+                  f"{fold['wape_mean28']:12.3f} {fold['bias_mean28']:+7.3f}")
+
+    wape, bias = overall["forecast"], overall["forecast_bias"]
+    print(f"\ntargets: WAPE {wape:.3f} <= {TARGET_WAPE} "
+          f"{'met' if wape <= TARGET_WAPE else 'MISSED'}; |bias| {abs(bias):.3f} <= "
+          f"{TARGET_BIAS} {'met' if abs(bias) <= TARGET_BIAS else 'MISSED'}; 15k series "
+          f"{seconds_15k:.0f} s <= {TARGET_SECONDS:.0f} "
+          f"{'met' if seconds_15k <= TARGET_SECONDS else 'MISSED'}"
+          + ("" if n == 15000 else f" (scaled from {n:,} series)"))
+    print(json.dumps({
+        "wape": round(wape, 4), "bias": round(bias, 4),
+        "wape_snaive": round(overall["snaive"], 4), "wape_mean28": round(overall["mean28"], 4),
+        "wape_prophet_plain": round(sampled["prophet"], 4),
+        "bias_prophet_plain": round(sampled["prophet_bias"], 4),
+        "wape_on_prophet_sample": round(sampled["forecast"], 4),
+        "prophet_sample": len(pick), "series": n, "seconds": round(seconds, 1),
+        "seconds_15k": round(seconds_15k, 1), "seconds_15k_scaled": n != 15000,
+        "interval_coverage": round(float(inside), 3), "test_days": TEST_DAYS,
+        "workers": args.workers, "earlier_weeks": folds,
+    }))
+
+
+if __name__ == "__main__":
+    main()
