@@ -95,8 +95,12 @@ SCHEMAS: dict[tuple[str, str], T.StructType] = {
         ("region", S), ("location_id", S), ("category", S), ("day", DT),
         ("received_units", L), ("sold_units", L), ("wasted_units", L), ("waste_rate", D),
         ("skus_active", L), ("skus_stocked_out", L), ("stockout_rate", D),
-        ("updated_at", TS)),
+        ("updated_at", TS), ("forecast_units", D), ("forecast_abs_error", D),
+        ("forecast_wape", D), ("transferred_in_units", L), ("transferred_sold_48h", L),
+        ("transfer_efficiency", D)),
 }
+BATCH_OUTCOMES = (("gold", "forecast_accuracy"), ("gold", "transfer_outcomes"))
+"""Written by the batch jobs (:mod:`spark_jobs.accuracy`), read into ``business_metrics``."""
 PARTITIONS: dict[tuple[str, str], tuple[str, ...]] = {
     key: (() if key == ("silver", "items") else ("region",)) for key in SCHEMAS}
 
@@ -196,7 +200,45 @@ def availability_rows(state: RegionState, trends: list[dict], levels: list[tuple
             for sku, a in sorted(agg.items())]
 
 
-def business_rows(state: RegionState, since: str, now: datetime) -> list[dict]:
+OutcomeBook = dict[tuple[str, str, str], list[float]]
+"""(location, category, day) -> [forecast units, forecast actual, absolute error,
+transferred-in units, of which sold within 48 h], from the batch jobs' gold tables."""
+
+
+def outcome_book(state: RegionState, accuracy: list[dict], transfers: list[dict]
+                 ) -> OutcomeBook:
+    """Forecast accuracy and transfer outcomes summed per location, category and day."""
+    book: OutcomeBook = {}
+    for r in accuracy:
+        key = (r["location_id"], category_of(state.items, r["sku"]), str(r["day"]))
+        b = book.setdefault(key, [0.0] * 5)
+        b[0] += r["forecast"] or 0.0
+        b[1] += r["actual"] or 0.0
+        b[2] += r["abs_error"] or 0.0
+    for r in transfers:
+        key = (r["location_id"], category_of(state.items, r["sku"]), str(r["day"]))
+        b = book.setdefault(key, [0.0] * 5)
+        b[3] += r["units_in"] or 0
+        b[4] += r["sold_48h"] or 0
+    return book
+
+
+def _outcome_columns(b: list[float] | None) -> dict[str, Any]:
+    if b is None:
+        return {"forecast_units": None, "forecast_abs_error": None, "forecast_wape": None,
+                "transferred_in_units": None, "transferred_sold_48h": None,
+                "transfer_efficiency": None}
+    return {"forecast_units": b[0], "forecast_abs_error": b[2],
+            "forecast_wape": b[2] / b[1] if b[1] > 0 else None,
+            "transferred_in_units": int(b[3]), "transferred_sold_48h": int(b[4]),
+            "transfer_efficiency": b[4] / b[3] if b[3] > 0 else None}
+
+
+def business_rows(state: RegionState, since: str, now: datetime,
+                  outcomes: OutcomeBook | None = None) -> list[dict]:
+    """Per location, category and day: waste and stockout rates from the stream, and the
+    forecast error and transfer efficiency the batch jobs measured for it."""
+    outcomes = outcomes or {}
     agg: dict[tuple[str, str, str], list[int]] = {}
     for (loc, sku, day), v in state.daily.items():
         if day < since:
@@ -211,7 +253,8 @@ def business_rows(state: RegionState, since: str, now: datetime) -> list[dict]:
              "day": date.fromisoformat(day), "received_units": a[0], "sold_units": a[1],
              "wasted_units": a[2], "waste_rate": (a[2] / a[0]) if a[0] else None,
              "skus_active": a[3], "skus_stocked_out": a[4],
-             "stockout_rate": a[4] / a[3] if a[3] else None, "updated_at": now}
+             "stockout_rate": a[4] / a[3] if a[3] else None, "updated_at": now,
+             **_outcome_columns(outcomes.get((loc, cat, day)))}
             for (loc, cat, day), a in sorted(agg.items())]
 
 
@@ -243,6 +286,8 @@ class DerivedWriter:
         self._last_aggregates = 0.0
         self._resolutions_version = -1
         self.resolutions: dict[str, dict[str, Any]] = {}
+        self._outcome_versions: tuple[int | None, int | None] = (None, None)
+        self.outcomes: OutcomeBook = {}
         self.error: BaseException | None = None
 
     def start(self) -> None:
@@ -276,6 +321,8 @@ class DerivedWriter:
         if aggregates is None:
             aggregates = (now.timestamp() - self._last_aggregates) >= self.aggregates_every_s
         self._load_resolutions()
+        if aggregates:
+            self._load_outcomes()
         st = self.state
         written: list[str] = []
         with self.lock:
@@ -291,7 +338,7 @@ class DerivedWriter:
                 st.dirty_days.clear()
                 since = days[0] if days else None
                 daily = daily_rows(st, since) if since else []
-                business = business_rows(st, since, now) if since else []
+                business = business_rows(st, since, now, self.outcomes) if since else []
                 trends = trend_rows(st, now)
                 levels = self.levels()
                 batch = self.batch()
@@ -350,6 +397,35 @@ class DerivedWriter:
         if latest != self.resolutions:
             self.resolutions = latest
             self.state.dirty.add("resolutions")
+
+    def _load_outcomes(self) -> None:
+        """Re-read the batch jobs' forecast accuracy and transfer outcomes when they
+        changed, and mark their days for rewriting in ``business_metrics``."""
+        versions, rows = [], []
+        for name in ("forecast_accuracy", "transfer_outcomes"):
+            path = self.paths.get(name)
+            if path is None or not DeltaTable.is_deltatable(path):
+                versions.append(None)
+                rows.append([])
+                continue
+            table = DeltaTable(path)
+            versions.append(table.version())
+            rows.append(None)
+        if tuple(versions) == self._outcome_versions:
+            return
+        for i, name in enumerate(("forecast_accuracy", "transfer_outcomes")):
+            if rows[i] is None:
+                cols = (["location_id", "sku", "day", "forecast", "actual", "abs_error"]
+                        if i == 0 else ["location_id", "sku", "day", "units_in", "sold_48h"])
+                rows[i] = DeltaTable(self.paths[name]).to_pyarrow_table(
+                    columns=cols, filters=[("region", "=", self.state.region)]).to_pylist()
+        with self.lock:
+            book = outcome_book(self.state, rows[0], rows[1])
+            changed = {k[2] for k in set(book) ^ set(self.outcomes)} | {
+                k[2] for k in book if book[k] != self.outcomes.get(k)}
+            self.outcomes = book
+            self.state.dirty_days.update(changed)
+        self._outcome_versions = (versions[0], versions[1])
 
     def _write_items(self, written: list[str]) -> None:
         items = self.state.items

@@ -121,7 +121,7 @@ class RegionStream:
         self.paths = {name: str(table_path(layer, name, self.root)) for layer, name in (
             ("bronze", "events_raw"), ("silver", "events"), ("silver", "dead_letters"),
             ("gold", "stock_cohorts"), ("gold", "stock_levels"), ("gold", "region_status"),
-            *derived.SCHEMAS)}
+            *derived.SCHEMAS, *derived.BATCH_OUTCOMES)}
         self.record = RecordWriter(region, self.checkpoint / "pending", self.paths,
                                    self.app_id, every_s=config.record_every_s)
         self.record.flush()  # spills a crash left behind go to bronze/silver first
