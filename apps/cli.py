@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from apps.batch import add_batch_commands
 from apps.deadletters import add_deadletter_commands
 from apps.review import add_review_commands
 from edge_mqtt.cli import add_agent_commands
@@ -238,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_dashboard)
 
     add_deadletter_commands(sub, _add)
+    add_batch_commands(sub, _add)
     add_review_commands(sub, _add)
     add_agent_commands(sub)
     return parser

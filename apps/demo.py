@@ -1,6 +1,7 @@
 """``shelflife demo``: every component as its own process, on embedded defaults.
 
-brokers -> ingest -> streaming -> dashboard, then the simulated fleet once the brokers
+brokers -> ingest -> streaming -> dashboard -> batch decisions (forecasts half-hourly,
+transfers and reorders every 5 minutes), then the simulated fleet once the brokers
 answer. Output of each process is prefixed with its name; Ctrl-C stops them all.
 """
 
@@ -49,6 +50,7 @@ def run_demo(*, lakehouse: str, data_dir: str, port: int, stores: int,
         ("ingest", cli + ["ingest", "--lakehouse", lake]),
         ("stream", cli + ["stream", "--lakehouse", lake]),
         ("dashboard", dashboard_command(lake, port)),
+        ("batch", cli + ["batch", "schedule", "--lakehouse", lake]),
         ("fleet", cli + ["simulate", "--stores", str(stores), "--events-per-s",
                          str(events_per_s), "--data-dir", str(var / "fleet")]),
     ]

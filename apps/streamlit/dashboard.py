@@ -24,7 +24,7 @@ import pyarrow as pa  # noqa: E402
 import streamlit as st  # noqa: E402
 from deltalake.exceptions import DeltaError  # noqa: E402
 
-from apps.streamlit import views  # noqa: E402
+from apps.streamlit import decision_views, views  # noqa: E402
 from lakehouse import readers  # noqa: E402
 from lakehouse.contract import REGIONS  # noqa: E402
 from lakehouse.paths import ENV_ROOT, lakehouse_root, table_path  # noqa: E402
@@ -273,6 +273,84 @@ def render_business(root: str) -> None:
     by_day["stockout_rate"] = by_day["skus_stocked_out"] / by_day["skus_active"]
     st.dataframe(by_day.sort_values(["day", "category"], ascending=[False, True]),
                  hide_index=True)
+    if "transferred_in_units" in metrics:
+        st.subheader("Forecast error and transfer efficiency (from the batch jobs)")
+        st.dataframe(decision_views.outcome_by_day(metrics), hide_index=True)
+
+
+def render_transfers(root: str) -> None:
+    """Transfers a person approves: each with its lot, transit, life at arrival and why."""
+    recs = current_table(root, "gold", "transfer_recommendations")
+    if recs is None:
+        st.info("Transfer recommendations appear after the first `shelflife batch transfers` "
+                "run (the demo runs it every 5 minutes).")
+        return
+    totals = decision_views.transfer_totals(recs)
+    cols = st.columns(4)
+    cols[0].metric("Proposed", totals["proposed"])
+    cols[1].metric("Units to move", f"{totals['units']:,}")
+    cols[2].metric("Units expected saved", f"{totals['units_saved']:,.0f}")
+    cols[3].metric("Value saved / cost", f"{totals['value_saved']:,.0f} / {totals['cost']:,.0f}")
+    show = st.multiselect("Status", ["proposed", "approved", "rejected"],
+                          default=["proposed"], key="transfer_status")
+    rows = decision_views.transfer_table(recs, show)
+    st.dataframe(rows, hide_index=True)
+    st.caption("A lot is never proposed if it would reach the destination's shelf (after "
+               "transit and handling) with less life than the category's minimum there.")
+    proposed = rows[rows["status"] == "proposed"]["recommendation_id"].tolist()
+    if not proposed:
+        return
+    with st.form("transfer_decision", clear_on_submit=True):
+        pick = st.selectbox("Recommendation", proposed, key="transfer_pick")
+        who = st.text_input("Your name", key="transfer_by")
+        note = st.text_input("Note (optional)", key="transfer_note")
+        approve, reject = st.columns(2)
+        decision = ("approved" if approve.form_submit_button("Approve") else
+                    "rejected" if reject.form_submit_button("Reject") else None)
+    if decision:
+        from spark_jobs.batch import record_decision
+
+        try:
+            record_decision(pick, decision, who, note=note, root=root)
+            st.success(f"{pick}: {decision} by {who}")
+        except ValueError as exc:
+            st.error(str(exc))
+
+
+def render_reorders(root: str) -> None:
+    """What each store should order now, and what it would waste if it ordered more."""
+    sugg = current_table(root, "gold", "reorder_suggestions")
+    if sugg is None or sugg.empty:
+        st.info("Reorder suggestions appear after `shelflife batch reorders` (every 5 minutes "
+                "in the demo); none means every store's stock covers its forecast.")
+        return
+    regions = ["all", *sorted(sugg["region"].unique())]
+    region = st.selectbox("Region", regions, key="reorder_region")
+    st.dataframe(decision_views.reorder_table(sugg, None if region == "all" else region),
+                 hide_index=True)
+    st.caption("Orders never exceed what the forecast says will sell before the new lot "
+               "stops being sellable; counts and adjustments are not demand.")
+
+
+def render_forecasts(root: str) -> None:
+    """Forecast accuracy as actuals arrive, and the forecasts themselves."""
+    accuracy = current_table(root, "gold", "forecast_accuracy")
+    if accuracy is not None and not accuracy.empty:
+        st.subheader("Accuracy (forecast made before the day vs sales)")
+        st.dataframe(decision_views.accuracy_by_day(accuracy), hide_index=True)
+    forecasts = current_table(root, "gold", "demand_forecasts")
+    if forecasts is None or forecasts.empty:
+        st.info("Forecasts appear after `shelflife batch forecasts` (half-hourly in the demo).")
+        return
+    st.subheader("Demand forecasts")
+    st.caption(", ".join(f"{m}: {n}" for m, n in forecasts.drop_duplicates(
+        ["location_id", "sku"])["model"].value_counts().items()))
+    keys = sorted(forecasts["location_id"].unique())
+    loc = st.selectbox("Location", keys, key="forecast_location")
+    rows = forecasts[forecasts["location_id"] == loc]
+    sku = st.selectbox("SKU", sorted(rows["sku"].unique()), key="forecast_sku")
+    one = rows[rows["sku"] == sku].sort_values("forecast_date")
+    st.line_chart(one.set_index("forecast_date")[["lower", "forecast", "upper"]])
 
 
 @st.fragment(run_every=REFRESH_S)
@@ -287,12 +365,19 @@ def live_view(root: str) -> None:
         known = set(REGIONS) if status is None else set(REGIONS) | set(status["region"])
         main_col, side_col = st.columns([5, 1])
         with main_col:
-            stock, review, network, business = st.tabs(
-                ["Stock", "Review queue", "Network & trends", "Business metrics"])
+            stock, review, transfers, reorders, forecasts, network, business = st.tabs(
+                ["Stock", "Review queue", "Transfers to approve", "Reorders", "Forecasts",
+                 "Network & trends", "Business metrics"])
             with stock:
                 render_stock(root, now, sorted(known))
             with review:
                 render_review(root)
+            with transfers:
+                render_transfers(root)
+            with reorders:
+                render_reorders(root)
+            with forecasts:
+                render_forecasts(root)
             with network:
                 render_network(root)
             with business:

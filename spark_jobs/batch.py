@@ -1,0 +1,357 @@
+"""The decision jobs behind ``shelflife batch``: forecasts, accuracy, transfers, reorders.
+
+Each job reads the lakehouse, decides, and replaces one gold table, printing what it is
+doing as it goes. Forecasts and transfer outcomes read silver ``events`` with Spark
+(months of events); transfers and reorders work on gold stock, the forecasts and the
+reference tables, which fit in memory, so they run in pandas with ``deltalake`` and need
+no JVM. :func:`run_schedule` runs them on a timer for the demo and for a small network.
+
+Only demand drives these decisions: forecasts read ``sold`` events alone, and transfers
+and reorders read forecasts and stock, never counts or adjustments as demand. A count
+changes what is on hand, which is the point of counting, and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from lakehouse.paths import table_path
+from lakehouse.readers import read_table
+
+from . import reference
+from .accuracy import (
+    FORECAST_ACCURACY_SCHEMA,
+    FORECAST_HISTORY_SCHEMA,
+    TRANSFER_OUTCOMES_SCHEMA,
+    forecast_accuracy,
+    merge_history,
+    transfer_outcomes,
+)
+
+Root = str | os.PathLike[str] | None
+Say = Callable[[str], None]
+JOBS = ("forecasts", "accuracy", "transfers", "reorders")
+DECISIONS = ("approved", "rejected")
+DECISIONS_SCHEMA = pa.schema([
+    ("recommendation_id", pa.string()), ("decision", pa.string()), ("decided_by", pa.string()),
+    ("decided_at", pa.timestamp("us", tz="UTC")), ("note", pa.string()),
+])
+KEEP_DECIDED_DAYS = 2
+"""Approved or rejected transfers stay listed this long after the job stops proposing them."""
+OUTCOME_LOOKBACK_DAYS = 14
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+def _now(now: datetime | None) -> datetime:
+    return (now or datetime.now(UTC)).astimezone(UTC)
+
+
+def write_table(layer: str, name: str, frame: pd.DataFrame, schema: pa.Schema,
+                root: Root = None, *, partition_by: list[str] | None = None) -> int:
+    """Replace a whole table with ``frame`` (delta-rs); returns the rows written."""
+    from deltalake import write_deltalake
+
+    data = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+    path = table_path(layer, name, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_deltalake(str(path), data, mode="overwrite", schema_mode="overwrite",
+                    partition_by=partition_by)
+    return data.num_rows
+
+
+def _gold(name: str, root: Root) -> pd.DataFrame | None:
+    return read_table("gold", name, root)
+
+
+# --- forecasts -------------------------------------------------------------------------
+
+def default_through(spark: Any, root: Root, today: date) -> date | None:
+    """The last complete day of sales (yesterday), or today when the network has traded
+    only today (its first day: a partial day is all the history there is)."""
+    from pyspark.sql import functions as F
+
+    events = spark.read.format("delta").load(str(table_path("silver", "events", root)))
+    last = (events.where(F.col("event_type") == "sold")
+            .agg(F.max(F.to_date("occurred_at"))).first()[0])
+    if last is None:
+        return None
+    if last < today:
+        return last
+    first = (events.where(F.col("event_type") == "sold")
+             .agg(F.min(F.to_date("occurred_at"))).first()[0])
+    return today if first >= today else today - timedelta(days=1)
+
+
+def run_forecasts_job(root: Root = None, *, spark: Any = None, horizon_days: int = 7,
+                      through: date | None = None, now: datetime | None = None,
+                      say: Say = _print) -> dict[str, Any]:
+    """Forecast every selling (location, SKU), replace gold ``demand_forecasts`` and
+    record the forecasts of the dates not yet seen in gold ``forecast_history``."""
+    from lakehouse.spark import spark_session
+
+    from .forecast import run_forecasts
+
+    began = time.monotonic()
+    now = _now(now)
+    spark = spark or spark_session("shelflife-batch")
+    if not (table_path("silver", "events", root) / "_delta_log").exists():
+        say("forecasts: no silver events yet; nothing to forecast")
+        return {"job": "forecasts", "rows": 0, "series": 0}
+    through = through or default_through(spark, root, now.date())
+    if through is None:
+        say("forecasts: no sales yet; nothing to forecast")
+        return {"job": "forecasts", "rows": 0, "series": 0}
+    say(f"forecasts: history through {through}, {horizon_days} days ahead")
+    rows = run_forecasts(spark, root, horizon_days, through=through)
+    forecasts = _gold("demand_forecasts", root)
+    history = merge_history(_gold("forecast_history", root), forecasts, through)
+    write_table("gold", "forecast_history", history, FORECAST_HISTORY_SCHEMA, root,
+                partition_by=["region"])
+    models = forecasts.drop_duplicates(["location_id", "sku"])["model"].value_counts()
+    series = int(models.sum()) if len(models) else 0
+    say(f"forecasts: {series} series, {rows} rows in {time.monotonic() - began:.1f} s "
+        f"({', '.join(f'{m} {n}' for m, n in models.items()) or 'none'})")
+    return {"job": "forecasts", "rows": rows, "series": series, "through": str(through),
+            "seconds": round(time.monotonic() - began, 1)}
+
+
+# --- accuracy --------------------------------------------------------------------------
+
+def run_accuracy_job(root: Root = None, *, spark: Any = None, now: datetime | None = None,
+                     say: Say = _print) -> dict[str, Any]:
+    """Score past forecasts against sales, and transfers by what sold within 48 hours."""
+    began = time.monotonic()
+    now = _now(now)
+    out: dict[str, Any] = {"job": "accuracy", "forecast_rows": 0, "transfer_rows": 0}
+    history, daily = _gold("forecast_history", root), _gold("daily_movements", root)
+    if history is not None and daily is not None:
+        scored = forecast_accuracy(history, daily, today=now.date(), now=now)
+        out["forecast_rows"] = write_table("gold", "forecast_accuracy", scored,
+                                           FORECAST_ACCURACY_SCHEMA, root,
+                                           partition_by=["region"])
+        done = scored[scored["complete"]]
+        if len(done) and done["actual"].sum() > 0:
+            wape = float(done["abs_error"].sum() / done["actual"].sum())
+            out["wape"] = round(wape, 4)
+            say(f"accuracy: {len(done)} complete series-days scored, WAPE {wape:.3f}")
+        else:
+            say(f"accuracy: {len(scored)} series-days with forecasts, none complete yet")
+    else:
+        say("accuracy: no forecast history or daily sales yet")
+    if (table_path("silver", "events", root) / "_delta_log").exists():
+        from lakehouse.spark import spark_session
+
+        spark = spark or spark_session("shelflife-batch")
+        events = spark.read.format("delta").load(str(table_path("silver", "events", root)))
+        since = (now - timedelta(days=OUTCOME_LOOKBACK_DAYS)).replace(tzinfo=None)
+        outcomes = transfer_outcomes(events, now.replace(tzinfo=None), since=since).toPandas()
+        for col in ("arrived_at", "updated_at"):
+            outcomes[col] = pd.to_datetime(outcomes[col]).dt.tz_localize("UTC")
+        out["transfer_rows"] = write_table("gold", "transfer_outcomes", outcomes,
+                                           TRANSFER_OUTCOMES_SCHEMA, root,
+                                           partition_by=["region"])
+        done = outcomes[outcomes["complete"]]
+        if len(done) and done["units_in"].sum() > 0:
+            eff = float(done["sold_48h"].sum() / done["units_in"].sum())
+            out["transfer_efficiency"] = round(eff, 4)
+            say(f"accuracy: {len(done)} transfers past 48 h, {eff:.0%} of their units sold")
+        else:
+            say(f"accuracy: {len(outcomes)} transfers booked in, none past 48 h yet")
+    out["seconds"] = round(time.monotonic() - began, 1)
+    return out
+
+
+# --- transfers and reorders --------------------------------------------------------------
+
+def decision_inputs(root: Root = None) -> dict[str, pd.DataFrame] | None:
+    """What transfers and reorders decide from, read from the lakehouse; None before the
+    streaming job has written any stock."""
+    cohorts, levels = _gold("stock_cohorts", root), _gold("stock_levels", root)
+    if cohorts is None or levels is None or levels.empty:
+        return None
+    forecasts = _gold("demand_forecasts", root)
+    if forecasts is None:
+        forecasts = pd.DataFrame(columns=["region", "location_id", "sku", "forecast_date",
+                                          "forecast", "lower", "upper", "model"])
+    locs = reference.locations(levels, root)
+    items = reference.sku_attributes(set(cohorts["sku"]) | set(levels["sku"]), root)
+    moving = levels[levels["in_transit_in"].fillna(0) > 0]
+    return {
+        "cohorts": cohorts, "forecasts": forecasts, "locations": locs, "items": items,
+        "policy": reference.sellable_policy(items["category"], root),
+        "transit": reference.transit_matrix(locs, root),
+        "in_transit": pd.DataFrame({"location_id": moving["location_id"],
+                                    "sku": moving["sku"],
+                                    "quantity": moving["in_transit_in"].astype("int64")}),
+    }
+
+
+def read_decisions(root: Root = None) -> pd.DataFrame:
+    """The latest approval or rejection of each recommendation."""
+    frame = read_table("silver", "transfer_decisions", root)
+    if frame is None or frame.empty:
+        return DECISIONS_SCHEMA.empty_table().to_pandas()
+    return frame.sort_values("decided_at").drop_duplicates("recommendation_id", keep="last")
+
+
+def record_decision(recommendation_id: str, decision: str, decided_by: str, *,
+                    note: str = "", root: Root = None) -> None:
+    """Append who approved or rejected a recommendation; nothing is edited in place, and
+    the next transfers run shows it (the dashboard shows it at once)."""
+    from deltalake import write_deltalake
+
+    if decision not in DECISIONS:
+        raise ValueError(f"decision: expected one of {', '.join(DECISIONS)} "
+                         f"(got {decision!r})")
+    if not decided_by.strip():
+        raise ValueError(f"decided_by: expected a name (got {decided_by!r})")
+    recs = _gold("transfer_recommendations", root)
+    if recs is None or recommendation_id not in set(recs["recommendation_id"]):
+        raise ValueError(f"recommendation_id: no such transfer recommendation "
+                         f"(got {recommendation_id!r})")
+    row = pa.Table.from_pylist([{"recommendation_id": recommendation_id,
+                                 "decision": decision, "decided_by": decided_by.strip(),
+                                 "decided_at": datetime.now(UTC), "note": note}],
+                               schema=DECISIONS_SCHEMA)
+    path = table_path("silver", "transfer_decisions", root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_deltalake(str(path), row, mode="append")
+
+
+def _with_decisions(recs: pd.DataFrame, previous: pd.DataFrame | None,
+                    decisions: pd.DataFrame, now: datetime) -> pd.DataFrame:
+    """New recommendations carry their decision; decided ones the run no longer proposes
+    stay listed for :data:`KEEP_DECIDED_DAYS` so the approver sees what they decided."""
+    latest = decisions.set_index("recommendation_id")
+    if previous is not None and len(previous):
+        cutoff = pd.Timestamp(now - timedelta(days=KEEP_DECIDED_DAYS))
+        old = previous[previous["recommendation_id"].isin(latest.index)
+                       & ~previous["recommendation_id"].isin(recs["recommendation_id"])
+                       & (pd.to_datetime(previous["created_at"], utc=True) >= cutoff)]
+        recs = pd.concat([recs, old[recs.columns]], ignore_index=True) if len(old) else recs
+    recs = recs.copy()
+    ids = recs["recommendation_id"]
+    status = ids.map(latest["decision"]) if len(latest) else pd.Series(None, index=ids.index)
+    recs["status"] = status.fillna("proposed").to_numpy()
+    recs["decided_by"] = ids.map(latest["decided_by"]).to_numpy() if len(latest) else None
+    recs["decided_at"] = ids.map(latest["decided_at"]).to_numpy() if len(latest) else None
+    return recs
+
+
+def transfers_schema() -> pa.Schema:
+    from .transfers import TRANSFERS_SCHEMA
+
+    return (TRANSFERS_SCHEMA.append(pa.field("decided_by", pa.string()))
+            .append(pa.field("decided_at", pa.timestamp("us", tz="UTC"))))
+
+
+def run_transfers_job(root: Root = None, *, now: datetime | None = None,
+                      horizon_days: int = 7, say: Say = _print) -> dict[str, Any]:
+    """Replace gold ``transfer_recommendations`` from stock, forecasts and reference."""
+    from .transfers import recommend_transfers
+
+    began = time.monotonic()
+    now = _now(now)
+    inputs = decision_inputs(root)
+    if inputs is None:
+        say("transfers: no stock in gold yet; nothing to recommend")
+        return {"job": "transfers", "rows": 0}
+    say(f"transfers: {len(inputs['locations'])} locations, "
+        f"{inputs['cohorts']['sku'].nunique()} SKUs, {len(inputs['cohorts'])} cohorts, "
+        f"{len(inputs['transit'])} routes")
+    recs = recommend_transfers(inputs["cohorts"], inputs["forecasts"], inputs["locations"],
+                               inputs["transit"], inputs["policy"], inputs["items"],
+                               in_transit=inputs["in_transit"], now=now,
+                               horizon_days=horizon_days)
+    recs = _with_decisions(recs, _gold("transfer_recommendations", root),
+                           read_decisions(root), now)
+    rows = write_table("gold", "transfer_recommendations", recs, transfers_schema(), root)
+    saved = float(recs["expected_units_saved"].sum()) if rows else 0.0
+    say(f"transfers: {rows} recommendations, {saved:.0f} units expected saved "
+        f"({time.monotonic() - began:.1f} s)")
+    return {"job": "transfers", "rows": rows, "expected_units_saved": round(saved, 1),
+            "seconds": round(time.monotonic() - began, 1)}
+
+
+def run_reorders_job(root: Root = None, *, now: datetime | None = None,
+                     say: Say = _print) -> dict[str, Any]:
+    """Replace gold ``reorder_suggestions`` from forecasts, stock, transit and shelf life."""
+    from .reorders import REORDERS_SCHEMA, suggest_reorders
+
+    began = time.monotonic()
+    now = _now(now)
+    inputs = decision_inputs(root)
+    if inputs is None:
+        say("reorders: no stock in gold yet; nothing to suggest")
+        return {"job": "reorders", "rows": 0}
+    stores = int((inputs["locations"]["kind"] == "store").sum())
+    series = inputs["forecasts"][["location_id", "sku"]].drop_duplicates().shape[0]
+    say(f"reorders: {stores} stores, {series} forecast series")
+    out = suggest_reorders(inputs["cohorts"], inputs["forecasts"], inputs["locations"],
+                           inputs["items"], in_transit=inputs["in_transit"], now=now)
+    rows = write_table("gold", "reorder_suggestions", out, REORDERS_SCHEMA, root,
+                       partition_by=["region"])
+    units = int(out["order_quantity"].sum()) if rows else 0
+    say(f"reorders: {rows} suggestions, {units} units ({time.monotonic() - began:.1f} s)")
+    return {"job": "reorders", "rows": rows, "units": units,
+            "seconds": round(time.monotonic() - began, 1)}
+
+
+# --- the schedule ------------------------------------------------------------------------
+
+DEFAULT_EVERY_S = {"forecasts": 1800.0, "accuracy": 1800.0, "transfers": 300.0,
+                   "reorders": 300.0}
+"""Forecasts change with a day's sales, so half-hourly is plenty; transfers and reorders
+follow stock, which moves by the second."""
+
+
+def run_job(name: str, root: Root = None, *, spark: Any = None,
+            say: Say = _print) -> dict[str, Any]:
+    if name == "forecasts":
+        return run_forecasts_job(root, spark=spark, say=say)
+    if name == "accuracy":
+        return run_accuracy_job(root, spark=spark, say=say)
+    if name == "transfers":
+        return run_transfers_job(root, say=say)
+    if name == "reorders":
+        return run_reorders_job(root, say=say)
+    raise ValueError(f"job: expected one of {', '.join(JOBS)} (got {name!r})")
+
+
+def run_schedule(root: Root = None, *, every_s: dict[str, float] | None = None,
+                 first_after_s: float = 120.0, stop: threading.Event | None = None,
+                 say: Say = _print) -> None:
+    """Run each job every ``every_s[job]`` seconds, the first round ``first_after_s`` after
+    start (the stream needs a moment to write stock). A failing job is reported and
+    retried at its next slot; the others go on."""
+    every = {**DEFAULT_EVERY_S, **(every_s or {})}
+    stop = stop or threading.Event()
+    due = {job: time.monotonic() + first_after_s for job in JOBS}
+    spark = None
+    say(f"batch: schedule {', '.join(f'{j} every {every[j]:g} s' for j in JOBS)}; "
+        f"first round in {first_after_s:g} s")
+    while not stop.is_set():
+        for job in JOBS:
+            if stop.is_set() or time.monotonic() < due[job]:
+                continue
+            due[job] = time.monotonic() + every[job]
+            try:
+                if job in ("forecasts", "accuracy") and spark is None:
+                    from lakehouse.spark import spark_session
+
+                    spark = spark_session("shelflife-batch")
+                run_job(job, root, spark=spark, say=say)
+            except Exception as exc:  # noqa: BLE001 - report, keep the schedule
+                say(f"batch: {job} failed: {type(exc).__name__}: {exc}")
+        stop.wait(1.0)

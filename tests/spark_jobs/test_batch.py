@@ -1,0 +1,236 @@
+"""The decision jobs end to end on a lakehouse: real events through silver (Spark) and the
+streaming state into gold, then ``shelflife batch`` forecasts, transfers and reorders.
+
+The count week: the same four weeks with and without a nightly full count of every
+location (a count that confirms stock) must give the same forecasts, transfers and
+reorders. Counts correct stock; they are never demand.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+SKU = "DAIRY-YOG-500"
+WH, SHORT, AMPLE = "WH-EAST-1", "EAST-S001", "EAST-S002"
+THROUGH = date(2026, 11, 30)
+NOW = datetime(2026, 12, 1, 6, tzinfo=UTC)
+DAYS = 28
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Mirror:
+    """One location's stock as its agent keeps it, to give events the right numbers."""
+
+    def __init__(self, loc: str, events: list[dict]) -> None:
+        self.loc, self.events, self.lots = loc, events, {}
+
+    def _add(self, moment: datetime, event_type: str, payload: dict) -> None:
+        from lakehouse.contract import build_event, format_ts
+
+        seq = sum(1 for e in self.events if e["location_id"] == self.loc) + 1
+        self.events.append(build_event(location_id=self.loc, seq=seq, event_type=event_type,
+                                       payload=payload, occurred_at=format_ts(moment)))
+
+    def on_hand(self) -> int:
+        return sum(q for q, _ in self.lots.values())
+
+    def receive(self, moment: datetime, lot: str, qty: int, expires: date) -> None:
+        self._add(moment, "received", {"sku": SKU, "lot": lot, "quantity": qty,
+                                       "expires_on": expires.isoformat(), "supplier_ref": "S",
+                                       "unit_cost": 0.95, "stock_before": self.on_hand()})
+        self.lots[lot] = [self.lots.get(lot, [0, expires])[0] + qty, expires]
+
+    def sell(self, moment: datetime, qty: int) -> None:
+        before, drawn, left = self.on_hand(), [], qty
+        for lot, (have, exp) in sorted(self.lots.items(), key=lambda kv: kv[1][1]):
+            take = min(have, left)
+            if take:
+                drawn.append({"lot": lot, "expires_on": exp.isoformat(), "quantity": take})
+                self.lots[lot][0] -= take
+                left -= take
+        self._add(moment, "sold", {"sku": SKU, "quantity": qty, "unit_price": 1.69,
+                                   "transaction_ref": f"T{len(self.events)}", "lots": drawn,
+                                   "stock_before": before})
+
+    def count(self, moment: datetime) -> None:
+        self._add(moment, "counted", {"items": [
+            {"sku": SKU, "lot": lot, "expires_on": exp.isoformat(), "quantity": q}
+            for lot, (q, exp) in sorted(self.lots.items()) if q > 0]})
+
+
+def network_events(count_week: bool) -> list[dict]:
+    """SHORT sells 10 a day from one delivery and will run out this week; AMPLE sells 4 a
+    day with about ten days left, all of which it will sell; the warehouse holds an old
+    yogurt lot (expires 12-02) and a fresher one (12-05) and sells nothing."""
+    events: list[dict] = []
+    short, ample, wh = (Mirror(loc, events) for loc in (SHORT, AMPLE, WH))
+    first = THROUGH - timedelta(days=DAYS - 1)
+    start = datetime.combine(first, datetime.min.time(), UTC)
+    short.receive(start.replace(hour=6), "S-L1", 300, date(2026, 12, 20))
+    ample.receive(start.replace(hour=6), "A-L1", 150, date(2026, 12, 20))
+    for d in range(DAYS):
+        day = start + timedelta(days=d)
+        for hour in (9, 11, 13, 15, 17):
+            short.sell(day.replace(hour=hour), 2)
+        for hour in (10, 16):
+            ample.sell(day.replace(hour=hour), 2)
+        if day.date() == date(2026, 11, 28):
+            wh.receive(day.replace(hour=5), "WH-OLD", 200, date(2026, 12, 2))
+        if day.date() == date(2026, 11, 29):
+            wh.receive(day.replace(hour=5), "WH-NEW", 120, date(2026, 12, 5))
+        if count_week and d >= DAYS - 7:
+            for mirror in (short, ample, wh):
+                mirror.count(day.replace(hour=21))
+    return events
+
+
+def build_lakehouse(spark, root: Path, events: list[dict]) -> None:
+    """Silver from the events (Spark's own transforms), gold stock from the streaming
+    job's state, as the running system would leave them."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from lakehouse.contract import encode_event, topic
+    from lakehouse.paths import table_path
+    from spark_jobs import gold, silver
+    from spark_jobs.bronze import LANDING_SCHEMA
+    from spark_jobs.state import RegionState
+
+    lines = [("event", topic("east", e["location_id"], "events"), "east",
+              "2026-12-01T00:00:00.000Z", "b1", i, encode_event(e).decode(), None, None)
+             for i, e in enumerate(events)]
+    (silver.to_events(silver.with_parsed(spark.createDataFrame(lines, LANDING_SCHEMA)))
+     .write.format("delta").mode("overwrite").partitionBy(*silver.EVENTS_PARTITIONS)
+     .save(str(table_path("silver", "events", root))))
+    state = RegionState("east")
+    state.apply(events, now=NOW.replace(tzinfo=None))
+    for name, rows, struct in (
+            ("stock_cohorts", state.cohort_rows("east"), gold.COHORTS_SCHEMA),
+            ("stock_levels", state.level_rows("east", NOW.date()), gold.LEVELS_SCHEMA)):
+        schema = gold.arrow_schema(struct)
+        table = pa.Table.from_arrays([pa.array(list(c), type=f.type) for c, f in
+                                      zip(zip(*rows, strict=True), schema, strict=True)],
+                                     schema=schema)
+        write_deltalake(str(table_path("gold", name, root)), table, mode="overwrite")
+
+
+def run_jobs(spark, root: Path) -> dict[str, pd.DataFrame]:
+    from lakehouse.readers import read_table
+    from spark_jobs import batch
+
+    said: list[str] = []
+    batch.run_forecasts_job(root, spark=spark, through=THROUGH, now=NOW, say=said.append)
+    batch.run_transfers_job(root, now=NOW, say=said.append)
+    batch.run_reorders_job(root, now=NOW, say=said.append)
+    assert any(line.startswith("transfers: ") and "recommendations" in line for line in said)
+    out = {}
+    for name, order in (("demand_forecasts", ["location_id", "forecast_date"]),
+                        ("transfer_recommendations", ["recommendation_id"]),
+                        ("reorder_suggestions", ["location_id"])):
+        frame = read_table("gold", name, root)
+        out[name] = frame.drop(columns=[c for c in ("created_at", "trained_at",
+                                                    "fit_seconds") if c in frame])
+        out[name] = out[name].sort_values(order).reset_index(drop=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def decided(spark, tmp_path_factory):
+    results = {}
+    for count_week in (False, True):
+        root = tmp_path_factory.mktemp(f"count_week_{count_week}")
+        build_lakehouse(spark, root, network_events(count_week))
+        results[count_week] = (root, run_jobs(spark, root))
+    return results
+
+
+@pytest.mark.spark
+def test_transfers_skip_the_lot_too_old_to_arrive_sellable_and_send_the_fresher_one(decided):
+    _, out = decided[False]
+    recs = out["transfer_recommendations"]
+    assert "WH-OLD" not in set(recs["lot"])  # 42 h of life - 6 h truck - 8 h shelving < 36 h
+    fresh = recs[(recs["lot"] == "WH-NEW") & (recs["destination_location"] == SHORT)]
+    assert len(fresh) == 1
+    row = fresh.iloc[0]
+    assert row["source_location"] == WH
+    assert row["shelf_life_at_arrival_days"] >= row["min_sellable_days"] == 1.5
+    # SHORT holds 20 and sells about 10 a day: it needs tens of units, not the whole lot
+    assert 10 <= row["quantity"] <= 120
+    # the moved units would spoil where they are and sell where they go
+    assert row["waste_prob_destination"] < 0.5 <= row["waste_prob_source_before"]
+    assert row["expected_units_saved"] >= 1
+    assert AMPLE not in set(recs["destination_location"])  # it has ten days of stock
+
+
+@pytest.mark.spark
+def test_reorders_go_to_the_store_that_runs_short_only(decided):
+    _, out = decided[False]
+    reorders = out["reorder_suggestions"]
+    assert set(reorders["location_id"]) == {SHORT}
+    assert int(reorders.iloc[0]["order_quantity"]) > 0
+
+
+@pytest.mark.spark
+def test_a_count_week_changes_no_forecast_transfer_or_reorder(decided):
+    (_, plain), (_, counted) = decided[False], decided[True]
+    for name in ("demand_forecasts", "transfer_recommendations", "reorder_suggestions"):
+        assert len(plain[name]) > 0, name
+        pd.testing.assert_frame_equal(plain[name], counted[name], check_like=True, obj=name)
+
+
+@pytest.mark.spark
+def test_dashboard_lists_the_transfer_and_records_a_decision(decided, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from lakehouse.paths import ENV_ROOT
+    from spark_jobs.batch import read_decisions
+
+    root, out = decided[False]
+    monkeypatch.setenv(ENV_ROOT, str(root))
+    at = AppTest.from_file(str(ROOT / "apps" / "streamlit" / "dashboard.py"),
+                           default_timeout=60).run()
+    assert not at.exception, [e.value for e in at.exception]
+    frames = [f.value for f in at.dataframe if "recommendation_id" in f.value.columns]
+    assert frames and "WH-NEW" in set(frames[0]["lot"])
+    assert any(m.label == "Proposed" and m.value == str(len(frames[0])) for m in at.metric)
+    reorders = [f.value for f in at.dataframe if "order_quantity" in f.value.columns]
+    assert reorders and set(reorders[0]["location_id"]) == {SHORT}
+
+    rec_id = out["transfer_recommendations"]["recommendation_id"].iloc[0]
+    at.selectbox(key="transfer_pick").set_value(rec_id)
+    at.text_input(key="transfer_by").input("ben")
+    next(b for b in at.button if b.label == "Reject").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(f"{rec_id}: rejected by ben" in s.value for s in at.success)
+    latest = read_decisions(root).set_index("recommendation_id")
+    assert latest.loc[rec_id, ["decision", "decided_by"]].tolist() == ["rejected", "ben"]
+
+
+@pytest.mark.spark
+def test_approving_a_transfer_from_the_cli_is_recorded_and_kept_on_the_next_run(decided):
+    from lakehouse.readers import read_table
+    from spark_jobs import batch
+
+    root, out = decided[False]
+    rec_id = out["transfer_recommendations"]["recommendation_id"].iloc[0]
+    cli = [sys.executable, "-m", "apps.cli"]
+    shown = subprocess.run([*cli, "transfers", "list", "--lakehouse", str(root)], cwd=ROOT,
+                           capture_output=True, text=True, check=True)
+    assert rec_id in shown.stdout and "WH-NEW" in shown.stdout
+    done = subprocess.run([*cli, "transfers", "approve", rec_id, "--by", "ana",
+                           "--lakehouse", str(root)], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    bad = subprocess.run([*cli, "transfers", "approve", "nope", "--by", "ana",
+                          "--lakehouse", str(root)], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and "recommendation_id" in bad.stdout and "'nope'" in bad.stdout
+
+    batch.run_transfers_job(root, now=NOW, say=lambda _m: None)
+    again = read_table("gold", "transfer_recommendations", root).set_index("recommendation_id")
+    assert again.loc[rec_id, "status"] == "approved"
+    assert again.loc[rec_id, "decided_by"] == "ana"

@@ -1,0 +1,118 @@
+"""Reorder suggestions: cover the window to the next delivery, net of sellable stock and stock
+in transit, and never more than the new lot will sell before it stops being sellable."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, date, datetime, timedelta
+
+import pandas as pd
+import pyarrow as pa
+
+from spark_jobs.reorders import ORDER_MAX_WASTE_PROB, REORDERS_SCHEMA, suggest_reorders
+from spark_jobs.shelf import Z80
+
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+COHORT_COLUMNS = ["region", "location_id", "sku", "lot", "expires_on", "quantity"]
+
+
+def reorder(stock: list[tuple[str, date | None, int]], *, demand: float = 20.0,
+            spread: float = 0.2, shelf_life: int = 10, min_sellable: int = 1, case: int = 1,
+            lead: int | None = 1, review: float = 1, moving: int = 0,
+            kind: str = "store") -> pd.DataFrame:
+    cohorts = pd.DataFrame([{"region": "east", "location_id": "S1", "sku": "MILK", "lot": lot,
+                             "expires_on": exp, "quantity": qty} for lot, exp, qty in stock],
+                           columns=COHORT_COLUMNS)
+    forecasts = pd.DataFrame([{"region": "east", "location_id": "S1", "sku": "MILK",
+                               "forecast_date": NOW.date() + timedelta(days=d),
+                               "forecast": demand, "lower": demand * (1 - spread),
+                               "upper": demand * (1 + spread), "model": "test"}
+                              for d in range(7)])
+    locations = pd.DataFrame([{"location_id": "S1", "region": "east", "kind": kind}])
+    item = {"sku": "MILK", "category": "dairy", "price": 1.1, "unit_cost": 0.5,
+            "shelf_life_days": shelf_life, "min_sellable_days": min_sellable, "case_size": case}
+    if lead is not None:
+        item["lead_time_days"] = lead
+    in_transit = (pd.DataFrame([{"location_id": "S1", "sku": "MILK", "quantity": moving}])
+                  if moving else None)
+    return suggest_reorders(cohorts, forecasts, locations, pd.DataFrame([item]),
+                            in_transit=in_transit, now=NOW, review_days=review, paths=2000)
+
+
+def daily_sd(demand: float, spread: float = 0.2) -> float:
+    return max(2 * demand * spread / (2 * Z80), math.sqrt(demand))
+
+
+def test_a_store_running_low_orders_its_window_less_sellable_stock() -> None:
+    demand, stock = 20.0, 25  # lead 1 day: about 5 left when the order lands; cover 1 day
+    out = reorder([("L1", date(2026, 12, 20), stock)], demand=demand)
+    assert len(out) == 1
+    row = out.iloc[0]
+    net = demand * 1 - (stock - demand * 1)
+    sd = daily_sd(demand) * math.sqrt(2)  # the two days' demand decide the shortfall
+    assert net <= row["order_quantity"] <= net + 2 * sd
+    assert row["demand_forecast"] == demand * 1
+    assert abs(row["sellable_at_arrival"] - (stock - demand)) <= daily_sd(demand)
+    assert row["arrives_on"] == date(2026, 12, 2) and row["cover_until"] == date(2026, 12, 3)
+    assert row["on_hand"] == stock and row["in_transit"] == 0
+    assert row["expected_waste_units"] < 1 and row["waste_prob"] < 0.1
+    assert row["order_quantity"] == round(row["demand_forecast"] + row["safety_stock"]
+                                          - row["sellable_at_arrival"])
+    assert list(out.columns) == REORDERS_SCHEMA.names
+    table = pa.Table.from_pandas(out, schema=REORDERS_SCHEMA, preserve_index=False)
+    assert table.num_rows == 1
+
+
+def test_a_store_whose_cohorts_cover_demand_orders_nothing() -> None:
+    out = reorder([("L1", date(2026, 12, 20), 200)], demand=10.0)
+    assert out.empty
+    assert list(out.columns) == REORDERS_SCHEMA.names
+
+
+def test_a_short_lived_slow_seller_is_not_told_to_order_what_will_spoil() -> None:
+    demand, life = 3.0, 2  # the new lot sells for 2 days; the cover window is 4 days
+    out = reorder([], demand=demand, shelf_life=life, min_sellable=0, review=4)
+    assert len(out) == 1
+    row = out.iloc[0]
+    sells_before_expiry = demand * life
+    assert row["order_quantity"] <= sells_before_expiry
+    assert row["order_quantity"] < row["demand_forecast"]  # the window alone would want more
+    assert row["waste_prob"] <= ORDER_MAX_WASTE_PROB
+    assert row["expected_waste_units"] <= 0.15 * row["order_quantity"]
+    assert "capped" in row["reason"]
+
+
+def test_stock_in_transit_reduces_the_order() -> None:
+    stock = [("L1", date(2026, 12, 20), 25)]  # ~5 left when the order lands
+    without = reorder(stock).iloc[0]["order_quantity"]
+    with_moving = reorder(stock, moving=12).iloc[0]  # still on hand then: 12 less to order
+    assert with_moving["in_transit"] == 12
+    assert without - 12 - 3 <= with_moving["order_quantity"] <= without - 12 + 3
+
+
+def test_cohorts_that_expire_before_the_order_arrives_are_no_cover() -> None:
+    nothing = reorder([]).iloc[0]
+    # 300 units, but their last sellable day is today (1 day left is the minimum).
+    expiring = reorder([("OLD", date(2026, 12, 1), 300)]).iloc[0]
+    assert expiring["sellable_at_arrival"] == 0
+    assert expiring["order_quantity"] == nothing["order_quantity"]
+    assert expiring["on_hand"] == 300
+
+
+def test_orders_come_in_whole_cases_when_that_does_not_spoil() -> None:
+    out = reorder([("L1", date(2026, 12, 20), 25)], case=12).iloc[0]
+    single = reorder([("L1", date(2026, 12, 20), 25)]).iloc[0]
+    assert out["order_quantity"] % 12 == 0
+    assert out["order_quantity"] == math.ceil(single["order_quantity"] / 12) * 12
+    assert out["case_size"] == 12
+
+
+def test_rounding_down_when_a_full_case_would_spoil() -> None:
+    out = reorder([], demand=2.0, shelf_life=2, min_sellable=0, case=24)
+    assert out.empty  # a case of 24 with ~4 units of sales before expiry: order nothing
+
+
+def test_lead_time_defaults_to_a_day_and_warehouses_do_not_reorder_here() -> None:
+    row = reorder([("L1", date(2026, 12, 20), 25)], lead=None).iloc[0]
+    assert row["lead_time_days"] == 1 and row["arrives_on"] == date(2026, 12, 2)
+    assert reorder([], kind="warehouse").empty

@@ -1,0 +1,123 @@
+"""The FEFO Monte Carlo: older lots sell first, stock past its sellable life is waste, and
+the same seed gives the same answer (so what-if comparisons are not noise)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from spark_jobs.shelf import ShelfModel, life_left_days
+
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def model(lots: list[tuple[str, date | None, int]], *, demand: float | list[float] = 10.0,
+          min_sellable: int = 0, kind: str = "store", now: datetime = NOW, seed: int = 0,
+          horizon: float = 7, paths: int = 400) -> ShelfModel:
+    cohorts = pd.DataFrame([{"region": "east", "location_id": "S1", "sku": "YOG", "lot": lot,
+                             "expires_on": exp, "quantity": qty} for lot, exp, qty in lots],
+                           columns=["region", "location_id", "sku", "lot", "expires_on",
+                                    "quantity"])
+    means = demand if isinstance(demand, list) else [demand] * 8
+    forecasts = pd.DataFrame([{"region": "east", "location_id": "S1", "sku": "YOG",
+                               "forecast_date": now.date() + timedelta(days=d), "forecast": m,
+                               "lower": m * 0.9, "upper": m * 1.1, "model": "test"}
+                              for d, m in enumerate(means)])
+    locations = pd.DataFrame([{"location_id": "S1", "region": "east", "kind": kind}])
+    items = pd.DataFrame([{"sku": "YOG", "category": "dairy", "price": 1.2, "unit_cost": 0.5,
+                           "shelf_life_days": 10, "min_sellable_days": min_sellable}])
+    return ShelfModel(cohorts, forecasts, locations, items, now=now, horizon_days=horizon,
+                      paths=paths, seed=seed)
+
+
+def outlook(m: ShelfModel) -> pd.DataFrame:
+    return m.cohort_outlook().set_index("lot")
+
+
+def test_life_left_runs_to_the_end_of_the_expiry_date() -> None:
+    assert life_left_days(date(2026, 12, 2), NOW) == pytest.approx(2.0)
+    assert life_left_days(date(2026, 12, 1), NOW + timedelta(hours=18)) == pytest.approx(0.25)
+    assert life_left_days(None, NOW) == float("inf")
+
+
+def test_older_lot_sells_first() -> None:
+    # One day of demand (10) is less than either lot: FEFO takes it all from OLD.
+    m = model([("NEW", date(2026, 12, 20), 40), ("OLD", date(2026, 12, 5), 40)], horizon=1)
+    cohorts = outlook(m)
+    assert cohorts.loc["NEW", "expected_sold"] == 0
+    assert cohorts.loc["OLD", "expected_sold"] == pytest.approx(10, rel=0.15)
+
+
+def test_older_lot_is_used_up_before_the_fresher_one_sells() -> None:
+    demand, old = 5.0, 20  # OLD (5 days to sell) covers 4 days; the week needs 35
+    m = model([("OLD", date(2026, 12, 5), old), ("NEW", date(2026, 12, 30), 40)],
+              demand=demand)
+    cohorts = outlook(m)
+    assert cohorts.loc["OLD", "expected_sold"] > 0.95 * old
+    week = demand * 7
+    assert cohorts.loc["NEW", "expected_sold"] == pytest.approx(
+        week - cohorts.loc["OLD", "expected_sold"], rel=0.1)
+
+
+def test_stock_beyond_its_sellable_life_is_waste() -> None:
+    m = model([("GONE", date(2026, 11, 30), 12), ("SHORT", date(2026, 12, 1), 8)],
+              demand=100.0, min_sellable=2)
+    cohorts = outlook(m)
+    for lot, qty in (("GONE", 12), ("SHORT", 8)):  # expired; 1 day left < 2 days minimum
+        assert cohorts.loc[lot, "expected_sold"] == 0
+        assert cohorts.loc[lot, "expected_waste"] == qty
+        assert cohorts.loc[lot, "waste_prob"] == 1.0
+
+
+def test_unsold_units_at_the_end_of_sale_are_wasted() -> None:
+    qty, demand, sell_days = 50, 5.0, 3  # sellable 3 days (to end of Dec 3) at 5 a day
+    cohorts = outlook(model([("L1", date(2026, 12, 3), qty)], demand=demand))
+    expected = qty - demand * sell_days
+    assert cohorts.loc["L1", "expected_waste"] == pytest.approx(expected, rel=0.1)
+    assert cohorts.loc["L1", "waste_prob"] > 0.99
+
+
+def test_a_warehouse_sells_nothing_and_wastes_at_expiry() -> None:
+    m = model([("W1", date(2026, 12, 3), 30), ("W2", date(2026, 12, 20), 30)],
+              demand=0.0, kind="warehouse")
+    cohorts = outlook(m)
+    assert cohorts.loc["W1", "expected_waste"] == 30
+    assert cohorts.loc["W2", "expected_waste"] == 0
+
+
+def test_today_counts_only_the_hours_left() -> None:
+    evening = NOW + timedelta(hours=18)  # a quarter of today left, no stock at all
+    m = model([], demand=[40.0, 0, 0, 0, 0, 0, 0, 0], now=evening, paths=2000)
+    unmet = m.series_outlook()["expected_unmet"].iloc[0]
+    assert unmet == pytest.approx(40.0 / 4, rel=0.1)
+
+
+def test_same_seed_same_answer_and_other_seed_differs() -> None:
+    lots = [("L1", date(2026, 12, 3), 25), ("L2", date(2026, 12, 6), 25)]
+    a, b = outlook(model(lots, seed=3)), outlook(model(lots, seed=3))
+    pd.testing.assert_frame_equal(a, b)
+    c = outlook(model(lots, seed=4))
+    assert not np.allclose(a["expected_waste"], c["expected_waste"])
+
+
+def test_what_if_runs_on_the_same_demand_paths() -> None:
+    m = model([("L1", date(2026, 12, 3), 25)], seed=5)
+    assert np.array_equal(m.demand(0), m.demand(0))
+    assert np.array_equal(m.demand(0, 3), m.demand(0)[:3])  # shorter horizon, same days
+    base = m.baseline()
+    again = m.run([(0, m.lots[0])])
+    assert np.array_equal(base.unmet_paths[0], again.unmet_paths[0])
+    # Adding stock can only lower unmet demand, path by path.
+    extra = m.run([(0, (*m.lots[0], m.lots[0][0].__class__("X", 10, 0.5, 5.0)))])
+    assert (extra.unmet_paths[0] <= base.unmet_paths[0] + 1e-6).all()
+    assert (extra.unmet_paths[0] < base.unmet_paths[0] - 1e-6).any()
+
+
+def test_bad_inputs_are_refused_with_the_field_named() -> None:
+    with pytest.raises(ValueError, match="now"):
+        model([], now=datetime(2026, 12, 1))
+    with pytest.raises(ValueError, match="kind"):
+        model([], kind="depot")
