@@ -234,3 +234,18 @@ def test_approving_a_transfer_from_the_cli_is_recorded_and_kept_on_the_next_run(
     again = read_table("gold", "transfer_recommendations", root).set_index("recommendation_id")
     assert again.loc[rec_id, "status"] == "approved"
     assert again.loc[rec_id, "decided_by"] == "ana"
+
+
+@pytest.mark.spark
+def test_decisions_notebook_shows_the_transfer_and_the_order(decided, monkeypatch):
+    from tests.notebooks.test_notebooks import run_notebook
+
+    root, out = decided[False]
+    monkeypatch.setenv("SHELFLIFE_LAKEHOUSE", str(root))
+    ns = run_notebook(ROOT / "notebooks" / "decisions.ipynb")
+    routes = ns["by_route"]
+    assert (WH, SHORT) in routes.index
+    assert routes["units"].sum() == out["transfer_recommendations"]["quantity"].sum()
+    assert (ns["tightest"]["shelf_life_at_arrival_days"]
+            >= ns["tightest"]["min_sellable_days"]).all()
+    assert ns["order_units"].index.tolist() == [SHORT]
