@@ -128,6 +128,13 @@ def run_forecasts_job(root: Root = None, *, spark: Any = None, horizon_days: int
 
 # --- accuracy --------------------------------------------------------------------------
 
+def _complete_ratio(frame: pd.DataFrame, part: str, whole: str) -> tuple[float | None, int]:
+    """sum(part) / sum(whole) over the rows whose outcome is final, and how many those are."""
+    done = frame[frame["complete"]]
+    total = done[whole].sum()
+    return (float(done[part].sum() / total) if len(done) and total > 0 else None), len(done)
+
+
 def run_accuracy_job(root: Root = None, *, spark: Any = None, now: datetime | None = None,
                      say: Say = _print) -> dict[str, Any]:
     """Score past forecasts against sales, and transfers by what sold within 48 hours."""
@@ -140,11 +147,10 @@ def run_accuracy_job(root: Root = None, *, spark: Any = None, now: datetime | No
         out["forecast_rows"] = write_table("gold", "forecast_accuracy", scored,
                                            FORECAST_ACCURACY_SCHEMA, root,
                                            partition_by=["region"])
-        done = scored[scored["complete"]]
-        if len(done) and done["actual"].sum() > 0:
-            wape = float(done["abs_error"].sum() / done["actual"].sum())
+        wape, done = _complete_ratio(scored, "abs_error", "actual")
+        if wape is not None:
             out["wape"] = round(wape, 4)
-            say(f"accuracy: {len(done)} complete series-days scored, WAPE {wape:.3f}")
+            say(f"accuracy: {done} complete series-days scored, WAPE {wape:.3f}")
         else:
             say(f"accuracy: {len(scored)} series-days with forecasts, none complete yet")
     else:
@@ -161,11 +167,10 @@ def run_accuracy_job(root: Root = None, *, spark: Any = None, now: datetime | No
         out["transfer_rows"] = write_table("gold", "transfer_outcomes", outcomes,
                                            TRANSFER_OUTCOMES_SCHEMA, root,
                                            partition_by=["region"])
-        done = outcomes[outcomes["complete"]]
-        if len(done) and done["units_in"].sum() > 0:
-            eff = float(done["sold_48h"].sum() / done["units_in"].sum())
+        eff, done = _complete_ratio(outcomes, "sold_48h", "units_in")
+        if eff is not None:
             out["transfer_efficiency"] = round(eff, 4)
-            say(f"accuracy: {len(done)} transfers past 48 h, {eff:.0%} of their units sold")
+            say(f"accuracy: {done} transfers past 48 h, {eff:.0%} of their units sold")
         else:
             say(f"accuracy: {len(outcomes)} transfers booked in, none past 48 h yet")
     out["seconds"] = round(time.monotonic() - began, 1)

@@ -249,3 +249,40 @@ def test_decisions_notebook_shows_the_transfer_and_the_order(decided, monkeypatc
     assert (ns["tightest"]["shelf_life_at_arrival_days"]
             >= ns["tightest"]["min_sellable_days"]).all()
     assert ns["order_units"].index.tolist() == [SHORT]
+
+
+@pytest.mark.spark
+def test_accuracy_job_scores_the_days_that_have_passed(decided, spark, tmp_path):
+    import shutil
+
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from lakehouse.paths import table_path
+    from lakehouse.readers import read_table
+    from spark_jobs import batch, derived
+    from spark_jobs.gold import arrow_schema
+
+    source, out = decided[False]
+    root = tmp_path / "lake"
+    shutil.copytree(source, root)
+    sold = {date(2026, 12, 1): 13, date(2026, 12, 2): 7}  # SHORT's next two days
+    rows = [{"region": "east", "location_id": SHORT, "sku": SKU, "day": day, "sold": n,
+             "received": 0, "wasted": 0, "transfer_in": 0, "transfer_out": 0, "hit_zero": 0}
+            for day, n in sold.items()]
+    write_deltalake(str(table_path("gold", "daily_movements", root)), pa.Table.from_pylist(
+        rows, schema=arrow_schema(derived.SCHEMAS[("gold", "daily_movements")])))
+    said: list[str] = []
+    result = batch.run_accuracy_job(root, spark=spark, now=datetime(2026, 12, 3, 9, tzinfo=UTC),
+                                    say=said.append)
+    scored = read_table("gold", "forecast_accuracy", root)
+    done = scored[scored["complete"]].set_index(["location_id", "day"])
+    forecast = out["demand_forecasts"].set_index(["location_id", "forecast_date"])["forecast"]
+    for day, n in sold.items():
+        assert done.loc[(SHORT, day), "actual"] == n
+        assert done.loc[(SHORT, day), "abs_error"] == pytest.approx(
+            abs(n - forecast[(SHORT, day)]))
+    assert done.loc[(AMPLE, date(2026, 12, 1)), "actual"] == 0  # no movement row: no sales
+    assert set(done.index.get_level_values("day")) == set(sold)  # 12-03 is today: partial
+    assert result["transfer_rows"] == 0  # nothing was booked in by transfer
+    assert any("complete series-days scored" in line for line in said)
