@@ -13,10 +13,11 @@ changes what is on hand, which is the point of counting, and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -76,6 +77,33 @@ def _gold(name: str, root: Root) -> pd.DataFrame | None:
 
 # --- forecasts -------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _spark_progress(spark: Any, what: str, say: Say, every_s: float = 10.0) -> Iterator[None]:
+    """Say how far Spark's running stages are, every ``every_s`` seconds, while the body
+    runs: fitting thousands of series takes minutes and should not look hung."""
+    stop = threading.Event()
+    began = time.monotonic()
+
+    def watch() -> None:
+        tracker = spark.sparkContext.statusTracker()
+        while not stop.wait(every_s):
+            stages = [tracker.getStageInfo(s) for s in tracker.getActiveStageIds()]
+            stages = [s for s in stages if s is not None]
+            if stages:
+                done = sum(s.numCompletedTasks for s in stages)
+                total = sum(s.numTasks for s in stages)
+                say(f"{what}: {done}/{total} tasks of the running stage(s) done "
+                    f"({time.monotonic() - began:.0f} s)")
+
+    thread = threading.Thread(target=watch, daemon=True, name=f"{what}-progress")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=every_s)
+
+
 def default_through(spark: Any, root: Root, today: date) -> date | None:
     """The last complete day of sales (yesterday), or today when the network has traded
     only today (its first day: a partial day is all the history there is)."""
@@ -113,7 +141,8 @@ def run_forecasts_job(root: Root = None, *, spark: Any = None, horizon_days: int
         say("forecasts: no sales yet; nothing to forecast")
         return {"job": "forecasts", "rows": 0, "series": 0}
     say(f"forecasts: history through {through}, {horizon_days} days ahead")
-    rows = run_forecasts(spark, root, horizon_days, through=through)
+    with _spark_progress(spark, "forecasts", say):
+        rows = run_forecasts(spark, root, horizon_days, through=through)
     forecasts = _gold("demand_forecasts", root)
     history = merge_history(_gold("forecast_history", root), forecasts, through)
     write_table("gold", "forecast_history", history, FORECAST_HISTORY_SCHEMA, root,
