@@ -268,7 +268,8 @@ class DerivedWriter:
     """One region's writer of the semantic tables (see the module docstring)."""
 
     def __init__(self, state: RegionState, lock: threading.Lock, paths: dict[str, str],
-                 app_id: str, levels: Callable[[], list[tuple]], batch: Callable[[], int], *,
+                 app_id: str, levels: Callable[[], list[tuple]],
+                 batch: Callable[[], int | None], *,
                  every_s: float = 2.0, aggregates_every_s: float = 10.0,
                  on_tick: Callable[[], None] | None = None) -> None:
         self.state = state
@@ -334,6 +335,9 @@ class DerivedWriter:
                 "review_queue" in dirty or "resolutions" in dirty) else None
             gaps = gap_rows(st, now) if "sequence_gaps" in dirty else None
             days = sorted(st.dirty_days)
+            batch = self.batch() if aggregates else None
+            if batch is None:  # a batch is between its apply and its gold: next round
+                aggregates = False
             if aggregates:
                 st.dirty_days.clear()
                 since = days[0] if days else None
@@ -341,7 +345,6 @@ class DerivedWriter:
                 business = business_rows(st, since, now, self.outcomes) if since else []
                 trends = trend_rows(st, now)
                 levels = self.levels()
-                batch = self.batch()
                 _prune(st, now)
                 st.transit.forget_arrived()
         try:

@@ -55,8 +55,15 @@ def _ts(value: str | None) -> datetime | None:
         return None
 
 
+_PARSED = "\x00event"
+"""Key under which ``RecordWriter`` keeps a spilled line's parsed event: silver and dead
+letters both need it, and a flush parses each event once instead of twice."""
+
+
 def _event(line: dict) -> dict | None:
     """The event of a readable event line (what the live path applied), else None."""
+    if _PARSED in line:
+        return line[_PARSED]
     if line.get("kind") != "event":
         return None
     try:
@@ -150,9 +157,11 @@ class RecordWriter:
 
     # --- the live side -------------------------------------------------------------------
 
-    def spill(self, batch_id: int, lines: Iterable[dict]) -> None:
+    def spill(self, batch_id: int, lines: Iterable[dict | str]) -> None:
         """Make a batch's lines durable before the stream moves past it.
 
+        A line is a dict of ``LINE_FIELDS``, or a landing line's JSON text as it is (the
+        live path spills readable event lines so, instead of serialising them again).
         A batch replayed after a crash keeps the spill (or the record) of its first run:
         the replay sees its own events as already applied.
         """
@@ -163,7 +172,8 @@ class RecordWriter:
         tmp = self.dir / f".{batch_id:012d}.tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
             for line in lines:
-                fh.write(json.dumps(line, separators=(",", ":")) + "\n")
+                fh.write((line if isinstance(line, str)
+                          else json.dumps(line, separators=(",", ":"))) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, final)
@@ -228,8 +238,11 @@ class RecordWriter:
             lines: list[tuple[int, dict]] = []
             for f in files:
                 batch = int(f.stem)
-                lines += [(batch, json.loads(t))
-                          for t in f.read_text(encoding="utf-8").splitlines() if t]
+                for t in f.read_text(encoding="utf-8").splitlines():
+                    if t:
+                        line = json.loads(t)
+                        line[_PARSED] = _event(line)
+                        lines.append((batch, line))
             processed_at = datetime.now(UTC)
             for table in ("events_raw", "events", "dead_letters"):
                 low = self.written[table]

@@ -135,9 +135,12 @@ class RegionStream:
         self.lock = threading.Lock()
         """Held while a batch changes the state, so the derived writer reads it whole."""
         self.state = self._load_state()
+        self.applied_batch = self.levels_batch
+        """Last batch applied to the state (under ``lock``); ahead of ``levels_batch``
+        until that batch's gold is written."""
         self.derived = DerivedWriter(self.state, self.lock, self.paths, self.app_id,
                                      lambda: self.state.level_rows(self.region),
-                                     lambda: self.levels_batch,
+                                     self._settled_batch,
                                      every_s=config.derived_every_s,
                                      on_tick=self.idle_status)
         self.events_total = self._silver().count()
@@ -160,6 +163,14 @@ class RegionStream:
         if not marker.exists():
             marker.write_text(f"shelflife-{self.region}-{uuid.uuid4().hex[:12]}")
         return marker.read_text().strip()
+
+    def _settled_batch(self) -> int | None:
+        """The batch the state and gold levels both hold, or None between a batch's apply
+        and its levels write. Daily totals are saved with this batch id, and a restart
+        adds back the bronze batches after it: saved while a batch was applied but its
+        levels not yet written, that batch would be counted twice (called under ``lock``,
+        which the apply holds)."""
+        return self.levels_batch if self.applied_batch <= self.levels_batch else None
 
     def _silver(self) -> DataFrame:
         return (self.spark.read.format("delta").load(self.paths["events"])
@@ -236,13 +247,18 @@ class RegionStream:
             steps[name] = round(now - mark[0], 3)
             mark[0] = now
 
-        rows = [landing_line(r[0]) for r in batch.collect()]
+        # Arrow carries the lines to Python in a few buffers; collect() pickles a Row per
+        # line, which cost more than parsing them (a replaying region's batch holds tens
+        # of thousands).
+        texts = batch.toArrow().column(0).to_pylist()
+        rows = [landing_line(t) for t in texts]
         # Each line names its landing batch, and a landing batch is one file.
         self.backlog.consumed({f"b-{r['batch_id']}.jsonl" for r in rows if r.get("batch_id")})
         step("collect")
         if not rows:
             return
-        parsed = [(r, r["_event"]) for r in rows if r["_event"] is not None]
+        parsed = [(t, r["_event"]) for t, r in zip(texts, rows, strict=True)
+                  if r["_event"] is not None]
         redo = False
         if batch_id > self.levels_batch:
             redo = batch_id <= self.cohorts_batch  # cohorts already hold this batch
@@ -250,17 +266,20 @@ class RegionStream:
                 touched, events = self.state.apply([e for _, e in parsed],
                                                    history=self._history(batch_id),
                                                    bookkeeping_only=redo)
+                self.applied_batch = max(self.applied_batch, batch_id)
         else:  # gold already holds this batch: only the record may be missing it
             touched, events = set(), []
         # Spill what is new (plus dead letters) before gold moves: bronze and silver
-        # are written from the spill. A replayed batch keeps its first spill.
+        # are written from the spill. A replayed batch keeps its first spill. A readable
+        # event line is spilled as the landing line's own text (it holds LINE_FIELDS),
+        # which saves serialising every event again.
         new = {(e["location_id"], e["seq"]) for e in events}
-        keep = []
-        for r, e in parsed:
+        keep: list[str | dict] = []
+        for text, e in parsed:
             key = (e["location_id"], e["seq"])
             if key in new:
                 new.discard(key)  # a repeat inside the batch is kept once
-                keep.append({k: r.get(k) for k in LINE_FIELDS})
+                keep.append(text)
         keep += [{k: r.get(k) for k in LINE_FIELDS} for r in rows if r["_event"] is None]
         if keep:
             self.record.spill(batch_id, keep)
@@ -298,7 +317,13 @@ class RegionStream:
         if TRACE:
             print(f"batch {self.region} {batch_id} t={started:.3f} {json.dumps(self.last_batch)}",
                   flush=True)
-        if time.time() - self._status_written >= self.config.status_every_s:
+        since = time.time() - self._status_written
+        # A syncing region whose batches since the last status row were all fresh may be
+        # live again: say so now rather than up to two status periods later (the row
+        # that showed the old events has been written already).
+        caught_up = (self.mode == "syncing" and since >= self.config.trigger_s
+                     and self.behind_s <= 60.0 * self.config.replay_behind_minutes)
+        if since >= self.config.status_every_s or caught_up:
             with self._status_lock:
                 self._write_status()
         METRICS.observe_batch(self.region, events, started=started)
