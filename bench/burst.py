@@ -12,7 +12,11 @@ and they all replay at once. Measured from the same run:
   baseline);
 - ``max_minutes_behind``: the most east's ``region_status`` reported while syncing;
 - ``lost`` / ``duplicated``: returning stores' gold cohorts against the oracle fold of
-  their events.
+  their events;
+- ``load_avg_start`` / ``_end``, ``burst_cpu_s`` and ``foreign_cpu_s``: the machine's load
+  around the burst, and the CPU seconds that processes outside the benchmark took from it
+  meanwhile (another heavy job makes the figures incomparable). The line before the JSON
+  says in which seconds of the burst the slowest 1% of the others' events were recorded.
 
 Last line: one JSON object. Targets: drain_s <= 30, others_p99_s <= 2, lost =
 duplicated = 0.
@@ -39,6 +43,8 @@ sys.path.insert(0, str(ROOT))
 from bench.common import (  # noqa: E402
     Components,
     Visibility,
+    cpu_seconds,
+    machine_busy_s,
     pct,
     poll_gold,
     ports_in_use,
@@ -160,8 +166,9 @@ def main() -> None:
 
         fleet.record_hook = hook
         fleet.start()
-        for vis in (before, during):
-            threading.Thread(target=poll_gold, args=(levels, vis, stop), daemon=True).start()
+        # One poller for both phases, reading only the regions whose events it times.
+        threading.Thread(target=poll_gold, args=(levels, [before, during], stop),
+                         kwargs={"regions": ["central", "west"]}, daemon=True).start()
         statuses: list[dict] = []
         threading.Thread(target=poll_status, args=(lake / "gold" / "region_status",
                                                    statuses, stop), daemon=True).start()
@@ -172,8 +179,10 @@ def main() -> None:
         time.sleep(args.warmup_s / 2)
 
         phase["name"] = "during"
+        load_start = os.getloadavg()
+        busy0, mine0 = machine_busy_s(), cpu_seconds(os.getpid())
         t0 = time.time()
-        print("burst: the offline stores are back", flush=True)
+        print(f"burst: the offline stores are back (t={t0:.3f})", flush=True)
         child = subprocess.Popen([sys.executable, __file__, "--replay-child",
                                   str(work / "returning"), str(DEFAULT_PORTS["east"]),
                                   str(args.timeout_s)], cwd=ROOT)
@@ -201,6 +210,9 @@ def main() -> None:
                 drained_at = time.time()
                 break
         phase["name"] = "after"
+        busy1, mine1 = machine_busy_s(), cpu_seconds(os.getpid())
+        load_end = os.getloadavg()
+        span = max(1e-3, time.time() - t0)
         time.sleep(3)
         east = lake / "gold"
         cohorts = deltalake.DeltaTable(str(east / "stock_cohorts")).to_pyarrow_table(
@@ -232,7 +244,21 @@ def main() -> None:
             "duplicated": duplicated,
             "cohorts_differ": differ,
             "stores": args.stores, "returning": args.returning, "cores": os.cpu_count(),
+            # The machine during the burst: load averages at its start and end, and CPU
+            # seconds used by processes outside this benchmark (another job slows it).
+            "load_avg_start": [round(x, 2) for x in load_start],
+            "load_avg_end": [round(x, 2) for x in load_end],
+            "burst_cpu_s": round(busy1 - busy0, 1),
+            "foreign_cpu_s": round(max(0.0, (busy1 - busy0) - (mine1 - mine0)), 1),
+            "burst_wall_s": round(span, 1),
         }
+        slow = sorted(zip(during.latencies, during.recorded_at, strict=True),
+                      reverse=True)[:max(1, len(during.latencies) // 100)]
+        by_second: dict[int, int] = {}
+        for _, at in slow:
+            by_second[int(at - t0)] = by_second.get(int(at - t0), 0) + 1
+        print("burst: the slowest 1% of the others' events, by second recorded after the "
+              f"burst began: {dict(sorted(by_second.items()))}", flush=True)
         print(json.dumps(result), flush=True)
     finally:
         stop.set()

@@ -154,6 +154,8 @@ class Visibility:
     def __init__(self) -> None:
         self.pending: dict[str, deque[tuple[int, float]]] = {}
         self.latencies: list[float] = []
+        self.recorded_at: list[float] = []
+        """When each event of ``latencies`` was recorded (same order)."""
         self.lock = threading.Lock()
 
     def add(self, loc: str, seq: int, t: float) -> None:
@@ -166,6 +168,7 @@ class Visibility:
             while q and q[0][0] <= upto:
                 _, t = q.popleft()
                 self.latencies.append(max(0.0, at - t))
+                self.recorded_at.append(t)
 
     def left(self) -> int:
         with self.lock:
@@ -176,8 +179,24 @@ class Visibility:
             return len(self.latencies)
 
 
-def poll_gold(path: Path, vis: Visibility, stop: threading.Event) -> None:
-    """Cover events at the commit time of each gold/stock_levels version showing them."""
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy since boot (every process, every
+    core), to tell how much of a run's CPU went to something else."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
+    return busy / CLOCK_TICKS
+
+
+def poll_gold(path: Path, vis: Visibility | list[Visibility], stop: threading.Event, *,
+              regions: list[str] | None = None) -> None:
+    """Cover events at the commit time of each gold/stock_levels version showing them.
+
+    ``vis`` may be several matchers fed from one read of each version (a second poller
+    would read every version again); ``regions`` reads only those partitions, when the
+    events watched are all theirs."""
+    watchers = vis if isinstance(vis, list) else [vis]
+    filters = [("region", "in", list(regions))] if regions else None
     seen = -1
     while not stop.is_set():
         try:
@@ -192,7 +211,8 @@ def poll_gold(path: Path, vis: Visibility, stop: threading.Event) -> None:
             for v in range(max(seen + 1, 0), latest + 1):
                 try:
                     dt.load_as_version(v)
-                    table = dt.to_pyarrow_table(columns=["location_id", "last_seq"])
+                    table = dt.to_pyarrow_table(columns=["location_id", "last_seq"],
+                                                filters=filters)
                 except Exception:  # noqa: BLE001 - version vacuumed or compacted away
                     continue
                 at = stamps.get(v, time.time())
@@ -202,6 +222,7 @@ def poll_gold(path: Path, vis: Visibility, stop: threading.Event) -> None:
                     if s is not None and s > best.get(loc, 0):
                         best[loc] = s
                 for loc, s in best.items():
-                    vis.cover(loc, s, at)
+                    for w in watchers:
+                        w.cover(loc, s, at)
             seen = latest
         time.sleep(0.05)
