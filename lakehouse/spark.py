@@ -13,6 +13,7 @@ partition, one partition for Delta snapshot state, no adaptive execution, no UI.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,9 @@ def spark_session(app_name: str = "shelflife", *, master: str | None = None,
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Python UDF workers (the forecasts' applyInPandas) must run this interpreter, whose
+    # environment has numpy, Prophet and LightGBM, not whatever `python3` is on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (SparkSession.builder.appName(app_name)
                .master(master or os.environ.get("SHELFLIFE_SPARK_MASTER", "local[2]"))
                .config("spark.jars.packages", DELTA_PACKAGE)
