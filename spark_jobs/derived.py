@@ -287,7 +287,7 @@ class DerivedWriter:
         self._last_aggregates = 0.0
         self._resolutions_version = -1
         self.resolutions: dict[str, dict[str, Any]] = {}
-        self._outcome_versions: tuple[int | None, int | None] = (None, None)
+        self._outcome_versions: tuple[int | None, ...] = (None, None)
         self.outcomes: OutcomeBook = {}
         self.error: BaseException | None = None
 
@@ -404,31 +404,30 @@ class DerivedWriter:
     def _load_outcomes(self) -> None:
         """Re-read the batch jobs' forecast accuracy and transfer outcomes when they
         changed, and mark their days for rewriting in ``business_metrics``."""
-        versions, rows = [], []
-        for name in ("forecast_accuracy", "transfer_outcomes"):
-            path = self.paths.get(name)
-            if path is None or not DeltaTable.is_deltatable(path):
-                versions.append(None)
-                rows.append([])
-                continue
-            table = DeltaTable(path)
-            versions.append(table.version())
-            rows.append(None)
-        if tuple(versions) == self._outcome_versions:
+        columns = {"forecast_accuracy": ["location_id", "sku", "day", "forecast", "actual",
+                                         "abs_error"],
+                   "transfer_outcomes": ["location_id", "sku", "day", "units_in",
+                                         "sold_48h"]}
+        handles = {}
+        for name in columns:
+            key = ("gold", name)
+            if name in self._open or DeltaTable.is_deltatable(self.paths[name]):
+                handles[name] = self._table(key)
+                handles[name].update_incremental()
+        versions = tuple(handles[n].version() if n in handles else None for n in columns)
+        if versions == self._outcome_versions:
             return
-        for i, name in enumerate(("forecast_accuracy", "transfer_outcomes")):
-            if rows[i] is None:
-                cols = (["location_id", "sku", "day", "forecast", "actual", "abs_error"]
-                        if i == 0 else ["location_id", "sku", "day", "units_in", "sold_48h"])
-                rows[i] = DeltaTable(self.paths[name]).to_pyarrow_table(
+        rows = {n: handles[n].to_pyarrow_table(
                     columns=cols, filters=[("region", "=", self.state.region)]).to_pylist()
+                if n in handles else [] for n, cols in columns.items()}
         with self.lock:
-            book = outcome_book(self.state, rows[0], rows[1])
+            book = outcome_book(self.state, rows["forecast_accuracy"],
+                                rows["transfer_outcomes"])
             changed = {k[2] for k in set(book) ^ set(self.outcomes)} | {
                 k[2] for k in book if book[k] != self.outcomes.get(k)}
             self.outcomes = book
             self.state.dirty_days.update(changed)
-        self._outcome_versions = (versions[0], versions[1])
+        self._outcome_versions = versions
 
     def _write_items(self, written: list[str]) -> None:
         items = self.state.items

@@ -36,8 +36,10 @@ import pyarrow as pa
 from lakehouse.paths import table_path
 from lakehouse.readers import read_table
 
+from .shelf import LOCATION_KINDS
+
 Root = str | os.PathLike[str] | None
-KINDS = ("store", "warehouse")
+KINDS = LOCATION_KINDS
 
 LOCATIONS_SCHEMA = pa.schema([
     pa.field("location_id", pa.string(), False), pa.field("region", pa.string()),

@@ -115,3 +115,36 @@ def test_transfer_efficiency_counts_the_lot_sold_within_48_hours_of_booking_in(s
     assert bool(row["complete"])
     early = transfer_outcomes(silver_events, datetime(2026, 11, 21)).toPandas()
     assert not bool(early.iloc[0]["complete"])
+
+
+def test_the_stream_writer_picks_up_new_accuracy_and_marks_its_days(tmp_path):
+    import threading
+
+    from lakehouse.paths import table_path
+    from spark_jobs import derived
+    from spark_jobs.accuracy import FORECAST_ACCURACY_SCHEMA
+    from spark_jobs.batch import write_table
+    from spark_jobs.state import RegionState
+
+    state = RegionState("east")
+    paths = {name: str(table_path(layer, name, tmp_path))
+             for layer, name in derived.BATCH_OUTCOMES}
+    writer = derived.DerivedWriter(state, threading.Lock(), paths, "app", lambda: [],
+                                   lambda: 0)
+    writer._load_outcomes()  # neither table exists yet: nothing to merge
+    assert writer.outcomes == {} and not state.dirty_days
+
+    now = datetime(2026, 11, 22, 12, tzinfo=UTC)
+    history = merge_history(None, _forecasts(date(2026, 11, 19), [10, 10]),
+                            date(2026, 11, 19))
+    daily = pd.DataFrame([{**KEYS, "day": date(2026, 11, 20), "sold": 12}])
+    scored = forecast_accuracy(history, daily, today=now.date(), now=now)
+    write_table("gold", "forecast_accuracy", scored, FORECAST_ACCURACY_SCHEMA, tmp_path,
+                partition_by=["region"])
+    writer._load_outcomes()
+    key = ("EAST-S001", derived.category_of(state.items, KEYS["sku"]), "2026-11-20")
+    assert writer.outcomes[key][:3] == [10.0, 12.0, 2.0]
+    assert state.dirty_days == {"2026-11-20", "2026-11-21"}
+    state.dirty_days.clear()
+    writer._load_outcomes()  # same version: no re-read, nothing marked
+    assert not state.dirty_days
