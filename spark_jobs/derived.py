@@ -33,6 +33,7 @@ from lakehouse.contract import parse_ts
 
 from .books import ItemsBook
 from .gold import arrow_schema
+from .reference import category_of_sku
 from .state import RegionState
 
 log = logging.getLogger(__name__)
@@ -111,8 +112,10 @@ def _ts(value: Any) -> datetime | None:
 
 
 def category_of(items: ItemsBook, sku: str) -> str:
-    """The catalogue's category, else the SKU's prefix (``DAIRY-MILK-1L`` -> ``DAIRY``)."""
-    return items.get(sku, "category") or sku.split("-", 1)[0]
+    """The catalogue's category, else the one the SKU's prefix names
+    (``DAIRY-MILK-1L`` -> ``dairy``): the same names the decision jobs and the sellable
+    policy use, so a business metric and a transfer of one product share a category."""
+    return category_of_sku(sku, items.get(sku, "category"))
 
 
 # --- rows -------------------------------------------------------------------------------

@@ -142,7 +142,9 @@ def test_the_stream_writer_picks_up_new_accuracy_and_marks_its_days(tmp_path):
     write_table("gold", "forecast_accuracy", scored, FORECAST_ACCURACY_SCHEMA, tmp_path,
                 partition_by=["region"])
     writer._load_outcomes()
-    key = ("EAST-S001", derived.category_of(state.items, KEYS["sku"]), "2026-11-20")
+    # The same category name the sellable policy and the decision jobs use for the SKU,
+    # so a dashboard filter on "dairy" finds both the metric and the transfer.
+    key = ("EAST-S001", "dairy", "2026-11-20")
     assert writer.outcomes[key][:3] == [10.0, 12.0, 2.0]
     assert state.dirty_days == {"2026-11-20", "2026-11-21"}
     state.dirty_days.clear()
