@@ -187,7 +187,11 @@ class RecordWriter:
         for f in self.pending():
             if int(f.stem) >= before_batch:
                 continue
-            for text in f.read_text(encoding="utf-8").splitlines():
+            try:
+                texts = f.read_text(encoding="utf-8").splitlines()
+            except FileNotFoundError:  # written to bronze meanwhile (the caller reads
+                continue               # the spill before bronze, so it is there)
+            for text in texts:
                 line = json.loads(text)
                 if line["kind"] == "event":
                     out.append(json.loads(line["raw"]))
