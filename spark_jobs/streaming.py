@@ -54,8 +54,9 @@ class StreamConfig:
     """Micro-batch trigger interval."""
     max_files_per_trigger: int = 200
     """Landing batches taken per micro-batch (the region's rate limit). A byte limit of
-    about 2,000 events per trigger was tried for the burst: drain took 25-28 s instead
-    of 21-23 s and the other regions' p99 did not improve beyond the run-to-run noise."""
+    about 2,000 events per trigger was tried for the burst (README, "Burst"): drain took
+    25.7-45.6 s instead of 20.7-22.9 s, and the other regions' p99 did not improve
+    beyond the run-to-run noise."""
     status_every_s: float = 2.0
     """How often gold region_status is rewritten."""
     replay_backlog_events: int = 2000
