@@ -14,6 +14,8 @@ too. Figures, all from the same run and the same series:
   it takes 0.14-0.25 s a series) in two processes. Shelflife and the baselines are also
   scored on that sample, like for like.
 
+* **bias by city** - each city's share of the test week's bias, and how far its sales
+  and its forecast moved from the last training week.
 * **earlier weeks** - the same backtest moved back one and two weeks (train on all but
   the last 14 / 21 days, test on the 7 after), on a smaller sample (default 3,000), to
   show how much of a week's bias is that week's own surprise.
@@ -155,6 +157,42 @@ def report(title: str, frame: pd.DataFrame, columns: dict[str, str]) -> dict[str
     return figures
 
 
+def by_city(train: pd.DataFrame, scored: pd.DataFrame, top: int = 6) -> list[dict[str, object]]:
+    """Where the test week's bias sits: each city's share of it, and how far that city's
+    sales (and its forecast) moved from the last training week. The move compares each
+    series' mean uncensored day in the two weeks, summed over the series seen in both."""
+    clean = scored[scored["stockout_hours"] <= UNCENSORED_MAX_STOCKOUT_HOURS]
+    last = train[train["dt"] > sorted(train["dt"].unique())[-TEST_DAYS - 1]]
+    last = last[last["stockout_hours"] <= UNCENSORED_MAX_STOCKOUT_HOURS]
+    before = last.groupby(KEYS)["sale"].mean().rename("before")
+    now = clean.groupby([*KEYS, "city_id"]).agg(after=("sale", "mean"),
+                                                 forecast=("forecast", "mean"))
+    moved = now.reset_index().merge(before.reset_index(), on=KEYS).groupby("city_id")[
+        ["before", "after", "forecast"]].sum()
+    total = clean["sale"].sum()
+    cities = clean.groupby("city_id").agg(sale=("sale", "sum"), fc=("forecast", "sum"))
+    cities["contribution"] = (cities["fc"] - cities["sale"]) / total
+    rows = []
+    print(f"\nTest-week bias by city (the {top} largest shares of {len(cities)} cities):")
+    print(f"  {'city':>6s} {'sales share':>11s} {'bias':>7s} {'share of bias':>13s} "
+          f"{'sales vs last week':>18s} {'forecast vs last week':>21s}")
+    order = cities["contribution"].abs().sort_values(ascending=False).index
+    for city, row in cities.reindex(order).head(top).iterrows():
+        m = moved.loc[city] if city in moved.index else None
+        fig = {"city_id": int(city), "share": round(row["sale"] / total, 3),
+               "bias": round(row["fc"] / row["sale"] - 1, 3),
+               "contribution": round(row["contribution"], 4),
+               "actual_change": None if m is None else round(m["after"] / m["before"] - 1, 3),
+               "forecast_change": None if m is None else round(
+                   m["forecast"] / m["before"] - 1, 3)}
+        rows.append(fig)
+        change = ("" if m is None else f"{fig['actual_change']:+18.1%} "
+                  f"{fig['forecast_change']:+21.1%}")
+        print(f"  {city:>6} {fig['share']:11.1%} {fig['bias']:+7.3f} "
+              f"{fig['contribution']:+13.3f} {change}")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--series", type=int, default=15000, help="series to forecast")
@@ -194,6 +232,7 @@ def main() -> None:
     inside = ((clean["sale"] >= clean["lower"]) & (clean["sale"] <= clean["upper"])).mean()
     print(f"  80% interval covers {inside:.1%} of those days; models used: "
           f"{forecast.groupby('model').size().to_dict()}")
+    cities = by_city(train, scored)
 
     rng = np.random.default_rng(args.seed)
     keys = scored[KEYS].drop_duplicates()
@@ -237,7 +276,7 @@ def main() -> None:
         "prophet_sample": len(pick), "series": n, "seconds": round(seconds, 1),
         "seconds_15k": round(seconds_15k, 1), "seconds_15k_scaled": n != 15000,
         "interval_coverage": round(float(inside), 3), "test_days": TEST_DAYS,
-        "workers": args.workers, "earlier_weeks": folds,
+        "workers": args.workers, "earlier_weeks": folds, "bias_by_city": cities,
     }))
 
 
