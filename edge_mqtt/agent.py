@@ -20,6 +20,8 @@ from lakehouse.contract import (
     check_id,
     check_region,
     encode_event,
+    utc_now_ms,
+    validate_order,
 )
 
 from .store import StoreDB
@@ -49,6 +51,8 @@ class StoreAgent:
         """Set by the publisher; events recorded while False carry ``offline: true``."""
         self.on_record: Callable[[int], None] | None = None
         """Called with the new seq after each commit (the publisher wakes up on it)."""
+        self.on_order: Callable[[dict[str, Any]], None] | None = None
+        """Called with each transfer order the first time it arrives (or is cancelled)."""
 
     # --- state ------------------------------------------------------------------------
 
@@ -125,6 +129,13 @@ class StoreAgent:
             lots.append({"lot": UNALLOCATED_LOT, "expires_on": None, "quantity": left})
         return lots
 
+    def _draw_lot(self, sku: str, quantity: int, lot: str) -> list[dict[str, Any]]:
+        known = self.db.cohort(sku, lot)
+        if known is None or known["quantity"] < quantity:
+            have = 0 if known is None else known["quantity"]
+            raise ContractError("lot", lot, f"holds {have} of {sku}, {quantity} to ship")
+        return [{"lot": lot, "expires_on": known["expires_on"], "quantity": quantity}]
+
     def _move(self, sku: str, lots: list[dict[str, Any]], sign: int) -> Callable[[], None]:
         def apply() -> None:
             for lot in lots:
@@ -153,15 +164,32 @@ class StoreAgent:
         return self._record("sold", make, occurred_at=occurred_at)
 
     def transfer_out(self, sku: str, quantity: int, *, destination: str, transfer_id: str,
-                     expected_transit_hours: float, occurred_at: str | None = None
-                     ) -> dict[str, Any]:
+                     expected_transit_hours: float, lot: str | None = None,
+                     occurred_at: str | None = None) -> dict[str, Any]:
+        """Ship stock; ``lot`` ships from that lot alone (an approved transfer names the lot
+        whose shelf life it was checked for), otherwise first-expired-first-out."""
+        return self._ship(sku, quantity, destination=destination, transfer_id=transfer_id,
+                          transit_hours=expected_transit_hours, lot=lot,
+                          occurred_at=occurred_at)
+
+    def _ship(self, sku: str, quantity: int, *, destination: str, transfer_id: str,
+              transit_hours: float, lot: str | None, occurred_at: str | None,
+              order_id: str | None = None) -> dict[str, Any]:
         def make() -> tuple[dict[str, Any], Applier]:
-            lots = self._draw_fefo(sku, quantity)
+            lots = self._draw_fefo(sku, quantity) if lot is None else self._draw_lot(
+                sku, quantity, lot)
             payload = {"sku": sku, "quantity": quantity, "destination": destination,
                        "transfer_id": transfer_id,
-                       "expected_transit_hours": expected_transit_hours,
+                       "expected_transit_hours": transit_hours,
                        "lots": lots, "stock_before": self._stock_before(sku)}
-            return payload, self._move(sku, lots, -1)
+            move = self._move(sku, lots, -1)
+
+            def apply() -> None:
+                move()
+                if order_id is not None:  # same transaction: shipped and marked, or neither
+                    seq = int(self.db.get_meta("next_seq", 1))
+                    self.db.mark_dispatched(order_id, f"{self.location_id}:{seq}")
+            return payload, apply
         return self._record("transfer_out", make, occurred_at=occurred_at)
 
     def transfer_in(self, sku: str, quantity: int, *, source: str, transfer_id: str,
@@ -223,6 +251,45 @@ class StoreAgent:
         def make() -> tuple[dict[str, Any], Applier]:
             return {"sku": sku, **fields}, lambda: self.db.set_item(sku, fields)
         return self._record("item_updated", make, occurred_at=occurred_at)
+
+    # --- transfer orders -----------------------------------------------------------
+
+    def accept_order(self, order: Any) -> bool:
+        """Keep an approved transfer (or its withdrawal) sent down by the lakehouse.
+
+        Orders arrive again on every reconnect (they are retained on the broker), so a
+        known one is ignored; returns True only when something changed.
+        """
+        order = validate_order(order)
+        with self._lock, self.db.transaction():
+            changed = (self.db.cancel_order(order["order_id"]) if order.get("cancelled")
+                       else self.db.add_order(order, utc_now_ms()))
+        if changed and self.on_order is not None:
+            self.on_order(order)
+        return changed
+
+    def orders(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Transfer orders received, oldest first (``pending``, ``dispatched`` or
+        ``cancelled``; None for all)."""
+        with self._lock:
+            return self.db.orders(status)
+
+    def dispatch_order(self, order_id: str, *, occurred_at: str | None = None
+                       ) -> dict[str, Any]:
+        """Ship a pending order: a ``transfer_out`` of its lot whose ``transfer_id`` is the
+        order id, so the lakehouse can tell the order is on its way. The lot must still
+        hold the ordered quantity; a short lot is refused with what it holds."""
+        with self._lock:
+            order = self.db.order(order_id) if isinstance(order_id, str) else None
+            if order is None:
+                raise ContractError("order_id", order_id, "no such transfer order")
+            if order["status"] != "pending":
+                raise ContractError("order_id", order_id, f"order is {order['status']}"
+                                    + (f" ({order['event_id']})" if order["event_id"] else ""))
+            return self._ship(order["sku"], order["quantity"],
+                              destination=order["destination"], transfer_id=order_id,
+                              transit_hours=order["transit_hours"], lot=order["lot"],
+                              occurred_at=occurred_at, order_id=order_id)
 
     def _stock_before(self, sku: Any) -> int:
         return self.db.on_hand(sku) if isinstance(sku, str) else 0

@@ -31,7 +31,15 @@ CREATE TABLE IF NOT EXISTS items (
     sku TEXT PRIMARY KEY,
     fields TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS transfer_orders (
+    order_id TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    event_id TEXT
+);
 """
+ORDER_STATUSES = ("pending", "dispatched", "cancelled")
 
 
 class StoreDB:
@@ -125,6 +133,40 @@ class StoreDB:
         self.conn.execute("INSERT INTO items(sku, fields) VALUES (?, ?) ON CONFLICT(sku) "
                           "DO UPDATE SET fields = excluded.fields", (sku, json.dumps(merged)))
 
+    # --- transfer orders -----------------------------------------------------------
+
+    def add_order(self, order: dict[str, Any], received_at: str) -> bool:
+        """Keep an order the first time it arrives, or again after it was cancelled (it
+        was approved anew); False when it is already known."""
+        cur = self.conn.execute(
+            "INSERT INTO transfer_orders(order_id, body, received_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(order_id) DO UPDATE SET body = excluded.body, status = 'pending', "
+            "received_at = excluded.received_at WHERE transfer_orders.status = 'cancelled'",
+            (order["order_id"], json.dumps(order), received_at))
+        return cur.rowcount == 1
+
+    def cancel_order(self, order_id: str) -> bool:
+        """Withdraw a pending order; False when it is unknown or already dispatched."""
+        cur = self.conn.execute("UPDATE transfer_orders SET status = 'cancelled' "
+                                "WHERE order_id = ? AND status = 'pending'", (order_id,))
+        return cur.rowcount == 1
+
+    def order(self, order_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT body, received_at, status, event_id FROM "
+                                "transfer_orders WHERE order_id = ?", (order_id,)).fetchone()
+        return None if row is None else _order_row(row)
+
+    def orders(self, status: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT body, received_at, status, event_id FROM transfer_orders"
+        rows = (self.conn.execute(sql + " ORDER BY received_at, order_id") if status is None
+                else self.conn.execute(sql + " WHERE status = ? ORDER BY received_at, "
+                                       "order_id", (status,)))
+        return [_order_row(r) for r in rows]
+
+    def mark_dispatched(self, order_id: str, event_id: str) -> None:
+        self.conn.execute("UPDATE transfer_orders SET status = 'dispatched', event_id = ? "
+                          "WHERE order_id = ?", (event_id, order_id))
+
     # --- outbox ----------------------------------------------------------------------
 
     def append_outbox(self, seq: int, body: bytes) -> None:
@@ -145,3 +187,9 @@ class StoreDB:
             self.conn.execute("DELETE FROM outbox WHERE seq <= ?", (acked_seq,))
             self.set_meta("acked_seq", acked_seq)
         return True
+
+
+def _order_row(row: tuple[str, str, str, str | None]) -> dict[str, Any]:
+    body, received_at, status, event_id = row
+    return {**json.loads(body), "received_at": received_at, "status": status,
+            "event_id": event_id}

@@ -446,6 +446,44 @@ def parse_topic(name: str) -> tuple[str, str, str]:
     return region, loc, kind
 
 
+# --- transfer orders: approved transfers on their way down to the source location -------
+
+ORDER_KIND = "orders"
+"""Topic level under a location for its transfer orders, one retained message per order:
+``shelflife/v1/{region}/{location}/orders/{order_id}``. A retained message waits on the
+broker for an agent that is offline when the transfer is approved."""
+
+
+def order_topic(region: str, location_id: str, order_id: str | None = None) -> str:
+    """One order's topic, or (no ``order_id``) the filter for all of a location's orders."""
+    check_region(region)
+    check_id("location_id", location_id)
+    return (f"{TOPIC_ROOT}/{region}/{location_id}/{ORDER_KIND}/"
+            + ("+" if order_id is None else check_id("order_id", order_id)))
+
+
+def validate_order(order: Any) -> dict[str, Any]:
+    """An approved transfer as the source agent receives it, checked field by field.
+
+    ``{"order_id", "cancelled": true}`` withdraws an order not yet dispatched; otherwise
+    ``order_id``, ``sku``, ``lot``, ``quantity`` (> 0), ``destination``, ``transit_hours``
+    (>= 0), ``approved_by`` and ``approved_at`` are required.
+    """
+    if not isinstance(order, dict):
+        raise ContractError("order", order, "expected a JSON object")
+    check_id("order_id", order.get("order_id"))
+    if order.get("cancelled") is True:
+        return {"order_id": order["order_id"], "cancelled": True}
+    for name in ("sku", "lot", "approved_by"):
+        _check_str(name, order.get(name))
+    check_id("destination", order.get("destination"))
+    _check_int("quantity", order.get("quantity"), minimum=1)
+    _check_number("transit_hours", order.get("transit_hours"))
+    check_timestamp("approved_at", order.get("approved_at"))
+    return {k: order[k] for k in ("order_id", "sku", "lot", "quantity", "destination",
+                                  "transit_hours", "approved_by", "approved_at")}
+
+
 # --- Spark schema (generated from the same table) ------------------------------------------
 
 def spark_schema():  # -> pyspark.sql.types.StructType

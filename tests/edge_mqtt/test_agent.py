@@ -111,3 +111,60 @@ def test_fefo_never_takes_a_later_lot_while_an_earlier_one_has_stock(tmp_path_fa
                          lot not in {x["lot"] for x in taken}]
             assert all(c["expires_on"] >= latest for c in untouched)
     a.close()
+
+
+# --- transfer orders ------------------------------------------------------------------------
+
+ORDER = {"order_id": "597b07709accd33f", "sku": "MILK", "lot": "FRESH", "quantity": 6,
+         "destination": "S-002", "transit_hours": 5.5, "approved_by": "ana",
+         "approved_at": "2026-12-01T09:00:00.000Z"}
+
+
+def test_an_order_is_kept_once_and_ships_its_own_lot_not_the_oldest(agent):
+    receive(agent, 10, "OLD", "2026-12-02")
+    receive(agent, 10, "FRESH", "2026-12-09")
+    assert agent.accept_order(ORDER) is True
+    assert agent.accept_order(dict(ORDER)) is False  # redelivered on every reconnect
+    [pending] = agent.orders("pending")
+    assert pending["lot"] == "FRESH" and pending["status"] == "pending"
+
+    out = agent.dispatch_order(ORDER["order_id"])
+    assert out["event_type"] == "transfer_out"
+    assert out["payload"]["transfer_id"] == ORDER["order_id"]
+    assert out["payload"]["destination"] == "S-002"
+    assert out["payload"]["expected_transit_hours"] == 5.5
+    assert out["payload"]["lots"] == [{"lot": "FRESH", "expires_on": "2026-12-09",
+                                       "quantity": 6}]
+    cohorts = {c["lot"]: c["quantity"] for c in agent.stock("MILK")[0]["cohorts"]}
+    assert cohorts == {"OLD": 10, "FRESH": 4}
+    assert agent.orders("pending") == []
+    [done] = agent.orders("dispatched")
+    assert done["event_id"] == out["event_id"]
+    with pytest.raises(ContractError, match="dispatched"):
+        agent.dispatch_order(ORDER["order_id"])
+    assert agent.last_seq == out["seq"]
+
+
+def test_an_order_its_lot_cannot_fill_is_refused_and_stays_pending(agent):
+    receive(agent, 4, "FRESH", "2026-12-09")
+    agent.accept_order(ORDER)
+    with pytest.raises(ContractError, match="holds 4 of MILK, 6 to ship"):
+        agent.dispatch_order(ORDER["order_id"])
+    assert agent.last_seq == 1  # nothing recorded
+    assert [o["status"] for o in agent.orders()] == ["pending"]
+    with pytest.raises(ContractError, match="no such transfer order"):
+        agent.dispatch_order("nope")
+
+
+def test_a_cancelled_order_cannot_ship_and_bad_orders_name_the_field(agent):
+    receive(agent, 10, "FRESH", "2026-12-09")
+    agent.accept_order(ORDER)
+    assert agent.accept_order({"order_id": ORDER["order_id"], "cancelled": True}) is True
+    with pytest.raises(ContractError, match="cancelled"):
+        agent.dispatch_order(ORDER["order_id"])
+    for field, value in (("quantity", 0), ("lot", ""), ("transit_hours", -1),
+                         ("approved_at", "yesterday"), ("destination", "a b")):
+        with pytest.raises(ContractError) as refused:
+            agent.accept_order({**ORDER, "order_id": "other", field: value})
+        assert refused.value.field == field
+    assert [o["order_id"] for o in agent.orders()] == [ORDER["order_id"]]
