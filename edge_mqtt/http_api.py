@@ -6,6 +6,11 @@
                   -> 201 with the recorded event (envelope and payload).
 ``GET /stock``    optional ``?sku=`` -> 200 ``{"location_id", "stock": [{"sku", "on_hand",
                   "cohorts": [{"lot", "expires_on", "quantity"}]}]}``, cohorts FEFO.
+``GET /orders``   optional ``?status=pending|dispatched|cancelled`` -> 200
+                  ``{"location_id", "orders": [...]}``: approved transfers to ship.
+``POST /orders/{order_id}/dispatch``  (no body) -> 201 with the ``transfer_out`` event;
+                  422 when the order is unknown, already shipped or cancelled, or its lot
+                  no longer holds the quantity.
 ``GET /health``   -> 200 ``{"location_id", "region", "online", "last_seq", "acked_seq",
                   "outbox_depth", "agent_version"}``.
 
@@ -33,6 +38,7 @@ from lakehouse.contract import ContractError, check_id
 
 from .agent import AGENT_VERSION, StoreAgent
 from .recording import record
+from .store import ORDER_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +138,12 @@ class _Handler(BaseHTTPRequestHandler):
                 sku = self._stock_query(url.query)
                 with self.server.agent_lock:
                     self._send(HTTPStatus.OK, stock(self.server.agent, sku))
+            elif url.path == "/orders":
+                status = self._orders_query(url.query)
+                with self.server.agent_lock:
+                    self._send(HTTPStatus.OK, {
+                        "location_id": self.server.agent.location_id,
+                        "orders": self.server.agent.orders(status)})
             elif url.path == "/events":
                 self._refuse(_Refused(HTTPStatus.METHOD_NOT_ALLOWED, "method", "GET",
                                       "use POST /events"), allow="POST")
@@ -142,8 +154,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 (stdlib naming)
         path = urlsplit(self.path).path
+        parts = path.strip("/").split("/")
+        if len(parts) == 3 and parts[0] == "orders" and parts[2] == "dispatch":
+            self._dispatch(parts[1])
+            return
         if path != "/events":
-            if path in ("/stock", "/health"):
+            if path in ("/stock", "/health", "/orders"):
                 self._refuse(_Refused(HTTPStatus.METHOD_NOT_ALLOWED, "method", "POST",
                                       f"use GET {path}"), allow="GET")
             else:
@@ -165,7 +181,33 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(HTTPStatus.CREATED, event)
 
+    def _dispatch(self, order_id: str) -> None:
+        try:
+            with self.server.agent_lock:
+                event = self.server.agent.dispatch_order(order_id)
+        except ContractError as exc:
+            self._refuse(_Refused(HTTPStatus.UNPROCESSABLE_ENTITY, exc.field, exc.value,
+                                  exc.reason))
+        except Exception:
+            log.exception("%s: dispatch failed", self.server.agent.location_id)
+            self._refuse(_Refused(HTTPStatus.INTERNAL_SERVER_ERROR, None, None,
+                                  "internal error; nothing was recorded"))
+        else:
+            self._send(HTTPStatus.CREATED, event)
+
     # --- request parts -----------------------------------------------------------------
+
+    def _orders_query(self, query: str) -> str | None:
+        params = parse_qs(query, keep_blank_values=True)
+        unknown = sorted(set(params) - {"status"})
+        if unknown:
+            raise _Refused(HTTPStatus.BAD_REQUEST, unknown[0], params[unknown[0]][0],
+                           f"unknown query parameter {unknown[0]!r} (expected status)")
+        status = params.get("status", [None])[-1]
+        if status is not None and status not in ORDER_STATUSES:
+            raise _Refused(HTTPStatus.BAD_REQUEST, "status", status,
+                           f"expected one of {', '.join(ORDER_STATUSES)}")
+        return status
 
     def _stock_query(self, query: str) -> str | None:
         params = parse_qs(query, keep_blank_values=True)
@@ -220,7 +262,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _not_found(self, path: str) -> None:
         self._refuse(_Refused(HTTPStatus.NOT_FOUND, "path", path,
-                              "expected POST /events, GET /stock or GET /health"))
+                              "expected POST /events, GET /stock, GET /orders, "
+                              "POST /orders/{id}/dispatch or GET /health"))
 
     def _refuse(self, exc: _Refused, *, allow: str | None = None) -> None:
         body = {"error": exc.error, "field": exc.field, "value": exc.value}

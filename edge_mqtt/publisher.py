@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from lakehouse.contract import topic, utc_now_ms
+from lakehouse.contract import ContractError, order_topic, topic, utc_now_ms
 
 from .agent import AGENT_VERSION, StoreAgent
 from .heartbeat import Heartbeat, skew_from_ack
@@ -82,6 +82,8 @@ class Publisher:
         self.events_topic = topic(agent.region, agent.location_id, "events")
         self.ack_topic = topic(agent.region, agent.location_id, "ack")
         self.heartbeat_topic = topic(agent.region, agent.location_id, "heartbeat")
+        self.orders_topic = order_topic(agent.region, agent.location_id)
+        self._orders_prefix = self.orders_topic[:-1]
         # Its own connection: WAL lets it read the outbox while the tills write.
         self.db = StoreDB(agent.db.path)
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
@@ -170,7 +172,7 @@ class Publisher:
             log.warning("%s: broker refused connection: %s", self.agent.location_id,
                         reason_code)
             return
-        client.subscribe(self.ack_topic, qos=1)
+        client.subscribe([(self.ack_topic, 1), (self.orders_topic, 1)])
         with self._lock:
             # Re-send anything not yet acked end to end: the broker may have lost it.
             if self._sent_up_to > self._acked:
@@ -187,6 +189,9 @@ class Publisher:
         self._heartbeat_at = math.inf  # the next connect sends one
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.startswith(self._orders_prefix):
+            self._on_order(msg)
+            return
         try:
             ack = json.loads(msg.payload)
             acked = ack["acked_seq"]
@@ -207,6 +212,20 @@ class Publisher:
             self._resend_wait = self.config.resend_after_s
             self._sent_up_to = max(self._sent_up_to, acked)
         self._wake.set()
+
+    def _on_order(self, msg: mqtt.MQTTMessage) -> None:
+        """An approved transfer for this location; an empty message is a cleared order."""
+        if not msg.payload:
+            return
+        try:
+            order = json.loads(msg.payload)
+            if isinstance(order, dict) and order.get("order_id") != msg.topic.rsplit("/", 1)[1]:
+                raise ContractError("order_id", order.get("order_id"),
+                                    f"does not match its topic {msg.topic}")
+            self.agent.accept_order(order)
+        except (ValueError, ContractError) as exc:
+            log.warning("%s: ignoring malformed transfer order on %s: %s",
+                        self.agent.location_id, msg.topic, exc)
 
     # --- sending -----------------------------------------------------------------------
 

@@ -200,13 +200,15 @@ class TopicRules:
         grants: dict[str, tuple[tuple[Access, str], ...]] = {
             ingest_username(region): (("read", f"{base}/+/events"),
                                       ("read", f"{base}/+/heartbeat"),
-                                      ("write", f"{base}/+/ack")),
+                                      ("write", f"{base}/+/ack"),
+                                      ("write", f"{base}/+/orders/+")),
         }
         for loc in location_ids:
             check_id("location_id", loc)
             grants[loc] = (("write", f"{base}/{loc}/events"),
                            ("write", f"{base}/{loc}/heartbeat"),
-                           ("read", f"{base}/{loc}/ack"))
+                           ("read", f"{base}/{loc}/ack"),
+                           ("read", f"{base}/{loc}/orders/+"))
         return cls(grants)
 
     def __post_init__(self) -> None:

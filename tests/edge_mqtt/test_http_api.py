@@ -190,3 +190,23 @@ def test_concurrent_tills_each_get_their_own_seq(server, agent):
     assert sorted(results) == list(range(2, 42))
     assert call(server, "GET", "/stock?sku=MILK")[1]["stock"][0]["on_hand"] == 60
     assert call(server, "GET", "/health")[1]["outbox_depth"] == 41
+
+
+def test_a_warehouse_lists_its_transfer_orders_and_ships_one_over_http(server, agent):
+    receive(server, "MILK", 10, "L1", "2026-12-02")
+    receive(server, "MILK", 10, "L2", "2026-12-09")
+    agent.accept_order({"order_id": "597b07709accd33f", "sku": "MILK", "lot": "L2",
+                        "quantity": 3, "destination": "S-002", "transit_hours": 6.0,
+                        "approved_by": "ana", "approved_at": "2026-12-01T09:00:00.000Z"})
+    status, body = call(server, "GET", "/orders?status=pending")
+    assert status == 200 and [o["lot"] for o in body["orders"]] == ["L2"]
+    status, event = call(server, "POST", "/orders/597b07709accd33f/dispatch")
+    assert status == 201, event
+    assert event["payload"]["lots"] == [{"lot": "L2", "expires_on": "2026-12-09",
+                                         "quantity": 3}]
+    status, error = call(server, "POST", "/orders/597b07709accd33f/dispatch")
+    assert (status, error["field"]) == (422, "order_id") and "dispatched" in error["error"]
+    assert call(server, "GET", "/orders?status=pending")[1]["orders"] == []
+    status, error = call(server, "GET", "/orders?status=lost")
+    assert (status, error["field"], error["value"]) == (400, "status", "lost")
+    assert call(server, "POST", "/orders")[0] == 405

@@ -278,6 +278,12 @@ def test_topic_rules() -> None:
     assert not rules(ingest, "subscribe", "shelflife/v1/+/+/events")
     assert rules(ingest, "publish", "shelflife/v1/east/s7/ack")
     assert not rules(ingest, "publish", "shelflife/v1/east/s7/events")
+    # transfer orders: the dispatcher (ingest's login) writes them, each store reads its own
+    assert rules("s1", "subscribe", "shelflife/v1/east/s1/orders/+")
+    assert not rules("s1", "subscribe", "shelflife/v1/east/s2/orders/+")
+    assert not rules("s1", "publish", "shelflife/v1/east/s1/orders/597b07709accd33f")
+    assert rules(ingest, "publish", "shelflife/v1/east/s7/orders/597b07709accd33f")
+    assert not rules(ingest, "subscribe", "shelflife/v1/east/s7/orders/+")
     assert not rules(None, "publish", "shelflife/v1/east/s1/events")
     assert not rules("nobody", "subscribe", "shelflife/v1/east/s1/ack")
     assert covers(["a", "#"], ["a", "b", "+"]) and not covers(["a", "+"], ["a", "#"])
