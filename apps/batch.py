@@ -97,6 +97,24 @@ def cmd_transfers_decide(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_transfers_dispatch(args: argparse.Namespace) -> int:
+    from apps.cli import _ingest_login, _stop_event
+    from ingest.orders import BrokerAddress, OrderDispatcher, default_brokers
+
+    brokers = {region: BrokerAddress(b.host, b.port, **_ingest_login(args.credentials, region))
+               for region, b in default_brokers(args.broker_host).items()}
+    dispatcher = OrderDispatcher(Path(args.lakehouse), brokers)
+    try:
+        if args.once:
+            counts = dispatcher.run_once()
+            print("orders: " + ", ".join(f"{n} {what}" for what, n in counts.items()))
+            return 1 if counts["failed"] else 0
+        dispatcher.run(args.every_s, stop=_stop_event())
+    finally:
+        dispatcher.close()
+    return 0
+
+
 def cmd_reference_list(args: argparse.Namespace) -> int:
     from spark_jobs.reference import read_reference
 
@@ -200,6 +218,17 @@ def add_batch_commands(sub: argparse._SubParsersAction, add_option) -> None:
         p.add_argument("--by", required=True, help="who decides")
         p.add_argument("--note", default="", help="why")
         p.set_defaults(fn=cmd_transfers_decide, decision=decision)
+    p = tsub.add_parser("dispatch", help="send approved transfers to the locations that "
+                                         "ship them (retained orders on their brokers)")
+    lakehouse(p)
+    add_option(p, "--broker-host", "SHELFLIFE_BROKER_HOST", "127.0.0.1",
+               "host of the regional brokers (each on its default port)")
+    add_option(p, "--credentials", "SHELFLIFE_CREDENTIALS", None,
+               "credentials.json of secure brokers (logs in as ingest@<region>)")
+    add_option(p, "--every-s", "SHELFLIFE_ORDERS_EVERY_S", 15.0, "a round every",
+               type=float)
+    p.add_argument("--once", action="store_true", help="one round, then exit")
+    p.set_defaults(fn=cmd_transfers_dispatch)
 
     ref = sub.add_parser("reference", help="transit matrix, sellable-life policy, locations")
     rsub = ref.add_subparsers(dest="reference_command", required=True)

@@ -1,8 +1,10 @@
 """``shelflife demo``: every component as its own process, on embedded defaults.
 
 brokers -> ingest -> streaming -> dashboard -> batch decisions (forecasts half-hourly,
-transfers and reorders every 5 minutes), then the simulated fleet once the brokers
-answer. Output of each process is prefixed with its name; Ctrl-C stops them all.
+transfers and reorders every 5 minutes) -> approved transfers sent down to the stores
+(``transfers dispatch``), then the simulated fleet once the brokers answer; its stores
+ship the transfers they are sent. Output of each process is prefixed with its name;
+Ctrl-C stops them all.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def run_demo(*, lakehouse: str, data_dir: str, port: int, stores: int,
         ("stream", cli + ["stream", "--lakehouse", lake]),
         ("dashboard", dashboard_command(lake, port)),
         ("batch", cli + ["batch", "schedule", "--lakehouse", lake]),
+        ("orders", cli + ["transfers", "dispatch", "--lakehouse", lake]),
         ("fleet", cli + ["simulate", "--stores", str(stores), "--events-per-s",
                          str(events_per_s), "--data-dir", str(var / "fleet")]),
     ]

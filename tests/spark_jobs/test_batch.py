@@ -286,3 +286,93 @@ def test_accuracy_job_scores_the_days_that_have_passed(decided, spark, tmp_path)
     assert set(done.index.get_level_values("day")) == set(sold)  # 12-03 is today: partial
     assert result["transfer_rows"] == 0  # nothing was booked in by transfer
     assert any("complete series-days scored" in line for line in said)
+
+
+def _wait(predicate, timeout_s: float = 15.0):
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout_s:g} s")
+
+
+@pytest.mark.spark
+def test_an_approved_transfer_reaches_the_offline_warehouse_ships_and_is_cleared(
+        decided, spark, brokers, region_ports, tmp_path):
+    """Approval -> retained order on east's broker -> the warehouse agent, offline at the
+    time, gets it on connect; a rejection withdraws it and a new approval restores it; the
+    agent ships the approved lot -> silver shows the transfer_out -> the broker no longer
+    holds the order."""
+    import time
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from edge_mqtt.agent import StoreAgent
+    from edge_mqtt.publisher import Publisher, PublisherConfig
+    from ingest.orders import BrokerAddress, OrderDispatcher
+    from lakehouse.contract import encode_event, order_topic, topic
+    from lakehouse.paths import table_path
+    from spark_jobs import batch, silver
+    from spark_jobs.bronze import LANDING_SCHEMA
+
+    root, out = decided[True]
+    recs = out["transfer_recommendations"]
+    fresh = recs[recs["lot"] == "WH-NEW"].iloc[0]
+    order_id = fresh["recommendation_id"]
+    batch.record_decision(order_id, "approved", "ana", root=root)
+    said: list[str] = []
+    dispatcher = OrderDispatcher(root, {"east": BrokerAddress(port=region_ports["east"])},
+                                 say=said.append)
+    agent = StoreAgent(WH, "east", tmp_path / "wh.sqlite")
+    agent.receive(SKU, 300, lot="WH-NEW", expires_on="2026-12-10", supplier_ref="PO-9",
+                  unit_cost=0.4)
+    publisher = Publisher(agent, PublisherConfig(port=region_ports["east"], heartbeat_s=0))
+    try:
+        assert dispatcher.run_once()["sent"] == 1  # the warehouse is not connected yet
+        assert dispatcher.run_once()["sent"] == 0  # said once
+        publisher.start()
+        [order] = _wait(lambda: agent.orders("pending"))
+        assert (order["order_id"], order["lot"], order["quantity"], order["destination"],
+                order["approved_by"]) == (order_id, "WH-NEW", int(fresh["quantity"]),
+                                          fresh["destination_location"], "ana")
+        assert order["transit_hours"] == fresh["transit_hours"]
+
+        batch.record_decision(order_id, "rejected", "bo", note="truck full", root=root)
+        assert dispatcher.run_once()["cancelled"] == 1
+        _wait(lambda: [o["status"] for o in agent.orders()] == ["cancelled"])
+        batch.record_decision(order_id, "approved", "ana", note="second truck", root=root)
+        assert dispatcher.run_once()["sent"] == 1
+        _wait(lambda: [o["status"] for o in agent.orders()] == ["pending"])
+
+        shipped = agent.dispatch_order(order_id)
+        assert shipped["payload"]["lots"][0]["lot"] == "WH-NEW"
+        line = ("event", topic("east", WH, "events"), "east", "2026-12-01T07:00:00.000Z",
+                "b9", 0, encode_event(shipped).decode(), None, None)
+        (silver.to_events(silver.with_parsed(spark.createDataFrame([line], LANDING_SCHEMA)))
+         .write.format("delta").mode("append").partitionBy(*silver.EVENTS_PARTITIONS)
+         .save(str(table_path("silver", "events", root))))
+        assert dispatcher.run_once()["cleared"] == 1
+        assert any(f"{order_id} cleared" in s for s in said)
+
+        held: list[bytes] = []
+        probe = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        probe.on_message = lambda _c, _u, msg: held.append(msg.payload)
+        probe.connect("127.0.0.1", region_ports["east"])
+        probe.subscribe(order_topic("east", WH), qos=1)
+        probe.loop_start()
+        try:
+            time.sleep(1.0)
+        finally:
+            probe.loop_stop()
+            probe.disconnect()
+        assert held == []  # cleared: the broker holds no order for the warehouse
+        assert [o["status"] for o in agent.orders()] == ["dispatched"]
+    finally:
+        publisher.stop()
+        dispatcher.close()
+        agent.close()

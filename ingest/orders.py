@@ -1,0 +1,209 @@
+"""Approved transfers, sent down to the store or warehouse that ships them.
+
+An approval (dashboard or ``shelflife transfers approve``) is a row in silver
+``transfer_decisions``; on its own it moves nothing. The dispatcher turns each approved
+recommendation into a transfer order on the source location's regional broker:
+
+* one **retained** QoS 1 message per order, on ``.../{source}/orders/{order_id}``
+  (:func:`lakehouse.contract.order_topic`), so an agent that is offline when the transfer
+  is approved finds it when it reconnects, however long that takes;
+* the agent keeps it in SQLite and ships it as a ``transfer_out`` of the approved lot with
+  ``transfer_id`` = the order id (``StoreAgent.dispatch_order``);
+* once silver ``events`` holds that ``transfer_out``, the retained message is cleared, so
+  the broker does not keep every order ever made;
+* an approval later overturned by a rejection sends a cancellation; an agent that has
+  already shipped keeps its ``transfer_out`` (the goods are on the truck).
+
+The order id is the recommendation id, so every step can be matched with the row a person
+approved. Decisions are read with ``deltalake`` only: the dispatcher needs no JVM.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from lakehouse.contract import DEFAULT_PORTS, REGIONS, format_ts, order_topic, validate_order
+from lakehouse.readers import read_table
+
+log = logging.getLogger(__name__)
+Root = str | os.PathLike[str] | None
+Say = Callable[[str], None]
+PUBLISH_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Where one region's broker listens, and how the dispatcher logs in to it."""
+
+    host: str = "127.0.0.1"
+    port: int = 18831
+    username: str | None = None
+    password: str | None = None
+
+
+def default_brokers(host: str = "127.0.0.1") -> dict[str, BrokerAddress]:
+    """The brokers ``shelflife broker`` starts: one per region on its default port."""
+    return {region: BrokerAddress(host, DEFAULT_PORTS[region]) for region in REGIONS}
+
+
+def _decision_history(root: Root) -> Any:
+    frame = read_table("silver", "transfer_decisions", root)
+    if frame is None or frame.empty:
+        return None
+    return frame.sort_values("decided_at")
+
+
+def order_plan(root: Root = None) -> dict[str, list[dict[str, Any]]]:
+    """What the brokers should hold now, from decisions, recommendations and silver.
+
+    Returns ``send`` (approved, not yet shipped: each an order plus its ``region``),
+    ``clear`` (shipped: ``region``, ``source``, ``order_id``) and ``cancel`` (approved once,
+    rejected since, not shipped).
+    """
+    plan: dict[str, list[dict[str, Any]]] = {"send": [], "clear": [], "cancel": []}
+    history = _decision_history(root)
+    recs = read_table("gold", "transfer_recommendations", root)
+    if history is None or recs is None or recs.empty:
+        return plan
+    latest = history.drop_duplicates("recommendation_id", keep="last").set_index(
+        "recommendation_id")
+    ever_approved = set(history.loc[history["decision"] == "approved", "recommendation_id"])
+    recs = recs.drop_duplicates("recommendation_id", keep="last").set_index(
+        "recommendation_id")
+    ids = sorted(ever_approved & set(recs.index))
+    shipped = shipped_order_ids(root, ids)
+    for order_id in ids:
+        rec, decision = recs.loc[order_id], latest.loc[order_id]
+        where = {"region": rec["region"], "source": rec["source_location"],
+                 "order_id": order_id}
+        if order_id in shipped:
+            plan["clear"].append(where)
+        elif decision["decision"] == "rejected":
+            plan["cancel"].append(where)
+        else:
+            approved_at = decision["decided_at"]
+            plan["send"].append({**where, "order": validate_order({
+                "order_id": order_id, "sku": rec["sku"], "lot": rec["lot"],
+                "quantity": int(rec["quantity"]),
+                "destination": rec["destination_location"],
+                "transit_hours": float(rec["transit_hours"]),
+                "approved_by": decision["decided_by"],
+                "approved_at": format_ts(approved_at.to_pydatetime()),
+            })})
+    return plan
+
+
+def shipped_order_ids(root: Root, order_ids: list[str]) -> set[str]:
+    """Order ids that silver ``events`` shows shipped (a ``transfer_out`` with that id)."""
+    if not order_ids:
+        return set()
+    out = read_table("silver", "events", root, columns=["payload"],
+                     filters=[("event_type", "=", "transfer_out")])
+    if out is None or out.empty:
+        return set()
+    wanted = set(order_ids)
+    return {p["transfer_id"] for p in out["payload"]
+            if isinstance(p, dict) and p.get("transfer_id") in wanted}
+
+
+class OrderDispatcher:
+    """Keeps each region's broker holding exactly the open transfer orders."""
+
+    def __init__(self, root: Root, brokers: Mapping[str, BrokerAddress], *,
+                 say: Say = print) -> None:
+        self.root = root
+        self.brokers = dict(brokers)
+        self.say = say
+        self._clients: dict[str, mqtt.Client] = {}
+        self._done: dict[str, str] = {}
+        """What this process last told the broker per order (sent, cleared, cancelled):
+        each is said once; a restarted dispatcher says it all again, which is harmless."""
+
+    def _client(self, region: str) -> mqtt.Client:
+        client = self._clients.get(region)
+        if client is not None and client.is_connected():
+            return client
+        if region not in self.brokers:
+            raise ValueError(f"region {region!r}: no broker configured "
+                             f"(have {', '.join(sorted(self.brokers)) or 'none'})")
+        address = self.brokers[region]
+        if client is None:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                 client_id=f"shelflife-orders-{region}",
+                                 protocol=mqtt.MQTTv311)
+            if address.username:
+                client.username_pw_set(address.username, address.password)
+            client.connect(address.host, address.port, keepalive=30)
+            client.loop_start()
+            self._clients[region] = client
+        deadline = time.monotonic() + PUBLISH_TIMEOUT_S
+        while not client.is_connected():
+            if time.monotonic() > deadline:
+                raise ConnectionError(f"{region}: broker {address.host}:{address.port} "
+                                      "not reachable")
+            time.sleep(0.05)
+        return client
+
+    def _publish(self, region: str, source: str, order_id: str, body: bytes) -> None:
+        info = self._client(region).publish(order_topic(region, source, order_id), body,
+                                            qos=1, retain=True)
+        info.wait_for_publish(timeout=PUBLISH_TIMEOUT_S)
+        if not info.is_published():
+            raise ConnectionError(f"{region}: order {order_id} not acknowledged by the "
+                                  f"broker within {PUBLISH_TIMEOUT_S:g} s")
+
+    def run_once(self) -> dict[str, int]:
+        """One round: send new orders, clear shipped ones, cancel overturned ones.
+
+        A region whose broker is down is reported and retried next round; the others go on.
+        """
+        plan = order_plan(self.root)
+        counts = {"sent": 0, "cleared": 0, "cancelled": 0, "failed": 0}
+        for action, verb in (("send", "sent"), ("clear", "cleared"), ("cancel", "cancelled")):
+            for item in plan[action]:
+                order_id = item["order_id"]
+                if self._done.get(order_id) == verb:
+                    continue
+                body = (json.dumps(item["order"]).encode() if action == "send" else
+                        b"" if action == "clear" else
+                        json.dumps({"order_id": order_id, "cancelled": True}).encode())
+                try:
+                    self._publish(item["region"], item["source"], order_id, body)
+                except (ConnectionError, OSError, ValueError) as exc:
+                    counts["failed"] += 1
+                    self.say(f"orders: {order_id} to {item['source']} not {verb}: {exc}")
+                    continue
+                self._done[order_id] = verb
+                counts[verb] += 1
+                self.say(f"orders: {order_id} {verb} ({item['region']}/{item['source']})")
+        return counts
+
+    def run(self, every_s: float = 15.0, stop: threading.Event | None = None) -> None:
+        """Rounds every ``every_s`` seconds until ``stop``; a failing round is reported."""
+        stop = stop or threading.Event()
+        self.say(f"orders: dispatching approved transfers every {every_s:g} s to "
+                 + ", ".join(f"{r} {b.host}:{b.port}" for r, b in sorted(self.brokers.items())))
+        while not stop.is_set():
+            try:
+                self.run_once()
+            except Exception as exc:  # noqa: BLE001 - report, keep going
+                self.say(f"orders: round failed at {datetime.now(UTC):%H:%M:%S}: "
+                         f"{type(exc).__name__}: {exc}")
+            stop.wait(every_s)
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.disconnect()
+            client.loop_stop()
+        self._clients.clear()
