@@ -41,14 +41,14 @@ import random
 import selectors
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from lakehouse.contract import DEFAULT_PORTS, UNALLOCATED_LOT, check_region
+from lakehouse.contract import DEFAULT_PORTS, UNALLOCATED_LOT, ContractError, check_region
 from lakehouse.movements import movements
 
 from .agent import StoreAgent
@@ -245,6 +245,9 @@ class Fleet:
         self.by_type: Counter[str] = Counter()
         self._tasks: list[tuple[datetime, int, str, tuple[Any, ...]]] = []
         self._task_n = 0
+        self._orders: deque[tuple[Location, dict[str, Any]]] = deque()
+        """Approved transfers that reached a location's agent, shipped at the next step."""
+        self.orders_shipped = 0
         self._selector = selectors.DefaultSelector()
         self._io_stop = threading.Event()
         self._io_thread: threading.Thread | None = None
@@ -302,6 +305,8 @@ class Fleet:
             loc.cohorts[row["sku"]] = {c["lot"]: [c["expires_on"], c["quantity"]]
                                        for c in row["cohorts"]}
         loc.prices.update(_item_prices(agent))
+        self._orders.extend((loc, order) for order in agent.orders("pending"))
+        agent.on_order = lambda order: self._orders.append((loc, order))
         self.locations.append(loc)
         self.by_id[location_id] = loc
         return loc
@@ -566,6 +571,10 @@ class Fleet:
             event = getattr(self, f"_do_{kind}")(*args)
             if event is not None:
                 return [event]
+        while self._orders:
+            event = self._do_order(*self._orders.popleft())
+            if event is not None:
+                return [event]
         return [self._action()]
 
     def _action(self) -> dict[str, Any]:
@@ -634,6 +643,30 @@ class Fleet:
         self._schedule(self.sim_now + timedelta(hours=transit_hours), "transfer_in",
                        (dst, event))
         self._check_reorder(src, sku)
+        return event
+
+    def _do_order(self, src: Location, order: dict[str, Any]) -> dict[str, Any] | None:
+        """Ship an approved transfer the way a store would: its lot, to its destination,
+        arriving after its transit time (simulated)."""
+        if order.get("cancelled"):
+            return None
+        dst = self.by_id.get(order["destination"])
+        if dst is None:
+            log.warning("%s: order %s is for %s, not in this fleet; left pending",
+                        src.location_id, order["order_id"], order["destination"])
+            return None
+        try:
+            out = src.agent.dispatch_order(order["order_id"])
+        except ContractError as exc:  # shipped already, cancelled, or the lot is short
+            log.warning("%s: order %s not shipped: %s", src.location_id, order["order_id"],
+                        exc)
+            return None
+        event = self._emit(src, out)
+        self.orders_shipped += 1
+        dst.incoming[order["sku"]] = dst.incoming.get(order["sku"], 0) + order["quantity"]
+        self._schedule(self.sim_now + timedelta(hours=order["transit_hours"]), "transfer_in",
+                       (dst, event))
+        self._check_reorder(src, order["sku"])
         return event
 
     def _do_transfer_in(self, dst: Location, out: dict[str, Any]) -> dict[str, Any]:

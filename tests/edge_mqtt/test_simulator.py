@@ -235,3 +235,39 @@ def test_config_refuses_nonsense() -> None:
         FleetConfig(stores=2)
     with pytest.raises(ValueError, match="ports"):
         FleetConfig(regions=("east",), ports={"west": 1883})
+
+
+def test_a_store_ships_an_approved_transfer_and_the_destination_receives_it(
+        tmp_path: Path, broker_port: int) -> None:
+    """An order reaching a simulated warehouse is shipped from its lot at the next step and
+    booked in at the destination after its transit (simulated) time."""
+    fleet = Fleet(_config(tmp_path, broker_port, transfer_share=0.0, adjust_share=0.0,
+                          count_share=0.0, price_share=0.0))
+    recorded: list[dict[str, Any]] = []
+    fleet.record_hook = recorded.append
+    try:
+        fleet.start()
+        warehouse = fleet.by_id["WH-EAST-1"]
+        row = warehouse.agent.stock()[0]
+        lot = row["cohorts"][-1]  # the freshest lot, not the one FEFO would take
+        warehouse.agent.accept_order({
+            "order_id": "597b07709accd33f", "sku": row["sku"], "lot": lot["lot"],
+            "quantity": 2, "destination": "EAST-S002", "transit_hours": 1.0,
+            "approved_by": "ana", "approved_at": "2026-12-01T09:00:00.000Z"})
+        [out] = fleet.step()
+        assert out["event_type"] == "transfer_out"
+        assert out["payload"]["transfer_id"] == "597b07709accd33f"
+        assert out["payload"]["lots"] == [{**lot, "quantity": 2}]
+        for _ in range(2000):
+            fleet.step()
+            arrived = [e for e in recorded if e["event_type"] == "transfer_in"
+                       and e["payload"]["transfer_id"] == "597b07709accd33f"]
+            if arrived:
+                break
+        assert arrived, "the transfer never arrived"
+        assert arrived[0]["location_id"] == "EAST-S002"
+        assert arrived[0]["causation_id"] == out["event_id"]
+        assert fleet.orders_shipped == 1
+        assert [o["status"] for o in warehouse.agent.orders()] == ["dispatched"]
+    finally:
+        fleet.stop()
