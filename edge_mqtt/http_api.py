@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -156,7 +157,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         parts = path.strip("/").split("/")
         if len(parts) == 3 and parts[0] == "orders" and parts[2] == "dispatch":
-            self._dispatch(parts[1])
+            self._record("dispatch", lambda: self.server.agent.dispatch_order(parts[1]))
             return
         if path != "/events":
             if path in ("/stock", "/health", "/orders"):
@@ -167,29 +168,21 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             request = self._read_json()
-            with self.server.agent_lock:
-                event = record(self.server.agent, request)
         except _Refused as exc:
             self._refuse(exc)
-        except ContractError as exc:
-            self._refuse(_Refused(HTTPStatus.UNPROCESSABLE_ENTITY, exc.field, exc.value,
-                                  exc.reason))
-        except Exception:
-            log.exception("%s: recording failed", self.server.agent.location_id)
-            self._refuse(_Refused(HTTPStatus.INTERNAL_SERVER_ERROR, None, None,
-                                  "internal error; nothing was recorded"))
-        else:
-            self._send(HTTPStatus.CREATED, event)
+            return
+        self._record("recording", lambda: record(self.server.agent, request))
 
-    def _dispatch(self, order_id: str) -> None:
+    def _record(self, what: str, action: Callable[[], dict[str, Any]]) -> None:
+        """Run one recording under the agent lock: 201 with the event, or the refusal."""
         try:
             with self.server.agent_lock:
-                event = self.server.agent.dispatch_order(order_id)
+                event = action()
         except ContractError as exc:
             self._refuse(_Refused(HTTPStatus.UNPROCESSABLE_ENTITY, exc.field, exc.value,
                                   exc.reason))
         except Exception:
-            log.exception("%s: dispatch failed", self.server.agent.location_id)
+            log.exception("%s: %s failed", self.server.agent.location_id, what)
             self._refuse(_Refused(HTTPStatus.INTERNAL_SERVER_ERROR, None, None,
                                   "internal error; nothing was recorded"))
         else:

@@ -82,7 +82,7 @@ def order_plan(root: Root = None) -> dict[str, list[dict[str, Any]]]:
     recs = recs.drop_duplicates("recommendation_id", keep="last").set_index(
         "recommendation_id")
     ids = sorted(ever_approved & set(recs.index))
-    shipped = shipped_order_ids(root, ids)
+    shipped = shipped_order_ids(root, ids, regions=sorted(set(recs.loc[ids, "region"])))
     for order_id in ids:
         rec, decision = recs.loc[order_id], latest.loc[order_id]
         where = {"region": rec["region"], "source": rec["source_location"],
@@ -104,12 +104,20 @@ def order_plan(root: Root = None) -> dict[str, list[dict[str, Any]]]:
     return plan
 
 
-def shipped_order_ids(root: Root, order_ids: list[str]) -> set[str]:
-    """Order ids that silver ``events`` shows shipped (a ``transfer_out`` with that id)."""
+def shipped_order_ids(root: Root, order_ids: list[str], *,
+                      regions: list[str] | None = None) -> set[str]:
+    """Order ids that silver ``events`` shows shipped (a ``transfer_out`` with that id).
+
+    Reads only the sources' region partitions of the transactional events; a network
+    with months of silver would want a time bound too (a shipment follows its approval),
+    which is not applied yet."""
     if not order_ids:
         return set()
-    out = read_table("silver", "events", root, columns=["payload"],
-                     filters=[("event_type", "=", "transfer_out")])
+    filters: list[tuple[str, str, Any]] = [("category", "=", "transactional"),
+                                           ("event_type", "=", "transfer_out")]
+    if regions:
+        filters.insert(0, ("region", "in", list(regions)))
+    out = read_table("silver", "events", root, columns=["payload"], filters=filters)
     if out is None or out.empty:
         return set()
     wanted = set(order_ids)
