@@ -16,6 +16,9 @@ import json
 from pathlib import Path
 
 JOB_CHOICES = ("forecasts", "accuracy", "transfers", "reorders", "all")
+TRANSFER_STATUSES = ("proposed", "approved", "shipped", "arrived", "rejected")
+"""A recommendation's life: proposed, then decided; an approved one ships, then arrives
+(``spark_jobs.batch.transfer_progress``)."""
 
 
 def _fail(message: str) -> int:
@@ -208,7 +211,7 @@ def add_batch_commands(sub: argparse._SubParsersAction, add_option) -> None:
     tsub = tr.add_subparsers(dest="transfers_command", required=True)
     p = tsub.add_parser("list", help="recommendations, most value first")
     lakehouse(p)
-    p.add_argument("--status", choices=("proposed", "approved", "rejected"))
+    p.add_argument("--status", choices=TRANSFER_STATUSES)
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(fn=cmd_transfers_list)
     for decision, verb in (("approved", "approve"), ("rejected", "reject")):

@@ -35,6 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from lakehouse.contract import DEFAULT_PORTS, REGIONS, format_ts, order_topic, validate_order
 from lakehouse.readers import read_table
+from spark_jobs.batch import transfer_progress
 
 log = logging.getLogger(__name__)
 Root = str | os.PathLike[str] | None
@@ -82,7 +83,7 @@ def order_plan(root: Root = None) -> dict[str, list[dict[str, Any]]]:
     recs = recs.drop_duplicates("recommendation_id", keep="last").set_index(
         "recommendation_id")
     ids = sorted(ever_approved & set(recs.index))
-    shipped = shipped_order_ids(root, ids, regions=sorted(set(recs.loc[ids, "region"])))
+    shipped = set(transfer_progress(root, ids))
     for order_id in ids:
         rec, decision = recs.loc[order_id], latest.loc[order_id]
         where = {"region": rec["region"], "source": rec["source_location"],
@@ -102,27 +103,6 @@ def order_plan(root: Root = None) -> dict[str, list[dict[str, Any]]]:
                 "approved_at": format_ts(approved_at.to_pydatetime()),
             })})
     return plan
-
-
-def shipped_order_ids(root: Root, order_ids: list[str], *,
-                      regions: list[str] | None = None) -> set[str]:
-    """Order ids that silver ``events`` shows shipped (a ``transfer_out`` with that id).
-
-    Reads only the sources' region partitions of the transactional events; a network
-    with months of silver would want a time bound too (a shipment follows its approval),
-    which is not applied yet."""
-    if not order_ids:
-        return set()
-    filters: list[tuple[str, str, Any]] = [("category", "=", "transactional"),
-                                           ("event_type", "=", "transfer_out")]
-    if regions:
-        filters.insert(0, ("region", "in", list(regions)))
-    out = read_table("silver", "events", root, columns=["payload"], filters=filters)
-    if out is None or out.empty:
-        return set()
-    wanted = set(order_ids)
-    return {p["transfer_id"] for p in out["payload"]
-            if isinstance(p, dict) and p.get("transfer_id") in wanted}
 
 
 class OrderDispatcher:

@@ -263,10 +263,37 @@ def record_decision(recommendation_id: str, decision: str, decided_by: str, *,
     write_deltalake(str(path), row, mode="append")
 
 
+def transfer_progress(root: Root, transfer_ids: Any) -> dict[str, str]:
+    """How far each approved transfer has got, from silver ``events``: ``shipped`` (its
+    ``transfer_out`` is in) or ``arrived`` (its ``transfer_in`` too); absent = neither.
+
+    An approved transfer ships with ``transfer_id`` = its recommendation id (see
+    ``ingest.orders``), which is what ties the events to the row a person approved."""
+    wanted = set(transfer_ids)
+    if not wanted:
+        return {}
+    moves = read_table("silver", "events", root, columns=["event_type", "payload"],
+                       filters=[("category", "=", "transactional"),
+                                ("event_type", "in", ["transfer_out", "transfer_in"])])
+    progress: dict[str, str] = {}
+    if moves is None:
+        return progress
+    for event_type, payload in zip(moves["event_type"], moves["payload"], strict=True):
+        tid = payload.get("transfer_id") if isinstance(payload, dict) else None
+        if tid in wanted:
+            if event_type == "transfer_in":
+                progress[tid] = "arrived"
+            else:
+                progress.setdefault(tid, "shipped")
+    return progress
+
+
 def _with_decisions(recs: pd.DataFrame, previous: pd.DataFrame | None,
-                    decisions: pd.DataFrame, now: datetime) -> pd.DataFrame:
+                    decisions: pd.DataFrame, now: datetime,
+                    progress: dict[str, str] | None = None) -> pd.DataFrame:
     """New recommendations carry their decision; decided ones the run no longer proposes
-    stay listed for :data:`KEEP_DECIDED_DAYS` so the approver sees what they decided."""
+    stay listed for :data:`KEEP_DECIDED_DAYS` so the approver sees what they decided. An
+    approved one that has shipped or arrived says so (``progress``)."""
     latest = decisions.set_index("recommendation_id")
     if previous is not None and len(previous):
         cutoff = pd.Timestamp(now - timedelta(days=KEEP_DECIDED_DAYS))
@@ -277,7 +304,11 @@ def _with_decisions(recs: pd.DataFrame, previous: pd.DataFrame | None,
     recs = recs.copy()
     ids = recs["recommendation_id"]
     status = ids.map(latest["decision"]) if len(latest) else pd.Series(None, index=ids.index)
-    recs["status"] = status.fillna("proposed").to_numpy()
+    status = status.fillna("proposed")
+    if progress:
+        moved = ids.map(progress)
+        status = moved.where((status == "approved") & moved.notna(), status)
+    recs["status"] = status.to_numpy()
     recs["decided_by"] = ids.map(latest["decided_by"]).to_numpy() if len(latest) else None
     recs["decided_at"] = ids.map(latest["decided_at"]).to_numpy() if len(latest) else None
     return recs
@@ -308,8 +339,10 @@ def run_transfers_job(root: Root = None, *, now: datetime | None = None,
                                inputs["transit"], inputs["policy"], inputs["items"],
                                in_transit=inputs["in_transit"], now=now,
                                horizon_days=horizon_days)
-    recs = _with_decisions(recs, _gold("transfer_recommendations", root),
-                           read_decisions(root), now)
+    decisions = read_decisions(root)
+    approved = decisions.loc[decisions["decision"] == "approved", "recommendation_id"]
+    recs = _with_decisions(recs, _gold("transfer_recommendations", root), decisions, now,
+                           transfer_progress(root, approved))
     rows = write_table("gold", "transfer_recommendations", recs, transfers_schema(), root)
     saved = float(recs["expected_units_saved"].sum()) if rows else 0.0
     say(f"transfers: {rows} recommendations, {saved:.0f} units expected saved "

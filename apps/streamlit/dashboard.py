@@ -24,6 +24,7 @@ import pyarrow as pa  # noqa: E402
 import streamlit as st  # noqa: E402
 from deltalake.exceptions import DeltaError  # noqa: E402
 
+from apps.batch import TRANSFER_STATUSES  # noqa: E402
 from apps.streamlit import decision_views, views  # noqa: E402
 from lakehouse import readers  # noqa: E402
 from lakehouse.contract import REGIONS  # noqa: E402
@@ -291,7 +292,7 @@ def render_transfers(root: str) -> None:
     cols[1].metric("Units to move", f"{totals['units']:,}")
     cols[2].metric("Units expected saved", f"{totals['units_saved']:,.0f}")
     cols[3].metric("Value saved / cost", f"{totals['value_saved']:,.0f} / {totals['cost']:,.0f}")
-    show = st.multiselect("Status", ["proposed", "approved", "rejected"],
+    show = st.multiselect("Status", list(TRANSFER_STATUSES),
                           default=["proposed"], key="transfer_status")
     rows = decision_views.transfer_table(recs, show)
     st.dataframe(rows, hide_index=True)

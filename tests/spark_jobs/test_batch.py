@@ -317,6 +317,7 @@ def test_an_approved_transfer_reaches_the_offline_warehouse_ships_and_is_cleared
     from ingest.orders import BrokerAddress, OrderDispatcher
     from lakehouse.contract import encode_event, order_topic, topic
     from lakehouse.paths import table_path
+    from lakehouse.readers import read_table
     from spark_jobs import batch, silver
     from spark_jobs.bronze import LANDING_SCHEMA
 
@@ -358,6 +359,10 @@ def test_an_approved_transfer_reaches_the_offline_warehouse_ships_and_is_cleared
          .save(str(table_path("silver", "events", root))))
         assert dispatcher.run_once()["cleared"] == 1
         assert any(f"{order_id} cleared" in s for s in said)
+        batch.run_transfers_job(root, now=NOW, say=lambda _m: None)
+        listed = read_table("gold", "transfer_recommendations", root).set_index(
+            "recommendation_id")
+        assert listed.loc[order_id, "status"] == "shipped"
 
         held: list[bytes] = []
         probe = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
