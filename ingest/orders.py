@@ -35,7 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from lakehouse.contract import DEFAULT_PORTS, REGIONS, format_ts, order_topic, validate_order
 from lakehouse.readers import read_table
-from spark_jobs.batch import transfer_progress
+from spark_jobs.batch import approved_since, transfer_progress
 
 log = logging.getLogger(__name__)
 Root = str | os.PathLike[str] | None
@@ -83,7 +83,8 @@ def order_plan(root: Root = None) -> dict[str, list[dict[str, Any]]]:
     recs = recs.drop_duplicates("recommendation_id", keep="last").set_index(
         "recommendation_id")
     ids = sorted(ever_approved & set(recs.index))
-    shipped = set(transfer_progress(root, ids))
+    _, since = approved_since(history, ids)  # every decision: the earliest approval counts
+    shipped = set(transfer_progress(root, ids, since))
     for order_id in ids:
         rec, decision = recs.loc[order_id], latest.loc[order_id]
         where = {"region": rec["region"], "source": rec["source_location"],

@@ -48,6 +48,25 @@ def _utc_timestamps(data: pa.Table) -> pa.Table:
     return data
 
 
+def _match_timestamps(delta: DeltaTable, filters: Filters) -> list[tuple[str, str, Any]]:
+    """Filters on a timestamp column with a ``datetime``, made naive or UTC-aware as the
+    column is (a Spark-written table stores UTC-aware times, a delta-rs one may not),
+    so a caller passes a UTC time either way."""
+    from datetime import UTC, datetime
+
+    types = {f.name: f.type for f in pa.schema(delta.schema().to_arrow())}
+    out = []
+    for column, op, value in filters:
+        kind = types.get(column)
+        if isinstance(value, datetime) and kind is not None and pa.types.is_timestamp(kind):
+            moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+            value = moment.astimezone(UTC)
+            if kind.tz is None:
+                value = value.replace(tzinfo=None)
+        out.append((column, op, value))
+    return out
+
+
 def read_table(
     layer: str,
     table: str,
@@ -69,7 +88,7 @@ def read_table(
         return None
     data = delta.to_pyarrow_table(
         columns=list(columns) if columns is not None else None,
-        filters=list(filters) if filters else None,
+        filters=_match_timestamps(delta, filters) if filters else None,
     )
     return _utc_timestamps(data).to_pandas()
 

@@ -263,18 +263,41 @@ def record_decision(recommendation_id: str, decision: str, decided_by: str, *,
     write_deltalake(str(path), row, mode="append")
 
 
-def transfer_progress(root: Root, transfer_ids: Any) -> dict[str, str]:
+SHIP_AFTER_APPROVAL_SLACK = timedelta(days=1)
+"""How much earlier than its approval a shipment's ``occurred_at`` may read (store clocks
+drift); older events are not searched for it."""
+
+
+def approved_since(decisions: pd.DataFrame, ids: Any) -> tuple[list[str], datetime | None]:
+    """The approved ones among ``ids`` (latest decisions), and how far back in silver their
+    shipments can be: the earliest approval, less :data:`SHIP_AFTER_APPROVAL_SLACK`."""
+    rows = decisions[(decisions["decision"] == "approved")
+                     & decisions["recommendation_id"].isin(set(ids))]
+    if rows.empty:
+        return [], None
+    earliest = pd.Timestamp(rows["decided_at"].min()).to_pydatetime()
+    return rows["recommendation_id"].tolist(), earliest - SHIP_AFTER_APPROVAL_SLACK
+
+
+def transfer_progress(root: Root, transfer_ids: Any, since: datetime | None = None
+                      ) -> dict[str, str]:
     """How far each approved transfer has got, from silver ``events``: ``shipped`` (its
     ``transfer_out`` is in) or ``arrived`` (its ``transfer_in`` too); absent = neither.
 
     An approved transfer ships with ``transfer_id`` = its recommendation id (see
-    ``ingest.orders``), which is what ties the events to the row a person approved."""
+    ``ingest.orders``), which is what ties the events to the row a person approved.
+    ``since`` bounds the search to events that occurred from then on, so a round reads the
+    files of recent days, not all of silver."""
     wanted = set(transfer_ids)
     if not wanted:
         return {}
+    filters: list[tuple[str, str, Any]] = [
+        ("category", "=", "transactional"),
+        ("event_type", "in", ["transfer_out", "transfer_in"])]
+    if since is not None:
+        filters.append(("occurred_at", ">=", since))
     moves = read_table("silver", "events", root, columns=["event_type", "payload"],
-                       filters=[("category", "=", "transactional"),
-                                ("event_type", "in", ["transfer_out", "transfer_in"])])
+                       filters=filters)
     progress: dict[str, str] = {}
     if moves is None:
         return progress
@@ -340,9 +363,12 @@ def run_transfers_job(root: Root = None, *, now: datetime | None = None,
                                in_transit=inputs["in_transit"], now=now,
                                horizon_days=horizon_days)
     decisions = read_decisions(root)
-    approved = decisions.loc[decisions["decision"] == "approved", "recommendation_id"]
-    recs = _with_decisions(recs, _gold("transfer_recommendations", root), decisions, now,
-                           transfer_progress(root, approved))
+    previous = _gold("transfer_recommendations", root)
+    listed = set(recs["recommendation_id"]) | (
+        set(previous["recommendation_id"]) if previous is not None else set())
+    approved, since = approved_since(decisions, listed)
+    recs = _with_decisions(recs, previous, decisions, now,
+                           transfer_progress(root, approved, since))
     rows = write_table("gold", "transfer_recommendations", recs, transfers_schema(), root)
     saved = float(recs["expected_units_saved"].sum()) if rows else 0.0
     say(f"transfers: {rows} recommendations, {saved:.0f} units expected saved "

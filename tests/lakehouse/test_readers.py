@@ -88,3 +88,19 @@ def test_naive_timestamps_come_back_as_utc(tmp_path: Path) -> None:
     frame = read_table("silver", "dead_letters", tmp_path)
     assert frame is not None
     assert frame["received_at"].iloc[0] == pd.Timestamp("2025-03-01 12:30", tz="UTC")
+
+
+@pytest.mark.parametrize("stored_tz", [None, "UTC"])
+def test_a_time_filter_takes_a_utc_time_whatever_the_column_stores(tmp_path: Path,
+                                                                    stored_tz) -> None:
+    """Spark stores UTC-aware times, delta-rs may store naive ones; a caller filtering on
+    "since this moment" writes the same filter for both and gets the same rows."""
+    times = [datetime(2026, 11, 1, 12), datetime(2026, 12, 1, 8), datetime(2026, 12, 1, 9)]
+    table = pa.table({"occurred_at": pa.array(times, pa.timestamp("us", tz=stored_tz)),
+                      "n": [1, 2, 3]})
+    write_deltalake(str(table_path("silver", "events", tmp_path)), table)
+    for since in (datetime(2026, 12, 1, 8, 30, tzinfo=UTC), datetime(2026, 12, 1, 8, 30)):
+        got = read_table("silver", "events", tmp_path,
+                         filters=[("occurred_at", ">=", since)])
+        assert got["n"].tolist() == [3]
+        assert str(got["occurred_at"].dt.tz) == "UTC"
