@@ -23,7 +23,7 @@ from lakehouse.contract import DEFAULT_PORTS, ContractError, check_region
 
 from .agent import StoreAgent
 from .recording import REQUEST_SHAPES, field_name, record
-from .store import StoreDB
+from .store import ORDER_STATUSES, StoreDB
 
 EXIT_REFUSED = 2
 
@@ -87,7 +87,7 @@ def _agent_opts(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
 
 
 def add_agent_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``agent record|stock|serve`` to the ``shelflife`` command."""
+    """Add ``agent record|stock|orders|ship|serve`` to the ``shelflife`` command."""
     agent = subparsers.add_parser("agent", help="record events and query one store's agent")
     sub = agent.add_subparsers(dest="agent_command", required=True)
 
@@ -105,6 +105,16 @@ def add_agent_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sku", default=None, help="one SKU only")
     _agent_opts(p)
     p.set_defaults(fn=run_agent_command, agent_fn=cmd_stock)
+
+    p = sub.add_parser("orders", help="approved transfers sent to this location to ship")
+    p.add_argument("--status", choices=ORDER_STATUSES, default=None, help="only these")
+    _agent_opts(p)
+    p.set_defaults(fn=run_agent_command, agent_fn=cmd_orders)
+
+    p = sub.add_parser("ship", help="ship a transfer order: transfer_out of its lot")
+    p.add_argument("order_id")
+    _agent_opts(p)
+    p.set_defaults(fn=run_agent_command, agent_fn=cmd_ship)
 
     p = sub.add_parser("serve", help="HTTP API for POS/WMS plus the publisher to the broker")
     _agent_opts(p, json_flag=False)
@@ -182,6 +192,36 @@ def cmd_stock(args: argparse.Namespace) -> int:
         print(f"{agent.location_id}: no stock" + (f" of {args.sku}" if args.sku else ""))
     else:
         print(_table(table, right=(1, 4)))
+    return 0
+
+
+def cmd_orders(args: argparse.Namespace) -> int:
+    agent = open_agent(args)
+    try:
+        rows = agent.orders(args.status)
+    finally:
+        agent.close()
+    if args.json:
+        print(json.dumps({"location_id": agent.location_id, "orders": rows}))
+        return 0
+    if not rows:
+        print(f"{agent.location_id}: no transfer orders"
+              + (f" {args.status}" if args.status else ""))
+        return 0
+    table = [("ORDER", "STATUS", "SKU", "LOT", "QTY", "TO", "TRANSIT", "APPROVED BY")]
+    table += [(o["order_id"], o["status"], o["sku"], o["lot"], str(o["quantity"]),
+               o["destination"], f"{o['transit_hours']:g} h", o["approved_by"]) for o in rows]
+    print(_table(table, right=(4,)))
+    return 0
+
+
+def cmd_ship(args: argparse.Namespace) -> int:
+    agent = open_agent(args)
+    try:
+        event = agent.dispatch_order(args.order_id)
+    finally:
+        agent.close()
+    print(json.dumps(event) if args.json else _describe(event))
     return 0
 
 

@@ -184,3 +184,30 @@ def test_serve_records_sales_while_the_broker_is_down(tmp_path):
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=15)
     assert proc.returncode == 0, err
+
+
+def test_a_warehouse_lists_and_ships_its_transfer_orders_from_a_shell(tmp_path):
+    from edge_mqtt.agent import StoreAgent
+
+    db = tmp_path / "wh.sqlite"
+    agent = StoreAgent("WH-EAST-1", "east", db)
+    agent.receive("MILK", 12, lot="L9", expires_on="2026-12-09", supplier_ref="PO-1",
+                  unit_cost=0.4)
+    agent.accept_order({"order_id": "597b07709accd33f", "sku": "MILK", "lot": "L9",
+                        "quantity": 5, "destination": "EAST-S001", "transit_hours": 6.0,
+                        "approved_by": "ana", "approved_at": "2026-12-01T09:00:00.000Z"})
+    agent.close()
+    table = agent_cli("orders", db=db, location=None).stdout.splitlines()
+    assert table[1].split() == ["597b07709accd33f", "pending", "MILK", "L9", "5",
+                                "EAST-S001", "6", "h", "ana"]
+    done = agent_cli("ship", "597b07709accd33f", "--json", db=db, location=None)
+    assert done.returncode == 0, done.stderr
+    shipped = json.loads(done.stdout)
+    assert (shipped["event_type"], shipped["payload"]["transfer_id"]) == (
+        "transfer_out", "597b07709accd33f")
+    again = agent_cli("ship", "597b07709accd33f", db=db, location=None)
+    assert again.returncode == 2 and "dispatched" in again.stderr
+    listed = json.loads(agent_cli("orders", "--status", "dispatched", "--json", db=db,
+                                  location=None).stdout)
+    assert [o["event_id"] for o in listed["orders"]] == [shipped["event_id"]]
+    assert outbox_seqs(db) == [1, 2]
