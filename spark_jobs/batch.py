@@ -14,10 +14,12 @@ changes what is on hand, which is the point of counting, and nothing else.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -221,14 +223,36 @@ def decision_inputs(root: Root = None) -> dict[str, pd.DataFrame] | None:
     locs = reference.locations(levels, root)
     items = reference.sku_attributes(set(cohorts["sku"]) | set(levels["sku"]), root)
     moving = levels[levels["in_transit_in"].fillna(0) > 0]
+    in_transit = pd.DataFrame({"location_id": moving["location_id"], "sku": moving["sku"],
+                               "quantity": moving["in_transit_in"].astype("int64")})
+    book = transfer_book(root)
     return {
-        "cohorts": cohorts, "forecasts": forecasts, "locations": locs, "items": items,
+        "cohorts": _commit(cohorts, book.committed()), "forecasts": forecasts,
+        "locations": locs, "items": items,
         "policy": reference.sellable_policy(items["category"], root),
-        "transit": reference.transit_matrix(locs, root),
-        "in_transit": pd.DataFrame({"location_id": moving["location_id"],
-                                    "sku": moving["sku"],
-                                    "quantity": moving["in_transit_in"].astype("int64")}),
+        "transit": reference.transit_matrix(locs, root), "in_transit": in_transit,
+        "book": book,
     }
+
+
+def _commit(cohorts: pd.DataFrame, committed: pd.DataFrame) -> pd.DataFrame:
+    """Stock as it will stand once the approved, unshipped transfers have moved: their
+    units leave the source lot and join the destination as that lot (same expiry), as the
+    recommendation foresaw. So no later run proposes the same units again, and no store
+    reorders what a transfer will bring."""
+    if committed.empty:
+        return cohorts
+    taken = committed.groupby(["source_location", "sku", "lot"])["quantity"].sum()
+    key = pd.MultiIndex.from_frame(cohorts[["location_id", "sku", "lot"]])
+    less = taken.reindex(key).fillna(0).to_numpy()
+    left = cohorts.assign(quantity=(cohorts["quantity"] - less).clip(lower=0)
+                          .astype(cohorts["quantity"].dtype))
+    coming = pd.DataFrame({"region": committed["destination_region"],
+                           "location_id": committed["destination_location"],
+                           "sku": committed["sku"], "lot": committed["lot"],
+                           "expires_on": committed["expires_on"],
+                           "quantity": committed["quantity"].astype("int64")})
+    return pd.concat([left, coming[[c for c in coming if c in cohorts]]], ignore_index=True)
 
 
 def read_decisions(root: Root = None) -> pd.DataFrame:
@@ -311,20 +335,77 @@ def transfer_progress(root: Root, transfer_ids: Any, since: datetime | None = No
     return progress
 
 
+@dataclass
+class TransferBook:
+    """The recommendations gold holds, their latest decisions, and how far the approved
+    ones have got: what a run must not forget or propose twice."""
+
+    previous: pd.DataFrame | None
+    decisions: pd.DataFrame
+    progress: dict[str, str]
+
+    def committed(self) -> pd.DataFrame:
+        """Approved transfers not shipped yet, with the quantity that was approved."""
+        cols = ["recommendation_id", "source_location", "destination_location",
+                "destination_region", "sku", "lot", "expires_on", "quantity"]
+        if self.previous is None or self.previous.empty or self.decisions.empty:
+            return pd.DataFrame(columns=cols)
+        latest = self.decisions.set_index("recommendation_id")["decision"]
+        ids = self.previous["recommendation_id"]
+        open_ = (ids.map(latest) == "approved") & ~ids.isin(set(self.progress))
+        return self.previous.loc[open_, cols].reset_index(drop=True)
+
+
+def transfer_book(root: Root = None) -> TransferBook:
+    decisions = read_decisions(root)
+    previous = _gold("transfer_recommendations", root)
+    listed = set(previous["recommendation_id"]) if previous is not None else set()
+    approved, since = approved_since(decisions, listed)
+    return TransferBook(previous, decisions, transfer_progress(root, approved, since))
+
+
+def _fresh_id(rec_id: str, taken: set[str]) -> str:
+    """An id of its own for a run's proposal of a move someone already decided on."""
+    while rec_id in taken:
+        rec_id = hashlib.sha1(f"{rec_id}|again".encode()).hexdigest()[:16]
+    return rec_id
+
+
 def _with_decisions(recs: pd.DataFrame, previous: pd.DataFrame | None,
                     decisions: pd.DataFrame, now: datetime,
                     progress: dict[str, str] | None = None) -> pd.DataFrame:
     """New recommendations carry their decision; decided ones the run no longer proposes
     stay listed for :data:`KEEP_DECIDED_DAYS` so the approver sees what they decided. An
-    approved one that has shipped or arrived says so (``progress``)."""
+    approved one that has shipped or arrived says so (``progress``).
+
+    A decided row keeps the figures it was decided on, and an approved one stays listed
+    until it arrives (or is rejected). When this run proposes an approved move again (more
+    units of the same lot for the same store), that proposal gets an id of its own, so
+    nobody approves units they did not see and no order is sent twice; a move rejected
+    today is not proposed again today (its id holds the date)."""
     latest = decisions.set_index("recommendation_id")
-    if previous is not None and len(previous):
-        cutoff = pd.Timestamp(now - timedelta(days=KEEP_DECIDED_DAYS))
-        old = previous[previous["recommendation_id"].isin(latest.index)
-                       & ~previous["recommendation_id"].isin(recs["recommendation_id"])
-                       & (pd.to_datetime(previous["created_at"], utc=True) >= cutoff)]
-        recs = pd.concat([recs, old[recs.columns]], ignore_index=True) if len(old) else recs
+    progress = progress or {}
     recs = recs.copy()
+    if previous is not None and len(previous):
+        ids = previous["recommendation_id"]
+        cutoff = pd.Timestamp(now - timedelta(days=KEEP_DECIDED_DAYS))
+        in_flight = (ids.map(latest["decision"]) == "approved") & (
+            ids.map(progress).fillna("") != "arrived")
+        old = previous[ids.isin(latest.index)
+                       & ((pd.to_datetime(previous["created_at"], utc=True) >= cutoff)
+                          | in_flight)]
+        if len(old):
+            rejected = set(old.loc[old["recommendation_id"].map(latest["decision"])
+                                   == "rejected", "recommendation_id"])
+            recs = recs[~recs["recommendation_id"].isin(rejected)]  # no means no, today
+            taken = set(latest.index) | set(recs["recommendation_id"])
+            clash = recs["recommendation_id"].isin(set(old["recommendation_id"]))
+            fresh = []
+            for rec_id in recs.loc[clash, "recommendation_id"]:
+                fresh.append(_fresh_id(rec_id, taken))
+                taken.add(fresh[-1])
+            recs.loc[clash, "recommendation_id"] = fresh
+            recs = pd.concat([recs, old[recs.columns]], ignore_index=True)
     ids = recs["recommendation_id"]
     status = ids.map(latest["decision"]) if len(latest) else pd.Series(None, index=ids.index)
     status = status.fillna("proposed")
@@ -362,13 +443,8 @@ def run_transfers_job(root: Root = None, *, now: datetime | None = None,
                                inputs["transit"], inputs["policy"], inputs["items"],
                                in_transit=inputs["in_transit"], now=now,
                                horizon_days=horizon_days)
-    decisions = read_decisions(root)
-    previous = _gold("transfer_recommendations", root)
-    listed = set(recs["recommendation_id"]) | (
-        set(previous["recommendation_id"]) if previous is not None else set())
-    approved, since = approved_since(decisions, listed)
-    recs = _with_decisions(recs, previous, decisions, now,
-                           transfer_progress(root, approved, since))
+    book = inputs["book"]
+    recs = _with_decisions(recs, book.previous, book.decisions, now, book.progress)
     rows = write_table("gold", "transfer_recommendations", recs, transfers_schema(), root)
     saved = float(recs["expected_units_saved"].sum()) if rows else 0.0
     say(f"transfers: {rows} recommendations, {saved:.0f} units expected saved "
