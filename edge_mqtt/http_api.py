@@ -190,28 +190,28 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- request parts -----------------------------------------------------------------
 
-    def _orders_query(self, query: str) -> str | None:
+    def _query(self, query: str, name: str) -> str | None:
+        """The one query parameter a GET takes (the last value if repeated), or None."""
         params = parse_qs(query, keep_blank_values=True)
-        unknown = sorted(set(params) - {"status"})
+        unknown = sorted(set(params) - {name})
         if unknown:
             raise _Refused(HTTPStatus.BAD_REQUEST, unknown[0], params[unknown[0]][0],
-                           f"unknown query parameter {unknown[0]!r} (expected status)")
-        status = params.get("status", [None])[-1]
+                           f"unknown query parameter {unknown[0]!r} (expected {name})")
+        return params[name][-1] if name in params else None
+
+    def _orders_query(self, query: str) -> str | None:
+        status = self._query(query, "status")
         if status is not None and status not in ORDER_STATUSES:
             raise _Refused(HTTPStatus.BAD_REQUEST, "status", status,
                            f"expected one of {', '.join(ORDER_STATUSES)}")
         return status
 
     def _stock_query(self, query: str) -> str | None:
-        params = parse_qs(query, keep_blank_values=True)
-        unknown = sorted(set(params) - {"sku"})
-        if unknown:
-            raise _Refused(HTTPStatus.BAD_REQUEST, unknown[0], params[unknown[0]][0],
-                           f"unknown query parameter {unknown[0]!r} (expected sku)")
-        if "sku" not in params:
+        sku = self._query(query, "sku")
+        if sku is None:
             return None
         try:
-            return check_id("sku", params["sku"][-1])
+            return check_id("sku", sku)
         except ContractError as exc:
             raise _Refused(HTTPStatus.BAD_REQUEST, exc.field, exc.value, exc.reason) from exc
 
