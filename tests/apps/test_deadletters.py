@@ -137,14 +137,18 @@ def test_an_invalid_fix_is_refused_and_nothing_is_sent(refused, capsys, tmp_path
 
 
 def test_unreachable_broker_is_named(refused, capsys, tmp_path):
-    from ..conftest import free_port
+    import socket
 
     root, _, sale, _ = refused
     fixed = tmp_path / "fixed.jsonl"
     fixed.write_text(json.dumps(sale) + "\n")
-    dead_port = free_port()
-    code = main(["deadletters", "redrive", "--file", str(fixed), "--region", "east",
-                 "--lakehouse", str(root), "--broker-ports", f"east={dead_port}"])
+    # Held bound but not listening: connecting is refused, and the port cannot become the
+    # client's own source port (a TCP self-connect would "reach" a dead port).
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        dead_port = holder.getsockname()[1]
+        code = main(["deadletters", "redrive", "--file", str(fixed), "--region", "east",
+                     "--lakehouse", str(root), "--broker-ports", f"east={dead_port}"])
     assert code == 1
     assert f"region east: cannot reach its broker at 127.0.0.1:{dead_port}" in \
         capsys.readouterr().err
