@@ -164,12 +164,12 @@ class StoreAgent:
         return self._record("sold", make, occurred_at=occurred_at)
 
     def transfer_out(self, sku: str, quantity: int, *, destination: str, transfer_id: str,
-                     expected_transit_hours: float, lot: str | None = None,
-                     occurred_at: str | None = None) -> dict[str, Any]:
-        """Ship stock; ``lot`` ships from that lot alone (an approved transfer names the lot
-        whose shelf life it was checked for), otherwise first-expired-first-out."""
+                     expected_transit_hours: float, occurred_at: str | None = None
+                     ) -> dict[str, Any]:
+        """Ship stock first-expired-first-out (an order ships its own lot instead: see
+        :meth:`dispatch_order`)."""
         return self._ship(sku, quantity, destination=destination, transfer_id=transfer_id,
-                          transit_hours=expected_transit_hours, lot=lot,
+                          transit_hours=expected_transit_hours, lot=None,
                           occurred_at=occurred_at)
 
     def _ship(self, sku: str, quantity: int, *, destination: str, transfer_id: str,
@@ -186,9 +186,13 @@ class StoreAgent:
 
             def apply() -> None:
                 move()
-                if order_id is not None:  # same transaction: shipped and marked, or neither
-                    seq = int(self.db.get_meta("next_seq", 1))
-                    self.db.mark_dispatched(order_id, f"{self.location_id}:{seq}")
+                if order_id is None:
+                    return
+                # Same transaction: shipped and marked, or neither. A second process on
+                # this file (the CLI beside `agent serve`) that shipped it meanwhile wins.
+                seq = int(self.db.get_meta("next_seq", 1))
+                if not self.db.mark_dispatched(order_id, f"{self.location_id}:{seq}"):
+                    raise ContractError("order_id", order_id, "order is no longer pending")
             return payload, apply
         return self._record("transfer_out", make, occurred_at=occurred_at)
 

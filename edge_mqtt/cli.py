@@ -17,7 +17,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from lakehouse.contract import DEFAULT_PORTS, ContractError, check_region
 
@@ -161,11 +161,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         flags = ", ".join(RECORD_OPTIONS[k][0] for k in RECORD_OPTIONS if k in allowed)
         raise ContractError(RECORD_OPTIONS[key][0], request[key],
                             f"does not apply to {args.event_type} (its options: {flags})")
-    agent = open_agent(args)
-    try:
-        event = record(agent, request)
-    finally:
-        agent.close()
+    _, event = _with_agent(args, lambda a: record(a, request))
     if args.json:
         print(json.dumps(event))
     else:
@@ -173,12 +169,21 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_stock(args: argparse.Namespace) -> int:
+T = TypeVar("T")
+
+
+def _with_agent(args: argparse.Namespace, use: Callable[[StoreAgent], T]
+                ) -> tuple[StoreAgent, T]:
+    """Open ``--db``'s agent, use it once, close it: a CLI call is one short session."""
     agent = open_agent(args)
     try:
-        rows = agent.stock(args.sku)
+        return agent, use(agent)
     finally:
         agent.close()
+
+
+def cmd_stock(args: argparse.Namespace) -> int:
+    agent, rows = _with_agent(args, lambda a: a.stock(args.sku))
     if args.json:
         print(json.dumps({"location_id": agent.location_id, "stock": rows}))
         return 0
@@ -196,11 +201,7 @@ def cmd_stock(args: argparse.Namespace) -> int:
 
 
 def cmd_orders(args: argparse.Namespace) -> int:
-    agent = open_agent(args)
-    try:
-        rows = agent.orders(args.status)
-    finally:
-        agent.close()
+    agent, rows = _with_agent(args, lambda a: a.orders(args.status))
     if args.json:
         print(json.dumps({"location_id": agent.location_id, "orders": rows}))
         return 0
@@ -216,11 +217,7 @@ def cmd_orders(args: argparse.Namespace) -> int:
 
 
 def cmd_ship(args: argparse.Namespace) -> int:
-    agent = open_agent(args)
-    try:
-        event = agent.dispatch_order(args.order_id)
-    finally:
-        agent.close()
+    _, event = _with_agent(args, lambda a: a.dispatch_order(args.order_id))
     print(json.dumps(event) if args.json else _describe(event))
     return 0
 

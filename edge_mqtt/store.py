@@ -163,9 +163,12 @@ class StoreDB:
                                        "order_id", (status,)))
         return [_order_row(r) for r in rows]
 
-    def mark_dispatched(self, order_id: str, event_id: str) -> None:
-        self.conn.execute("UPDATE transfer_orders SET status = 'dispatched', event_id = ? "
-                          "WHERE order_id = ?", (event_id, order_id))
+    def mark_dispatched(self, order_id: str, event_id: str) -> bool:
+        """Mark a pending order shipped; False when it is not pending (any more)."""
+        cur = self.conn.execute("UPDATE transfer_orders SET status = 'dispatched', "
+                                "event_id = ? WHERE order_id = ? AND status = 'pending'",
+                                (event_id, order_id))
+        return cur.rowcount == 1
 
     # --- outbox ----------------------------------------------------------------------
 

@@ -293,8 +293,9 @@ drift); older events are not searched for it."""
 
 
 def approved_since(decisions: pd.DataFrame, ids: Any) -> tuple[list[str], datetime | None]:
-    """The approved ones among ``ids`` (latest decisions), and how far back in silver their
-    shipments can be: the earliest approval, less :data:`SHIP_AFTER_APPROVAL_SLACK`."""
+    """The ids approved in ``decisions`` (latest ones, or the whole history), and how far
+    back in silver their shipments can be: the earliest of those approvals, less
+    :data:`SHIP_AFTER_APPROVAL_SLACK`."""
     rows = decisions[(decisions["decision"] == "approved")
                      & decisions["recommendation_id"].isin(set(ids))]
     if rows.empty:

@@ -168,3 +168,18 @@ def test_a_cancelled_order_cannot_ship_and_bad_orders_name_the_field(agent):
             agent.accept_order({**ORDER, "order_id": "other", field: value})
         assert refused.value.field == field
     assert [o["order_id"] for o in agent.orders()] == [ORDER["order_id"]]
+
+
+def test_an_order_shipped_by_another_process_on_the_file_is_not_shipped_again(agent,
+                                                                              tmp_path):
+    receive(agent, 10, "FRESH", "2026-12-09")
+    agent.accept_order(ORDER)
+    beside = StoreAgent("S-001", "east", tmp_path / "s.sqlite")  # e.g. the CLI next to serve
+    try:
+        shipped = beside.dispatch_order(ORDER["order_id"])
+        with pytest.raises(ContractError, match="dispatched"):
+            agent.dispatch_order(ORDER["order_id"])
+    finally:
+        beside.close()
+    assert agent.last_seq == shipped["seq"]
+    assert agent.stock("MILK")[0]["on_hand"] == 4
