@@ -33,6 +33,34 @@ REGIONS = ("east", "central", "west")
 DEFAULT_PORTS: dict[str, int] = {"east": 18831, "central": 18832, "west": 18833}
 """Each region's broker port on loopback, shared by brokers, agents and ingest."""
 
+# --- bounds: what the tables and the domain can hold ------------------------------------
+# Every number and string an event carries is bounded here, so a value the lakehouse
+# cannot store (an int beyond int64, a date typed into a day count) is refused at the
+# agent and dead-lettered at ingest instead of failing inside the stream.
+MAX_EVENT_BYTES = 1_048_576
+"""Largest MQTT message a broker, ingest or the agent accepts (a full count of a large
+store, 10,000 lots, is about 900 KB)."""
+MAX_SEQ = 2**53 - 1
+"""Largest seq: exact in a JSON number everywhere (and far inside int64)."""
+MAX_QUANTITY = 1_000_000
+"""Most selling units one event may move or count for one lot."""
+MAX_STOCK = 1_000_000_000
+"""Largest on-hand magnitude an event may report (``stock_before``, system quantities)."""
+MAX_MONEY = 1_000_000.0
+"""Largest unit price or cost."""
+MAX_HOURS = 24.0 * 90
+"""Longest transit a transfer may expect (90 days)."""
+MAX_DAYS = 3650
+"""Longest shelf life or minimum sellable life, in days (ten years)."""
+MAX_STR = 256
+"""Longest free-text field, in characters."""
+MAX_LOTS = 64
+"""Most lots one sale or transfer may draw."""
+MAX_ITEMS = 10_000
+"""Most lines a count may carry."""
+MAX_CLOCK = 64
+"""Most entries in an event's vector clock."""
+
 EventType = Literal[
     "received",
     "sold",
