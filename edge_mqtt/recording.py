@@ -57,7 +57,7 @@ ENVELOPE_KEYS = ("occurred_at", "causation_id")
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "id": (str,), "str": (str,), "date": (str,), "reason": (str,),
-    "int": (int,), "posint": (int,), "nonneg_int": (int,),
+    "stock": (int,), "quantity": (int,), "count": (int,), "days": (int,),
     "money": (int, float), "hours": (int, float),
     "lots": (list,), "items": (list,),
 }

@@ -86,9 +86,17 @@ CATEGORY_OF: dict[str, str] = {
 EVENT_TYPES: tuple[str, ...] = tuple(CATEGORY_OF)
 REASON_CODES = ("expired", "damaged", "temperature", "recall", "other")
 
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
-_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+_CAUSE_RE = re.compile(r"^(?P<loc>[A-Za-z0-9][A-Za-z0-9_.-]{0,63}):(?P<seq>[0-9]{1,16})\Z")
+_BAD_CHARS_RE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+"""Control characters (C0, DEL, C1), lone surrogates and non-characters: they break
+UTF-8 encoding, terminals, CSV exports or Parquet writers downstream."""
+EARLIEST_DATE = date(1970, 1, 1)
+LATEST_DATE = date(2199, 12, 31)
+"""Dates and times outside these are refused: pandas, Arrow and the dashboards all hold
+them, and nothing perishable is older or expires later."""
+_TS_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z\Z")
+_DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 
 
 class ContractError(ValueError):
@@ -106,7 +114,7 @@ class ContractError(ValueError):
 
 # --- field kinds -----------------------------------------------------------------------
 
-Kind = Literal["id", "str", "int", "posint", "nonneg_int", "money", "hours", "date",
+Kind = Literal["id", "str", "stock", "quantity", "count", "days", "money", "hours", "date",
                "reason", "lots", "items"]
 
 
@@ -123,7 +131,7 @@ PAYLOAD_FIELDS: dict[str, FieldSpec] = {
     for f in (
         FieldSpec("sku", "id"),
         FieldSpec("lot", "str"),
-        FieldSpec("quantity", "posint"),
+        FieldSpec("quantity", "quantity"),
         FieldSpec("expires_on", "date"),
         FieldSpec("supplier_ref", "str"),
         FieldSpec("unit_cost", "money"),
@@ -136,16 +144,16 @@ PAYLOAD_FIELDS: dict[str, FieldSpec] = {
         FieldSpec("expected_transit_hours", "hours"),
         FieldSpec("reason_code", "reason"),
         FieldSpec("disposal_method", "str"),
-        FieldSpec("counted_quantity", "nonneg_int"),
-        FieldSpec("system_quantity", "int"),
-        FieldSpec("delta", "int"),
+        FieldSpec("counted_quantity", "count"),
+        FieldSpec("system_quantity", "stock"),
+        FieldSpec("delta", "stock"),
         FieldSpec("items", "items"),
         FieldSpec("description", "str"),
         FieldSpec("category", "str"),
         FieldSpec("price", "money"),
-        FieldSpec("shelf_life_days", "nonneg_int"),
-        FieldSpec("min_sellable_days", "nonneg_int"),
-        FieldSpec("stock_before", "int"),
+        FieldSpec("shelf_life_days", "days"),
+        FieldSpec("min_sellable_days", "days"),
+        FieldSpec("stock_before", "stock"),
     )
 }
 
@@ -197,35 +205,53 @@ def check_region(value: Any) -> str:
     return value
 
 
-def _check_int(field: str, value: Any, *, minimum: int | None = None) -> int:
+def _check_int(field: str, value: Any, *, minimum: int, maximum: int) -> int:
+    """Integers only (never bool or float), inside ``[minimum, maximum]``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ContractError(field, value, f"expected an integer, got {type(value).__name__}")
-    if minimum is not None and value < minimum:
+    if value < minimum:
         raise ContractError(field, value, f"must be >= {minimum}")
+    if value > maximum:
+        raise ContractError(field, value, f"must be <= {maximum:,}")
     return value
 
 
-def _check_number(field: str, value: Any) -> float:
+def _check_number(field: str, value: Any, maximum: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ContractError(field, value, f"expected a number, got {type(value).__name__}")
-    if value != value or value < 0 or value == float("inf"):
-        raise ContractError(field, value, "must be a finite number >= 0")
+    if value != value or value < 0 or value > maximum:
+        raise ContractError(field, value, f"must be a finite number from 0 to {maximum:,g}")
     return float(value)
 
 
-def _check_str(field: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > 256:
-        raise ContractError(field, value, "expected a non-empty string of at most 256 chars")
+def check_text(field: str, value: Any) -> str:
+    """Free text: 1-256 characters, not blank, no control characters or lone surrogates."""
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_STR:
+        raise ContractError(field, value,
+                            f"expected a non-empty string of at most {MAX_STR} chars")
+    bad = _BAD_CHARS_RE.search(value)
+    if bad is not None:
+        raise ContractError(field, value, f"contains the control or invalid character "
+                                          f"U+{ord(bad.group()):04X} at {bad.start()}")
     return value
+
+
+_check_str = check_text
+
+
+def _check_day(field: str, value: Any, day: date) -> None:
+    if not EARLIEST_DATE <= day <= LATEST_DATE:
+        raise ContractError(field, value, f"must lie between {EARLIEST_DATE} and {LATEST_DATE}")
 
 
 def check_date(field: str, value: Any) -> str:
     if not isinstance(value, str) or not _DATE_RE.match(value):
         raise ContractError(field, value, "expected a date YYYY-MM-DD")
     try:
-        date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError as exc:
         raise ContractError(field, value, "not a calendar date") from exc
+    _check_day(field, value, day)
     return value
 
 
@@ -233,9 +259,10 @@ def check_timestamp(field: str, value: Any) -> str:
     if not isinstance(value, str) or not _TS_RE.match(value):
         raise ContractError(field, value, "expected UTC time YYYY-MM-DDTHH:MM:SS.mmmZ")
     try:
-        datetime.fromisoformat(value[:-1])
+        moment = datetime.fromisoformat(value[:-1])
     except ValueError as exc:
         raise ContractError(field, value, "not a valid time") from exc
+    _check_day(field, value, moment.date())
     return value
 
 
@@ -243,6 +270,8 @@ def _check_lots(field: str, value: Any, total: Any) -> list[dict[str, Any]]:
     if not isinstance(value, list) or not value:
         raise ContractError(field, value, "expected a non-empty list of {lot, expires_on, "
                                           "quantity}")
+    if len(value) > MAX_LOTS:
+        raise ContractError(field, f"{len(value)} lots", f"at most {MAX_LOTS} lots")
     summed = 0
     for i, lot in enumerate(value):
         where = f"{field}[{i}]"
@@ -254,7 +283,8 @@ def _check_lots(field: str, value: Any, total: Any) -> list[dict[str, Any]]:
         elif lot["lot"] != UNALLOCATED_LOT:
             raise ContractError(f"{where}.expires_on", None,
                                 f"only lot {UNALLOCATED_LOT!r} may have no expiry")
-        summed += _check_int(f"{where}.quantity", lot["quantity"], minimum=1)
+        summed += _check_int(f"{where}.quantity", lot["quantity"], minimum=1,
+                             maximum=MAX_QUANTITY)
     if summed != total:
         raise ContractError(field, value, f"lot quantities add up to {summed}, "
                                           f"not the event quantity {total}")
@@ -264,6 +294,8 @@ def _check_lots(field: str, value: Any, total: Any) -> list[dict[str, Any]]:
 def _check_items(field: str, value: Any) -> list[dict[str, Any]]:
     if not isinstance(value, list):
         raise ContractError(field, value, "expected a list of {sku, lot, expires_on, quantity}")
+    if len(value) > MAX_ITEMS:
+        raise ContractError(field, f"{len(value)} items", f"at most {MAX_ITEMS:,} items")
     seen: set[tuple[str, str]] = set()
     for i, item in enumerate(value):
         where = f"{field}[{i}]"
@@ -273,7 +305,7 @@ def _check_items(field: str, value: Any) -> list[dict[str, Any]]:
         _check_str(f"{where}.lot", item["lot"])
         if item["expires_on"] is not None:
             check_date(f"{where}.expires_on", item["expires_on"])
-        _check_int(f"{where}.quantity", item["quantity"], minimum=0)
+        _check_int(f"{where}.quantity", item["quantity"], minimum=0, maximum=MAX_QUANTITY)
         key = (item["sku"], item["lot"])
         if key in seen:
             raise ContractError(where, item, "sku and lot listed twice in one count")
@@ -288,14 +320,18 @@ def _check_field(spec: FieldSpec, value: Any, payload: dict[str, Any]) -> None:
             check_id(name, value)
         case "str":
             _check_str(name, value)
-        case "int":
-            _check_int(name, value)
-        case "posint":
-            _check_int(name, value, minimum=1)
-        case "nonneg_int":
-            _check_int(name, value, minimum=0)
-        case "money" | "hours":
-            _check_number(name, value)
+        case "stock":
+            _check_int(name, value, minimum=-MAX_STOCK, maximum=MAX_STOCK)
+        case "quantity":
+            _check_int(name, value, minimum=1, maximum=MAX_QUANTITY)
+        case "count":
+            _check_int(name, value, minimum=0, maximum=MAX_QUANTITY)
+        case "days":
+            _check_int(name, value, minimum=0, maximum=MAX_DAYS)
+        case "money":
+            _check_number(name, value, MAX_MONEY)
+        case "hours":
+            _check_number(name, value, MAX_HOURS)
         case "date":
             check_date(name, value)
         case "reason":
@@ -311,7 +347,7 @@ def _check_field(spec: FieldSpec, value: Any, payload: dict[str, Any]) -> None:
 
 def validate_payload(event_type: str, payload: Any) -> dict[str, Any]:
     """Check a payload against its event type; returns it unchanged when valid."""
-    if event_type not in CATEGORY_OF:
+    if not isinstance(event_type, str) or event_type not in CATEGORY_OF:
         raise ContractError("event_type", event_type, f"expected one of {', '.join(EVENT_TYPES)}")
     if not isinstance(payload, dict):
         raise ContractError("payload", payload, "expected an object")
@@ -351,31 +387,30 @@ def validate_event(event: Any) -> dict[str, Any]:
     if event["schema_version"] != SCHEMA_VERSION or isinstance(event["schema_version"], bool):
         raise ContractError("schema_version", event["schema_version"], "expected 1")
     loc = check_id("location_id", event["location_id"])
-    seq = _check_int("seq", event["seq"], minimum=1)
+    seq = _check_int("seq", event["seq"], minimum=1, maximum=MAX_SEQ)
     if event["event_id"] != f"{loc}:{seq}":
         raise ContractError("event_id", event["event_id"], f"expected '{loc}:{seq}'")
     clock = event["clock"]
     if not isinstance(clock, dict):
         raise ContractError("clock", clock, "expected an object of location_id -> seq")
+    if len(clock) > MAX_CLOCK:
+        raise ContractError("clock", f"{len(clock)} entries", f"at most {MAX_CLOCK} entries")
     for k, v in clock.items():
         check_id("clock key", k)
-        _check_int(f"clock.{k}", v, minimum=0)
+        _check_int(f"clock.{k}", v, minimum=0, maximum=MAX_SEQ)
     if clock.get(loc) != seq:
         raise ContractError(f"clock.{loc}", clock.get(loc), f"must equal seq {seq}")
     check_timestamp("occurred_at", event["occurred_at"])
     et = event["event_type"]
-    if et not in CATEGORY_OF:
+    if not isinstance(et, str) or et not in CATEGORY_OF:
         raise ContractError("event_type", et, f"expected one of {', '.join(EVENT_TYPES)}")
     if event["category"] != CATEGORY_OF[et]:
         raise ContractError("category", event["category"],
                             f"{et} events are {CATEGORY_OF[et]}")
     cause = event["causation_id"]
     if cause is not None:
-        if not isinstance(cause, str) or ":" not in cause:
-            raise ContractError("causation_id", cause, "expected an event id 'location:seq'")
-        cloc, _, cseq = cause.rpartition(":")
-        check_id("causation_id", cloc)
-        if not cseq.isdigit() or int(cseq) < 1:
+        found = _CAUSE_RE.match(cause) if isinstance(cause, str) else None
+        if found is None or not 1 <= int(found["seq"]) <= MAX_SEQ:
             raise ContractError("causation_id", cause, "expected an event id 'location:seq'")
     elif et == "transfer_in":
         raise ContractError("causation_id", None, "transfer_in must name its transfer_out")
@@ -386,17 +421,27 @@ def validate_event(event: Any) -> dict[str, Any]:
     return event
 
 
+def decode_json(raw: bytes, what: str = "payload bytes") -> Any:
+    """Bytes off the wire to a JSON value, or ContractError: never any other exception,
+    whatever the bytes (oversized, not UTF-8, nested too deep, a 5,000-digit number)."""
+    if len(raw) > MAX_EVENT_BYTES:
+        raise ContractError(what, f"{len(raw):,} bytes",
+                            f"larger than {MAX_EVENT_BYTES:,} bytes")
+    try:
+        text = bytes(raw).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ContractError(what, bytes(raw[:40]), "not UTF-8") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ContractError(what, text[:80], f"not JSON: {exc.msg}") from exc
+    except (ValueError, RecursionError) as exc:  # digit limit, nesting depth
+        raise ContractError(what, text[:80], f"not usable JSON: {exc}") from exc
+
+
 def decode_event(raw: bytes) -> dict[str, Any]:
     """Bytes off the wire to a validated event (UTF-8 JSON), or ContractError."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ContractError("payload bytes", raw[:40], "not UTF-8") from exc
-    try:
-        event = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ContractError("payload bytes", text[:80], f"not JSON: {exc.msg}") from exc
-    return validate_event(event)
+    return validate_event(decode_json(raw))
 
 
 def encode_event(event: dict[str, Any]) -> bytes:
@@ -505,8 +550,8 @@ def validate_order(order: Any) -> dict[str, Any]:
     for name in ("sku", "lot", "approved_by"):
         _check_str(name, order.get(name))
     check_id("destination", order.get("destination"))
-    _check_int("quantity", order.get("quantity"), minimum=1)
-    _check_number("transit_hours", order.get("transit_hours"))
+    _check_int("quantity", order.get("quantity"), minimum=1, maximum=MAX_QUANTITY)
+    _check_number("transit_hours", order.get("transit_hours"), MAX_HOURS)
     check_timestamp("approved_at", order.get("approved_at"))
     return {k: order[k] for k in ("order_id", "sku", "lot", "quantity", "destination",
                                   "transit_hours", "approved_by", "approved_at")}
@@ -531,8 +576,9 @@ def spark_schema():  # -> pyspark.sql.types.StructType
     ])
     by_kind = {
         "id": T.StringType(), "str": T.StringType(), "date": T.StringType(),
-        "reason": T.StringType(), "int": T.LongType(), "posint": T.LongType(),
-        "nonneg_int": T.LongType(), "money": T.DoubleType(), "hours": T.DoubleType(),
+        "reason": T.StringType(), "stock": T.LongType(), "quantity": T.LongType(),
+        "count": T.LongType(), "days": T.LongType(), "money": T.DoubleType(),
+        "hours": T.DoubleType(),
         "lots": T.ArrayType(lot), "items": T.ArrayType(item),
     }
     payload = T.StructType([T.StructField(f.name, by_kind[f.kind]) for f in
