@@ -140,7 +140,7 @@ def gap_rows(state: RegionState, now: datetime) -> list[dict]:
     return [{**{k: g.get(k) for k in ("region", "location_id", "first_missing",
                                       "last_missing", "missing", "status", "opened_at",
                                       "updated_at", "closed_at")},
-             "missing_count": len(g["missing"])}
+             "missing_count": g.get("missing_count", len(g["missing"]))}
             for g in state.gaps.values()
             if g["status"] == "open" or (g["closed_at"] or now) >= cutoff]
 
@@ -299,10 +299,14 @@ class DerivedWriter:
                                         name=f"derived-{self.state.region}")
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, *, write: bool = True) -> None:
+        """Stop the thread and write what changed; ``write=False`` after a failed batch,
+        whose half-applied state must not reach the tables (a restart rebuilds it)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=60)
+        if not write:
+            return
         try:
             self.write(aggregates=True)
         except Exception:  # noqa: BLE001 - one retry on fresh handles, then report

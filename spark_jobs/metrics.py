@@ -41,6 +41,12 @@ class StreamMetrics:
                                   "Unix time the last micro-batch finished", region)
         self.backlog = r.gauge("shelflife_stream_landing_backlog_files",
                                "Landing files waiting for the region's query", region)
+        self.dead_letters = r.counter("shelflife_stream_dead_letters_total",
+                                      "Events the stream refused or could not apply",
+                                      region)
+        self.restarts = r.counter("shelflife_stream_region_restarts_total",
+                                  "Times a region's query failed and was started again",
+                                  region)
 
     def observe_batch(self, region: str, events: Iterable[Mapping[str, Any]], *,
                       started: float) -> None:
@@ -63,7 +69,8 @@ class StreamMetrics:
         """Count the region's waiting landing files at every scrape."""
         folder = landing_dir(region, root)
         self.backlog.labels(region=region).set_function(lambda: _count_batches(folder))
-        for family in (self.batches, self.events, self.duration, self.latency):
+        for family in (self.batches, self.events, self.duration, self.latency,
+                       self.dead_letters, self.restarts):
             family.labels(region=region)  # every region listed from the start
 
 

@@ -114,7 +114,7 @@ def dead_letter_rows(lines: list[tuple[int, dict]], processed_at: datetime) -> l
     for _, line in lines:
         if line.get("kind") == "dead":
             raw, reason, source = (base64.b64decode(line.get("raw_b64") or ""),
-                                   line.get("reason"), "ingest")
+                                   line.get("reason"), line.get("source") or "ingest")
         elif _event(line) is None:
             raw, reason, source = ((line.get("raw") or "").encode("utf-8"),
                                    "the stream could not parse the event", "stream")
@@ -248,22 +248,62 @@ class RecordWriter:
                         line[_PARSED] = _event(line)
                         lines.append((batch, line))
             processed_at = datetime.now(UTC)
+            unstorable: list[dict] = []
             for table in ("events_raw", "events", "dead_letters"):
                 low = self.written[table]
                 if top <= low:
                     continue
                 mine = [(b, line) for b, line in lines if b > low]
                 rows = SHAPERS[table](mine, processed_at)
+                data = None
+                if table == "dead_letters":
+                    rows += unstorable
+                else:
+                    rows, bad, data = self._storable(table, rows)
+                    unstorable += bad
                 if table == "dead_letters" and not rows:
                     continue  # most flushes have none; an empty commit would only cost time
-                self._append(table, rows, top)
+                self._append(table, rows, top, data)
             for f in files:
                 f.unlink()
             return len(files)
 
-    def _append(self, table: str, rows: list[dict], top: int) -> None:
+    def _storable(self, table: str, rows: list[dict]
+                  ) -> tuple[list[dict], list[dict], pa.Table]:
+        """Rows the table can hold, and dead-letter rows for those it cannot.
+
+        The live path checks every event against the contract first, so this only
+        catches a spill written before a bound existed; without it, that spill would fail
+        every flush and every restart.
+        """
         schema = self._schema(table)
-        data = pa.Table.from_pylist(rows, schema=schema)
+        try:
+            return rows, [], pa.Table.from_pylist(rows, schema=schema)
+        except (pa.ArrowException, OverflowError, TypeError, ValueError):
+            pass
+        good, bad = [], []
+        for row in rows:
+            try:
+                pa.Table.from_pylist([row], schema=schema)
+                good.append(row)
+            except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
+                log.error("record %s: %s row the table cannot hold: %s", self.region,
+                          table, exc)
+                raw = row.get("payload")
+                if not isinstance(raw, bytes):
+                    raw = json.dumps({k: row.get(k) for k in ("event_id", "payload")},
+                                     default=str).encode("utf-8", "surrogatepass")
+                bad.append({"region": row.get("region"), "topic": row.get("topic"),
+                            "raw": raw, "reason": f"{table} cannot hold it: {exc}"[:500],
+                            "received_at": row.get("received_at"), "source": "stream",
+                            "ingest_batch_id": row.get("ingest_batch_id"),
+                            "line": row.get("line")})
+        return good, bad, pa.Table.from_pylist(good, schema=schema)
+
+    def _append(self, table: str, rows: list[dict], top: int,
+                data: pa.Table | None = None) -> None:
+        if data is None:
+            data = pa.Table.from_pylist(rows, schema=self._schema(table))
         if table not in self._open:  # kept open: reopening replays the log each time
             self._open[table] = deltalake.DeltaTable(self.paths[table])
         try:

@@ -14,11 +14,14 @@ rebuilt from gold on restart (see ``streaming``), so it is a cache, never the re
 
 from __future__ import annotations
 
+import copy
+import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from lakehouse.contract import MAX_SEQ, ContractError, check_timestamp
 from lakehouse.movements import movements
 
 from .books import ItemsBook, TransitBook
@@ -50,16 +53,45 @@ class LocationState:
     count_checks: dict[int, CountCheck] = field(default_factory=dict)
     counts_seen: set[int] = field(default_factory=set)
     """Seqs of the counts applied above ``contiguous`` (older ones are not needed)."""
-    """Events whose ``stock_before`` can be judged only once the seqs below them are in."""
+    dead: set[int] = field(default_factory=set)
+    """Seqs the stream dead-lettered. They count as filled for the gap tracker, so the
+    events above them are judged and nothing waits on them forever, but a corrected event
+    for one of them is still applied (once)."""
 
     def seen(self, seq: int) -> bool:
-        return seq <= self.contiguous or seq in self.above
+        return (seq <= self.contiguous or seq in self.above) and seq not in self.dead
 
     def mark(self, seq: int) -> None:
+        if seq in self.dead:  # a corrected event for a dead-lettered seq
+            self.dead.discard(seq)
+            if seq <= self.contiguous:
+                return
         self.above.add(seq)
         while self.contiguous + 1 in self.above:
             self.contiguous += 1
             self.above.discard(self.contiguous)
+
+    def mark_dead(self, seq: int) -> None:
+        """A seq whose event was dead-lettered: filled for the gap tracker, open to a
+        corrected event."""
+        if self.seen(seq):
+            return
+        self.mark(seq)
+        self.dead.add(seq)
+
+    def copy(self) -> LocationState:
+        """An independent copy, taken before a batch touches the location so a failing
+        event can be rolled back (hand-written: ``deepcopy`` costs several times more)."""
+        return LocationState(
+            cohorts={k: list(v) for k, v in self.cohorts.items()}, last_seq=self.last_seq,
+            count_seq=self.count_seq, contiguous=self.contiguous, above=set(self.above),
+            skus=set(self.skus), updated_at=self.updated_at, totals=dict(self.totals),
+            beyond={q: dict(d) for q, d in self.beyond.items()},
+            checks={q: copy.copy(c) for q, c in self.checks.items()},
+            count_checks={q: CountCheck(c.event_id, c.occurred_at, dict(c.counted),
+                                        dict(c.system))
+                          for q, c in self.count_checks.items()},
+            counts_seen=set(self.counts_seen), dead=set(self.dead))
 
     def add(self, sku: str, lot: str, expires_on: str | None, qty: int) -> None:
         self.skus.add(sku)
@@ -82,11 +114,16 @@ class LocationState:
                 self.cohorts[(i["sku"], i["lot"])] = [i["quantity"], i["expires_on"]]
                 self.totals[i["sku"]] = self.totals.get(i["sku"], 0) + i["quantity"]
 
-    def missing(self) -> list[int]:
-        """Seqs not yet seen below the highest one seen (the open gaps)."""
-        if not self.above:
-            return []
-        return [q for q in range(self.contiguous + 1, max(self.above)) if q not in self.above]
+    def missing_runs(self) -> list[tuple[int, int]]:
+        """Runs ``(first, last)`` of seqs not yet seen below the highest one seen (the open
+        gaps). Runs, not lists: a store that jumps from seq 5 to 10**12 costs one run."""
+        runs: list[tuple[int, int]] = []
+        prev = self.contiguous
+        for q in sorted(self.above):
+            if q > prev + 1:
+                runs.append((prev + 1, q - 1))
+            prev = q
+        return runs
 
 
 @dataclass
@@ -146,6 +183,10 @@ class RegionState:
         """Days whose movement totals changed since they were last written."""
         self._gapped: dict[str, set[tuple[str, int]]] = {}
         """Open gaps per location."""
+        self.rejected: list[tuple[dict[str, Any], str]] = []
+        """Events ``apply`` could not apply, with the reason: the caller dead-letters them
+        and clears the list."""
+        self._undo: _Undo | None = None
 
     def location(self, loc: str) -> LocationState:
         state = self.locations.get(loc)
@@ -171,41 +212,137 @@ class RegionState:
         now = now or datetime.now(UTC).replace(tzinfo=None)
         touched: set[str] = set()
         fresh: list[dict[str, Any]] = []
-        for e in sorted(events, key=lambda e: (e["location_id"], e["seq"])):
-            loc = e["location_id"]
-            st = self.location(loc)
-            seq = e["seq"]
-            if st.seen(seq):
-                continue
-            gap_below = seq > st.contiguous + 1
-            fresh.append(e)
-            et = e["event_type"]
-            if et == "item_updated":
-                st.skus.add(e["payload"]["sku"])
-                if self.items.apply(e):
-                    self.dirty.add("items")
-            self.transit.apply(e)
-            if bookkeeping_only:
-                st.mark(seq)
-                if et == "counted":
-                    st.count_seq = max(st.count_seq, seq)
-                    st.skus.update(i["sku"] for i in e["payload"]["items"])
-                else:
-                    st.skus.update(m[0] for m in movements(e))
-            elif et == "counted":
-                self._count(loc, st, e, history, now)
-                st.mark(seq)
-            else:
-                # An event inside a later count leaves stock alone (the count has it) but
-                # is still demand, and still fills the gap below pending judgements.
-                self._movement(loc, st, e, gap_below, now, inside_count=seq < st.count_seq)
-                st.mark(seq)
-            self._settle(loc, st, now)
-            st.last_seq = max(st.last_seq, seq)
-            touched.add(loc)
+        guarded = None if history is None else _guard(history)
+        ordered = sorted(events, key=lambda e: (e["location_id"], e["seq"]))
+        for loc, run in itertools.groupby(ordered, key=lambda e: e["location_id"]):
+            group = list(run)
+            applied = self._apply_isolated(loc, group, guarded, bookkeeping_only, now)
+            if applied or any(r[0].get("location_id") == loc for r in self.rejected):
+                touched.add(loc)
+            fresh += applied
         for loc in touched:
-            self._track_gaps(loc, self.locations[loc], now)
+            self._track_gaps(loc, self.location(loc), now)
         return touched, fresh
+
+    def _apply_isolated(self, loc: str, group: list[dict[str, Any]],
+                        history: Callable[[str, int], list[dict[str, Any]]] | None,
+                        bookkeeping_only: bool, now: datetime) -> list[dict[str, Any]]:
+        """Apply one location's events; an event that fails on its own is rolled back and
+        rejected, and the others still apply.
+
+        The location is copied first (a few microseconds a location, not a copy of the
+        region); only after a failure are its events applied one at a time, each with
+        its own copy, to find which fail alone. A failure of what the state reads
+        (``history``) or of memory is not the event's fault and is raised.
+        """
+        self._undo = _Undo(self, loc)
+        try:
+            return [e for e in group if self._apply_one(loc, e, history, bookkeeping_only,
+                                                         now)]
+        except _NOT_THE_EVENTS_FAULT:
+            self._undo.restore(self)
+            raise
+        except Exception:  # noqa: BLE001 - split below until the failing event is found
+            self._undo.restore(self)
+        finally:
+            self._undo = None
+        applied = []
+        for e in group:
+            self._undo = _Undo(self, loc)
+            try:
+                if self._apply_one(loc, e, history, bookkeeping_only, now):
+                    applied.append(e)
+            except _NOT_THE_EVENTS_FAULT:
+                self._undo.restore(self)
+                raise
+            except Exception as exc:  # noqa: BLE001 - this event fails on its own
+                self._undo.restore(self)
+                self.reject(e, f"the stream could not apply it: {exc!r}"[:500], now)
+            finally:
+                self._undo = None
+        return applied
+
+    def _apply_one(self, loc: str, e: dict[str, Any],
+                   history: Callable[[str, int], list[dict[str, Any]]] | None,
+                   bookkeeping_only: bool, now: datetime) -> bool:
+        """Apply one event; False when it was applied before."""
+        st = self.location(loc)
+        seq = e["seq"]
+        if st.seen(seq):
+            return False
+        gap_below = seq > st.contiguous + 1
+        redriven = seq in st.dead
+        et = e["event_type"]
+        if et == "item_updated":
+            st.skus.add(e["payload"]["sku"])
+            if self.items.apply(e):
+                self.dirty.add("items")
+        self.transit.apply(e)
+        if bookkeeping_only:
+            st.mark(seq)
+            if et == "counted":
+                st.count_seq = max(st.count_seq, seq)
+                st.skus.update(i["sku"] for i in e["payload"]["items"])
+            else:
+                st.skus.update(m[0] for m in movements(e))
+        elif et == "counted":
+            self._count(loc, st, e, history, now)
+            st.mark(seq)
+        else:
+            # An event inside a later count leaves stock alone (the count has it) but
+            # is still demand, and still fills the gap below pending judgements.
+            self._movement(loc, st, e, gap_below, now, inside_count=seq < st.count_seq)
+            st.mark(seq)
+        self._settle(loc, st, now)
+        st.last_seq = max(st.last_seq, seq)
+        item = self.review.get((loc, seq)) if redriven else None
+        if item is not None and item["cause"] == DEAD_LETTERED:
+            self._save_review((loc, seq))
+            item.update(status="closed", updated_at=now,
+                        note="a corrected event was re-driven and applied")
+            self.dirty.add("review_queue")
+        return True
+
+    def reject(self, e: dict[str, Any], reason: str, now: datetime | None = None) -> None:
+        """Dead-letter an event the stream cannot apply: its seq counts as filled (so the
+        events above it are judged) and a review item tells a person which event was
+        refused and why; a corrected event for the same seq applies once."""
+        now = now or datetime.now(UTC).replace(tzinfo=None)
+        self.rejected.append((e, reason))
+        loc, seq = e.get("location_id"), e.get("seq")
+        if not (isinstance(loc, str) and isinstance(seq, int) and not isinstance(seq, bool)
+                and 1 <= seq <= MAX_SEQ):
+            return
+        st = self.location(loc)
+        if st.seen(seq):
+            return
+        st.mark_dead(seq)
+        self._settle(loc, st, now)
+        p = e.get("payload") if isinstance(e.get("payload"), dict) else {}
+        sku = p.get("sku") if isinstance(p.get("sku"), str) else None
+        try:
+            occurred = check_timestamp("occurred_at", e.get("occurred_at"))
+        except ContractError:
+            occurred = None
+        self._save_review((loc, seq))
+        self.review[(loc, seq)] = {
+            "item_id": f"{loc}:{seq}", "region": self.region, "location_id": loc,
+            "seq": seq, "event_id": f"{loc}:{seq}", "sku": sku, "occurred_at": occurred,
+            "store_before": None, "lakehouse_before": None, "difference": None,
+            "cause": DEAD_LETTERED, "status": "open",
+            "note": f"{reason}; fix and re-drive it (shelflife deadletters)"[:500],
+            "detected_at": now, "gap_closed_at": None, "updated_at": now}
+        self.dirty.add("review_queue")
+
+    def _save_review(self, key: tuple[str, int]) -> None:
+        if self._undo is not None and key not in self._undo.review:
+            old = self.review.get(key)
+            self._undo.review[key] = None if old is None else dict(old)
+
+    def _save_daily(self, key: tuple[str, str, str]) -> None:
+        if self._undo is not None and key not in self._undo.daily:
+            old = self.daily.get(key)
+            self._undo.daily[key] = None if old is None else list(old)
 
     # --- the rules behind apply ------------------------------------------------------
 
@@ -278,9 +415,11 @@ class RegionState:
         else:
             self._variances(loc, seq, pending, now)
         for (iloc, q), item in self.review.items():
-            if iloc == loc and q < seq and item["status"] in ("open", "waiting"):
+            if (iloc == loc and q < seq and item["status"] in ("open", "waiting")
+                    and item["cause"] != DEAD_LETTERED):
                 # The count set this location's stock after the event: the difference is
                 # inside the count's variance now, whatever order the two arrived in.
+                self._save_review((iloc, q))
                 item.update(status="closed", updated_at=now,
                             note=f"the count at seq {seq} set the stock after this event")
                 self._log(item, now)
@@ -302,6 +441,7 @@ class RegionState:
             agree = c.before == c.stock_before
             item = self.review.get((loc, q))
             if item is not None and item["status"] == "waiting":
+                self._save_review((loc, q))
                 item.update(lakehouse_before=c.before, difference=c.stock_before - c.before,
                             gap_closed_at=now, updated_at=now)
                 if agree:
@@ -345,6 +485,7 @@ class RegionState:
                      if waiting else "no gap explains it"),
             "detected_at": now, "gap_closed_at": None, "updated_at": now,
         }
+        self._save_review((loc, e["seq"]))
         self.review[(loc, e["seq"])] = item
         self._log(item, now)
         self.dirty.add("review_queue")
@@ -360,6 +501,7 @@ class RegionState:
         day = e["occurred_at"][:10]
         if slot is not None:
             sku = e["payload"]["sku"]
+            self._save_daily((loc, sku, day))
             row = self.daily.setdefault((loc, sku, day), [0, 0, 0, 0, 0, 0])
             row[slot] += int(e["payload"]["quantity"])
             self.dirty.add("daily")
@@ -371,6 +513,7 @@ class RegionState:
             self._zero(loc, e["payload"]["sku"], day)
 
     def _zero(self, loc: str, sku: str, day: str) -> None:
+        self._save_daily((loc, sku, day))
         row = self.daily.setdefault((loc, sku, day), [0, 0, 0, 0, 0, 0])
         if not row[5]:
             row[5] = 1
@@ -378,28 +521,34 @@ class RegionState:
             self.dirty_days.add(day)
 
     def _track_gaps(self, loc: str, st: LocationState, now: datetime) -> None:
-        missing = set(st.missing())
-        known: set[int] = set()
-        if not missing and loc not in self._gapped:
+        """Open, narrow and close the location's gap records from its missing runs.
+
+        A record keeps the range it opened with; ``missing`` lists at most
+        ``GAP_LIST_LIMIT`` of its still-missing seqs and ``missing_count`` counts them all.
+        """
+        runs = st.missing_runs()
+        if not runs and loc not in self._gapped:
             return
+        covered: list[tuple[int, int]] = []
         for key in list(self._gapped.get(loc, ())):
             g = self.gaps[key]
-            still = [q for q in g["missing"] if q in missing]
-            known.update(g["missing"])
-            if len(still) != len(g["missing"]):
-                g["missing"] = still
-                g["updated_at"] = now
-                if not still:
+            lo, hi = int(g["first_missing"]), int(g["last_missing"])
+            covered.append((lo, hi))
+            parts = _clip(runs, lo, hi)
+            listed, count = _listed(parts), sum(b - a + 1 for a, b in parts)
+            if listed != list(g["missing"]) or count != g.get("missing_count", count):
+                g.update(missing=listed, missing_count=count, updated_at=now)
+                if not parts:
                     g.update(status="closed", closed_at=now)
                     self._gapped[loc].discard(key)
                 self.dirty.add("sequence_gaps")
-        new = sorted(missing - known)
-        for run in _runs(new):
-            self.gaps[(loc, run[0])] = {
-                "region": self.region, "location_id": loc, "first_missing": run[0],
-                "last_missing": run[-1], "missing": list(run), "opened_at": now,
-                "updated_at": now, "closed_at": None, "status": "open"}
-            self._gapped.setdefault(loc, set()).add((loc, run[0]))
+        for first, last in _subtract(runs, covered):
+            self.gaps[(loc, first)] = {
+                "region": self.region, "location_id": loc, "first_missing": first,
+                "last_missing": last, "missing": _listed([(first, last)]),
+                "missing_count": last - first + 1, "opened_at": now, "updated_at": now,
+                "closed_at": None, "status": "open"}
+            self._gapped.setdefault(loc, set()).add((loc, first))
             self.dirty.add("sequence_gaps")
         if not self._gapped.get(loc):
             self._gapped.pop(loc, None)
@@ -514,15 +663,93 @@ def _no_count_between(st: LocationState, low: int, high: int) -> bool:
     return not any(low < c < high for c in st.counts_seen)
 
 
-def _runs(seqs: list[int]) -> list[list[int]]:
-    """Consecutive runs of sorted seqs: [3, 4, 7] -> [[3, 4], [7]]."""
-    out: list[list[int]] = []
-    for q in seqs:
-        if out and q == out[-1][-1] + 1:
-            out[-1].append(q)
-        else:
-            out.append([q])
+DEAD_LETTERED = "dead-lettered event"
+"""Review cause of an event the stream refused; it stays open until re-driven or
+resolved (a later count fixes the stock, not the missing record)."""
+GAP_LIST_LIMIT = 1000
+"""Most missing seqs a gap record lists (its first and last seq bound the rest)."""
+
+
+def _clip(runs: list[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:
+    """The parts of ``runs`` inside ``[lo, hi]``."""
+    return [(max(a, lo), min(b, hi)) for a, b in runs if a <= hi and b >= lo]
+
+
+def _subtract(runs: list[tuple[int, int]],
+              covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of ``runs`` outside every ``covered`` range."""
+    out = []
+    for a, b in runs:
+        pieces = [(a, b)]
+        for lo, hi in covered:
+            pieces = [p for x, y in pieces for p in ((x, min(y, lo - 1)), (max(x, hi + 1), y))
+                      if p[0] <= p[1]]
+        out += pieces
+    return sorted(out)
+
+
+def _listed(parts: list[tuple[int, int]]) -> list[int]:
+    """The first ``GAP_LIST_LIMIT`` seqs of some runs."""
+    out: list[int] = []
+    for a, b in parts:
+        out.extend(range(a, min(b, a + GAP_LIST_LIMIT - len(out) - 1) + 1))
+        if len(out) >= GAP_LIST_LIMIT:
+            break
     return out
+
+
+class SourceError(RuntimeError):
+    """What the state reads (a location's history from bronze) failed: infrastructure,
+    never the event's fault, so the batch is retried rather than dead-lettered."""
+
+
+_NOT_THE_EVENTS_FAULT = (SourceError, MemoryError)
+
+
+def _guard(history: Callable[[str, int], list[dict[str, Any]]]
+           ) -> Callable[[str, int], list[dict[str, Any]]]:
+    def read(loc: str, after_seq: int) -> list[dict[str, Any]]:
+        try:
+            return history(loc, after_seq)
+        except Exception as exc:
+            raise SourceError(f"reading the history of {loc} failed: {exc!r}") from exc
+    return read
+
+
+class _Undo:
+    """What one location's events may change, saved before they apply: the location
+    itself, and (as they are first touched) its review items and daily totals; the
+    conflict and variance logs are cut back to their length. The catalogue and transit
+    books are left alone: applying an event to them twice changes nothing."""
+
+    def __init__(self, state: RegionState, loc: str) -> None:
+        self.loc = loc
+        st = state.locations.get(loc)
+        self.location = None if st is None else st.copy()
+        self.review: dict[tuple[str, int], dict[str, Any] | None] = {}
+        self.daily: dict[tuple[str, str, str], list[int] | None] = {}
+        self.conflicts = len(state.conflict_log)
+        self.variances = len(state.variance_log)
+        self.rejected = len(state.rejected)
+
+    def restore(self, state: RegionState) -> None:
+        if self.location is None:
+            state.locations.pop(self.loc, None)
+        else:
+            state.locations[self.loc] = self.location
+        for key, item in self.review.items():
+            if item is None:
+                state.review.pop(key, None)
+            else:
+                state.review[key] = item
+        for key, row in self.daily.items():
+            if row is None:
+                state.daily.pop(key, None)
+            else:
+                state.daily[key] = row
+        del state.conflict_log[self.conflicts:]
+        del state.variance_log[self.variances:]
+        del state.rejected[self.rejected:]
 
 
 def _date(value: str | date | None) -> date | None:

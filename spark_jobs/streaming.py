@@ -13,6 +13,7 @@ gold, together with the last batch id each gold table holds.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import threading
@@ -27,7 +28,13 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from ingest.backpressure import Backlog, LandingBacklog
-from lakehouse.contract import check_region, parse_ts
+from lakehouse.contract import (
+    ContractError,
+    check_region,
+    parse_topic,
+    parse_ts,
+    validate_event,
+)
 from lakehouse.paths import checkpoint_dir, lakehouse_root, landing_dir, table_path
 
 from . import derived, gold
@@ -191,6 +198,7 @@ class RegionStream:
         state = RegionState.from_gold(rows("stock_cohorts"), rows("stock_levels"),
                                       region=self.region, items=ITEMS, transit=TRANSIT)
         state.restore(rows("review_queue"), rows("sequence_gaps"), rows("daily_movements"))
+        self._restore_dead(state)
         daily_batch = txn_version(self.paths["daily_movements"],
                                   f"{self.app_id}-daily_movements")
         if daily_batch < self.levels_batch:
@@ -201,6 +209,32 @@ class RegionStream:
                     .select("payload").collect())
             state.replay_daily([json.loads(bytes(r["payload"])) for r in raws])
         return state
+
+    def _restore_dead(self, state: RegionState) -> None:
+        """Seqs this region's stream dead-lettered and no corrected event has filled yet:
+        still open to a re-driven event after a restart (gold keeps only the seq
+        tracker, which counts them as filled)."""
+        dead = (self.spark.read.format("delta").load(self.paths["dead_letters"])
+                .where((F.col("region") == self.region) & (F.col("source") == "stream"))
+                .select("raw").collect())
+        keys: set[tuple[str, int]] = set()
+        for r in dead:
+            try:
+                e = json.loads(bytes(r["raw"]))
+                loc, seq = e["location_id"], e["seq"]
+            except (ValueError, TypeError, KeyError):
+                continue
+            if isinstance(loc, str) and isinstance(seq, int) and not isinstance(seq, bool):
+                keys.add((loc, seq))
+        if not keys:
+            return
+        applied = {r["event_id"] for r in self._silver()
+                   .where(F.col("event_id").isin([f"{loc}:{seq}" for loc, seq in keys]))
+                   .select("event_id").collect()}
+        for loc, seq in keys:
+            st = state.locations.get(loc)
+            if f"{loc}:{seq}" not in applied and st is not None and st.seen(seq):
+                st.dead.add(seq)
 
     def _history(self, batch_id: int) -> Callable[[str, int], list[dict]]:
         """Already-applied events of a location after a seq (needed for a late count)."""
@@ -262,18 +296,31 @@ class RegionStream:
         step("collect")
         if not rows:
             return
-        parsed = [(t, r["_event"]) for t, r in zip(texts, rows, strict=True)
-                  if r["_event"] is not None]
+        parsed, refused = self._check(texts, rows)
         redo = False
+        dead: list[dict] = []
         if batch_id > self.levels_batch:
             redo = batch_id <= self.cohorts_batch  # cohorts already hold this batch
             with self.lock:
+                for r, reason in refused:  # fills the seq, raises a review item
+                    self.state.reject(r["_event"] if r.get("_owned") else {}, reason)
+                self.state.rejected.clear()
                 touched, events = self.state.apply([e for _, e in parsed],
                                                    history=self._history(batch_id),
                                                    bookkeeping_only=redo)
+                if self.state.rejected:
+                    by_id = {id(r["_event"]): r for r in rows if r["_event"] is not None}
+                    refused += [(by_id[id(e)], reason) for e, reason in self.state.rejected]
+                    self.state.rejected.clear()
                 self.applied_batch = max(self.applied_batch, batch_id)
         else:  # gold already holds this batch: only the record may be missing it
             touched, events = set(), []
+        for r, reason in refused:
+            dead.append(_dead_line(r, self.region, reason))
+        if refused:
+            METRICS.dead_letters.labels(region=self.region).inc(len(refused))
+            log.warning("stream %s batch %d: %d event(s) dead-lettered, first: %s",
+                        self.region, batch_id, len(refused), refused[0][1])
         # Spill what is new (plus dead letters) before gold moves: bronze and silver
         # are written from the spill. A replayed batch keeps its first spill. A readable
         # event line is spilled as the landing line's own text (it holds LINE_FIELDS),
@@ -286,6 +333,7 @@ class RegionStream:
                 new.discard(key)  # a repeat inside the batch is kept once
                 keep.append(text)
         keep += [{k: r.get(k) for k in LINE_FIELDS} for r in rows if r["_event"] is None]
+        keep += dead
         if keep:
             self.record.spill(batch_id, keep)
         step("spill")
@@ -333,6 +381,35 @@ class RegionStream:
                 self._write_status()
         METRICS.observe_batch(self.region, events, started=started)
 
+    @staticmethod
+    def _check(texts: list[str], rows: list[dict]
+               ) -> tuple[list[tuple[str, dict]], list[tuple[dict, str]]]:
+        """Readable event lines that keep the contract, and the refused ones with why.
+
+        Ingest checked them already, but a landing file or spill written before a bound
+        was added (or by a stranger with access to the landing zone) must not reach the
+        state: one such event once stopped every region. ``_owned`` marks a refused
+        event whose location matches its topic, so its seq may be counted as filled.
+        """
+        parsed: list[tuple[str, dict]] = []
+        refused: list[tuple[dict, str]] = []
+        for t, r in zip(texts, rows, strict=True):
+            e = r["_event"]
+            if e is None:
+                continue
+            try:
+                _, topic_loc, _ = parse_topic(r.get("topic") or "")
+                r["_owned"] = e.get("location_id") == topic_loc
+                validate_event(e)
+                if not r["_owned"]:
+                    raise ContractError("location_id", e.get("location_id"),
+                                        f"location mismatch: topic is for {topic_loc!r}")
+            except ContractError as exc:
+                refused.append((r, f"refused by the stream: {exc}"[:500]))
+                continue
+            parsed.append((t, e))
+        return parsed, refused
+
     # --- writes ------------------------------------------------------------------------
 
     def idle_status(self) -> None:
@@ -379,12 +456,23 @@ class RegionStream:
                           batch_id=int(last.get("batch_id", 0)))
         self._status_written = now
 
-    def stop(self) -> None:
-        """Stop the query, then write what is still spilled or derived."""
+    def stop(self, *, failed: bool = False) -> None:
+        """Stop the query, then write what is still spilled or derived (not the derived
+        tables after a failed batch: the state may hold half of it)."""
         if self.query is not None:
             self.query.stop()
         self.record.stop()
-        self.derived.stop()
+        self.derived.stop(write=not failed)
+
+
+def _dead_line(row: dict, region: str, reason: str) -> dict:
+    """A spill line that the record writer files in ``silver/dead_letters``."""
+    raw = row.get("raw") or ""
+    return {"kind": "dead", "topic": row.get("topic"), "region": region,
+            "received_at": row.get("received_at"), "batch_id": row.get("batch_id"),
+            "line": row.get("line"),
+            "raw_b64": base64.b64encode(raw.encode("utf-8", "surrogatepass")).decode(),
+            "reason": reason, "source": "stream"}
 
 
 def rebuild_books(spark: SparkSession, root, transit_days: int = 14) -> None:
@@ -446,6 +534,42 @@ def vacuum_gold(root) -> None:
             log.exception("vacuum gold/%s failed", table)
 
 
+RESTART_BACKOFF_S = (0.0, 5.0, 15.0, 60.0)
+"""Wait before restarting a region whose query failed, by how often it failed in the last
+ten minutes: a disk that is full stays visible in the log instead of spinning."""
+
+
+def restart_region(spark: SparkSession, failed: RegionStream, config: StreamConfig,
+                   failures: dict[str, list[float]]) -> RegionStream:
+    """Start a failed region again from its checkpoint and gold, leaving the others alone.
+
+    A query fails on what is not an event's fault (a disk, a commit, a Spark error): the
+    events themselves are isolated in ``state.apply``. The region's state is rebuilt from
+    gold as after a crash, and the failed batch is replayed.
+    """
+    region = failed.region
+    error = failed.query.exception() if failed.query is not None else None
+    now = time.monotonic()
+    recent = [t for t in failures.get(region, []) if now - t < 600.0] + [now]
+    failures[region] = recent
+    wait = RESTART_BACKOFF_S[min(len(recent), len(RESTART_BACKOFF_S)) - 1]
+    log.error("region %s query failed (%d in 10 min); restarting in %.0f s: %s",
+              region, len(recent), wait, error)
+    print(f"stream {region}: query failed, restarting in {wait:.0f}s: "
+          f"{str(error).splitlines()[0] if error else '?'}", flush=True)
+    METRICS.restarts.labels(region=region).inc()
+    try:
+        failed.stop(failed=True)
+    except Exception:  # noqa: BLE001 - the restart below is what matters
+        log.exception("region %s: stopping the failed query", region)
+    time.sleep(wait)
+    stream = RegionStream(spark, region, config)
+    stream.start()
+    stream.record.start()
+    stream.derived.start()
+    return stream
+
+
 def start_streams(spark: SparkSession, regions: list[str], config: StreamConfig
                   ) -> list[RegionStream]:
     """Create missing tables, then start one query per region."""
@@ -470,6 +594,7 @@ def run_streams(regions: list[str], config: StreamConfig, *,
     streams = start_streams(spark, regions, config)
     serve_stream_metrics(regions, config.lakehouse, metrics_port, host=metrics_host)
     stop = stop or threading.Event()
+    failures: dict[str, list[float]] = {}
     try:
         last = last_vacuum = time.monotonic()
         while not stop.wait(1.0):
@@ -477,10 +602,9 @@ def run_streams(regions: list[str], config: StreamConfig, *,
                 last_vacuum = time.monotonic()
                 compact_record(spark, lakehouse_root(config.lakehouse))
                 vacuum_gold(lakehouse_root(config.lakehouse))
-            for s in streams:
+            for i, s in enumerate(streams):
                 if s.query is not None and s.query.exception() is not None:
-                    raise RuntimeError(f"region {s.region} query failed: "
-                                       f"{s.query.exception()}")
+                    streams[i] = restart_region(spark, s, config, failures)
             if time.monotonic() - last >= 10:
                 last = time.monotonic()
                 for s in streams:
