@@ -145,7 +145,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
     port = _metrics_port(args.metrics_port, args.metrics_host, "stream")
     run_streams(_regions(args.regions), StreamConfig(lakehouse=args.lakehouse,
                                                      trigger_s=args.trigger_s,
-                                                     record_every_s=args.record_every_s),
+                                                     record_every_s=args.record_every_s,
+                                                     state_every_s=args.state_every_s),
                 stop=_stop_event(), metrics_port=port, metrics_host=args.metrics_host)
     return 0
 
@@ -213,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p, "--trigger-s", "SHELFLIFE_TRIGGER_S", 1.0, "micro-batch trigger", type=float)
     _add(p, "--record-every-s", "SHELFLIFE_RECORD_EVERY_S", 10.0,
          "how often bronze/silver are written from the spill", type=float)
+    _add(p, "--state-every-s", "SHELFLIFE_STATE_EVERY_S", 10.0,
+         "how often each region's whole state is saved (a restart re-applies the batches "
+         "after the last save)", type=float)
     _metrics_options(p, "SHELFLIFE_STREAM_METRICS_PORT", 9811)
     p.set_defaults(fn=cmd_stream)
 

@@ -359,10 +359,12 @@ class DerivedWriter:
                 self._append(("silver", "quantity_conflicts"), [
                     {**c, "occurred_at": _ts(c["occurred_at"])} for c in conflicts])
                 written.append("quantity_conflicts")
+                conflicts = []  # appended: a later failure must not append them again
             if variances:
                 self._append(("silver", "count_variances"), [
                     {**v, "counted_at": _ts(v["counted_at"])} for v in variances])
                 written.append("count_variances")
+                variances = []
             if review is not None:
                 self._replace(("gold", "review_queue"), review)
                 written.append("review_queue")

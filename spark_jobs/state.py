@@ -188,6 +188,19 @@ class RegionState:
         and clears the list."""
         self._undo: _Undo | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the network-wide books (shared by the regions, rebuilt from
+        bronze at start) and the undo record of a running apply."""
+        saved = dict(self.__dict__)
+        del saved["items"], saved["transit"]
+        saved["_undo"] = None
+        return saved
+
+    def __setstate__(self, saved: dict[str, Any]) -> None:
+        self.__dict__.update(saved)
+        self.items = ItemsBook()
+        self.transit = TransitBook()
+
     def location(self, loc: str) -> LocationState:
         state = self.locations.get(loc)
         if state is None:
