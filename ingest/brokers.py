@@ -49,7 +49,7 @@ from ingest.auth import (
     write_private,
 )
 from ingest.embedded_broker import EmbeddedBroker
-from lakehouse.contract import DEFAULT_PORTS, REGIONS, check_region
+from lakehouse.contract import DEFAULT_PORTS, MAX_EVENT_BYTES, REGIONS, check_region
 
 BrokerKind = Literal["auto", "mosquitto", "embedded"]
 _DEBIAN_MOSQUITTO = Path("/usr/sbin/mosquitto")
@@ -136,6 +136,9 @@ def mosquitto_config(spec: BrokerSpec, data_dir: Path, *, secure: bool = False,
         f"max_queued_messages {MAX_QUEUED_MESSAGES}",
         "max_queued_bytes 0",
         f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
+        # A larger payload is no event (the contract's limit): mosquitto completes the
+        # QoS flow and drops it, so a stranger cannot make every subscriber hold it.
+        f"message_size_limit {MAX_EVENT_BYTES}",
         "queue_qos0_messages false",
         "persistent_client_expiration 14d",
         "set_tcp_nodelay true",
