@@ -16,8 +16,10 @@ reach the brokers over a network turns on sign-in and per-store topic rules with
   again.
 * A store (username = its location id) may publish only to its own
   ``shelflife/v1/<region>/<location>/events`` and ``.../heartbeat`` and read only its own
-  ``.../ack``; ``ingest@<region>`` reads ``+/events`` and ``+/heartbeat`` and writes
-  ``+/ack`` of its region. Anonymous clients are refused (``allow_anonymous false``).
+  ``.../ack`` and ``.../orders/+``; ``ingest@<region>`` reads ``+/events`` and
+  ``+/heartbeat`` and writes ``+/ack`` of its region; ``dispatcher@<region>`` writes
+  ``+/orders/+`` (transfer orders) and nothing else. Anonymous clients are refused
+  (``allow_anonymous false``).
 * mosquitto gets ``<data_dir>/<region>/passwd`` (hashed with ``mosquitto_passwd -U``, mode
   0600) and ``<data_dir>/<region>/acl``, both rewritten at every start; the embedded broker
   applies the same rules in memory (:mod:`ingest.auth`).
