@@ -96,7 +96,7 @@ class IngestConfig:
     supervisor restarts it."""
     health_stall_s: float = 15.0
     """``/health`` reports the worker down once its loop has not completed a turn for
-    this long."""
+    this long (and at once while a turn fails)."""
 
     worker_id: str = "w1"
     """Distinguishes workers of one region in batch names."""
@@ -341,9 +341,11 @@ class IngestWorker:
             reason = self.failure
         elif not alive:
             reason = "worker thread is not running"
+        elif self._failing:
+            reason = (f"landing failing for {time.monotonic() - (self._failing_since or 0):.0f}"
+                      f" s, messages held: {self.last_error}")
         elif since >= self.config.health_stall_s:
-            reason = f"no loop turn completed for {since:.0f} s" + (
-                f" (last error: {self.last_error})" if self._failing else "")
+            reason = f"no loop turn completed for {since:.0f} s"
         return {"region": self.config.region, "up": reason is None, "reason": reason,
                 "connected": self.connected.is_set(), "last_turn_s_ago": round(since, 1),
                 "held": self.stats.held, "loop_errors": self.stats.loop_errors}
