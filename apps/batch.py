@@ -101,10 +101,11 @@ def cmd_transfers_decide(args: argparse.Namespace) -> int:
 
 
 def cmd_transfers_dispatch(args: argparse.Namespace) -> int:
-    from apps.cli import _ingest_login, _stop_event
+    from apps.cli import _login, _stop_event
     from ingest.orders import BrokerAddress, OrderDispatcher, default_brokers
 
-    brokers = {region: BrokerAddress(b.host, b.port, **_ingest_login(args.credentials, region))
+    brokers = {region: BrokerAddress(b.host, b.port,
+                                     **_login(args.credentials, region, role="dispatcher"))
                for region, b in default_brokers(args.broker_host).items()}
     dispatcher = OrderDispatcher(Path(args.lakehouse), brokers)
     try:
@@ -227,7 +228,7 @@ def add_batch_commands(sub: argparse._SubParsersAction, add_option) -> None:
     add_option(p, "--broker-host", "SHELFLIFE_BROKER_HOST", "127.0.0.1",
                "host of the regional brokers (each on its default port)")
     add_option(p, "--credentials", "SHELFLIFE_CREDENTIALS", None,
-               "credentials.json of secure brokers (logs in as ingest@<region>)")
+               "credentials.json of secure brokers (logs in as dispatcher@<region>)")
     add_option(p, "--every-s", "SHELFLIFE_ORDERS_EVERY_S", 15.0, "a round every",
                type=float)
     p.add_argument("--once", action="store_true", help="one round, then exit")

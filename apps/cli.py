@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 
 from apps.batch import add_batch_commands
-from apps.deadletters import add_deadletter_commands
+from apps.deadletters import add_deadletter_commands, parse_ports
 from apps.review import add_review_commands
 from edge_mqtt.cli import add_agent_commands
 from lakehouse.contract import DEFAULT_PORTS, REGIONS
@@ -90,14 +90,19 @@ def cmd_broker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ingest_login(credentials: str | None, region: str) -> dict[str, str]:
+def _login(credentials: str | None, region: str, *, role: str = "ingest"
+           ) -> dict[str, str]:
+    """``username``/``password`` keywords of a region's ingest (or ``dispatcher``) login
+    from a secure brokers' credentials.json; none without one."""
     if not credentials:
         return {}
     from pathlib import Path
 
     from ingest.auth import Credentials
 
-    login = Credentials.open(Path(credentials)).ingest_credentials(region)
+    creds = Credentials.open(Path(credentials))
+    login = (creds.dispatcher_credentials(region) if role == "dispatcher" else
+             creds.ingest_credentials(region))
     return {"username": login.username, "password": login.password}
 
 
@@ -122,19 +127,20 @@ def _metrics_port(port: int, host: str, what: str) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from ingest.worker import IngestConfig, run_workers
 
-    configs = [IngestConfig(region=r, port=DEFAULT_PORTS[r], lakehouse=args.lakehouse,
+    configs = [IngestConfig(region=r, host=args.broker_host, port=args.broker_ports[r],
+                            lakehouse=args.lakehouse,
                             backlog_high_events=args.backlog_high,
                             backlog_low_events=args.backlog_low,
                             max_events_per_s=args.max_events_per_s,
-                            **_ingest_login(args.credentials, r))
+                            give_up_after_s=args.give_up_after_s,
+                            **_login(args.credentials, r))
                for r in _regions(args.regions)]
     port = _metrics_port(args.metrics_port, args.metrics_host, "ingest")
     print(f"ingest: regions {args.regions} -> {args.lakehouse}/landing"
           + (f"; metrics on http://{args.metrics_host}:{port}/metrics" if port else ""),
           flush=True)
-    run_workers(configs, stop=_stop_event(), metrics_port=port,
-                metrics_host=args.metrics_host)
-    return 0
+    return run_workers(configs, stop=_stop_event(), metrics_port=port,
+                       metrics_host=args.metrics_host)
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
@@ -200,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _add(p, "--credentials", "SHELFLIFE_CREDENTIALS", None,
          "credentials.json of secure brokers (ingest logs in as ingest@<region>)")
+    _add(p, "--broker-host", "SHELFLIFE_BROKER_HOST", "127.0.0.1", "host of the brokers")
+    _add(p, "--broker-ports", "SHELFLIFE_BROKER_PORTS",
+         ",".join(f"{r}={port}" for r, port in DEFAULT_PORTS.items()),
+         "each region's broker port, region=port,...", type=parse_ports)
+    _add(p, "--give-up-after-s", "SHELFLIFE_INGEST_GIVE_UP_S", 60.0,
+         "exit non-zero (for a supervisor to restart) once landing has failed this long",
+         type=float)
     _add(p, "--backlog-high", "SHELFLIFE_INGEST_BACKLOG_HIGH", 50_000,
          "pause intake while this many landed events wait for the stream", type=int)
     _add(p, "--backlog-low", "SHELFLIFE_INGEST_BACKLOG_LOW", None,

@@ -5,6 +5,11 @@ transfers and reorders every 5 minutes) -> approved transfers sent down to the s
 (``transfers dispatch``), then the simulated fleet once the brokers answer; its stores
 ship the transfers they are sent. Output of each process is prefixed with its name;
 Ctrl-C stops them all.
+
+The demo is also ingest's supervisor: ingest exits non-zero when it cannot land events
+for a while (``--give-up-after-s``), expecting a fresh process, so an ingest that exits is
+started again (and the demo says so); the broker's persistent session and the agents'
+outboxes hold what it had not landed. Any other process exiting stops the demo.
 """
 
 from __future__ import annotations
@@ -21,6 +26,12 @@ from pathlib import Path
 from apps.streamlit.launch import dashboard_command
 
 COMPONENT_START_TIMEOUT_S = 60
+RESTARTED = frozenset({"ingest"})
+"""Components the demo starts again when they exit."""
+RESTART_DELAY_S = 2.0
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 300.0
+"""More than MAX_RESTARTS within this window is a crash loop: the demo stops instead."""
 
 
 def _pipe(name: str, proc: subprocess.Popen) -> None:
@@ -39,6 +50,49 @@ def _wait_port(port: int, timeout: float) -> bool:
         except OSError:
             time.sleep(0.2)
     return False
+
+
+class Restarts:
+    """When a restarted component last exited, to tell a restart from a crash loop."""
+
+    def __init__(self) -> None:
+        self._times: dict[str, list[float]] = {}
+
+    def allow(self, name: str, now: float) -> bool:
+        recent = [t for t in self._times.get(name, []) if now - t < RESTART_WINDOW_S]
+        recent.append(now)
+        self._times[name] = recent
+        return len(recent) <= MAX_RESTARTS
+
+
+def _start(name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    threading.Thread(target=_pipe, args=(name, proc), daemon=True).start()
+    return proc
+
+
+def supervise(procs: list[tuple[str, subprocess.Popen]], commands: dict[str, list[str]],
+              env: dict[str, str], stop: threading.Event, *,
+              restarted: frozenset[str] = RESTARTED, delay_s: float = RESTART_DELAY_S) -> int:
+    """Watch the children until ``stop``: start a ``restarted`` one again when it exits
+    (saying so), return 1 when any other exits or a restarted one crash-loops."""
+    restarts = Restarts()
+    while not stop.wait(1.0):
+        for i, (name, proc) in enumerate(procs):
+            if proc.poll() is None:
+                continue
+            if name in restarted and restarts.allow(name, time.monotonic()):
+                print(f"demo: {name} exited with {proc.returncode}; restarting it in "
+                      f"{delay_s:g} s (what it had not landed is sent again)", flush=True)
+                if stop.wait(delay_s):
+                    return 0
+                procs[i] = (name, _start(name, commands[name], env))
+                print(f"demo: {name} restarted (pid {procs[i][1].pid})", flush=True)
+                continue
+            print(f"demo: {name} exited with {proc.returncode}; stopping", flush=True)
+            return 1
+    return 0
 
 
 def run_demo(*, lakehouse: str, data_dir: str, port: int, stores: int,
@@ -63,22 +117,14 @@ def run_demo(*, lakehouse: str, data_dir: str, port: int, stores: int,
         signal.signal(sig, lambda *_: stop.set())
     try:
         for name, cmd in plan:
-            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True)
-            procs.append((name, proc))
-            threading.Thread(target=_pipe, args=(name, proc), daemon=True).start()
+            procs.append((name, _start(name, cmd, env)))
             if name == "broker" and not _wait_port(18831, COMPONENT_START_TIMEOUT_S):
                 print("demo: brokers did not start; see [broker] lines above", flush=True)
                 return 1
         print(f"\n  Shelflife dashboard: http://127.0.0.1:{port}\n"
               f"  lakehouse: {lake}\n  stock appears once Spark has started "
               "(first run downloads the Delta jars).\n", flush=True)
-        while not stop.wait(1.0):
-            for name, proc in procs:
-                if proc.poll() is not None:
-                    print(f"demo: {name} exited with {proc.returncode}; stopping", flush=True)
-                    return 1
-        return 0
+        return supervise(procs, dict(plan), env, stop)
     finally:
         for _name, proc in reversed(procs):
             if proc.poll() is None:

@@ -3,8 +3,11 @@
 Without this any client that reaches a broker can publish events under any store's
 topic, and the lakehouse would count them. With it, every store signs in as its location
 id and may publish only to its own ``events`` and ``heartbeat`` topics and read only its
-own ``ack``; the region's ingest user reads every store's events and heartbeats and
-writes their acks.
+own ``ack`` and transfer ``orders``; the region's ingest user reads every store's events
+and heartbeats and writes their acks; the region's dispatcher user writes transfer orders
+and nothing else. Ingest and the dispatcher have separate logins because mosquitto runs
+with ``use_username_as_clientid``: two processes sharing one login would share one client
+id, and each connection would throw the other off (ingest's persistent session with it).
 
 Passwords are generated once into ``credentials.json`` (mode 0600) next to the brokers'
 data, and kept on later starts, so a store configured once keeps working. The topic rules
@@ -32,6 +35,7 @@ from typing import Literal
 from lakehouse.contract import REGIONS, TOPIC_ROOT, check_id, check_region
 
 from .embedded_broker import matches
+from .landing import fsync_dir, replace_durably
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,11 @@ def ingest_username(region: str) -> str:
     return f"ingest@{check_region(region)}"
 
 
+def dispatcher_username(region: str) -> str:
+    """The user that sends a region's transfer orders (``shelflife transfers dispatch``)."""
+    return f"dispatcher@{check_region(region)}"
+
+
 @dataclass(frozen=True)
 class Login:
     """A username and password; the password stays out of reprs and logs."""
@@ -57,30 +66,24 @@ class Login:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Replace ``path`` atomically with a file only its owner can read."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+    """Replace ``path`` atomically and durably with a file only its owner can read."""
+    replace_durably(path, text, mode=0o600)
 
 
 class Credentials:
-    """One generated password per location and per region's ingest user, kept on disk.
+    """One generated password per location and per region's ingest and dispatcher users,
+    kept on disk.
 
     ``Credentials.open(path, locations)`` loads the file, adds a password for any location
     or region it does not know yet, and writes it back; existing passwords never change.
     """
 
     def __init__(self, path: Path, ingest: dict[str, str],
-                 locations: dict[str, tuple[str, str]]) -> None:
+                 locations: dict[str, tuple[str, str]],
+                 dispatcher: dict[str, str] | None = None) -> None:
         self.path = Path(path)
         self._ingest = ingest
+        self._dispatcher = dispatcher or {}
         self._locations = locations  # location id -> (region, password)
 
     @classmethod
@@ -89,14 +92,16 @@ class Credentials:
         """Load (or create) the store, adding the given ``{region: [location ids]}``."""
         path = Path(path)
         ingest: dict[str, str] = {}
+        dispatcher: dict[str, str] = {}
         known: dict[str, tuple[str, str]] = {}
         if path.exists():
-            ingest, known = cls._read(path)
+            ingest, dispatcher, known = cls._read(path)
         changed = not path.exists()
-        for region in REGIONS:
-            if region not in ingest:
-                ingest[region] = secrets.token_urlsafe(24)
-                changed = True
+        for users in (ingest, dispatcher):  # a file from before the dispatcher gets one
+            for region in REGIONS:
+                if region not in users:
+                    users[region] = secrets.token_urlsafe(24)
+                    changed = True
         for region, ids in (locations or {}).items():
             check_region(region)
             for location_id in ids:
@@ -109,14 +114,15 @@ class Credentials:
                         f"location {location_id!r}: listed in region {region!r} but "
                         f"{path} has it in {known[location_id][0]!r}; a store belongs to "
                         "one region (remove it from the file to move it)")
-        creds = cls(path, ingest, known)
+        creds = cls(path, ingest, known, dispatcher)
         if changed:
             path.parent.mkdir(parents=True, exist_ok=True)
             creds._write()
         return creds
 
     @staticmethod
-    def _read(path: Path) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+    def _read(path: Path) -> tuple[dict[str, str], dict[str, str],
+                                   dict[str, tuple[str, str]]]:
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
             log.warning("%s was readable by others (mode %o); restricting it to 0600",
@@ -125,6 +131,8 @@ class Credentials:
         try:
             data = json.loads(path.read_text())
             ingest = {check_region(r): str(pw) for r, pw in data["ingest"].items()}
+            dispatcher = {check_region(r): str(pw)
+                          for r, pw in data.get("dispatcher", {}).items()}
             known = {check_id("location_id", loc): (check_region(v["region"]),
                                                      str(v["password"]))
                      for loc, v in data["locations"].items()}
@@ -132,12 +140,13 @@ class Credentials:
             raise ValueError(f"{path}: not a Shelflife credentials file ({exc}); "
                              "restore it from backup or delete it to issue new "
                              "passwords to every store") from exc
-        return ingest, known
+        return ingest, dispatcher, known
 
     def _write(self) -> None:
         data = {
             "version": 1,
             "ingest": dict(sorted(self._ingest.items())),
+            "dispatcher": dict(sorted(self._dispatcher.items())),
             "locations": {loc: {"region": region, "password": pw}
                           for loc, (region, pw) in sorted(self._locations.items())},
         }
@@ -154,6 +163,10 @@ class Credentials:
         """The login of a region's ingest workers."""
         return Login(ingest_username(region), self._ingest[check_region(region)])
 
+    def dispatcher_credentials(self, region: str) -> Login:
+        """The login of a region's order dispatcher (``transfers dispatch``)."""
+        return Login(dispatcher_username(region), self._dispatcher[check_region(region)])
+
     def region_of(self, location_id: str) -> str:
         return self._locations[location_id][0]
 
@@ -162,8 +175,9 @@ class Credentials:
         return sorted(loc for loc, (r, _) in self._locations.items() if r == region)
 
     def logins(self, region: str) -> list[Login]:
-        """Everyone allowed on that region's broker: its ingest user, then its stores."""
-        return [self.ingest_credentials(region),
+        """Everyone allowed on that region's broker: its ingest and dispatcher users,
+        then its stores."""
+        return [self.ingest_credentials(region), self.dispatcher_credentials(region),
                 *(self.credentials_for(loc) for loc in self.locations(region))]
 
     def rules(self, region: str) -> TopicRules:
@@ -200,8 +214,8 @@ class TopicRules:
         grants: dict[str, tuple[tuple[Access, str], ...]] = {
             ingest_username(region): (("read", f"{base}/+/events"),
                                       ("read", f"{base}/+/heartbeat"),
-                                      ("write", f"{base}/+/ack"),
-                                      ("write", f"{base}/+/orders/+")),
+                                      ("write", f"{base}/+/ack")),
+            dispatcher_username(region): (("write", f"{base}/+/orders/+"),),
         }
         for loc in location_ids:
             check_id("location_id", loc)
@@ -276,6 +290,7 @@ def write_password_file(path: Path, logins: Iterable[Login], *,
                                f"{(done.stderr or done.stdout).strip()}")
         staging.chmod(0o600)
         os.replace(staging, path)
+        fsync_dir(path.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             staging.unlink()

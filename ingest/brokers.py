@@ -16,8 +16,10 @@ reach the brokers over a network turns on sign-in and per-store topic rules with
   again.
 * A store (username = its location id) may publish only to its own
   ``shelflife/v1/<region>/<location>/events`` and ``.../heartbeat`` and read only its own
-  ``.../ack``; ``ingest@<region>`` reads ``+/events`` and ``+/heartbeat`` and writes
-  ``+/ack`` of its region. Anonymous clients are refused (``allow_anonymous false``).
+  ``.../ack`` and ``.../orders/+``; ``ingest@<region>`` reads ``+/events`` and
+  ``+/heartbeat`` and writes ``+/ack`` of its region; ``dispatcher@<region>`` writes
+  ``+/orders/+`` (transfer orders) and nothing else. Anonymous clients are refused
+  (``allow_anonymous false``).
 * mosquitto gets ``<data_dir>/<region>/passwd`` (hashed with ``mosquitto_passwd -U``, mode
   0600) and ``<data_dir>/<region>/acl``, both rewritten at every start; the embedded broker
   applies the same rules in memory (:mod:`ingest.auth`).
@@ -49,7 +51,7 @@ from ingest.auth import (
     write_private,
 )
 from ingest.embedded_broker import EmbeddedBroker
-from lakehouse.contract import DEFAULT_PORTS, REGIONS, check_region
+from lakehouse.contract import DEFAULT_PORTS, MAX_EVENT_BYTES, REGIONS, check_region
 
 BrokerKind = Literal["auto", "mosquitto", "embedded"]
 _DEBIAN_MOSQUITTO = Path("/usr/sbin/mosquitto")
@@ -136,6 +138,9 @@ def mosquitto_config(spec: BrokerSpec, data_dir: Path, *, secure: bool = False,
         f"max_queued_messages {MAX_QUEUED_MESSAGES}",
         "max_queued_bytes 0",
         f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
+        # A larger payload is no event (the contract's limit): mosquitto completes the
+        # QoS flow and drops it, so a stranger cannot make every subscriber hold it.
+        f"message_size_limit {MAX_EVENT_BYTES}",
         "queue_qos0_messages false",
         "persistent_client_expiration 14d",
         "set_tcp_nodelay true",

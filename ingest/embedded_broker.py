@@ -33,6 +33,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Literal
 
+from lakehouse.contract import MAX_EVENT_BYTES
+
 log = logging.getLogger("shelflife.embedded_broker")
 
 MAX_INFLIGHT = 100
@@ -303,6 +305,7 @@ class EmbeddedBroker:
         ssl_context: ssl.SSLContext | None = None,
         max_queued: int = 1_000_000,
         max_inflight: int = MAX_INFLIGHT,
+        max_payload: int = MAX_EVENT_BYTES,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port: expected 0-65535, got {port!r}")
@@ -316,6 +319,8 @@ class EmbeddedBroker:
         self.ssl_context = ssl_context
         self.max_queued = max_queued
         self.max_inflight = max_inflight
+        self.max_payload = max_payload
+        """Larger payloads are acknowledged and dropped (mosquitto's message_size_limit)."""
         self._sessions: dict[str, _Session] = {}
         self._retained: dict[str, _Message] = {}
         self._connections: set[_Connection] = set()
@@ -524,6 +529,10 @@ class EmbeddedBroker:
         if not self._allowed(conn.username, "publish", topic):
             log.warning("client %s user %r: publish to %r denied; dropped",
                         session.client_id, conn.username, topic)
+            return
+        if len(payload) > self.max_payload:
+            log.warning("client %s: %d-byte message to %r is over the %d-byte limit; "
+                        "dropped", session.client_id, len(payload), topic, self.max_payload)
             return
         if retain:
             if payload:

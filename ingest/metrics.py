@@ -43,6 +43,12 @@ class IngestMetrics:
         self.held = r.gauge("shelflife_ingest_messages_held",
                             "Messages received but not yet acknowledged to the broker "
                             "(paused or over quota); the broker holds the rest", region)
+        self.loop_errors = r.counter("shelflife_ingest_loop_errors_total",
+                                     "Turns of the ingest loop that failed (landing, dedup "
+                                     "state, anything); each is retried", region)
+        self.worker_up = r.gauge("shelflife_ingest_worker_up",
+                                 "1 while the region's worker thread runs and its loop "
+                                 "completes turns (as /health says)", region)
         self.ack_latency = r.histogram("shelflife_ingest_ack_latency_seconds",
                                        "Message received -> durable in landing and acked",
                                        region, buckets=ACK_BUCKETS)
@@ -59,6 +65,8 @@ class IngestMetrics:
             (self.backlog_files, lambda: worker.backlog_now.files),
             (self.paused, lambda: 1 if worker.paused else 0),
             (self.held, lambda: stats.held),
+            (self.loop_errors, lambda: stats.loop_errors),
+            (self.worker_up, lambda: 1 if worker.health()["up"] else 0),
         ):
             family.labels(region=region).set_function(read)
         self.ack_latency.labels(region=region)  # a series from the start, even if empty

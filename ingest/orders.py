@@ -107,7 +107,13 @@ def order_plan(root: Root = None) -> dict[str, list[dict[str, Any]]]:
 
 
 class OrderDispatcher:
-    """Keeps each region's broker holding exactly the open transfer orders."""
+    """Keeps each region's broker holding exactly the open transfer orders.
+
+    On secure brokers it logs in as ``dispatcher@<region>``
+    (:meth:`ingest.auth.Credentials.dispatcher_credentials`), the only user allowed to
+    write orders. Never give it ingest's login: mosquitto takes the username as client
+    id, so the dispatcher would disconnect ingest and drop its persistent session.
+    """
 
     def __init__(self, root: Root, brokers: Mapping[str, BrokerAddress], *,
                  say: Say = print) -> None:
@@ -152,6 +158,13 @@ class OrderDispatcher:
             raise ConnectionError(f"{region}: order {order_id} not acknowledged by the "
                                   f"broker within {PUBLISH_TIMEOUT_S:g} s")
 
+    def send(self, region: str, source: str, order: Mapping[str, Any]) -> None:
+        """Publish one transfer order (checked against the contract) as the retained
+        message its source location reads; ConnectionError if the broker does not take it.
+        """
+        checked = validate_order(dict(order))
+        self._publish(region, source, checked["order_id"], json.dumps(checked).encode())
+
     def run_once(self) -> dict[str, int]:
         """One round: send new orders, clear shipped ones, cancel overturned ones.
 
@@ -164,11 +177,13 @@ class OrderDispatcher:
                 order_id = item["order_id"]
                 if self._done.get(order_id) == verb:
                     continue
-                body = (json.dumps(item["order"]).encode() if action == "send" else
-                        b"" if action == "clear" else
+                body = (b"" if action == "clear" else
                         json.dumps({"order_id": order_id, "cancelled": True}).encode())
                 try:
-                    self._publish(item["region"], item["source"], order_id, body)
+                    if action == "send":
+                        self.send(item["region"], item["source"], item["order"])
+                    else:
+                        self._publish(item["region"], item["source"], order_id, body)
                 except (ConnectionError, OSError, ValueError) as exc:
                     counts["failed"] += 1
                     self.say(f"orders: {order_id} to {item['source']} not {verb}: {exc}")

@@ -18,6 +18,17 @@ were worse: unsubscribing would make the broker discard new messages (no subscri
 no queue), and not reading the socket lets keepalive expire and turns a pause into
 reconnect churn. Intake resumes below ``backlog_low_events``; held messages are landed
 first, then acknowledged.
+
+Failures. Any error in the loop (an unwritable or full landing disk, a locked dedup
+database, a bug) is logged, counted (``shelflife_ingest_loop_errors_total``) and retried
+with backoff, and while it lasts the worker holds every new message exactly as when
+paused: nothing is acknowledged that is not landed, and intake memory stays bounded by
+the broker's in-flight window. A batch that got as far as being renamed into place is
+never written twice: only its remaining steps are retried. If the loop keeps failing
+for ``give_up_after_s`` (or stops turning at all), :func:`run_workers` returns non-zero
+so a supervisor restarts the process. Nothing is lost by that: what ingest held is
+still in the broker's persistent session or, for what the broker already handed over,
+in the agents' outboxes, which re-send from the last end-to-end ack.
 """
 
 from __future__ import annotations
@@ -29,12 +40,13 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from lakehouse.contract import (
+    MAX_EVENT_BYTES,
     ContractError,
     check_region,
     decode_event,
@@ -47,7 +59,7 @@ from lakehouse.paths import lakehouse_root, landing_dir
 
 from .backpressure import IntakeGate, LandingBacklog, RateQuota
 from .dedup import SeqTracker
-from .landing import LandedRecord, LandingWriter, now_ts
+from .landing import LandedRecord, LandingWriter, PreparedBatch, now_ts
 from .metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
@@ -77,6 +89,14 @@ class IngestConfig:
     """The region's intake quota in events per second (0 = no limit)."""
     backlog_check_s: float = 0.25
     """How often the landing folder is counted."""
+    retry_max_s: float = 5.0
+    """Longest wait between two attempts of a failing landing (backoff starts at 0.25 s)."""
+    give_up_after_s: float = 60.0
+    """A loop that keeps failing (or stops turning) this long ends the process, so its
+    supervisor restarts it."""
+    health_stall_s: float = 15.0
+    """``/health`` reports the worker down once its loop has not completed a turn for
+    this long (and at once while a turn fails)."""
 
     worker_id: str = "w1"
     """Distinguishes workers of one region in batch names."""
@@ -87,8 +107,9 @@ class IngestConfig:
 
     def __post_init__(self) -> None:
         check_region(self.region)
-        if self.flush_interval_s <= 0:
-            raise ValueError(f"flush_interval_s: must be > 0, got {self.flush_interval_s!r}")
+        for name in ("flush_interval_s", "retry_max_s", "give_up_after_s", "health_stall_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)!r}")
         IntakeGate(self.backlog_high_events, self.low_water)  # raises on a bad pair
         RateQuota(self.max_events_per_s)
 
@@ -112,17 +133,42 @@ class IngestStats:
     acks_sent: int = 0
     last_flush_at: float = 0.0
     held: int = 0
-    """Messages received but not yet acknowledged to the broker (paused or over quota)."""
+    """Messages received but not yet acknowledged to the broker (paused, over quota or
+    failing)."""
+    loop_errors: int = 0
+    """Turns of the loop that ended in an error (each retried)."""
 
 
 class _Msg(NamedTuple):
     topic: str
     payload: bytes
+    """The payload, or only its first ``TOO_LARGE_KEEP`` bytes when ``size`` is over
+    :data:`MAX_EVENT_BYTES`."""
     received_at: str
     received_mono: float
     mid: int | None
     """Set while the broker still waits for this message's PUBCOMP (or PUBACK)."""
     qos: int
+    size: int
+    """The payload's size on the wire."""
+
+
+TOO_LARGE_KEEP = 4096
+"""Bytes of an oversized message kept in its dead letter (enough to see what sent it)."""
+
+
+@dataclass
+class _Landing:
+    """A batch taken from the buffer, kept until every step of landing it has succeeded,
+    so a retry after a failure resumes it instead of writing it again."""
+
+    taken: int
+    records: list[LandedRecord]
+    landed: dict[str, list[int]]
+    landed_at: list[float]
+    dup_locations: set[str]
+    held: list[tuple[int, int]]
+    batch: PreparedBatch | None = None
 
 
 class _IngestClient(mqtt.Client):
@@ -158,6 +204,7 @@ class IngestWorker:
         root = lakehouse_root(config.lakehouse)
         self.writer = LandingWriter(landing_dir(config.region, root), config.worker_id)
         self.tracker = SeqTracker(root / "_ingest" / f"{config.region}.sqlite")
+        self._settle_interrupted_batches()
         self.stats = IngestStats()
         self.backlog = LandingBacklog(self.writer.directory)
         self.backlog_now = self.backlog.scan()
@@ -168,10 +215,19 @@ class IngestWorker:
         self._buf: deque[_Msg] = deque()
         self._buf_lock = threading.Lock()
         self._holding = False  # paused or over quota: new messages are not acknowledged
+        self._failing = False  # the last turn failed: hold new messages too
+        self._failing_since: float | None = None
+        self._retry_s = 0.0
+        self._landing: _Landing | None = None
         self._unacked: set[int] = set()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.last_turn_at = time.monotonic()
+        """When the loop last completed a turn without error."""
+        self.last_error: str | None = None
+        self.failure: str | None = None
+        """Set when the worker gave up; :func:`run_workers` then ends the process."""
         self.connected = threading.Event()
         self.client = _IngestClient(CallbackAPIVersion.VERSION2,
                                     client_id=f"shelflife-ingest-{config.region}-"
@@ -190,6 +246,30 @@ class IngestWorker:
         self.metrics = IngestMetrics(registry)
         self.metrics.bind(self)
 
+    def _settle_interrupted_batches(self) -> None:
+        """Finish what a killed predecessor left between writing a batch and marking it.
+
+        An intent whose temporary file is still there was never renamed: the batch is
+        dropped (its agents re-send, as nothing was acked). One whose temporary file is
+        gone was renamed into place (the stream may have consumed it since): its seqs
+        are landed. Temporary files with no intent died before the intent was recorded.
+        """
+        for batch_id, landed in self.tracker.pending().items():
+            if f"-{self.config.worker_id}-" not in batch_id:
+                continue  # another worker of this region; it settles its own
+            if self.writer.tmp_path(batch_id).exists():
+                self.tracker.forget(batch_id)
+                self.writer.discard(batch_id)
+                log.warning("ingest %s: dropped batch %s, interrupted before it was "
+                            "renamed into place", self.config.region, batch_id)
+            else:
+                self.tracker.mark(landed, batch_id=batch_id)
+                log.warning("ingest %s: batch %s was landed before a restart; its %d "
+                            "seqs are now known", self.config.region, batch_id,
+                            sum(len(v) for v in landed.values()))
+        for batch_id in self.writer.stray_batches():
+            self.writer.discard(batch_id)
+
     @property
     def paused(self) -> bool:
         """True while the landing backlog keeps intake stopped."""
@@ -201,6 +281,7 @@ class IngestWorker:
         self.client.reconnect_delay_set(min_delay=1, max_delay=5)
         self.client.connect_async(self.config.host, self.config.port, keepalive=30)
         self.client.loop_start()
+        self.last_turn_at = time.monotonic()
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"ingest-{self.config.region}")
         self._thread.start()
@@ -209,15 +290,65 @@ class IngestWorker:
                         self.config.region, self.config.host, self.config.port)
 
     def stop(self) -> None:
-        """Land (and acknowledge) whatever is held, then disconnect."""
+        """Land (and acknowledge) whatever is held, then disconnect.
+
+        If landing still fails, what is held stays unacknowledged: the broker re-sends it
+        to the next run, and the agents re-send what the broker no longer has.
+        """
         self._stop.set()
         self._wake.set()
         if self._thread:
             self._thread.join(timeout=10)
-        self.flush()
+        if self.failure is None:
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - shutting down: say so, lose nothing
+                log.exception("ingest %s: could not land %d buffered messages at shutdown; "
+                              "they will be re-sent", self.config.region, len(self._buf))
+        self.abandon()
+        self.tracker.close()
+
+    def abandon(self) -> None:
+        """Disconnect without landing anything more (the worker gave up or is stuck)."""
+        self._stop.set()
         self.client.disconnect()
         self.client.loop_stop()
-        self.tracker.close()
+
+    @property
+    def failing(self) -> bool:
+        """True while the loop's last turn failed (new messages are held)."""
+        return self._failing
+
+    def give_up_reason(self) -> str | None:
+        """Why this worker is beyond saving (it gave up, its thread is gone, or its loop
+        is stuck), or None; the process should then exit and be restarted."""
+        if self.failure is not None:
+            return self.failure
+        if self._thread is not None and not self._thread.is_alive():
+            return "worker thread ended"
+        stuck = time.monotonic() - self.last_turn_at
+        if stuck >= self.config.give_up_after_s:
+            return f"loop stuck for {stuck:.0f} s" + (
+                f" (last error: {self.last_error})" if self.last_error else "")
+        return None
+
+    def health(self) -> dict[str, Any]:
+        """Whether the loop runs and turns: ``up``, and ``reason`` when it is not."""
+        since = time.monotonic() - self.last_turn_at
+        alive = self._thread is not None and self._thread.is_alive()
+        reason = None
+        if self.failure is not None:
+            reason = self.failure
+        elif not alive:
+            reason = "worker thread is not running"
+        elif self._failing:
+            reason = (f"landing failing for {time.monotonic() - (self._failing_since or 0):.0f}"
+                      f" s, messages held: {self.last_error}")
+        elif since >= self.config.health_stall_s:
+            reason = f"no loop turn completed for {since:.0f} s"
+        return {"region": self.config.region, "up": reason is None, "reason": reason,
+                "connected": self.connected.is_set(), "last_turn_s_ago": round(since, 1),
+                "held": self.stats.held, "loop_errors": self.stats.loop_errors}
 
     # --- MQTT --------------------------------------------------------------------------
 
@@ -232,10 +363,15 @@ class IngestWorker:
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         # Called at PUBREL (QoS 2): the broker keeps the message in the subscriber's
         # in-flight window until PUBCOMP, which we send now, or after landing if held.
+        # An oversized payload (a broker without message_size_limit) is kept only in
+        # part: it becomes a dead letter without being decoded.
+        size = len(msg.payload)
+        payload = bytes(msg.payload if size <= MAX_EVENT_BYTES else
+                        msg.payload[:TOO_LARGE_KEEP])
         with self._buf_lock:
-            hold = self._holding and msg.qos > 0
-            self._buf.append(_Msg(msg.topic, bytes(msg.payload), now_ts(), time.monotonic(),
-                                  msg.mid if hold else None, msg.qos))
+            hold = (self._holding or self._failing) and msg.qos > 0
+            self._buf.append(_Msg(msg.topic, payload, now_ts(), time.monotonic(),
+                                  msg.mid if hold else None, msg.qos, size))
             if hold:
                 self._unacked.add(msg.mid)
                 self.stats.held = len(self._unacked)
@@ -253,20 +389,59 @@ class IngestWorker:
     # --- batching ----------------------------------------------------------------------
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.config.flush_interval_s)
-            self._wake.clear()
-            try:
-                self._cycle()
-            except OSError:
-                # The landing zone is unwritable (disk full, permissions): keep the
-                # messages in memory, hold new ones at the broker (as when paused) and
-                # retry; nothing is acked meanwhile.
-                with self._buf_lock:
-                    self._holding = True
-                log.exception("ingest %s: landing write failed; will retry",
-                              self.config.region)
-                time.sleep(1)
+        try:
+            while not self._stop.is_set():
+                if self._failing:  # back off; a full buffer must not cut the wait short
+                    self._stop.wait(self._retry_s)
+                else:
+                    self._wake.wait(self.config.flush_interval_s)
+                self._wake.clear()
+                if self._stop.is_set():
+                    break
+                try:
+                    self._cycle()
+                except Exception as exc:  # noqa: BLE001 - every failure is retried, then fatal
+                    if self._failed_turn(exc):
+                        return
+                    continue
+                self._good_turn()
+        except BaseException as exc:
+            self.failure = f"worker loop ended: {type(exc).__name__}: {exc}"
+            log.exception("ingest %s: %s", self.config.region, self.failure)
+            raise
+
+    def _failed_turn(self, exc: Exception) -> bool:
+        """Hold new messages and plan the retry; True once it is time to give up."""
+        now = time.monotonic()
+        with self._buf_lock:
+            self._failing = True
+        self.stats.loop_errors += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        first = self._failing_since is None
+        if first:
+            self._failing_since = now
+        failing_for = now - (self._failing_since or now)
+        self._retry_s = min(max(self._retry_s * 2, 0.25), self.config.retry_max_s)
+        if failing_for >= self.config.give_up_after_s:
+            self.failure = f"landing failed for {failing_for:.0f} s: {self.last_error}"
+            log.critical("ingest %s: %s; giving up so the process is restarted "
+                         "(%d held messages stay with the broker)", self.config.region,
+                         self.failure, self.stats.held)
+            return True
+        log.error("ingest %s: landing failed (%s); %d messages held, retry in %.2g s",
+                  self.config.region, self.last_error, self.stats.held, self._retry_s,
+                  exc_info=first)
+        return False
+
+    def _good_turn(self) -> None:
+        self.last_turn_at = time.monotonic()
+        if self._failing:
+            log.warning("ingest %s: landing works again after %.1f s and %d errors",
+                        self.config.region, self.last_turn_at - (self._failing_since or 0),
+                        self.stats.loop_errors)
+            with self._buf_lock:
+                self._failing = False
+            self._failing_since, self._retry_s = None, 0.0
 
     def _cycle(self) -> None:
         """One turn of the loop: check the backlog and the quota, then land what may."""
@@ -283,6 +458,8 @@ class IngestWorker:
         if self.gate.paused:
             with self._buf_lock:
                 self._holding = True
+            if self._landing is not None:  # finish a batch a failure interrupted
+                self.flush()
             return
         allowance = self.quota.allowance()
         with self._buf_lock:
@@ -296,23 +473,33 @@ class IngestWorker:
             self.quota.spend(self.flush())
 
     def flush(self, *, limit: int | None = None) -> int:
-        """Land what is buffered (at most ``limit`` messages); returns how many."""
-        with self._flush_lock:
-            return self._flush(limit)
+        """Land what is buffered (at most ``limit`` messages); returns how many.
 
-    def _flush(self, limit: int | None) -> int:
+        A batch interrupted by a failure is finished first (and counts as this call's).
+        """
+        with self._flush_lock:
+            if self._landing is None:
+                self._landing = self._take(limit)
+            if self._landing is None:
+                return 0
+            return self._land(self._landing)
+
+    def _take(self, limit: int | None) -> _Landing | None:
+        """Validate and deduplicate the oldest buffered messages into a batch."""
         with self._buf_lock:
             n = len(self._buf) if limit is None else min(limit, len(self._buf))
             taken = [self._buf[i] for i in range(n)]
         if not taken:
-            return 0
-        records: list[LandedRecord] = []
-        landed: dict[str, list[int]] = {}
-        landed_at: list[float] = []
-        dup_locations: set[str] = set()
+            return None
+        batch = _Landing(len(taken), [], {}, [], set(),
+                         [(m.mid, m.qos) for m in taken if m.mid is not None])
         in_batch: set[tuple[str, int]] = set()
         for m in taken:
             try:
+                if m.size > MAX_EVENT_BYTES:
+                    raise ContractError("payload", m.size,
+                                        f"message too large: the limit is {MAX_EVENT_BYTES} "
+                                        f"bytes (the first {len(m.payload)} are kept)")
                 event = decode_event(m.payload)
                 _, topic_loc, _ = parse_topic(m.topic)
                 if event["location_id"] != topic_loc:
@@ -320,39 +507,55 @@ class IngestWorker:
                                         f"location mismatch: topic is for {topic_loc!r}")
             except Exception as exc:  # noqa: BLE001 - any bad payload becomes a dead letter
                 reason = str(exc) if isinstance(exc, ContractError) else f"unreadable: {exc!r}"
-                records.append(LandedRecord("dead", m.topic, self.config.region,
-                                            m.received_at, m.payload, reason))
+                batch.records.append(LandedRecord("dead", m.topic, self.config.region,
+                                                  m.received_at, m.payload, reason))
                 continue
             loc, seq = event["location_id"], event["seq"]
             if self.tracker.seen(loc, seq) or (loc, seq) in in_batch:
                 self.stats.duplicates += 1
-                dup_locations.add(loc)
+                batch.dup_locations.add(loc)
                 continue
             in_batch.add((loc, seq))
-            landed.setdefault(loc, []).append(seq)
-            landed_at.append(m.received_mono)
-            records.append(LandedRecord("event", m.topic, self.config.region,
-                                        m.received_at, m.payload))
-        if records:
-            _, path = self.writer.write(records)
-            self.backlog.note(path.name, len(records))
-            self.stats.batches += 1
-        moved = self.tracker.mark(landed) if landed else {}
+            batch.landed.setdefault(loc, []).append(seq)
+            batch.landed_at.append(m.received_mono)
+            batch.records.append(LandedRecord("event", m.topic, self.config.region,
+                                              m.received_at, m.payload))
+        return batch
+
+    def _land(self, batch: _Landing) -> int:
+        """Write, publish and mark one batch, then acknowledge it; every step may fail
+        and be retried from where it stopped (see :mod:`ingest.landing` for the order)."""
+        if batch.records and batch.batch is None:
+            prepared = self.writer.prepare(batch.records)
+            try:
+                self.tracker.intend(prepared.batch_id, batch.landed)
+            except BaseException:
+                self.writer.discard(prepared)  # nothing refers to it: write it anew later
+                raise
+            batch.batch = prepared
+        if batch.batch is not None:
+            path = self.writer.publish(batch.batch)
+            self.backlog.note(path.name, batch.batch.lines)
+        moved = self.tracker.mark(batch.landed,
+                                  batch_id=batch.batch.batch_id if batch.batch else None)
+        # Landed and marked: from here on nothing may repeat this batch.
+        self._landing = None
         with self._buf_lock:
-            for _ in range(len(taken)):
+            for _ in range(batch.taken):
                 self._buf.popleft()
-            held = [(m.mid, m.qos) for m in taken if m.mid is not None]
-        for mid, qos in held:  # durable now: let the broker send the next ones
+        if batch.batch is not None:
+            self.stats.batches += 1
+        self.stats.landed += sum(len(v) for v in batch.landed.values())
+        self.stats.dead_letters += sum(1 for r in batch.records if r.kind == "dead")
+        self.stats.last_flush_at = time.time()
+        for mid, qos in batch.held:  # durable now: let the broker send the next ones
             self.client.ack(mid, qos)
         with self._buf_lock:
-            self._unacked.difference_update(mid for mid, _ in held)
+            self._unacked.difference_update(mid for mid, _ in batch.held)
             self.stats.held = len(self._unacked)
-        self.stats.landed += sum(len(v) for v in landed.values())
-        self.stats.dead_letters += sum(1 for r in records if r.kind == "dead")
-        self.stats.last_flush_at = time.time()
         # Duplicates mean an agent is re-sending: it may have missed its ack (e.g. the
         # broker lost its retained messages), so tell it again.
-        for loc in dup_locations - set(moved):
+        for loc in batch.dup_locations - set(moved):
             if self.tracker.contiguous.get(loc, 0) > 0:
                 moved[loc] = self.tracker.contiguous[loc]
         # ingest_time lets agents estimate how far their clock is off (heartbeat hint).
@@ -363,35 +566,63 @@ class IngestWorker:
                                 qos=1, retain=True)
             self.stats.acks_sent += 1
         now = time.monotonic()
-        self.metrics.observe_acks(self.config.region, [now - t for t in landed_at])
-        return len(taken)
+        self.metrics.observe_acks(self.config.region, [now - t for t in batch.landed_at])
+        return batch.taken
 
+
+def worker_health(workers: list[IngestWorker]) -> tuple[int, dict[str, Any]]:
+    """``/health``: 200 while every region's worker runs and turns, else 503 with why."""
+    regions = [w.health() for w in workers]
+    down = [f"{h['region']}: {h['reason']}" for h in regions if not h["up"]]
+    body: dict[str, Any] = {"status": "down" if down else "ok", "regions": regions}
+    if down:
+        body["reason"] = "; ".join(down)
+    return (503 if down else 200), body
 
 
 def run_workers(configs: list[IngestConfig], *, stop: threading.Event,
                 metrics_port: int = 0, metrics_host: str = "127.0.0.1",
-                registry: Registry = REGISTRY) -> None:
+                registry: Registry = REGISTRY) -> int:
     """Run several regions' workers until ``stop`` is set, logging progress every 10 s.
 
-    ``metrics_port`` > 0 serves Prometheus metrics at ``http://metrics_host:port/metrics``.
+    ``metrics_port`` > 0 serves Prometheus metrics at ``http://metrics_host:port/metrics``
+    and :func:`worker_health` at ``/health``. Returns 0 after ``stop``, or 1 as soon as
+    a worker gives up (see the module docstring): the caller exits with it and its
+    supervisor starts a fresh process.
     """
     workers = [IngestWorker(c, registry=registry) for c in configs]
-    server = serve_metrics(registry, metrics_port, host=metrics_host) if metrics_port else None
+    server = (serve_metrics(registry, metrics_port, host=metrics_host,
+                            health=lambda: worker_health(workers))
+              if metrics_port else None)
     for w in workers:
         w.start(wait_s=0)
+    failed: list[IngestWorker] = []
     try:
         last = time.monotonic()
         while not stop.wait(1.0):
+            for w in workers:
+                why = w.give_up_reason()
+                if why is not None:
+                    log.critical("ingest %s: %s; exiting so the process is restarted",
+                                 w.config.region, why)
+                    failed.append(w)
+            if failed:
+                return 1
             if time.monotonic() - last >= 10:
                 last = time.monotonic()
                 for w in workers:
                     s = w.stats
                     log.info("ingest %s: received=%d landed=%d duplicates=%d dead=%d "
-                             "backlog=%d%s", w.config.region, s.received, s.landed,
+                             "backlog=%d%s%s", w.config.region, s.received, s.landed,
                              s.duplicates, s.dead_letters, w.backlog_now.events,
-                             " PAUSED" if w.paused else "")
+                             " PAUSED" if w.paused else "",
+                             f" FAILING ({w.last_error})" if w.failing else "")
+        return 0
     finally:
         for w in workers:
-            w.stop()
+            if w in failed:
+                w.abandon()  # its loop may be stuck holding the landing lock
+            else:
+                w.stop()
         if server is not None:
             server.stop()

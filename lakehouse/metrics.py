@@ -11,6 +11,7 @@ keeping them twice. Every operation takes one lock, so any thread may update.
 from __future__ import annotations
 
 import bisect
+import json
 import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -18,6 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
 
 Kind = Literal["counter", "gauge", "histogram"]
+HealthCheck = Callable[[], tuple[int, dict[str, object]]]
+"""Returns an HTTP status (200 healthy, 503 not) and a small JSON-able body."""
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
@@ -190,12 +193,15 @@ REGISTRY = Registry()
 
 
 class MetricsServer(ThreadingHTTPServer):
-    """``GET /metrics`` on a daemon thread; ``port`` is the bound port."""
+    """``GET /metrics`` (and ``/health`` when given a check) on a daemon thread;
+    ``port`` is the bound port."""
 
     daemon_threads = True
 
-    def __init__(self, registry: Registry, host: str, port: int) -> None:
+    def __init__(self, registry: Registry, host: str, port: int,
+                 health: HealthCheck | None = None) -> None:
         self.registry = registry
+        self.health = health
         super().__init__((host, port), _Handler)
         self.port = self.server_address[1]
         self._thread = threading.Thread(target=self.serve_forever, daemon=True,
@@ -211,12 +217,29 @@ class _Handler(BaseHTTPRequestHandler):
     server: MetricsServer
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        if self.path.split("?", 1)[0] not in ("/metrics", "/metrics/"):
-            self.send_error(404, "only /metrics lives here")
+        path = self.path.split("?", 1)[0]
+        if path in ("/health", "/health/") and self.server.health is not None:
+            self._health(self.server.health)
+            return
+        if path not in ("/metrics", "/metrics/"):
+            self.send_error(404, "only /metrics (and /health where offered) live here")
             return
         body = self.server.registry.render().encode("utf-8")
         self.send_response(200)
         self.send_header("Content-Type", CONTENT_TYPE)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _health(self, check: HealthCheck) -> None:
+        try:
+            status, payload = check()
+        except Exception as exc:  # noqa: BLE001 - a failing check is itself unhealthy
+            status, payload = 503, {"status": "down",
+                                    "reason": f"health check failed: {exc!r}"}
+        body = json.dumps(payload).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -226,14 +249,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def serve_metrics(registry: Registry = REGISTRY, port: int = 9810, *,
-                  host: str = "127.0.0.1") -> MetricsServer:
-    """Serve ``registry`` at ``http://host:port/metrics`` until the process ends.
+                  host: str = "127.0.0.1", health: HealthCheck | None = None
+                  ) -> MetricsServer:
+    """Serve ``registry`` at ``http://host:port/metrics`` until the process ends, and
+    ``health`` (if given) at ``/health`` for a supervisor or load balancer to poll.
 
     ``port=0`` binds a free port (read it back from ``.port``); callers that mean "off"
     by 0 (the CLI) simply do not call this. Loopback by default: listen on ``0.0.0.0``
     only where Prometheus runs on another machine.
     """
-    return MetricsServer(registry, host, port)
+    return MetricsServer(registry, host, port, health)
 
 
 def parse_metrics(text: str) -> dict[str, float]:

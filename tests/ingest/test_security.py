@@ -19,7 +19,14 @@ from pathlib import Path
 import pytest
 
 from ingest import brokers as brokers_module
-from ingest.auth import Credentials, Login, TopicRules, covers, ingest_username
+from ingest.auth import (
+    Credentials,
+    Login,
+    TopicRules,
+    covers,
+    dispatcher_username,
+    ingest_username,
+)
 from ingest.brokers import (
     TlsFiles,
     credentials_path,
@@ -236,13 +243,17 @@ def test_credentials_are_generated_once_and_private(tmp_path: Path) -> None:
     assert first.ingest_credentials("west").username == ingest_username("west")
     passwords = {first.credentials_for(x).password for x in ("s1", "s2")}
     passwords |= {first.ingest_credentials(r).password for r in ("east", "central", "west")}
-    assert len(passwords) == 5 and all(len(p) >= 24 for p in passwords)
+    passwords |= {first.dispatcher_credentials(r).password
+                  for r in ("east", "central", "west")}
+    assert len(passwords) == 8 and all(len(p) >= 24 for p in passwords)
+    assert first.dispatcher_credentials("east").username == "dispatcher@east"
     login = first.credentials_for("s1")
     assert login.password not in repr(login) and login.password not in str(login)
 
     again = Credentials.open(path, {"east": ["s2", "s3"], "west": ["w1"]})
     assert again.credentials_for("s1") == first.credentials_for("s1")
     assert again.ingest_credentials("east") == first.ingest_credentials("east")
+    assert again.dispatcher_credentials("east") == first.dispatcher_credentials("east")
     assert again.locations("east") == ["s1", "s2", "s3"]
     assert again.region_of("w1") == "west"
     assert Credentials.open(path).locations("west") == ["w1"]
@@ -278,12 +289,16 @@ def test_topic_rules() -> None:
     assert not rules(ingest, "subscribe", "shelflife/v1/+/+/events")
     assert rules(ingest, "publish", "shelflife/v1/east/s7/ack")
     assert not rules(ingest, "publish", "shelflife/v1/east/s7/events")
-    # transfer orders: the dispatcher (ingest's login) writes them, each store reads its own
+    # transfer orders: only the dispatcher writes them, each store reads its own
+    dispatcher = dispatcher_username("east")
     assert rules("s1", "subscribe", "shelflife/v1/east/s1/orders/+")
     assert not rules("s1", "subscribe", "shelflife/v1/east/s2/orders/+")
     assert not rules("s1", "publish", "shelflife/v1/east/s1/orders/597b07709accd33f")
-    assert rules(ingest, "publish", "shelflife/v1/east/s7/orders/597b07709accd33f")
+    assert rules(dispatcher, "publish", "shelflife/v1/east/s7/orders/597b07709accd33f")
+    assert not rules(ingest, "publish", "shelflife/v1/east/s7/orders/597b07709accd33f")
     assert not rules(ingest, "subscribe", "shelflife/v1/east/s7/orders/+")
+    assert not rules(dispatcher, "publish", "shelflife/v1/east/s7/ack")
+    assert not rules(dispatcher, "subscribe", "shelflife/v1/east/+/events")
     assert not rules(None, "publish", "shelflife/v1/east/s1/events")
     assert not rules("nobody", "subscribe", "shelflife/v1/east/s1/ack")
     assert covers(["a", "#"], ["a", "b", "+"]) and not covers(["a", "+"], ["a", "#"])
@@ -305,7 +320,7 @@ def test_secure_config_and_files(tmp_path: Path) -> None:
     passwd = (region_dir / "passwd").read_text()
     assert _mode(region_dir / "passwd") == 0o600
     assert [line.split(":")[0] for line in passwd.splitlines()] == [
-        "ingest@east", "s1", "s2"]  # this region's users only
+        "ingest@east", "dispatcher@east", "s1", "s2"]  # this region's users only
     assert creds.credentials_for("s1").password not in passwd
     assert all(line.split(":", 1)[1].startswith("$7$") for line in passwd.splitlines())
     acl = (region_dir / "acl").read_text()
@@ -425,6 +440,93 @@ def test_agent_and_ingest_work_end_to_end_over_tls_with_their_own_logins(
             time.sleep(0.1)
         assert pub.acked_seq == 30 and worker.stats.landed == 30
     finally:
+        pub.stop()
+        worker.stop()
+        agent.close()
+        stop_brokers(running)
+
+
+# --- ingest and the order dispatcher on one secure mosquitto ---------------------------
+
+def _order(order_id: str) -> dict:
+    return {"order_id": order_id, "sku": "MILK", "lot": "L1", "quantity": 2,
+            "destination": "s2", "transit_hours": 5.5, "approved_by": "ana",
+            "approved_at": "2026-12-01T09:00:00.000Z"}
+
+
+@pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
+def test_dispatcher_has_its_own_login_and_ingest_keeps_landing(tmp_path: Path) -> None:
+    """The dispatcher used to log in as ingest@<region>; with use_username_as_clientid
+    mosquitto then closed ingest's connection and landing stopped."""
+    import time
+
+    from edge_mqtt.agent import StoreAgent
+    from edge_mqtt.publisher import Publisher, PublisherConfig
+    from ingest.orders import BrokerAddress, OrderDispatcher
+    from ingest.worker import IngestConfig, IngestWorker
+    from lakehouse.contract import order_topic
+    from lakehouse.metrics import Registry
+
+    from ..integration.pipeline import wait_for
+
+    port = port_picker()()
+    running = start_brokers(tmp_path / "b", ("east",), kind="mosquitto",
+                            ports={"east": port}, locations=LOCATIONS, secure=True)
+    creds = Credentials.open(credentials_path(tmp_path / "b"))
+    ing, dis, s1 = (creds.ingest_credentials("east"), creds.dispatcher_credentials("east"),
+                    creds.credentials_for("s1"))
+    agent = StoreAgent("s1", "east", tmp_path / "s1.sqlite")
+    pub = Publisher(agent, PublisherConfig(port=port, username=s1.username,
+                                           password=s1.password, heartbeat_s=0))
+    worker = IngestWorker(IngestConfig(region="east", port=port,
+                                       lakehouse=str(tmp_path / "lake"),
+                                       username=ing.username, password=ing.password),
+                          registry=Registry())
+    dispatcher = OrderDispatcher(tmp_path / "lake", {"east": BrokerAddress(
+        port=port, username=dis.username, password=dis.password)}, say=lambda _m: None)
+    opened: list[Client] = []
+    try:
+        pub.start()
+        wait_for("the store online", lambda: agent.online, 10)
+        # Forbidden writers first, while the store is subscribed to its orders. Ingest's
+        # own login is used before the worker connects, as it would otherwise take its
+        # client id.
+        for name, login in (("s2", creds.credentials_for("s2")), ("ingest", ing)):
+            forger = Client(port, f"forger-{name}", clean_session=True,
+                            username=login.username, password=login.password)
+            opened.append(forger)
+            forger.connect().paho.publish(order_topic("east", "s1", f"forged{name}"),
+                                          json.dumps(_order(f"forged{name}")), qos=1,
+                                          retain=True)
+            forger.wait_published(1)
+            forger.close()
+
+        worker.start()
+        dispatcher.send("east", "s1", _order("realorder1"))
+        assert worker.connected.is_set()
+        wait_for("the dispatcher's order at the store",
+                 lambda: [o["order_id"] for o in agent.orders()] == ["realorder1"], 10)
+        for i in range(20):  # events published after the dispatcher connected
+            agent.receive("MILK", 2, lot=f"L{i}", expires_on="2026-12-09",
+                          supplier_ref="PO", unit_cost=1.0)
+        wait_for("20 events acked", lambda: pub.acked_seq == 20, 20)
+        dispatcher.send("east", "s1", _order("realorder2"))
+        agent.receive("MILK", 1, lot="L99", expires_on="2026-12-09", supplier_ref="PO",
+                      unit_cost=1.0)
+        wait_for("the 21st event acked", lambda: pub.acked_seq == 21, 20)
+        time.sleep(QUIET_S)
+        assert worker.stats.landed == 21 and worker.connected.is_set()
+        assert sorted(o["order_id"] for o in agent.orders()) == ["realorder1", "realorder2"]
+        log_text = running[0].log_path.read_text()
+        assert "already connected, closing old connection" not in log_text
+
+        anonymous = Client(port, "anonymous", clean_session=True)
+        opened.append(anonymous)
+        assert refusal(anonymous).is_failure
+    finally:
+        for c in opened:
+            c.close()
+        dispatcher.close()
         pub.stop()
         worker.stop()
         agent.close()

@@ -6,10 +6,13 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
+
 from edge_mqtt.agent import StoreAgent
 from edge_mqtt.publisher import Publisher, PublisherConfig
 from ingest.worker import IngestConfig, IngestWorker
 from lakehouse.contract import decode_event, encode_event, topic
+from lakehouse.metrics import Registry
 
 from ..integration.pipeline import raw_client, wait_for
 
@@ -85,3 +88,59 @@ def test_restarted_worker_still_drops_what_it_landed(tmp_path, brokers, region_p
         c.loop_stop()
         worker.stop()
     assert len([x for x in landed_lines(root) if x["kind"] == "event"]) == 1
+
+
+def test_mosquitto_drops_a_message_over_the_event_size_limit(tmp_path, brokers,
+                                                             region_ports):
+    from ingest.brokers import find_mosquitto
+    from lakehouse.contract import MAX_EVENT_BYTES
+
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto is not installed")
+    port, root = region_ports["east"], tmp_path / "lake"
+    worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root)),
+                          registry=Registry())
+    worker.start()
+    inject = raw_client(port, "inject")
+    try:
+        inject.publish(topic("east", "E-1", "events"), b"x" * (MAX_EVENT_BYTES + 1),
+                       qos=2).wait_for_publish(10)
+        inject.publish(topic("east", "E-1", "events"), encode_event(_event(tmp_path)),
+                       qos=2).wait_for_publish(10)
+        wait_for("the small event landed", lambda: worker.stats.landed == 1, 20)
+        worker.flush()
+        assert worker.stats.received == 1  # the broker never passed the big one on
+    finally:
+        inject.loop_stop()
+        worker.stop()
+    assert [x["kind"] for x in landed_lines(root)] == ["event"]
+
+
+def test_ingest_dead_letters_an_oversized_message_without_decoding_it(tmp_path):
+    """Behind a broker with no size limit, ingest refuses the message itself."""
+    from ingest.embedded_broker import EmbeddedBroker
+    from ingest.worker import TOO_LARGE_KEEP
+    from lakehouse.contract import MAX_EVENT_BYTES
+
+    broker = EmbeddedBroker("127.0.0.1", 0, max_payload=4 * MAX_EVENT_BYTES).start()
+    root = tmp_path / "lake"
+    worker = IngestWorker(IngestConfig(region="east", port=broker.port, lakehouse=str(root)),
+                          registry=Registry())
+    worker.start()
+    inject = raw_client(broker.port, "inject")
+    big = b"{" + b" " * (2 * MAX_EVENT_BYTES)  # would be valid-looking JSON if decoded
+    try:
+        inject.publish(topic("east", "E-1", "events"), big, qos=2).wait_for_publish(10)
+        inject.publish(topic("east", "E-1", "events"), encode_event(_event(tmp_path)),
+                       qos=2).wait_for_publish(10)
+        wait_for("both handled", lambda: worker.stats.landed + worker.stats.dead_letters
+                 == 2, 20)
+    finally:
+        inject.loop_stop()
+        worker.stop()
+        broker.stop()
+    lines = landed_lines(root)
+    [dead] = [x for x in lines if x["kind"] == "dead"]
+    assert "message too large" in dead["reason"] and str(len(big)) in dead["reason"]
+    assert base64.b64decode(dead["raw_b64"]) == big[:TOO_LARGE_KEEP]
+    assert [x["kind"] for x in lines].count("event") == 1
