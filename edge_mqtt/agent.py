@@ -24,7 +24,8 @@ from lakehouse.contract import (
     validate_order,
 )
 
-from .store import StoreDB
+from .bounds import check_on_hand, check_values
+from .store import DEFAULT_SYNCHRONOUS, StoreDB, Synchronous, warn_if_unsafe
 
 AGENT_VERSION = "0.1.0"
 Applier = Callable[[], None]
@@ -34,10 +35,12 @@ class StoreAgent:
     """One location's local-first agent over its SQLite file."""
 
     def __init__(self, location_id: str, region: str, db_path: str | Path, *,
-                 synchronous: str = "NORMAL") -> None:
+                 synchronous: Synchronous = DEFAULT_SYNCHRONOUS) -> None:
+        """``synchronous="NORMAL"`` trades power-cut safety for speed (see ``store``)."""
         self.location_id = check_id("location_id", location_id)
         self.region = check_region(region)
-        self.db = StoreDB(db_path, synchronous=synchronous)  # type: ignore[arg-type]
+        self.db = StoreDB(db_path, synchronous=synchronous)
+        warn_if_unsafe(synchronous, db_path)
         known = self.db.get_meta("location_id")
         if known is not None and known != location_id:
             raise ContractError("location_id", location_id,
@@ -62,7 +65,7 @@ class StoreAgent:
     @property
     def last_seq(self) -> int:
         with self._lock:
-            return int(self.db.get_meta("next_seq", 1)) - 1
+            return self.db.last_seq()
 
     @property
     def acked_seq(self) -> int:
@@ -100,6 +103,8 @@ class StoreAgent:
             for loc, s in (clock_merge or {}).items():
                 clock[loc] = max(clock.get(loc, 0), s)
             payload, apply = make()
+            check_values(payload, _payload_field)
+            check_values({"occurred_at": occurred_at, "causation_id": causation_id})
             event = build_event(location_id=self.location_id, seq=seq, event_type=event_type,
                                 payload=payload, clock=clock, occurred_at=occurred_at,
                                 causation_id=causation_id, offline=not self.online,
@@ -147,19 +152,23 @@ class StoreAgent:
                 supplier_ref: str, unit_cost: float, occurred_at: str | None = None
                 ) -> dict[str, Any]:
         def make() -> tuple[dict[str, Any], Applier]:
+            before = self._stock_before(sku)
+            check_on_hand(sku, before, quantity, "payload.quantity", quantity)
             payload = {"sku": sku, "lot": lot, "quantity": quantity, "expires_on": expires_on,
                        "supplier_ref": supplier_ref, "unit_cost": unit_cost,
-                       "stock_before": self._stock_before(sku)}
+                       "stock_before": before}
             return payload, lambda: self.db.add_to_cohort(sku, lot, expires_on, quantity)
         return self._record("received", make, occurred_at=occurred_at)
 
     def sell(self, sku: str, quantity: int, *, unit_price: float, transaction_ref: str,
              occurred_at: str | None = None) -> dict[str, Any]:
         def make() -> tuple[dict[str, Any], Applier]:
+            before = self._stock_before(sku)
+            check_on_hand(sku, before, _negated(quantity), "payload.quantity", quantity)
             lots = self._draw_fefo(sku, quantity)
             payload = {"sku": sku, "quantity": quantity, "unit_price": unit_price,
                        "transaction_ref": transaction_ref, "lots": lots,
-                       "stock_before": self._stock_before(sku)}
+                       "stock_before": before}
             return payload, self._move(sku, lots, -1)
         return self._record("sold", make, occurred_at=occurred_at)
 
@@ -176,12 +185,14 @@ class StoreAgent:
               transit_hours: float, lot: str | None, occurred_at: str | None,
               order_id: str | None = None) -> dict[str, Any]:
         def make() -> tuple[dict[str, Any], Applier]:
+            before = self._stock_before(sku)
+            check_on_hand(sku, before, _negated(quantity), "payload.quantity", quantity)
             lots = self._draw_fefo(sku, quantity) if lot is None else self._draw_lot(
                 sku, quantity, lot)
             payload = {"sku": sku, "quantity": quantity, "destination": destination,
                        "transfer_id": transfer_id,
                        "expected_transit_hours": transit_hours,
-                       "lots": lots, "stock_before": self._stock_before(sku)}
+                       "lots": lots, "stock_before": before}
             move = self._move(sku, lots, -1)
 
             def apply() -> None:
@@ -201,9 +212,11 @@ class StoreAgent:
                     occurred_at: str | None = None) -> dict[str, Any]:
         """Book goods from ``source``; ``causation_id`` is its transfer_out event id."""
         def make() -> tuple[dict[str, Any], Applier]:
+            before = self._stock_before(sku)
+            check_on_hand(sku, before, quantity, "payload.quantity", quantity)
             payload = {"sku": sku, "quantity": quantity, "source": source,
                        "transfer_id": transfer_id, "lots": lots,
-                       "stock_before": self._stock_before(sku)}
+                       "stock_before": before}
             return payload, self._move(sku, lots if isinstance(lots, list) else [], +1)
         merge = {}
         if isinstance(causation_id, str) and ":" in causation_id:
@@ -218,9 +231,11 @@ class StoreAgent:
         def make() -> tuple[dict[str, Any], Applier]:
             known = self.db.cohort(sku, lot) if isinstance(lot, str) else None
             expires_on = known["expires_on"] if known else None
+            before = self._stock_before(sku)
+            check_on_hand(sku, before, _negated(quantity), "payload.quantity", quantity)
             payload = {"sku": sku, "quantity": quantity, "lot": lot, "expires_on": expires_on,
                        "reason_code": reason_code, "disposal_method": disposal_method,
-                       "stock_before": self._stock_before(sku)}
+                       "stock_before": before}
             return payload, lambda: self.db.add_to_cohort(sku, lot, expires_on, -quantity)
         return self._record("wasted", make, occurred_at=occurred_at)
 
@@ -233,9 +248,11 @@ class StoreAgent:
             system = known["quantity"] if known else 0
             expiry = (known["expires_on"] if known else None) or expires_on
             delta = counted_quantity - system if _is_int(counted_quantity) else 0
+            before = self._stock_before(sku)
+            check_on_hand(sku, before, delta, "payload.counted_quantity", counted_quantity)
             payload = {"sku": sku, "lot": lot, "expires_on": expiry,
                        "counted_quantity": counted_quantity, "system_quantity": system,
-                       "delta": delta, "stock_before": self._stock_before(sku)}
+                       "delta": delta, "stock_before": before}
             return payload, lambda: self.db.add_to_cohort(sku, lot, expiry, delta)
         return self._record("adjusted", make, causation_id=self.db.get_meta("last_count_id"),
                             occurred_at=occurred_at)
@@ -244,6 +261,8 @@ class StoreAgent:
               ) -> dict[str, Any]:
         """A full physical count: the snapshot replaces every cohort of the location."""
         def make() -> tuple[dict[str, Any], Applier]:
+            _check_count_totals(items)
+
             def apply() -> None:
                 self.db.replace_cohorts(items)
                 self.db.set_meta("last_count_id", f"{self.location_id}:{self.last_seq + 1}")
@@ -264,7 +283,7 @@ class StoreAgent:
         Orders arrive again on every reconnect (they are retained on the broker), so a
         known one is ignored; returns True only when something changed.
         """
-        order = validate_order(order)
+        order = check_values(validate_order(order))
         with self._lock, self.db.transaction():
             changed = (self.db.cancel_order(order["order_id"]) if order.get("cancelled")
                        else self.db.add_order(order, utc_now_ms()))
@@ -300,6 +319,29 @@ class StoreAgent:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _payload_field(key: str) -> str:
+    return f"payload.{key}"
+
+
+def _negated(quantity: Any) -> Any:
+    return -quantity if _is_int(quantity) else quantity
+
+
+def _check_count_totals(items: Any) -> None:
+    """A count's lines per SKU must add up to an on-hand the agent can hold."""
+    if not isinstance(items, list):
+        return
+    totals: dict[str, int] = {}
+    for i, item in enumerate(items):
+        if not (isinstance(item, dict) and isinstance(item.get("sku"), str)
+                and _is_int(item.get("quantity"))):
+            continue
+        sku = item["sku"]
+        check_on_hand(sku, totals.get(sku, 0), item["quantity"],
+                      f"payload.items[{i}].quantity", item["quantity"])
+        totals[sku] = totals.get(sku, 0) + item["quantity"]
 
 
 def _is_int(value: Any) -> bool:

@@ -183,3 +183,20 @@ def test_an_order_shipped_by_another_process_on_the_file_is_not_shipped_again(ag
         beside.close()
     assert agent.last_seq == shipped["seq"]
     assert agent.stock("MILK")[0]["on_hand"] == 4
+
+
+def test_a_new_agent_is_power_safe_by_default(tmp_path, caplog):
+    """synchronous=FULL (2): a commit is on disk before the caller hears about it."""
+    agent = StoreAgent("S-001", "east", tmp_path / "s.sqlite")
+    try:
+        assert agent.db.conn.execute("PRAGMA synchronous").fetchone() == (2,)
+        assert agent.db.conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        agent.close()
+    with caplog.at_level("WARNING", logger="edge_mqtt.store"):
+        fast = StoreAgent("S-001", "east", tmp_path / "s.sqlite", synchronous="NORMAL")
+    try:
+        assert fast.db.conn.execute("PRAGMA synchronous").fetchone() == (1,)
+        assert "power cut can roll back events already answered" in caplog.text
+    finally:
+        fast.close()
