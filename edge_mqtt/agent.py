@@ -25,6 +25,7 @@ from lakehouse.contract import (
 )
 
 from .bounds import check_on_hand, check_values
+from .group_commit import GroupCommit
 from .store import DEFAULT_SYNCHRONOUS, StoreDB, Synchronous, warn_if_unsafe
 
 AGENT_VERSION = "0.1.0"
@@ -50,6 +51,7 @@ class StoreAgent:
                 self.db.set_meta("location_id", location_id)
                 self.db.set_meta("region", region)
         self._lock = threading.RLock()
+        self._commits = GroupCommit(self.db, self._lock)
         self.online = False
         """Set by the publisher; events recorded while False carry ``offline: true``."""
         self.on_record: Callable[[int], None] | None = None
@@ -87,6 +89,16 @@ class StoreAgent:
         with self._lock:
             return self.db.on_hand(sku)
 
+    def outbox_depth(self) -> int:
+        """Events recorded and not yet acked end to end."""
+        with self._lock:
+            return self.db.outbox_depth()
+
+    @property
+    def commit_stats(self) -> tuple[int, int]:
+        """(transactions committed, events in them) since this agent was opened."""
+        return self._commits.commits, self._commits.committed
+
     # --- recording --------------------------------------------------------------------
 
     def _record(self, event_type: str, make: Callable[[], tuple[dict[str, Any], Applier]], *,
@@ -96,10 +108,11 @@ class StoreAgent:
 
         ``make`` runs inside the transaction so stock_before and the FEFO lots are read
         from the same state the event is applied to, even with several tills at once.
+        Tills recording at the same moment share the transaction and its fsync (see
+        :mod:`edge_mqtt.group_commit`); each is answered only once it is committed.
         """
-        with self._lock, self.db.transaction():
-            seq = int(self.db.get_meta("next_seq", 1))
-            clock = dict(self.db.get_meta("clock", {}))
+        def work() -> dict[str, Any]:
+            seq, clock = self.db.seq_and_clock()
             for loc, s in (clock_merge or {}).items():
                 clock[loc] = max(clock.get(loc, 0), s)
             payload, apply = make()
@@ -111,10 +124,12 @@ class StoreAgent:
                                 agent_version=AGENT_VERSION)
             apply()
             self.db.append_outbox(seq, encode_event(event))
-            self.db.set_meta("next_seq", seq + 1)
-            self.db.set_meta("clock", event["clock"])
+            self.db.advance(seq + 1, event["clock"])
+            return event
+
+        event = self._commits.submit(work)
         if self.on_record is not None:
-            self.on_record(seq)
+            self.on_record(event["seq"])
         return event
 
     def _draw_fefo(self, sku: Any, quantity: Any) -> list[dict[str, Any]]:
@@ -304,15 +319,17 @@ class StoreAgent:
         hold the ordered quantity; a short lot is refused with what it holds."""
         with self._lock:
             order = self.db.order(order_id) if isinstance(order_id, str) else None
-            if order is None:
-                raise ContractError("order_id", order_id, "no such transfer order")
-            if order["status"] != "pending":
-                raise ContractError("order_id", order_id, f"order is {order['status']}"
-                                    + (f" ({order['event_id']})" if order["event_id"] else ""))
-            return self._ship(order["sku"], order["quantity"],
-                              destination=order["destination"], transfer_id=order_id,
-                              transit_hours=order["transit_hours"], lot=order["lot"],
-                              occurred_at=occurred_at, order_id=order_id)
+        if order is None:
+            raise ContractError("order_id", order_id, "no such transfer order")
+        if order["status"] != "pending":
+            raise ContractError("order_id", order_id, f"order is {order['status']}"
+                                + (f" ({order['event_id']})" if order["event_id"] else ""))
+        # Not under the lock: the shipping transaction may be led by another till's
+        # thread. It marks the order shipped only if still pending (see _ship).
+        return self._ship(order["sku"], order["quantity"],
+                          destination=order["destination"], transfer_id=order_id,
+                          transit_hours=order["transit_hours"], lot=order["lot"],
+                          occurred_at=occurred_at, order_id=order_id)
 
     def _stock_before(self, sku: Any) -> int:
         return self.db.on_hand(sku) if isinstance(sku, str) else 0

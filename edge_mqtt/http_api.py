@@ -68,9 +68,8 @@ class AgentHTTPServer(ThreadingHTTPServer):
         self.agent = agent
         self.publisher = publisher
         self.max_body = max_body
-        # Requests share the agent's SQLite connection; one at a time keeps a read from
-        # seeing another request's half-done transaction.
-        self.agent_lock = threading.Lock()
+        # No lock here: the agent guards its connection itself, and requests recording at
+        # the same moment must reach it together to share one commit (group commit).
         self._thread: threading.Thread | None = None
 
     @property
@@ -109,7 +108,7 @@ def health(agent: StoreAgent, publisher: Publisher | None = None) -> dict[str, A
     has anyone been sending it messages it had to refuse."""
     out = {"location_id": agent.location_id, "region": agent.region,
            "online": agent.online, "last_seq": agent.last_seq,
-           "acked_seq": agent.acked_seq, "outbox_depth": agent.db.outbox_depth(),
+           "acked_seq": agent.acked_seq, "outbox_depth": agent.outbox_depth(),
            "agent_version": AGENT_VERSION}
     if publisher is not None:
         out["refused_messages"] = dict(publisher.refused)
@@ -144,19 +143,14 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         try:
             if url.path == "/health":
-                with self.server.agent_lock:
-                    self._send(HTTPStatus.OK, health(self.server.agent,
-                                                     self.server.publisher))
+                self._send(HTTPStatus.OK, health(self.server.agent, self.server.publisher))
             elif url.path == "/stock":
                 sku = self._stock_query(url.query)
-                with self.server.agent_lock:
-                    self._send(HTTPStatus.OK, stock(self.server.agent, sku))
+                self._send(HTTPStatus.OK, stock(self.server.agent, sku))
             elif url.path == "/orders":
                 status = self._orders_query(url.query)
-                with self.server.agent_lock:
-                    self._send(HTTPStatus.OK, {
-                        "location_id": self.server.agent.location_id,
-                        "orders": self.server.agent.orders(status)})
+                self._send(HTTPStatus.OK, {"location_id": self.server.agent.location_id,
+                                           "orders": self.server.agent.orders(status)})
             elif url.path == "/events":
                 self._refuse(_Refused(HTTPStatus.METHOD_NOT_ALLOWED, "method", "GET",
                                       "use POST /events"), allow="POST")
@@ -186,10 +180,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._record("recording", lambda: record(self.server.agent, request))
 
     def _record(self, what: str, action: Callable[[], dict[str, Any]]) -> None:
-        """Run one recording under the agent lock: 201 with the event, or the refusal."""
+        """Run one recording: 201 with the event once committed, or the refusal."""
         try:
-            with self.server.agent_lock:
-                event = action()
+            event = action()
         except ContractError as exc:
             self._refuse(_Refused(HTTPStatus.UNPROCESSABLE_ENTITY, exc.field, exc.value,
                                   exc.reason))

@@ -121,6 +121,20 @@ class StoreDB:
                           "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                           (key, json.dumps(value)))
 
+    def seq_and_clock(self) -> tuple[int, dict[str, int]]:
+        """The next seq to record and the vector clock, in one read (the hot path)."""
+        rows = dict(self.conn.execute("SELECT key, value FROM meta "
+                                      "WHERE key IN ('next_seq', 'clock')").fetchall())
+        return (int(json.loads(rows["next_seq"])) if "next_seq" in rows else 1,
+                json.loads(rows["clock"]) if "clock" in rows else {})
+
+    def advance(self, next_seq: int, clock: dict[str, int]) -> None:
+        """Store the next seq and the clock after recording an event, in one write."""
+        self.conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?) "
+                              "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                              (("next_seq", json.dumps(next_seq)),
+                               ("clock", json.dumps(clock))))
+
     # --- cohorts ---------------------------------------------------------------------
 
     def on_hand(self, sku: str) -> int:
@@ -145,13 +159,13 @@ class StoreDB:
         return None if row is None else {"expires_on": row[0], "quantity": row[1]}
 
     def add_to_cohort(self, sku: str, lot: str, expires_on: str | None, delta: int) -> None:
-        self.conn.execute(
+        (left,) = self.conn.execute(
             "INSERT INTO cohorts(sku, lot, expires_on, quantity) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(sku, lot) DO UPDATE SET quantity = quantity + excluded.quantity, "
-            "expires_on = COALESCE(cohorts.expires_on, excluded.expires_on)",
-            (sku, lot, expires_on, delta))
-        self.conn.execute("DELETE FROM cohorts WHERE sku = ? AND lot = ? AND quantity = 0",
-                          (sku, lot))
+            "expires_on = COALESCE(cohorts.expires_on, excluded.expires_on) "
+            "RETURNING quantity", (sku, lot, expires_on, delta)).fetchone()
+        if left == 0:
+            self.conn.execute("DELETE FROM cohorts WHERE sku = ? AND lot = ?", (sku, lot))
 
     def replace_cohorts(self, items: list[dict[str, Any]]) -> None:
         self.conn.execute("DELETE FROM cohorts")

@@ -247,6 +247,34 @@ def test_concurrent_tills_each_get_their_own_seq(server, agent):
     assert call(server, "GET", "/health")[1]["outbox_depth"] == 41
 
 
+def test_a_refusal_among_tills_recording_at_once_costs_only_itself(server, agent):
+    """Tills recording together share commits; a refused request rolls back alone."""
+    receive(server, "MILK", 1000, "L1", "2026-12-02")
+    answers: list[tuple[str, int, Any]] = []
+
+    def till(n: int) -> None:
+        for i in range(20):
+            good = (n + i) % 3 != 0
+            body = ({**SALE, "quantity": 1, "transaction_ref": f"T{n}-{i}"} if good
+                    else {"event_type": "item_updated", "sku": "MILK"})  # no field: refused
+            status, answer = call(server, "POST", "/events", body)
+            answers.append(("good" if good else "bad", status, answer))
+
+    threads = [threading.Thread(target=till, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    good = [a for kind, _, a in answers if kind == "good"]
+    assert {s for kind, s, _ in answers if kind == "good"} == {201}
+    assert {(s, a["field"]) for kind, s, a in answers if kind == "bad"} == {(422, "payload")}
+    assert sorted(e["seq"] for e in good) == list(range(2, 2 + len(good)))
+    assert agent.outbox_depth() == 1 + len(good) == agent.last_seq
+    assert agent.on_hand("MILK") == 1000 - len(good)
+    commits, events = agent.commit_stats
+    assert events == 1 + len(good) and 1 <= commits <= events
+
+
 def test_a_warehouse_lists_its_transfer_orders_and_ships_one_over_http(server, agent):
     receive(server, "MILK", 10, "L1", "2026-12-02")
     receive(server, "MILK", 10, "L2", "2026-12-09")
