@@ -310,6 +310,9 @@ def phase_record_tills(work: Path, n: int, tills: int, synchronous: str) -> dict
     mixes = []
     for t in range(tills):
         mix = Mix(agent, seed=100 + t)
+        # No full counts here: one replaces every till's stock at once, and the other
+        # tills' mirrors (which pick lots to waste and adjust) would go stale.
+        mix.COUNT = mix.PRICE
         mix.skus = mix.skus[t::tills]
         mix.weights = [s.typical_daily_units for s in mix.skus]
         mix.stock_up()

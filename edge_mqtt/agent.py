@@ -102,7 +102,8 @@ class StoreAgent:
     # --- recording --------------------------------------------------------------------
 
     def _record(self, event_type: str, make: Callable[[], tuple[dict[str, Any], Applier]], *,
-                causation_id: str | None = None, occurred_at: str | None = None,
+                causation_id: str | Callable[[], str | None] | None = None,
+                occurred_at: str | None = None,
                 clock_merge: dict[str, int] | None = None) -> dict[str, Any]:
         """Build, validate and apply one event in a single SQLite transaction.
 
@@ -112,15 +113,16 @@ class StoreAgent:
         :mod:`edge_mqtt.group_commit`); each is answered only once it is committed.
         """
         def work() -> dict[str, Any]:
+            cause = causation_id() if callable(causation_id) else causation_id
             seq, clock = self.db.seq_and_clock()
             for loc, s in (clock_merge or {}).items():
                 clock[loc] = max(clock.get(loc, 0), s)
             payload, apply = make()
             check_values(payload, _payload_field)
-            check_values({"occurred_at": occurred_at, "causation_id": causation_id})
+            check_values({"occurred_at": occurred_at, "causation_id": cause})
             event = build_event(location_id=self.location_id, seq=seq, event_type=event_type,
                                 payload=payload, clock=clock, occurred_at=occurred_at,
-                                causation_id=causation_id, offline=not self.online,
+                                causation_id=cause, offline=not self.online,
                                 agent_version=AGENT_VERSION)
             apply()
             self.db.append_outbox(seq, encode_event(event))
@@ -133,14 +135,18 @@ class StoreAgent:
         return event
 
     def _draw_fefo(self, sku: Any, quantity: Any) -> list[dict[str, Any]]:
-        """Lots to take, first-expired-first-out; the shortfall comes from UNALLOCATED_LOT."""
+        """Lots to take, first-expired-first-out; the shortfall comes from UNALLOCATED_LOT.
+
+        Lots with no expiry (a count may list one) are not drawn by name: the contract
+        lets only UNALLOCATED_LOT go without one, and a sale must never be refused.
+        """
         if not (isinstance(sku, str) and _is_posint(quantity)):
             return []
         lots, left = [], quantity
         for c in self.db.cohorts(sku):
             if left == 0:
                 break
-            if c["quantity"] <= 0 or c["lot"] == UNALLOCATED_LOT:
+            if c["quantity"] <= 0 or c["lot"] == UNALLOCATED_LOT or c["expires_on"] is None:
                 continue
             take = min(left, c["quantity"])
             lots.append({"lot": c["lot"], "expires_on": c["expires_on"], "quantity": take})
@@ -263,13 +269,20 @@ class StoreAgent:
             system = known["quantity"] if known else 0
             expiry = (known["expires_on"] if known else None) or expires_on
             delta = counted_quantity - system if _is_int(counted_quantity) else 0
+            if expiry is None and delta > 0 and lot != UNALLOCATED_LOT:
+                # A lot with no expiry could never be sold by name (the contract allows
+                # that only for the unallocated lot).
+                raise ContractError("payload.expires_on", None,
+                                    f"lot {lot!r} of {sku} has no expiry on record; "
+                                    "give expires_on")
             before = self._stock_before(sku)
             check_on_hand(sku, before, delta, "payload.counted_quantity", counted_quantity)
             payload = {"sku": sku, "lot": lot, "expires_on": expiry,
                        "counted_quantity": counted_quantity, "system_quantity": system,
                        "delta": delta, "stock_before": before}
             return payload, lambda: self.db.add_to_cohort(sku, lot, expiry, delta)
-        return self._record("adjusted", make, causation_id=self.db.get_meta("last_count_id"),
+        return self._record("adjusted", make,
+                            causation_id=lambda: self.db.get_meta("last_count_id"),
                             occurred_at=occurred_at)
 
     def count(self, items: list[dict[str, Any]], *, occurred_at: str | None = None

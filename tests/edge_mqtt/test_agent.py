@@ -200,3 +200,17 @@ def test_a_new_agent_is_power_safe_by_default(tmp_path, caplog):
         assert "power cut can roll back events already answered" in caplog.text
     finally:
         fast.close()
+
+
+def test_a_lot_counted_without_expiry_never_blocks_a_sale(agent):
+    """Only the unallocated lot may go without expiry in a sale's lots, so such a lot is
+    not drawn by name, and an adjustment cannot create one."""
+    agent.count([{"sku": "MILK", "lot": "LOOSE", "expires_on": None, "quantity": 4}])
+    sale = agent.sell("MILK", 1, unit_price=1.0, transaction_ref="T1")
+    assert sale["payload"]["lots"] == [{"lot": UNALLOCATED_LOT, "expires_on": None,
+                                        "quantity": 1}]
+    with pytest.raises(ContractError) as info:
+        agent.adjust("MILK", lot="NEW", counted_quantity=3)
+    assert info.value.field == "payload.expires_on"
+    adj = agent.adjust("MILK", lot="NEW", counted_quantity=3, expires_on="2026-12-09")
+    assert adj["payload"]["delta"] == 3 and agent.last_seq == 3
