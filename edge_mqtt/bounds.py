@@ -44,58 +44,72 @@ LIST_LIMITS: dict[str, int] = {"lots": MAX_LOTS, "items": MAX_ITEMS}
 """Most entries of each list field."""
 
 
-def check_text(field: str, value: str) -> str:
-    """At most MAX_STR characters, none of them a control character or lone surrogate."""
-    if len(value) > MAX_STR:
-        raise ContractError(field, value, f"longer than {MAX_STR} characters")
-    bad = _UNSAFE_CHARS.search(value)
-    if bad:
-        raise ContractError(field, value, f"contains control character or lone surrogate "
-                                          f"U+{ord(bad.group()):04X} at {bad.start()}")
-    return value
-
-
 def check_value(field: str, key: str, value: Any) -> None:
     """Check one value (recursing into lists and objects) against the limit for ``key``.
 
-    ``field`` is how errors name it (``payload.quantity``, ``payload.lots[2].quantity``).
-    Types are not checked here (the request shape and the contract do that); only what
-    would overflow, not encode, or not be a finite number.
+    ``field`` is how errors name it; nested parts are named after it
+    (``payload.lots[2].quantity``). Types are not checked here (the request shape and the
+    contract do that); only what would overflow, not encode, or not be a finite number.
     """
-    if isinstance(value, str):
-        check_text(field, value)
-    elif isinstance(value, bool) or value is None:
-        return
-    elif isinstance(value, int):
-        limit = INT_LIMITS.get(key, MAX_STOCK)
-        if not -limit <= value <= limit:
-            raise ContractError(field, value, f"beyond the largest allowed magnitude {limit:,}")
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise ContractError(field, value, "must be a finite number")
-        limit_f = NUMBER_LIMITS.get(key, float(MAX_STOCK))
-        if abs(value) > limit_f:
-            raise ContractError(field, value, f"larger than {limit_f:,.0f}")
-    elif isinstance(value, list):
-        most = LIST_LIMITS.get(key, MAX_ITEMS)
-        if len(value) > most:
-            raise ContractError(field, f"{len(value)} entries", f"more than {most} entries")
-        for i, entry in enumerate(value):
-            check_value(f"{field}[{i}]", key, entry)
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise ContractError(field, k, "keys must be strings")
-            check_text(f"{field} key", k)
-            # Inside lots and items, "quantity" is one lot's quantity.
-            check_value(f"{field}.{k}", k, v)
+    problem = _problem(key, value)
+    if problem is not None:
+        where, bad, reason = problem
+        raise ContractError(field + where, bad, reason)
 
 
 def check_values(values: dict[str, Any], name: Any = None) -> dict[str, Any]:
     """Check every value of a flat request or payload; ``name(key)`` names a field."""
     for key, value in values.items():
-        check_value(name(key) if name else key, key, value)
+        problem = _problem(key, value)
+        if problem is not None:
+            where, bad, reason = problem
+            raise ContractError((name(key) if name else key) + where, bad, reason)
     return values
+
+
+def _problem(key: str, value: Any) -> tuple[str, Any, str] | None:
+    """(where under the field, value, reason) for the first value out of bounds, or None.
+
+    On the recording path for every event, so names are built only for a refusal.
+    """
+    if isinstance(value, str):
+        if len(value) > MAX_STR:
+            return "", value, f"longer than {MAX_STR} characters"
+        bad = _UNSAFE_CHARS.search(value)
+        if bad:
+            return "", value, (f"contains control character or lone surrogate "
+                               f"U+{ord(bad.group()):04X} at {bad.start()}")
+        return None
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        limit = INT_LIMITS.get(key, MAX_STOCK)
+        if -limit <= value <= limit:
+            return None
+        return "", value, f"beyond the largest allowed magnitude {limit:,}"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "", value, "must be a finite number"
+        limit_f = NUMBER_LIMITS.get(key, float(MAX_STOCK))
+        return None if abs(value) <= limit_f else ("", value, f"larger than {limit_f:,.0f}")
+    if isinstance(value, list):
+        most = LIST_LIMITS.get(key, MAX_ITEMS)
+        if len(value) > most:
+            return "", f"{len(value)} entries", f"more than {most} entries"
+        for i, entry in enumerate(value):
+            problem = _problem(key, entry)
+            if problem is not None:
+                return (f"[{i}]{problem[0]}", *problem[1:])
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return "", k, "keys must be strings"
+            # Inside lots and items, "quantity" is one lot's quantity: the key decides.
+            problem = _problem("", k) or _problem(k, v)
+            if problem is not None:
+                return (f".{k}{problem[0]}", *problem[1:])
+    return None
 
 
 def check_on_hand(sku: Any, before: int, change: Any, field: str, value: Any) -> None:
