@@ -24,7 +24,9 @@ reaches the outbox.
 
 Recording touches only SQLite: the publisher is woken after the commit and sends in its
 own thread, so a sale is never held up by the broker or the network. Each request gets
-its own thread, so a slow client cannot hold up a till.
+its own thread, so a slow client cannot hold up a till, and requests recording at the
+same moment share one commit (:mod:`edge_mqtt.group_commit`); a 201 is sent only after
+the commit holding the event has returned (fsynced, with ``synchronous=FULL``).
 """
 
 from __future__ import annotations
