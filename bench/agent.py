@@ -2,10 +2,15 @@
 
 Three figures, each next to what the same machine does without Shelflife in the way:
 
-* **record** - events per second through :class:`StoreAgent` into SQLite, one event per
-  transaction, with a store's mix (mostly sales, each drawn first-expired-first-out over
-  several lots of its SKU). Baseline: raw ``sqlite3`` inserts of the same payload sizes,
-  one WAL transaction per row.
+* **record** - events per second through :class:`StoreAgent` into SQLite with
+  ``synchronous=FULL`` (the agent's default), with a store's mix (mostly sales, each
+  drawn first-expired-first-out over several lots of its SKU): one till (each event its
+  own transaction and fsync), then several tills at once (group commit: events recorded
+  at the same moment share a transaction and its fsync). Baselines: raw ``sqlite3``
+  inserts of the same payload sizes, one WAL transaction per row, same pragmas; and the
+  disk's own fsync latency (p50 of a few hundred fsyncs of a small write next to the
+  database). Events per fsync = events per commit (counted by the agent) / fsyncs per
+  commit (counted with ``strace`` on a short run, when strace is installed).
 * **replay** - an agent that recorded a backlog while offline connects to a real mosquitto
   with a real ingest worker (a process of its own); events per second until the end-to-end
   ack covers the whole backlog. Baselines: raw paho QoS 2 publishes of the same payloads to
@@ -19,6 +24,7 @@ The last line printed is one JSON object.
     python bench/agent.py                 # 20,000 events, 20,000 backlog, 500,000 queued
     python bench/agent.py --quick         # smoke run
     python bench/agent.py --profile       # also print the record loop's hot spots
+    python bench/agent.py --synchronous NORMAL   # the unsafe mode, for comparison
 """
 
 from __future__ import annotations
@@ -247,11 +253,95 @@ def record(mix: Mix, n: int, label: str, every_s: float = 5.0,
 
 # --- phase 1: record, and raw SQLite ------------------------------------------------------
 
+def fsync_p50_ms(folder: Path, rounds: int = 300) -> float:
+    """Median time of write(64 B) + fsync on the filesystem that holds the database."""
+    path = folder / "fsync.probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    times = []
+    try:
+        for _ in range(rounds):
+            os.write(fd, b"x" * 64)
+            t0 = time.perf_counter()
+            os.fsync(fd)
+            times.append((time.perf_counter() - t0) * 1000)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return round(pct(times, 0.5) or 0, 3)
+
+
+def fsyncs_per_commit(work: Path, synchronous: str, n: int = 300) -> float | None:
+    """fsync + fdatasync calls per one-event commit, counted by strace in a child that
+    records ``n`` events minus one that records none (opening costs its own)."""
+    strace = shutil.which("strace")
+    if strace is None:
+        return None
+    counts = []
+    for k in (0, n):
+        out = work / f"strace-{k}.txt"
+        db = work / f"strace-{k}.sqlite"
+        subprocess.run([strace, "-f", "-c", "-o", str(out), "-e", "trace=fsync,fdatasync",
+                        sys.executable, str(Path(__file__).resolve()), "--child-record",
+                        str(db), "--events", str(k), "--synchronous", synchronous],
+                       check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        calls = 0
+        for line in out.read_text().splitlines():
+            parts = line.split()
+            if parts and parts[-1] in ("fsync", "fdatasync"):
+                calls += int(parts[3])  # % time, seconds, usecs/call, calls
+        counts.append(calls)
+    return round((counts[1] - counts[0]) / n, 3)
+
+
+def child_record(db: Path, n: int, synchronous: str) -> None:
+    """Child process: record ``n`` events one at a time (for counting fsyncs)."""
+    agent = StoreAgent("BENCH-FSYNC", REGION, db, synchronous=synchronous)  # type: ignore[arg-type]
+    mix = Mix(agent, seed=5)
+    mix.stock_up()
+    record(mix, n, "fsync count", latencies=False)
+    agent.close()
+
+
+def phase_record_tills(work: Path, n: int, tills: int, synchronous: str) -> dict[str, Any]:
+    """``tills`` threads recording at once (as HTTP requests do), each its own mix over
+    its own share of the SKUs; group commit lets events that meet share one fsync."""
+    agent = StoreAgent("BENCH-TILLS", REGION, work / "tills.sqlite",
+                       synchronous=synchronous)  # type: ignore[arg-type]
+    mixes = []
+    for t in range(tills):
+        mix = Mix(agent, seed=100 + t)
+        # No full counts here: one replaces every till's stock at once, and the other
+        # tills' mirrors (which pick lots to waste and adjust) would go stale.
+        mix.COUNT = mix.PRICE
+        mix.skus = mix.skus[t::tills]
+        mix.weights = [s.typical_daily_units for s in mix.skus]
+        mix.stock_up()
+        mixes.append(mix)
+    commits0, events0 = agent.commit_stats
+    each = n // tills
+    log(f"record: {each * tills} events from {tills} tills at once (synchronous={synchronous})")
+    threads = [threading.Thread(target=record, args=(m, each, f"till {i}", 60.0, False))
+               for i, m in enumerate(mixes)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    secs = time.perf_counter() - t0
+    commits, events = agent.commit_stats
+    agent.close()
+    return {"record_tills_per_s": round(each * tills / secs, 1), "record_tills": tills,
+            "record_tills_events_per_commit": round((events - events0)
+                                                    / max(1, commits - commits0), 2)}
+
+
 def phase_record(work: Path, n: int, profile: bool, synchronous: str) -> dict[str, Any]:
-    agent = StoreAgent("BENCH-REC", REGION, work / "record.sqlite", synchronous=synchronous)
+    agent = StoreAgent("BENCH-REC", REGION, work / "record.sqlite",
+                       synchronous=synchronous)  # type: ignore[arg-type]
     mix = Mix(agent, seed=11)
     mix.stock_up()
     mix.by_type.clear()
+    commits0, events0 = agent.commit_stats
     log(f"record: {n} events through StoreAgent (synchronous={synchronous})")
     prof = cProfile.Profile() if profile else None
     if prof:
@@ -259,6 +349,7 @@ def phase_record(work: Path, n: int, profile: bool, synchronous: str) -> dict[st
     secs, lat = record(mix, n, "record")
     if prof:
         prof.disable()
+    commits, events = agent.commit_stats
     sizes = [r[0] for r in agent.db.conn.execute(
         "SELECT length(body) FROM outbox ORDER BY seq DESC LIMIT ?", (n,))]
     bodies = [r[0] for r in agent.db.conn.execute(
@@ -272,6 +363,7 @@ def phase_record(work: Path, n: int, profile: bool, synchronous: str) -> dict[st
         "record_p50_ms": round(pct(lat, 0.5) or 0, 3),
         "record_p99_ms": round(pct(lat, 0.99) or 0, 3),
         "record_events": n,
+        "record_events_per_commit": round((events - events0) / max(1, commits - commits0), 2),
         "record_mix": dict(mix.by_type.most_common()),
         "sales_over_several_lots_share": round(multi / sales, 3) if sales else None,
         "lots_per_sku_mean": round(sum(lots_held) / len(lots_held), 1),
@@ -306,10 +398,12 @@ def phase_sqlite_raw(work: Path, bodies: list[bytes], synchronous: str) -> float
 
 # --- phase 2: replay, and raw paho --------------------------------------------------------
 
-def phase_replay(work: Path, port: int, n: int, window: int, inflight: int) -> dict[str, Any]:
+def phase_replay(work: Path, port: int, n: int, window: int, inflight: int,
+                 synchronous: str) -> dict[str, Any]:
     from edge_mqtt.publisher import Publisher, PublisherConfig
 
-    agent = StoreAgent("BENCH-REPLAY", REGION, work / "replay.sqlite")
+    agent = StoreAgent("BENCH-REPLAY", REGION, work / "replay.sqlite",
+                       synchronous=synchronous)  # type: ignore[arg-type]
     mix = Mix(agent, seed=23)
     n_total = mix.stock_up() + n
     log(f"replay: recording a backlog of {n} events offline")
@@ -582,13 +676,17 @@ def main() -> None:
                     help="publisher window during replay (default: PublisherConfig's)")
     ap.add_argument("--inflight", type=int, default=None,
                     help="publisher max_inflight during replay (default: PublisherConfig's)")
-    ap.add_argument("--synchronous", choices=("NORMAL", "FULL"), default="NORMAL")
+    ap.add_argument("--synchronous", choices=("NORMAL", "FULL"), default="FULL",
+                    help="SQLite synchronous for every agent here (the agent's default: FULL)")
+    ap.add_argument("--tills", type=int, default=4,
+                    help="threads recording at once in the group-commit phase")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 2,000 events, 2,000 backlog, 20,000 queued")
     ap.add_argument("--profile", action="store_true", help="cProfile the record loop")
     ap.add_argument("--workdir", default=None, help="keep files here (default: temp dir)")
     ap.add_argument("--child-hold", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child-ingest", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--child-record", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -597,6 +695,9 @@ def main() -> None:
         return
     if args.child_ingest:
         child_ingest(Path(args.child_ingest), args.port)
+        return
+    if args.child_record:
+        child_record(Path(args.child_record), args.events, args.synchronous)
         return
     if args.quick:
         args.events, args.backlog, args.queued = 2000, 2000, 20_000
@@ -624,9 +725,23 @@ def main() -> None:
             f"p50 {rec['record_p50_ms']} ms, p99 {rec['record_p99_ms']} ms; "
             f"mix {rec['record_mix']}; {rec['sales_over_several_lots_share']:.0%} of sales "
             f"drew from more than one lot; bodies {rec['body_bytes_mean']:.0f} B mean")
+        rec.update(phase_record_tills(work, args.events, args.tills, args.synchronous))
+        log(f"record: {rec['record_tills_per_s']:,.0f} events/s from {args.tills} tills at "
+            f"once ({verdict(rec['record_tills_per_s'], TARGET_RECORD_PER_S)}), "
+            f"{rec['record_tills_events_per_commit']} events per commit")
         rec["sqlite_raw_per_s"] = phase_sqlite_raw(work, bodies, args.synchronous)
-        log(f"baseline: raw sqlite3, one WAL transaction per row, same bodies: "
-            f"{rec['sqlite_raw_per_s']:,.0f} rows/s")
+        log(f"baseline: raw sqlite3, one WAL transaction per row, same bodies, "
+            f"synchronous={args.synchronous}: {rec['sqlite_raw_per_s']:,.0f} rows/s")
+        rec["fsync_p50_ms"] = fsync_p50_ms(work)
+        rec["fsyncs_per_commit"] = fsyncs_per_commit(work, args.synchronous)
+        per = rec["fsyncs_per_commit"]
+        rec["commits_per_fsync"] = None if not per else {
+            "one_till": round(rec["record_events_per_commit"] / per, 2),
+            "tills": round(rec["record_tills_events_per_commit"] / per, 2)}
+        log(f"baseline: disk fsync p50 {rec['fsync_p50_ms']} ms "
+            f"(at most {1000 / max(rec['fsync_p50_ms'], 1e-3):,.0f} commits/s); "
+            f"{per} fsyncs per one-event commit (strace); recorded events per fsync: "
+            f"{rec['commits_per_fsync']}")
 
         port = free_port()
         brokers = start_brokers(work / "brokers", [REGION], kind="mosquitto",
@@ -635,7 +750,7 @@ def main() -> None:
         if worker.expect("UP") != "UP":
             raise SystemExit("ingest worker did not connect to mosquitto")
         log(f"mosquitto on 127.0.0.1:{port} with an ingest worker (its own process)")
-        rep = phase_replay(work, port, args.backlog, window, inflight)
+        rep = phase_replay(work, port, args.backlog, window, inflight, args.synchronous)
         log(f"replay: {rep['replay_per_s']:,.0f} events/s end to end "
             f"({verdict(rep['replay_per_s'], TARGET_REPLAY_PER_S)}), "
             f"{rep['replay_events']} events in {rep['replay_s']} s")
@@ -693,6 +808,7 @@ def main() -> None:
         "targets": {"record_per_s": TARGET_RECORD_PER_S, "replay_per_s": TARGET_REPLAY_PER_S,
                     "rss_mb_500k": TARGET_RSS_MB},
         "met": {"record": rec["record_per_s"] >= TARGET_RECORD_PER_S,
+                "record_tills": rec["record_tills_per_s"] >= TARGET_RECORD_PER_S,
                 "replay": rep["replay_per_s"] >= TARGET_REPLAY_PER_S,
                 "rss": rss <= TARGET_RSS_MB},
         "synchronous": args.synchronous, "cores": os.cpu_count(),

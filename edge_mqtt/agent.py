@@ -24,7 +24,9 @@ from lakehouse.contract import (
     validate_order,
 )
 
-from .store import StoreDB
+from .bounds import check_on_hand, check_values
+from .group_commit import GroupCommit
+from .store import DEFAULT_SYNCHRONOUS, StoreDB, Synchronous, warn_if_unsafe
 
 AGENT_VERSION = "0.1.0"
 Applier = Callable[[], None]
@@ -34,10 +36,12 @@ class StoreAgent:
     """One location's local-first agent over its SQLite file."""
 
     def __init__(self, location_id: str, region: str, db_path: str | Path, *,
-                 synchronous: str = "NORMAL") -> None:
+                 synchronous: Synchronous = DEFAULT_SYNCHRONOUS) -> None:
+        """``synchronous="NORMAL"`` trades power-cut safety for speed (see ``store``)."""
         self.location_id = check_id("location_id", location_id)
         self.region = check_region(region)
-        self.db = StoreDB(db_path, synchronous=synchronous)  # type: ignore[arg-type]
+        self.db = StoreDB(db_path, synchronous=synchronous)
+        warn_if_unsafe(synchronous, db_path)
         known = self.db.get_meta("location_id")
         if known is not None and known != location_id:
             raise ContractError("location_id", location_id,
@@ -47,6 +51,7 @@ class StoreAgent:
                 self.db.set_meta("location_id", location_id)
                 self.db.set_meta("region", region)
         self._lock = threading.RLock()
+        self._commits = GroupCommit(self.db, self._lock)
         self.online = False
         """Set by the publisher; events recorded while False carry ``offline: true``."""
         self.on_record: Callable[[int], None] | None = None
@@ -62,7 +67,7 @@ class StoreAgent:
     @property
     def last_seq(self) -> int:
         with self._lock:
-            return int(self.db.get_meta("next_seq", 1)) - 1
+            return self.db.last_seq()
 
     @property
     def acked_seq(self) -> int:
@@ -84,43 +89,64 @@ class StoreAgent:
         with self._lock:
             return self.db.on_hand(sku)
 
+    def outbox_depth(self) -> int:
+        """Events recorded and not yet acked end to end."""
+        with self._lock:
+            return self.db.outbox_depth()
+
+    @property
+    def commit_stats(self) -> tuple[int, int]:
+        """(transactions committed, events in them) since this agent was opened."""
+        return self._commits.commits, self._commits.committed
+
     # --- recording --------------------------------------------------------------------
 
     def _record(self, event_type: str, make: Callable[[], tuple[dict[str, Any], Applier]], *,
-                causation_id: str | None = None, occurred_at: str | None = None,
+                causation_id: str | Callable[[], str | None] | None = None,
+                occurred_at: str | None = None,
                 clock_merge: dict[str, int] | None = None) -> dict[str, Any]:
         """Build, validate and apply one event in a single SQLite transaction.
 
         ``make`` runs inside the transaction so stock_before and the FEFO lots are read
         from the same state the event is applied to, even with several tills at once.
+        Tills recording at the same moment share the transaction and its fsync (see
+        :mod:`edge_mqtt.group_commit`); each is answered only once it is committed.
         """
-        with self._lock, self.db.transaction():
-            seq = int(self.db.get_meta("next_seq", 1))
-            clock = dict(self.db.get_meta("clock", {}))
+        def work() -> dict[str, Any]:
+            cause = causation_id() if callable(causation_id) else causation_id
+            seq, clock = self.db.seq_and_clock()
             for loc, s in (clock_merge or {}).items():
                 clock[loc] = max(clock.get(loc, 0), s)
             payload, apply = make()
+            check_values(payload, _payload_field)
+            check_values({"occurred_at": occurred_at, "causation_id": cause})
             event = build_event(location_id=self.location_id, seq=seq, event_type=event_type,
                                 payload=payload, clock=clock, occurred_at=occurred_at,
-                                causation_id=causation_id, offline=not self.online,
+                                causation_id=cause, offline=not self.online,
                                 agent_version=AGENT_VERSION)
             apply()
             self.db.append_outbox(seq, encode_event(event))
-            self.db.set_meta("next_seq", seq + 1)
-            self.db.set_meta("clock", event["clock"])
+            self.db.advance(seq + 1, event["clock"])
+            return event
+
+        event = self._commits.submit(work)
         if self.on_record is not None:
-            self.on_record(seq)
+            self.on_record(event["seq"])
         return event
 
     def _draw_fefo(self, sku: Any, quantity: Any) -> list[dict[str, Any]]:
-        """Lots to take, first-expired-first-out; the shortfall comes from UNALLOCATED_LOT."""
+        """Lots to take, first-expired-first-out; the shortfall comes from UNALLOCATED_LOT.
+
+        Lots with no expiry (a count may list one) are not drawn by name: the contract
+        lets only UNALLOCATED_LOT go without one, and a sale must never be refused.
+        """
         if not (isinstance(sku, str) and _is_posint(quantity)):
             return []
         lots, left = [], quantity
         for c in self.db.cohorts(sku):
             if left == 0:
                 break
-            if c["quantity"] <= 0 or c["lot"] == UNALLOCATED_LOT:
+            if c["quantity"] <= 0 or c["lot"] == UNALLOCATED_LOT or c["expires_on"] is None:
                 continue
             take = min(left, c["quantity"])
             lots.append({"lot": c["lot"], "expires_on": c["expires_on"], "quantity": take})
@@ -147,19 +173,23 @@ class StoreAgent:
                 supplier_ref: str, unit_cost: float, occurred_at: str | None = None
                 ) -> dict[str, Any]:
         def make() -> tuple[dict[str, Any], Applier]:
+            before = self._stock_before(sku)
+            check_on_hand(sku, before, quantity, "payload.quantity", quantity)
             payload = {"sku": sku, "lot": lot, "quantity": quantity, "expires_on": expires_on,
                        "supplier_ref": supplier_ref, "unit_cost": unit_cost,
-                       "stock_before": self._stock_before(sku)}
+                       "stock_before": before}
             return payload, lambda: self.db.add_to_cohort(sku, lot, expires_on, quantity)
         return self._record("received", make, occurred_at=occurred_at)
 
     def sell(self, sku: str, quantity: int, *, unit_price: float, transaction_ref: str,
              occurred_at: str | None = None) -> dict[str, Any]:
         def make() -> tuple[dict[str, Any], Applier]:
+            before = self._stock_before(sku)
+            check_on_hand(sku, before, _negated(quantity), "payload.quantity", quantity)
             lots = self._draw_fefo(sku, quantity)
             payload = {"sku": sku, "quantity": quantity, "unit_price": unit_price,
                        "transaction_ref": transaction_ref, "lots": lots,
-                       "stock_before": self._stock_before(sku)}
+                       "stock_before": before}
             return payload, self._move(sku, lots, -1)
         return self._record("sold", make, occurred_at=occurred_at)
 
@@ -176,12 +206,14 @@ class StoreAgent:
               transit_hours: float, lot: str | None, occurred_at: str | None,
               order_id: str | None = None) -> dict[str, Any]:
         def make() -> tuple[dict[str, Any], Applier]:
+            before = self._stock_before(sku)
+            check_on_hand(sku, before, _negated(quantity), "payload.quantity", quantity)
             lots = self._draw_fefo(sku, quantity) if lot is None else self._draw_lot(
                 sku, quantity, lot)
             payload = {"sku": sku, "quantity": quantity, "destination": destination,
                        "transfer_id": transfer_id,
                        "expected_transit_hours": transit_hours,
-                       "lots": lots, "stock_before": self._stock_before(sku)}
+                       "lots": lots, "stock_before": before}
             move = self._move(sku, lots, -1)
 
             def apply() -> None:
@@ -201,9 +233,11 @@ class StoreAgent:
                     occurred_at: str | None = None) -> dict[str, Any]:
         """Book goods from ``source``; ``causation_id`` is its transfer_out event id."""
         def make() -> tuple[dict[str, Any], Applier]:
+            before = self._stock_before(sku)
+            check_on_hand(sku, before, quantity, "payload.quantity", quantity)
             payload = {"sku": sku, "quantity": quantity, "source": source,
                        "transfer_id": transfer_id, "lots": lots,
-                       "stock_before": self._stock_before(sku)}
+                       "stock_before": before}
             return payload, self._move(sku, lots if isinstance(lots, list) else [], +1)
         merge = {}
         if isinstance(causation_id, str) and ":" in causation_id:
@@ -218,9 +252,11 @@ class StoreAgent:
         def make() -> tuple[dict[str, Any], Applier]:
             known = self.db.cohort(sku, lot) if isinstance(lot, str) else None
             expires_on = known["expires_on"] if known else None
+            before = self._stock_before(sku)
+            check_on_hand(sku, before, _negated(quantity), "payload.quantity", quantity)
             payload = {"sku": sku, "quantity": quantity, "lot": lot, "expires_on": expires_on,
                        "reason_code": reason_code, "disposal_method": disposal_method,
-                       "stock_before": self._stock_before(sku)}
+                       "stock_before": before}
             return payload, lambda: self.db.add_to_cohort(sku, lot, expires_on, -quantity)
         return self._record("wasted", make, occurred_at=occurred_at)
 
@@ -233,17 +269,28 @@ class StoreAgent:
             system = known["quantity"] if known else 0
             expiry = (known["expires_on"] if known else None) or expires_on
             delta = counted_quantity - system if _is_int(counted_quantity) else 0
+            if expiry is None and delta > 0 and lot != UNALLOCATED_LOT:
+                # A lot with no expiry could never be sold by name (the contract allows
+                # that only for the unallocated lot).
+                raise ContractError("payload.expires_on", None,
+                                    f"lot {lot!r} of {sku} has no expiry on record; "
+                                    "give expires_on")
+            before = self._stock_before(sku)
+            check_on_hand(sku, before, delta, "payload.counted_quantity", counted_quantity)
             payload = {"sku": sku, "lot": lot, "expires_on": expiry,
                        "counted_quantity": counted_quantity, "system_quantity": system,
-                       "delta": delta, "stock_before": self._stock_before(sku)}
+                       "delta": delta, "stock_before": before}
             return payload, lambda: self.db.add_to_cohort(sku, lot, expiry, delta)
-        return self._record("adjusted", make, causation_id=self.db.get_meta("last_count_id"),
+        return self._record("adjusted", make,
+                            causation_id=lambda: self.db.get_meta("last_count_id"),
                             occurred_at=occurred_at)
 
     def count(self, items: list[dict[str, Any]], *, occurred_at: str | None = None
               ) -> dict[str, Any]:
         """A full physical count: the snapshot replaces every cohort of the location."""
         def make() -> tuple[dict[str, Any], Applier]:
+            _check_count_totals(items)
+
             def apply() -> None:
                 self.db.replace_cohorts(items)
                 self.db.set_meta("last_count_id", f"{self.location_id}:{self.last_seq + 1}")
@@ -264,7 +311,7 @@ class StoreAgent:
         Orders arrive again on every reconnect (they are retained on the broker), so a
         known one is ignored; returns True only when something changed.
         """
-        order = validate_order(order)
+        order = check_values(validate_order(order))
         with self._lock, self.db.transaction():
             changed = (self.db.cancel_order(order["order_id"]) if order.get("cancelled")
                        else self.db.add_order(order, utc_now_ms()))
@@ -285,21 +332,46 @@ class StoreAgent:
         hold the ordered quantity; a short lot is refused with what it holds."""
         with self._lock:
             order = self.db.order(order_id) if isinstance(order_id, str) else None
-            if order is None:
-                raise ContractError("order_id", order_id, "no such transfer order")
-            if order["status"] != "pending":
-                raise ContractError("order_id", order_id, f"order is {order['status']}"
-                                    + (f" ({order['event_id']})" if order["event_id"] else ""))
-            return self._ship(order["sku"], order["quantity"],
-                              destination=order["destination"], transfer_id=order_id,
-                              transit_hours=order["transit_hours"], lot=order["lot"],
-                              occurred_at=occurred_at, order_id=order_id)
+        if order is None:
+            raise ContractError("order_id", order_id, "no such transfer order")
+        if order["status"] != "pending":
+            raise ContractError("order_id", order_id, f"order is {order['status']}"
+                                + (f" ({order['event_id']})" if order["event_id"] else ""))
+        # Not under the lock: the shipping transaction may be led by another till's
+        # thread. It marks the order shipped only if still pending (see _ship).
+        return self._ship(order["sku"], order["quantity"],
+                          destination=order["destination"], transfer_id=order_id,
+                          transit_hours=order["transit_hours"], lot=order["lot"],
+                          occurred_at=occurred_at, order_id=order_id)
 
     def _stock_before(self, sku: Any) -> int:
         return self.db.on_hand(sku) if isinstance(sku, str) else 0
 
     def close(self) -> None:
         self.db.close()
+
+
+def _payload_field(key: str) -> str:
+    return f"payload.{key}"
+
+
+def _negated(quantity: Any) -> Any:
+    return -quantity if _is_int(quantity) else quantity
+
+
+def _check_count_totals(items: Any) -> None:
+    """A count's lines per SKU must add up to an on-hand the agent can hold."""
+    if not isinstance(items, list):
+        return
+    totals: dict[str, int] = {}
+    for i, item in enumerate(items):
+        if not (isinstance(item, dict) and isinstance(item.get("sku"), str)
+                and _is_int(item.get("quantity"))):
+            continue
+        sku = item["sku"]
+        check_on_hand(sku, totals.get(sku, 0), item["quantity"],
+                      f"payload.items[{i}].quantity", item["quantity"])
+        totals[sku] = totals.get(sku, 0) + item["quantity"]
 
 
 def _is_int(value: Any) -> bool:

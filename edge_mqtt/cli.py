@@ -19,11 +19,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lakehouse.contract import DEFAULT_PORTS, ContractError, check_region
+from lakehouse.contract import DEFAULT_PORTS, MAX_EVENT_BYTES, ContractError, check_region
 
 from .agent import StoreAgent
 from .recording import REQUEST_SHAPES, field_name, record
-from .store import ORDER_STATUSES, StoreDB
+from .store import DEFAULT_SYNCHRONOUS, ORDER_STATUSES, SYNCHRONOUS_MODES, StoreDB
 
 EXIT_REFUSED = 2
 
@@ -32,7 +32,12 @@ def _json_arg(text: str) -> Any:
     """A JSON value, or ``@path`` to read it from a file (a full count can be long)."""
     try:
         if text.startswith("@"):
-            text = Path(text[1:]).read_text(encoding="utf-8")
+            path = Path(text[1:])
+            if path.stat().st_size > MAX_EVENT_BYTES:
+                raise ValueError(f"{path} is larger than {MAX_EVENT_BYTES} bytes")
+            text = path.read_text(encoding="utf-8")
+        elif len(text) > MAX_EVENT_BYTES:
+            raise ValueError(f"longer than {MAX_EVENT_BYTES} characters")
         return json.loads(text)
     except (OSError, ValueError) as exc:
         raise argparse.ArgumentTypeError(f"expected JSON or @file: {exc}") from exc
@@ -82,8 +87,19 @@ def _agent_opts(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
              shown="the one the database belongs to")
     _env_opt(p, "--region", "SHELFLIFE_REGION", None, "east|central|west",
              shown="the database's")
+    _env_opt(p, "--synchronous", "SHELFLIFE_AGENT_SYNCHRONOUS", DEFAULT_SYNCHRONOUS,
+             "SQLite synchronous: FULL survives a power cut; NORMAL is faster but a power "
+             "cut can roll back events already answered (a warning is logged)",
+             _synchronous)
     if json_flag:
         p.add_argument("--json", action="store_true", help="print JSON for machines")
+
+
+def _synchronous(text: str) -> str:
+    mode = text.upper()
+    if mode not in SYNCHRONOUS_MODES:
+        raise argparse.ArgumentTypeError(f"expected FULL or NORMAL, got {text!r}")
+    return mode
 
 
 def add_agent_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -135,7 +151,7 @@ def open_agent(args: argparse.Namespace) -> StoreAgent:
     """The agent for ``--db``; location and region default to what the file records."""
     location, region = args.location, args.region
     if (location is None or region is None) and Path(args.db).is_file():
-        db = StoreDB(args.db)
+        db = StoreDB(args.db, synchronous=args.synchronous)
         try:
             location = location or db.get_meta("location_id")
             region = region or db.get_meta("region")
@@ -147,7 +163,7 @@ def open_agent(args: argparse.Namespace) -> StoreAgent:
     if region is None:
         raise ContractError("region", None,
                             "pass --region or set SHELFLIFE_REGION (new database)")
-    return StoreAgent(location, check_region(region), args.db)
+    return StoreAgent(location, check_region(region), args.db, synchronous=args.synchronous)
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -234,7 +250,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    server = serve_agent(agent, args.host, args.port)
+    server = serve_agent(agent, args.host, args.port, publisher=publisher)
     publisher.start()
     print(f"agent {agent.location_id} ({agent.region}): HTTP API on {server.url}, "
           f"broker {args.broker_host}:{broker_port}, db {args.db}", flush=True)

@@ -35,6 +35,8 @@ class Heartbeat:
     """Highest seq recorded."""
     last_acked_seq: int | None = None
     """Highest seq ingest holds durably with every lower one."""
+    refused_messages: int | None = None
+    """Acks and orders refused since the publisher started (malformed, forged, too big)."""
     clock_skew_hint_s: float | None = None
     """Local clock minus ingest's clock, from the last live ack; positive = agent ahead."""
     heartbeat_version: int = HEARTBEAT_VERSION
@@ -45,7 +47,7 @@ class Heartbeat:
         check_timestamp("local_time", self.local_time)
         if not isinstance(self.online, bool):
             raise ContractError("online", self.online, "expected true or false")
-        for name in ("outbox_depth", "last_seq", "last_acked_seq"):
+        for name in ("outbox_depth", "last_seq", "last_acked_seq", "refused_messages"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or value < 0):

@@ -12,41 +12,51 @@
                   422 when the order is unknown, already shipped or cancelled, or its lot
                   no longer holds the quantity.
 ``GET /health``   -> 200 ``{"location_id", "region", "online", "last_seq", "acked_seq",
-                  "outbox_depth", "agent_version"}``.
+                  "outbox_depth", "agent_version"}``, plus ``"refused_messages": {"ack",
+                  "order"}`` when served next to the publisher.
 
 Every refusal is JSON ``{"error", "field", "value"}``: 400 when the body cannot be read
 as a JSON object, 422 when a field is wrong (unknown ``event_type``, missing or extra keys,
-wrong JSON types, values the contract refuses), 411/413/415 for a missing length, an
-oversized body or a non-JSON content type. A refused request never reaches the outbox.
+wrong JSON types, values the contract or the agent's own limits refuse: huge integers,
+NaN/Infinity, control characters, on-hand beyond MAX_STOCK), 411/413/415 for a missing
+length, a body over MAX_EVENT_BYTES or a non-JSON content type. A refused request never
+reaches the outbox.
 
 Recording touches only SQLite: the publisher is woken after the commit and sends in its
 own thread, so a sale is never held up by the broker or the network. Each request gets
-its own thread, so a slow client cannot hold up a till.
+its own thread, so a slow client cannot hold up a till, and requests recording at the
+same moment share one commit (:mod:`edge_mqtt.group_commit`); a 201 is sent only after
+the commit holding the event has returned (fsynced, with ``synchronous=FULL``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from lakehouse.contract import ContractError, check_id
+from lakehouse.contract import MAX_EVENT_BYTES, ContractError, check_id
 
 from .agent import AGENT_VERSION, StoreAgent
 from .recording import record
 from .store import ORDER_STATUSES
 
+if TYPE_CHECKING:
+    from .publisher import Publisher
+
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
-MAX_BODY = 1 << 20
-"""Largest request body accepted: a full count of a big store fits well inside 1 MiB."""
+MAX_BODY = MAX_EVENT_BYTES
+"""Largest request body accepted: no bigger than the event it becomes may be (a full
+count of a big store fits); larger bodies get 413 unread."""
 
 
 class AgentHTTPServer(ThreadingHTTPServer):
@@ -55,13 +65,13 @@ class AgentHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, agent: StoreAgent, host: str, port: int, *,
-                 max_body: int = MAX_BODY) -> None:
+                 max_body: int = MAX_BODY, publisher: Publisher | None = None) -> None:
         super().__init__((host, port), _Handler)
         self.agent = agent
+        self.publisher = publisher
         self.max_body = max_body
-        # Requests share the agent's SQLite connection; one at a time keeps a read from
-        # seeing another request's half-done transaction.
-        self.agent_lock = threading.Lock()
+        # No lock here: the agent guards its connection itself, and requests recording at
+        # the same moment must reach it together to share one commit (group commit).
         self._thread: threading.Thread | None = None
 
     @property
@@ -85,20 +95,26 @@ class AgentHTTPServer(ThreadingHTTPServer):
 
 
 def serve_agent(agent: StoreAgent, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
-                max_body: int = MAX_BODY) -> AgentHTTPServer:
-    """Start the HTTP API for ``agent`` in the background (``port=0`` picks a free one)."""
-    server = AgentHTTPServer(agent, host, port, max_body=max_body)
+                max_body: int = MAX_BODY, publisher: Publisher | None = None
+                ) -> AgentHTTPServer:
+    """Start the HTTP API for ``agent`` in the background (``port=0`` picks a free one);
+    with its ``publisher``, ``GET /health`` also counts refused acks and orders."""
+    server = AgentHTTPServer(agent, host, port, max_body=max_body, publisher=publisher)
     server.start()
     log.info("%s: HTTP API on %s", agent.location_id, server.url)
     return server
 
 
-def health(agent: StoreAgent) -> dict[str, Any]:
-    """What an operator checks first: is it connected, and how far behind is the ack."""
-    return {"location_id": agent.location_id, "region": agent.region,
-            "online": agent.online, "last_seq": agent.last_seq,
-            "acked_seq": agent.acked_seq, "outbox_depth": agent.db.outbox_depth(),
-            "agent_version": AGENT_VERSION}
+def health(agent: StoreAgent, publisher: Publisher | None = None) -> dict[str, Any]:
+    """What an operator checks first: is it connected, how far behind is the ack, and
+    has anyone been sending it messages it had to refuse."""
+    out = {"location_id": agent.location_id, "region": agent.region,
+           "online": agent.online, "last_seq": agent.last_seq,
+           "acked_seq": agent.acked_seq, "outbox_depth": agent.outbox_depth(),
+           "agent_version": AGENT_VERSION}
+    if publisher is not None:
+        out["refused_messages"] = dict(publisher.refused)
+    return out
 
 
 def stock(agent: StoreAgent, sku: str | None = None) -> dict[str, Any]:
@@ -118,10 +134,6 @@ class _Refused(Exception):
         self.status, self.field, self.value, self.error = status, field, value, error
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 class _Handler(BaseHTTPRequestHandler):
     server: AgentHTTPServer
     server_version = "shelflife-agent"
@@ -133,18 +145,14 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         try:
             if url.path == "/health":
-                with self.server.agent_lock:
-                    self._send(HTTPStatus.OK, health(self.server.agent))
+                self._send(HTTPStatus.OK, health(self.server.agent, self.server.publisher))
             elif url.path == "/stock":
                 sku = self._stock_query(url.query)
-                with self.server.agent_lock:
-                    self._send(HTTPStatus.OK, stock(self.server.agent, sku))
+                self._send(HTTPStatus.OK, stock(self.server.agent, sku))
             elif url.path == "/orders":
                 status = self._orders_query(url.query)
-                with self.server.agent_lock:
-                    self._send(HTTPStatus.OK, {
-                        "location_id": self.server.agent.location_id,
-                        "orders": self.server.agent.orders(status)})
+                self._send(HTTPStatus.OK, {"location_id": self.server.agent.location_id,
+                                           "orders": self.server.agent.orders(status)})
             elif url.path == "/events":
                 self._refuse(_Refused(HTTPStatus.METHOD_NOT_ALLOWED, "method", "GET",
                                       "use POST /events"), allow="POST")
@@ -174,10 +182,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._record("recording", lambda: record(self.server.agent, request))
 
     def _record(self, what: str, action: Callable[[], dict[str, Any]]) -> None:
-        """Run one recording under the agent lock: 201 with the event, or the refusal."""
+        """Run one recording: 201 with the event once committed, or the refusal."""
         try:
-            with self.server.agent_lock:
-                event = action()
+            event = action()
         except ContractError as exc:
             self._refuse(_Refused(HTTPStatus.UNPROCESSABLE_ENTITY, exc.field, exc.value,
                                   exc.reason))
@@ -240,7 +247,8 @@ class _Handler(BaseHTTPRequestHandler):
                            f"body larger than {self.server.max_body} bytes")
         raw = self.rfile.read(length)
         try:
-            request = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+            # NaN and Infinity parse as floats, so the field check names the field (422).
+            request = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError:
             raise _Refused(HTTPStatus.BAD_REQUEST, "body", raw[:80].decode("latin-1"),
                            "not UTF-8") from None
@@ -259,7 +267,10 @@ class _Handler(BaseHTTPRequestHandler):
                               "POST /orders/{id}/dispatch or GET /health"))
 
     def _refuse(self, exc: _Refused, *, allow: str | None = None) -> None:
-        body = {"error": exc.error, "field": exc.field, "value": exc.value}
+        value = exc.value
+        if isinstance(value, float) and not math.isfinite(value):
+            value = repr(value)  # keep the answer strict JSON
+        body = {"error": exc.error, "field": exc.field, "value": value}
         self._send(exc.status, body, allow=allow)
 
     def _send(self, status: HTTPStatus, body: Any, *, allow: str | None = None) -> None:

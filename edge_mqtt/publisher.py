@@ -10,6 +10,13 @@ fill the broker's queue with copies of the same window.
 Events recorded offline keep their original ``occurred_at`` and go out in seq order,
 throttled to ``replay_rate`` so a store back from a long outage cannot swamp its region.
 Every ``heartbeat_s`` the publisher also says how the store is doing (see ``heartbeat``).
+
+Whatever arrives on the ``ack`` and ``orders`` topics (from ingest, the lakehouse, or a
+stranger on an open broker) is refused with a warning naming the topic and the reason
+when the agent cannot use it, and counted in :attr:`Publisher.refused` and the heartbeat.
+No message can raise inside paho's callback: that would end its network loop and leave
+the store offline until restarted (and a retained message would do it again on every
+connect). An ack beyond the last recorded seq is refused: it never trims the outbox.
 """
 
 from __future__ import annotations
@@ -25,11 +32,18 @@ from datetime import UTC, datetime
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from lakehouse.contract import ContractError, order_topic, topic, utc_now_ms
+from lakehouse.contract import (
+    MAX_EVENT_BYTES,
+    MAX_SEQ,
+    ContractError,
+    order_topic,
+    topic,
+    utc_now_ms,
+)
 
 from .agent import AGENT_VERSION, StoreAgent
 from .heartbeat import Heartbeat, skew_from_ack
-from .store import StoreDB
+from .store import AckRefused, StoreDB
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +99,7 @@ class Publisher:
         self.orders_topic = order_topic(agent.region, agent.location_id)
         self._orders_prefix = self.orders_topic[:-1]
         # Its own connection: WAL lets it read the outbox while the tills write.
-        self.db = StoreDB(agent.db.path)
+        self.db = StoreDB(agent.db.path, synchronous=agent.db.synchronous)
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
                                   client_id=f"shelflife-agent-{agent.location_id}",
                                   clean_session=False, protocol=mqtt.MQTTv311)
@@ -117,6 +131,8 @@ class Publisher:
         self.heartbeats = 0
         self.resends = 0
         """Times the publisher went back to the last ack (connects and stalls)."""
+        self.refused: dict[str, int] = {"ack": 0, "order": 0}
+        """Messages refused per kind (see :meth:`_refuse`); the heartbeat carries the sum."""
         self.clock_skew_s: float | None = None
         """Local clock minus ingest's, from the last live ack (None until one arrives)."""
         # The broker publishes this for us when the link dies without a DISCONNECT
@@ -189,16 +205,45 @@ class Publisher:
         self._heartbeat_at = math.inf  # the next connect sends one
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
-        if msg.topic.startswith(self._orders_prefix):
-            self._on_order(msg)
-            return
+        """Hand an ack or an order on; never raises, whatever the payload.
+
+        paho runs this in its network thread, and an exception escaping here ends that
+        thread: the agent would stay offline, and a retained message would end it again
+        after every restart.
+        """
+        kind = "order" if msg.topic.startswith(self._orders_prefix) else "ack"
         try:
-            ack = json.loads(msg.payload)
-            acked = ack["acked_seq"]
-            if isinstance(acked, bool) or not isinstance(acked, int) or acked < 0:
-                raise ValueError(acked)
-        except (ValueError, KeyError, TypeError):
-            log.warning("%s: ignoring malformed ack %r", self.agent.location_id, msg.payload)
+            if len(msg.payload) > MAX_EVENT_BYTES:  # refused unread
+                self._refuse(kind, msg.topic, f"{len(msg.payload)} bytes, larger than "
+                                              f"{MAX_EVENT_BYTES}")
+            elif kind == "order":
+                self._on_order(msg)
+            elif msg.topic == self.ack_topic:
+                self._on_ack(msg)
+            else:
+                self._refuse(kind, msg.topic, "not a topic this agent subscribes to")
+        except Exception as exc:  # noqa: BLE001 - the network loop must survive anything
+            self._refuse(kind, msg.topic, f"{type(exc).__name__}: {exc}")
+
+    def _refuse(self, kind: str, where: str, reason: str) -> None:
+        self.refused[kind] += 1
+        log.warning("%s: refused %s on %s: %s", self.agent.location_id, kind, where,
+                    reason[:300])
+
+    def _on_ack(self, msg: mqtt.MQTTMessage) -> None:
+        """Move the ack forward, only within [acked seq, last recorded seq]."""
+        if not msg.payload:
+            return  # a cleared retained ack: nothing to learn
+        ack = _json_object(msg.payload)
+        acked = ack.get("acked_seq")
+        if isinstance(acked, bool) or not isinstance(acked, int) or not 0 <= acked <= MAX_SEQ:
+            raise ContractError("acked_seq", acked, f"expected an integer 0..{MAX_SEQ}")
+        last = self.agent.last_seq
+        if acked > last:
+            # Ingest acks only what this agent sent: this is forged, or this database
+            # lost events the lakehouse holds (see store.py on synchronous=NORMAL).
+            self._refuse("ack", msg.topic, f"acked_seq {acked} is beyond the last recorded "
+                                           f"seq {last}; nothing deleted")
             return
         if not msg.retain:  # a retained ack replayed on subscribe carries an old time
             skew = skew_from_ack(ack, datetime.now(UTC))
@@ -218,14 +263,13 @@ class Publisher:
         if not msg.payload:
             return
         try:
-            order = json.loads(msg.payload)
-            if isinstance(order, dict) and order.get("order_id") != msg.topic.rsplit("/", 1)[1]:
+            order = _json_object(msg.payload)
+            if order.get("order_id") != msg.topic.rsplit("/", 1)[1]:
                 raise ContractError("order_id", order.get("order_id"),
                                     f"does not match its topic {msg.topic}")
             self.agent.accept_order(order)
-        except (ValueError, ContractError) as exc:
-            log.warning("%s: ignoring malformed transfer order on %s: %s",
-                        self.agent.location_id, msg.topic, exc)
+        except ValueError as exc:  # ContractError included
+            self._refuse("order", msg.topic, str(exc))
 
     # --- sending -----------------------------------------------------------------------
 
@@ -250,12 +294,13 @@ class Publisher:
         self._wake.clear()
         if self._applied < self._acked:
             acked = self._acked
-            self.db.apply_ack(acked)
-            self._applied = acked
-            if acked > self._last_seq():
-                log.error("%s: ingest acked seq %d but this database only reached %d; "
-                          "it has lost events the lakehouse holds", self.agent.location_id,
-                          acked, self._last_seq())
+            try:
+                self.db.apply_ack(acked)
+                self._applied = acked
+            except AckRefused as exc:  # _on_ack checks first; this is the last line
+                self._refuse("ack", self.ack_topic, str(exc))
+                with self._lock:
+                    self._acked = self._sent_up_to = self._applied
         if not self.client.is_connected():
             self._throttled_until = self._heartbeat_at = math.inf
             return 0
@@ -326,7 +371,7 @@ class Publisher:
         if not with_outbox:
             return hb
         return replace(hb, outbox_depth=self.db.outbox_depth(), last_seq=self._last_seq(),
-                       last_acked_seq=self._acked)
+                       last_acked_seq=self._acked, refused_messages=sum(self.refused.values()))
 
     def _send_heartbeat(self, now: float) -> None:
         interval = self.config.heartbeat_s
@@ -342,8 +387,27 @@ class Publisher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.pump()
+            try:
+                self.pump()
+            except Exception:  # a locked or full disk: log, wait, try again
+                log.exception("%s: sending failed; retrying", self.agent.location_id)
+                self._stop.wait(1.0)
+                continue
             if self._wake.is_set():
                 continue
             due = min(self._throttled_until, self._heartbeat_at) - time.monotonic()
             self._wake.wait(timeout=min(1.0, max(0.0, due)))
+
+
+def _json_object(raw: bytes) -> dict:
+    """UTF-8 JSON object, or ContractError naming what arrived instead."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ContractError("payload", raw[:40], "not UTF-8") from None
+    except ValueError as exc:
+        raise ContractError("payload", raw[:40], f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ContractError("payload", data, f"expected a JSON object, got "
+                                             f"{type(data).__name__}")
+    return data

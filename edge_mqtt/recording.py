@@ -7,8 +7,9 @@ A request is a flat JSON object: ``event_type`` plus the keyword arguments of th
 ``stock_before``, ``system_quantity``, ``delta``, the envelope) are never sent. Every event
 type also takes an optional ``occurred_at`` (``YYYY-MM-DDTHH:MM:SS.mmmZ``; default: now).
 
-Checking keys and JSON types here, before the agent runs, means a malformed request can
-only ever end as a :class:`ContractError` naming the field and the value; the agent's own
+Checking keys, JSON types and the agent's own limits (:mod:`edge_mqtt.bounds`: sizes,
+control characters) here, before the agent runs, means a malformed request can only ever
+end as a :class:`ContractError` naming the field and the value; the agent's own
 validation (the contract) then checks the values, before anything enters the outbox.
 Errors name fields as the contract does: ``payload.<name>`` for payload fields,
 ``occurred_at`` / ``causation_id`` / ``event_type`` for envelope fields, and a key the
@@ -23,6 +24,7 @@ from typing import Any
 from lakehouse.contract import ITEM_FIELDS, PAYLOAD_FIELDS, ContractError
 
 from .agent import StoreAgent
+from .bounds import check_values
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,8 @@ def parse_request(request: Any) -> tuple[RequestShape, dict[str, Any]]:
             continue
         _check_type(key, value)
         kwargs[key] = value
+    # Before the agent looks anything up: SQLite cannot bind 10**30 or a lone surrogate.
+    check_values(kwargs, field_name)
     return shape, kwargs
 
 

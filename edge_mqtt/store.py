@@ -3,16 +3,46 @@
 One file per location, in WAL mode so the publisher can read the outbox while the till
 keeps recording. Every recorded event changes stock and joins the outbox in a single
 transaction, so a kill at any instant leaves both or neither.
+
+What each step relies on:
+
+* **Atomic event.** Stock, outbox row and ``next_seq`` change in one transaction
+  (``BEGIN IMMEDIATE`` ... ``COMMIT``): after any crash the file holds the whole event or
+  none of it, and never a seq without its outbox row.
+* **Durable once answered (``synchronous=FULL``, the default).** In WAL mode SQLite
+  fsyncs the WAL before ``COMMIT`` returns, so an event the caller was told about (HTTP
+  201, CLI exit 0, a returned dict) survives a power cut, and so does every seq the
+  publisher could have sent (it reads only committed rows). One commit costs one fsync.
+* **``synchronous=NORMAL`` (only when asked for).** The WAL is fsynced only at
+  checkpoints: a killed process loses nothing (the WAL is in the page cache, which the
+  kernel still writes), but a power cut or kernel crash can roll back the last commits.
+  Those events may already have been answered and published; the agent would then
+  record new, different events under the same seqs, and ingest drops them as duplicates
+  of what it already holds. The agent logs a warning when opened this way.
+* **What a SIGKILL test shows.** Killing the process proves atomicity (no half event,
+  no seq reuse) but says nothing about fsync: the kernel keeps unsynced writes after a
+  process dies. Only a dropped page cache (power cut, LazyFS, dm-flakey) tests FULL.
+* **Acks.** The outbox is trimmed only by :meth:`StoreDB.apply_ack`, which refuses an
+  ack beyond the last recorded seq, so a forged or corrupt ack cannot delete events that
+  never left.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
+
+log = logging.getLogger(__name__)
+
+Synchronous = Literal["NORMAL", "FULL"]
+SYNCHRONOUS_MODES: tuple[str, ...] = ("FULL", "NORMAL")
+DEFAULT_SYNCHRONOUS: Synchronous = "FULL"
+"""Power-safe: a commit is on disk before the caller hears about it."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -49,17 +79,20 @@ class StoreDB:
         self,
         path: str | Path,
         *,
-        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        synchronous: Synchronous = DEFAULT_SYNCHRONOUS,
     ) -> None:
+        if synchronous not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous: expected FULL or NORMAL, got {synchronous!r}")
         self.path = Path(path)
+        self.synchronous: Synchronous = synchronous
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves so a transaction
         # takes the write lock up front instead of failing half-way.
         self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                     timeout=30)
         self.conn.execute("PRAGMA journal_mode=WAL")
-        # NORMAL survives a killed process (WAL is fsynced at checkpoints); FULL also
-        # survives power loss at some cost per event.
+        # FULL: the WAL is fsynced at every commit (see the module docstring); NORMAL
+        # survives a killed process but not a power cut.
         self.conn.execute(f"PRAGMA synchronous={synchronous}")
         self.conn.executescript(SCHEMA)
 
@@ -88,6 +121,20 @@ class StoreDB:
                           "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                           (key, json.dumps(value)))
 
+    def seq_and_clock(self) -> tuple[int, dict[str, int]]:
+        """The next seq to record and the vector clock, in one read (the hot path)."""
+        rows = dict(self.conn.execute("SELECT key, value FROM meta "
+                                      "WHERE key IN ('next_seq', 'clock')").fetchall())
+        return (int(json.loads(rows["next_seq"])) if "next_seq" in rows else 1,
+                json.loads(rows["clock"]) if "clock" in rows else {})
+
+    def advance(self, next_seq: int, clock: dict[str, int]) -> None:
+        """Store the next seq and the clock after recording an event, in one write."""
+        self.conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?) "
+                              "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                              (("next_seq", json.dumps(next_seq)),
+                               ("clock", json.dumps(clock))))
+
     # --- cohorts ---------------------------------------------------------------------
 
     def on_hand(self, sku: str) -> int:
@@ -112,13 +159,13 @@ class StoreDB:
         return None if row is None else {"expires_on": row[0], "quantity": row[1]}
 
     def add_to_cohort(self, sku: str, lot: str, expires_on: str | None, delta: int) -> None:
-        self.conn.execute(
+        (left,) = self.conn.execute(
             "INSERT INTO cohorts(sku, lot, expires_on, quantity) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(sku, lot) DO UPDATE SET quantity = quantity + excluded.quantity, "
-            "expires_on = COALESCE(cohorts.expires_on, excluded.expires_on)",
-            (sku, lot, expires_on, delta))
-        self.conn.execute("DELETE FROM cohorts WHERE sku = ? AND lot = ? AND quantity = 0",
-                          (sku, lot))
+            "expires_on = COALESCE(cohorts.expires_on, excluded.expires_on) "
+            "RETURNING quantity", (sku, lot, expires_on, delta)).fetchone()
+        if left == 0:
+            self.conn.execute("DELETE FROM cohorts WHERE sku = ? AND lot = ?", (sku, lot))
 
     def replace_cohorts(self, items: list[dict[str, Any]]) -> None:
         self.conn.execute("DELETE FROM cohorts")
@@ -182,14 +229,44 @@ class StoreDB:
     def outbox_depth(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
+    def last_seq(self) -> int:
+        """Highest seq recorded in this file (0 before the first event)."""
+        return int(self.get_meta("next_seq", 1)) - 1
+
     def apply_ack(self, acked_seq: int) -> bool:
-        """Drop outbox entries the lakehouse holds durably; False when nothing new."""
+        """Drop outbox entries the lakehouse holds durably; False when nothing new.
+
+        The only place the outbox shrinks. An ack beyond the last recorded seq cannot
+        come from ingest (it acks only what this file sent), so it is refused with
+        :class:`AckRefused` and nothing is deleted.
+        """
         with self.transaction():
-            if acked_seq <= self.get_meta("acked_seq", 0):
+            acked = self.get_meta("acked_seq", 0)
+            if acked_seq <= acked:
                 return False
+            last = self.last_seq()
+            if acked_seq > last:
+                raise AckRefused(acked_seq, acked, last)
             self.conn.execute("DELETE FROM outbox WHERE seq <= ?", (acked_seq,))
             self.set_meta("acked_seq", acked_seq)
         return True
+
+
+class AckRefused(ValueError):
+    """An ack outside [acked seq, last seq]: it would trim events that never landed."""
+
+    def __init__(self, acked_seq: int, acked: int, last: int) -> None:
+        super().__init__(f"acked_seq {acked_seq} is beyond the last recorded seq {last} "
+                         f"(acked so far: {acked}); nothing deleted")
+        self.acked_seq, self.acked, self.last = acked_seq, acked, last
+
+
+def warn_if_unsafe(synchronous: str, where: str | Path) -> None:
+    """Say what NORMAL risks, once per opening, so nobody runs it by accident."""
+    if synchronous == "NORMAL":
+        log.warning("%s: SQLite synchronous=NORMAL: a power cut can roll back events "
+                    "already answered and published; their seqs would be reused and "
+                    "ingest would drop the new events as duplicates", where)
 
 
 def _order_row(row: tuple[str, str, str, str | None]) -> dict[str, Any]:

@@ -183,3 +183,34 @@ def test_an_order_shipped_by_another_process_on_the_file_is_not_shipped_again(ag
         beside.close()
     assert agent.last_seq == shipped["seq"]
     assert agent.stock("MILK")[0]["on_hand"] == 4
+
+
+def test_a_new_agent_is_power_safe_by_default(tmp_path, caplog):
+    """synchronous=FULL (2): a commit is on disk before the caller hears about it."""
+    agent = StoreAgent("S-001", "east", tmp_path / "s.sqlite")
+    try:
+        assert agent.db.conn.execute("PRAGMA synchronous").fetchone() == (2,)
+        assert agent.db.conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        agent.close()
+    with caplog.at_level("WARNING", logger="edge_mqtt.store"):
+        fast = StoreAgent("S-001", "east", tmp_path / "s.sqlite", synchronous="NORMAL")
+    try:
+        assert fast.db.conn.execute("PRAGMA synchronous").fetchone() == (1,)
+        assert "power cut can roll back events already answered" in caplog.text
+    finally:
+        fast.close()
+
+
+def test_a_lot_counted_without_expiry_never_blocks_a_sale(agent):
+    """Only the unallocated lot may go without expiry in a sale's lots, so such a lot is
+    not drawn by name, and an adjustment cannot create one."""
+    agent.count([{"sku": "MILK", "lot": "LOOSE", "expires_on": None, "quantity": 4}])
+    sale = agent.sell("MILK", 1, unit_price=1.0, transaction_ref="T1")
+    assert sale["payload"]["lots"] == [{"lot": UNALLOCATED_LOT, "expires_on": None,
+                                        "quantity": 1}]
+    with pytest.raises(ContractError) as info:
+        agent.adjust("MILK", lot="NEW", counted_quantity=3)
+    assert info.value.field == "payload.expires_on"
+    adj = agent.adjust("MILK", lot="NEW", counted_quantity=3, expires_on="2026-12-09")
+    assert adj["payload"]["delta"] == 3 and agent.last_seq == 3

@@ -82,6 +82,18 @@ def test_settings_come_from_the_environment(tmp_path):
       "--disposal", "bin"), "error: payload.reason_code: expected one of"),
     (("record", "stolen", "--sku", "MILK"), "invalid choice: 'stolen'"),
     (("record", "sold", "--sku", "MILK", "--qty", "two"), "argument --qty: invalid int"),
+    (("record", "sold", "--sku", "MILK", "--qty", "9" * 30, "--unit-price", "1",
+      "--transaction-ref", "T"), "error: payload.quantity: beyond the largest allowed"),
+    (("record", "sold", "--sku", "MILK", "--qty", "1", "--unit-price", "nan",
+      "--transaction-ref", "T"), "error: payload.unit_price: must be a finite number"),
+    (("record", "sold", "--sku", "MILK", "--qty", "1", "--unit-price", "inf",
+      "--transaction-ref", "T"), "error: payload.unit_price: must be a finite number"),
+    (("record", "sold", "--sku", "MILK", "--qty", "1", "--unit-price", "1",
+      "--transaction-ref", "T\x1b[2J"),
+     "error: payload.transaction_ref: contains control character"),
+    (("record", "counted", "--items",
+      '[{"sku": "MILK", "lot": "L1", "expires_on": null, "quantity": 1e999}]'),
+     "error: payload.items[0].quantity: must be a finite number"),
 ])
 def test_refusals_exit_2_naming_the_field_and_record_nothing(tmp_path, args, message):
     db = tmp_path / "agent.sqlite"
@@ -90,6 +102,32 @@ def test_refusals_exit_2_naming_the_field_and_record_nothing(tmp_path, args, mes
     assert message in done.stderr, done.stderr
     assert done.stdout == ""
     assert not db.exists() or outbox_seqs(db) == []
+
+
+def test_a_refused_huge_receipt_leaves_the_sku_selling(tmp_path):
+    db = tmp_path / "agent.sqlite"
+    done = agent_cli("record", "received", "--sku", "MILK", "--qty", str(2**63 - 1),
+                     "--lot", "L1", "--expires-on", "2026-12-02", "--supplier-ref", "PO",
+                     "--unit-cost", "0.4", db=db)
+    assert done.returncode == 2 and "error: payload.quantity:" in done.stderr, done.stderr
+    done = agent_cli("record", "sold", "--sku", "MILK", "--qty", "1", "--unit-price", "1",
+                     "--transaction-ref", "T-1", "--json", db=db)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["seq"] == 1 and outbox_seqs(db) == [1]
+
+
+def test_synchronous_normal_only_when_asked_and_with_a_warning(tmp_path):
+    db = tmp_path / "agent.sqlite"
+    sale = ("record", "sold", "--sku", "MILK", "--qty", "1", "--unit-price", "1",
+            "--transaction-ref", "T-1")
+    done = agent_cli(*sale, db=db)
+    assert done.returncode == 0 and "synchronous" not in done.stderr, done.stderr
+    done = agent_cli(*sale, "--synchronous", "NORMAL", db=db)
+    assert done.returncode == 0, done.stderr
+    assert "synchronous=NORMAL: a power cut can roll back events" in done.stderr
+    done = agent_cli(*sale, db=db, env={"SHELFLIFE_AGENT_SYNCHRONOUS": "NORMAL"})
+    assert "synchronous=NORMAL" in done.stderr
+    assert outbox_seqs(db) == [1, 2, 3]
 
 
 def test_a_new_database_needs_a_location(tmp_path):

@@ -13,7 +13,14 @@ import pytest
 from edge_mqtt.agent import StoreAgent
 from edge_mqtt.http_api import serve_agent
 from edge_mqtt.recording import REQUEST_SHAPES
-from lakehouse.contract import EVENT_TYPES, UNALLOCATED_LOT, decode_event
+from lakehouse.contract import (
+    EVENT_TYPES,
+    MAX_EVENT_BYTES,
+    MAX_QUANTITY,
+    MAX_STOCK,
+    UNALLOCATED_LOT,
+    decode_event,
+)
 
 
 @pytest.fixture
@@ -124,6 +131,28 @@ SALE = {"event_type": "sold", "sku": "MILK", "quantity": 2, "unit_price": 1.29,
       "reason_code": "eaten", "disposal_method": "bin"}, 422, "payload.reason_code", "eaten"),
     ({"event_type": "item_updated", "sku": "MILK"}, 422, "payload", {"sku": "MILK"}),
     ([SALE], 400, "body", [SALE]),
+    # What the agent itself cannot hold: huge integers, non-finite numbers, control
+    # characters and lone surrogates, strings past MAX_STR.
+    ({**SALE, "quantity": 2**63 - 1}, 422, "payload.quantity", 2**63 - 1),
+    ({**SALE, "quantity": 10**30}, 422, "payload.quantity", 10**30),
+    ({**SALE, "quantity": MAX_QUANTITY + 1}, 422, "payload.quantity", MAX_QUANTITY + 1),
+    ({**SALE, "unit_price": 1e400}, 422, "payload.unit_price", "inf"),
+    ({**SALE, "transaction_ref": "T-88\n"}, 422, "payload.transaction_ref", "T-88\n"),
+    ({**SALE, "transaction_ref": "T\x00"}, 422, "payload.transaction_ref", "T\x00"),
+    ({**SALE, "transaction_ref": "T\ud800"}, 422, "payload.transaction_ref", "T\ud800"),
+    ({**SALE, "transaction_ref": "T" * 257}, 422, "payload.transaction_ref", "T" * 257),
+    ({**SALE, "sku": "MILK\n"}, 422, "payload.sku", "MILK\n"),
+    ({**SALE, "occurred_at": "2026-12-01T09:00:00.000Z\n"}, 422, "occurred_at",
+     "2026-12-01T09:00:00.000Z\n"),
+    ({"event_type": "item_updated", "sku": "MILK", "shelf_life_days": 10**6}, 422,
+     "payload.shelf_life_days", 10**6),
+    ({"event_type": "transfer_in", "sku": "MILK", "quantity": 10**20, "source": "S-002",
+      "transfer_id": "TR-1", "causation_id": "S-002:1",
+      "lots": [{"lot": "L1", "expires_on": "2026-12-02", "quantity": 10**20}]}, 422,
+     "payload.quantity", 10**20),
+    ({"event_type": "counted", "items": [{"sku": "MILK", "lot": "L1",
+                                          "expires_on": None, "quantity": 10**30}]},
+     422, "payload.items[0].quantity", 10**30),
 ])
 def test_refusals_name_the_field_and_value_and_record_nothing(server, agent, body, status,
                                                               field, value):
@@ -136,15 +165,41 @@ def test_refusals_name_the_field_and_value_and_record_nothing(server, agent, bod
 
 @pytest.mark.parametrize(("raw", "headers", "status", "field"), [
     (b'{"event_type": "sold", ', {}, 400, "body"),
-    (b'{"quantity": NaN}', {}, 400, "body"),
     (b"\xff\xfe", {}, 400, "body"),
     (json.dumps(SALE).encode(), {"Content-Type": "text/plain"}, 415, "Content-Type"),
     (json.dumps(SALE).encode(), {"Content-Length": "2000000"}, 413, "Content-Length"),
+    (b" " * (MAX_EVENT_BYTES + 1), {}, 413, "Content-Length"),
 ])
 def test_unreadable_bodies_are_refused(server, agent, raw, headers, status, field):
     got_status, error = call(server, "POST", "/events", raw=raw, headers=headers)
     assert (got_status, error["field"]) == (status, field), error
     assert agent.db.outbox_depth() == 0
+
+
+def test_a_huge_receipt_is_refused_and_the_sku_still_sells(server, agent):
+    status, error = call(server, "POST", "/events", {
+        "event_type": "received", "sku": "MILK", "quantity": 2**63 - 1, "lot": "L1",
+        "expires_on": "2026-12-09", "supplier_ref": "PO-1", "unit_cost": 0.5})
+    assert (status, error["field"]) == (422, "payload.quantity"), error
+    assert "payload.quantity" in error["error"] and agent.db.outbox_depth() == 0
+    status, event = call(server, "POST", "/events", SALE)
+    assert status == 201, event
+    assert event["payload"]["stock_before"] == 0 and event["seq"] == 1
+
+
+def test_receipts_cannot_push_on_hand_beyond_max_stock(server, agent):
+    """Each receipt is within bounds; the agent's own sum would not be."""
+    for lot in range(MAX_STOCK // MAX_QUANTITY):  # quicker through the Python API
+        agent.receive("MILK", MAX_QUANTITY, lot=f"L{lot}", expires_on="2026-12-09",
+                      supplier_ref="PO-1", unit_cost=0.5)
+    status, error = call(server, "POST", "/events", {
+        "event_type": "received", "sku": "MILK", "quantity": 1, "lot": "L-MORE",
+        "expires_on": "2026-12-09", "supplier_ref": "PO-1", "unit_cost": 0.5})
+    assert (status, error["field"], error["value"]) == (422, "payload.quantity", 1), error
+    assert "beyond" in error["error"] and f"{MAX_STOCK:,}" in error["error"]
+    assert call(server, "GET", "/stock?sku=MILK")[1]["stock"][0]["on_hand"] == MAX_STOCK
+    status, event = call(server, "POST", "/events", SALE)
+    assert status == 201 and event["payload"]["stock_before"] == MAX_STOCK
 
 
 def test_unknown_paths_methods_and_query_parameters(server):
@@ -190,6 +245,34 @@ def test_concurrent_tills_each_get_their_own_seq(server, agent):
     assert sorted(results) == list(range(2, 42))
     assert call(server, "GET", "/stock?sku=MILK")[1]["stock"][0]["on_hand"] == 60
     assert call(server, "GET", "/health")[1]["outbox_depth"] == 41
+
+
+def test_a_refusal_among_tills_recording_at_once_costs_only_itself(server, agent):
+    """Tills recording together share commits; a refused request rolls back alone."""
+    receive(server, "MILK", 1000, "L1", "2026-12-02")
+    answers: list[tuple[str, int, Any]] = []
+
+    def till(n: int) -> None:
+        for i in range(20):
+            good = (n + i) % 3 != 0
+            body = ({**SALE, "quantity": 1, "transaction_ref": f"T{n}-{i}"} if good
+                    else {"event_type": "item_updated", "sku": "MILK"})  # no field: refused
+            status, answer = call(server, "POST", "/events", body)
+            answers.append(("good" if good else "bad", status, answer))
+
+    threads = [threading.Thread(target=till, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    good = [a for kind, _, a in answers if kind == "good"]
+    assert {s for kind, s, _ in answers if kind == "good"} == {201}
+    assert {(s, a["field"]) for kind, s, a in answers if kind == "bad"} == {(422, "payload")}
+    assert sorted(e["seq"] for e in good) == list(range(2, 2 + len(good)))
+    assert agent.outbox_depth() == 1 + len(good) == agent.last_seq
+    assert agent.on_hand("MILK") == 1000 - len(good)
+    commits, events = agent.commit_stats
+    assert events == 1 + len(good) and 1 <= commits <= events
 
 
 def test_a_warehouse_lists_its_transfer_orders_and_ships_one_over_http(server, agent):
