@@ -9,6 +9,10 @@ the result. ``redrive`` also takes plain event objects, one per line.
 Redriven events go back the way an agent's do: MQTT QoS 2 to the region's broker on the
 location's ``events`` topic, so ingest validates, deduplicates and lands them like any
 other (one whose ``(location_id, seq)`` was already landed is dropped as a duplicate).
+The exception is an event the *stream* refused (``source = "stream"``): ingest landed
+that seq once and would drop the correction as a duplicate, so it is written straight
+into the region's landing folder, and the stream applies it once (it keeps such seqs
+open for a correction).
 Nothing is sent unless every line passes the event contract: the first bad line is named
 with its field and value, and the command exits with status 2.
 """
@@ -215,6 +219,47 @@ def parse_fixed(lines: Iterable[str], *, region: str | None = None,
     return out
 
 
+def stream_refused(root: str | os.PathLike[str] | None) -> set[str]:
+    """Event ids the stream dead-lettered (ingest had landed them)."""
+    from lakehouse.readers import read_table
+
+    dead = read_table("silver", "dead_letters", root, columns=["source", "raw"])
+    out: set[str] = set()
+    if dead is None:
+        return out
+    for source, raw in zip(dead["source"], dead["raw"], strict=True):
+        if source != "stream" or raw is None:
+            continue
+        try:
+            event = json.loads(bytes(raw))
+        except ValueError:
+            continue
+        if isinstance(event, dict) and isinstance(event.get("event_id"), str):
+            out.add(event["event_id"])
+    return out
+
+
+def land(redrives: Sequence[Redrive], root: str | os.PathLike[str] | None, *,
+         out: TextIO | None = None) -> int:
+    """Write corrections of stream-refused events into their region's landing folder
+    (fsynced and renamed, as ingest lands); returns how many."""
+    from ingest.landing import LandedRecord, LandingWriter, now_ts
+    from lakehouse.paths import landing_dir
+
+    out = out or sys.stdout
+    by_region: dict[str, list[Redrive]] = {}
+    for r in redrives:
+        by_region.setdefault(r.region, []).append(r)
+    for region, items in by_region.items():
+        writer = LandingWriter(landing_dir(region, root), f"redrive-{uuid.uuid4().hex[:6]}")
+        _, path = writer.write([LandedRecord("event", r.topic, region, now_ts(),
+                                             encode_event(r.event)) for r in items])
+        for r in items:
+            print(f"line {r.line}: {r.event['event_id']} ({r.event['event_type']}) -> "
+                  f"{path} (the stream refused it before; landed directly)", file=out)
+    return len(redrives)
+
+
 def publish(redrives: Sequence[Redrive], *, host: str, ports: Mapping[str, int],
             logins: Mapping[str, tuple[str, str]] | None = None, timeout: float = 15.0,
             out: TextIO | None = None) -> int:
@@ -389,11 +434,18 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     except argparse.ArgumentTypeError as exc:
         print(f"redrive: {exc}; nothing was sent", file=sys.stderr)
         return EXIT_INVALID
+    refused = stream_refused(args.lakehouse)
+    direct = [r for r in redrives if r.event["event_id"] in refused]
+    redrives = [r for r in redrives if r.event["event_id"] not in refused]
+    if direct:
+        land(direct, args.lakehouse)
     try:
-        sent = publish(redrives, host=args.host, ports=ports, logins=logins)
+        sent = publish(redrives, host=args.host, ports=ports, logins=logins) \
+            if redrives else 0
     except ConnectionError as exc:
         print(f"redrive: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     print(f"redrive: {sent} event(s) re-published; ingest validates and lands them "
-          "(a (location, seq) already landed is dropped as a duplicate)")
+          "(a (location, seq) already landed is dropped as a duplicate)"
+          + (f"; {len(direct)} the stream had refused landed directly" if direct else ""))
     return 0

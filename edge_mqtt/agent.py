@@ -204,7 +204,8 @@ class StoreAgent:
 
     def _ship(self, sku: str, quantity: int, *, destination: str, transfer_id: str,
               transit_hours: float, lot: str | None, occurred_at: str | None,
-              order_id: str | None = None) -> dict[str, Any]:
+              order_id: str | None = None, recorded_by: str | None = None
+              ) -> dict[str, Any]:
         def make() -> tuple[dict[str, Any], Applier]:
             before = self._stock_before(sku)
             check_on_hand(sku, before, _negated(quantity), "payload.quantity", quantity)
@@ -214,6 +215,8 @@ class StoreAgent:
                        "transfer_id": transfer_id,
                        "expected_transit_hours": transit_hours,
                        "lots": lots, "stock_before": before}
+            if recorded_by is not None:
+                payload["recorded_by"] = recorded_by
             move = self._move(sku, lots, -1)
 
             def apply() -> None:
@@ -261,9 +264,10 @@ class StoreAgent:
         return self._record("wasted", make, occurred_at=occurred_at)
 
     def adjust(self, sku: str, *, lot: str, counted_quantity: int,
-               expires_on: str | None = None, occurred_at: str | None = None
-               ) -> dict[str, Any]:
-        """Correct one lot to what was counted; points at the last full count if any."""
+               expires_on: str | None = None, occurred_at: str | None = None,
+               recorded_by: str | None = None) -> dict[str, Any]:
+        """Correct one lot to what was counted; points at the last full count if any.
+        ``recorded_by`` is the operator the caller authenticated (HTTP login, OS user)."""
         def make() -> tuple[dict[str, Any], Applier]:
             known = self.db.cohort(sku, lot) if isinstance(lot, str) else None
             system = known["quantity"] if known else 0
@@ -280,6 +284,8 @@ class StoreAgent:
             payload = {"sku": sku, "lot": lot, "expires_on": expiry,
                        "counted_quantity": counted_quantity, "system_quantity": system,
                        "delta": delta, "stock_before": before}
+            if recorded_by is not None:
+                payload["recorded_by"] = recorded_by
             return payload, lambda: self.db.add_to_cohort(sku, lot, expiry, delta)
         return self._record("adjusted", make,
                             causation_id=lambda: self.db.get_meta("last_count_id"),
@@ -325,8 +331,8 @@ class StoreAgent:
         with self._lock:
             return self.db.orders(status)
 
-    def dispatch_order(self, order_id: str, *, occurred_at: str | None = None
-                       ) -> dict[str, Any]:
+    def dispatch_order(self, order_id: str, *, occurred_at: str | None = None,
+                       recorded_by: str | None = None) -> dict[str, Any]:
         """Ship a pending order: a ``transfer_out`` of its lot whose ``transfer_id`` is the
         order id, so the lakehouse can tell the order is on its way. The lot must still
         hold the ordered quantity; a short lot is refused with what it holds."""
@@ -342,7 +348,8 @@ class StoreAgent:
         return self._ship(order["sku"], order["quantity"],
                           destination=order["destination"], transfer_id=order_id,
                           transit_hours=order["transit_hours"], lot=order["lot"],
-                          occurred_at=occurred_at, order_id=order_id)
+                          occurred_at=occurred_at, order_id=order_id,
+                          recorded_by=recorded_by)
 
     def _stock_before(self, sku: Any) -> int:
         return self.db.on_hand(sku) if isinstance(sku, str) else 0

@@ -132,6 +132,24 @@ def add_agent_commands(subparsers: argparse._SubParsersAction) -> None:
     _agent_opts(p)
     p.set_defaults(fn=run_agent_command, agent_fn=cmd_ship)
 
+    p = sub.add_parser("operators", help="who may adjust stock or ship orders over HTTP")
+    ops = p.add_subparsers(dest="operators_command", required=True)
+    q = ops.add_parser("add", help="add an operator (password read from the terminal)")
+    q.add_argument("name")
+    q.add_argument("--password-stdin", action="store_true",
+                   help="read the password from standard input (for scripts)")
+    q.add_argument("--reset", action="store_true", help="give an existing operator a new "
+                   "password")
+    _agent_opts(q, json_flag=False)
+    q.set_defaults(fn=run_agent_command, agent_fn=cmd_operators_add)
+    q = ops.add_parser("list", help="operator names")
+    _agent_opts(q, json_flag=False)
+    q.set_defaults(fn=run_agent_command, agent_fn=cmd_operators_list)
+    q = ops.add_parser("remove", help="remove an operator")
+    q.add_argument("name")
+    _agent_opts(q, json_flag=False)
+    q.set_defaults(fn=run_agent_command, agent_fn=cmd_operators_remove)
+
     p = sub.add_parser("serve", help="HTTP API for POS/WMS plus the publisher to the broker")
     _agent_opts(p, json_flag=False)
     _env_opt(p, "--host", "SHELFLIFE_AGENT_HOST", "127.0.0.1", "HTTP listen address")
@@ -177,7 +195,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         flags = ", ".join(RECORD_OPTIONS[k][0] for k in RECORD_OPTIONS if k in allowed)
         raise ContractError(RECORD_OPTIONS[key][0], request[key],
                             f"does not apply to {args.event_type} (its options: {flags})")
-    _, event = _with_agent(args, lambda a: record(a, request))
+    _, event = _with_agent(args, lambda a: record(a, request, recorded_by=os_operator()))
     if args.json:
         print(json.dumps(event))
     else:
@@ -233,8 +251,72 @@ def cmd_orders(args: argparse.Namespace) -> int:
 
 
 def cmd_ship(args: argparse.Namespace) -> int:
-    _, event = _with_agent(args, lambda a: a.dispatch_order(args.order_id))
+    _, event = _with_agent(args, lambda a: a.dispatch_order(args.order_id,
+                                                            recorded_by=os_operator()))
     print(json.dumps(event) if args.json else _describe(event))
+    return 0
+
+
+def os_operator() -> str:
+    """Who runs a CLI operator action: the OS login that owns the agent's database (it
+    authenticated to the machine already; anyone who can write the file could bypass any
+    password), made safe for the contract's id format."""
+    import getpass
+    import re
+
+    try:
+        name = getpass.getuser()
+    except (OSError, KeyError):
+        name = f"uid{os.getuid()}"
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:64]
+    return name if name[:1].isalnum() else f"u{name}"[:64]
+
+
+def _operators(args: argparse.Namespace):  # -> Operators
+    from .operators import Operators
+
+    if not Path(args.db).is_file():
+        raise ContractError("db", args.db, "no agent database there")
+    return Operators(args.db)
+
+
+def cmd_operators_add(args: argparse.Namespace) -> int:
+    import getpass
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            raise ContractError("password", "(hidden)", "the two entries differ")
+    ops = _operators(args)
+    try:
+        ops.add(args.name, password, reset=args.reset)
+    finally:
+        ops.close()
+    print(f"operator {args.name} {'reset' if args.reset else 'added'}")
+    return 0
+
+
+def cmd_operators_list(args: argparse.Namespace) -> int:
+    ops = _operators(args)
+    try:
+        names = ops.names()
+    finally:
+        ops.close()
+    print("\n".join(names) if names else "no operators yet: shelflife agent operators add NAME")
+    return 0
+
+
+def cmd_operators_remove(args: argparse.Namespace) -> int:
+    ops = _operators(args)
+    try:
+        removed = ops.remove(args.name)
+    finally:
+        ops.close()
+    if not removed:
+        raise ContractError("operator", args.name, "no such operator")
+    print(f"operator {args.name} removed")
     return 0
 
 

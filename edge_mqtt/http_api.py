@@ -11,6 +11,12 @@
 ``POST /orders/{order_id}/dispatch``  (no body) -> 201 with the ``transfer_out`` event;
                   422 when the order is unknown, already shipped or cancelled, or its lot
                   no longer holds the quantity.
+
+Operator actions (an ``adjusted`` event, shipping an order) need HTTP Basic credentials
+of an operator (:mod:`edge_mqtt.operators`, ``shelflife agent operators add``): 401 with
+``WWW-Authenticate`` without them or with a wrong password, and nothing is recorded; the
+event's ``recorded_by`` is the operator. Sales, receipts, waste and counts from tills need
+no login: the API listens on loopback unless told otherwise.
 ``GET /health``   -> 200 ``{"location_id", "region", "online", "last_seq", "acked_seq",
                   "outbox_depth", "agent_version"}``, plus ``"refused_messages": {"ack",
                   "order"}`` when served next to the publisher.
@@ -31,6 +37,8 @@ the commit holding the event has returned (fsynced, with ``synchronous=FULL``).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import math
@@ -44,7 +52,8 @@ from urllib.parse import parse_qs, urlsplit
 from lakehouse.contract import MAX_EVENT_BYTES, ContractError, check_id
 
 from .agent import AGENT_VERSION, StoreAgent
-from .recording import record
+from .operators import Operators
+from .recording import OPERATOR_ACTIONS, record
 from .store import ORDER_STATUSES
 
 if TYPE_CHECKING:
@@ -70,6 +79,7 @@ class AgentHTTPServer(ThreadingHTTPServer):
         self.agent = agent
         self.publisher = publisher
         self.max_body = max_body
+        self.operators = Operators(agent.db.path)
         # No lock here: the agent guards its connection itself, and requests recording at
         # the same moment must reach it together to share one commit (group commit).
         self._thread: threading.Thread | None = None
@@ -92,6 +102,7 @@ class AgentHTTPServer(ThreadingHTTPServer):
             self._thread.join(timeout=5)
             self._thread = None
         self.server_close()
+        self.operators.close()
 
 
 def serve_agent(agent: StoreAgent, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
@@ -165,7 +176,13 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         parts = path.strip("/").split("/")
         if len(parts) == 3 and parts[0] == "orders" and parts[2] == "dispatch":
-            self._record("dispatch", lambda: self.server.agent.dispatch_order(parts[1]))
+            try:
+                who = self._operator()
+            except _Refused as exc:
+                self._refuse(exc)
+                return
+            self._record("dispatch", lambda: self.server.agent.dispatch_order(
+                parts[1], recorded_by=who))
             return
         if path != "/events":
             if path in ("/stock", "/health", "/orders"):
@@ -176,10 +193,37 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             request = self._read_json()
+            who = (self._operator() if isinstance(request, dict)
+                   and request.get("event_type") in OPERATOR_ACTIONS else None)
         except _Refused as exc:
             self._refuse(exc)
             return
-        self._record("recording", lambda: record(self.server.agent, request))
+        self._record("recording", lambda: record(self.server.agent, request,
+                                                 recorded_by=who))
+
+    def _operator(self) -> str:
+        """The operator named by valid HTTP Basic credentials, else a 401 refusal."""
+        header = self.headers.get("Authorization") or ""
+        scheme, _, token = header.partition(" ")
+        name = password = None
+        if scheme.lower() == "basic" and token:
+            try:
+                name, sep, password = base64.b64decode(token.strip(), validate=True) \
+                    .decode("utf-8").partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                name = sep = None
+            if not sep:
+                name = None
+        if not name or password is None:
+            raise _Refused(HTTPStatus.UNAUTHORIZED, "authorization", None,
+                           "an operator login is needed (HTTP Basic; shelflife agent "
+                           "operators add NAME)")
+        if not self.server.operators.verify(name, password):
+            log.warning("%s: refused operator login %r from %s",
+                        self.server.agent.location_id, name, self.address_string())
+            raise _Refused(HTTPStatus.UNAUTHORIZED, "authorization", name,
+                           "unknown operator or wrong password")
+        return name
 
     def _record(self, what: str, action: Callable[[], dict[str, Any]]) -> None:
         """Run one recording: 201 with the event once committed, or the refusal."""
@@ -280,6 +324,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         if allow:
             self.send_header("Allow", allow)
+        if status == HTTPStatus.UNAUTHORIZED:
+            self.send_header("WWW-Authenticate", 'Basic realm="shelflife-agent"')
         self.end_headers()
         self.wfile.write(data)
 

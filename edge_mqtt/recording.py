@@ -109,7 +109,16 @@ def parse_request(request: Any) -> tuple[RequestShape, dict[str, Any]]:
     return shape, kwargs
 
 
-def record(agent: StoreAgent, request: Any) -> dict[str, Any]:
-    """Record one request as an event; returns the event as it entered the outbox."""
+OPERATOR_ACTIONS = frozenset({"adjusted"})
+"""Request types that change the books by a person's word rather than a till's: they
+need an authenticated operator, whose name the event records (``recorded_by``)."""
+
+
+def record(agent: StoreAgent, request: Any, *, recorded_by: str | None = None
+           ) -> dict[str, Any]:
+    """Record one request as an event; returns the event as it entered the outbox.
+    ``recorded_by`` (the authenticated operator) is added to operator actions only."""
     shape, kwargs = parse_request(request)
+    if recorded_by is not None and request.get("event_type") in OPERATOR_ACTIONS:
+        kwargs["recorded_by"] = recorded_by
     return getattr(agent, shape.method)(**kwargs)

@@ -17,6 +17,10 @@ Decisions recorded here because DESIGN.md is silent on them:
 * ``wasted`` and ``adjusted`` may also carry the lot's ``expires_on`` (the agent fills
   it in); the lakehouse keys cohorts by ``(location, sku, lot)``.
 * ``transfer_in`` must name its ``transfer_out`` in ``causation_id``.
+* ``adjusted`` and ``transfer_out`` may carry ``recorded_by``: the operator the agent
+  authenticated for it (an HTTP login, or the OS user of a CLI call), never a name typed
+  into the request. Silver tables made before the field existed keep their payload
+  columns and leave it out.
 """
 
 from __future__ import annotations
@@ -154,6 +158,7 @@ PAYLOAD_FIELDS: dict[str, FieldSpec] = {
         FieldSpec("shelf_life_days", "days"),
         FieldSpec("min_sellable_days", "days"),
         FieldSpec("stock_before", "stock"),
+        FieldSpec("recorded_by", "id"),
     )
 }
 
@@ -173,7 +178,8 @@ _REQ: dict[str, tuple[str, ...]] = {
 }
 _OPT: dict[str, tuple[str, ...]] = {
     "wasted": ("expires_on",),
-    "adjusted": ("expires_on",),
+    "adjusted": ("expires_on", "recorded_by"),
+    "transfer_out": ("recorded_by",),
     "item_updated": ("description", "category", "price", "shelf_life_days",
                      "min_sellable_days"),
 }

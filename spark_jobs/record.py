@@ -177,6 +177,13 @@ class RecordWriter:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, final)
+        # The rename must be durable before gold moves past this batch: otherwise a power
+        # cut could leave gold holding events that bronze and silver never get.
+        fd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def pending(self) -> list[Path]:
         return sorted(self.dir.glob("*.jsonl"))

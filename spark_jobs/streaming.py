@@ -176,6 +176,7 @@ class RegionStream:
         self._status_lock = threading.Lock()
         self.last_batch: dict[str, object] = {}
         self.query: StreamingQuery | None = None
+        self._stopped = False
 
     def _app_id(self) -> str:
         """Idempotent-write id tied to this checkpoint: a new checkpoint gets a new id."""
@@ -589,7 +590,10 @@ class RegionStream:
 
     def stop(self, *, failed: bool = False) -> None:
         """Stop the query, then write what is still spilled or derived (not the derived
-        tables after a failed batch: the state may hold half of it)."""
+        tables after a failed batch: the state may hold half of it). Once only."""
+        if self._stopped:
+            return
+        self._stopped = True
         if self.query is not None:
             self.query.stop()
         self.record.stop()
@@ -681,34 +685,59 @@ RESTART_BACKOFF_S = (0.0, 5.0, 15.0, 60.0)
 ten minutes: a disk that is full stays visible in the log instead of spinning."""
 
 
+@dataclass
+class _Restart:
+    failures: list[float]
+    next_at: float = 0.0
+    pending: bool = False
+
+
 def restart_region(spark: SparkSession, failed: RegionStream, config: StreamConfig,
-                   failures: dict[str, list[float]]) -> RegionStream:
-    """Start a failed region again from its checkpoint and gold, leaving the others alone.
+                   restarts: dict[str, _Restart]) -> RegionStream:
+    """Start a failed region again from its checkpoint and state save, leaving the
+    others alone; returns the new stream, or ``failed`` while it waits or cannot start.
 
     A query fails on what is not an event's fault (a disk, a commit, a Spark error): the
-    events themselves are isolated in ``state.apply``. The region's state is rebuilt from
-    gold as after a crash, and the failed batch is replayed.
+    events themselves are isolated in ``state.apply``. The first call stops the failed
+    query and sets when to try; later calls (the runner's loop, once a second) start it
+    when that time comes, and back off again if the start itself fails.
     """
     region = failed.region
-    error = failed.query.exception() if failed.query is not None else None
     now = time.monotonic()
-    recent = [t for t in failures.get(region, []) if now - t < 600.0] + [now]
-    failures[region] = recent
-    wait = RESTART_BACKOFF_S[min(len(recent), len(RESTART_BACKOFF_S)) - 1]
-    log.error("region %s query failed (%d in 10 min); restarting in %.0f s: %s",
-              region, len(recent), wait, error)
-    print(f"stream {region}: query failed, restarting in {wait:.0f}s: "
-          f"{str(error).splitlines()[0] if error else '?'}", flush=True)
-    METRICS.restarts.labels(region=region).inc()
+    r = restarts.setdefault(region, _Restart([]))
+    if not r.pending:
+        error = failed.query.exception() if failed.query is not None else None
+        r.failures = [t for t in r.failures if now - t < 600.0] + [now]
+        wait = RESTART_BACKOFF_S[min(len(r.failures), len(RESTART_BACKOFF_S)) - 1]
+        r.next_at, r.pending = now + wait, True
+        first = str(error).strip().splitlines()[0] if error else "?"
+        log.error("region %s query failed (%d in 10 min); restarting in %.0f s: %s",
+                  region, len(r.failures), wait, error)
+        print(f"stream {region}: query failed, restarting in {wait:.0f}s: {first}",
+              flush=True)
+        METRICS.restarts.labels(region=region).inc()
+        try:
+            failed.stop(failed=True)
+        except Exception:  # noqa: BLE001 - the restart below is what matters
+            log.exception("region %s: stopping the failed query", region)
+    if now < r.next_at:
+        return failed
     try:
-        failed.stop(failed=True)
-    except Exception:  # noqa: BLE001 - the restart below is what matters
-        log.exception("region %s: stopping the failed query", region)
-    time.sleep(wait)
-    stream = RegionStream(spark, region, config)
-    stream.start()
+        stream = RegionStream(spark, region, config)
+        stream.start()
+    except Exception as exc:  # noqa: BLE001 - try again later; the others go on
+        r.failures = [t for t in r.failures if now - t < 600.0] + [now]
+        wait = RESTART_BACKOFF_S[min(len(r.failures), len(RESTART_BACKOFF_S)) - 1]
+        r.next_at = now + max(wait, 5.0)
+        log.exception("region %s could not start again; next try in %.0f s", region,
+                      r.next_at - now)
+        print(f"stream {region}: could not start again ({exc!r}); next try in "
+              f"{r.next_at - now:.0f}s", flush=True)
+        return failed
     stream.record.start()
     stream.derived.start()
+    r.pending = False
+    print(f"stream {region}: running again", flush=True)
     return stream
 
 
@@ -738,7 +767,7 @@ def run_streams(regions: list[str], config: StreamConfig, *,
     streams = start_streams(spark, regions, config)
     serve_stream_metrics(regions, config.lakehouse, metrics_port, host=metrics_host)
     stop = stop or threading.Event()
-    failures: dict[str, list[float]] = {}
+    restarts: dict[str, _Restart] = {}
     try:
         last = last_vacuum = time.monotonic()
         while not stop.wait(1.0):
@@ -747,8 +776,8 @@ def run_streams(regions: list[str], config: StreamConfig, *,
                 compact_record(spark, lakehouse_root(config.lakehouse))
                 vacuum_gold(lakehouse_root(config.lakehouse))
             for i, s in enumerate(streams):
-                if s.query is not None and s.query.exception() is not None:
-                    streams[i] = restart_region(spark, s, config, failures)
+                if s.query is None or s.query.exception() is not None:
+                    streams[i] = restart_region(spark, s, config, restarts)
             if time.monotonic() - last >= 10:
                 last = time.monotonic()
                 for s in streams:

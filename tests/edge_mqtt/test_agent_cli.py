@@ -249,3 +249,29 @@ def test_a_warehouse_lists_and_ships_its_transfer_orders_from_a_shell(tmp_path):
                                   location=None).stdout)
     assert [o["event_id"] for o in listed["orders"]] == [shipped["event_id"]]
     assert outbox_seqs(db) == [1, 2]
+
+
+def test_operators_from_a_shell_and_cli_actions_record_the_os_user(tmp_path):
+    import getpass
+
+    db = tmp_path / "store.sqlite"
+    assert agent_cli("record", "received", "--sku", "MILK", "--qty", "5", "--lot", "L1",
+                     "--expires-on", "2026-12-20", "--supplier-ref", "PO-1",
+                     "--unit-cost", "0.8", db=db, env={"SHELFLIFE_REGION": "east"}
+                     ).returncode == 0
+    listed = agent_cli("operators", "list", db=db)
+    assert "no operators yet" in listed.stdout
+    short = subprocess.run([sys.executable, "-m", "apps.cli", "agent", "operators", "add",
+                            "ana", "--password-stdin", "--db", str(db)], input="short\n",
+                           capture_output=True, text=True, timeout=60)
+    assert short.returncode == 2 and "at least 12" in short.stderr
+    added = subprocess.run([sys.executable, "-m", "apps.cli", "agent", "operators", "add",
+                            "ana", "--password-stdin", "--db", str(db)],
+                           input="a long enough secret\n", capture_output=True, text=True,
+                           timeout=60)
+    assert added.returncode == 0, added.stderr
+    assert agent_cli("operators", "list", db=db).stdout.split() == ["ana"]
+    adjusted = agent_cli("record", "adjusted", "--sku", "MILK", "--lot", "L1",
+                         "--counted", "4", "--json", db=db)
+    assert adjusted.returncode == 0, adjusted.stderr
+    assert json.loads(adjusted.stdout)["payload"]["recorded_by"] == getpass.getuser()

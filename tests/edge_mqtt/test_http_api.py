@@ -3,6 +3,7 @@ and value named, and never reach the outbox."""
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import threading
@@ -12,6 +13,7 @@ import pytest
 
 from edge_mqtt.agent import StoreAgent
 from edge_mqtt.http_api import serve_agent
+from edge_mqtt.operators import Operators
 from edge_mqtt.recording import REQUEST_SHAPES
 from lakehouse.contract import (
     EVENT_TYPES,
@@ -19,6 +21,7 @@ from lakehouse.contract import (
     MAX_QUANTITY,
     MAX_STOCK,
     UNALLOCATED_LOT,
+    ContractError,
     decode_event,
 )
 
@@ -51,6 +54,61 @@ def call(server, method: str, path: str, body: Any = None, *, raw: bytes | None 
         return resp.status, json.loads(resp.read())
     finally:
         conn.close()
+
+
+PASSWORD = "correct horse battery"
+
+
+def login(agent, name: str, password: str = PASSWORD) -> dict[str, str]:
+    """An operator of ``agent`` (added once) and the Basic header that proves it."""
+    ops = Operators(agent.db.path)
+    try:
+        if name not in ops.names():
+            ops.add(name, PASSWORD)
+    finally:
+        ops.close()
+    token = base64.b64encode(f"{name}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def test_an_adjustment_needs_an_operator_and_records_who(server, agent):
+    receive(server, "MILK", 10, "L1", "2026-12-02")
+    body = {"event_type": "adjusted", "sku": "MILK", "lot": "L1", "counted_quantity": 7}
+    status, error = call(server, "POST", "/events", body)
+    assert (status, error["field"]) == (401, "authorization")
+    status, error = call(server, "POST", "/events", body,
+                         headers=login(agent, "ana", "not the password"))
+    assert (status, error["value"]) == (401, "ana")
+    status, error = call(server, "POST", "/events", body,
+                         headers={"Authorization": "Basic !!!"})
+    assert status == 401
+    assert agent.on_hand("MILK") == 10 and agent.last_seq == 1, "nothing was recorded"
+    status, error = call(server, "POST", "/events", {**body, "recorded_by": "mallory"},
+                         headers=login(agent, "ana"))
+    assert (status, error["field"]) == (422, "recorded_by"), "the name comes from the login"
+    status, event = call(server, "POST", "/events", body, headers=login(agent, "ana"))
+    assert status == 201, event
+    assert event["payload"]["recorded_by"] == "ana" and agent.on_hand("MILK") == 7
+    # A till's sale needs no login.
+    status, _ = call(server, "POST", "/events", {"event_type": "sold", "sku": "MILK",
+                                                 "quantity": 1, "unit_price": 1.0,
+                                                 "transaction_ref": "T-1"})
+    assert status == 201
+
+
+def test_operators_are_hashed_and_no_default_exists(agent):
+    ops = Operators(agent.db.path)
+    try:
+        assert ops.names() == []
+        with pytest.raises(ContractError, match="at least 12"):
+            ops.add("ana", "short")
+        ops.add("ana", PASSWORD)
+        assert ops.verify("ana", PASSWORD) and not ops.verify("ana", PASSWORD + "x")
+        assert not ops.verify("bob", PASSWORD)
+        stored = ops.conn.execute("SELECT hash FROM operators").fetchone()[0]
+        assert PASSWORD.encode() not in stored and len(stored) == 32
+    finally:
+        ops.close()
 
 
 def receive(server, sku: str, qty: int, lot: str, expires: str) -> dict[str, Any]:
@@ -283,11 +341,16 @@ def test_a_warehouse_lists_its_transfer_orders_and_ships_one_over_http(server, a
                         "approved_by": "ana", "approved_at": "2026-12-01T09:00:00.000Z"})
     status, body = call(server, "GET", "/orders?status=pending")
     assert status == 200 and [o["lot"] for o in body["orders"]] == ["L2"]
-    status, event = call(server, "POST", "/orders/597b07709accd33f/dispatch")
+    status, error = call(server, "POST", "/orders/597b07709accd33f/dispatch")
+    assert (status, error["field"]) == (401, "authorization"), "shipping needs a login"
+    status, event = call(server, "POST", "/orders/597b07709accd33f/dispatch",
+                         headers=login(agent, "wes"))
     assert status == 201, event
+    assert event["payload"]["recorded_by"] == "wes"
     assert event["payload"]["lots"] == [{"lot": "L2", "expires_on": "2026-12-09",
                                          "quantity": 3}]
-    status, error = call(server, "POST", "/orders/597b07709accd33f/dispatch")
+    status, error = call(server, "POST", "/orders/597b07709accd33f/dispatch",
+                         headers=login(agent, "wes"))
     assert (status, error["field"]) == (422, "order_id") and "dispatched" in error["error"]
     assert call(server, "GET", "/orders?status=pending")[1]["orders"] == []
     status, error = call(server, "GET", "/orders?status=lost")

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from apps import cli
 from ingest.landing import LandedRecord, LandingWriter, now_ts
 from lakehouse.contract import REGIONS, build_event, encode_event, topic
 from lakehouse.paths import landing_dir
@@ -137,10 +138,15 @@ def test_poison_events_are_dead_lettered_and_every_region_carries_on(
         assert list(east_gap.first_missing) == [6]
         assert list(east_gap.missing_count) == [10**12 - 6]
 
-        # The corrected event for seq 2, re-driven: applied once, its review item closed.
+        # The corrected event for seq 2, re-driven twice with the CLI (ingest had landed
+        # the seq, so it goes straight to the landing zone): applied once, item closed.
         _, _, fixed = stores["east"]
-        _land(root, "east", "E-POISON", [fixed])
-        _land(root, "east", "E-POISON", [fixed])
+        fix = tmp_path / "fix.jsonl"
+        fix.write_text(json.dumps({"region": "east", "event": fixed}) + "\n")
+        ports = ",".join(f"{r}={p}" for r, p in region_ports.items())
+        for _ in range(2):
+            assert cli.main(["deadletters", "redrive", "--file", str(fix), "--lakehouse",
+                             str(root), "--broker-ports", ports]) == 0
         drain(streams)
         silver = read(root, "silver", "events")
         assert (silver.event_id == "E-POISON:2").sum() == 1
