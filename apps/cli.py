@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from apps.auth.cli import add_user_commands
 from apps.batch import add_batch_commands
 from apps.deadletters import add_deadletter_commands, parse_ports
 from apps.review import add_review_commands
@@ -258,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_deadletter_commands(sub, _add)
     add_batch_commands(sub, _add)
     add_review_commands(sub, _add)
+    add_user_commands(sub, _add)
     add_agent_commands(sub)
     return parser
 
