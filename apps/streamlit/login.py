@@ -6,8 +6,9 @@ the file in place (not atomically, not under our lock) on every login to keep it
 counters, and the CLI owns that file. The re-login cookie is signed with a random key
 kept next to the users file (mode 0600, :meth:`UsersFile.cookie_key`); ``shelflife users
 remove`` and ``add --reset`` replace that key, which signs every browser out. A session
-that is already open is checked against the file on every rerun, so a removed user or a
-changed password ends it too.
+that is already open is checked against the file each time the whole page runs (the live
+fragment's own reruns skip this) and at each decision (:func:`decider`), so a removed user
+or a changed password ends it.
 """
 
 from __future__ import annotations
