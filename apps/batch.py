@@ -3,8 +3,9 @@ jobs, their approvals, and the reference tables they read, from a shell.
 
 ``batch forecasts|accuracy|transfers|reorders|all`` runs a job once and prints its
 progress; ``batch schedule`` runs them on a timer (the demo does). ``transfers list``
-shows what is proposed; ``approve``/``reject`` record who decided (appended to silver
-``transfer_decisions``; nothing is edited in place). ``reference`` edits the transit
+shows what is proposed; ``approve``/``reject`` log the operator in (``--user`` and a
+password, see :mod:`apps.auth.cli`) and record that name as the decider (appended to
+silver ``transfer_decisions``; nothing is edited in place). ``reference`` edits the transit
 matrix, the sellable-life policy and location kinds.
 """
 
@@ -14,6 +15,9 @@ import argparse
 import csv
 import json
 from pathlib import Path
+
+from apps.auth.cli import add_operator_options, operator, refuse
+from apps.auth.exceptions import AuthError
 
 JOB_CHOICES = ("forecasts", "accuracy", "transfers", "reorders", "all")
 TRANSFER_STATUSES = ("proposed", "approved", "shipped", "arrived", "rejected")
@@ -91,12 +95,17 @@ def cmd_transfers_list(args: argparse.Namespace) -> int:
 def cmd_transfers_decide(args: argparse.Namespace) -> int:
     from spark_jobs.batch import record_decision
 
+    verb = "approve" if args.decision == "approved" else "reject"
     try:
-        record_decision(args.recommendation_id, args.decision, args.by, note=args.note,
+        user = operator(args, f"{verb} transfers")
+    except AuthError as exc:
+        return refuse(exc)
+    try:
+        record_decision(args.recommendation_id, args.decision, user.name, note=args.note,
                         root=Path(args.lakehouse))
     except ValueError as exc:
         return _fail(str(exc))
-    print(f"{args.recommendation_id}: {args.decision} by {args.by}")
+    print(f"{args.recommendation_id}: {args.decision} by {user.name}")
     return 0
 
 
@@ -219,7 +228,7 @@ def add_batch_commands(sub: argparse._SubParsersAction, add_option) -> None:
         p = tsub.add_parser(verb, help=f"{verb} a recommendation")
         lakehouse(p)
         p.add_argument("recommendation_id")
-        p.add_argument("--by", required=True, help="who decides")
+        add_operator_options(p, add_option)
         p.add_argument("--note", default="", help="why")
         p.set_defaults(fn=cmd_transfers_decide, decision=decision)
     p = tsub.add_parser("dispatch", help="send approved transfers to the locations that "

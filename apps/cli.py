@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from apps.auth.cli import add_user_commands
 from apps.batch import add_batch_commands
 from apps.deadletters import add_deadletter_commands, parse_ports
 from apps.review import add_review_commands
@@ -171,14 +172,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from apps.streamlit.launch import run_dashboard
 
-    return run_dashboard(args.lakehouse, port=args.port)
+    return run_dashboard(args.lakehouse, port=args.port, users_file=args.users_file)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from apps.demo import run_demo
 
     return run_demo(lakehouse=args.lakehouse, data_dir=args.data_dir, port=args.port,
-                    stores=args.stores, events_per_s=args.events_per_s)
+                    stores=args.stores, events_per_s=args.events_per_s,
+                    users_file=args.users_file)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -248,16 +250,22 @@ def build_parser() -> argparse.ArgumentParser:
             p.set_defaults(fn=cmd_simulate)
         else:
             _add(p, "--port", "SHELFLIFE_DASHBOARD_PORT", 8501, "dashboard port", type=int)
+            _add(p, "--users-file", "SHELFLIFE_USERS_FILE", None,
+                 "operators file; the demo adds `demo` with a random password when it is "
+                 "empty (default <lakehouse>/_auth/users.yaml)")
             p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("dashboard", help="serve the Streamlit dashboard")
     _add(p, "--lakehouse", "SHELFLIFE_LAKEHOUSE", "./lakehouse", "lakehouse root folder")
     _add(p, "--port", "SHELFLIFE_DASHBOARD_PORT", 8501, "dashboard port", type=int)
+    _add(p, "--users-file", "SHELFLIFE_USERS_FILE", None,
+         "operators who may sign in (default <lakehouse>/_auth/users.yaml)")
     p.set_defaults(fn=cmd_dashboard)
 
     add_deadletter_commands(sub, _add)
     add_batch_commands(sub, _add)
     add_review_commands(sub, _add)
+    add_user_commands(sub, _add)
     add_agent_commands(sub)
     return parser
 

@@ -6,6 +6,10 @@ transfers and reorders every 5 minutes) -> approved transfers sent down to the s
 ship the transfers they are sent. Output of each process is prefixed with its name;
 Ctrl-C stops them all.
 
+No operator ships with Shelflife: on a lakehouse whose users file is empty the demo adds
+one approver, ``demo``, with a random password, and prints it once next to the dashboard
+URL (``shelflife users add NAME`` adds more; ``--reset`` replaces a forgotten password).
+
 The demo is also ingest's supervisor: ingest exits non-zero when it cannot land events
 for a while (``--give-up-after-s``), expecting a fresh process, so an ingest that exits is
 started again (and the demo says so); the broker's persistent session and the agents'
@@ -15,6 +19,7 @@ outboxes hold what it had not landed. Any other process exiting stops the demo.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -23,6 +28,7 @@ import threading
 import time
 from pathlib import Path
 
+from apps.auth.users import UsersFile, users_file_path
 from apps.streamlit.launch import dashboard_command
 
 COMPONENT_START_TIMEOUT_S = 60
@@ -32,6 +38,27 @@ RESTART_DELAY_S = 2.0
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 300.0
 """More than MAX_RESTARTS within this window is a crash loop: the demo stops instead."""
+
+
+DEMO_USER = "demo"
+
+
+def ensure_demo_user(users: UsersFile) -> str | None:
+    """Add the approver ``demo`` with a fresh random password when the file has no users;
+    that password (to print once), or None when operators exist already."""
+    if users.users():
+        return None
+    password = secrets.token_urlsafe(15)  # 20 characters, about 120 random bits
+    users.add(DEMO_USER, password, "approver")
+    return password
+
+
+def _login_banner(users: UsersFile, password: str | None) -> str:
+    if password is None:
+        return (f"  sign in as an operator from {users.path} (`shelflife users list`; "
+                "`shelflife users add NAME` for more)\n")
+    return (f"  sign in as {DEMO_USER} / {password}  (shown only now; it approves transfers "
+            f"from the CLI too: --user {DEMO_USER})\n  operators: {users.path}\n")
 
 
 def _pipe(name: str, proc: subprocess.Popen) -> None:
@@ -96,16 +123,19 @@ def supervise(procs: list[tuple[str, subprocess.Popen]], commands: dict[str, lis
 
 
 def run_demo(*, lakehouse: str, data_dir: str, port: int, stores: int,
-             events_per_s: float) -> int:
+             events_per_s: float, users_file: str | None = None) -> int:
     lake = str(Path(lakehouse).resolve())
     var = Path(data_dir).resolve()
-    env = {**os.environ, "SHELFLIFE_LAKEHOUSE": lake, "PYTHONUNBUFFERED": "1"}
+    users = UsersFile(users_file_path(users_file, lake))
+    password = ensure_demo_user(users)
+    env = {**os.environ, "SHELFLIFE_LAKEHOUSE": lake, "SHELFLIFE_USERS_FILE": str(users.path),
+           "PYTHONUNBUFFERED": "1"}
     cli = [sys.executable, "-m", "apps.cli"]
     plan = [
         ("broker", cli + ["broker", "--data-dir", str(var / "brokers")]),
         ("ingest", cli + ["ingest", "--lakehouse", lake]),
         ("stream", cli + ["stream", "--lakehouse", lake]),
-        ("dashboard", dashboard_command(lake, port)),
+        ("dashboard", dashboard_command(lake, port, str(users.path))),
         ("batch", cli + ["batch", "schedule", "--lakehouse", lake]),
         ("orders", cli + ["transfers", "dispatch", "--lakehouse", lake]),
         ("fleet", cli + ["simulate", "--stores", str(stores), "--events-per-s",
@@ -122,7 +152,8 @@ def run_demo(*, lakehouse: str, data_dir: str, port: int, stores: int,
                 print("demo: brokers did not start; see [broker] lines above", flush=True)
                 return 1
         print(f"\n  Shelflife dashboard: http://127.0.0.1:{port}\n"
-              f"  lakehouse: {lake}\n  stock appears once Spark has started "
+              + _login_banner(users, password)
+              + f"  lakehouse: {lake}\n  stock appears once Spark has started "
               "(first run downloads the Delta jars).\n", flush=True)
         return supervise(procs, dict(plan), env, stop)
     finally:

@@ -1,6 +1,7 @@
 """``shelflife review``: the quantity-conflict review queue from a shell.
 
-``list`` reads gold ``review_queue`` with deltalake. ``resolve`` appends who, when and
+``list`` reads gold ``review_queue`` with deltalake. ``resolve`` logs the operator in
+(``--user`` and a password, see :mod:`apps.auth.cli`) and appends that name, when and
 how to silver ``review_resolutions`` (nothing is edited in place); the streaming job
 marks the item resolved in gold within a few seconds. With ``--counted`` and
 ``--agent-url`` it also records an ``adjusted`` event at the store, through the store
@@ -18,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from apps.auth.cli import add_operator_options, operator, refuse
+from apps.auth.exceptions import AuthError
 from lakehouse.contract import REGIONS
 from lakehouse.paths import table_path
 
@@ -69,6 +72,10 @@ def _post_adjustment(url: str, item: Any, lot: str, counted: int) -> str:
 
 def cmd_resolve(args: argparse.Namespace) -> int:
     root = Path(args.lakehouse)
+    try:  # before anything else: a refused login must not reach the store agent
+        user = operator(args, "resolve review items")
+    except AuthError as exc:
+        return refuse(exc)
     df = _queue(root)
     match = df[df.item_id == args.item]
     if match.empty:
@@ -82,7 +89,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     adjustment = None
     if args.counted is not None:
         adjustment = _post_adjustment(args.agent_url, item, args.lot, args.counted)
-    row = {"item_id": args.item, "region": item.region, "resolved_by": args.by,
+    row = {"item_id": args.item, "region": item.region, "resolved_by": user.name,
            "resolved_at": datetime.now(UTC), "resolution": args.how,
            "adjustment_event_id": adjustment}
     import deltalake
@@ -92,7 +99,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     schema = pa.schema(deltalake.DeltaTable(str(path)).schema().to_arrow())
     table = pa.Table.from_pylist([row], schema=schema)
     deltalake.write_deltalake(str(path), table, mode="append")
-    print(f"{args.item}: resolved by {args.by}"
+    print(f"{args.item}: resolved by {user.name}"
           + (f"; adjustment {adjustment} recorded at the store" if adjustment else ""))
     return 0
 
@@ -109,7 +116,7 @@ def add_review_commands(sub: argparse._SubParsersAction, add_option) -> None:
     r = inner.add_parser("resolve", help="record who resolved an item, when and how")
     add_option(r, "--lakehouse", "SHELFLIFE_LAKEHOUSE", "./lakehouse", "lakehouse root folder")
     r.add_argument("item", help="item id, e.g. E001:4")
-    r.add_argument("--by", required=True, help="who resolves it")
+    add_operator_options(r, add_option)
     r.add_argument("--how", required=True, help="what was found and done")
     r.add_argument("--lot", help="lot to correct (with --counted)")
     r.add_argument("--counted", type=int, help="quantity counted in that lot now")

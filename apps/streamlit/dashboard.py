@@ -1,9 +1,11 @@
 """Shelflife — stock: the operator's live view of gold, read without a JVM.
 
-Run with ``streamlit run apps/streamlit/dashboard.py -- --lakehouse PATH`` (or set
-``SHELFLIFE_LAKEHOUSE``). The live part is a fragment that reruns every two seconds, so
-stock moves on screen as Spark commits; each read is cached for at most a second and
-keyed on the table version, so viewers share one read per commit.
+Run with ``streamlit run apps/streamlit/dashboard.py -- --lakehouse PATH [--users-file
+FILE]`` (or set ``SHELFLIFE_LAKEHOUSE`` / ``SHELFLIFE_USERS_FILE``). Only the login form
+shows until an operator from the users file signs in (:mod:`apps.streamlit.login`); the
+transfers tab records that operator as the decider. The live part is a fragment that
+reruns every two seconds, so stock moves on screen as Spark commits; each read is cached
+for at most a second and keyed on the table version, so viewers share one read per commit.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ import pyarrow as pa  # noqa: E402
 import streamlit as st  # noqa: E402
 from deltalake.exceptions import DeltaError  # noqa: E402
 
+from apps.auth.exceptions import AuthError  # noqa: E402
+from apps.auth.users import ENV_USERS_FILE, User, UsersFile, users_file_path  # noqa: E402
 from apps.batch import TRANSFER_STATUSES  # noqa: E402
-from apps.streamlit import decision_views, views  # noqa: E402
+from apps.streamlit import decision_views, login, views  # noqa: E402
 from lakehouse import readers  # noqa: E402
 from lakehouse.contract import REGIONS  # noqa: E402
 from lakehouse.paths import ENV_ROOT, lakehouse_root, table_path  # noqa: E402
@@ -51,6 +55,16 @@ def parse_root(argv: list[str]) -> Path:
     )
     known, _ = parser.parse_known_args(argv)
     return lakehouse_root(known.lakehouse or os.environ.get(ENV_ROOT))
+
+
+def parse_users_file(argv: list[str], root: Path) -> Path:
+    """The operators file from ``--users-file``, else ``$SHELFLIFE_USERS_FILE``, else
+    ``<root>/_auth/users.yaml`` (what ``shelflife users`` writes by default)."""
+    parser = argparse.ArgumentParser(prog="dashboard", add_help=False, allow_abbrev=False)
+    parser.add_argument("--users-file", default=None,
+                        help=f"operators file (env {ENV_USERS_FILE})")
+    known, _ = parser.parse_known_args(argv)
+    return users_file_path(known.users_file, root)
 
 
 def waiting_message(path: str | os.PathLike[str]) -> str:
@@ -241,7 +255,7 @@ def render_review(root: str) -> None:
                        "difference", "cause", "note", "detected_at", "resolved_by"]],
                  hide_index=True)
     st.caption("waiting = seqs below the event are missing; it is judged again when they "
-               "arrive. Resolve: `shelflife review resolve ITEM --by NAME --how TEXT`.")
+               "arrive. Resolve: `shelflife review resolve ITEM --user NAME --how TEXT`.")
 
 
 def render_network(root: str) -> None:
@@ -279,8 +293,10 @@ def render_business(root: str) -> None:
         st.dataframe(decision_views.outcome_by_day(metrics), hide_index=True)
 
 
-def render_transfers(root: str) -> None:
-    """Transfers a person approves: each with its lot, transit, life at arrival and why."""
+def render_transfers(root: str, users: UsersFile, user: User) -> None:
+    """Transfers a person approves: each with its lot, transit, life at arrival and why.
+
+    The decider is the signed-in operator; a viewer sees the list without the form."""
     recs = current_table(root, "gold", "transfer_recommendations")
     if recs is None:
         st.info("Transfer recommendations appear after the first `shelflife batch transfers` "
@@ -301,20 +317,24 @@ def render_transfers(root: str) -> None:
     proposed = rows[rows["status"] == "proposed"]["recommendation_id"].tolist()
     if not proposed:
         return
+    if not user.may_decide:
+        st.info(f"Signed in as {user.name} ({user.role}): viewers see transfers but cannot "
+                "approve or reject them.")
+        return
     with st.form("transfer_decision", clear_on_submit=True):
         pick = st.selectbox("Recommendation", proposed, key="transfer_pick")
-        who = st.text_input("Your name", key="transfer_by")
         note = st.text_input("Note (optional)", key="transfer_note")
         approve, reject = st.columns(2)
-        decision = ("approved" if approve.form_submit_button("Approve") else
-                    "rejected" if reject.form_submit_button("Reject") else None)
+        decision = ("approved" if approve.form_submit_button(f"Approve as {user.name}") else
+                    "rejected" if reject.form_submit_button(f"Reject as {user.name}") else None)
     if decision:
         from spark_jobs.batch import record_decision
 
         try:
+            who = login.decider(users, user, "approve or reject transfers").name
             record_decision(pick, decision, who, note=note, root=root)
             st.success(f"{pick}: {decision} by {who}")
-        except ValueError as exc:
+        except (AuthError, ValueError) as exc:
             st.error(str(exc))
 
 
@@ -355,7 +375,7 @@ def render_forecasts(root: str) -> None:
 
 
 @st.fragment(run_every=REFRESH_S)
-def live_view(root: str) -> None:
+def live_view(root: str, users: UsersFile, user: User) -> None:
     """Everything that moves; reruns on its own every two seconds."""
     now = pd.Timestamp.now(tz="UTC")
     try:
@@ -374,7 +394,7 @@ def live_view(root: str) -> None:
             with review:
                 render_review(root)
             with transfers:
-                render_transfers(root)
+                render_transfers(root, users, user)
             with reorders:
                 render_reorders(root)
             with forecasts:
@@ -393,11 +413,15 @@ def live_view(root: str) -> None:
 
 
 def main() -> None:
-    """Page entry point: title, then the live fragment."""
+    """Page entry point: the login until someone signs in; then title and live fragment."""
     root = parse_root(sys.argv[1:])
+    users = UsersFile(parse_users_file(sys.argv[1:], root))
     st.set_page_config(page_title=TITLE, layout="wide")
+    user = login.signed_in(users)
+    if user is None:
+        return
     st.title(TITLE)
-    live_view(str(root))
+    live_view(str(root), users, user)
 
 
 main()

@@ -10,15 +10,19 @@ from pathlib import Path
 DASHBOARD = Path(__file__).with_name("dashboard.py")
 
 
-def dashboard_command(lakehouse: str, port: int) -> list[str]:
+def dashboard_command(lakehouse: str, port: int, users_file: str | None = None
+                      ) -> list[str]:
+    """``streamlit run`` for the dashboard on loopback; ``users_file`` defaults to the
+    lakehouse's (see :func:`apps.auth.users.users_file_path`)."""
+    extra = ["--users-file", str(Path(users_file).resolve())] if users_file else []
     return [sys.executable, "-m", "streamlit", "run", str(DASHBOARD),
             "--server.headless", "true", "--server.port", str(port),
             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
             "--client.toolbarMode", "viewer",
-            "--", "--lakehouse", str(Path(lakehouse).resolve())]
+            "--", "--lakehouse", str(Path(lakehouse).resolve()), *extra]
 
 
-def run_dashboard(lakehouse: str, *, port: int = 8501) -> int:
+def run_dashboard(lakehouse: str, *, port: int = 8501, users_file: str | None = None) -> int:
     print(f"dashboard: http://127.0.0.1:{port}", flush=True)
     env = {**os.environ, "SHELFLIFE_LAKEHOUSE": str(Path(lakehouse).resolve())}
-    return subprocess.call(dashboard_command(lakehouse, port), env=env)
+    return subprocess.call(dashboard_command(lakehouse, port, users_file), env=env)

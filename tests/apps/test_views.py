@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from apps.auth.users import ENV_USERS_FILE
 from apps.streamlit import views
 from lakehouse.paths import ENV_ROOT
+from tests.apps.pages import APPROVER, APPROVER_PASSWORD, sign_in, write_operators
 from tests.lakehouse.demo_tables import write_demo_lakehouse
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "apps" / "streamlit" / "dashboard.py"
@@ -172,10 +174,18 @@ def _rendered_text(at: AppTest) -> str:
     return "\n".join(parts)
 
 
+def _signed_in(root: Path, users_file: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    """The page in AppTest, after the approver signed in through its login form."""
+    write_operators(users_file)
+    monkeypatch.setenv(ENV_ROOT, str(root))
+    monkeypatch.setenv(ENV_USERS_FILE, str(users_file))
+    return sign_in(AppTest.from_file(str(DASHBOARD), default_timeout=30).run(),
+                   APPROVER, APPROVER_PASSWORD)
+
+
 def test_page_shows_regions_and_stock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_demo_lakehouse(tmp_path, datetime.now(UTC))
-    monkeypatch.setenv(ENV_ROOT, str(tmp_path))
-    at = AppTest.from_file(str(DASHBOARD), default_timeout=30).run()
+    at = _signed_in(tmp_path, tmp_path / "users.yaml", monkeypatch)
     assert not at.exception, [e.value for e in at.exception]
     text = _rendered_text(at)
     assert "Shelflife — stock" in text
@@ -202,8 +212,7 @@ def test_empty_lakehouse_says_it_is_waiting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = tmp_path / "lakehouse"
-    monkeypatch.setenv(ENV_ROOT, str(root))
-    at = AppTest.from_file(str(DASHBOARD), default_timeout=30).run()
+    at = _signed_in(root, tmp_path / "users.yaml", monkeypatch)
     assert not at.exception, [e.value for e in at.exception]
     messages = [info.value for info in at.info]
     assert f"Waiting for the first data from the lakehouse at {root}" in messages
@@ -218,14 +227,19 @@ def test_empty_lakehouse_says_it_is_waiting(
 def test_page_runs_without_pyspark(tmp_path: Path) -> None:
     # The dashboard host has no JVM: rendering the page must not even import pyspark.
     write_demo_lakehouse(tmp_path, datetime.now(UTC))
+    write_operators(tmp_path / "users.yaml")
     probe = (
         "import sys\n"
         "from streamlit.testing.v1 import AppTest\n"
+        "from tests.apps.pages import APPROVER, APPROVER_PASSWORD, sign_in\n"
         f"at = AppTest.from_file({str(DASHBOARD)!r}, default_timeout=30).run()\n"
+        "at = sign_in(at, APPROVER, APPROVER_PASSWORD)\n"
         "assert not at.exception, [e.value for e in at.exception]\n"
+        "assert [t.value for t in at.title] == ['Shelflife — stock']\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyspark', 'py4j')))\n"
     )
-    env = {**os.environ, ENV_ROOT: str(tmp_path)}
+    env = {**os.environ, ENV_ROOT: str(tmp_path), ENV_USERS_FILE: str(tmp_path / "users.yaml"),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     done = subprocess.run(
         [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120
     )

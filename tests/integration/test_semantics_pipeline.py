@@ -7,6 +7,7 @@ import copy
 
 import pytest
 
+from apps.auth.users import UsersFile
 from apps.cli import main
 from edge_mqtt.agent import StoreAgent
 from lakehouse.contract import encode_event, topic
@@ -17,8 +18,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
 
 def test_missing_event_conflict_closes_and_catalogue_is_lww(tmp_path, brokers,
-                                                            region_ports, spark):
+                                                            region_ports, spark, monkeypatch):
     root = tmp_path / "lake"
+    UsersFile(root / "_auth" / "users.yaml").add("ana", "ana's long passphrase", "approver")
+    monkeypatch.setenv("SHELFLIFE_PASSWORD", "ana's long passphrase")
     east = StoreAgent("E001", "east", tmp_path / "e.sqlite")
     west = StoreAgent("W001", "west", tmp_path / "w.sqlite")
     stock = [east.receive("MILK-1L", 20, lot="L1", expires_on="2030-01-10",
@@ -74,7 +77,7 @@ def test_missing_event_conflict_closes_and_catalogue_is_lww(tmp_path, brokers,
         assert sorted(log[log.seq == 4].status) == ["closed", "waiting"], \
             "the log keeps both findings; nothing is edited in place"
 
-        assert main(["review", "resolve", "E001:5", "--lakehouse", str(root), "--by", "ana",
+        assert main(["review", "resolve", "E001:5", "--lakehouse", str(root), "--user", "ana",
                      "--how", "till miskeyed; stock was right"]) == 0
         drain(streams)
         queue = read(root, "gold", "review_queue").set_index("seq")

@@ -8,6 +8,7 @@ reorders. Counts correct stock; they are never demand.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
@@ -188,13 +189,19 @@ def test_a_count_week_changes_no_forecast_transfer_or_reorder(decided):
 def test_dashboard_lists_the_transfer_and_records_a_decision(decided, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
+    from apps.auth.users import ENV_USERS_FILE, UsersFile
     from lakehouse.paths import ENV_ROOT
     from spark_jobs.batch import read_decisions
+    from tests.apps.pages import sign_in
 
     root, out = decided[False]
+    users = UsersFile(root.parent / "dashboard-users.yaml")
+    users.add("ben", "ben's long passphrase", "approver")
     monkeypatch.setenv(ENV_ROOT, str(root))
+    monkeypatch.setenv(ENV_USERS_FILE, str(users.path))
     at = AppTest.from_file(str(ROOT / "apps" / "streamlit" / "dashboard.py"),
                            default_timeout=60).run()
+    at = sign_in(at, "ben", "ben's long passphrase")
     assert not at.exception, [e.value for e in at.exception]
     frames = [f.value for f in at.dataframe if "recommendation_id" in f.value.columns]
     assert frames and "WH-NEW" in set(frames[0]["lot"])
@@ -204,8 +211,7 @@ def test_dashboard_lists_the_transfer_and_records_a_decision(decided, monkeypatc
 
     rec_id = out["transfer_recommendations"]["recommendation_id"].iloc[0]
     at.selectbox(key="transfer_pick").set_value(rec_id)
-    at.text_input(key="transfer_by").input("ben")
-    next(b for b in at.button if b.label == "Reject").click().run()
+    next(b for b in at.button if b.label == "Reject as ben").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert any(f"{rec_id}: rejected by ben" in s.value for s in at.success)
     latest = read_decisions(root).set_index("recommendation_id")
@@ -214,20 +220,27 @@ def test_dashboard_lists_the_transfer_and_records_a_decision(decided, monkeypatc
 
 @pytest.mark.spark
 def test_approving_a_transfer_from_the_cli_is_recorded_and_kept_on_the_next_run(decided):
+    from apps.auth.users import UsersFile
     from lakehouse.readers import read_table
     from spark_jobs import batch
 
     root, out = decided[False]
     rec_id = out["transfer_recommendations"]["recommendation_id"].iloc[0]
     cli = [sys.executable, "-m", "apps.cli"]
+    users = UsersFile(root.parent / "cli-users.yaml")
+    users.add("ana", "ana's long passphrase", "approver")
+    env = {**os.environ, "SHELFLIFE_USERS_FILE": str(users.path),
+           "SHELFLIFE_PASSWORD": "ana's long passphrase"}
     shown = subprocess.run([*cli, "transfers", "list", "--lakehouse", str(root)], cwd=ROOT,
                            capture_output=True, text=True, check=True)
     assert rec_id in shown.stdout and "WH-NEW" in shown.stdout
-    done = subprocess.run([*cli, "transfers", "approve", rec_id, "--by", "ana",
-                           "--lakehouse", str(root)], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run([*cli, "transfers", "approve", rec_id, "--user", "ana",
+                           "--lakehouse", str(root)], cwd=ROOT, capture_output=True, text=True,
+                          env=env)
     assert done.returncode == 0, done.stdout + done.stderr
-    bad = subprocess.run([*cli, "transfers", "approve", "nope", "--by", "ana",
-                          "--lakehouse", str(root)], cwd=ROOT, capture_output=True, text=True)
+    bad = subprocess.run([*cli, "transfers", "approve", "nope", "--user", "ana",
+                          "--lakehouse", str(root)], cwd=ROOT, capture_output=True, text=True,
+                         env=env)
     assert bad.returncode == 2 and "recommendation_id" in bad.stdout and "'nope'" in bad.stdout
 
     batch.run_transfers_job(root, now=NOW, say=lambda _m: None)
