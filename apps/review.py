@@ -12,7 +12,9 @@ path as every other event and shows up in stock like one.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import os
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
@@ -49,16 +51,41 @@ def cmd_list(args: argparse.Namespace) -> int:
     print(f"{'item':<14} {'status':<9} {'sku':<22} {'store':>6} {'lake':>6} {'diff':>5}  "
           "cause")
     for r in df.itertuples():
-        print(f"{r.item_id:<14} {r.status:<9} {r.sku:<22} {r.store_before:>6} "
-              f"{r.lakehouse_before:>6} {r.difference:>5}  {r.cause}")
+        print(f"{r.item_id:<14} {r.status:<9} {_cell(r.sku):<22} {_cell(r.store_before):>6} "
+              f"{_cell(r.lakehouse_before):>6} {_cell(r.difference):>5}  {r.cause}")
     return 0
 
 
-def _post_adjustment(url: str, item: Any, lot: str, counted: int) -> str:
+def _cell(value: Any) -> str:
+    """A number or name for the table; '-' where a dead-lettered event had none."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return str(int(value)) if isinstance(value, float) else str(value)
+
+
+def _agent_login(args: argparse.Namespace) -> tuple[str, str]:
+    """The store operator the adjustment is recorded as (the agent checks the password;
+    ``shelflife agent operators add`` at the store)."""
+    import getpass
+
+    name = args.agent_operator
+    if not name:
+        raise SystemExit("an adjustment at the store needs --agent-operator (an operator of "
+                         "that store's agent)")
+    password = os.environ.get("SHELFLIFE_AGENT_PASSWORD")
+    if password is None:
+        password = getpass.getpass(f"store operator {name}'s password: ")
+    return name, password
+
+
+def _post_adjustment(url: str, item: Any, lot: str, counted: int,
+                     login: tuple[str, str]) -> str:
     body = json.dumps({"event_type": "adjusted", "sku": item.sku, "lot": lot,
                        "counted_quantity": counted}).encode()
+    token = base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode()
     req = urllib.request.Request(url.rstrip("/") + "/events", data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": f"Basic {token}"})
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())["event_id"]
@@ -88,7 +115,8 @@ def cmd_resolve(args: argparse.Namespace) -> int:
         raise SystemExit("an adjustment needs --counted, --lot and --agent-url together")
     adjustment = None
     if args.counted is not None:
-        adjustment = _post_adjustment(args.agent_url, item, args.lot, args.counted)
+        adjustment = _post_adjustment(args.agent_url, item, args.lot, args.counted,
+                                      _agent_login(args))
     row = {"item_id": args.item, "region": item.region, "resolved_by": user.name,
            "resolved_at": datetime.now(UTC), "resolution": args.how,
            "adjustment_event_id": adjustment}
@@ -121,5 +149,8 @@ def add_review_commands(sub: argparse._SubParsersAction, add_option) -> None:
     r.add_argument("--lot", help="lot to correct (with --counted)")
     r.add_argument("--counted", type=int, help="quantity counted in that lot now")
     r.add_argument("--agent-url", help="the store agent's HTTP API (shelflife agent serve)")
+    add_option(r, "--agent-operator", "SHELFLIFE_AGENT_OPERATOR", None,
+               "store operator the adjustment is recorded as (password: prompt, or env "
+               "SHELFLIFE_AGENT_PASSWORD for scripts)")
     r.set_defaults(fn=cmd_resolve)
 

@@ -76,7 +76,7 @@ def test_a_failing_region_restarts_alone(tmp_path, spark):
             work.step()
         landed = land_new(landed)
         wait_for("west's new events in gold while east is broken",
-                 lambda: _caught_up(root, work.events, "W"), 60)
+                 lambda: _caught_up(root, work.events, "W"), 120)
         assert not _caught_up(root, work.events, "E"), "east cannot have written them"
         assert runner.is_alive(), "the runner goes on"
 
