@@ -15,7 +15,13 @@ import threading
 from collections.abc import Sequence
 
 from apps.batch import add_batch_commands
-from apps.connection import BROKER_DIR, add_connection_options, open_credentials, truthy
+from apps.connection import (
+    BROKER_DIR,
+    add_connection_options,
+    default_credentials,
+    open_credentials,
+    truthy,
+)
 from apps.deadletters import add_deadletter_commands, parse_ports
 from apps.review import add_review_commands
 from edge_mqtt.cli import add_agent_commands
@@ -229,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("credentials", help="one store's login and signing key, as "
                                            "environment lines for its agent")
     p.add_argument("location", help="location id")
-    add_connection_options(p, _add, who="read only")
+    _add(p, "--credentials", "SHELFLIFE_CREDENTIALS", default_credentials(),
+         "the secure brokers' credentials.json")
     p.set_defaults(fn=cmd_credentials)
 
     p = sub.add_parser("ingest", help="run the regional ingest workers")
