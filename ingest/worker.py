@@ -588,7 +588,6 @@ class IngestWorker:
         self.metrics.observe_acks(self.config.region, [now - t for t in batch.landed_at])
         return batch.taken
 
-
     def _publish_ack(self, location_id: str, acked: int, acked_at: str) -> None:
         """The retained end-to-end ack, signed with the store's key in secure mode."""
         key = None
