@@ -9,7 +9,8 @@ rules unless told ``--insecure``; the library's :func:`start_brokers` takes
 ``secure=True, locations={"east": ["s001", ...], ...}`` for the same:
 
 * ``<data_dir>/credentials.json`` (mode 0600) gets one generated password per location and
-  per region's ingest user, once; later starts keep them and add new locations. Give each
+  per region's ingest and dispatcher users, and a signing key per location, once; later
+  starts keep them and add new locations. Give each
   store its own (``Credentials.credentials_for``) and each ingest worker its region's
   (``Credentials.ingest_credentials``). Locations already in the file need not be listed
   again.
