@@ -572,8 +572,9 @@ def validate_order(order: Any) -> dict[str, Any]:
 # anyone on the path, learns the password, but the signing key never leaves the agent,
 # ingest and the dispatcher. The signature covers the location id, so an ack or order
 # for one store cannot be replayed to another, and the message kind, so an ack cannot
-# pass as an order. What it cannot stop: replaying a genuine message to its own store
-# (an old ack moves nothing; see the README on a withdrawn order).
+# pass as an order. What it cannot stop: replaying a genuine message to its own store;
+# an old ack moves nothing, and a withdrawn order returns only with a later approved_at
+# (``StoreDB.add_order``).
 
 SIGNATURE_FIELD = "sig"
 SIGNING_KEY_BYTES = 32
