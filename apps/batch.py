@@ -18,6 +18,7 @@ from pathlib import Path
 
 from apps.auth.cli import add_operator_options, operator, refuse
 from apps.auth.exceptions import AuthError
+from apps.connection import add_connection_options
 
 JOB_CHOICES = ("forecasts", "accuracy", "transfers", "reorders", "all")
 TRANSFER_STATUSES = ("proposed", "approved", "shipped", "arrived", "rejected")
@@ -110,13 +111,19 @@ def cmd_transfers_decide(args: argparse.Namespace) -> int:
 
 
 def cmd_transfers_dispatch(args: argparse.Namespace) -> int:
-    from apps.cli import _login, _stop_event
-    from ingest.orders import BrokerAddress, OrderDispatcher, default_brokers
+    from apps.cli import _stop_event
+    from apps.connection import open_credentials
+    from ingest.auth import SigningKeys
+    from ingest.orders import OrderDispatcher, default_brokers
 
-    brokers = {region: BrokerAddress(b.host, b.port,
-                                     **_login(args.credentials, region, role="dispatcher"))
-               for region, b in default_brokers(args.broker_host).items()}
-    dispatcher = OrderDispatcher(Path(args.lakehouse), brokers)
+    creds = open_credentials(args, "transfers dispatch")
+    brokers = default_brokers(args.broker_host, tls_ca=args.tls_ca)
+    if creds is not None:  # dispatcher@<region>, and every order signed
+        brokers = {region: b.with_login(creds.dispatcher_credentials(region).username,
+                                        creds.dispatcher_credentials(region).password)
+                   for region, b in brokers.items()}
+    dispatcher = OrderDispatcher(Path(args.lakehouse), brokers,
+                                 keys=SigningKeys(creds.path) if creds else None)
     try:
         if args.once:
             counts = dispatcher.run_once()
@@ -236,8 +243,8 @@ def add_batch_commands(sub: argparse._SubParsersAction, add_option) -> None:
     lakehouse(p)
     add_option(p, "--broker-host", "SHELFLIFE_BROKER_HOST", "127.0.0.1",
                "host of the regional brokers (each on its default port)")
-    add_option(p, "--credentials", "SHELFLIFE_CREDENTIALS", None,
-               "credentials.json of secure brokers (logs in as dispatcher@<region>)")
+    add_connection_options(p, add_option,
+                           who="logs in as dispatcher@<region> and signs orders")
     add_option(p, "--every-s", "SHELFLIFE_ORDERS_EVERY_S", 15.0, "a round every",
                type=float)
     p.add_argument("--once", action="store_true", help="one round, then exit")

@@ -16,6 +16,13 @@ from collections.abc import Sequence
 
 from apps.auth.cli import add_user_commands
 from apps.batch import add_batch_commands
+from apps.connection import (
+    BROKER_DIR,
+    add_connection_options,
+    default_credentials,
+    open_credentials,
+    truthy,
+)
 from apps.deadletters import add_deadletter_commands, parse_ports
 from apps.review import add_review_commands
 from edge_mqtt.cli import add_agent_commands
@@ -86,25 +93,34 @@ def cmd_broker(args: argparse.Namespace) -> int:
         if not (args.tls_cert and args.tls_key):
             raise SystemExit("--tls-cert and --tls-key go together")
         tls = TlsFiles(Path(args.tls_cert), Path(args.tls_key))
+    if args.insecure and args.secure:
+        raise SystemExit("--secure and --insecure contradict each other")
     run_brokers_forever(Path(args.data_dir), _regions(args.regions), kind=args.kind,
-                        locations=_locations(args.locations), secure=args.secure, tls=tls)
+                        ports=args.broker_ports, locations=_locations(args.locations),
+                        secure=not args.insecure, tls=tls)
     return 0
 
 
-def _login(credentials: str | None, region: str, *, role: str = "ingest"
-           ) -> dict[str, str]:
-    """``username``/``password`` keywords of a region's ingest (or ``dispatcher``) login
-    from a secure brokers' credentials.json; none without one."""
-    if not credentials:
-        return {}
+def cmd_credentials(args: argparse.Namespace) -> int:
+    """One store's settings for its agent, as environment lines (``> store.env``)."""
     from pathlib import Path
 
-    from ingest.auth import Credentials
+    from ingest.auth import Credentials, CredentialsMissing
 
-    creds = Credentials.open(Path(credentials))
-    login = (creds.dispatcher_credentials(region) if role == "dispatcher" else
-             creds.ingest_credentials(region))
-    return {"username": login.username, "password": login.password}
+    try:
+        creds = Credentials.open(Path(args.credentials), create=False)
+        login = creds.credentials_for(args.location)
+        key = creds.signing_key(args.location)
+    except (CredentialsMissing, KeyError) as exc:
+        print(f"credentials: {exc.args[0] if isinstance(exc, KeyError) else exc}",
+              file=sys.stderr)
+        return 2
+    print(f"SHELFLIFE_LOCATION={args.location}\n"
+          f"SHELFLIFE_REGION={creds.region_of(args.location)}\n"
+          f"SHELFLIFE_BROKER_USER={login.username}\n"
+          f"SHELFLIFE_BROKER_PASSWORD={login.password}\n"
+          f"SHELFLIFE_AGENT_KEY={key.hex()}")
+    return 0
 
 
 def _metrics_port(port: int, host: str, what: str) -> int:
@@ -128,13 +144,15 @@ def _metrics_port(port: int, host: str, what: str) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from ingest.worker import IngestConfig, run_workers
 
+    creds = open_credentials(args, "ingest")
     configs = [IngestConfig(region=r, host=args.broker_host, port=args.broker_ports[r],
                             lakehouse=args.lakehouse,
                             backlog_high_events=args.backlog_high,
                             backlog_low_events=args.backlog_low,
                             max_events_per_s=args.max_events_per_s,
                             give_up_after_s=args.give_up_after_s,
-                            **_login(args.credentials, r))
+                            credentials=str(creds.path) if creds else None,
+                            tls_ca=args.tls_ca)
                for r in _regions(args.regions)]
     port = _metrics_port(args.metrics_port, args.metrics_host, "ingest")
     print(f"ingest: regions {args.regions} -> {args.lakehouse}/landing"
@@ -161,9 +179,12 @@ def cmd_stream(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from edge_mqtt.simulator import FleetConfig, run_fleet
 
+    creds = open_credentials(args, "simulate")
     config = FleetConfig(stores=args.stores, regions=tuple(_regions(args.regions)),
                          events_per_s=args.events_per_s, data_dir=args.data_dir,
-                         duration_s=args.duration_s, seed=args.seed)
+                         duration_s=args.duration_s, seed=args.seed,
+                         ports=args.broker_ports,
+                         credentials=creds.path if creds else None, tls_ca=args.tls_ca)
     summary = run_fleet(config, stop=_stop_event())
     print(f"simulate: {summary}", flush=True)
     return 0
@@ -180,7 +201,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     return run_demo(lakehouse=args.lakehouse, data_dir=args.data_dir, port=args.port,
                     stores=args.stores, events_per_s=args.events_per_s,
-                    users_file=args.users_file)
+                    users_file=args.users_file,
+                    insecure=args.insecure)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,23 +213,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("broker", help="run one MQTT broker per region on loopback")
     _common(p, lakehouse=False)
-    _add(p, "--data-dir", "SHELFLIFE_BROKER_DIR", "./var/brokers", "broker config/state")
+    _add(p, "--data-dir", "SHELFLIFE_BROKER_DIR", BROKER_DIR,
+         "broker config/state; secure brokers keep every login in <data-dir>/credentials.json")
     p.add_argument("--kind", choices=("auto", "mosquitto", "embedded"), default="auto",
                    help="mosquitto when installed (auto), or the embedded broker")
-    p.add_argument("--secure", action="store_true",
-                   default=_env("SHELFLIFE_BROKER_SECURE", "") in ("1", "true", "yes"),
-                   help="per-store passwords and topic ACLs (env SHELFLIFE_BROKER_SECURE); "
-                        "passwords land in <data-dir>/credentials.json")
+    p.add_argument("--insecure", action="store_true",
+                   default=truthy(_env("SHELFLIFE_INSECURE")),
+                   help="accept anyone, anonymous included, on any topic (env "
+                        "SHELFLIFE_INSECURE); without it every store, ingest worker and "
+                        "dispatcher logs in with its own password and touches only its "
+                        "own topics")
+    p.add_argument("--secure", action="store_true", help=argparse.SUPPRESS)  # the default
+    _add(p, "--broker-ports", "SHELFLIFE_BROKER_PORTS",
+         ",".join(f"{r}={port}" for r, port in DEFAULT_PORTS.items()),
+         "each region's port, region=port,...", type=parse_ports)
     _add(p, "--locations", "SHELFLIFE_LOCATIONS_FILE", None,
          "JSON file {region: [location ids]} to issue credentials for")
     _add(p, "--tls-cert", "SHELFLIFE_TLS_CERT", None, "PEM certificate for TLS listeners")
     _add(p, "--tls-key", "SHELFLIFE_TLS_KEY", None, "PEM private key for TLS listeners")
+
     p.set_defaults(fn=cmd_broker)
+
+    p = sub.add_parser("credentials", help="one store's login and signing key, as "
+                                           "environment lines for its agent")
+    p.add_argument("location", help="location id")
+    _add(p, "--credentials", "SHELFLIFE_CREDENTIALS", default_credentials(),
+         "the secure brokers' credentials.json")
+    p.set_defaults(fn=cmd_credentials)
 
     p = sub.add_parser("ingest", help="run the regional ingest workers")
     _common(p)
-    _add(p, "--credentials", "SHELFLIFE_CREDENTIALS", None,
-         "credentials.json of secure brokers (ingest logs in as ingest@<region>)")
+    add_connection_options(p, _add, who="logs in as ingest@<region> and signs acks")
     _add(p, "--broker-host", "SHELFLIFE_BROKER_HOST", "127.0.0.1", "host of the brokers")
     _add(p, "--broker-ports", "SHELFLIFE_BROKER_PORTS",
          ",".join(f"{r}={port}" for r, port in DEFAULT_PORTS.items()),
@@ -244,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
              type=float)
         _add(p, "--data-dir", "SHELFLIFE_DATA_DIR", "./var", "agents' SQLite files etc.")
         if name == "simulate":
+            add_connection_options(p, _add, who="each store logs in as itself; "
+                                                "locations it lacks are added")
+            _add(p, "--broker-ports", "SHELFLIFE_BROKER_PORTS",
+                 ",".join(f"{r}={port}" for r, port in DEFAULT_PORTS.items()),
+                 "each region's broker port, region=port,...", type=parse_ports)
             _add(p, "--duration-s", "SHELFLIFE_DURATION_S", None, "stop after (default: never)",
                  type=float)
             _add(p, "--seed", "SHELFLIFE_SEED", 7, "random seed", type=int)
@@ -253,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
             _add(p, "--users-file", "SHELFLIFE_USERS_FILE", None,
                  "operators file; the demo adds `demo` with a random password when it is "
                  "empty (default <lakehouse>/_auth/users.yaml)")
+            p.add_argument("--insecure", action="store_true",
+                           default=truthy(_env("SHELFLIFE_INSECURE")),
+                           help="open brokers, anonymous clients, unsigned acks and orders "
+                                "(env SHELFLIFE_INSECURE)")
             p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("dashboard", help="serve the Streamlit dashboard")

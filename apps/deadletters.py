@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from apps.connection import add_connection_options, open_credentials
 from lakehouse.contract import (
     DEFAULT_PORTS,
     REGIONS,
@@ -262,14 +263,14 @@ def land(redrives: Sequence[Redrive], root: str | os.PathLike[str] | None, *,
 
 def publish(redrives: Sequence[Redrive], *, host: str, ports: Mapping[str, int],
             logins: Mapping[str, tuple[str, str]] | None = None, timeout: float = 15.0,
-            out: TextIO | None = None) -> int:
+            out: TextIO | None = None, tls_ca: str | None = None) -> int:
     """Send each event at QoS 2 and wait for the broker's PUBCOMP; returns how many.
 
     ``logins`` maps a location to (username, password) for secure brokers, where a
     store may publish only to its own topic; then each location gets its own connection.
+    ``tls_ca`` connects over TLS, checking the brokers' certificates against it.
     """
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+    from lakehouse.mqtt import BrokerAddress, make_client
 
     out = out or sys.stdout
     groups: dict[tuple[str, str | None], list[Redrive]] = {}
@@ -278,12 +279,11 @@ def publish(redrives: Sequence[Redrive], *, host: str, ports: Mapping[str, int],
         groups.setdefault(key, []).append(r)
     sent = 0
     for (region, loc), items in groups.items():
-        client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                             client_id=f"shelflife-redrive-{uuid.uuid4().hex[:10]}",
-                             protocol=mqtt.MQTTv311)
-        if logins and loc is not None:
-            client.username_pw_set(*logins[loc])
         port = ports[region]
+        address = BrokerAddress(host, port, *(logins[loc] if logins and loc is not None
+                                              else (None, None)), tls_ca=tls_ca)
+        client = make_client(address,
+                             client_id=f"shelflife-redrive-{uuid.uuid4().hex[:10]}")
         try:
             client.connect(host, port, keepalive=30)
         except OSError as exc:
@@ -371,8 +371,7 @@ def add_deadletter_commands(sub: argparse._SubParsersAction,
     add_option(r, "--broker-ports", "SHELFLIFE_BROKER_PORTS",
                ",".join(f"{k}={v}" for k, v in DEFAULT_PORTS.items()),
                "each region's broker port")
-    add_option(r, "--credentials", "SHELFLIFE_CREDENTIALS", None,
-               "credentials.json of secure brokers (publishes as each event's store)")
+    add_connection_options(r, add_option, who="publishes as each event's store")
     r.add_argument("--dry-run", action="store_true", help="validate only, send nothing")
     r.set_defaults(fn=cmd_redrive)
 
@@ -401,10 +400,9 @@ def cmd_redrive(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     logins = None
     regions_of: dict[str, str] = {}
-    if args.credentials:
-        from ingest.auth import Credentials
-
-        creds = Credentials.open(Path(args.credentials))
+    creds = (None if args.dry_run and not Path(args.credentials).exists()
+             else open_credentials(args, "redrive"))
+    if creds is not None:
         regions_of = {loc: creds.region_of(loc) for r in REGIONS for loc in creds.locations(r)}
     try:
         lines = text.splitlines()
@@ -412,7 +410,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
         if needs_lookup:
             regions_of = {**known_regions(args.lakehouse), **regions_of}
         redrives = parse_fixed(lines, region=args.region, regions_of=regions_of)
-        if args.credentials:
+        if creds is not None:
             logins = {}
             for r in redrives:
                 login = creds.credentials_for(r.event["location_id"])
@@ -440,8 +438,8 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     if direct:
         land(direct, args.lakehouse)
     try:
-        sent = publish(redrives, host=args.host, ports=ports, logins=logins) \
-            if redrives else 0
+        sent = publish(redrives, host=args.host, ports=ports, logins=logins,
+                       tls_ca=args.tls_ca) if redrives else 0
     except ConnectionError as exc:
         print(f"redrive: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE

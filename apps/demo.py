@@ -10,6 +10,11 @@ No operator ships with Shelflife: on a lakehouse whose users file is empty the d
 one approver, ``demo``, with a random password, and prints it once next to the dashboard
 URL (``shelflife users add NAME`` adds more; ``--reset`` replaces a forgotten password).
 
+Secure unless ``--insecure``: before anything starts, the demo issues a login and a
+signing key for every simulated location into ``<data-dir>/brokers/credentials.json``
+(the brokers' own file), so the brokers accept the fleet from the first second; ingest,
+the dispatcher and the fleet all log in from that file, and acks and orders are signed.
+
 The demo is also ingest's supervisor: ingest exits non-zero when it cannot land events
 for a while (``--give-up-after-s``), expecting a fresh process, so an ingest that exits is
 started again (and the demo says so); the broker's persistent session and the agents'
@@ -30,6 +35,9 @@ from pathlib import Path
 
 from apps.auth.users import UsersFile, users_file_path
 from apps.streamlit.launch import dashboard_command
+from edge_mqtt.simulator import FleetConfig, fleet_layout
+from ingest.auth import Credentials
+from ingest.brokers import credentials_path
 
 COMPONENT_START_TIMEOUT_S = 60
 RESTARTED = frozenset({"ingest"})
@@ -122,25 +130,50 @@ def supervise(procs: list[tuple[str, subprocess.Popen]], commands: dict[str, lis
     return 0
 
 
+def issue_fleet_credentials(brokers_dir: Path, stores: int) -> Path:
+    """Logins and signing keys for every location the demo's fleet simulates, in the
+    brokers' ``credentials.json``; existing ones are kept. Returns the file."""
+    wanted: dict[str, list[str]] = {}
+    for location_id, region, _kind in fleet_layout(FleetConfig(stores=stores)):
+        wanted.setdefault(region, []).append(location_id)
+    path = credentials_path(brokers_dir)
+    Credentials.open(path, wanted)
+    return path
+
+
+def demo_plan(*, lake: str, var: Path, port: int, stores: int, events_per_s: float,
+              insecure: bool, users_path: str | None = None) -> list[tuple[str, list[str]]]:
+    """Each component's name and command line, in start order."""
+    cli = [sys.executable, "-m", "apps.cli"]
+    if insecure:
+        login = ["--insecure"]
+    else:
+        login = ["--credentials", str(issue_fleet_credentials(var / "brokers", stores))]
+    return [
+        ("broker", cli + ["broker", "--data-dir", str(var / "brokers")]
+         + (["--insecure"] if insecure else [])),
+        ("ingest", cli + ["ingest", "--lakehouse", lake] + login),
+        ("stream", cli + ["stream", "--lakehouse", lake]),
+        ("dashboard", dashboard_command(lake, port, users_path)),
+        ("batch", cli + ["batch", "schedule", "--lakehouse", lake]),
+        ("orders", cli + ["transfers", "dispatch", "--lakehouse", lake] + login),
+        ("fleet", cli + ["simulate", "--stores", str(stores), "--events-per-s",
+                         str(events_per_s), "--data-dir", str(var / "fleet")] + login),
+    ]
+
+
 def run_demo(*, lakehouse: str, data_dir: str, port: int, stores: int,
-             events_per_s: float, users_file: str | None = None) -> int:
+             events_per_s: float, users_file: str | None = None,
+             insecure: bool = False) -> int:
     lake = str(Path(lakehouse).resolve())
     var = Path(data_dir).resolve()
     users = UsersFile(users_file_path(users_file, lake))
     password = ensure_demo_user(users)
     env = {**os.environ, "SHELFLIFE_LAKEHOUSE": lake, "SHELFLIFE_USERS_FILE": str(users.path),
            "PYTHONUNBUFFERED": "1"}
-    cli = [sys.executable, "-m", "apps.cli"]
-    plan = [
-        ("broker", cli + ["broker", "--data-dir", str(var / "brokers")]),
-        ("ingest", cli + ["ingest", "--lakehouse", lake]),
-        ("stream", cli + ["stream", "--lakehouse", lake]),
-        ("dashboard", dashboard_command(lake, port, str(users.path))),
-        ("batch", cli + ["batch", "schedule", "--lakehouse", lake]),
-        ("orders", cli + ["transfers", "dispatch", "--lakehouse", lake]),
-        ("fleet", cli + ["simulate", "--stores", str(stores), "--events-per-s",
-                         str(events_per_s), "--data-dir", str(var / "fleet")]),
-    ]
+    plan = demo_plan(lake=lake, var=var, port=port, stores=stores,
+                     events_per_s=events_per_s, insecure=insecure,
+                     users_path=str(users.path))
     procs: list[tuple[str, subprocess.Popen]] = []
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -153,7 +186,10 @@ def run_demo(*, lakehouse: str, data_dir: str, port: int, stores: int,
                 return 1
         print(f"\n  Shelflife dashboard: http://127.0.0.1:{port}\n"
               + _login_banner(users, password)
-              + f"  lakehouse: {lake}\n  stock appears once Spark has started "
+              + f"  lakehouse: {lake}\n"
+              + ("  INSECURE: open brokers, unsigned acks and orders\n" if insecure else
+                 f"  secure brokers; logins in {var / 'brokers' / 'credentials.json'}\n")
+              + "  stock appears once Spark has started "
               "(first run downloads the Delta jars).\n", flush=True)
         return supervise(procs, dict(plan), env, stop)
     finally:

@@ -158,7 +158,12 @@ def add_agent_commands(subparsers: argparse._SubParsersAction) -> None:
     _env_opt(p, "--broker-port", "SHELFLIFE_BROKER_PORT", None, "region broker port", int,
              shown="the region's: east 18831, central 18832, west 18833")
     _env_opt(p, "--broker-user", "SHELFLIFE_BROKER_USER", None,
-             "broker username; the password comes from env SHELFLIFE_BROKER_PASSWORD",
+             "broker username (the location id on secure brokers); the password comes "
+             "from env SHELFLIFE_BROKER_PASSWORD and the signing key acks and orders must "
+             "carry from env SHELFLIFE_AGENT_KEY (hex); `shelflife credentials <location>` "
+             "prints all three", shown="none")
+    _env_opt(p, "--tls-ca", "SHELFLIFE_TLS_CA", None,
+             "CA certificate (PEM) of the broker's TLS listener; set = connect over TLS",
              shown="none")
     p.set_defaults(fn=run_agent_command, agent_fn=cmd_serve)
 
@@ -324,18 +329,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .http_api import serve_agent
     from .publisher import Publisher, PublisherConfig
 
+    key = _signing_key(os.environ.get("SHELFLIFE_AGENT_KEY"))
     agent = open_agent(args)
     broker_port = args.broker_port or DEFAULT_PORTS[agent.region]
     publisher = Publisher(agent, PublisherConfig(
         host=args.broker_host, port=broker_port, username=args.broker_user,
-        password=os.environ.get("SHELFLIFE_BROKER_PASSWORD")))
+        password=os.environ.get("SHELFLIFE_BROKER_PASSWORD"), tls_ca=args.tls_ca,
+        signing_key=key))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     server = serve_agent(agent, args.host, args.port, publisher=publisher)
     publisher.start()
     print(f"agent {agent.location_id} ({agent.region}): HTTP API on {server.url}, "
-          f"broker {args.broker_host}:{broker_port}, db {args.db}", flush=True)
+          f"broker {publisher.config.address()}, db {args.db}, acks and orders "
+          + ("must be signed" if key else "trusted unsigned"), flush=True)
     try:
         while not stop.wait(1.0):
             pass
@@ -344,6 +352,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         publisher.stop()
         agent.close()
     return 0
+
+
+def _signing_key(text: str | None) -> bytes | None:
+    """SHELFLIFE_AGENT_KEY (hex) as bytes; a malformed key is refused, never ignored."""
+    if not text:
+        return None
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        key = b""
+    if len(key) < 16:
+        raise ContractError("SHELFLIFE_AGENT_KEY", "(hidden)",
+                            "expected the store's signing key as hex (at least 32 digits)")
+    return key
 
 
 def run_agent_command(args: argparse.Namespace) -> int:

@@ -17,6 +17,14 @@ when the agent cannot use it, and counted in :attr:`Publisher.refused` and the h
 No message can raise inside paho's callback: that would end its network loop and leave
 the store offline until restarted (and a retained message would do it again on every
 connect). An ack beyond the last recorded seq is refused: it never trims the outbox.
+
+Proof of origin. With the store's signing key (``PublisherConfig.signing_key``, issued by
+the secure brokers' credentials), an ack or order must carry ingest's or the dispatcher's
+signature over this location (:func:`lakehouse.contract.validate_ack`); anything else is
+refused and counted like junk, and never deletes an event or becomes an order. So even on
+an open or misconfigured broker a stranger cannot make the store drop events that never
+landed or ship goods nobody approved. Without a key the agent trusts its broker, and says
+so once when it starts.
 """
 
 from __future__ import annotations
@@ -26,20 +34,21 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from lakehouse.contract import (
     MAX_EVENT_BYTES,
-    MAX_SEQ,
     ContractError,
     order_topic,
     topic,
     utc_now_ms,
+    validate_ack,
+    validate_signed_order,
 )
+from lakehouse.mqtt import BrokerAddress, make_client
 
 from .agent import AGENT_VERSION, StoreAgent
 from .heartbeat import Heartbeat, skew_from_ack
@@ -71,10 +80,16 @@ class PublisherConfig:
     heartbeat_s: float = 30.0
     """Seconds between heartbeats (0 = none); one also goes out on every connect."""
     username: str | None = None
-    password: str | None = None
+    """Broker login: the location id on secure brokers."""
+    password: str | None = field(default=None, repr=False)
     tls_ca: str | None = None
     """CA certificate (PEM) to connect over TLS; None = plain TCP on loopback/VPN."""
     keepalive: int = 30
+    signing_key: bytes | None = field(default=None, repr=False)
+    """The store's key (secure mode): acks and orders must be signed with it. None =
+    trust the broker (logged as a warning at start)."""
+    warn_unsigned: bool = True
+    """Log that warning; a fleet of simulated stores says it once for all."""
 
     def __post_init__(self) -> None:
         for name in ("resend_after_s", "resend_max_s"):
@@ -85,6 +100,14 @@ class PublisherConfig:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)!r}")
         if self.window < 1:
             raise ValueError(f"window: must be >= 1, got {self.window!r}")
+        if self.signing_key is not None and len(self.signing_key) < 16:
+            raise ValueError("signing_key: expected at least 16 bytes (the credentials "
+                             f"file issues 32), got {len(self.signing_key)}")
+
+    def address(self) -> BrokerAddress:
+        """The broker this agent connects to, as the shared client factory takes it."""
+        return BrokerAddress(self.host, self.port, self.username, self.password,
+                             tls_ca=self.tls_ca)
 
 
 class Publisher:
@@ -100,13 +123,9 @@ class Publisher:
         self._orders_prefix = self.orders_topic[:-1]
         # Its own connection: WAL lets it read the outbox while the tills write.
         self.db = StoreDB(agent.db.path, synchronous=agent.db.synchronous)
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
+        self.client = make_client(self.config.address(),
                                   client_id=f"shelflife-agent-{agent.location_id}",
-                                  clean_session=False, protocol=mqtt.MQTTv311)
-        if self.config.username:
-            self.client.username_pw_set(self.config.username, self.config.password)
-        if self.config.tls_ca:
-            self.client.tls_set(ca_certs=self.config.tls_ca)
+                                  clean_session=False)
         self.client.max_inflight_messages_set(self.config.max_inflight)
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect
@@ -150,7 +169,11 @@ class Publisher:
         socket (``client.reconnect()``, ``loop_read/loop_write/loop_misc``), which lets
         one thread serve hundreds of publishers.
         """
-        self.client.reconnect_delay_set(min_delay=1, max_delay=10)
+        if self.config.signing_key is None and self.config.warn_unsigned:
+            log.warning("%s: no signing key, so this agent trusts every ack and order its "
+                        "broker delivers (an ack deletes events from the outbox); on a "
+                        "broker others can publish to, give it its key (SHELFLIFE_AGENT_KEY)",
+                        self.agent.location_id)
         self.client.connect_async(self.config.host, self.config.port, self.config.keepalive)
         self._loop_thread = loop_thread
         if loop_thread:
@@ -234,10 +257,13 @@ class Publisher:
         """Move the ack forward, only within [acked seq, last recorded seq]."""
         if not msg.payload:
             return  # a cleared retained ack: nothing to learn
-        ack = _json_object(msg.payload)
-        acked = ack.get("acked_seq")
-        if isinstance(acked, bool) or not isinstance(acked, int) or not 0 <= acked <= MAX_SEQ:
-            raise ContractError("acked_seq", acked, f"expected an integer 0..{MAX_SEQ}")
+        try:
+            ack = validate_ack(_json_object(msg.payload), self.agent.location_id,
+                               key=self.config.signing_key)
+        except ContractError as exc:
+            self._refuse("ack", msg.topic, f"{exc}; nothing deleted")
+            return
+        acked = ack["acked_seq"]
         last = self.agent.last_seq
         if acked > last:
             # Ingest acks only what this agent sent: this is forged, or this database
@@ -267,7 +293,8 @@ class Publisher:
             if order.get("order_id") != msg.topic.rsplit("/", 1)[1]:
                 raise ContractError("order_id", order.get("order_id"),
                                     f"does not match its topic {msg.topic}")
-            self.agent.accept_order(order)
+            self.agent.accept_order(validate_signed_order(
+                order, self.agent.location_id, key=self.config.signing_key))
         except ValueError as exc:  # ContractError included
             self._refuse("order", msg.topic, str(exc))
 

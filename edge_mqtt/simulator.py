@@ -27,6 +27,10 @@ Decisions:
   ever recorded by the fleet, so they never repeat across runs.
 * **Time stamps.** ``occurred_at`` is the real time of recording (the pipeline measures
   latency and lag with it); simulated dates appear only in lot ids and expiry dates.
+* **Logins.** With ``credentials`` (the secure brokers' ``credentials.json``) every
+  location logs in as itself and checks its acks and orders with its own signing key,
+  as a real store would; locations the file lacks are added to it (a running
+  ``shelflife broker`` applies them within a second; until then they retry).
 """
 
 from __future__ import annotations
@@ -43,18 +47,27 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lakehouse.contract import DEFAULT_PORTS, UNALLOCATED_LOT, ContractError, check_region
+from lakehouse.contract import (
+    DEFAULT_PORTS,
+    REGIONS,
+    UNALLOCATED_LOT,
+    ContractError,
+    check_region,
+)
 from lakehouse.movements import movements
 
 from .agent import StoreAgent
 from .catalogue import SKUS, LocationKind, Sku
 from .demand import HOURLY_SHARE, DemandModel, poisson
 from .publisher import Publisher, PublisherConfig
+
+if TYPE_CHECKING:
+    from ingest.auth import Credentials
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +124,11 @@ class FleetConfig:
     connect_timeout_s: float = 10.0
     """How long :meth:`Fleet.start` waits for brokers before trading offline."""
     progress_every_s: float = 10.0
+    credentials: str | Path | None = None
+    """The secure brokers' ``credentials.json``: each location logs in as itself and
+    needs signed acks and orders. None = anonymous, trusting the broker."""
+    tls_ca: str | None = None
+    """CA certificate (PEM) of the brokers' TLS listeners; None = plain TCP."""
 
     def __post_init__(self) -> None:
         for name in ("stores", "warehouses_per_region"):
@@ -272,22 +290,49 @@ class Fleet:
     def _build(self) -> None:
         cfg = self.config
         folder = Path(cfg.data_dir) / "agents"
-        per_region, extra = divmod(cfg.stores, len(cfg.regions))
+        creds = self._credentials()
+        if creds is None:
+            log.warning("fleet: no credentials (--insecure): every location connects "
+                        "anonymously and trusts any ack or order its broker delivers")
         store_index = 0
-        for r, region in enumerate(cfg.regions):
+        for location_id, region, kind in fleet_layout(cfg):
             pub_cfg = PublisherConfig(host=cfg.host, port=int(cfg.ports[region]),
                                       window=cfg.window, max_inflight=cfg.max_inflight,
-                                      resend_after_s=cfg.resend_after_s)
-            for w in range(1, cfg.warehouses_per_region + 1):
-                loc = self._add_location(f"WH-{region.upper()}-{w}", region, "warehouse", -1,
-                                         folder, pub_cfg)
+                                      resend_after_s=cfg.resend_after_s, tls_ca=cfg.tls_ca,
+                                      warn_unsigned=False)
+            if creds is not None:
+                login = creds.credentials_for(location_id)
+                pub_cfg = replace(pub_cfg, username=login.username, password=login.password,
+                                  signing_key=creds.signing_key(location_id))
+            if kind == "warehouse":
+                loc = self._add_location(location_id, region, kind, -1, folder, pub_cfg)
                 self.warehouses[region].append(loc)
-            for s in range(1, per_region + (1 if r < extra else 0) + 1):
-                loc = self._add_location(f"{region.upper()}-S{s:03d}", region, "store",
-                                         store_index, folder, pub_cfg)
+            else:
+                loc = self._add_location(location_id, region, kind, store_index, folder,
+                                         pub_cfg)
                 store_index += 1
                 self.stores.append(loc)
                 self.stores_in[region].append(loc)
+
+    def _credentials(self) -> Credentials | None:
+        """The fleet's logins, issuing any location the file does not list yet."""
+        if self.config.credentials is None:
+            return None
+        # Server-side code, imported only here: the agent modules stay paho + stdlib.
+        from ingest.auth import Credentials
+
+        path = Path(self.config.credentials)
+        wanted: dict[str, list[str]] = {}
+        for location_id, region, _kind in fleet_layout(self.config):
+            wanted.setdefault(region, []).append(location_id)
+        before = Credentials.open(path, create=False)
+        known = {loc for region in REGIONS for loc in before.locations(region)}
+        creds = Credentials.open(path, wanted, create=False)
+        added = [loc for ids in wanted.values() for loc in ids if loc not in known]
+        if added:
+            log.info("fleet: issued credentials for %d new locations in %s; a running "
+                     "`shelflife broker` accepts them within a second", len(added), path)
+        return creds
 
     def _add_location(self, location_id: str, region: str, kind: LocationKind,
                       store_index: int, folder: Path, pub_cfg: PublisherConfig) -> Location:
@@ -770,6 +815,20 @@ class Fleet:
         """A new location's first delivery: each SKU once, enough for a day and a bit."""
         for sku in self.sku_ids:
             self._receive(loc, sku, self._order_size(loc, sku, 0))
+
+
+def fleet_layout(config: FleetConfig) -> list[tuple[str, str, LocationKind]]:
+    """Every location the fleet simulates: (location id, region, kind), in build order.
+
+    The demo issues their credentials from this before the brokers start."""
+    per_region, extra = divmod(config.stores, len(config.regions))
+    out: list[tuple[str, str, LocationKind]] = []
+    for r, region in enumerate(config.regions):
+        out += [(f"WH-{region.upper()}-{w}", region, "warehouse")
+                for w in range(1, config.warehouses_per_region + 1)]
+        out += [(f"{region.upper()}-S{s:03d}", region, "store")
+                for s in range(1, per_region + (1 if r < extra else 0) + 1)]
+    return out
 
 
 def _item_prices(agent: StoreAgent) -> dict[str, float]:

@@ -183,12 +183,18 @@ class StoreDB:
     # --- transfer orders -----------------------------------------------------------
 
     def add_order(self, order: dict[str, Any], received_at: str) -> bool:
-        """Keep an order the first time it arrives, or again after it was cancelled (it
-        was approved anew); False when it is already known."""
+        """Keep an order the first time it arrives, or again after it was cancelled if it
+        was approved anew (a later ``approved_at``); False when it is already known.
+
+        The same order arriving again after its cancellation is a replay of the withdrawn
+        approval (anyone on an open broker may have recorded it, signature and all), so it
+        stays cancelled."""
         cur = self.conn.execute(
             "INSERT INTO transfer_orders(order_id, body, received_at) VALUES (?, ?, ?) "
             "ON CONFLICT(order_id) DO UPDATE SET body = excluded.body, status = 'pending', "
-            "received_at = excluded.received_at WHERE transfer_orders.status = 'cancelled'",
+            "received_at = excluded.received_at WHERE transfer_orders.status = 'cancelled' "
+            "AND json_extract(excluded.body, '$.approved_at') > "
+            "json_extract(transfer_orders.body, '$.approved_at')",
             (order["order_id"], json.dumps(order), received_at))
         return cur.rowcount == 1
 

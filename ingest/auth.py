@@ -10,7 +10,10 @@ with ``use_username_as_clientid``: two processes sharing one login would share o
 id, and each connection would throw the other off (ingest's persistent session with it).
 
 Passwords are generated once into ``credentials.json`` (mode 0600) next to the brokers'
-data, and kept on later starts, so a store configured once keeps working. The topic rules
+data, and kept on later starts, so a store configured once keeps working. Each store also
+gets a signing key there: ingest signs the store's acks and the dispatcher its orders with
+it, and the agent refuses any it cannot verify (why a separate key and not one derived
+from the password: :mod:`lakehouse.contract`, "acks and orders carry proof"). The topic rules
 are plain data (:class:`TopicRules`): mosquitto's ``acl_file`` and the embedded broker's
 check are both made from them, so both brokers enforce the same thing.
 """
@@ -27,12 +30,19 @@ import secrets
 import shutil
 import stat
 import subprocess
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from lakehouse.contract import REGIONS, TOPIC_ROOT, check_id, check_region
+from lakehouse.contract import (
+    REGIONS,
+    SIGNING_KEY_BYTES,
+    TOPIC_ROOT,
+    check_id,
+    check_region,
+)
 
 from .embedded_broker import matches
 from .landing import fsync_dir, replace_durably
@@ -70,32 +80,49 @@ def write_private(path: Path, text: str) -> None:
     replace_durably(path, text, mode=0o600)
 
 
+class CredentialsMissing(FileNotFoundError):
+    """No credentials file where a client expected the secure brokers' one."""
+
+
 class Credentials:
     """One generated password per location and per region's ingest and dispatcher users,
-    kept on disk.
+    and one signing key per location, kept on disk.
 
-    ``Credentials.open(path, locations)`` loads the file, adds a password for any location
-    or region it does not know yet, and writes it back; existing passwords never change.
+    ``Credentials.open(path, locations)`` loads the file, adds a password and key for any
+    location or region it does not know yet, and writes it back; existing ones never
+    change.
     """
 
     def __init__(self, path: Path, ingest: dict[str, str],
                  locations: dict[str, tuple[str, str]],
-                 dispatcher: dict[str, str] | None = None) -> None:
+                 dispatcher: dict[str, str] | None = None,
+                 keys: dict[str, str] | None = None) -> None:
         self.path = Path(path)
         self._ingest = ingest
         self._dispatcher = dispatcher or {}
         self._locations = locations  # location id -> (region, password)
+        self._keys = keys or {}  # location id -> signing key (hex)
 
     @classmethod
-    def open(cls, path: Path,
-             locations: Mapping[str, Iterable[str]] | None = None) -> Credentials:
-        """Load (or create) the store, adding the given ``{region: [location ids]}``."""
+    def open(cls, path: Path, locations: Mapping[str, Iterable[str]] | None = None, *,
+             create: bool = True) -> Credentials:
+        """Load (or create) the store, adding the given ``{region: [location ids]}``.
+
+        Clients pass ``create=False``: a file they would create holds passwords no broker
+        knows, so a missing one raises :class:`CredentialsMissing` saying what to do.
+        """
         path = Path(path)
         ingest: dict[str, str] = {}
         dispatcher: dict[str, str] = {}
         known: dict[str, tuple[str, str]] = {}
+        keys: dict[str, str] = {}
         if path.exists():
-            ingest, dispatcher, known = cls._read(path)
+            ingest, dispatcher, known, keys = cls._read(path)
+        elif not create:
+            raise CredentialsMissing(
+                f"{path}: no credentials file; start `shelflife broker` (it issues them "
+                "into <data-dir>/credentials.json), point --credentials at its file, or "
+                "pass --insecure for an open broker")
         changed = not path.exists()
         for users in (ingest, dispatcher):  # a file from before the dispatcher gets one
             for region in REGIONS:
@@ -114,7 +141,11 @@ class Credentials:
                         f"location {location_id!r}: listed in region {region!r} but "
                         f"{path} has it in {known[location_id][0]!r}; a store belongs to "
                         "one region (remove it from the file to move it)")
-        creds = cls(path, ingest, known, dispatcher)
+        for location_id in known:  # a file from before signed acks gets keys
+            if location_id not in keys:
+                keys[location_id] = secrets.token_hex(SIGNING_KEY_BYTES)
+                changed = True
+        creds = cls(path, ingest, known, dispatcher, keys)
         if changed:
             path.parent.mkdir(parents=True, exist_ok=True)
             creds._write()
@@ -122,7 +153,7 @@ class Credentials:
 
     @staticmethod
     def _read(path: Path) -> tuple[dict[str, str], dict[str, str],
-                                   dict[str, tuple[str, str]]]:
+                                   dict[str, tuple[str, str]], dict[str, str]]:
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
             log.warning("%s was readable by others (mode %o); restricting it to 0600",
@@ -136,18 +167,21 @@ class Credentials:
             known = {check_id("location_id", loc): (check_region(v["region"]),
                                                      str(v["password"]))
                      for loc, v in data["locations"].items()}
+            keys = {loc: bytes.fromhex(v["signing_key"]).hex()
+                    for loc, v in data["locations"].items() if "signing_key" in v}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"{path}: not a Shelflife credentials file ({exc}); "
                              "restore it from backup or delete it to issue new "
                              "passwords to every store") from exc
-        return ingest, dispatcher, known
+        return ingest, dispatcher, known, keys
 
     def _write(self) -> None:
         data = {
             "version": 1,
             "ingest": dict(sorted(self._ingest.items())),
             "dispatcher": dict(sorted(self._dispatcher.items())),
-            "locations": {loc: {"region": region, "password": pw}
+            "locations": {loc: {"region": region, "password": pw,
+                                "signing_key": self._keys[loc]}
                           for loc, (region, pw) in sorted(self._locations.items())},
         }
         write_private(self.path, json.dumps(data, indent=2) + "\n")
@@ -158,6 +192,13 @@ class Credentials:
             raise KeyError(f"location {location_id!r}: no credentials in {self.path}; "
                            "list it in `locations` when starting the brokers")
         return Login(location_id, self._locations[location_id][1])
+
+    def signing_key(self, location_id: str) -> bytes:
+        """The key ingest signs this store's acks with and the dispatcher its orders; the
+        store's agent verifies them with it (``SHELFLIFE_AGENT_KEY``, hex)."""
+        if location_id not in self._keys:
+            raise KeyError(f"location {location_id!r}: no signing key in {self.path}")
+        return bytes.fromhex(self._keys[location_id])
 
     def ingest_credentials(self, region: str) -> Login:
         """The login of a region's ingest workers."""
@@ -182,6 +223,43 @@ class Credentials:
 
     def rules(self, region: str) -> TopicRules:
         return TopicRules.for_region(region, self.locations(region))
+
+
+class SigningKeys:
+    """Every store's signing key from a credentials file, for ingest and the dispatcher.
+
+    Stores are added while ingest runs (a simulator or an operator issues credentials and
+    the broker picks them up), so a location not known yet makes it read the file again
+    when the file has changed since; there is no need to restart ingest for a new store.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int] | None = None
+        self._creds = self._load()
+
+    def _load(self) -> Credentials:
+        st = self.path.stat() if self.path.exists() else None
+        creds = Credentials.open(self.path, create=False)
+        self._stamp = (st.st_mtime_ns, st.st_size) if st else None
+        return creds
+
+    def key_for(self, location_id: str) -> bytes | None:
+        """The store's key, or None when the file does not list the location."""
+        with self._lock:
+            try:
+                return self._creds.signing_key(location_id)
+            except KeyError:
+                pass
+            st = self.path.stat()
+            if (st.st_mtime_ns, st.st_size) == self._stamp:
+                return None
+            self._creds = self._load()
+            try:
+                return self._creds.signing_key(location_id)
+            except KeyError:
+                return None
 
 
 def covers(rule_levels: list[str], filter_levels: list[str]) -> bool:

@@ -4,13 +4,13 @@ Each region gets its own broker so a region replaying a long backlog never slows
 others. mosquitto is used when installed (it keeps sessions on disk across restarts); the
 in-process embedded broker stands in where it is not, with the same ports and topics.
 
-By default the brokers accept anyone (the demo on one machine). An operator whose stores
-reach the brokers over a network turns on sign-in and per-store topic rules with
-``start_brokers(..., secure=True, locations={"east": ["s001", ...], ...})`` (the CLI's
-``shelflife broker --secure``):
+``shelflife broker`` (:func:`run_brokers_forever`) turns on sign-in and per-store topic
+rules unless told ``--insecure``; the library's :func:`start_brokers` takes
+``secure=True, locations={"east": ["s001", ...], ...}`` for the same:
 
 * ``<data_dir>/credentials.json`` (mode 0600) gets one generated password per location and
-  per region's ingest user, once; later starts keep them and add new locations. Give each
+  per region's ingest and dispatcher users, and a signing key per location, once; later
+  starts keep them and add new locations. Give each
   store its own (``Credentials.credentials_for``) and each ingest worker its region's
   (``Credentials.ingest_credentials``). Locations already in the file need not be listed
   again.
@@ -23,12 +23,16 @@ reach the brokers over a network turns on sign-in and per-store topic rules with
 * mosquitto gets ``<data_dir>/<region>/passwd`` (hashed with ``mosquitto_passwd -U``, mode
   0600) and ``<data_dir>/<region>/acl``, both rewritten at every start; the embedded broker
   applies the same rules in memory (:mod:`ingest.auth`).
+* While :func:`run_brokers_forever` runs, a change to ``credentials.json`` (``shelflife
+  simulate`` issuing its stores', an operator adding one) is applied within a second:
+  the files are rewritten and mosquitto reloads them on SIGHUP, without dropping anyone.
 * ``tls=TlsFiles(certfile, keyfile)`` makes every listener TLS-only, so passwords do not
   cross the network in clear; clients then need the CA (or the self-signed certificate).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -53,6 +57,7 @@ from ingest.auth import (
 from ingest.embedded_broker import EmbeddedBroker
 from lakehouse.contract import DEFAULT_PORTS, MAX_EVENT_BYTES, REGIONS, check_region
 
+log = logging.getLogger(__name__)
 BrokerKind = Literal["auto", "mosquitto", "embedded"]
 _DEBIAN_MOSQUITTO = Path("/usr/sbin/mosquitto")
 
@@ -236,9 +241,7 @@ def _start_mosquitto(binary: str, spec: BrokerSpec, data_dir: Path, timeout: flo
         conf.write_text(mosquitto_config(spec, data_dir))
     else:
         if creds is not None:
-            write_password_file(region_dir / "passwd", creds.logins(spec.region),
-                                tool=find_mosquitto_passwd())
-            write_private(region_dir / "acl", creds.rules(spec.region).mosquitto_acl())
+            _write_auth_files(region_dir, spec.region, creds)
         conf.write_text(mosquitto_config(spec, data_dir, secure=creds is not None, tls=tls))
     log_path, console = region_dir / "mosquitto.log", region_dir / "mosquitto.console.log"
     problem = _bind_problem(spec.host, spec.port)
@@ -329,6 +332,38 @@ def _start_embedded(spec: BrokerSpec, creds: Credentials | None,
                          embedded=broker)
 
 
+def _write_auth_files(region_dir: Path, region: str, creds: Credentials) -> None:
+    write_password_file(region_dir / "passwd", creds.logins(region),
+                        tool=find_mosquitto_passwd())
+    write_private(region_dir / "acl", creds.rules(region).mosquitto_acl())
+
+
+def reload_credentials(brokers: Iterable[RunningBroker], data_dir: Path) -> Credentials:
+    """Apply the current ``credentials.json`` to running secure brokers: new stores may
+    connect, each to its own topics. mosquitto rereads its password and ACL files on
+    SIGHUP; the embedded broker swaps its tables. Connected clients stay connected."""
+    creds = Credentials.open(credentials_path(data_dir), create=False)
+    for b in brokers:
+        if not b.secure:
+            continue
+        region = b.spec.region
+        if b.embedded is not None:
+            b.embedded.users = {x.username: x.password for x in creds.logins(region)}
+            b.embedded.acl = creds.rules(region)
+        elif b.process is not None and b.process.poll() is None:
+            _write_auth_files(Path(data_dir).resolve() / region, region, creds)
+            b.process.send_signal(signal.SIGHUP)
+    return creds
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
 def stop_brokers(brokers: Iterable[RunningBroker]) -> None:
     """Stop every broker, newest first."""
     for broker in reversed(list(brokers)):
@@ -343,12 +378,20 @@ def run_brokers_forever(
     ports: Mapping[str, int] = DEFAULT_PORTS,
     host: str = "127.0.0.1",
     locations: Mapping[str, list[str]] | None = None,
-    secure: bool = False,
+    secure: bool = True,
     tls: TlsFiles | None = None,
 ) -> None:
-    """Start the brokers, print one line each, and keep them up until Ctrl-C or SIGTERM."""
+    """Start the brokers, print one line each, and keep them up until Ctrl-C or SIGTERM;
+    secure ones take up changes to ``credentials.json`` as they happen."""
+    if not secure:
+        log.warning("INSECURE brokers: anyone who reaches them may publish events as any "
+                    "store and read every store's acks and orders; agents without a "
+                    "signing key trust whatever ack or order arrives. Use --insecure only "
+                    "on a machine nobody else can reach.")
     brokers = start_brokers(data_dir, regions, kind=kind, ports=ports, host=host,
                             locations=locations, secure=secure, tls=tls)
+    creds_file = credentials_path(data_dir)
+    seen = _stamp(creds_file)
     done = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
     try:
@@ -359,6 +402,17 @@ def run_brokers_forever(
         if secure:
             print(f"credentials: {credentials_path(data_dir)}", flush=True)
         while not done.wait(0.5):
+            if secure and _stamp(creds_file) != seen:
+                seen = _stamp(creds_file)
+                try:
+                    creds = reload_credentials(brokers, data_dir)
+                except (OSError, ValueError, RuntimeError) as exc:
+                    log.error("credentials: %s changed but could not be applied: %s",
+                              creds_file, exc)
+                else:
+                    print("credentials: reloaded, "
+                          + ", ".join(f"{b.spec.region} {len(creds.locations(b.spec.region))}"
+                                      f" locations" for b in brokers), flush=True)
             dead = [b for b in brokers if b.process is not None and b.process.poll() is not None]
             if dead:
                 raise BrokerError(f"region {dead[0].spec.region}: mosquitto exited\n"

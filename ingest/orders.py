@@ -16,6 +16,11 @@ recommendation into a transfer order on the source location's regional broker:
 
 The order id is the recommendation id, so every step can be matched with the row a person
 approved. Decisions are read with ``deltalake`` only: the dispatcher needs no JVM.
+
+In secure mode (``keys``, from the brokers' ``credentials.json``) every order and
+cancellation is signed with the source store's key (:func:`lakehouse.contract.sign_order`),
+and an agent holding its key accepts nothing else: on a broker where a stranger can
+publish, no order ships that this dispatcher did not send.
 """
 
 from __future__ import annotations
@@ -26,16 +31,24 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
-from lakehouse.contract import DEFAULT_PORTS, REGIONS, format_ts, order_topic, validate_order
+from lakehouse.contract import (
+    DEFAULT_PORTS,
+    REGIONS,
+    format_ts,
+    order_topic,
+    sign_order,
+    validate_order,
+)
+from lakehouse.mqtt import BrokerAddress, make_client
 from lakehouse.readers import read_table
 from spark_jobs.batch import approved_since, transfer_progress
+
+from .auth import SigningKeys
 
 log = logging.getLogger(__name__)
 Root = str | os.PathLike[str] | None
@@ -43,19 +56,14 @@ Say = Callable[[str], None]
 PUBLISH_TIMEOUT_S = 10.0
 
 
-@dataclass(frozen=True)
-class BrokerAddress:
-    """Where one region's broker listens, and how the dispatcher logs in to it."""
-
-    host: str = "127.0.0.1"
-    port: int = 18831
-    username: str | None = None
-    password: str | None = None
+__all__ = ["BrokerAddress", "OrderDispatcher", "default_brokers", "order_plan"]
 
 
-def default_brokers(host: str = "127.0.0.1") -> dict[str, BrokerAddress]:
+def default_brokers(host: str = "127.0.0.1", *, tls_ca: str | None = None
+                    ) -> dict[str, BrokerAddress]:
     """The brokers ``shelflife broker`` starts: one per region on its default port."""
-    return {region: BrokerAddress(host, DEFAULT_PORTS[region]) for region in REGIONS}
+    return {region: BrokerAddress(host, DEFAULT_PORTS[region], tls_ca=tls_ca)
+            for region in REGIONS}
 
 
 def _decision_history(root: Root) -> Any:
@@ -116,10 +124,12 @@ class OrderDispatcher:
     """
 
     def __init__(self, root: Root, brokers: Mapping[str, BrokerAddress], *,
-                 say: Say = print) -> None:
+                 say: Say = print, keys: SigningKeys | None = None) -> None:
         self.root = root
         self.brokers = dict(brokers)
         self.say = say
+        self.keys = keys
+        """Stores' signing keys (secure mode); None sends orders unsigned."""
         self._clients: dict[str, mqtt.Client] = {}
         self._done: dict[str, str] = {}
         """What this process last told the broker per order (sent, cleared, cancelled):
@@ -134,19 +144,14 @@ class OrderDispatcher:
                              f"(have {', '.join(sorted(self.brokers)) or 'none'})")
         address = self.brokers[region]
         if client is None:
-            client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                 client_id=f"shelflife-orders-{region}",
-                                 protocol=mqtt.MQTTv311)
-            if address.username:
-                client.username_pw_set(address.username, address.password)
+            client = make_client(address, client_id=f"shelflife-orders-{region}")
             client.connect(address.host, address.port, keepalive=30)
             client.loop_start()
             self._clients[region] = client
         deadline = time.monotonic() + PUBLISH_TIMEOUT_S
         while not client.is_connected():
             if time.monotonic() > deadline:
-                raise ConnectionError(f"{region}: broker {address.host}:{address.port} "
-                                      "not reachable")
+                raise ConnectionError(f"{region}: broker {address} not reachable")
             time.sleep(0.05)
         return client
 
@@ -158,12 +163,21 @@ class OrderDispatcher:
             raise ConnectionError(f"{region}: order {order_id} not acknowledged by the "
                                   f"broker within {PUBLISH_TIMEOUT_S:g} s")
 
+    def _key(self, source: str) -> bytes | None:
+        if self.keys is None:
+            return None
+        key = self.keys.key_for(source)
+        if key is None:
+            raise ValueError(f"location {source!r} has no signing key in {self.keys.path}; "
+                             "its agent would refuse an unsigned order")
+        return key
+
     def send(self, region: str, source: str, order: Mapping[str, Any]) -> None:
-        """Publish one transfer order (checked against the contract) as the retained
-        message its source location reads; ConnectionError if the broker does not take it.
-        """
-        checked = validate_order(dict(order))
-        self._publish(region, source, checked["order_id"], json.dumps(checked).encode())
+        """Publish one transfer order (checked against the contract, signed in secure
+        mode) as the retained message its source location reads; ConnectionError if the
+        broker does not take it."""
+        signed = sign_order(dict(order), source, self._key(source))
+        self._publish(region, source, signed["order_id"], json.dumps(signed).encode())
 
     def run_once(self) -> dict[str, int]:
         """One round: send new orders, clear shipped ones, cancel overturned ones.
@@ -177,13 +191,14 @@ class OrderDispatcher:
                 order_id = item["order_id"]
                 if self._done.get(order_id) == verb:
                     continue
-                body = (b"" if action == "clear" else
-                        json.dumps({"order_id": order_id, "cancelled": True}).encode())
                 try:
                     if action == "send":
                         self.send(item["region"], item["source"], item["order"])
-                    else:
-                        self._publish(item["region"], item["source"], order_id, body)
+                    elif action == "cancel":
+                        self.send(item["region"], item["source"],
+                                  {"order_id": order_id, "cancelled": True})
+                    else:  # an empty retained message clears the topic; it says nothing
+                        self._publish(item["region"], item["source"], order_id, b"")
                 except (ConnectionError, OSError, ValueError) as exc:
                     counts["failed"] += 1
                     self.say(f"orders: {order_id} to {item['source']} not {verb}: {exc}")
@@ -197,7 +212,8 @@ class OrderDispatcher:
         """Rounds every ``every_s`` seconds until ``stop``; a failing round is reported."""
         stop = stop or threading.Event()
         self.say(f"orders: dispatching approved transfers every {every_s:g} s to "
-                 + ", ".join(f"{r} {b.host}:{b.port}" for r, b in sorted(self.brokers.items())))
+                 + ", ".join(f"{r} {b}" for r, b in sorted(self.brokers.items()))
+                 + ("" if self.keys else " (orders unsigned: --insecure)"))
         while not stop.is_set():
             try:
                 self.run_once()

@@ -29,6 +29,12 @@ for ``give_up_after_s`` (or stops turning at all), :func:`run_workers` returns n
 so a supervisor restarts the process. Nothing is lost by that: what ingest held is
 still in the broker's persistent session or, for what the broker already handed over,
 in the agents' outboxes, which re-send from the last end-to-end ack.
+
+Signed acks. With ``credentials`` (the secure brokers' ``credentials.json``) the worker
+logs in as ``ingest@<region>`` and signs each ack with its store's key
+(:func:`lakehouse.contract.build_ack`), so an agent can tell ingest's acks from a
+stranger's. A location the file does not list gets no ack (its agent could not verify
+one), with a warning once.
 """
 
 from __future__ import annotations
@@ -39,15 +45,16 @@ import struct
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from lakehouse.contract import (
     MAX_EVENT_BYTES,
     ContractError,
+    build_ack,
     check_region,
     decode_event,
     parse_topic,
@@ -55,8 +62,10 @@ from lakehouse.contract import (
     utc_now_ms,
 )
 from lakehouse.metrics import REGISTRY, Registry, serve_metrics
+from lakehouse.mqtt import BrokerAddress, make_client
 from lakehouse.paths import lakehouse_root, landing_dir
 
+from .auth import Credentials, SigningKeys
 from .backpressure import IntakeGate, LandingBacklog, RateQuota
 from .dedup import SeqTracker
 from .landing import LandedRecord, LandingWriter, PreparedBatch, now_ts
@@ -101,9 +110,13 @@ class IngestConfig:
     worker_id: str = "w1"
     """Distinguishes workers of one region in batch names."""
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     tls_ca: str | None = None
     """CA certificate (PEM) to connect over TLS; None = plain TCP on loopback/VPN."""
+    credentials: str | None = None
+    """The secure brokers' ``credentials.json``: log in as ``ingest@<region>`` (unless
+    ``username`` is given) and sign every ack with its store's key. None = anonymous,
+    unsigned acks (an open broker)."""
 
     def __post_init__(self) -> None:
         check_region(self.region)
@@ -112,6 +125,16 @@ class IngestConfig:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)!r}")
         IntakeGate(self.backlog_high_events, self.low_water)  # raises on a bad pair
         RateQuota(self.max_events_per_s)
+
+    def address(self) -> BrokerAddress:
+        """The broker and login, as the shared client factory takes them."""
+        address = BrokerAddress(self.host, self.port, self.username, self.password,
+                                tls_ca=self.tls_ca)
+        if self.credentials and not self.username:
+            login = Credentials.open(Path(self.credentials), create=False
+                                     ).ingest_credentials(self.region)
+            address = address.with_login(login.username, login.password)
+        return address
 
     @property
     def low_water(self) -> int:
@@ -229,16 +252,15 @@ class IngestWorker:
         self.failure: str | None = None
         """Set when the worker gave up; :func:`run_workers` then ends the process."""
         self.connected = threading.Event()
-        self.client = _IngestClient(CallbackAPIVersion.VERSION2,
-                                    client_id=f"shelflife-ingest-{config.region}-"
-                                              f"{config.worker_id}",
-                                    clean_session=False, protocol=mqtt.MQTTv311,
-                                    manual_ack=True)
+        self.keys = SigningKeys(Path(config.credentials)) if config.credentials else None
+        """Every store's signing key (secure mode), or None: acks go out unsigned."""
+        self._unsigned: set[str] = set()
+        self.client = make_client(config.address(),
+                                  client_id=f"shelflife-ingest-{config.region}-"
+                                            f"{config.worker_id}",
+                                  clean_session=False, client_class=_IngestClient,
+                                  manual_ack=True)
         self.client.holds = self._holds
-        if config.username:
-            self.client.username_pw_set(config.username, config.password)
-        if config.tls_ca:
-            self.client.tls_set(ca_certs=config.tls_ca)
         self.client.max_inflight_messages_set(1000)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.connected.clear()
@@ -561,13 +583,27 @@ class IngestWorker:
         # ingest_time lets agents estimate how far their clock is off (heartbeat hint).
         acked_at = utc_now_ms()
         for loc, acked in moved.items():
-            self.client.publish(topic(self.config.region, loc, "ack"),
-                                json.dumps({"acked_seq": acked, "ingest_time": acked_at}),
-                                qos=1, retain=True)
-            self.stats.acks_sent += 1
+            self._publish_ack(loc, acked, acked_at)
         now = time.monotonic()
         self.metrics.observe_acks(self.config.region, [now - t for t in batch.landed_at])
         return batch.taken
+
+    def _publish_ack(self, location_id: str, acked: int, acked_at: str) -> None:
+        """The retained end-to-end ack, signed with the store's key in secure mode."""
+        key = None
+        if self.keys is not None:
+            key = self.keys.key_for(location_id)
+            if key is None:
+                if location_id not in self._unsigned:
+                    self._unsigned.add(location_id)
+                    log.warning("ingest %s: %s is not in %s, so it has no signing key and "
+                                "gets no ack (its events are landed)", self.config.region,
+                                location_id, self.keys.path)
+                return
+        ack = build_ack(location_id, acked, ingest_time=acked_at, key=key)
+        self.client.publish(topic(self.config.region, location_id, "ack"),
+                            json.dumps(ack), qos=1, retain=True)
+        self.stats.acks_sent += 1
 
 
 def worker_health(workers: list[IngestWorker]) -> tuple[int, dict[str, Any]]:

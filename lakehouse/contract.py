@@ -25,6 +25,8 @@ Decisions recorded here because DESIGN.md is silent on them:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
 from dataclasses import dataclass
@@ -561,6 +563,107 @@ def validate_order(order: Any) -> dict[str, Any]:
     check_timestamp("approved_at", order.get("approved_at"))
     return {k: order[k] for k in ("order_id", "sku", "lot", "quantity", "destination",
                                   "transit_hours", "approved_by", "approved_at")}
+
+
+# --- acks and orders carry proof of who sent them ------------------------------------------
+# On a broker that lets a stranger publish (anonymous, misconfigured, or not Shelflife's
+# at all), an ack within the agent's range would delete events that never landed, and an
+# order would ship goods nobody approved. So ingest and the dispatcher sign each ack and
+# order with a key only they and that store hold, and an agent that has its key refuses
+# anything unsigned or signed with another key.
+#
+# The key is a separate random secret per store (``Credentials.signing_key``), not one
+# derived from the store's broker password: the agent sends its password to whatever
+# broker it connects to (in clear without TLS), so a rogue or misconfigured broker, or
+# anyone on the path, learns the password, but the signing key never leaves the agent,
+# ingest and the dispatcher. The signature covers the location id, so an ack or order
+# for one store cannot be replayed to another, and the message kind, so an ack cannot
+# pass as an order. What it cannot stop: replaying a genuine message to its own store;
+# an old ack moves nothing, and a withdrawn order returns only with a later approved_at
+# (``StoreDB.add_order``).
+
+SIGNATURE_FIELD = "sig"
+SIGNING_KEY_BYTES = 32
+_SIG_RE = re.compile(r"^[0-9a-f]{64}\Z")
+MessageKind = Literal["ack", "order"]
+
+
+def signature(kind: MessageKind, location_id: str, message: dict[str, Any],
+              key: bytes) -> str:
+    """HMAC-SHA256 (hex) over the canonical JSON of ``message`` (without ``sig``), the
+    message kind and the location it is for."""
+    body = {k: v for k, v in message.items() if k != SIGNATURE_FIELD}
+    canonical = json.dumps({"kind": kind, "location_id": location_id, "message": body},
+                           sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                           allow_nan=False)
+    return hmac.new(key, canonical.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def check_signature(kind: MessageKind, location_id: str, message: dict[str, Any],
+                    key: bytes) -> None:
+    """ContractError unless ``message['sig']`` is ``key``'s signature of it."""
+    sig = message.get(SIGNATURE_FIELD)
+    if sig is None:
+        raise ContractError(SIGNATURE_FIELD, None, f"unsigned {kind}: this agent accepts "
+                                                   f"only {kind}s signed with its key")
+    if not isinstance(sig, str) or not _SIG_RE.match(sig):
+        raise ContractError(SIGNATURE_FIELD, sig, "expected 64 hex digits")
+    try:
+        expected = signature(kind, location_id, message, key)
+    except ValueError as exc:  # NaN or Infinity: nothing Shelflife signs
+        raise ContractError(SIGNATURE_FIELD, sig, f"cannot be checked: {exc}") from exc
+    if not hmac.compare_digest(expected, sig):
+        raise ContractError(SIGNATURE_FIELD, sig, f"wrong signature: this {kind} was not "
+                                                  f"signed with {location_id}'s key")
+
+
+def build_ack(location_id: str, acked_seq: int, *, ingest_time: str | None = None,
+              key: bytes | None = None) -> dict[str, Any]:
+    """Ingest's end-to-end ack for one location: every seq up to ``acked_seq`` landed.
+
+    ``ingest_time`` lets the agent estimate its clock skew; ``key`` (secure mode) adds
+    the signature. Published retained on ``topic(region, location_id, "ack")``.
+    """
+    check_id("location_id", location_id)
+    ack: dict[str, Any] = {"acked_seq": acked_seq, "ingest_time": ingest_time or utc_now_ms()}
+    validate_ack(ack, location_id)
+    if key is not None:
+        ack[SIGNATURE_FIELD] = signature("ack", location_id, ack, key)
+    return ack
+
+
+def validate_ack(ack: Any, location_id: str, *, key: bytes | None = None) -> dict[str, Any]:
+    """An ack as the agent may use it (without ``sig``), or ContractError.
+
+    With ``key`` the signature must be that key's, over this ``location_id``.
+    """
+    if not isinstance(ack, dict):
+        raise ContractError("ack", ack, f"expected a JSON object, got {type(ack).__name__}")
+    _check_int("acked_seq", ack.get("acked_seq"), minimum=0, maximum=MAX_SEQ)
+    if ack.get("ingest_time") is not None:
+        check_timestamp("ingest_time", ack["ingest_time"])
+    if key is not None:
+        check_signature("ack", location_id, ack, key)
+    return {k: v for k, v in ack.items() if k != SIGNATURE_FIELD}
+
+
+def sign_order(order: dict[str, Any], location_id: str, key: bytes | None) -> dict[str, Any]:
+    """A checked order (or ``{"order_id", "cancelled": true}``) for ``location_id`` (the
+    location that ships it), signed with its key; unsigned when ``key`` is None."""
+    checked = validate_order(order)
+    if key is not None:
+        checked[SIGNATURE_FIELD] = signature("order", location_id, checked, key)
+    return checked
+
+
+def validate_signed_order(order: Any, location_id: str, *,
+                          key: bytes | None = None) -> dict[str, Any]:
+    """An order as the agent may keep it, or ContractError; with ``key`` it must carry
+    that key's signature over this ``location_id``, and no field it does not cover."""
+    checked = validate_order(order)
+    if key is not None:
+        check_signature("order", location_id, order, key)
+    return checked
 
 
 # --- Spark schema (generated from the same table) ------------------------------------------

@@ -95,7 +95,8 @@ def test_fixed_event_is_redriven_and_lands(refused, capsys, tmp_path):
     fixed = tmp_path / "fixed.jsonl"
     fixed.write_text(json.dumps(line) + "\n")
 
-    code = main(["deadletters", "redrive", "--file", str(fixed), "--lakehouse", str(root),
+    code = main(["deadletters", "redrive", "--insecure",
+                 "--file", str(fixed), "--lakehouse", str(root),
                  "--broker-ports", f"east={port}"])
     out = capsys.readouterr().out
     assert code == 0, out
@@ -112,7 +113,8 @@ def test_bare_events_find_their_region_from_the_dead_letters(refused, capsys, tm
     root, worker, sale, port = refused
     fixed = tmp_path / "fixed.jsonl"
     fixed.write_text("\n" + json.dumps(sale) + "\n")
-    assert main(["deadletters", "redrive", "--file", str(fixed), "--lakehouse", str(root),
+    assert main(["deadletters", "redrive", "--insecure",
+                 "--file", str(fixed), "--lakehouse", str(root),
                  "--broker-ports", f"east={port}"]) == 0
     assert "line 2:" in capsys.readouterr().out
     wait_for("fixed sale landed", lambda: (
@@ -126,7 +128,8 @@ def test_an_invalid_fix_is_refused_and_nothing_is_sent(refused, capsys, tmp_path
     fixed = tmp_path / "fixed.jsonl"
     fixed.write_text(json.dumps(sale) + "\n" + json.dumps({"event": still_bad}) + "\n")
     received = worker.stats.received
-    code = main(["deadletters", "redrive", "--file", str(fixed), "--lakehouse", str(root),
+    code = main(["deadletters", "redrive", "--insecure",
+                 "--file", str(fixed), "--lakehouse", str(root),
                  "--broker-ports", f"east={port}"])
     err = capsys.readouterr().err
     assert code == 2
@@ -147,7 +150,8 @@ def test_unreachable_broker_is_named(refused, capsys, tmp_path):
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         dead_port = holder.getsockname()[1]
-        code = main(["deadletters", "redrive", "--file", str(fixed), "--region", "east",
+        code = main(["deadletters", "redrive", "--insecure",
+                 "--file", str(fixed), "--region", "east",
                      "--lakehouse", str(root), "--broker-ports", f"east={dead_port}"])
     assert code == 1
     assert f"region east: cannot reach its broker at 127.0.0.1:{dead_port}" in \

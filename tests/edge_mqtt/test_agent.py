@@ -170,6 +170,22 @@ def test_a_cancelled_order_cannot_ship_and_bad_orders_name_the_field(agent):
     assert [o["order_id"] for o in agent.orders()] == [ORDER["order_id"]]
 
 
+def test_a_withdrawn_order_comes_back_only_when_approved_anew(agent):
+    """Replaying the withdrawn approval (a copy anyone on an open broker could keep)
+    does not make the order shippable again; a new approval does."""
+    receive(agent, 10, "FRESH", "2026-12-09")
+    agent.accept_order(ORDER)
+    agent.accept_order({"order_id": ORDER["order_id"], "cancelled": True})
+    assert agent.accept_order(ORDER) is False
+    assert [o["status"] for o in agent.orders()] == ["cancelled"]
+    later = {**ORDER, "approved_at": "2026-12-01T10:30:00.000Z"}
+    assert ORDER["approved_at"] < later["approved_at"]
+    assert agent.accept_order(later) is True
+    assert [(o["status"], o["approved_at"]) for o in agent.orders()] == [
+        ("pending", later["approved_at"])]
+    assert agent.dispatch_order(ORDER["order_id"])["event_type"] == "transfer_out"
+
+
 def test_an_order_shipped_by_another_process_on_the_file_is_not_shipped_again(agent,
                                                                               tmp_path):
     receive(agent, 10, "FRESH", "2026-12-09")

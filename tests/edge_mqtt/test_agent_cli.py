@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from ingest.brokers import find_mosquitto
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -275,3 +277,68 @@ def test_operators_from_a_shell_and_cli_actions_record_the_os_user(tmp_path):
                          "--counted", "4", "--json", db=db)
     assert adjusted.returncode == 0, adjusted.stderr
     assert json.loads(adjusted.stdout)["payload"]["recorded_by"] == getpass.getuser()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None or find_mosquitto() is None,
+                    reason="needs mosquitto and openssl")
+def test_a_store_set_up_from_its_credentials_serves_over_tls_and_trims_on_signed_acks(
+        tmp_path):
+    """The README's store setup: `shelflife credentials <location>` as the agent's
+    environment, `agent serve --tls-ca`, a secure TLS broker and ingest."""
+    from ingest.brokers import TlsFiles, credentials_path, start_brokers, stop_brokers
+    from ingest.worker import IngestConfig, IngestWorker
+    from lakehouse.metrics import Registry
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    broker_port, http_port = free_port(), free_port()
+    running = start_brokers(tmp_path / "b", ("east",), kind="mosquitto",
+                            ports={"east": broker_port}, locations={"east": ["S-001"]},
+                            secure=True, tls=TlsFiles(cert, key))
+    creds = credentials_path(tmp_path / "b")
+    printed = subprocess.run([sys.executable, "-m", "apps.cli", "credentials", "S-001",
+                              "--credentials", str(creds)], cwd=REPO, capture_output=True,
+                             text=True, timeout=30)
+    assert printed.returncode == 0, printed.stderr
+    store_env = dict(line.split("=", 1) for line in printed.stdout.splitlines())
+    assert set(store_env) == {"SHELFLIFE_LOCATION", "SHELFLIFE_REGION", "SHELFLIFE_BROKER_USER",
+                              "SHELFLIFE_BROKER_PASSWORD", "SHELFLIFE_AGENT_KEY"}
+    worker = IngestWorker(IngestConfig(region="east", port=broker_port,
+                                       lakehouse=str(tmp_path / "lake"),
+                                       credentials=str(creds), tls_ca=str(cert)),
+                          registry=Registry())
+    worker.start()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "apps.cli", "agent", "serve", "--db",
+         str(tmp_path / "s.sqlite"), "--port", str(http_port), "--broker-port",
+         str(broker_port), "--tls-ca", str(cert)],
+        cwd=REPO, env={**os.environ, **store_env}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        banner = proc.stdout.readline()
+        assert "(tls)" in banner and "acks and orders must be signed" in banner, banner
+        base = f"http://127.0.0.1:{http_port}"
+        for i in range(3):
+            request = urllib.request.Request(
+                f"{base}/events", method="POST",
+                headers={"Content-Type": "application/json"},
+                data=json.dumps({"event_type": "sold", "sku": "MILK", "quantity": 1,
+                                 "unit_price": 1.0, "transaction_ref": f"T-{i}"}).encode())
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                assert resp.status == 201
+        deadline = time.monotonic() + 20
+        while (health := _get(f"{base}/health"))["outbox_depth"] != 0:
+            assert time.monotonic() < deadline, health
+            time.sleep(0.2)
+        assert health["acked_seq"] == 3 and worker.stats.landed == 3
+        assert health["refused_messages"] == {"ack": 0, "order": 0}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+        worker.stop()
+        stop_brokers(running)
+    assert proc.returncode == 0, err
+    assert "no signing key" not in err

@@ -108,7 +108,7 @@ def test_a_locked_dedup_database_holds_messages_until_it_is_free(tmp_path, broke
 
 def _ingest(root: Path, port: int, metrics_port: int, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "apps.cli", "ingest", "--regions", "east",
+        [sys.executable, "-m", "apps.cli", "ingest", "--insecure", "--regions", "east",
          "--broker-ports", f"east={port}", "--lakehouse", str(root),
          "--metrics-port", str(metrics_port), *extra],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,

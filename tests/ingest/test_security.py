@@ -12,6 +12,7 @@ import json
 import shutil
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -531,3 +532,40 @@ def test_dispatcher_has_its_own_login_and_ingest_keeps_landing(tmp_path: Path) -
         worker.stop()
         agent.close()
         stop_brokers(running)
+
+
+@pytest.mark.parametrize("kind", _kinds())
+def test_a_store_added_while_the_brokers_run_can_log_in_after_a_reload(
+        kind: str, tmp_path: Path) -> None:
+    """`shelflife simulate` (or an operator) adds stores to credentials.json while
+    `shelflife broker` runs; the running brokers accept them without a restart."""
+    from ingest.brokers import reload_credentials
+
+    port = port_picker()()
+    running = start_brokers(tmp_path, ("east",), kind=kind, ports={"east": port},
+                            locations=LOCATIONS, secure=True)
+    opened: list[Client] = []
+    try:
+        early = Client(port, "s1-early", clean_session=True,
+                       **_login(Credentials.open(credentials_path(tmp_path)), "s1"))
+        opened.append(early.connect())
+        added = Credentials.open(credentials_path(tmp_path), {"east": ["s9"]})
+        newcomer = Client(port, "s9-too-soon", clean_session=True, **_login(added, "s9"))
+        opened.append(newcomer)
+        assert refusal(newcomer).is_failure  # not yet: the broker has not reloaded
+        reload_credentials(running, tmp_path)
+        time.sleep(0.5)  # mosquitto handles SIGHUP between network loops
+        s9 = Client(port, "s9", clean_session=True, **_login(added, "s9"))
+        opened.append(s9.connect())
+        s9.paho.publish(topic("east", "s9", "events"), b"from s9", qos=1)
+        s9.wait_published(1)
+        assert early.paho.is_connected()  # nobody was thrown off by the reload
+    finally:
+        for c in opened:
+            c.close()
+        stop_brokers(running)
+
+
+def _login(creds: Credentials, location_id: str) -> dict[str, str]:
+    login = creds.credentials_for(location_id)
+    return {"username": login.username, "password": login.password}

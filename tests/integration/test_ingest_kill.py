@@ -33,7 +33,7 @@ EVENTS_PER_S = 300
 
 def start_ingest(root: Path, port: int, metrics_port: int) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "apps.cli", "ingest", "--regions", "east",
+        [sys.executable, "-m", "apps.cli", "ingest", "--insecure", "--regions", "east",
          "--broker-ports", f"east={port}", "--lakehouse", str(root),
          "--metrics-port", str(metrics_port)],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
