@@ -220,7 +220,6 @@ def run_group(args: argparse.Namespace) -> int:
     status_at = 0.0
     gaps = log.gaps if log is not None else 0
     started = time.monotonic()
-    deadline = started + args.timeout if args.timeout > 0 else float("inf")
     rng = random.Random(f"{args.seed}:{time.time()}")
     interval = 1.0 / args.rate if args.rate > 0 else 0.0
     due = [(time.monotonic() + rng.uniform(0, interval), i) for i in range(len(agents))]
@@ -250,6 +249,8 @@ def run_group(args: argparse.Namespace) -> int:
             if log is not None:
                 log.write(event, time.time())
             heapq.heappush(due, (at + interval, i))
+        # --timeout counts from the end of recording: a group may trade for hours
+        deadline = time.monotonic() + args.timeout if args.timeout > 0 else float("inf")
         while any(a.acked_seq < a.last_seq for a in agents):
             if time.monotonic() > deadline:
                 print(json.dumps({"error": "timed out waiting for acks",
