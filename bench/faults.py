@@ -95,6 +95,22 @@ SETTLE_S = {"agent": 10.0, "ingest": 5.0, "broker": 12.0, "wipe": 15.0, "partiti
 reconnect with up to 10 s of back-off, a replay takes a few seconds)."""
 
 
+def features() -> dict[str, bool]:
+    """Which defences this checkout has: signed acks and orders (another change in
+    progress) and per-store logins in the fleet simulator. The bench measures what it
+    can observe either way."""
+    from dataclasses import fields
+
+    from edge_mqtt.publisher import PublisherConfig
+    from edge_mqtt.simulator import FleetConfig
+
+    pub = {f.name for f in fields(PublisherConfig)}
+    return {"signed_acks_and_orders": any(k in name for name in pub
+                                          for k in ("hmac", "proof", "signing", "secret")),
+            "simulator_logins": "credentials" in {f.name for f in fields(FleetConfig)},
+            "agent_process_logins": True}
+
+
 def say(msg: str) -> None:
     print(f"faults: {msg}", flush=True)
 
@@ -689,8 +705,9 @@ class Bench:
         fate: Counter[str] = Counter()
         by_kind: dict[str, Counter] = defaultdict(Counter)
         unhandled_detail: Counter[str] = Counter()
-        broker_down = [(f["start"], f["region"], f["kind"]) for f in self.faults
-                       if f["kind"] in ("broker", "wipe")]
+        # what was down in the payload's region soon after a broker took it
+        region_down = [(f["start"], f["region"], f["kind"]) for f in self.faults
+                       if f["kind"] in ("broker", "wipe", "ingest")]
         fates = []
         for b in self.bad[:self.bad_sent]:
             if b.outcome in ("refused_connect", "not_authorised"):
@@ -703,14 +720,16 @@ class Bench:
                 f = "accepted_by_broker"  # an open broker let a forgery through
             else:
                 f = "unhandled"
-                # taken by a broker that was SIGKILLed (or wiped) before it could save or
-                # hand it on: the loss mosquitto's autosave window allows
-                near = [k for at, reg, k in broker_down if reg == b.region
-                        and b.published_at is not None
-                        and -1.0 <= at - b.published_at <= AUTOSAVE_S + 1]
+                # Taken by a broker that was SIGKILLed (or wiped) before it could save or
+                # hand it on, or handed to an ingest killed before it landed it: after
+                # PUBREC mosquitto re-sends only PUBREL, so the payload is gone (an agent's
+                # event is re-sent from its outbox; nobody re-sends a rogue's junk).
+                near = sorted((at - b.published_at, k) for at, reg, k in region_down
+                              if reg == b.region and b.published_at is not None
+                              and -1.0 <= at - b.published_at <= AUTOSAVE_S + 1)
                 unhandled_detail[f"{b.kind}:{b.outcome}"
-                                 + (f":{near[0]}_down_within_{AUTOSAVE_S + 1:.0f}s" if near
-                                    else ":unexplained")] += 1
+                                 + (f":{near[0][1]}_sigkilled_within_"
+                                    f"{AUTOSAVE_S + 1:.0f}s" if near else ":unexplained")] += 1
             fate[f] += 1
             by_kind[b.kind][f] += 1
             fates.append({"n": b.n, "kind": b.kind, "variant": b.variant, "region": b.region,
@@ -721,7 +740,10 @@ class Bench:
         with (self.work / "bad_payloads.jsonl").open("w") as fh:
             fh.writelines(json.dumps(x) + "\n" for x in fates)
         with (self.work / "kills.json").open("w") as fh:
-            json.dump({"kills": self.kill_log, "faults": self.faults}, fh)
+            json.dump({"kills": self.kill_log, "faults": self.faults,
+                       "phases": {"quiet": [self.base_start, self.base_end],
+                                  "region_faults": [self.a_start, self.a_end]},
+                       "latencies": self.latencies}, fh)
         refused = sum(v for k, v in fate.items() if k.startswith("refused_at_broker"))
         dead_lettered = sum(v for k, v in fate.items() if k.startswith("dead_lettered"))
         # latency
@@ -759,6 +781,7 @@ class Bench:
         return {
             "mode": "quick" if self.args.quick else "full",
             "secure": self.secure,
+            "features": features(),
             "stores": sum(len(v) for v in self.stores.values()),
             "agent_processes": len(self.of("agent")),
             "kills": {"total": sum(kills.values()), **dict(kills)},
