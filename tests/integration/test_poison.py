@@ -146,7 +146,7 @@ def test_poison_events_are_dead_lettered_and_every_region_carries_on(
         ports = ",".join(f"{r}={p}" for r, p in region_ports.items())
         for _ in range(2):
             assert cli.main(["deadletters", "redrive", "--file", str(fix), "--lakehouse",
-                             str(root), "--broker-ports", ports]) == 0
+                             str(root), "--broker-ports", ports, "--insecure"]) == 0
         drain(streams)
         silver = read(root, "silver", "events")
         assert (silver.event_id == "E-POISON:2").sum() == 1
