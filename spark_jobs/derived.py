@@ -287,6 +287,7 @@ class DerivedWriter:
         self._open: dict[str, DeltaTable] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._write_lock = threading.Lock()
         self._last_aggregates = 0.0
         self._resolutions_version = -1
         self.resolutions: dict[str, dict[str, Any]] = {}
@@ -324,7 +325,14 @@ class DerivedWriter:
                 log.exception("derived %s: writing failed; will retry", self.state.region)
 
     def write(self, *, aggregates: bool | None = None) -> list[str]:
-        """Write what changed; returns the tables written."""
+        """Write what changed; returns the tables written. One write at a time: the
+        background round and a caller's explicit write (at stop, or a test draining)
+        would otherwise overwrite the same partitions at once, and Delta refuses the
+        second commit."""
+        with self._write_lock:
+            return self._write(aggregates=aggregates)
+
+    def _write(self, *, aggregates: bool | None = None) -> list[str]:
         now = datetime.now(UTC).replace(tzinfo=None)
         if aggregates is None:
             aggregates = (now.timestamp() - self._last_aggregates) >= self.aggregates_every_s
