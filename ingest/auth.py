@@ -43,9 +43,9 @@ from lakehouse.contract import (
     check_id,
     check_region,
 )
+from lakehouse.durable import fsync_dir, replace_durably
 
 from .embedded_broker import matches
-from .landing import fsync_dir, replace_durably
 
 log = logging.getLogger(__name__)
 

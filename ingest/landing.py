@@ -17,8 +17,8 @@ every lower seq) has been made durable here. Each step and the guarantee it rest
 4. The worker marks the seqs landed (and drops the intent) in one SQLite transaction,
    then publishes acks.
 
-:func:`replace_durably` is the same write, fsync, rename, fsync-folder sequence for small
-state files (credentials).
+:func:`lakehouse.durable.replace_durably` is the same write, fsync, rename, fsync-folder
+sequence for small state files (credentials, the stream's state saves, operators).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from lakehouse.contract import utc_now_ms
+from lakehouse.durable import fsync_dir
 
 
 @dataclass(frozen=True)
@@ -68,31 +69,6 @@ class PreparedBatch:
     tmp: Path
     final: Path
     lines: int
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make the folder's entries (a rename, a new file) survive a power cut."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def replace_durably(path: Path, text: str, *, mode: int = 0o644) -> None:
-    """Replace ``path`` atomically and durably: write a temporary file, fsync it, rename
-    it over ``path``, fsync the folder (see the module docstring for why each step)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 class LandingWriter:

@@ -29,6 +29,7 @@ import pyarrow as pa
 from deltalake import CommitProperties, Transaction, write_deltalake
 
 from lakehouse.contract import parse_ts
+from lakehouse.durable import fsync_dir
 
 from . import silver
 from .bronze import LANDING_SCHEMA
@@ -179,11 +180,7 @@ class RecordWriter:
         os.replace(tmp, final)
         # The rename must be durable before gold moves past this batch: otherwise a power
         # cut could leave gold holding events that bronze and silver never get.
-        fd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(self.dir)
 
     def pending(self) -> list[Path]:
         return sorted(self.dir.glob("*.jsonl"))

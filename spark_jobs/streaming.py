@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import pickle
 import threading
 import time
@@ -37,6 +36,7 @@ from lakehouse.contract import (
     parse_ts,
     validate_event,
 )
+from lakehouse.durable import replace_durably
 from lakehouse.paths import checkpoint_dir, lakehouse_root, landing_dir, table_path
 
 from . import derived, gold
@@ -248,15 +248,7 @@ class RegionStream:
             if batch is None or batch < 0:
                 return None
             blob = pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
-        final = self.state_dir / f"{batch:012d}.pkl"
-        tmp = self.state_dir / f".{batch:012d}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-        _fsync_dir(self.state_dir)
+        replace_durably(self.state_dir / f"{batch:012d}.pkl", blob, mode=0o600)
         for old in sorted(self.state_dir.glob("*.pkl"))[:-2]:
             old.unlink(missing_ok=True)
         self._state_saved_at = time.monotonic()
@@ -600,15 +592,6 @@ class RegionStream:
         self.derived.stop(write=not failed)
         if not failed:
             self.save_state()  # a clean restart then re-applies nothing
-
-
-def _fsync_dir(path) -> None:
-    """Make a rename inside ``path`` survive a power cut."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _dead_line(row: dict, region: str, reason: str) -> dict:

@@ -30,7 +30,7 @@ import bcrypt
 import yaml
 
 from apps.auth.exceptions import LoginRefused, NotPermitted, UsersFileError
-from ingest.landing import fsync_dir, replace_durably
+from lakehouse.durable import fsync_dir, replace_durably
 from lakehouse.paths import lakehouse_root
 
 ENV_USERS_FILE = "SHELFLIFE_USERS_FILE"
