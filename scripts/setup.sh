@@ -14,33 +14,37 @@ if ! command -v java >/dev/null 2>&1; then
   exit 1
 fi
 
-if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing mosquitto"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null) \
-      || echo "setup: could not install mosquitto; the embedded broker will be used"
-  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null) \
-      || echo "setup: could not install mosquitto; the embedded broker will be used"
-  else
-    echo "setup: mosquitto not installed and no root; the embedded broker will be used"
+# apt_install PACKAGE FALLBACK: install a Debian package as root or with password-less
+# sudo; otherwise (or on failure) say what Shelflife does without it.
+apt_install() {
+  local pkg=$1 fallback=$2 sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+      sudo="sudo"
+    else
+      echo "setup: $pkg not installed and no root; $fallback"
+      return 0
+    fi
   fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "setup: $pkg not installed and no apt-get; $fallback"
+    return 0
+  fi
+  echo "setup: installing $pkg"
+  ($sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq "$pkg" >/dev/null) \
+    || echo "setup: could not install $pkg; $fallback"
+}
+
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+  apt_install mosquitto "the embedded broker will be used"
 fi
 # The Debian package starts a system mosquitto on 1883; Shelflife runs its own brokers.
 
 # The dashboard's login test drives Debian's chromium through Playwright (no browser
 # download); without it that test is skipped and everything else runs.
 if [ ! -x /usr/bin/chromium ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing chromium (for the dashboard login test)"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-      || echo "setup: could not install chromium; the dashboard login test will be skipped"
-  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-      || echo "setup: could not install chromium; the dashboard login test will be skipped"
-  else
-    echo "setup: chromium not installed and no root; the dashboard login test will be skipped"
-  fi
+  apt_install chromium "the dashboard login test will be skipped"
 fi
 
 if [ ! -x .venv/bin/python ]; then
