@@ -5,25 +5,33 @@ seqs already landed, write the batch file durably, remember the landed seqs, and
 then publish each location's end-to-end ack (the highest seq landed with every lower
 one). A bad payload becomes a dead letter in the same batch and the stream moves on.
 
+Acknowledged only once landed. Ingest subscribes at QoS 1 (the stores still publish at
+QoS 2, so each store-to-broker hop is exactly once) and sends each message's PUBACK
+only after the batch holding it is durable. A message ingest had in memory when it was
+killed is therefore re-sent by the broker from the persistent session on reconnect,
+payload and all. With QoS 2 towards ingest that was not so: after PUBREC the broker keeps
+only the message id, so a bad payload (which no agent's outbox holds) could vanish with
+a killed worker instead of becoming a dead letter. The price of QoS 1 is a possible
+re-delivery after a crash: events are deduplicated by (location, seq) as always, and a
+dead letter may be recorded twice, never lost.
+
 Backpressure and quota. When the region's landing backlog (events landed but not yet
 consumed by the stream) reaches ``backlog_high_events``, or the region's
-``max_events_per_s`` quota is used up, the worker stops *acknowledging* instead of
-stopping to read: it keeps what it already has in memory and withholds the final QoS 2
-PUBCOMP of every message that arrives meanwhile. The broker counts a message against
-the subscriber's in-flight window until PUBCOMP, so after ``max_inflight_messages``
-(1,000 on Shelflife's brokers) it stops sending and queues the rest in the persistent
-session, on disk. Nothing is dropped and nothing is re-ordered, the connection and its
-keepalive stay up, and intake memory stays bounded by that window. The alternatives
-were worse: unsubscribing would make the broker discard new messages (no subscription,
-no queue), and not reading the socket lets keepalive expire and turns a pause into
-reconnect churn. Intake resumes below ``backlog_low_events``; held messages are landed
-first, then acknowledged.
+``max_events_per_s`` quota is used up, the worker keeps reading and simply stops
+landing, so it stops acknowledging. The broker counts a message against the subscriber's
+in-flight window until its PUBACK, so after ``max_inflight_messages`` (1,000 on
+Shelflife's brokers) it stops sending and queues the rest in the persistent session, on
+disk. Nothing is dropped and nothing is re-ordered, the connection and its keepalive
+stay up, and intake memory stays bounded by that window. The alternatives were worse:
+unsubscribing would make the broker discard new messages (no subscription, no queue),
+and not reading the socket lets keepalive expire and turns a pause into reconnect churn.
+Intake resumes below ``backlog_low_events``. A batch is landed early once it holds half
+that window, so the window never throttles a healthy worker.
 
 Failures. Any error in the loop (an unwritable or full landing disk, a locked dedup
 database, a bug) is logged, counted (``shelflife_ingest_loop_errors_total``) and retried
-with backoff, and while it lasts the worker holds every new message exactly as when
-paused: nothing is acknowledged that is not landed, and intake memory stays bounded by
-the broker's in-flight window. A batch that got as far as being renamed into place is
+with backoff; nothing is acknowledged that is not landed, and intake memory stays
+bounded by the broker's in-flight window. A batch that got as far as being renamed into place is
 never written twice: only its remaining steps are retried. If the loop keeps failing
 for ``give_up_after_s`` (or stops turning at all), :func:`run_workers` returns non-zero
 so a supervisor restarts the process. Nothing is lost by that: what ingest held is
@@ -67,6 +75,7 @@ from lakehouse.paths import lakehouse_root, landing_dir
 
 from .auth import Credentials, SigningKeys
 from .backpressure import IntakeGate, LandingBacklog, RateQuota
+from .brokers import MAX_INFLIGHT_MESSAGES
 from .dedup import SeqTracker
 from .landing import LandedRecord, LandingWriter, PreparedBatch, now_ts
 from .metrics import IngestMetrics
@@ -156,8 +165,8 @@ class IngestStats:
     acks_sent: int = 0
     last_flush_at: float = 0.0
     held: int = 0
-    """Messages received but not yet acknowledged to the broker (paused, over quota or
-    failing)."""
+    """Messages received but not yet landed, so not yet acknowledged to the broker (more
+    of them while paused, over quota or failing; never more than its in-flight window)."""
     loop_errors: int = 0
     """Turns of the loop that ended in an error (each retried)."""
 
@@ -237,8 +246,7 @@ class IngestWorker:
         self._flush_lock = threading.RLock()  # flush() may also be called from outside
         self._buf: deque[_Msg] = deque()
         self._buf_lock = threading.Lock()
-        self._holding = False  # paused or over quota: new messages are not acknowledged
-        self._failing = False  # the last turn failed: hold new messages too
+        self._failing = False  # the last turn failed: back off before the next
         self._failing_since: float | None = None
         self._retry_s = 0.0
         self._landing: _Landing | None = None
@@ -261,7 +269,10 @@ class IngestWorker:
                                   clean_session=False, client_class=_IngestClient,
                                   manual_ack=True)
         self.client.holds = self._holds
-        self.client.max_inflight_messages_set(1000)
+        self.client.max_inflight_messages_set(MAX_INFLIGHT_MESSAGES)
+        self._early_batch = max(1, min(config.max_batch, MAX_INFLIGHT_MESSAGES // 2))
+        """Land at this many buffered messages: half the broker's in-flight window, so
+        the unacknowledged messages never fill it while the worker keeps up."""
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.connected.clear()
         self.client.on_message = self._on_message
@@ -379,28 +390,26 @@ class IngestWorker:
             log.error("ingest %s: broker refused connection: %s", self.config.region,
                       reason_code)
             return
-        client.subscribe(f"shelflife/v1/{self.config.region}/+/events", qos=2)
+        client.subscribe(f"shelflife/v1/{self.config.region}/+/events", qos=1)
         self.connected.set()
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
-        # Called at PUBREL (QoS 2): the broker keeps the message in the subscriber's
-        # in-flight window until PUBCOMP, which we send now, or after landing if held.
-        # An oversized payload (a broker without message_size_limit) is kept only in
-        # part: it becomes a dead letter without being decoded.
+        # The broker keeps the message in the subscriber's in-flight window, and in the
+        # persistent session, until its PUBACK, which :meth:`_land` sends once the
+        # message's batch is durable. An oversized payload (a broker without
+        # message_size_limit) is kept only in part: it becomes a dead letter undecoded.
         size = len(msg.payload)
         payload = bytes(msg.payload if size <= MAX_EVENT_BYTES else
                         msg.payload[:TOO_LARGE_KEEP])
+        hold = msg.qos > 0
         with self._buf_lock:
-            hold = (self._holding or self._failing) and msg.qos > 0
             self._buf.append(_Msg(msg.topic, payload, now_ts(), time.monotonic(),
                                   msg.mid if hold else None, msg.qos, size))
             if hold:
                 self._unacked.add(msg.mid)
                 self.stats.held = len(self._unacked)
             self.stats.received += 1
-            full = len(self._buf) >= self.config.max_batch
-        if not hold and msg.qos > 0:
-            client.ack(msg.mid, msg.qos)
+            full = len(self._buf) >= self._early_batch
         if full:
             self._wake.set()
 
@@ -478,15 +487,12 @@ class IngestWorker:
                             "intake paused" if self.gate.paused else "intake resumed",
                             self.backlog_now.events, self.backlog_now.files)
         if self.gate.paused:
-            with self._buf_lock:
-                self._holding = True
             if self._landing is not None:  # finish a batch a failure interrupted
                 self.flush()
             return
         allowance = self.quota.allowance()
         with self._buf_lock:
             waiting = len(self._buf)
-            self._holding = allowance is not None and waiting >= allowance
         if allowance is not None and allowance < waiting:
             if allowance <= 0:
                 return

@@ -1,10 +1,13 @@
 """SIGKILL of ingest while events are in flight: real mosquitto, real store agents and
 publishers, ingest as the ``shelflife ingest`` process. After restarts every event the
-agents recorded is in the landing zone exactly once per (location_id, seq), and every
-outbox drains (the end-to-end acks arrived). No Spark: the landing files are read."""
+agents recorded is in the landing zone exactly once per (location_id, seq), every
+outbox drains (the end-to-end acks arrived), and every junk payload a stranger published
+meanwhile is a dead letter: none vanished with a killed worker, although no outbox holds
+them. No Spark: the landing files are read."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -20,6 +23,8 @@ import pytest
 
 from edge_mqtt.agent import StoreAgent
 from edge_mqtt.publisher import Publisher, PublisherConfig
+from lakehouse.contract import topic
+from lakehouse.mqtt import BrokerAddress, make_client
 from tests.conftest import free_port
 
 from .pipeline import wait_for
@@ -29,6 +34,13 @@ REPO = Path(__file__).resolve().parents[2]
 STORES = 6
 KILLS = 3
 EVENTS_PER_S = 300
+
+
+def health(metrics_port: int) -> dict:
+    """The east worker's entry of ingest's ``/health``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/health",
+                                timeout=2) as resp:
+        return json.loads(resp.read())["regions"][0]
 
 
 def start_ingest(root: Path, port: int, metrics_port: int) -> subprocess.Popen:
@@ -41,9 +53,7 @@ def start_ingest(root: Path, port: int, metrics_port: int) -> subprocess.Popen:
 
     def healthy() -> bool:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/health",
-                                        timeout=2) as resp:
-                return json.loads(resp.read())["regions"][0]["connected"]
+            return health(metrics_port)["connected"]
         except (OSError, urllib.error.HTTPError, ValueError):
             return False
 
@@ -51,15 +61,19 @@ def start_ingest(root: Path, port: int, metrics_port: int) -> subprocess.Popen:
     return proc
 
 
-def landed_once(landing: Path) -> Counter:
+def landed_once(landing: Path) -> tuple[Counter, set[bytes]]:
+    """How often each (location, seq) landed, and the payloads of the dead letters."""
     seen: Counter = Counter()
+    dead: set[bytes] = set()
     for f in landing.glob("b-*.jsonl"):
         for text in f.read_text().splitlines():
             line = json.loads(text)
-            assert line["kind"] == "event", line
+            if line["kind"] == "dead":
+                dead.add(base64.b64decode(line["raw_b64"]))
+                continue
             event = json.loads(line["raw"])
             seen[(event["location_id"], event["seq"])] += 1
-    return seen
+    return seen, dead
 
 
 def test_sigkill_of_ingest_loses_and_duplicates_nothing(tmp_path, brokers, region_ports):
@@ -69,7 +83,11 @@ def test_sigkill_of_ingest_loses_and_duplicates_nothing(tmp_path, brokers, regio
     pubs = [Publisher(a, PublisherConfig(port=port, resend_after_s=1.0, resend_max_s=2.0,
                                          heartbeat_s=0)) for a in agents]
     ingest = start_ingest(root, port, metrics_port)
-    kills = 0
+    stranger = make_client(BrokerAddress("127.0.0.1", port), client_id="stranger")
+    stranger.connect("127.0.0.1", port)
+    stranger.loop_start()
+    junk: list[bytes] = []
+    kills = held_at_kills = 0
     try:
         for p in pubs:
             p.start()
@@ -79,9 +97,13 @@ def test_sigkill_of_ingest_loses_and_duplicates_nothing(tmp_path, brokers, regio
             agent = agents[n % STORES]
             agent.sell("MILK", 1, unit_price=1.29, transaction_ref=f"T{n}")
             n += 1
+            if n % 20 == 0:  # a stranger's junk: in no outbox, so only the broker has it
+                junk.append(f"junk {len(junk)} \xff".encode("latin-1"))
+                stranger.publish(topic("east", "E000", "events"), junk[-1], qos=2)
             now = time.monotonic()
             if now >= next_kill and kills < KILLS:
                 assert ingest.poll() is None
+                held_at_kills += health(metrics_port)["held"]
                 ingest.send_signal(signal.SIGKILL)  # mid-stream: batches in every state
                 ingest.wait(10)
                 kills += 1
@@ -97,9 +119,13 @@ def test_sigkill_of_ingest_loses_and_duplicates_nothing(tmp_path, brokers, regio
         wait_for("every outbox drained", lambda: all(
             (p.pump() or True) and a.db.outbox_depth() == 0
             for a, p in zip(agents, pubs, strict=True)), 10)
+        wait_for("every junk payload dead-lettered", lambda: set(junk) <= landed_once(
+            root / "landing" / "east")[1], 30)
         ingest.send_signal(signal.SIGTERM)
         assert ingest.wait(20) == 0
     finally:
+        stranger.loop_stop()
+        stranger.disconnect()
         if ingest.poll() is None:
             ingest.kill()
             ingest.wait()
@@ -107,10 +133,12 @@ def test_sigkill_of_ingest_loses_and_duplicates_nothing(tmp_path, brokers, regio
             p.stop()
         for a in agents:
             a.close()
-    landed = landed_once(root / "landing" / "east")
+    landed, dead = landed_once(root / "landing" / "east")
+    assert dead == set(junk) and len(junk) > 50
     assert set(landed) == recorded, (f"missing {len(recorded - set(landed))}, "
                                      f"unexpected {len(set(landed) - recorded)}")
     twice = {k: c for k, c in landed.items() if c > 1}
     assert not twice, f"{len(twice)} events landed more than once, e.g. {list(twice)[:5]}"
     assert kills == KILLS
-    assert sum(p.resends for p in pubs) > 0  # the kills did cost in-flight messages
+    # The kills hit messages ingest held unacknowledged: the broker re-sent those.
+    assert held_at_kills > 0
