@@ -23,7 +23,7 @@ from apps.connection import add_connection_options
 JOB_CHOICES = ("forecasts", "accuracy", "transfers", "reorders", "all")
 TRANSFER_STATUSES = ("proposed", "approved", "shipped", "arrived", "rejected")
 """A recommendation's life: proposed, then decided; an approved one ships, then arrives
-(``spark_jobs.batch.transfer_progress``)."""
+(``spark_jobs.decisions.jobs.transfer_progress``)."""
 
 
 def _fail(message: str) -> int:
@@ -34,7 +34,7 @@ def _fail(message: str) -> int:
 def cmd_batch(args: argparse.Namespace) -> int:
     from datetime import date
 
-    from spark_jobs import batch
+    from spark_jobs.decisions import jobs as batch
 
     root = Path(args.lakehouse)
     jobs = batch.JOBS if args.job == "all" else (args.job,)
@@ -62,7 +62,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 def cmd_schedule(args: argparse.Namespace) -> int:
     from apps.cli import _stop_event
-    from spark_jobs import batch
+    from spark_jobs.decisions import jobs as batch
 
     every = {"forecasts": args.forecasts_every_s, "accuracy": args.forecasts_every_s,
              "transfers": args.decisions_every_s, "reorders": args.decisions_every_s}
@@ -94,7 +94,7 @@ def cmd_transfers_list(args: argparse.Namespace) -> int:
 
 
 def cmd_transfers_decide(args: argparse.Namespace) -> int:
-    from spark_jobs.batch import record_decision
+    from spark_jobs.decisions.jobs import record_decision
 
     verb = "approve" if args.decision == "approved" else "reject"
     try:
@@ -136,7 +136,7 @@ def cmd_transfers_dispatch(args: argparse.Namespace) -> int:
 
 
 def cmd_reference_list(args: argparse.Namespace) -> int:
-    from spark_jobs.reference import read_reference
+    from spark_jobs.decisions.reference import read_reference
 
     frame = read_reference(args.table, Path(args.lakehouse))
     if frame.empty:
@@ -147,7 +147,7 @@ def cmd_reference_list(args: argparse.Namespace) -> int:
 
 
 def _upsert(table: str, rows: list[dict], lakehouse: str) -> int:
-    from spark_jobs.reference import upsert
+    from spark_jobs.decisions.reference import upsert
 
     try:
         size = upsert(table, rows, Path(lakehouse))
@@ -168,7 +168,7 @@ def cmd_transit_set(args: argparse.Namespace) -> int:
 def cmd_transit_import(args: argparse.Namespace) -> int:
     """CSV with a header ``source,destination,transit_hours[,cost_per_unit]``; every line is
     checked before anything is written, and the first bad one is named."""
-    from spark_jobs.reference import _checked
+    from spark_jobs.decisions.reference import _checked
 
     rows = []
     with open(args.file, encoding="utf-8", newline="") as fh:

@@ -163,7 +163,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
-    from spark_jobs.streaming import StreamConfig, run_streams
+    from spark_jobs.stream.runner import StreamConfig, run_streams
 
     print(f"streaming: regions {args.regions}, lakehouse {args.lakehouse} "
           "(the first run downloads the Delta jars from Maven Central)", flush=True)

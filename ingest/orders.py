@@ -46,7 +46,7 @@ from lakehouse.contract import (
 )
 from lakehouse.mqtt import BrokerAddress, make_client
 from lakehouse.readers import read_table
-from spark_jobs.batch import approved_since, transfer_progress
+from spark_jobs.decisions.jobs import approved_since, transfer_progress
 
 from .auth import SigningKeys
 

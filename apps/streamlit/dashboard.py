@@ -328,7 +328,7 @@ def render_transfers(root: str, users: UsersFile, user: User) -> None:
         decision = ("approved" if approve.form_submit_button(f"Approve as {user.name}") else
                     "rejected" if reject.form_submit_button(f"Reject as {user.name}") else None)
     if decision:
-        from spark_jobs.batch import record_decision
+        from spark_jobs.decisions.jobs import record_decision
 
         try:
             who = login.decider(users, user, "approve or reject transfers").name

@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from apps.auth.users import UsersFile
 from apps.streamlit.launch import dashboard_command
-from spark_jobs.batch import transfers_schema, write_table
+from spark_jobs.decisions.jobs import transfers_schema, write_table
 from tests.conftest import free_port
 
 APPROVER, APPROVER_PASSWORD = "ana", "ana's long passphrase"

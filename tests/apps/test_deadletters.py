@@ -16,12 +16,12 @@ from ingest.worker import IngestConfig, IngestWorker
 from lakehouse.contract import encode_event, topic
 from lakehouse.metrics import Registry
 from lakehouse.paths import table_path
-from spark_jobs.record import dead_letter_rows
+from spark_jobs.stream.record import dead_letter_rows
 
 from ..ingest.test_backpressure import landed_keys, publish
 from ..integration.pipeline import raw_client, wait_for
 
-# silver/dead_letters as Spark creates it (spark_jobs.silver.DEAD_LETTERS_SCHEMA).
+# silver/dead_letters as Spark creates it (spark_jobs.stream.silver.DEAD_LETTERS_SCHEMA).
 DEAD_LETTERS = pa.schema([
     pa.field("region", pa.string(), nullable=False), ("topic", pa.string()),
     ("raw", pa.binary()), ("reason", pa.string()),

@@ -15,7 +15,7 @@ from edge_mqtt.agent import StoreAgent
 from edge_mqtt.publisher import Publisher, PublisherConfig
 from ingest.worker import IngestConfig, IngestWorker
 from lakehouse import oracle
-from spark_jobs.streaming import RegionStream, StreamConfig, start_streams
+from spark_jobs.stream.runner import RegionStream, StreamConfig, start_streams
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float = 120.0) -> None:

@@ -17,7 +17,7 @@ import pytest
 from ingest.landing import LandedRecord, LandingWriter, now_ts
 from lakehouse.contract import encode_event, topic
 from lakehouse.paths import checkpoint_dir, landing_dir
-from spark_jobs.streaming import StreamConfig, run_streams
+from spark_jobs.stream.runner import StreamConfig, run_streams
 
 from ..workload import Workload, make_agents
 from .pipeline import check_against_oracle, read, wait_for

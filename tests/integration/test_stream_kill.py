@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from lakehouse.contract import build_event, encode_event, topic
-from spark_jobs.state import RegionState
+from spark_jobs.stream.fold import RegionState
 
 from ..workload import Workload, make_agents
 from .pipeline import (

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import pandas as pd
 import pytest
 
-from spark_jobs.accuracy import forecast_accuracy, merge_history
+from spark_jobs.decisions.accuracy import forecast_accuracy, merge_history
 
 KEYS = {"region": "east", "location_id": "EAST-S001", "sku": "DAIRY-YOG-500"}
 T0 = pd.Timestamp("2026-11-20T02:00Z")
@@ -49,8 +49,8 @@ def test_accuracy_compares_each_day_with_its_sales_and_a_day_without_sales_sold_
 
 
 def test_business_metrics_carry_forecast_error_and_transfer_efficiency():
-    from spark_jobs import derived
-    from spark_jobs.state import RegionState
+    from spark_jobs.stream import derived
+    from spark_jobs.stream.fold import RegionState
 
     state = RegionState("east")
     state.daily[("EAST-S001", "DAIRY-YOG-500", "2026-11-20")] = [14, 30, 0, 20, 0, 0]
@@ -79,9 +79,9 @@ def test_business_metrics_carry_forecast_error_and_transfer_efficiency():
 @pytest.mark.spark
 def test_transfer_efficiency_counts_the_lot_sold_within_48_hours_of_booking_in(spark):
     from lakehouse.contract import build_event, encode_event, format_ts, topic
-    from spark_jobs import silver
-    from spark_jobs.accuracy import transfer_outcomes
-    from spark_jobs.bronze import LANDING_SCHEMA
+    from spark_jobs.decisions.accuracy import transfer_outcomes
+    from spark_jobs.stream import silver
+    from spark_jobs.stream.bronze import LANDING_SCHEMA
 
     arrived = datetime(2026, 11, 20, 8, tzinfo=UTC)
     loc, sku = "EAST-S001", "DAIRY-YOG-500"
@@ -121,10 +121,10 @@ def test_the_stream_writer_picks_up_new_accuracy_and_marks_its_days(tmp_path):
     import threading
 
     from lakehouse.paths import table_path
-    from spark_jobs import derived
-    from spark_jobs.accuracy import FORECAST_ACCURACY_SCHEMA
-    from spark_jobs.batch import write_table
-    from spark_jobs.state import RegionState
+    from spark_jobs.decisions.accuracy import FORECAST_ACCURACY_SCHEMA
+    from spark_jobs.decisions.jobs import write_table
+    from spark_jobs.stream import derived
+    from spark_jobs.stream.fold import RegionState
 
     state = RegionState("east")
     paths = {name: str(table_path(layer, name, tmp_path))

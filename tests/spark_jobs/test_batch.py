@@ -99,9 +99,9 @@ def build_lakehouse(spark, root: Path, events: list[dict]) -> None:
 
     from lakehouse.contract import encode_event, topic
     from lakehouse.paths import table_path
-    from spark_jobs import gold, silver
-    from spark_jobs.bronze import LANDING_SCHEMA
-    from spark_jobs.state import RegionState
+    from spark_jobs.stream import gold, silver
+    from spark_jobs.stream.bronze import LANDING_SCHEMA
+    from spark_jobs.stream.fold import RegionState
 
     lines = [("event", topic("east", e["location_id"], "events"), "east",
               "2026-12-01T00:00:00.000Z", "b1", i, encode_event(e).decode(), None, None)
@@ -123,7 +123,7 @@ def build_lakehouse(spark, root: Path, events: list[dict]) -> None:
 
 def run_jobs(spark, root: Path) -> dict[str, pd.DataFrame]:
     from lakehouse.readers import read_table
-    from spark_jobs import batch
+    from spark_jobs.decisions import jobs as batch
 
     said: list[str] = []
     batch.run_forecasts_job(root, spark=spark, through=THROUGH, now=NOW, say=said.append)
@@ -191,7 +191,7 @@ def test_dashboard_lists_the_transfer_and_records_a_decision(decided, monkeypatc
 
     from apps.auth.users import ENV_USERS_FILE, UsersFile
     from lakehouse.paths import ENV_ROOT
-    from spark_jobs.batch import read_decisions
+    from spark_jobs.decisions.jobs import read_decisions
     from tests.apps.pages import sign_in
 
     root, out = decided[False]
@@ -222,7 +222,7 @@ def test_dashboard_lists_the_transfer_and_records_a_decision(decided, monkeypatc
 def test_approving_a_transfer_from_the_cli_is_recorded_and_kept_on_the_next_run(decided):
     from apps.auth.users import UsersFile
     from lakehouse.readers import read_table
-    from spark_jobs import batch
+    from spark_jobs.decisions import jobs as batch
 
     root, out = decided[False]
     rec_id = out["transfer_recommendations"]["recommendation_id"].iloc[0]
@@ -276,8 +276,9 @@ def test_accuracy_job_scores_the_days_that_have_passed(decided, spark, tmp_path)
 
     from lakehouse.paths import table_path
     from lakehouse.readers import read_table
-    from spark_jobs import batch, derived
-    from spark_jobs.gold import arrow_schema
+    from spark_jobs.decisions import derived
+    from spark_jobs.decisions import jobs as batch
+    from spark_jobs.stream.gold import arrow_schema
 
     source, out = decided[False]
     root = tmp_path / "lake"
@@ -334,8 +335,9 @@ def test_an_approved_transfer_reaches_the_offline_warehouse_ships_and_is_cleared
     from lakehouse.contract import encode_event, order_topic, topic
     from lakehouse.paths import table_path
     from lakehouse.readers import read_table
-    from spark_jobs import batch, silver
-    from spark_jobs.bronze import LANDING_SCHEMA
+    from spark_jobs.decisions import jobs as batch
+    from spark_jobs.decisions import silver
+    from spark_jobs.stream.bronze import LANDING_SCHEMA
 
     root, out = decided[True]
     recs = out["transfer_recommendations"]

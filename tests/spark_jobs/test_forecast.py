@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spark_jobs.forecast import forecast_demand
+from spark_jobs.decisions.forecast import forecast_demand
 
 WEEKLY = np.array([0.8, 0.9, 0.9, 1.0, 1.1, 1.4, 0.9])
 """Demand multiplier Monday..Sunday (mean 1.0): Saturday is the busiest day."""
@@ -157,8 +157,8 @@ def store_events(with_operational: bool) -> list[dict]:
 def write_silver(spark, root, events: list[dict]) -> None:
     from lakehouse.contract import encode_event, topic
     from lakehouse.paths import table_path
-    from spark_jobs import silver
-    from spark_jobs.bronze import LANDING_SCHEMA
+    from spark_jobs.stream import silver
+    from spark_jobs.stream.bronze import LANDING_SCHEMA
 
     lines = [("event", topic("east", LOC, "events"), "east", "2024-06-03T00:00:00.000Z",
               "b1", i, encode_event(e).decode(), None, None) for i, e in enumerate(events)]
@@ -171,7 +171,7 @@ def write_silver(spark, root, events: list[dict]) -> None:
 def test_spark_job_forecasts_sales_only_and_ignores_counts_and_adjustments(spark, tmp_path):
     from lakehouse.paths import table_path
     from lakehouse.readers import read_table
-    from spark_jobs.forecast import daily_history, run_forecasts
+    from spark_jobs.decisions.forecast import daily_history, run_forecasts
 
     write_silver(spark, tmp_path, store_events(with_operational=False))
     events = spark.read.format("delta").load(str(table_path("silver", "events", tmp_path)))

@@ -11,9 +11,9 @@ import pytest
 
 from edge_mqtt.agent import StoreAgent
 from lakehouse.contract import encode_event, topic
-from spark_jobs import silver
-from spark_jobs.bronze import LANDING_SCHEMA, to_events_raw
-from spark_jobs.record import bronze_rows, dead_letter_rows, silver_rows
+from spark_jobs.stream import silver
+from spark_jobs.stream.bronze import LANDING_SCHEMA, to_events_raw
+from spark_jobs.stream.record import bronze_rows, dead_letter_rows, silver_rows
 
 pytestmark = pytest.mark.spark
 

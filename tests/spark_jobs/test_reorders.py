@@ -9,8 +9,8 @@ from datetime import UTC, date, datetime, timedelta
 import pandas as pd
 import pyarrow as pa
 
-from spark_jobs.reorders import ORDER_MAX_WASTE_PROB, REORDERS_SCHEMA, suggest_reorders
-from spark_jobs.shelf import Z80
+from spark_jobs.decisions.reorders import ORDER_MAX_WASTE_PROB, REORDERS_SCHEMA, suggest_reorders
+from spark_jobs.decisions.shelf import Z80
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 COHORT_COLUMNS = ["region", "location_id", "sku", "lot", "expires_on", "quantity"]

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lakehouse import oracle
-from spark_jobs.gold import LEVELS_SCHEMA
-from spark_jobs.state import RegionState
+from spark_jobs.stream.fold import RegionState
+from spark_jobs.stream.gold import LEVELS_SCHEMA
 
 from ..workload import Workload, make_agents
 
@@ -136,7 +136,7 @@ def test_a_seq_far_beyond_the_last_one_is_one_gap_not_a_list_of_every_seq(histor
 def test_a_failure_reading_history_is_not_the_events_fault(history):
     """Infrastructure failures are raised (the batch is retried), never dead-lettered,
     and leave the location as it was."""
-    from spark_jobs.state import SourceError
+    from spark_jobs.stream.fold import SourceError
 
     loc = history[0]["location_id"]
     mine = [e for e in history if e["location_id"] == loc]

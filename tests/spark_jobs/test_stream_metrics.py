@@ -14,7 +14,7 @@ from ingest.landing import LandedRecord, LandingWriter
 from lakehouse.contract import encode_event, format_ts, topic
 from lakehouse.metrics import REGISTRY, Registry, parse_metrics, serve_metrics
 from lakehouse.paths import landing_dir
-from spark_jobs.metrics import StreamMetrics
+from spark_jobs.stream.metrics import StreamMetrics
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -42,8 +42,8 @@ def test_batch_latency_is_measured_from_the_store_clock(tmp_path):
 
 @pytest.mark.spark
 def test_running_stream_reports_applied_events_and_its_backlog(spark, tmp_path):
-    from spark_jobs.metrics import serve_stream_metrics
-    from spark_jobs.streaming import StreamConfig, start_streams
+    from spark_jobs.stream.metrics import serve_stream_metrics
+    from spark_jobs.stream.runner import StreamConfig, start_streams
 
     root = tmp_path / "lake"
     agent = StoreAgent("E001", "east", tmp_path / "e.sqlite")

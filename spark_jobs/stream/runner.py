@@ -42,9 +42,9 @@ from lakehouse.paths import checkpoint_dir, lakehouse_root, landing_dir, table_p
 from . import derived, gold
 from .books import ITEMS, TRANSIT
 from .derived import DerivedWriter
+from .fold import RegionState
 from .metrics import METRICS, serve_stream_metrics
 from .record import LINE_FIELDS, TRACE, RecordWriter, txn_version
-from .state import RegionState
 from .tables import ensure_tables
 
 log = logging.getLogger(__name__)

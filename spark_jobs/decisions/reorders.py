@@ -1,7 +1,7 @@
 """Reorder suggestions per store and SKU: enough to sell, never more than will sell.
 
 Pure pandas/numpy on frames shaped like the gold tables; the batch runner writes gold
-``reorder_suggestions``. Numbers come from :mod:`spark_jobs.shelf`'s FEFO Monte Carlo.
+``reorder_suggestions``. Numbers come from :mod:`spark_jobs.decisions.shelf`'s FEFO Monte Carlo.
 
 For each store and SKU with a forecast, an order placed ``now`` arrives after the SKU's
 ``lead_time_days`` (default 1) as a fresh lot of ``shelf_life_days``, and must cover demand

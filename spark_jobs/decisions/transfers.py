@@ -1,7 +1,7 @@
 """Transfer recommendations: move lots that will expire unsold to where they will sell.
 
 Pure pandas/numpy on frames shaped like the gold tables; the batch runner reads and writes
-the Delta tables. Every number comes from :mod:`spark_jobs.shelf`'s FEFO Monte Carlo, run
+the Delta tables. Every number comes from :mod:`spark_jobs.decisions.shelf`'s FEFO Monte Carlo, run
 on the same demand paths before and after each move, so a before/after difference is the
 move's effect, not sampling noise.
 

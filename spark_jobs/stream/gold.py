@@ -1,7 +1,7 @@
 """Gold tables written by the streaming job: schemas, and the per-region rewrite.
 
 ``stock_cohorts`` and ``stock_levels`` are rewritten per region partition from the
-region's :class:`~spark_jobs.state.RegionState` on every micro-batch that changes it.
+region's :class:`~spark_jobs.stream.fold.RegionState` on every micro-batch that changes it.
 That rewrite is committed from the Spark driver with delta-rs: it is a few thousand rows,
 and a delta-rs commit takes tens of milliseconds where a Spark Delta commit takes a few
 hundred, which is the difference between one-second and several-second freshness on a

@@ -9,7 +9,7 @@ only: counts and adjustments are no demand, so they cannot look like forecast er
 
 Both tables feed ``business_metrics``: the streaming job's writer adds, per location,
 category and day, the forecast units, the absolute error, ``forecast_wape`` and the
-transfer columns (see :mod:`spark_jobs.derived`).
+transfer columns (see :mod:`spark_jobs.stream.derived`).
 """
 
 from __future__ import annotations

@@ -31,10 +31,10 @@ from pyspark.sql import types as T
 
 from lakehouse.contract import parse_ts
 
+from ..decisions.reference import category_of_sku
 from .books import ItemsBook
+from .fold import RegionState
 from .gold import arrow_schema
-from .reference import category_of_sku
-from .state import RegionState
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,8 @@ SCHEMAS: dict[tuple[str, str], T.StructType] = {
         ("transfer_efficiency", D)),
 }
 BATCH_OUTCOMES = (("gold", "forecast_accuracy"), ("gold", "transfer_outcomes"))
-"""Written by the batch jobs (:mod:`spark_jobs.accuracy`), read into ``business_metrics``."""
+"""Written by the batch jobs (:mod:`spark_jobs.decisions.accuracy`), read into
+``business_metrics``."""
 PARTITIONS: dict[tuple[str, str], tuple[str, ...]] = {
     key: (() if key == ("silver", "items") else ("region",)) for key in SCHEMAS}
 
