@@ -3,7 +3,8 @@
 
 They are shared because an item can be updated from any location and a transfer can
 leave one region and arrive in another; each region's stream applies its own events to
-them under one lock. Both are rebuilt from silver on restart, so they are caches too.
+them under one lock. Both are rebuilt from bronze when the stream process starts, so
+they are caches too; the process owns them (``NetworkBooks``) and passes them on.
 """
 
 from __future__ import annotations
@@ -167,6 +168,22 @@ class TransitBook:
                 del self.transfers[tid]
 
 
-ITEMS = ItemsBook()
-TRANSIT = TransitBook()
-"""The driver's books (one streaming driver per network, as the design says)."""
+@dataclass
+class NetworkBooks:
+    """The books of one stream process (one streaming driver per network, as the design
+    says): created by the runner, filled from bronze before the regions start, and handed
+    to every region's state, whose batches apply to them and whose derived writer
+    writes the catalogue from them."""
+
+    items: ItemsBook = field(default_factory=ItemsBook)
+    transit: TransitBook = field(default_factory=TransitBook)
+    items_written: int = -1
+    """Catalogue version last written to silver ``items``: every region's writer rewrites
+    that one table, so only the first to see a new version does."""
+    items_write_lock: threading.Lock = field(default_factory=threading.Lock)
+    """Held while the catalogue is written (not ``items.lock``, which a batch's apply
+    needs meanwhile)."""
+
+    def clear(self) -> None:
+        self.items.clear()
+        self.transit.clear()

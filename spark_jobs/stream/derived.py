@@ -264,10 +264,6 @@ def business_rows(state: RegionState, since: str, now: datetime,
 
 # --- writing ----------------------------------------------------------------------------
 
-_ITEMS_LOCK = threading.Lock()
-_ITEMS_WRITTEN = {"version": -1}
-
-
 class DerivedWriter:
     """One region's writer of the semantic tables (see the module docstring)."""
 
@@ -448,19 +444,19 @@ class DerivedWriter:
         self._outcome_versions = versions
 
     def _write_items(self, written: list[str]) -> None:
-        items = self.state.items
-        with _ITEMS_LOCK:
-            if items.version == _ITEMS_WRITTEN["version"]:
+        books = self.state.books
+        with books.items_write_lock:
+            if books.items.version == books.items_written:
                 return
-            version = items.version
-            rows = item_rows(items)
+            version = books.items.version
+            rows = item_rows(books.items)
             table = pa.Table.from_pylist(rows, schema=arrow_schema(SCHEMAS[("silver", "items")]))
             # Every region's writer rewrites this one table: bring the handle up to the
             # latest version (under the lock) so the overwrite does not conflict.
             handle = self._table(("silver", "items"))
             handle.update_incremental()
             write_deltalake(handle, table, mode="overwrite")
-            _ITEMS_WRITTEN["version"] = version
+            books.items_written = version
             written.append("items")
 
     def _table(self, key: tuple[str, str]) -> DeltaTable:

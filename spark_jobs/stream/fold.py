@@ -24,7 +24,7 @@ from typing import Any
 from lakehouse.contract import MAX_SEQ, ContractError, check_timestamp
 from lakehouse.movements import movements
 
-from .books import ItemsBook, TransitBook
+from .books import ItemsBook, NetworkBooks, TransitBook
 
 Lot = tuple[str, str]  # (sku, lot)
 
@@ -157,15 +157,14 @@ class RegionState:
     Besides stock it keeps what the semantic tables need: review items for
     ``stock_before`` conflicts, seq gaps, count variances, and per-day movement totals
     for trends and business metrics. The catalogue and transfers in transit are
-    network-wide books (``books``) shared by the regions.
+    network-wide books (``books``) shared by the regions: the stream process passes its
+    own; without them the state keeps books of its own.
     """
 
-    def __init__(self, region: str = "", items: ItemsBook | None = None,
-                 transit: TransitBook | None = None) -> None:
+    def __init__(self, region: str = "", books: NetworkBooks | None = None) -> None:
         self.region = region
         self.locations: dict[str, LocationState] = {}
-        self.items = items if items is not None else ItemsBook()
-        self.transit = transit if transit is not None else TransitBook()
+        self.books = books if books is not None else NetworkBooks()
         self.review: dict[tuple[str, int], dict[str, Any]] = {}
         """Review items by (location, seq): gold ``review_queue``."""
         self.conflict_log: list[dict[str, Any]] = []
@@ -192,14 +191,23 @@ class RegionState:
         """Everything but the network-wide books (shared by the regions, rebuilt from
         bronze at start) and the undo record of a running apply."""
         saved = dict(self.__dict__)
-        del saved["items"], saved["transit"]
+        del saved["books"]
         saved["_undo"] = None
         return saved
 
     def __setstate__(self, saved: dict[str, Any]) -> None:
         self.__dict__.update(saved)
-        self.items = ItemsBook()
-        self.transit = TransitBook()
+        self.books = NetworkBooks()
+
+    @property
+    def items(self) -> ItemsBook:
+        """The network's catalogue."""
+        return self.books.items
+
+    @property
+    def transit(self) -> TransitBook:
+        """The network's transfers in transit."""
+        return self.books.transit
 
     def location(self, loc: str) -> LocationState:
         state = self.locations.get(loc)
@@ -641,11 +649,10 @@ class RegionState:
     @classmethod
     def from_gold(cls, cohorts: Iterable[dict[str, Any]],
                   levels: Iterable[dict[str, Any]], *, region: str = "",
-                  items: ItemsBook | None = None,
-                  transit: TransitBook | None = None) -> RegionState:
+                  books: NetworkBooks | None = None) -> RegionState:
         """Rebuild stock and seq tracking from the region's gold rows (after a restart);
         ``restore`` adds the review items and gaps."""
-        state = cls(region, items, transit)
+        state = cls(region, books)
         for r in levels:
             st = state.location(r["location_id"])
             st.skus.add(r["sku"])

@@ -40,7 +40,7 @@ from lakehouse.durable import replace_durably
 from lakehouse.paths import checkpoint_dir, lakehouse_root, landing_dir, table_path
 
 from . import derived, gold
-from .books import ITEMS, TRANSIT
+from .books import NetworkBooks
 from .derived import DerivedWriter
 from .fold import RegionState
 from .metrics import METRICS, serve_stream_metrics
@@ -125,12 +125,15 @@ class WaitingFiles(LandingBacklog):
 
 
 class RegionStream:
-    """One region's query and the live state its batches keep on the driver."""
+    """One region's query and the live state its batches keep on the driver; ``books``
+    are the stream process's network-wide books, shared with the other regions."""
 
-    def __init__(self, spark: SparkSession, region: str, config: StreamConfig) -> None:
+    def __init__(self, spark: SparkSession, region: str, config: StreamConfig,
+                 books: NetworkBooks) -> None:
         self.spark = spark
         self.region = check_region(region)
         self.config = config
+        self.books = books
         self.root = lakehouse_root(config.lakehouse)
         self.checkpoint = checkpoint_dir(f"stream-{region}", self.root)
         self.app_id = self._app_id()
@@ -230,7 +233,7 @@ class RegionStream:
                 continue
             if not isinstance(state, RegionState) or state.region != self.region:
                 continue
-            state.items, state.transit = ITEMS, TRANSIT
+            state.books = self.books
             return batch, state
         return None
 
@@ -315,7 +318,7 @@ class RegionStream:
             return [r.asDict(recursive=True) for r in df.collect()]
 
         state = RegionState.from_gold(rows("stock_cohorts"), rows("stock_levels"),
-                                      region=self.region, items=ITEMS, transit=TRANSIT)
+                                      region=self.region, books=self.books)
         state.restore(rows("review_queue"), rows("sequence_gaps"), rows("daily_movements"))
         daily_batch = txn_version(self.paths["daily_movements"],
                                   f"{self.app_id}-daily_movements")
@@ -604,8 +607,10 @@ def _dead_line(row: dict, region: str, reason: str) -> dict:
             "reason": reason, "source": "stream"}
 
 
-def rebuild_books(spark: SparkSession, root, transit_days: int = 14) -> None:
-    """The catalogue and open transfers from bronze, before any region starts.
+def rebuild_books(spark: SparkSession, root, books: NetworkBooks,
+                  transit_days: int = 14) -> None:
+    """Fill ``books`` with the catalogue and open transfers from bronze, before any region
+    starts.
 
     Bronze holds every applied event (a batch is spilled before gold moves, and spills
     are written at start). Item updates are few and all taken; transfers are paired in
@@ -613,14 +618,13 @@ def rebuild_books(spark: SparkSession, root, transit_days: int = 14) -> None:
     """
     from lakehouse.contract import spark_schema
 
-    ITEMS.clear()
-    TRANSIT.clear()
+    books.clear()
     raw = spark.read.format("delta").load(str(table_path("bronze", "events_raw", root)))
     ev = raw.select(F.from_json(F.col("payload").cast("string"), spark_schema()).alias("e"),
                     "payload", "received_at")
     for r in (ev.where(F.col("e.event_type") == "item_updated").select("payload")
               .collect()):
-        ITEMS.apply(json.loads(bytes(r["payload"])))
+        books.items.apply(json.loads(bytes(r["payload"])))
     since = F.current_timestamp() - F.expr(f"INTERVAL {int(transit_days)} DAYS")
     moves = (ev.where(F.col("e.event_type").isin("transfer_out", "transfer_in")
                       & (F.col("received_at") >= since))
@@ -630,7 +634,7 @@ def rebuild_books(spark: SparkSession, root, transit_days: int = 14) -> None:
                   F.max(F.when(F.col("e.event_type") == "transfer_out",
                                F.col("payload").cast("string"))).alias("out")))
     for r in moves.where((F.col("arrived") == 0) & F.col("out").isNotNull()).collect():
-        TRANSIT.apply(json.loads(r["out"]))
+        books.transit.apply(json.loads(r["out"]))
 
 
 def compact_record(spark: SparkSession, root) -> None:
@@ -706,7 +710,7 @@ def restart_region(spark: SparkSession, failed: RegionStream, config: StreamConf
     if now < r.next_at:
         return failed
     try:
-        stream = RegionStream(spark, region, config)
+        stream = RegionStream(spark, region, config, failed.books)
         stream.start()
     except Exception as exc:  # noqa: BLE001 - try again later; the others go on
         r.failures = [t for t in r.failures if now - t < 600.0] + [now]
@@ -726,13 +730,15 @@ def restart_region(spark: SparkSession, failed: RegionStream, config: StreamConf
 
 def start_streams(spark: SparkSession, regions: list[str], config: StreamConfig
                   ) -> list[RegionStream]:
-    """Create missing tables, then start one query per region."""
+    """Create missing tables, then start one query per region, all sharing one set of
+    network-wide books."""
     root = lakehouse_root(config.lakehouse)
     ensure_tables(spark, root)
+    books = NetworkBooks()
     # Each region writes the spills a crash left behind to bronze first; the books are
     # then read from a bronze that holds every applied event.
-    streams = [RegionStream(spark, r, config) for r in regions]
-    rebuild_books(spark, root)
+    streams = [RegionStream(spark, r, config, books) for r in regions]
+    rebuild_books(spark, root, books)
     for i, s in enumerate(streams):
         s.start()
         s.record.start(delay_s=i * config.record_every_s / len(streams))
