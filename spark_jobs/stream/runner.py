@@ -7,13 +7,17 @@ Exactly-once per micro-batch: the region's state drops repeated ``(location_id, 
 (its seq tracker is saved with gold), and every Delta write carries an idempotent-write
 id ``(app id, batch id)``, so a batch replayed after a crash skips the tables it already
 wrote. Gold is kept as the region's state on the driver (see
-``state``) and rewritten per region partition; on restart that state is read back from
+``fold``) and rewritten per region partition; on restart that state is read back from
 gold, together with the last batch id each gold table holds.
+
+A batch goes through named steps (``process_batch``): read, check, fold, count the dead
+letters, spill, write gold, account, report; what it carries between them is a
+``steps.MicroBatch``. The network-wide books are one ``NetworkBooks`` per stream process,
+made in ``start_streams`` and handed to every region.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import pickle
@@ -29,13 +33,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from ingest.backpressure import Backlog, LandingBacklog
-from lakehouse.contract import (
-    ContractError,
-    check_region,
-    parse_topic,
-    parse_ts,
-    validate_event,
-)
+from lakehouse.contract import check_region, parse_ts
 from lakehouse.durable import replace_durably
 from lakehouse.paths import checkpoint_dir, lakehouse_root, landing_dir, table_path
 
@@ -44,7 +42,8 @@ from .books import NetworkBooks
 from .derived import DerivedWriter
 from .fold import RegionState
 from .metrics import METRICS, serve_stream_metrics
-from .record import LINE_FIELDS, TRACE, RecordWriter, txn_version
+from .record import TRACE, RecordWriter, txn_version
+from .steps import LandingBatch, MicroBatch, check_events, read_landing, spill_lines
 from .tables import ensure_tables
 
 log = logging.getLogger(__name__)
@@ -83,25 +82,6 @@ class StreamConfig:
     """How often the region's whole state (review items, gaps, daily totals, pending
     judgements and logs, not only stock) is saved, so a hard kill loses none of it: a
     restart loads the last save and re-applies the batches after it from bronze."""
-
-
-def landing_line(text: str) -> dict:
-    """One landing line as a dict; ``_event`` holds the parsed event of a readable event
-    line, and is None for lines the record writer will file as dead letters."""
-    try:
-        line = json.loads(text)
-    except ValueError:
-        return {"kind": "event", "raw": text, "_event": None}
-    event = None
-    if line.get("kind") == "event":
-        try:
-            event = json.loads(line.get("raw") or "")
-        except ValueError:
-            event = None
-        if not isinstance(event, dict) or event.get("event_id") is None:
-            event = None
-    line["_event"] = event
-    return line
 
 
 class WaitingFiles(LandingBacklog):
@@ -400,103 +380,109 @@ class RegionStream:
                       .start())
         return self.query
 
-    def process_batch(self, batch: DataFrame, batch_id: int) -> None:
+    def process_batch(self, frame: DataFrame, batch_id: int) -> None:
         """Spill the batch durably, then bring gold up to date; the record follows."""
         started = time.time()
-        spark = batch.sparkSession
-        spark.sparkContext.setLocalProperty("spark.scheduler.pool", self.region)
-        steps: dict[str, float] = {}
-        mark = [started]
-
-        def step(name: str) -> None:
-            now = time.time()
-            steps[name] = round(now - mark[0], 3)
-            mark[0] = now
-
-        # Arrow carries the lines to Python in a few buffers; collect() pickles a Row per
-        # line, which cost more than parsing them (a replaying region's batch holds tens
-        # of thousands).
-        texts = batch.toArrow().column(0).to_pylist()
-        rows = [landing_line(t) for t in texts]
-        # Each line names its landing batch, and a landing batch is one file.
-        self.backlog.consumed({f"b-{r['batch_id']}.jsonl" for r in rows if r.get("batch_id")})
-        step("collect")
-        if not rows:
+        frame.sparkSession.sparkContext.setLocalProperty("spark.scheduler.pool", self.region)
+        run = MicroBatch(batch_id, started, self._read(frame))
+        run.step("collect")
+        if not run.lines.rows:
             return
-        parsed, refused = self._check(texts, rows)
-        redo = False
-        dead: list[dict] = []
-        if batch_id > self.levels_batch:
-            redo = batch_id <= self.cohorts_batch  # cohorts already hold this batch
-            with self.lock:
-                for r, reason in refused:  # fills the seq, raises a review item
-                    self.state.reject(r["_event"] if r.get("_owned") else {}, reason)
+        run.parsed, run.refused = check_events(run.lines)
+        self._fold(run)
+        self._count_dead(run)
+        self._spill(run)
+        self._write_gold(run)
+        self._account(run)
+        self._report(run)
+
+    # --- the steps of a batch ----------------------------------------------------------
+
+    def _read(self, frame: DataFrame) -> LandingBatch:
+        """The batch's landing lines, decoded; their files no longer count as backlog."""
+        lines = read_landing(frame)
+        self.backlog.consumed(lines.files())
+        return lines
+
+    def _fold(self, run: MicroBatch) -> None:
+        """Apply the batch to the state under ``lock``: refused events fill their seqs,
+        the others fold in with each location isolated (an event that fails on its own
+        is undone and joins the refused). A batch gold levels already hold changes
+        nothing: only the record may be missing it."""
+        if run.batch_id <= self.levels_batch:
+            return
+        run.redo = run.batch_id <= self.cohorts_batch  # cohorts already hold this batch
+        with self.lock:
+            for r, reason in run.refused:  # fills the seq, raises a review item
+                self.state.reject(r["_event"] if r.get("_owned") else {}, reason)
+            self.state.rejected.clear()
+            run.touched, run.events = self.state.apply([e for _, e in run.parsed],
+                                                       history=self._history(run.batch_id),
+                                                       bookkeeping_only=run.redo)
+            if self.state.rejected:
+                by_id = {id(r["_event"]): r for r in run.lines.rows if r["_event"] is not None}
+                run.refused += [(by_id[id(e)], reason) for e, reason in self.state.rejected]
                 self.state.rejected.clear()
-                touched, events = self.state.apply([e for _, e in parsed],
-                                                   history=self._history(batch_id),
-                                                   bookkeeping_only=redo)
-                if self.state.rejected:
-                    by_id = {id(r["_event"]): r for r in rows if r["_event"] is not None}
-                    refused += [(by_id[id(e)], reason) for e, reason in self.state.rejected]
-                    self.state.rejected.clear()
-                self.applied_batch = max(self.applied_batch, batch_id)
-        else:  # gold already holds this batch: only the record may be missing it
-            touched, events = set(), []
-        for r, reason in refused:
-            dead.append(_dead_line(r, self.region, reason))
-        if refused:
-            METRICS.dead_letters.labels(region=self.region).inc(len(refused))
+            self.applied_batch = max(self.applied_batch, run.batch_id)
+
+    def _count_dead(self, run: MicroBatch) -> None:
+        """Count and log the refused events; the spill carries them to dead letters."""
+        if run.refused:
+            METRICS.dead_letters.labels(region=self.region).inc(len(run.refused))
             log.warning("stream %s batch %d: %d event(s) dead-lettered, first: %s",
-                        self.region, batch_id, len(refused), refused[0][1])
-        # Spill what is new (plus dead letters) before gold moves: bronze and silver
-        # are written from the spill. A replayed batch keeps its first spill. A readable
-        # event line is spilled as the landing line's own text (it holds LINE_FIELDS),
-        # which saves serialising every event again.
-        new = {(e["location_id"], e["seq"]) for e in events}
-        keep: list[str | dict] = []
-        for text, e in parsed:
-            key = (e["location_id"], e["seq"])
-            if key in new:
-                new.discard(key)  # a repeat inside the batch is kept once
-                keep.append(text)
-        keep += [{k: r.get(k) for k in LINE_FIELDS} for r in rows if r["_event"] is None]
-        keep += dead
+                        self.region, run.batch_id, len(run.refused), run.refused[0][1])
+
+    def _spill(self, run: MicroBatch) -> None:
+        """Make what is new (plus dead letters) durable before gold moves: bronze and
+        silver are written from the spill. A replayed batch keeps its first spill."""
+        keep = spill_lines(run, self.region)
         if keep:
-            self.record.spill(batch_id, keep)
-        step("spill")
-        if touched:
+            self.record.spill(run.batch_id, keep)
+        run.step("spill")
+
+    def _write_gold(self, run: MicroBatch) -> None:
+        """Rewrite the region's gold cohorts, then levels, from the state. Each write
+        carries the batch id: a crash between the two replays the batch with cohorts
+        skipped (``redo``)."""
+        if run.touched:
             now = datetime.now(UTC).replace(tzinfo=None)
-            for loc in touched:
+            for loc in run.touched:
                 self.state.locations[loc].updated_at = now
             with self.lock:
                 cohort_rows = self.state.cohort_rows(self.region)
                 level_rows = self.state.level_rows(self.region)
-            if not redo:
+            if not run.redo:
                 gold.write_region(self.paths["stock_cohorts"], cohort_rows, gold.COHORTS_SCHEMA,
                                   self.region, app_id=f"{self.app_id}-stock_cohorts",
-                                  batch_id=batch_id)
-                self.cohorts_batch = batch_id
-                step("cohorts")
+                                  batch_id=run.batch_id)
+                self.cohorts_batch = run.batch_id
+                run.step("cohorts")
             gold.write_region(self.paths["stock_levels"], level_rows,
                               gold.LEVELS_SCHEMA, self.region,
-                              app_id=f"{self.app_id}-stock_levels", batch_id=batch_id)
-            step("levels")
-        self.levels_batch = max(self.levels_batch, batch_id)
-        self.events_total += len(events)
-        ages = sorted(e["occurred_at"] for e in events)
+                              app_id=f"{self.app_id}-stock_levels", batch_id=run.batch_id)
+            run.step("levels")
+        self.levels_batch = max(self.levels_batch, run.batch_id)
+
+    def _account(self, run: MicroBatch) -> None:
+        """The totals and event-time lag that region status reports."""
+        self.events_total += len(run.events)
+        ages = sorted(e["occurred_at"] for e in run.events)
         if ages:  # the worst batch since the last status row, so a short replay shows
-            self.behind_s = max(self.behind_s, started - parse_ts(ages[len(ages) // 2])
+            self.behind_s = max(self.behind_s, run.started - parse_ts(ages[len(ages) // 2])
                                 .timestamp())
-        if events:
-            newest = max(e["occurred_at"] for e in events)
+        if run.events:
+            newest = max(e["occurred_at"] for e in run.events)
             moment = datetime.fromisoformat(newest[:-1])
             self.last_event_at = max(moment, self.last_event_at or moment)
-        self.last_batch = {"batch_id": batch_id, "events": len(events),
-                           "duration_s": round(time.time() - started, 3),
-                           "finished_at": time.time(), "steps": steps}
+
+    def _report(self, run: MicroBatch) -> None:
+        """The batch's summary, a status row when one is due, and the metrics."""
+        self.last_batch = {"batch_id": run.batch_id, "events": len(run.events),
+                           "duration_s": round(time.time() - run.started, 3),
+                           "finished_at": time.time(), "steps": run.timings}
         if TRACE:
-            print(f"batch {self.region} {batch_id} t={started:.3f} {json.dumps(self.last_batch)}",
-                  flush=True)
+            print(f"batch {self.region} {run.batch_id} t={run.started:.3f} "
+                  f"{json.dumps(self.last_batch)}", flush=True)
         since = time.time() - self._status_written
         # A syncing region whose batches since the last status row were all fresh may be
         # live again: say so now rather than up to two status periods later (the row
@@ -506,36 +492,7 @@ class RegionStream:
         if since >= self.config.status_every_s or caught_up:
             with self._status_lock:
                 self._write_status()
-        METRICS.observe_batch(self.region, events, started=started)
-
-    @staticmethod
-    def _check(texts: list[str], rows: list[dict]
-               ) -> tuple[list[tuple[str, dict]], list[tuple[dict, str]]]:
-        """Readable event lines that keep the contract, and the refused ones with why.
-
-        Ingest checked them already, but a landing file or spill written before a bound
-        was added (or by a stranger with access to the landing zone) must not reach the
-        state: one such event once stopped every region. ``_owned`` marks a refused
-        event whose location matches its topic, so its seq may be counted as filled.
-        """
-        parsed: list[tuple[str, dict]] = []
-        refused: list[tuple[dict, str]] = []
-        for t, r in zip(texts, rows, strict=True):
-            e = r["_event"]
-            if e is None:
-                continue
-            try:
-                _, topic_loc, _ = parse_topic(r.get("topic") or "")
-                r["_owned"] = e.get("location_id") == topic_loc
-                validate_event(e)
-                if not r["_owned"]:
-                    raise ContractError("location_id", e.get("location_id"),
-                                        f"location mismatch: topic is for {topic_loc!r}")
-            except ContractError as exc:
-                refused.append((r, f"refused by the stream: {exc}"[:500]))
-                continue
-            parsed.append((t, e))
-        return parsed, refused
+        METRICS.observe_batch(self.region, run.events, started=run.started)
 
     # --- writes ------------------------------------------------------------------------
 
@@ -595,16 +552,6 @@ class RegionStream:
         self.derived.stop(write=not failed)
         if not failed:
             self.save_state()  # a clean restart then re-applies nothing
-
-
-def _dead_line(row: dict, region: str, reason: str) -> dict:
-    """A spill line that the record writer files in ``silver/dead_letters``."""
-    raw = row.get("raw") or ""
-    return {"kind": "dead", "topic": row.get("topic"), "region": region,
-            "received_at": row.get("received_at"), "batch_id": row.get("batch_id"),
-            "line": row.get("line"),
-            "raw_b64": base64.b64encode(raw.encode("utf-8", "surrogatepass")).decode(),
-            "reason": reason, "source": "stream"}
 
 
 def rebuild_books(spark: SparkSession, root, books: NetworkBooks,
