@@ -57,7 +57,7 @@ class MicroBatch:
     """Events new to the state (repeats dropped)."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds per step, reported with the batch."""
-    _mark: float = 0.0
+    _mark: float = field(default=0.0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._mark = self.started
