@@ -72,9 +72,10 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 
 def cmd_transfers_list(args: argparse.Namespace) -> int:
+    from lakehouse.catalogue import TRANSFER_RECOMMENDATIONS
     from lakehouse.readers import read_table
 
-    recs = read_table("gold", "transfer_recommendations", Path(args.lakehouse))
+    recs = read_table(TRANSFER_RECOMMENDATIONS, Path(args.lakehouse))
     if recs is None:
         return _fail("no transfer recommendations yet: run `shelflife batch transfers`")
     if args.status:

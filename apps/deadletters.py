@@ -61,10 +61,11 @@ def read_dead_letters(root: str | os.PathLike[str] | None, *, region: str | None
     """Newest first; empty (not an error) while the table does not exist yet."""
     import pandas as pd
 
+    from lakehouse.catalogue import DEAD_LETTERS
     from lakehouse.readers import read_table
 
     filters = [("region", "=", check_region(region))] if region else None
-    dead = read_table("silver", "dead_letters", root, filters=filters)
+    dead = read_table(DEAD_LETTERS, root, filters=filters)
     if dead is None or dead.empty:
         return pd.DataFrame(columns=["received_at", "region", "topic", "reason", "raw",
                                      "ingest_batch_id", "line"])
@@ -174,9 +175,10 @@ def _region_hint(obj: Mapping[str, Any]) -> str | None:
 
 def known_regions(root: str | os.PathLike[str] | None) -> dict[str, str]:
     """Location -> region, from the topics of the dead letters (where they came from)."""
+    from lakehouse.catalogue import DEAD_LETTERS
     from lakehouse.readers import read_table
 
-    dead = read_table("silver", "dead_letters", root, columns=["region", "topic"])
+    dead = read_table(DEAD_LETTERS, root, columns=["region", "topic"])
     out: dict[str, str] = {}
     if dead is None:
         return out
@@ -222,9 +224,10 @@ def parse_fixed(lines: Iterable[str], *, region: str | None = None,
 
 def stream_refused(root: str | os.PathLike[str] | None) -> set[str]:
     """Event ids the stream dead-lettered (ingest had landed them)."""
+    from lakehouse.catalogue import DEAD_LETTERS
     from lakehouse.readers import read_table
 
-    dead = read_table("silver", "dead_letters", root, columns=["source", "raw"])
+    dead = read_table(DEAD_LETTERS, root, columns=["source", "raw"])
     out: set[str] = set()
     if dead is None:
         return out

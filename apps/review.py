@@ -24,7 +24,6 @@ from typing import Any
 from apps.auth.cli import add_operator_options, operator, refuse
 from apps.auth.exceptions import AuthError
 from lakehouse.contract import REGIONS
-from lakehouse.paths import table_path
 
 STATUSES = ("waiting", "open", "closed", "resolved")
 
@@ -32,7 +31,9 @@ STATUSES = ("waiting", "open", "closed", "resolved")
 def _queue(root: Path):
     import deltalake  # here, not at import: the store agent's CLI stays light
 
-    path = table_path("gold", "review_queue", root)
+    from lakehouse.catalogue import REVIEW_QUEUE
+
+    path = REVIEW_QUEUE.path(root)
     if not (path / "_delta_log").exists():
         raise SystemExit(f"no review queue at {path}: has the streaming job run here?")
     return deltalake.DeltaTable(str(path)).to_pandas()
@@ -123,7 +124,9 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     import deltalake
     import pyarrow as pa
 
-    path = table_path("silver", "review_resolutions", root)
+    from lakehouse.catalogue import REVIEW_RESOLUTIONS
+
+    path = REVIEW_RESOLUTIONS.path(root)
     schema = pa.schema(deltalake.DeltaTable(str(path)).schema().to_arrow())
     table = pa.Table.from_pylist([row], schema=schema)
     deltalake.write_deltalake(str(path), table, mode="append")

@@ -36,6 +36,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from lakehouse.catalogue import TRANSFER_DECISIONS, TRANSFER_RECOMMENDATIONS
 from lakehouse.contract import (
     DEFAULT_PORTS,
     REGIONS,
@@ -67,7 +68,7 @@ def default_brokers(host: str = "127.0.0.1", *, tls_ca: str | None = None
 
 
 def _decision_history(root: Root) -> Any:
-    frame = read_table("silver", "transfer_decisions", root)
+    frame = read_table(TRANSFER_DECISIONS, root)
     if frame is None or frame.empty:
         return None
     return frame.sort_values("decided_at")
@@ -82,7 +83,7 @@ def order_plan(root: Root = None) -> dict[str, list[dict[str, Any]]]:
     """
     plan: dict[str, list[dict[str, Any]]] = {"send": [], "clear": [], "cancel": []}
     history = _decision_history(root)
-    recs = read_table("gold", "transfer_recommendations", root)
+    recs = read_table(TRANSFER_RECOMMENDATIONS, root)
     if history is None or recs is None or recs.empty:
         return plan
     latest = history.drop_duplicates("recommendation_id", keep="last").set_index(

@@ -1,9 +1,9 @@
 """Event contract v1: the one definition shared by the store agent, ingest and Spark.
 
 The agent refuses an invalid event before it reaches the outbox, ingest dead-letters one
-that arrives anyway, and the Spark jobs parse with :func:`spark_schema`, which is generated
-from the same field table. No Spark import happens at module import time, so the agent
-(which runs without a JVM) can use this module.
+that arrives anyway, and the Spark jobs parse with the envelope the catalogue
+(``lakehouse.catalogue.EVENT_ENVELOPE``) generates from the same field table. This module
+imports neither Spark nor Arrow, so the agent (which runs without a JVM) can use it.
 
 Decisions recorded here because DESIGN.md is silent on them:
 
@@ -126,7 +126,7 @@ Kind = Literal["id", "str", "stock", "quantity", "count", "days", "money", "hour
 
 @dataclass(frozen=True)
 class FieldSpec:
-    """One payload field: its kind decides both validation and the Spark type."""
+    """One payload field: its kind decides both validation and the column type."""
 
     name: str
     kind: Kind
@@ -664,45 +664,3 @@ def validate_signed_order(order: Any, location_id: str, *,
     if key is not None:
         check_signature("order", location_id, order, key)
     return checked
-
-
-# --- Spark schema (generated from the same table) ------------------------------------------
-
-def spark_schema():  # -> pyspark.sql.types.StructType
-    """The Spark StructType of an event line, generated from PAYLOAD_FIELDS."""
-    from pyspark.sql import types as T
-
-    lot = T.StructType([
-        T.StructField("lot", T.StringType()),
-        T.StructField("expires_on", T.StringType()),
-        T.StructField("quantity", T.LongType()),
-    ])
-    item = T.StructType([
-        T.StructField("sku", T.StringType()),
-        T.StructField("lot", T.StringType()),
-        T.StructField("expires_on", T.StringType()),
-        T.StructField("quantity", T.LongType()),
-    ])
-    by_kind = {
-        "id": T.StringType(), "str": T.StringType(), "date": T.StringType(),
-        "reason": T.StringType(), "stock": T.LongType(), "quantity": T.LongType(),
-        "count": T.LongType(), "days": T.LongType(), "money": T.DoubleType(),
-        "hours": T.DoubleType(),
-        "lots": T.ArrayType(lot), "items": T.ArrayType(item),
-    }
-    payload = T.StructType([T.StructField(f.name, by_kind[f.kind]) for f in
-                            PAYLOAD_FIELDS.values()])
-    return T.StructType([
-        T.StructField("schema_version", T.IntegerType()),
-        T.StructField("event_id", T.StringType()),
-        T.StructField("location_id", T.StringType()),
-        T.StructField("seq", T.LongType()),
-        T.StructField("clock", T.MapType(T.StringType(), T.LongType())),
-        T.StructField("occurred_at", T.StringType()),
-        T.StructField("event_type", T.StringType()),
-        T.StructField("category", T.StringType()),
-        T.StructField("causation_id", T.StringType()),
-        T.StructField("offline", T.BooleanType()),
-        T.StructField("agent_version", T.StringType()),
-        T.StructField("payload", payload),
-    ])

@@ -19,42 +19,22 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
+
+from lakehouse.catalogue import FORECAST_ACCURACY, FORECAST_HISTORY
 
 TRANSFER_WINDOW_HOURS = 48
 """A transferred unit counts as sold when the destination sells it this soon after arrival."""
-
-_TS = pa.timestamp("us", tz="UTC")
-FORECAST_HISTORY_SCHEMA = pa.schema([
-    ("region", pa.string()), ("location_id", pa.string()), ("sku", pa.string()),
-    ("forecast_date", pa.date32()), ("forecast", pa.float64()), ("lower", pa.float64()),
-    ("upper", pa.float64()), ("model", pa.string()), ("trained_at", _TS),
-    ("history_through", pa.date32()),
-])
-FORECAST_ACCURACY_SCHEMA = pa.schema([
-    ("region", pa.string()), ("location_id", pa.string()), ("sku", pa.string()),
-    ("day", pa.date32()), ("forecast", pa.float64()), ("lower", pa.float64()),
-    ("upper", pa.float64()), ("actual", pa.float64()), ("abs_error", pa.float64()),
-    ("within_interval", pa.bool_()), ("model", pa.string()), ("trained_at", _TS),
-    ("days_ahead", pa.int32()), ("complete", pa.bool_()), ("updated_at", _TS),
-])
-TRANSFER_OUTCOMES_SCHEMA = pa.schema([
-    ("region", pa.string()), ("location_id", pa.string()), ("source", pa.string()),
-    ("transfer_id", pa.string()), ("sku", pa.string()), ("arrived_at", _TS),
-    ("day", pa.date32()), ("units_in", pa.int64()), ("sold_48h", pa.int64()),
-    ("efficiency", pa.float64()), ("complete", pa.bool_()), ("updated_at", _TS),
-])
 
 
 def merge_history(history: pd.DataFrame | None, forecasts: pd.DataFrame,
                   through: date) -> pd.DataFrame:
     """The forecast history after a run whose history ended on ``through``: the run's
     forecasts replace those of the dates it covers; earlier dates keep theirs."""
-    new = forecasts.assign(history_through=through)[FORECAST_HISTORY_SCHEMA.names]
+    new = forecasts.assign(history_through=through)[FORECAST_HISTORY.schema.names]
     if history is None or history.empty:
         return new.reset_index(drop=True)
     keep = history[history["forecast_date"] <= through]
-    return pd.concat([keep[FORECAST_HISTORY_SCHEMA.names], new], ignore_index=True)
+    return pd.concat([keep[FORECAST_HISTORY.schema.names], new], ignore_index=True)
 
 
 def forecast_accuracy(history: pd.DataFrame, daily: pd.DataFrame, *, today: date,
@@ -66,7 +46,7 @@ def forecast_accuracy(history: pd.DataFrame, daily: pd.DataFrame, *, today: date
     """
     past = history[history["forecast_date"] <= today].rename(columns={"forecast_date": "day"})
     if past.empty:
-        return FORECAST_ACCURACY_SCHEMA.empty_table().to_pandas()
+        return FORECAST_ACCURACY.schema.empty_table().to_pandas()
     sold = daily[["region", "location_id", "sku", "day", "sold"]]
     out = past.merge(sold, on=["region", "location_id", "sku", "day"], how="left")
     out["actual"] = out["sold"].fillna(0).astype(float)
@@ -77,7 +57,7 @@ def forecast_accuracy(history: pd.DataFrame, daily: pd.DataFrame, *, today: date
                                                               strict=True)], dtype=np.int32)
     out["complete"] = out["day"] < today
     out["updated_at"] = pd.Timestamp(now)
-    return out[FORECAST_ACCURACY_SCHEMA.names].reset_index(drop=True)
+    return out[FORECAST_ACCURACY.schema.names].reset_index(drop=True)
 
 
 def transfer_outcomes(events: Any, now: datetime, *, since: datetime | None = None) -> Any:

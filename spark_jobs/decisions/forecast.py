@@ -46,6 +46,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lakehouse.catalogue import DEMAND_FORECASTS, EVENTS
+
 UNCENSORED_MAX_STOCKOUT_HOURS = 2.0
 """Days with at most this many hours out of stock count as uncensored (sales ~ demand)."""
 MIN_HISTORY_DAYS = 21
@@ -624,25 +626,6 @@ HISTORY_DAYS = 91
 """Days of silver events a run reads (13 weeks)."""
 
 
-def demand_forecasts_schema() -> Any:  # -> pyspark.sql.types.StructType
-    """Gold ``demand_forecasts``: one row per location, SKU and forecast day."""
-    from pyspark.sql import types as T
-
-    return T.StructType([
-        T.StructField("region", T.StringType(), False),
-        T.StructField("location_id", T.StringType(), False),
-        T.StructField("sku", T.StringType(), False),
-        T.StructField("forecast_date", T.DateType(), False),
-        T.StructField("forecast", T.DoubleType()),
-        T.StructField("lower", T.DoubleType()),
-        T.StructField("upper", T.DoubleType()),
-        T.StructField("model", T.StringType()),
-        T.StructField("history_days", T.IntegerType()),
-        T.StructField("trained_at", T.TimestampType()),
-        T.StructField("fit_seconds", T.DoubleType()),
-    ])
-
-
 def daily_history(events: Any, through: date, history_days: int = HISTORY_DAYS) -> Any:
     """Silver ``events`` -> one row per (region, location_id, sku, dt) with the columns
     :func:`forecast_demand` reads.
@@ -707,7 +690,7 @@ def _forecast_group(horizon_days: int, through: date) -> Callable[[pd.DataFrame]
         out["forecast_date"] = out["forecast_date"].dt.date
         out["trained_at"] = out["trained_at"].dt.tz_convert("UTC").dt.tz_localize(None)
         out["fit_seconds"] = time.monotonic() - began
-        return out[[f.name for f in demand_forecasts_schema().fields]]
+        return out[DEMAND_FORECASTS.schema.names]
 
     return run
 
@@ -723,15 +706,14 @@ def run_forecasts(spark: Any, lakehouse_root: Any, horizon_days: int = 7, *,
     """
     from pyspark.sql import functions as F
 
-    from lakehouse.paths import table_path
+    from ..schema import spark_schema
 
-    events = spark.read.format("delta").load(str(table_path("silver", "events",
-                                                            lakehouse_root)))
+    events = spark.read.format("delta").load(str(EVENTS.path(lakehouse_root)))
     if through is None:
         through = (events.where(F.col("event_type") == "sold")
                    .agg(F.max(F.to_date("occurred_at"))).first()[0])
-    schema = demand_forecasts_schema()
-    target = str(table_path("gold", "demand_forecasts", lakehouse_root))
+    schema = spark_schema(DEMAND_FORECASTS)
+    target = str(DEMAND_FORECASTS.path(lakehouse_root))
     count = 0
     if through is None:
         result = spark.createDataFrame([], schema)
@@ -749,7 +731,7 @@ def run_forecasts(spark: Any, lakehouse_root: Any, horizon_days: int = 7, *,
                   .groupBy("_bucket")
                   .applyInPandas(_forecast_group(horizon_days, through), schema))
     (result.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-     .partitionBy("region").save(target))
+     .partitionBy(*DEMAND_FORECASTS.partitions).save(target))
     if through is not None:
         daily.unpersist()
     return count * horizon_days  # every series gets every day of the horizon

@@ -26,27 +26,29 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from lakehouse.paths import table_path
+from lakehouse.catalogue import (
+    DAILY_MOVEMENTS,
+    DEMAND_FORECASTS,
+    EVENTS,
+    FORECAST_ACCURACY,
+    FORECAST_HISTORY,
+    REORDER_SUGGESTIONS,
+    STOCK_COHORTS,
+    STOCK_LEVELS,
+    TRANSFER_DECISIONS,
+    TRANSFER_OUTCOMES,
+    TRANSFER_RECOMMENDATIONS,
+    Table,
+)
 from lakehouse.readers import read_table
 
 from . import reference
-from .accuracy import (
-    FORECAST_ACCURACY_SCHEMA,
-    FORECAST_HISTORY_SCHEMA,
-    TRANSFER_OUTCOMES_SCHEMA,
-    forecast_accuracy,
-    merge_history,
-    transfer_outcomes,
-)
+from .accuracy import forecast_accuracy, merge_history, transfer_outcomes
 
 Root = str | os.PathLike[str] | None
 Say = Callable[[str], None]
 JOBS = ("forecasts", "accuracy", "transfers", "reorders")
 DECISIONS = ("approved", "rejected")
-DECISIONS_SCHEMA = pa.schema([
-    ("recommendation_id", pa.string()), ("decision", pa.string()), ("decided_by", pa.string()),
-    ("decided_at", pa.timestamp("us", tz="UTC")), ("note", pa.string()),
-])
 KEEP_DECIDED_DAYS = 2
 """Approved or rejected transfers stay listed this long after the job stops proposing them."""
 OUTCOME_LOOKBACK_DAYS = 14
@@ -60,21 +62,18 @@ def _now(now: datetime | None) -> datetime:
     return (now or datetime.now(UTC)).astimezone(UTC)
 
 
-def write_table(layer: str, name: str, frame: pd.DataFrame, schema: pa.Schema,
-                root: Root = None, *, partition_by: list[str] | None = None) -> int:
-    """Replace a whole table with ``frame`` (delta-rs); returns the rows written."""
+def write_table(table: Table, frame: pd.DataFrame, root: Root = None) -> int:
+    """Replace a whole table with ``frame`` (delta-rs), in its catalogue schema and
+    partitions; returns the rows written."""
     from deltalake import write_deltalake
 
+    schema = table.schema
     data = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
-    path = table_path(layer, name, root)
+    path = table.path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_deltalake(str(path), data, mode="overwrite", schema_mode="overwrite",
-                    partition_by=partition_by)
+                    partition_by=list(table.partitions) or None)
     return data.num_rows
-
-
-def _gold(name: str, root: Root) -> pd.DataFrame | None:
-    return read_table("gold", name, root)
 
 
 # --- forecasts -------------------------------------------------------------------------
@@ -111,7 +110,7 @@ def default_through(spark: Any, root: Root, today: date) -> date | None:
     only today (its first day: a partial day is all the history there is)."""
     from pyspark.sql import functions as F
 
-    events = spark.read.format("delta").load(str(table_path("silver", "events", root)))
+    events = spark.read.format("delta").load(str(EVENTS.path(root)))
     last = (events.where(F.col("event_type") == "sold")
             .agg(F.max(F.to_date("occurred_at"))).first()[0])
     if last is None:
@@ -135,7 +134,7 @@ def run_forecasts_job(root: Root = None, *, spark: Any = None, horizon_days: int
     began = time.monotonic()
     now = _now(now)
     spark = spark or spark_session("shelflife-batch")
-    if not (table_path("silver", "events", root) / "_delta_log").exists():
+    if not (EVENTS.path(root) / "_delta_log").exists():
         say("forecasts: no silver events yet; nothing to forecast")
         return {"job": "forecasts", "rows": 0, "series": 0}
     through = through or default_through(spark, root, now.date())
@@ -145,10 +144,9 @@ def run_forecasts_job(root: Root = None, *, spark: Any = None, horizon_days: int
     say(f"forecasts: history through {through}, {horizon_days} days ahead")
     with _spark_progress(spark, "forecasts", say):
         rows = run_forecasts(spark, root, horizon_days, through=through)
-    forecasts = _gold("demand_forecasts", root)
-    history = merge_history(_gold("forecast_history", root), forecasts, through)
-    write_table("gold", "forecast_history", history, FORECAST_HISTORY_SCHEMA, root,
-                partition_by=["region"])
+    forecasts = read_table(DEMAND_FORECASTS, root)
+    history = merge_history(read_table(FORECAST_HISTORY, root), forecasts, through)
+    write_table(FORECAST_HISTORY, history, root)
     models = forecasts.drop_duplicates(["location_id", "sku"])["model"].value_counts()
     series = int(models.sum()) if len(models) else 0
     say(f"forecasts: {series} series, {rows} rows in {time.monotonic() - began:.1f} s "
@@ -172,12 +170,10 @@ def run_accuracy_job(root: Root = None, *, spark: Any = None, now: datetime | No
     began = time.monotonic()
     now = _now(now)
     out: dict[str, Any] = {"job": "accuracy", "forecast_rows": 0, "transfer_rows": 0}
-    history, daily = _gold("forecast_history", root), _gold("daily_movements", root)
+    history, daily = read_table(FORECAST_HISTORY, root), read_table(DAILY_MOVEMENTS, root)
     if history is not None and daily is not None:
         scored = forecast_accuracy(history, daily, today=now.date(), now=now)
-        out["forecast_rows"] = write_table("gold", "forecast_accuracy", scored,
-                                           FORECAST_ACCURACY_SCHEMA, root,
-                                           partition_by=["region"])
+        out["forecast_rows"] = write_table(FORECAST_ACCURACY, scored, root)
         wape, done = _complete_ratio(scored, "abs_error", "actual")
         if wape is not None:
             out["wape"] = round(wape, 4)
@@ -186,18 +182,16 @@ def run_accuracy_job(root: Root = None, *, spark: Any = None, now: datetime | No
             say(f"accuracy: {len(scored)} series-days with forecasts, none complete yet")
     else:
         say("accuracy: no forecast history or daily sales yet")
-    if (table_path("silver", "events", root) / "_delta_log").exists():
+    if (EVENTS.path(root) / "_delta_log").exists():
         from lakehouse.spark import spark_session
 
         spark = spark or spark_session("shelflife-batch")
-        events = spark.read.format("delta").load(str(table_path("silver", "events", root)))
+        events = spark.read.format("delta").load(str(EVENTS.path(root)))
         since = (now - timedelta(days=OUTCOME_LOOKBACK_DAYS)).replace(tzinfo=None)
         outcomes = transfer_outcomes(events, now.replace(tzinfo=None), since=since).toPandas()
         for col in ("arrived_at", "updated_at"):
             outcomes[col] = pd.to_datetime(outcomes[col]).dt.tz_localize("UTC")
-        out["transfer_rows"] = write_table("gold", "transfer_outcomes", outcomes,
-                                           TRANSFER_OUTCOMES_SCHEMA, root,
-                                           partition_by=["region"])
+        out["transfer_rows"] = write_table(TRANSFER_OUTCOMES, outcomes, root)
         eff, done = _complete_ratio(outcomes, "sold_48h", "units_in")
         if eff is not None:
             out["transfer_efficiency"] = round(eff, 4)
@@ -213,10 +207,10 @@ def run_accuracy_job(root: Root = None, *, spark: Any = None, now: datetime | No
 def decision_inputs(root: Root = None) -> dict[str, pd.DataFrame] | None:
     """What transfers and reorders decide from, read from the lakehouse; None before the
     streaming job has written any stock."""
-    cohorts, levels = _gold("stock_cohorts", root), _gold("stock_levels", root)
+    cohorts, levels = read_table(STOCK_COHORTS, root), read_table(STOCK_LEVELS, root)
     if cohorts is None or levels is None or levels.empty:
         return None
-    forecasts = _gold("demand_forecasts", root)
+    forecasts = read_table(DEMAND_FORECASTS, root)
     if forecasts is None:
         forecasts = pd.DataFrame(columns=["region", "location_id", "sku", "forecast_date",
                                           "forecast", "lower", "upper", "model"])
@@ -257,9 +251,9 @@ def _commit(cohorts: pd.DataFrame, committed: pd.DataFrame) -> pd.DataFrame:
 
 def read_decisions(root: Root = None) -> pd.DataFrame:
     """The latest approval or rejection of each recommendation."""
-    frame = read_table("silver", "transfer_decisions", root)
+    frame = read_table(TRANSFER_DECISIONS, root)
     if frame is None or frame.empty:
-        return DECISIONS_SCHEMA.empty_table().to_pandas()
+        return TRANSFER_DECISIONS.schema.empty_table().to_pandas()
     return frame.sort_values("decided_at").drop_duplicates("recommendation_id", keep="last")
 
 
@@ -274,15 +268,15 @@ def record_decision(recommendation_id: str, decision: str, decided_by: str, *,
                          f"(got {decision!r})")
     if not decided_by.strip():
         raise ValueError(f"decided_by: expected a name (got {decided_by!r})")
-    recs = _gold("transfer_recommendations", root)
+    recs = read_table(TRANSFER_RECOMMENDATIONS, root)
     if recs is None or recommendation_id not in set(recs["recommendation_id"]):
         raise ValueError(f"recommendation_id: no such transfer recommendation "
                          f"(got {recommendation_id!r})")
     row = pa.Table.from_pylist([{"recommendation_id": recommendation_id,
                                  "decision": decision, "decided_by": decided_by.strip(),
                                  "decided_at": datetime.now(UTC), "note": note}],
-                               schema=DECISIONS_SCHEMA)
-    path = table_path("silver", "transfer_decisions", root)
+                               schema=TRANSFER_DECISIONS.schema)
+    path = TRANSFER_DECISIONS.path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_deltalake(str(path), row, mode="append")
 
@@ -321,7 +315,7 @@ def transfer_progress(root: Root, transfer_ids: Any, since: datetime | None = No
         ("event_type", "in", ["transfer_out", "transfer_in"])]
     if since is not None:
         filters.append(("occurred_at", ">=", since))
-    moves = read_table("silver", "events", root, columns=["event_type", "payload"],
+    moves = read_table(EVENTS, root, columns=["event_type", "payload"],
                        filters=filters)
     progress: dict[str, str] = {}
     if moves is None:
@@ -359,7 +353,7 @@ class TransferBook:
 
 def transfer_book(root: Root = None) -> TransferBook:
     decisions = read_decisions(root)
-    previous = _gold("transfer_recommendations", root)
+    previous = read_table(TRANSFER_RECOMMENDATIONS, root)
     listed = set(previous["recommendation_id"]) if previous is not None else set()
     approved, since = approved_since(decisions, listed)
     return TransferBook(previous, decisions, transfer_progress(root, approved, since))
@@ -419,13 +413,6 @@ def _with_decisions(recs: pd.DataFrame, previous: pd.DataFrame | None,
     return recs
 
 
-def transfers_schema() -> pa.Schema:
-    from .transfers import TRANSFERS_SCHEMA
-
-    return (TRANSFERS_SCHEMA.append(pa.field("decided_by", pa.string()))
-            .append(pa.field("decided_at", pa.timestamp("us", tz="UTC"))))
-
-
 def run_transfers_job(root: Root = None, *, now: datetime | None = None,
                       horizon_days: int = 7, say: Say = _print) -> dict[str, Any]:
     """Replace gold ``transfer_recommendations`` from stock, forecasts and reference."""
@@ -446,7 +433,7 @@ def run_transfers_job(root: Root = None, *, now: datetime | None = None,
                                horizon_days=horizon_days)
     book = inputs["book"]
     recs = _with_decisions(recs, book.previous, book.decisions, now, book.progress)
-    rows = write_table("gold", "transfer_recommendations", recs, transfers_schema(), root)
+    rows = write_table(TRANSFER_RECOMMENDATIONS, recs, root)
     saved = float(recs["expected_units_saved"].sum()) if rows else 0.0
     say(f"transfers: {rows} recommendations, {saved:.0f} units expected saved "
         f"({time.monotonic() - began:.1f} s)")
@@ -457,7 +444,7 @@ def run_transfers_job(root: Root = None, *, now: datetime | None = None,
 def run_reorders_job(root: Root = None, *, now: datetime | None = None,
                      say: Say = _print) -> dict[str, Any]:
     """Replace gold ``reorder_suggestions`` from forecasts, stock, transit and shelf life."""
-    from .reorders import REORDERS_SCHEMA, suggest_reorders
+    from .reorders import suggest_reorders
 
     began = time.monotonic()
     now = _now(now)
@@ -470,8 +457,7 @@ def run_reorders_job(root: Root = None, *, now: datetime | None = None,
     say(f"reorders: {stores} stores, {series} forecast series")
     out = suggest_reorders(inputs["cohorts"], inputs["forecasts"], inputs["locations"],
                            inputs["items"], in_transit=inputs["in_transit"], now=now)
-    rows = write_table("gold", "reorder_suggestions", out, REORDERS_SCHEMA, root,
-                       partition_by=["region"])
+    rows = write_table(REORDER_SUGGESTIONS, out, root)
     units = int(out["order_quantity"].sum()) if rows else 0
     say(f"reorders: {rows} suggestions, {units} units ({time.monotonic() - began:.1f} s)")
     return {"job": "reorders", "rows": rows, "units": units,

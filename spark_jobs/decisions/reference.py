@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import pyarrow as pa
 
-from lakehouse.paths import table_path
+from lakehouse.catalogue import ITEMS, LOCATIONS, SELLABLE_POLICY, TRANSIT_TIMES
 from lakehouse.readers import read_table
 
 from .shelf import LOCATION_KINDS
@@ -41,22 +41,8 @@ from .shelf import LOCATION_KINDS
 Root = str | os.PathLike[str] | None
 KINDS = LOCATION_KINDS
 
-LOCATIONS_SCHEMA = pa.schema([
-    pa.field("location_id", pa.string(), False), pa.field("region", pa.string()),
-    pa.field("kind", pa.string()), pa.field("updated_at", pa.timestamp("us", tz="UTC")),
-])
-TRANSIT_SCHEMA = pa.schema([
-    pa.field("source", pa.string(), False), pa.field("destination", pa.string(), False),
-    pa.field("transit_hours", pa.float64()), pa.field("cost_per_unit", pa.float64()),
-    pa.field("updated_at", pa.timestamp("us", tz="UTC")),
-])
-POLICY_SCHEMA = pa.schema([
-    pa.field("category", pa.string(), False), pa.field("destination_kind", pa.string(), False),
-    pa.field("min_sellable_days", pa.float64()), pa.field("handling_hours", pa.float64()),
-    pa.field("updated_at", pa.timestamp("us", tz="UTC")),
-])
-SCHEMAS = {"locations": LOCATIONS_SCHEMA, "transit_times": TRANSIT_SCHEMA,
-           "sellable_policy": POLICY_SCHEMA}
+TABLES = {t.name: t for t in (LOCATIONS, TRANSIT_TIMES, SELLABLE_POLICY)}
+"""The reference tables people edit, by name."""
 KEYS = {"locations": ["location_id"], "transit_times": ["source", "destination"],
         "sellable_policy": ["category", "destination_kind"]}
 
@@ -147,9 +133,9 @@ def _check_number(field: str, value: object, *, minimum: float | None = 0.0) -> 
 
 def read_reference(name: str, root: Root = None) -> pd.DataFrame:
     """One reference table as edited (empty, with its columns, when never edited)."""
-    frame = read_table("silver", name, root)
+    frame = read_table(TABLES[name], root)
     if frame is None:
-        return SCHEMAS[name].empty_table().to_pandas()
+        return TABLES[name].schema.empty_table().to_pandas()
     return frame
 
 
@@ -213,7 +199,7 @@ def sellable_policy(categories: Iterable[str], root: Root = None) -> pd.DataFram
 def sku_attributes(skus: Iterable[str], root: Root = None) -> pd.DataFrame:
     """``sku, category, price, unit_cost, shelf_life_days, min_sellable_days, case_size,
     lead_time_days``: the catalogue's values where it has them, else the category's."""
-    catalogue = read_table("silver", "items", root)
+    catalogue = read_table(ITEMS, root)
     known = {} if catalogue is None else {r["sku"]: r for r in catalogue.to_dict("records")}
     rows = []
     for sku in sorted(set(skus)):
@@ -242,18 +228,19 @@ def upsert(name: str, rows: list[dict], root: Root = None) -> int:
     """Add or replace rows of a reference table by its key; returns the table's size."""
     from deltalake import write_deltalake
 
-    if name not in SCHEMAS:
-        raise _bad("table", name, f"expected one of {', '.join(SCHEMAS)}")
+    if name not in TABLES:
+        raise _bad("table", name, f"expected one of {', '.join(TABLES)}")
     now = datetime.now(UTC)
     rows = [_checked(name, r) | {"updated_at": now} for r in rows]
     current = read_reference(name, root)
     keys = KEYS[name]
-    new = pd.DataFrame(rows, columns=SCHEMAS[name].names)
+    schema = TABLES[name].schema
+    new = pd.DataFrame(rows, columns=schema.names)
     if len(current):
         drop = current.set_index(keys).index.isin(new.set_index(keys).index)
         new = pd.concat([current[~drop], new], ignore_index=True)
-    table = pa.Table.from_pandas(new, schema=SCHEMAS[name], preserve_index=False)
-    path = table_path("silver", name, root)
+    table = pa.Table.from_pandas(new, schema=schema, preserve_index=False)
+    path = TABLES[name].path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_deltalake(str(path), table, mode="overwrite", schema_mode="overwrite")
     return len(new)

@@ -32,33 +32,12 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
+
+from lakehouse.catalogue import REORDER_SUGGESTIONS
 
 from .shelf import IN_TRANSIT_LOT, WASTE_EPS, Lot, ShelfModel, check_now, clean_items
 
-TIMESTAMP = pa.timestamp("us", tz="UTC")
-REORDERS_SCHEMA = pa.schema([
-    pa.field("region", pa.string()),
-    pa.field("location_id", pa.string(), nullable=False),
-    pa.field("sku", pa.string(), nullable=False),
-    pa.field("category", pa.string()),
-    pa.field("on_hand", pa.int64()),
-    pa.field("sellable_at_arrival", pa.float64()),
-    pa.field("in_transit", pa.int64()),
-    pa.field("lead_time_days", pa.float64()),
-    pa.field("arrives_on", pa.date32()),
-    pa.field("cover_until", pa.date32()),
-    pa.field("demand_forecast", pa.float64()),
-    pa.field("safety_stock", pa.float64()),
-    pa.field("order_quantity", pa.int64()),
-    pa.field("case_size", pa.int64()),
-    pa.field("shelf_life_days", pa.int64()),
-    pa.field("expected_waste_units", pa.float64()),
-    pa.field("waste_prob", pa.float64()),
-    pa.field("reason", pa.string()),
-    pa.field("created_at", TIMESTAMP),
-])
-COLUMNS = REORDERS_SCHEMA.names
+COLUMNS = REORDER_SUGGESTIONS.schema.names
 ORDER_MAX_WASTE_PROB = 0.25
 """The order may spoil (any unit left when its lot stops being sellable) with at most this
 probability: it sells through on three paths out of four."""
@@ -71,7 +50,7 @@ MAX_MODEL_DAYS = 28
 
 def empty_reorders() -> pd.DataFrame:
     """A frame with the output columns and no rows."""
-    return REORDERS_SCHEMA.empty_table().to_pandas()
+    return REORDER_SUGGESTIONS.schema.empty_table().to_pandas()
 
 
 def suggest_reorders(cohorts: pd.DataFrame, forecasts: pd.DataFrame,
@@ -79,7 +58,8 @@ def suggest_reorders(cohorts: pd.DataFrame, forecasts: pd.DataFrame,
                      in_transit: pd.DataFrame | None = None, now: datetime,
                      review_days: float = 1, service_level: float = 0.9, paths: int = 1000,
                      seed: int = 0) -> pd.DataFrame:
-    """One row per store and SKU that should order now (columns :data:`REORDERS_SCHEMA`)."""
+    """One row per store and SKU that should order now (the columns of gold
+    ``reorder_suggestions``)."""
     now = check_now(now)
     if not (isinstance(review_days, int | float) and math.isfinite(review_days)
             and review_days > 0):

@@ -52,6 +52,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from lakehouse.catalogue import TRANSFER_RECOMMENDATIONS
+
 from .shelf import (
     IN_TRANSIT_LOT,
     LOCATION_KINDS,
@@ -63,35 +65,11 @@ from .shelf import (
     require_columns,
 )
 
-TIMESTAMP = pa.timestamp("us", tz="UTC")
-TRANSFERS_SCHEMA = pa.schema([
-    pa.field("recommendation_id", pa.string(), nullable=False),
-    pa.field("created_at", TIMESTAMP),
-    pa.field("region", pa.string()),
-    pa.field("sku", pa.string()),
-    pa.field("category", pa.string()),
-    pa.field("lot", pa.string()),
-    pa.field("expires_on", pa.date32()),
-    pa.field("source_location", pa.string()),
-    pa.field("source_kind", pa.string()),
-    pa.field("destination_location", pa.string()),
-    pa.field("destination_region", pa.string()),
-    pa.field("destination_kind", pa.string()),
-    pa.field("quantity", pa.int64()),
-    pa.field("transit_hours", pa.float64()),
-    pa.field("handling_hours", pa.float64()),
-    pa.field("arrival_at", TIMESTAMP),
-    pa.field("shelf_life_at_arrival_days", pa.float64()),
-    pa.field("min_sellable_days", pa.float64()),
-    pa.field("waste_prob_source_before", pa.float64()),
-    pa.field("waste_prob_source_after", pa.float64()),
-    pa.field("waste_prob_destination", pa.float64()),
-    pa.field("expected_units_saved", pa.float64()),
-    pa.field("transfer_cost", pa.float64()),
-    pa.field("value_saved", pa.float64()),
-    pa.field("status", pa.string()),
-    pa.field("reason", pa.string()),
-])
+DECISION_COLUMNS = ("decided_by", "decided_at")
+"""Columns of gold ``transfer_recommendations`` the transfers job fills in, not this module."""
+TRANSFERS_SCHEMA = pa.schema([f for f in TRANSFER_RECOMMENDATIONS.schema
+                              if f.name not in DECISION_COLUMNS])
+"""What :func:`recommend_transfers` returns: the table's columns less the decisions."""
 COLUMNS = TRANSFERS_SCHEMA.names
 TRANSIT_COLUMNS = ("source", "destination", "transit_hours", "cost_per_unit")
 POLICY_COLUMNS = ("category", "destination_kind", "min_sellable_days", "handling_hours")

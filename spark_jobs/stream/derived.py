@@ -27,14 +27,14 @@ from typing import Any
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
-from pyspark.sql import types as T
 
+from lakehouse import catalogue
+from lakehouse.catalogue import Table
 from lakehouse.contract import parse_ts
 
 from ..decisions.reference import category_of_sku
 from .books import ItemsBook
 from .fold import RegionState
-from .gold import arrow_schema
 
 log = logging.getLogger(__name__)
 
@@ -44,67 +44,6 @@ LOW_UNITS = 5
 KEEP_DAYS = 35
 """Movement totals older than this are dropped from the driver's state (closed gaps and
 closed review items after a week); gold keeps them."""
-
-S, L, D, TS, DT = (T.StringType(), T.LongType(), T.DoubleType(), T.TimestampType(),
-                   T.DateType())
-
-
-def _struct(*fields: tuple[str, T.DataType]) -> T.StructType:
-    return T.StructType([T.StructField(n, t, n != "region") for n, t in fields])
-
-
-SCHEMAS: dict[tuple[str, str], T.StructType] = {
-    ("silver", "quantity_conflicts"): _struct(
-        ("region", S), ("item_id", S), ("location_id", S), ("seq", L), ("event_id", S),
-        ("sku", S), ("occurred_at", TS), ("store_before", L), ("lakehouse_before", L),
-        ("difference", L), ("cause", S), ("status", S), ("note", S), ("detected_at", TS),
-        ("gap_closed_at", TS), ("logged_at", TS)),
-    ("silver", "count_variances"): _struct(
-        ("region", S), ("location_id", S), ("seq", L), ("event_id", S), ("counted_at", TS),
-        ("sku", S), ("system_quantity", L), ("counted_quantity", L), ("variance", L),
-        ("detected_at", TS)),
-    ("silver", "sequence_gaps"): _struct(
-        ("region", S), ("location_id", S), ("first_missing", L), ("last_missing", L),
-        ("missing", T.ArrayType(T.LongType())), ("missing_count", L), ("status", S),
-        ("opened_at", TS), ("updated_at", TS), ("closed_at", TS)),
-    ("silver", "items"): _struct(
-        ("sku", S), ("description", S), ("category", S), ("price", D),
-        ("shelf_life_days", L), ("min_sellable_days", L), ("updated_at", TS),
-        ("updated_by", S), ("field_keys", S)),
-    ("silver", "review_resolutions"): _struct(
-        ("item_id", S), ("region", S), ("resolved_by", S), ("resolved_at", TS),
-        ("resolution", S), ("adjustment_event_id", S)),
-    ("gold", "review_queue"): _struct(
-        ("region", S), ("item_id", S), ("location_id", S), ("seq", L), ("event_id", S),
-        ("sku", S), ("occurred_at", TS), ("store_before", L), ("lakehouse_before", L),
-        ("difference", L), ("cause", S), ("status", S), ("note", S), ("detected_at", TS),
-        ("gap_closed_at", TS), ("updated_at", TS), ("resolved_by", S),
-        ("resolved_at", TS), ("resolution", S), ("adjustment_event_id", S)),
-    ("gold", "daily_movements"): _struct(
-        ("region", S), ("location_id", S), ("sku", S), ("day", DT), ("sold", L),
-        ("received", L), ("wasted", L), ("transfer_in", L), ("transfer_out", L),
-        ("hit_zero", L)),
-    ("gold", "demand_trends"): _struct(
-        ("region", S), ("location_id", S), ("sku", S), ("sold_last_7d", L),
-        ("burn_rate_per_day", D), ("on_hand", L), ("days_of_cover", D),
-        ("projected_stockout_at", TS), ("updated_at", TS)),
-    ("gold", "network_availability"): _struct(
-        ("region", S), ("sku", S), ("on_hand", L), ("sellable", L), ("locations", L),
-        ("locations_in_stock", L), ("locations_low", L), ("locations_out", L),
-        ("updated_at", TS)),
-    ("gold", "business_metrics"): _struct(
-        ("region", S), ("location_id", S), ("category", S), ("day", DT),
-        ("received_units", L), ("sold_units", L), ("wasted_units", L), ("waste_rate", D),
-        ("skus_active", L), ("skus_stocked_out", L), ("stockout_rate", D),
-        ("updated_at", TS), ("forecast_units", D), ("forecast_abs_error", D),
-        ("forecast_wape", D), ("transferred_in_units", L), ("transferred_sold_48h", L),
-        ("transfer_efficiency", D)),
-}
-BATCH_OUTCOMES = (("gold", "forecast_accuracy"), ("gold", "transfer_outcomes"))
-"""Written by the batch jobs (:mod:`spark_jobs.decisions.accuracy`), read into
-``business_metrics``."""
-PARTITIONS: dict[tuple[str, str], tuple[str, ...]] = {
-    key: (() if key == ("silver", "items") else ("region",)) for key in SCHEMAS}
 
 def _ts(value: Any) -> datetime | None:
     if value is None or isinstance(value, datetime):
@@ -124,7 +63,7 @@ def category_of(items: ItemsBook, sku: str) -> str:
 def review_rows(state: RegionState, resolutions: dict[str, dict[str, Any]]) -> list[dict]:
     out = []
     for item in state.review.values():
-        row = {k: item.get(k) for k in SCHEMAS[("gold", "review_queue")].names}
+        row = {k: item.get(k) for k in catalogue.REVIEW_QUEUE.schema.names}
         row["occurred_at"] = _ts(item["occurred_at"])
         res = resolutions.get(item["item_id"])
         if res is not None:
@@ -361,31 +300,31 @@ class DerivedWriter:
                 st.transit.forget_arrived()
         try:
             if conflicts:
-                self._append(("silver", "quantity_conflicts"), [
+                self._append(catalogue.QUANTITY_CONFLICTS, [
                     {**c, "occurred_at": _ts(c["occurred_at"])} for c in conflicts])
                 written.append("quantity_conflicts")
                 conflicts = []  # appended: a later failure must not append them again
             if variances:
-                self._append(("silver", "count_variances"), [
+                self._append(catalogue.COUNT_VARIANCES, [
                     {**v, "counted_at": _ts(v["counted_at"])} for v in variances])
                 written.append("count_variances")
                 variances = []
             if review is not None:
-                self._replace(("gold", "review_queue"), review)
+                self._replace(catalogue.REVIEW_QUEUE, review)
                 written.append("review_queue")
             if gaps is not None:
-                self._replace(("silver", "sequence_gaps"), gaps)
+                self._replace(catalogue.SEQUENCE_GAPS, gaps)
                 written.append("sequence_gaps")
             self._write_items(written)
             if aggregates:
                 self._last_aggregates = now.timestamp()
                 if since:
-                    self._replace(("gold", "daily_movements"), daily, since=since,
+                    self._replace(catalogue.DAILY_MOVEMENTS, daily, since=since,
                                   batch=batch)
-                    self._replace(("gold", "business_metrics"), business, since=since)
+                    self._replace(catalogue.BUSINESS_METRICS, business, since=since)
                     written += ["daily_movements", "business_metrics"]
-                self._replace(("gold", "demand_trends"), trends)
-                self._replace(("gold", "network_availability"),
+                self._replace(catalogue.DEMAND_TRENDS, trends)
+                self._replace(catalogue.NETWORK_AVAILABILITY,
                               availability_rows(st, trends, levels, now))
                 written += ["demand_trends", "network_availability"]
         except Exception:
@@ -398,10 +337,9 @@ class DerivedWriter:
         return written
 
     def _load_resolutions(self) -> None:
-        path = self.paths.get("review_resolutions")
-        if path is None:
+        if catalogue.REVIEW_RESOLUTIONS.name not in self.paths:
             return
-        table = self._table(("silver", "review_resolutions"))
+        table = self._table(catalogue.REVIEW_RESOLUTIONS)
         table.update_incremental()
         if table.version() == self._resolutions_version:
             return
@@ -418,22 +356,23 @@ class DerivedWriter:
     def _load_outcomes(self) -> None:
         """Re-read the batch jobs' forecast accuracy and transfer outcomes when they
         changed, and mark their days for rewriting in ``business_metrics``."""
-        columns = {"forecast_accuracy": ["location_id", "sku", "day", "forecast", "actual",
-                                         "abs_error"],
-                   "transfer_outcomes": ["location_id", "sku", "day", "units_in",
-                                         "sold_48h"]}
+        columns = {catalogue.FORECAST_ACCURACY: ["location_id", "sku", "day", "forecast",
+                                                 "actual", "abs_error"],
+                   catalogue.TRANSFER_OUTCOMES: ["location_id", "sku", "day", "units_in",
+                                                 "sold_48h"]}
         handles = {}
-        for name in columns:
-            key = ("gold", name)
+        for table in columns:
+            name = table.name
             if name in self._open or DeltaTable.is_deltatable(self.paths[name]):
-                handles[name] = self._table(key)
+                handles[name] = self._table(table)
                 handles[name].update_incremental()
-        versions = tuple(handles[n].version() if n in handles else None for n in columns)
+        versions = tuple(handles[t.name].version() if t.name in handles else None
+                         for t in columns)
         if versions == self._outcome_versions:
             return
-        rows = {n: handles[n].to_pyarrow_table(
+        rows = {t.name: handles[t.name].to_pyarrow_table(
                     columns=cols, filters=[("region", "=", self.state.region)]).to_pylist()
-                if n in handles else [] for n, cols in columns.items()}
+                if t.name in handles else [] for t, cols in columns.items()}
         with self.lock:
             book = outcome_book(self.state, rows["forecast_accuracy"],
                                 rows["transfer_outcomes"])
@@ -450,46 +389,46 @@ class DerivedWriter:
                 return
             version = books.items.version
             rows = item_rows(books.items)
-            table = pa.Table.from_pylist(rows, schema=arrow_schema(SCHEMAS[("silver", "items")]))
+            table = pa.Table.from_pylist(rows, schema=catalogue.ITEMS.schema)
             # Every region's writer rewrites this one table: bring the handle up to the
             # latest version (under the lock) so the overwrite does not conflict.
-            handle = self._table(("silver", "items"))
+            handle = self._table(catalogue.ITEMS)
             handle.update_incremental()
             write_deltalake(handle, table, mode="overwrite")
             books.items_written = version
             written.append("items")
 
-    def _table(self, key: tuple[str, str]) -> DeltaTable:
-        if key[1] not in self._open:
-            self._open[key[1]] = DeltaTable(self.paths[key[1]])
-        return self._open[key[1]]
+    def _table(self, table: Table) -> DeltaTable:
+        if table.name not in self._open:
+            self._open[table.name] = DeltaTable(self.paths[table.name])
+        return self._open[table.name]
 
-    def _commit(self, key: tuple[str, str], batch: int | None = None) -> CommitProperties:
+    def _commit(self, table: Table, batch: int | None = None) -> CommitProperties:
         """``batch`` records, for daily totals, the last stream batch they include: on
         restart, bronze batches after it are added back (see ``streaming``)."""
-        txn = [] if batch is None else [Transaction(f"{self.app_id}-{key[1]}", batch)]
+        txn = [] if batch is None else [Transaction(f"{self.app_id}-{table.name}", batch)]
         return CommitProperties(app_transactions=txn, max_commit_retries=20)
 
-    def _append(self, key: tuple[str, str], rows: list[dict]) -> None:
-        table = pa.Table.from_pylist(rows, schema=arrow_schema(SCHEMAS[key]))
+    def _append(self, table: Table, rows: list[dict]) -> None:
+        data = pa.Table.from_pylist(rows, schema=table.schema)
         try:
-            write_deltalake(self._table(key), table, mode="append",
-                            commit_properties=self._commit(key))
+            write_deltalake(self._table(table), data, mode="append",
+                            commit_properties=self._commit(table))
         except Exception:
-            self._open.pop(key[1], None)
+            self._open.pop(table.name, None)
             raise
 
-    def _replace(self, key: tuple[str, str], rows: list[dict], since: str | None = None,
+    def _replace(self, table: Table, rows: list[dict], since: str | None = None,
                  batch: int | None = None) -> None:
-        table = pa.Table.from_pylist(rows, schema=arrow_schema(SCHEMAS[key]))
+        data = pa.Table.from_pylist(rows, schema=table.schema)
         predicate = f"region = '{self.state.region}'"
         if since is not None:
             predicate += f" AND day >= '{since}'"
         try:
-            write_deltalake(self._table(key), table, mode="overwrite", predicate=predicate,
-                            commit_properties=self._commit(key, batch))
+            write_deltalake(self._table(table), data, mode="overwrite", predicate=predicate,
+                            commit_properties=self._commit(table, batch))
         except Exception:
-            self._open.pop(key[1], None)
+            self._open.pop(table.name, None)
             raise
 
 

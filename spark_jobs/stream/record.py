@@ -6,8 +6,7 @@ batch returns; this writer turns pending spills into bronze ``events_raw``, silv
 then deletes them. The rows are shaped here with Arrow and committed with delta-rs: a
 Spark job plus a Spark Delta commit per table cost 2-4 s of CPU per flush on two cores,
 and while three regions flushed, the one-second live path stalled (measured with
-``bench/latency.py``). The table schemas still come from the Spark transforms in
-``silver``/``bronze``, and a test checks that both shapings agree.
+``bench/latency.py``). Each table's schema and partitions are its catalogue entry's.
 Exactly once: every commit carries ``(app id, highest batch in it)``; spills at or below
 a table's recorded version are skipped, and leftovers are written on restart.
 """
@@ -28,15 +27,15 @@ import deltalake
 import pyarrow as pa
 from deltalake import CommitProperties, Transaction, write_deltalake
 
+from lakehouse.catalogue import DEAD_LETTERS, EVENTS, EVENTS_RAW
 from lakehouse.contract import parse_ts
 from lakehouse.durable import fsync_dir
 
-from . import silver
-from .bronze import LANDING_SCHEMA
-
 log = logging.getLogger(__name__)
 
-LINE_FIELDS = tuple(f.name for f in LANDING_SCHEMA.fields)
+LINE_FIELDS = ("kind", "topic", "region", "received_at", "batch_id", "line", "raw",
+               "raw_b64", "reason")
+"""The fields of a landing line."""
 TRACE = bool(os.environ.get("SHELFLIFE_TRACE_BATCHES"))
 
 
@@ -128,9 +127,9 @@ def dead_letter_rows(lines: list[tuple[int, dict]], processed_at: datetime) -> l
     return out
 
 
-SHAPERS = {"events_raw": bronze_rows, "events": silver_rows, "dead_letters": dead_letter_rows}
-PARTITIONS = {"events_raw": ("region",), "events": silver.EVENTS_PARTITIONS,
-              "dead_letters": silver.DEAD_LETTERS_PARTITIONS}
+SHAPERS = {EVENTS_RAW: bronze_rows, EVENTS: silver_rows, DEAD_LETTERS: dead_letter_rows}
+RECORDED = {table.name: table for table in SHAPERS}
+"""The tables this writer appends to, by name."""
 
 
 class RecordWriter:
@@ -146,8 +145,7 @@ class RecordWriter:
         self.every_s = every_s
         self._schemas: dict[str, pa.Schema] = {}
         self._open: dict[str, deltalake.DeltaTable] = {}
-        self.written = {t: txn_version(paths[t], self._app(t))
-                        for t in ("events_raw", "events", "dead_letters")}
+        self.written = {t: txn_version(paths[t], self._app(t)) for t in RECORDED}
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -167,8 +165,8 @@ class RecordWriter:
         the replay sees its own events as already applied.
         """
         final = self.dir / f"{batch_id:012d}.jsonl"
-        if final.exists() or batch_id <= min(self.written["events_raw"],
-                                             self.written["events"]):
+        if final.exists() or batch_id <= min(self.written[EVENTS_RAW.name],
+                                             self.written[EVENTS.name]):
             return
         tmp = self.dir / f".{batch_id:012d}.tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
@@ -253,19 +251,19 @@ class RecordWriter:
                         lines.append((batch, line))
             processed_at = datetime.now(UTC)
             unstorable: list[dict] = []
-            for table in ("events_raw", "events", "dead_letters"):
+            for table in RECORDED:
                 low = self.written[table]
                 if top <= low:
                     continue
                 mine = [(b, line) for b, line in lines if b > low]
-                rows = SHAPERS[table](mine, processed_at)
+                rows = SHAPERS[RECORDED[table]](mine, processed_at)
                 data = None
-                if table == "dead_letters":
+                if table == DEAD_LETTERS.name:
                     rows += unstorable
                 else:
                     rows, bad, data = self._storable(table, rows)
                     unstorable += bad
-                if table == "dead_letters" and not rows:
+                if table == DEAD_LETTERS.name and not rows:
                     continue  # most flushes have none; an empty commit would only cost time
                 self._append(table, rows, top, data)
             for f in files:
@@ -312,7 +310,7 @@ class RecordWriter:
             self._open[table] = deltalake.DeltaTable(self.paths[table])
         try:
             write_deltalake(self._open[table], data, mode="append",
-                            partition_by=list(PARTITIONS[table]),
+                            partition_by=list(RECORDED[table].partitions),
                             commit_properties=CommitProperties(
                                 app_transactions=[Transaction(self._app(table), top)],
                                 max_commit_retries=20))

@@ -33,11 +33,28 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from ingest.backpressure import Backlog, LandingBacklog
-from lakehouse.contract import check_region, parse_ts
+from lakehouse.catalogue import (
+    DEAD_LETTERS,
+    EVENT_ENVELOPE,
+    EVENTS,
+    EVENTS_RAW,
+    FORECAST_ACCURACY,
+    REGION_STATUS,
+    REWRITTEN_TABLES,
+    STOCK_COHORTS,
+    STOCK_LEVELS,
+    STREAM_TABLES,
+    TRANSFER_OUTCOMES,
+)
+from lakehouse.contract import (
+    check_region,
+    parse_ts,
+)
 from lakehouse.durable import replace_durably
-from lakehouse.paths import checkpoint_dir, lakehouse_root, landing_dir, table_path
+from lakehouse.paths import checkpoint_dir, lakehouse_root, landing_dir
 
-from . import derived, gold
+from ..schema import spark_schema
+from . import gold
 from .books import NetworkBooks
 from .derived import DerivedWriter
 from .fold import RegionState
@@ -117,10 +134,8 @@ class RegionStream:
         self.root = lakehouse_root(config.lakehouse)
         self.checkpoint = checkpoint_dir(f"stream-{region}", self.root)
         self.app_id = self._app_id()
-        self.paths = {name: str(table_path(layer, name, self.root)) for layer, name in (
-            ("bronze", "events_raw"), ("silver", "events"), ("silver", "dead_letters"),
-            ("gold", "stock_cohorts"), ("gold", "stock_levels"), ("gold", "region_status"),
-            *derived.SCHEMAS, *derived.BATCH_OUTCOMES)}
+        self.paths = {t.name: str(t.path(self.root))
+                      for t in (*STREAM_TABLES, FORECAST_ACCURACY, TRANSFER_OUTCOMES)}
         self.record = RecordWriter(region, self.checkpoint / "pending", self.paths,
                                    self.app_id, every_s=config.record_every_s)
         self.record.flush()  # spills a crash left behind go to bronze/silver first
@@ -452,13 +467,13 @@ class RegionStream:
                 cohort_rows = self.state.cohort_rows(self.region)
                 level_rows = self.state.level_rows(self.region)
             if not run.redo:
-                gold.write_region(self.paths["stock_cohorts"], cohort_rows, gold.COHORTS_SCHEMA,
+                gold.write_region(self.paths["stock_cohorts"], cohort_rows, STOCK_COHORTS.schema,
                                   self.region, app_id=f"{self.app_id}-stock_cohorts",
                                   batch_id=run.batch_id)
                 self.cohorts_batch = run.batch_id
                 run.step("cohorts")
             gold.write_region(self.paths["stock_levels"], level_rows,
-                              gold.LEVELS_SCHEMA, self.region,
+                              STOCK_LEVELS.schema, self.region,
                               app_id=f"{self.app_id}-stock_levels", batch_id=run.batch_id)
             run.step("levels")
         self.levels_batch = max(self.levels_batch, run.batch_id)
@@ -535,7 +550,7 @@ class RegionStream:
                float(last.get("duration_s", 0.0)), self.last_event_at, lag,
                datetime.now(UTC).replace(tzinfo=None), minutes, int(backlog.events),
                int(backlog.files), round(rate, 1))
-        gold.write_region(self.paths["region_status"], [row], gold.REGION_STATUS_SCHEMA,
+        gold.write_region(self.paths["region_status"], [row], REGION_STATUS.schema,
                           self.region, app_id=f"{self.app_id}-region_status",
                           batch_id=int(last.get("batch_id", 0)))
         self._status_written = now
@@ -563,11 +578,10 @@ def rebuild_books(spark: SparkSession, root, books: NetworkBooks,
     are written at start). Item updates are few and all taken; transfers are paired in
     Spark so only the open ones (shipped in the last ``transit_days``) come back.
     """
-    from lakehouse.contract import spark_schema
-
     books.clear()
-    raw = spark.read.format("delta").load(str(table_path("bronze", "events_raw", root)))
-    ev = raw.select(F.from_json(F.col("payload").cast("string"), spark_schema()).alias("e"),
+    raw = spark.read.format("delta").load(str(EVENTS_RAW.path(root)))
+    ev = raw.select(F.from_json(F.col("payload").cast("string"),
+                                spark_schema(EVENT_ENVELOPE)).alias("e"),
                     "payload", "received_at")
     for r in (ev.where(F.col("e.event_type") == "item_updated").select("payload")
               .collect()):
@@ -589,13 +603,11 @@ def compact_record(spark: SparkSession, root) -> None:
     from delta.tables import DeltaTable
 
     spark.sparkContext.setLocalProperty("spark.scheduler.pool", "record")
-    for layer, table in (("bronze", "events_raw"), ("silver", "events"),
-                         ("silver", "dead_letters")):
+    for table in (EVENTS_RAW, EVENTS, DEAD_LETTERS):
         try:
-            DeltaTable.forPath(spark, str(table_path(layer, table, root))).optimize() \
-                .executeCompaction()
+            DeltaTable.forPath(spark, str(table.path(root))).optimize().executeCompaction()
         except Exception:  # noqa: BLE001 - maintenance must never stop the stream
-            log.exception("compacting %s/%s failed", layer, table)
+            log.exception("compacting %s failed", table)
 
 
 def vacuum_gold(root) -> None:
@@ -603,15 +615,13 @@ def vacuum_gold(root) -> None:
     rewrites leaves tens of thousands of dead files behind."""
     import deltalake
 
-    from .tables import GOLD_REWRITTEN
-
-    for table in GOLD_REWRITTEN:
+    for table in REWRITTEN_TABLES:
         try:
-            removed = deltalake.DeltaTable(str(table_path("gold", table, root))).vacuum(
+            removed = deltalake.DeltaTable(str(table.path(root))).vacuum(
                 retention_hours=1, dry_run=False, enforce_retention_duration=False)
-            log.info("vacuum gold/%s: %d files removed", table, len(removed))
+            log.info("vacuum %s: %d files removed", table, len(removed))
         except Exception:  # noqa: BLE001 - maintenance must never stop the stream
-            log.exception("vacuum gold/%s failed", table)
+            log.exception("vacuum %s failed", table)
 
 
 RESTART_BACKOFF_S = (0.0, 5.0, 15.0, 60.0)

@@ -77,11 +77,12 @@ def test_business_metrics_carry_forecast_error_and_transfer_efficiency():
 
 
 @pytest.mark.spark
-def test_transfer_efficiency_counts_the_lot_sold_within_48_hours_of_booking_in(spark):
-    from lakehouse.contract import build_event, encode_event, format_ts, topic
+def test_transfer_efficiency_counts_the_lot_sold_within_48_hours_of_booking_in(spark,
+                                                                             tmp_path):
+    from lakehouse.contract import build_event, format_ts
     from spark_jobs.decisions.accuracy import transfer_outcomes
-    from spark_jobs.stream import silver
-    from spark_jobs.stream.bronze import LANDING_SCHEMA
+
+    from .silver_events import write_silver_events
 
     arrived = datetime(2026, 11, 20, 8, tzinfo=UTC)
     loc, sku = "EAST-S001", "DAIRY-YOG-500"
@@ -101,10 +102,8 @@ def test_transfer_efficiency_counts_the_lot_sold_within_48_hours_of_booking_in(s
                      "transaction_ref": f"T{i}", "stock_before": stock,
                      "lots": [{"lot": lot_id, "expires_on": "2026-11-28", "quantity": qty}]}))
         stock -= qty
-    lines = [("event", topic("east", loc, "events"), "east", "2026-11-22T00:00:00.000Z",
-              "b1", i, encode_event(e).decode(), None, None) for i, e in enumerate(events)]
-    silver_events = silver.to_events(silver.with_parsed(
-        spark.createDataFrame(lines, LANDING_SCHEMA)))
+    path = write_silver_events(tmp_path, events, received_at="2026-11-22T00:00:00.000Z")
+    silver_events = spark.read.format("delta").load(str(path))
 
     out = transfer_outcomes(silver_events, datetime(2026, 11, 23)).toPandas()
     assert len(out) == 1
@@ -120,15 +119,13 @@ def test_transfer_efficiency_counts_the_lot_sold_within_48_hours_of_booking_in(s
 def test_the_stream_writer_picks_up_new_accuracy_and_marks_its_days(tmp_path):
     import threading
 
-    from lakehouse.paths import table_path
-    from spark_jobs.decisions.accuracy import FORECAST_ACCURACY_SCHEMA
+    from lakehouse.catalogue import FORECAST_ACCURACY, TRANSFER_OUTCOMES
     from spark_jobs.decisions.jobs import write_table
     from spark_jobs.stream import derived
     from spark_jobs.stream.fold import RegionState
 
     state = RegionState("east")
-    paths = {name: str(table_path(layer, name, tmp_path))
-             for layer, name in derived.BATCH_OUTCOMES}
+    paths = {t.name: str(t.path(tmp_path)) for t in (FORECAST_ACCURACY, TRANSFER_OUTCOMES)}
     writer = derived.DerivedWriter(state, threading.Lock(), paths, "app", lambda: [],
                                    lambda: 0)
     writer._load_outcomes()  # neither table exists yet: nothing to merge
@@ -139,8 +136,7 @@ def test_the_stream_writer_picks_up_new_accuracy_and_marks_its_days(tmp_path):
                             date(2026, 11, 19))
     daily = pd.DataFrame([{**KEYS, "day": date(2026, 11, 20), "sold": 12}])
     scored = forecast_accuracy(history, daily, today=now.date(), now=now)
-    write_table("gold", "forecast_accuracy", scored, FORECAST_ACCURACY_SCHEMA, tmp_path,
-                partition_by=["region"])
+    write_table(FORECAST_ACCURACY, scored, tmp_path)
     writer._load_outcomes()
     # The same category name the sellable policy and the decision jobs use for the SKU,
     # so a dashboard filter on "dairy" finds both the metric and the transfer.

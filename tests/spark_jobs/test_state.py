@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lakehouse import oracle
+from lakehouse.catalogue import STOCK_COHORTS, STOCK_LEVELS
 from spark_jobs.stream.fold import RegionState
-from spark_jobs.stream.gold import LEVELS_SCHEMA
 
 from ..workload import Workload, make_agents
 
@@ -65,8 +65,8 @@ def test_state_round_trips_through_gold_rows(history):
     now = datetime(2026, 11, 27, 12, 0)
     for st_ in state.locations.values():
         st_.updated_at = now
-    names_c = ["region", "location_id", "sku", "lot", "expires_on", "quantity", "updated_at"]
-    names_l = [f.name for f in LEVELS_SCHEMA.fields]
+    names_c = STOCK_COHORTS.schema.names
+    names_l = STOCK_LEVELS.schema.names
     back = RegionState.from_gold([dict(zip(names_c, r, strict=True))
                                   for r in state.cohort_rows("east")],
                                  [dict(zip(names_l, r, strict=True))
