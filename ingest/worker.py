@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
+from prometheus_client import CollectorRegistry
 
 from lakehouse.contract import (
     MAX_EVENT_BYTES,
@@ -69,7 +70,7 @@ from lakehouse.contract import (
     topic,
     utc_now_ms,
 )
-from lakehouse.metrics import REGISTRY, Registry, serve_metrics
+from lakehouse.metrics import REGISTRY, serve_metrics
 from lakehouse.mqtt import BrokerAddress, make_client
 from lakehouse.paths import lakehouse_root, landing_dir
 
@@ -231,7 +232,7 @@ class _IngestClient(mqtt.Client):
 class IngestWorker:
     """Consumes ``shelflife/v1/<region>/+/events`` and lands batches durably."""
 
-    def __init__(self, config: IngestConfig, *, registry: Registry = REGISTRY) -> None:
+    def __init__(self, config: IngestConfig, *, registry: CollectorRegistry = REGISTRY) -> None:
         self.config = config
         root = lakehouse_root(config.lakehouse)
         self.writer = LandingWriter(landing_dir(config.region, root), config.worker_id)
@@ -276,7 +277,7 @@ class IngestWorker:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.connected.clear()
         self.client.on_message = self._on_message
-        self.metrics = IngestMetrics(registry)
+        self.metrics = IngestMetrics.of(registry)
         self.metrics.bind(self)
 
     def _settle_interrupted_batches(self) -> None:
@@ -624,7 +625,7 @@ def worker_health(workers: list[IngestWorker]) -> tuple[int, dict[str, Any]]:
 
 def run_workers(configs: list[IngestConfig], *, stop: threading.Event,
                 metrics_port: int = 0, metrics_host: str = "127.0.0.1",
-                registry: Registry = REGISTRY) -> int:
+                registry: CollectorRegistry = REGISTRY) -> int:
     """Run several regions' workers until ``stop`` is set, logging progress every 10 s.
 
     ``metrics_port`` > 0 serves Prometheus metrics at ``http://metrics_host:port/metrics``

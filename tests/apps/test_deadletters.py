@@ -9,12 +9,12 @@ import time
 import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
+from prometheus_client import CollectorRegistry
 
 from apps.cli import main
 from edge_mqtt.agent import StoreAgent
 from ingest.worker import IngestConfig, IngestWorker
 from lakehouse.contract import encode_event, topic
-from lakehouse.metrics import Registry
 from lakehouse.paths import table_path
 from spark_jobs.stream.record import dead_letter_rows
 
@@ -54,7 +54,7 @@ def refused(tmp_path, brokers, region_ports):
     broken = json.loads(json.dumps(sale))
     broken["payload"]["quantity"] = "3"  # a POS integration sent a string
     worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root)),
-                          registry=Registry())
+                          registry=CollectorRegistry())
     worker.start()
     client = raw_client(port, "buggy-agent")
     publish(client, [good])

@@ -285,9 +285,10 @@ def test_a_store_set_up_from_its_credentials_serves_over_tls_and_trims_on_signed
         tmp_path):
     """The README's store setup: `shelflife credentials <location>` as the agent's
     environment, `agent serve --tls-ca`, a secure TLS broker and ingest."""
+    from prometheus_client import CollectorRegistry
+
     from ingest.brokers import TlsFiles, credentials_path, start_brokers, stop_brokers
     from ingest.worker import IngestConfig, IngestWorker
-    from lakehouse.metrics import Registry
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
@@ -309,7 +310,7 @@ def test_a_store_set_up_from_its_credentials_serves_over_tls_and_trims_on_signed
     worker = IngestWorker(IngestConfig(region="east", port=broker_port,
                                        lakehouse=str(tmp_path / "lake"),
                                        credentials=str(creds), tls_ca=str(cert)),
-                          registry=Registry())
+                          registry=CollectorRegistry())
     worker.start()
     proc = subprocess.Popen(
         [sys.executable, "-m", "apps.cli", "agent", "serve", "--db",

@@ -11,13 +11,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from edge_mqtt.agent import StoreAgent
 from ingest.backpressure import IntakeGate, LandingBacklog, RateQuota
 from ingest.brokers import find_mosquitto, start_brokers
 from ingest.worker import IngestConfig, IngestWorker
 from lakehouse.contract import encode_event, topic
-from lakehouse.metrics import Registry, parse_metrics, serve_metrics
+from lakehouse.metrics import parse_metrics, serve_metrics
 
 from ..integration.pipeline import raw_client, wait_for
 
@@ -75,7 +76,7 @@ def test_full_landing_pauses_intake_and_the_broker_keeps_the_rest(tmp_path, brok
     root = tmp_path / "lake"
     landing, consumed = root / "landing" / "east", tmp_path / "consumed"
     events = make_events(tmp_path, per_location=1100)  # 3,300 events
-    registry = Registry()
+    registry = CollectorRegistry()
     worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root),
                                        backlog_high_events=300, backlog_low_events=100),
                           registry=registry)
@@ -118,7 +119,7 @@ def test_quota_caps_the_intake_rate(tmp_path, brokers, region_ports):
     root = tmp_path / "lake"
     events = make_events(tmp_path, per_location=200)  # 600 events
     worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root),
-                                       max_events_per_s=200), registry=Registry())
+                                       max_events_per_s=200), registry=CollectorRegistry())
     worker.start()
     pub = raw_client(port, "feeder")
     try:
@@ -146,7 +147,7 @@ def test_acks_lost_with_the_broker_do_not_block_intake_after_it_returns(
     events = make_events(tmp_path, per_location=700)  # 2,100 events
     worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root),
                                        backlog_high_events=100, backlog_low_events=50),
-                          registry=Registry())
+                          registry=CollectorRegistry())
     worker.start()
     pub = raw_client(port, "feeder")
     restarted = []

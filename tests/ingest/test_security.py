@@ -461,12 +461,13 @@ def test_dispatcher_has_its_own_login_and_ingest_keeps_landing(tmp_path: Path) -
     mosquitto then closed ingest's connection and landing stopped."""
     import time
 
+    from prometheus_client import CollectorRegistry
+
     from edge_mqtt.agent import StoreAgent
     from edge_mqtt.publisher import Publisher, PublisherConfig
     from ingest.orders import BrokerAddress, OrderDispatcher
     from ingest.worker import IngestConfig, IngestWorker
     from lakehouse.contract import order_topic
-    from lakehouse.metrics import Registry
 
     from ..integration.pipeline import wait_for
 
@@ -482,7 +483,7 @@ def test_dispatcher_has_its_own_login_and_ingest_keeps_landing(tmp_path: Path) -
     worker = IngestWorker(IngestConfig(region="east", port=port,
                                        lakehouse=str(tmp_path / "lake"),
                                        username=ing.username, password=ing.password),
-                          registry=Registry())
+                          registry=CollectorRegistry())
     dispatcher = OrderDispatcher(tmp_path / "lake", {"east": BrokerAddress(
         port=port, username=dis.username, password=dis.password)}, say=lambda _m: None)
     opened: list[Client] = []

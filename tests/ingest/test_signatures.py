@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from edge_mqtt.agent import StoreAgent
 from edge_mqtt.publisher import Publisher, PublisherConfig
@@ -31,7 +32,6 @@ from lakehouse.contract import (
     validate_ack,
     validate_signed_order,
 )
-from lakehouse.metrics import Registry
 from tests.ingest.test_embedded_broker import Client, port_picker
 
 pytestmark = [pytest.mark.timeout(90),
@@ -223,7 +223,7 @@ def test_on_an_open_broker_a_secure_agent_refuses_forgeries_and_takes_the_real_t
     # The genuine ingest and dispatcher, with the keys from the credentials file.
     worker = IngestWorker(IngestConfig(region="east", port=port,
                                        lakehouse=str(env["tmp"] / "lake"),
-                                       credentials=str(creds.path)), registry=Registry())
+                                       credentials=str(creds.path)), registry=CollectorRegistry())
     env["opened"].append(_Stops(worker.stop))
     dispatcher = OrderDispatcher(env["tmp"] / "lake", {"east": BrokerAddress(port=port)},
                                  say=lambda _m: None, keys=SigningKeys(creds.path))

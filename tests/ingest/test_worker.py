@@ -7,12 +7,12 @@ import base64
 import json
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from edge_mqtt.agent import StoreAgent
 from edge_mqtt.publisher import Publisher, PublisherConfig
 from ingest.worker import IngestConfig, IngestWorker
 from lakehouse.contract import decode_event, encode_event, topic
-from lakehouse.metrics import Registry
 
 from ..integration.pipeline import raw_client, wait_for
 
@@ -99,7 +99,7 @@ def test_mosquitto_drops_a_message_over_the_event_size_limit(tmp_path, brokers,
         pytest.skip("mosquitto is not installed")
     port, root = region_ports["east"], tmp_path / "lake"
     worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root)),
-                          registry=Registry())
+                          registry=CollectorRegistry())
     worker.start()
     inject = raw_client(port, "inject")
     try:
@@ -125,7 +125,7 @@ def test_ingest_dead_letters_an_oversized_message_without_decoding_it(tmp_path):
     broker = EmbeddedBroker("127.0.0.1", 0, max_payload=4 * MAX_EVENT_BYTES).start()
     root = tmp_path / "lake"
     worker = IngestWorker(IngestConfig(region="east", port=broker.port, lakehouse=str(root)),
-                          registry=Registry())
+                          registry=CollectorRegistry())
     worker.start()
     inject = raw_client(broker.port, "inject")
     big = b"{" + b" " * (2 * MAX_EVENT_BYTES)  # would be valid-looking JSON if decoded
