@@ -86,7 +86,7 @@ def _locations(path: str | None) -> dict[str, list[str]] | None:
 def cmd_broker(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ingest.brokers import TlsFiles, run_brokers_forever
+    from ingest.brokers import BrokerError, TlsFiles, run_brokers_forever
 
     tls = None
     if args.tls_cert or args.tls_key:
@@ -95,9 +95,12 @@ def cmd_broker(args: argparse.Namespace) -> int:
         tls = TlsFiles(Path(args.tls_cert), Path(args.tls_key))
     if args.insecure and args.secure:
         raise SystemExit("--secure and --insecure contradict each other")
-    run_brokers_forever(Path(args.data_dir), _regions(args.regions), kind=args.kind,
-                        ports=args.broker_ports, locations=_locations(args.locations),
-                        secure=not args.insecure, tls=tls)
+    try:
+        run_brokers_forever(Path(args.data_dir), _regions(args.regions),
+                            ports=args.broker_ports, locations=_locations(args.locations),
+                            secure=not args.insecure, tls=tls)
+    except BrokerError as exc:
+        raise SystemExit(f"broker: {exc}") from exc
     return 0
 
 
@@ -215,8 +218,6 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, lakehouse=False)
     _add(p, "--data-dir", "SHELFLIFE_BROKER_DIR", BROKER_DIR,
          "broker config/state; secure brokers keep every login in <data-dir>/credentials.json")
-    p.add_argument("--kind", choices=("auto", "mosquitto", "embedded"), default="auto",
-                   help="mosquitto when installed (auto), or the embedded broker")
     p.add_argument("--insecure", action="store_true",
                    default=truthy(_env("SHELFLIFE_INSECURE")),
                    help="accept anyone, anonymous included, on any topic (env "

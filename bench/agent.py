@@ -744,7 +744,7 @@ def main() -> None:
             f"{rec['commits_per_fsync']}")
 
         port = free_port()
-        brokers = start_brokers(work / "brokers", [REGION], kind="mosquitto",
+        brokers = start_brokers(work / "brokers", [REGION],
                                 ports={REGION: port})
         worker = Child("--child-ingest", str(work / "lakehouse"), "--port", str(port))
         if worker.expect("UP") != "UP":

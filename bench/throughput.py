@@ -268,7 +268,7 @@ def measure_raw(ctx, data_dir: Path, payload: bytes, n: int) -> dict:
     from ingest.brokers import start_brokers, stop_brokers
 
     port = free_port()
-    brokers = start_brokers(data_dir, ["east"], kind="mosquitto", ports={"east": port})
+    brokers = start_brokers(data_dir, ["east"], ports={"east": port})
     try:
         sub_conn, sub_child = ctx.Pipe()
         pub_conn, pub_child = ctx.Pipe()

@@ -296,7 +296,7 @@ def test_a_store_set_up_from_its_credentials_serves_over_tls_and_trims_on_signed
                     "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True, timeout=60)
     broker_port, http_port = free_port(), free_port()
-    running = start_brokers(tmp_path / "b", ("east",), kind="mosquitto",
+    running = start_brokers(tmp_path / "b", ("east",),
                             ports={"east": broker_port}, locations={"east": ["S-001"]},
                             secure=True, tls=TlsFiles(cert, key))
     creds = credentials_path(tmp_path / "b")

@@ -162,7 +162,7 @@ def test_acks_lost_with_the_broker_do_not_block_intake_after_it_returns(
         wait_for("worker sees the broker gone", lambda: not worker.connected.is_set(), 10)
         consume(landing, consumed)  # the stream catches up; held messages land
         wait_for("held messages landed", lambda: worker.stats.held == 0, 20)
-        restarted = start_brokers(tmp_path / "brokers", ["east"], kind="mosquitto",
+        restarted = start_brokers(tmp_path / "brokers", ["east"],
                                   ports={"east": port})
         pub = raw_client(port, "feeder-2")
         publish(pub, events[1300:])

@@ -32,7 +32,7 @@ from lakehouse.contract import (
     validate_ack,
     validate_signed_order,
 )
-from tests.ingest.test_embedded_broker import Client, port_picker
+from tests.ingest.clients import Client, port_picker
 
 pytestmark = [pytest.mark.timeout(90),
               pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")]
@@ -101,7 +101,7 @@ def env(tmp_path: Path) -> Iterator[dict]:
 def _broker(env: dict, *, secure: bool) -> tuple[int, Credentials]:
     port = port_picker()()
     data = env["tmp"] / "brokers"
-    running = start_brokers(data, ("east",), kind="mosquitto", ports={"east": port},
+    running = start_brokers(data, ("east",), ports={"east": port},
                             locations=LOCATIONS, secure=secure)
     env["opened"].append(running)
     # An open broker has no credentials of its own; the stores and ingest still do.
