@@ -145,7 +145,7 @@ def test_store_cannot_forge_or_read_another_stores_ack(secured: Secured) -> None
 
     assert quiet(s2, 2) == [b'{"acked_seq": 7}', b'{"acked_seq": 8}']
     # mosquitto grants the wildcard and filters what it delivers (s1 then gets its own
-    # retained ack once per matching subscription); the embedded broker refuses it
+    # retained ack once per matching subscription)
     assert set(quiet(s1, 1)) == {b'{"acked_seq": 7}'}
     assert {m.topic for m in s1.messages} == {topic("east", "s1", "ack")}
 
