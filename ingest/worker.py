@@ -73,9 +73,10 @@ from lakehouse.contract import (
 from lakehouse.metrics import REGISTRY, serve_metrics
 from lakehouse.mqtt import BrokerAddress, make_client
 from lakehouse.paths import lakehouse_root, landing_dir
+from lakehouse.ratelimit import TokenBucket
 
 from .auth import Credentials, SigningKeys
-from .backpressure import IntakeGate, LandingBacklog, RateQuota
+from .backpressure import IntakeGate, LandingBacklog
 from .brokers import MAX_INFLIGHT_MESSAGES
 from .dedup import SeqTracker
 from .landing import LandedRecord, LandingWriter, PreparedBatch, now_ts
@@ -134,7 +135,9 @@ class IngestConfig:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)!r}")
         IntakeGate(self.backlog_high_events, self.low_water)  # raises on a bad pair
-        RateQuota(self.max_events_per_s)
+        if not self.max_events_per_s >= 0:
+            raise ValueError("max_events_per_s: must be >= 0 (0 = no limit), got "
+                             f"{self.max_events_per_s!r}")
 
     def address(self) -> BrokerAddress:
         """The broker and login, as the shared client factory takes them."""
@@ -242,7 +245,8 @@ class IngestWorker:
         self.backlog = LandingBacklog(self.writer.directory)
         self.backlog_now = self.backlog.scan()
         self.gate = IntakeGate(config.backlog_high_events, config.low_water)
-        self.quota = RateQuota(config.max_events_per_s)
+        self.quota = TokenBucket(config.max_events_per_s)
+        """The intake quota: at most a second's worth at once, then its rate."""
         self._backlog_at = 0.0
         self._flush_lock = threading.RLock()  # flush() may also be called from outside
         self._buf: deque[_Msg] = deque()

@@ -14,11 +14,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from edge_mqtt.agent import StoreAgent
-from ingest.backpressure import IntakeGate, LandingBacklog, RateQuota
+from ingest.backpressure import IntakeGate, LandingBacklog
 from ingest.brokers import find_mosquitto, start_brokers
 from ingest.worker import IngestConfig, IngestWorker
 from lakehouse.contract import encode_event, topic
 from lakehouse.metrics import parse_metrics, serve_metrics
+from lakehouse.ratelimit import TokenBucket
 
 from ..integration.pipeline import raw_client, wait_for
 
@@ -193,14 +194,14 @@ def test_gate_pauses_at_high_water_and_resumes_below_low_water():
 
 
 def test_quota_allows_one_seconds_burst_then_its_rate():
-    quota = RateQuota(100)
+    quota = TokenBucket(100)  # what ingest makes of --max-events-per-s 100
     assert quota.allowance() == 100
     quota.spend(100)
     time.sleep(0.2)
     assert 15 <= quota.allowance() <= 30
-    assert RateQuota(0).allowance() is None
+    assert TokenBucket(0).allowance() is None
     with pytest.raises(ValueError, match="max_events_per_s"):
-        RateQuota(-1)
+        IngestConfig(region="east", max_events_per_s=-1)
 
 
 def test_backlog_counts_waiting_files_and_their_lines(tmp_path):
