@@ -9,12 +9,12 @@ from typing import Any
 
 import deltalake
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_mqtt.agent import StoreAgent
 from edge_mqtt.publisher import Publisher, PublisherConfig
 from ingest.worker import IngestConfig, IngestWorker
 from lakehouse import oracle
+from lakehouse.mqtt import BrokerAddress, make_client
 from spark_jobs.stream.runner import RegionStream, StreamConfig, start_streams
 
 
@@ -49,7 +49,7 @@ def start_spark(spark, root: Path, regions: list[str]) -> list[RegionStream]:
 
 def raw_client(port: int, name: str) -> mqtt.Client:
     """A plain MQTT client for injecting duplicates and malformed payloads."""
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv311)
+    c = make_client(BrokerAddress("127.0.0.1", port), client_id=name)
     c.connect("127.0.0.1", port)
     c.loop_start()
     return c
