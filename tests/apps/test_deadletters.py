@@ -17,9 +17,9 @@ from ingest.worker import IngestConfig, IngestWorker
 from lakehouse.contract import encode_event, topic
 from lakehouse.paths import table_path
 from spark_jobs.stream.record import dead_letter_rows
+from tests.clients import raw_client, wait_for
 
 from ..ingest.test_backpressure import landed_keys, publish
-from ..integration.pipeline import raw_client, wait_for
 
 # silver/dead_letters as Spark creates it (spark_jobs.stream.silver.DEAD_LETTERS_SCHEMA).
 DEAD_LETTERS = pa.schema([

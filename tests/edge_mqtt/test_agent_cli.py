@@ -279,6 +279,7 @@ def test_operators_from_a_shell_and_cli_actions_record_the_os_user(tmp_path):
     assert json.loads(adjusted.stdout)["payload"]["recorded_by"] == getpass.getuser()
 
 
+@pytest.mark.server
 @pytest.mark.skipif(shutil.which("openssl") is None or find_mosquitto() is None,
                     reason="needs mosquitto and openssl")
 def test_a_store_set_up_from_its_credentials_serves_over_tls_and_trims_on_signed_acks(

@@ -20,8 +20,7 @@ from ingest.worker import IngestConfig, IngestWorker
 from lakehouse.contract import encode_event, topic
 from lakehouse.metrics import parse_metrics, serve_metrics
 from lakehouse.ratelimit import TokenBucket
-
-from ..integration.pipeline import raw_client, wait_for
+from tests.clients import raw_client, wait_for
 
 
 def make_events(tmp_path: Path, per_location: int, locations: int = 3) -> list[dict]:

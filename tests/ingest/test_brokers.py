@@ -19,7 +19,7 @@ from ingest.brokers import (
     stop_brokers,
 )
 from lakehouse.contract import REGIONS, topic
-from tests.ingest.clients import Client, persistent_backlog_round_trip, port_picker
+from tests.clients import Client, persistent_backlog_round_trip, port_picker
 
 pytestmark = pytest.mark.timeout(120)
 

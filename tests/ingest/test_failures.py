@@ -22,9 +22,9 @@ from edge_mqtt.publisher import Publisher, PublisherConfig
 from ingest.dedup import SeqTracker
 from ingest.worker import IngestConfig, IngestWorker, worker_health
 from lakehouse.metrics import parse_metrics, serve_metrics
+from tests.clients import wait_for
 from tests.conftest import free_port
 
-from ..integration.pipeline import wait_for
 from .test_backpressure import landed_keys
 
 pytestmark = pytest.mark.timeout(120)

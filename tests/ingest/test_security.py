@@ -37,7 +37,7 @@ from ingest.brokers import (
     stop_brokers,
 )
 from lakehouse.contract import topic
-from tests.ingest.clients import Client, port_picker
+from tests.clients import Client, port_picker
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -459,8 +459,7 @@ def test_dispatcher_has_its_own_login_and_ingest_keeps_landing(tmp_path: Path) -
     from ingest.orders import BrokerAddress, OrderDispatcher
     from ingest.worker import IngestConfig, IngestWorker
     from lakehouse.contract import order_topic
-
-    from ..integration.pipeline import wait_for
+    from tests.clients import wait_for
 
     port = port_picker()()
     running = start_brokers(tmp_path / "b", ("east",),

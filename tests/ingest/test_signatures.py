@@ -32,7 +32,7 @@ from lakehouse.contract import (
     validate_ack,
     validate_signed_order,
 )
-from tests.ingest.clients import Client, port_picker
+from tests.clients import Client, port_picker
 
 pytestmark = [pytest.mark.timeout(90),
               pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")]

@@ -15,9 +15,8 @@ from edge_mqtt.agent import StoreAgent
 from edge_mqtt.publisher import Publisher, PublisherConfig
 from ingest.worker import IngestConfig, IngestWorker
 from lakehouse.contract import decode_event, encode_event, topic
+from tests.clients import raw_client, wait_for
 from tests.conftest import free_port
-
-from ..integration.pipeline import raw_client, wait_for
 
 
 def landed_lines(root):

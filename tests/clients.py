@@ -1,5 +1,6 @@
-"""MQTT clients for broker tests: real paho clients (from the shared factory) that record
-what they receive and wait for it."""
+"""MQTT clients and waiting, for tests of any component: real paho clients from the shared
+factory, and nothing beyond the store agent's own dependencies (its tests run in a
+virtualenv without the server extra)."""
 
 from __future__ import annotations
 
@@ -138,3 +139,20 @@ def persistent_backlog_round_trip(port: int, count: int, clients: list[Client]) 
     assert {m.qos for m in back.messages} == {2}
     for client in (pub, back):
         client.close()
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def raw_client(port: int, name: str) -> mqtt.Client:
+    """A plain MQTT client for injecting duplicates and malformed payloads."""
+    c = make_client(BrokerAddress("127.0.0.1", port), client_id=name)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    return c
