@@ -11,7 +11,7 @@ import math
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -63,9 +63,9 @@ class IngestMetrics(Collector):
     and prometheus-client refuses a family registered twice.
     """
 
-    _of: weakref.WeakKeyDictionary[CollectorRegistry, IngestMetrics] = (
+    _of: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, IngestMetrics]] = (
         weakref.WeakKeyDictionary())
-    _of_lock = threading.Lock()
+    _of_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._lock = threading.Lock()
