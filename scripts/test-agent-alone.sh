@@ -26,9 +26,16 @@ PYEOF
 mkdir "$work/src"
 git ls-files -z --cached --others --exclude-standard \
   | tar --null --ignore-failed-read -T - -cf - | tar -C "$work/src" -xf -
-"$PY" -m venv "$work/venv"
-# pip's cache (~/.cache/pip) keeps this to seconds after the first run.
-"$work/venv/bin/python" -m pip install -q --disable-pip-version-check "$work/src" "${tools[@]}"
+# The set-up .venv's pip installs into the new virtualenv (no pip of its own to bootstrap),
+# and pip's cache (~/.cache/pip) keeps the downloads to the first run.
+if [ -x .venv/bin/python ]; then
+  "$PY" -m venv --without-pip "$work/venv"
+  pip=(.venv/bin/python -m pip --python "$work/venv/bin/python")
+else
+  "$PY" -m venv "$work/venv"
+  pip=("$work/venv/bin/python" -m pip)
+fi
+"${pip[@]}" install -q --disable-pip-version-check "$work/src" "${tools[@]}"
 for pkg in pyarrow pandas deltalake pyspark streamlit prometheus_client; do
   if "$work/venv/bin/python" -c "import $pkg" 2>/dev/null; then
     echo "agent-alone: $pkg is installed without any extra; the agent must not need it" >&2
