@@ -334,7 +334,7 @@ def test_an_approved_transfer_reaches_the_offline_warehouse_ships_and_is_cleared
     from lakehouse.paths import table_path
     from lakehouse.readers import read_table
     from spark_jobs.decisions import jobs as batch
-    from spark_jobs.decisions import silver
+    from spark_jobs.stream import silver
     from spark_jobs.stream.bronze import LANDING_SCHEMA
 
     root, out = decided[True]
