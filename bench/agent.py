@@ -57,6 +57,7 @@ from edge_mqtt.agent import StoreAgent  # noqa: E402
 from edge_mqtt.catalogue import SKUS  # noqa: E402
 from lakehouse.contract import UNALLOCATED_LOT, encode_event, topic  # noqa: E402
 from lakehouse.movements import movements  # noqa: E402
+from lakehouse.mqtt import BrokerAddress, make_client  # noqa: E402
 
 TARGET_RECORD_PER_S = 2000.0
 TARGET_REPLAY_PER_S = 2000.0
@@ -452,8 +453,6 @@ def phase_paho_raw(port: int, bodies: list[bytes], inflight: int,
     With ``ack_topic`` the clock stops when ingest's end-to-end ack covers the last seq,
     as the replay's does.
     """
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
 
     done = threading.Event()
     count = [0]
@@ -474,8 +473,7 @@ def phase_paho_raw(port: int, bodies: list[bytes], inflight: int,
             client.subscribe(ack_topic, qos=1)
         connected.set()
 
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-raw-{inflight}",
-                    clean_session=True, protocol=mqtt.MQTTv311)
+    c = make_client(BrokerAddress("127.0.0.1", port), client_id=f"bench-raw-{inflight}")
     c.max_inflight_messages_set(inflight)
     c.max_queued_messages_set(0)
     c.on_publish = on_publish
@@ -744,7 +742,7 @@ def main() -> None:
             f"{rec['commits_per_fsync']}")
 
         port = free_port()
-        brokers = start_brokers(work / "brokers", [REGION], kind="mosquitto",
+        brokers = start_brokers(work / "brokers", [REGION],
                                 ports={REGION: port})
         worker = Child("--child-ingest", str(work / "lakehouse"), "--port", str(port))
         if worker.expect("UP") != "UP":

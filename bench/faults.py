@@ -212,7 +212,7 @@ class Bench:
 
     def broker_launch(self, region: str):
         locations = {r: self.stores[r] + self.rogues[r] for r in REGIONS}
-        return lambda: start_brokers(self.brokers_dir, [region], kind="mosquitto",
+        return lambda: start_brokers(self.brokers_dir, [region],
                                      ports={region: self.ports[region]},
                                      secure=self.secure, locations=locations,
                                      timeout=20.0)[0]

@@ -49,6 +49,7 @@ from lakehouse.contract import (
     validate_signed_order,
 )
 from lakehouse.mqtt import BrokerAddress, make_client
+from lakehouse.ratelimit import TokenBucket
 
 from .agent import AGENT_VERSION, StoreAgent
 from .heartbeat import Heartbeat, skew_from_ack
@@ -138,8 +139,9 @@ class Publisher:
         self._waiting_since = time.monotonic()
         """When the oldest unacked send went out, or the ack last moved since then."""
         self._resend_wait = self.config.resend_after_s
-        self._tokens = 0.0
-        self._tokens_at = time.monotonic()
+        self._replay = TokenBucket(self.config.replay_rate,
+                                   burst=max(1.0, self.config.replay_rate / 10))
+        """The replay rate as a token bucket of ~100 ms."""
         self._throttled_until = math.inf
         self._heartbeat_at = math.inf
         self._wake = threading.Event()
@@ -348,8 +350,10 @@ class Publisher:
         self._throttled_until = math.inf
         if room <= 0:
             return 0
-        allowed = self._take_tokens(room, now)
+        allowance = self._replay.allowance()
+        allowed = room if allowance is None else min(room, allowance)
         if allowed == 0:
+            self._throttled_until = now + self._replay.wait_s()
             return 0
         rows = self.db.outbox_after(start, allowed)
         sent = 0
@@ -363,28 +367,13 @@ class Publisher:
                 self._sent_up_to = max(self._sent_up_to, seq)
             sent += 1
         self.sent += sent
-        if self.config.replay_rate > 0:
-            self._tokens -= sent
+        self._replay.spend(sent)
         if rows and len(rows) == allowed:
-            if allowed < room and self.config.replay_rate > 0:
-                self._throttled_until = now + max(0.0, 1.0 - self._tokens) / \
-                    self.config.replay_rate
+            if allowed < room and self._replay.limited:
+                self._throttled_until = now + self._replay.wait_s()
             else:
                 self._wake.set()  # a full batch: more may be waiting
         return sent
-
-    def _take_tokens(self, room: int, now: float) -> int:
-        """How many events the replay rate lets out now (a token bucket of ~100 ms)."""
-        rate = self.config.replay_rate
-        if rate <= 0:
-            return room
-        burst = max(1.0, rate / 10)
-        self._tokens = min(burst, self._tokens + (now - self._tokens_at) * rate)
-        self._tokens_at = now
-        allowed = min(room, int(self._tokens))
-        if allowed == 0:
-            self._throttled_until = now + (1.0 - self._tokens) / rate
-        return allowed
 
     def _last_seq(self) -> int:
         return int(self.db.get_meta("next_seq", 1)) - 1

@@ -14,8 +14,8 @@ data, and kept on later starts, so a store configured once keeps working. Each s
 gets a signing key there: ingest signs the store's acks and the dispatcher its orders with
 it, and the agent refuses any it cannot verify (why a separate key and not one derived
 from the password: :mod:`lakehouse.contract`, "acks and orders carry proof"). The topic rules
-are plain data (:class:`TopicRules`): mosquitto's ``acl_file`` and the embedded broker's
-check are both made from them, so both brokers enforce the same thing.
+are plain data (:class:`TopicRules`): mosquitto's ``acl_file`` is made from them, and
+calling them answers the same question in Python.
 """
 
 from __future__ import annotations
@@ -44,8 +44,6 @@ from lakehouse.contract import (
     check_region,
 )
 from lakehouse.durable import fsync_dir, replace_durably
-
-from .embedded_broker import matches
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +260,19 @@ class SigningKeys:
                 return None
 
 
+def matches(filter_levels: list[str], topic_levels: list[str]) -> bool:
+    """Whether a split topic filter matches a split topic name (``$`` topics excepted)."""
+    if topic_levels[0].startswith("$") and filter_levels[0] in ("+", "#"):
+        return False
+    n = len(topic_levels)
+    for i, level in enumerate(filter_levels):
+        if level == "#":
+            return True
+        if i >= n or (level != "+" and level != topic_levels[i]):
+            return False
+    return len(filter_levels) == n
+
+
 def covers(rule_levels: list[str], filter_levels: list[str]) -> bool:
     """Whether every topic a subscription filter can match is also matched by a rule."""
     for i, rule in enumerate(rule_levels):
@@ -278,8 +289,8 @@ def covers(rule_levels: list[str], filter_levels: list[str]) -> bool:
 class TopicRules:
     """The topic filters each user may read (subscribe to) or write (publish to).
 
-    A user not listed may do nothing. Calling the object is the embedded broker's ACL
-    check; :meth:`mosquitto_acl` is the same rules as mosquitto's ``acl_file``.
+    A user not listed may do nothing. :meth:`mosquitto_acl` is the rules as mosquitto's
+    ``acl_file``; calling the object applies them as mosquitto does, in Python.
     """
 
     grants: Mapping[str, tuple[tuple[Access, str], ...]]

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -94,33 +93,3 @@ class IntakeGate:
         elif self.paused and backlog_events < self.low:
             self.paused = False
         return self.paused
-
-
-@dataclass
-class RateQuota:
-    """A token bucket: at most ``rate`` events per second, bursts up to one second's worth.
-
-    ``rate`` 0 means no limit.
-    """
-
-    rate: float
-    tokens: float = field(default=0.0)
-    _at: float = field(default_factory=time.monotonic)
-
-    def __post_init__(self) -> None:
-        if self.rate < 0:
-            raise ValueError(f"max_events_per_s: must be >= 0 (0 = no limit), got {self.rate!r}")
-        self.tokens = self.rate
-
-    def allowance(self) -> int | None:
-        """How many events may be taken now (None = any number)."""
-        if not self.rate:
-            return None
-        now = time.monotonic()
-        self.tokens = min(self.rate, self.tokens + (now - self._at) * self.rate)
-        self._at = now
-        return int(self.tokens)
-
-    def spend(self, n: int) -> None:
-        if self.rate:
-            self.tokens -= n

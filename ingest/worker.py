@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
+from prometheus_client import CollectorRegistry
 
 from lakehouse.contract import (
     MAX_EVENT_BYTES,
@@ -69,12 +70,13 @@ from lakehouse.contract import (
     topic,
     utc_now_ms,
 )
-from lakehouse.metrics import REGISTRY, Registry, serve_metrics
+from lakehouse.metrics import REGISTRY, serve_metrics
 from lakehouse.mqtt import BrokerAddress, make_client
 from lakehouse.paths import lakehouse_root, landing_dir
+from lakehouse.ratelimit import TokenBucket
 
 from .auth import Credentials, SigningKeys
-from .backpressure import IntakeGate, LandingBacklog, RateQuota
+from .backpressure import IntakeGate, LandingBacklog
 from .brokers import MAX_INFLIGHT_MESSAGES
 from .dedup import SeqTracker
 from .landing import LandedRecord, LandingWriter, PreparedBatch, now_ts
@@ -133,7 +135,9 @@ class IngestConfig:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)!r}")
         IntakeGate(self.backlog_high_events, self.low_water)  # raises on a bad pair
-        RateQuota(self.max_events_per_s)
+        if not self.max_events_per_s >= 0:
+            raise ValueError("max_events_per_s: must be >= 0 (0 = no limit), got "
+                             f"{self.max_events_per_s!r}")
 
     def address(self) -> BrokerAddress:
         """The broker and login, as the shared client factory takes them."""
@@ -231,7 +235,7 @@ class _IngestClient(mqtt.Client):
 class IngestWorker:
     """Consumes ``shelflife/v1/<region>/+/events`` and lands batches durably."""
 
-    def __init__(self, config: IngestConfig, *, registry: Registry = REGISTRY) -> None:
+    def __init__(self, config: IngestConfig, *, registry: CollectorRegistry = REGISTRY) -> None:
         self.config = config
         root = lakehouse_root(config.lakehouse)
         self.writer = LandingWriter(landing_dir(config.region, root), config.worker_id)
@@ -241,7 +245,8 @@ class IngestWorker:
         self.backlog = LandingBacklog(self.writer.directory)
         self.backlog_now = self.backlog.scan()
         self.gate = IntakeGate(config.backlog_high_events, config.low_water)
-        self.quota = RateQuota(config.max_events_per_s)
+        self.quota = TokenBucket(config.max_events_per_s)
+        """The intake quota: at most a second's worth at once, then its rate."""
         self._backlog_at = 0.0
         self._flush_lock = threading.RLock()  # flush() may also be called from outside
         self._buf: deque[_Msg] = deque()
@@ -276,7 +281,7 @@ class IngestWorker:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.connected.clear()
         self.client.on_message = self._on_message
-        self.metrics = IngestMetrics(registry)
+        self.metrics = IngestMetrics.of(registry)
         self.metrics.bind(self)
 
     def _settle_interrupted_batches(self) -> None:
@@ -624,7 +629,7 @@ def worker_health(workers: list[IngestWorker]) -> tuple[int, dict[str, Any]]:
 
 def run_workers(configs: list[IngestConfig], *, stop: threading.Event,
                 metrics_port: int = 0, metrics_host: str = "127.0.0.1",
-                registry: Registry = REGISTRY) -> int:
+                registry: CollectorRegistry = REGISTRY) -> int:
     """Run several regions' workers until ``stop`` is set, logging progress every 10 s.
 
     ``metrics_port`` > 0 serves Prometheus metrics at ``http://metrics_host:port/metrics``

@@ -33,6 +33,7 @@ from apps.streamlit import decision_views, login, views  # noqa: E402
 from lakehouse import catalogue, readers  # noqa: E402
 from lakehouse.catalogue import Table  # noqa: E402
 from lakehouse.contract import REGIONS  # noqa: E402
+from lakehouse.options import env_option  # noqa: E402
 from lakehouse.paths import ENV_ROOT, lakehouse_root  # noqa: E402
 
 TITLE = "Shelflife — stock"
@@ -49,13 +50,9 @@ def parse_root(argv: list[str]) -> Path:
     ``streamlit run`` flags never break it.
     """
     parser = argparse.ArgumentParser(prog="dashboard", add_help=False, allow_abbrev=False)
-    parser.add_argument(
-        "--lakehouse",
-        default=None,
-        help=f"lakehouse root (env {ENV_ROOT}; default ./lakehouse)",
-    )
+    env_option(parser, "--lakehouse", ENV_ROOT, "./lakehouse", "lakehouse root")
     known, _ = parser.parse_known_args(argv)
-    return lakehouse_root(known.lakehouse or os.environ.get(ENV_ROOT))
+    return lakehouse_root(known.lakehouse)
 
 
 def parse_users_file(argv: list[str], root: Path) -> Path:

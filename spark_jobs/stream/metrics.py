@@ -13,8 +13,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
 from lakehouse.contract import parse_ts
-from lakehouse.metrics import REGISTRY, MetricsServer, Registry, serve_metrics
+from lakehouse.metrics import REGISTRY, MetricsServer, serve_metrics
 from lakehouse.paths import landing_dir
 
 LATENCY_BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
@@ -25,28 +27,29 @@ BATCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0)
 class StreamMetrics:
     """The streaming job's metric families of one registry."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: CollectorRegistry) -> None:
         r, region = registry, ("region",)
-        self.batches = r.counter("shelflife_stream_batches_total",
-                                 "Micro-batches that applied landing lines", region)
-        self.events = r.counter("shelflife_stream_events_applied_total",
-                                "New events applied to gold", region)
-        self.duration = r.histogram("shelflife_stream_batch_duration_seconds",
-                                    "Wall time of one micro-batch", region,
-                                    buckets=BATCH_BUCKETS)
-        self.latency = r.histogram("shelflife_stream_event_latency_seconds",
-                                   "Event occurred_at (store clock) -> applied to gold",
-                                   region, buckets=LATENCY_BUCKETS)
-        self.last_batch = r.gauge("shelflife_stream_last_batch_timestamp_seconds",
-                                  "Unix time the last micro-batch finished", region)
-        self.backlog = r.gauge("shelflife_stream_landing_backlog_files",
-                               "Landing files waiting for the region's query", region)
-        self.dead_letters = r.counter("shelflife_stream_dead_letters_total",
-                                      "Events the stream refused or could not apply",
-                                      region)
-        self.restarts = r.counter("shelflife_stream_region_restarts_total",
-                                  "Times a region's query failed and was started again",
-                                  region)
+        self.batches = Counter("shelflife_stream_batches_total",
+                               "Micro-batches that applied landing lines", region, registry=r)
+        self.events = Counter("shelflife_stream_events_applied_total",
+                              "New events applied to gold", region, registry=r)
+        self.duration = Histogram("shelflife_stream_batch_duration_seconds",
+                                  "Wall time of one micro-batch", region,
+                                  buckets=BATCH_BUCKETS, registry=r)
+        self.latency = Histogram("shelflife_stream_event_latency_seconds",
+                                 "Event occurred_at (store clock) -> applied to gold",
+                                 region, buckets=LATENCY_BUCKETS, registry=r)
+        self.last_batch = Gauge("shelflife_stream_last_batch_timestamp_seconds",
+                                "Unix time the last micro-batch finished", region, registry=r)
+        self.backlog = Gauge("shelflife_stream_landing_backlog_files",
+                             "Landing files waiting for the region's query", region,
+                             registry=r)
+        self.dead_letters = Counter("shelflife_stream_dead_letters_total",
+                                    "Events the stream refused or could not apply",
+                                    region, registry=r)
+        self.restarts = Counter("shelflife_stream_region_restarts_total",
+                                "Times a region's query failed and was started again",
+                                region, registry=r)
 
     def observe_batch(self, region: str, events: Iterable[Mapping[str, Any]], *,
                       started: float) -> None:
@@ -62,7 +65,9 @@ class StreamMetrics:
         self.batches.labels(region=region).inc()
         self.events.labels(region=region).inc(len(latencies))
         self.duration.labels(region=region).observe(max(0.0, now - started))
-        self.latency.labels(region=region).observe_many(latencies)
+        latency = self.latency.labels(region=region)
+        for seconds in latencies:
+            latency.observe(seconds)
         self.last_batch.labels(region=region).set(now)
 
     def watch_landing(self, region: str, root: str | os.PathLike[str] | None) -> None:

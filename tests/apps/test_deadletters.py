@@ -9,17 +9,17 @@ import time
 import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
+from prometheus_client import CollectorRegistry
 
 from apps.cli import main
 from edge_mqtt.agent import StoreAgent
 from ingest.worker import IngestConfig, IngestWorker
 from lakehouse import catalogue
 from lakehouse.contract import encode_event, topic
-from lakehouse.metrics import Registry
 from spark_jobs.stream.record import dead_letter_rows
+from tests.clients import raw_client, wait_for
 
 from ..ingest.test_backpressure import landed_keys, publish
-from ..integration.pipeline import raw_client, wait_for
 
 
 def record_dead_letters(root) -> None:
@@ -46,7 +46,7 @@ def refused(tmp_path, brokers, region_ports):
     broken = json.loads(json.dumps(sale))
     broken["payload"]["quantity"] = "3"  # a POS integration sent a string
     worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root)),
-                          registry=Registry())
+                          registry=CollectorRegistry())
     worker.start()
     client = raw_client(port, "buggy-agent")
     publish(client, [good])

@@ -319,13 +319,11 @@ def test_an_approved_transfer_reaches_the_offline_warehouse_ships_and_is_cleared
     holds the order."""
     import time
 
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
     from edge_mqtt.agent import StoreAgent
     from edge_mqtt.publisher import Publisher, PublisherConfig
     from ingest.orders import BrokerAddress, OrderDispatcher
     from lakehouse.contract import order_topic
+    from lakehouse.mqtt import make_client
     from lakehouse.readers import read_table
     from spark_jobs.decisions import jobs as batch
 
@@ -379,7 +377,7 @@ def test_an_approved_transfer_reaches_the_offline_warehouse_ships_and_is_cleared
         assert listed.loc[order_id, "status"] == "shipped"
 
         held: list[bytes] = []
-        probe = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        probe = make_client(BrokerAddress("127.0.0.1", region_ports["east"]))
         probe.on_message = lambda _c, _u, msg: held.append(msg.payload)
         probe.connect("127.0.0.1", region_ports["east"])
         probe.subscribe(order_topic("east", WH), qos=1)
