@@ -125,15 +125,15 @@ class StoreDB:
         """The next seq to record and the vector clock, in one read (the hot path)."""
         rows = dict(self.conn.execute("SELECT key, value FROM meta "
                                       "WHERE key IN ('next_seq', 'clock')").fetchall())
-        return (int(json.loads(rows["next_seq"])) if "next_seq" in rows else 1,
+        seq = rows.get("next_seq")  # a JSON integer is its own decimal text
+        return (1 if seq is None else int(seq),
                 json.loads(rows["clock"]) if "clock" in rows else {})
 
     def advance(self, next_seq: int, clock: dict[str, int]) -> None:
-        """Store the next seq and the clock after recording an event, in one write."""
-        self.conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?) "
-                              "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                              (("next_seq", json.dumps(next_seq)),
-                               ("clock", json.dumps(clock))))
+        """Store the next seq and the clock after recording an event, in one statement."""
+        self.conn.execute("INSERT INTO meta(key, value) VALUES ('next_seq', ?), ('clock', ?) "
+                          "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                          (str(next_seq), json.dumps(clock, separators=(",", ":"))))
 
     # --- cohorts ---------------------------------------------------------------------
 
@@ -152,6 +152,13 @@ class StoreDB:
             rows = self.conn.execute(sql.format(where="WHERE sku = ?"), (sku,))
         return [dict(zip(("sku", "lot", "expires_on", "quantity"), r, strict=True))
                 for r in rows]
+
+    def lots_of(self, sku: str) -> list[tuple[str, str | None, int]]:
+        """One SKU's ``(lot, expires_on, quantity)`` first-expired-first: its on-hand and
+        a FEFO draw from one read, as plain rows (every sale takes this path)."""
+        return self.conn.execute("SELECT lot, expires_on, quantity FROM cohorts WHERE sku = ? "
+                                 "ORDER BY expires_on IS NULL, expires_on, lot",
+                                 (sku,)).fetchall()
 
     def cohort(self, sku: str, lot: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT expires_on, quantity FROM cohorts "
