@@ -9,7 +9,7 @@ reaches the outbox, with the field and value named.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ from .store import DEFAULT_SYNCHRONOUS, StoreDB, Synchronous, warn_if_unsafe
 
 AGENT_VERSION = "0.1.0"
 Applier = Callable[[], None]
+HeldLot = tuple[str, str | None, int]
+"""One lot of a SKU as read for recording: (lot, expires_on, quantity)."""
 
 
 class StoreAgent:
@@ -139,12 +141,12 @@ class StoreAgent:
             self.on_record(event["seq"])
         return event
 
-    def _held(self, sku: Any) -> list[tuple[str, str | None, int]]:
+    def _held(self, sku: Any) -> list[HeldLot]:
         """The SKU's lots first-expired-first, read once for stock_before and the draw."""
         return self.db.lots_of(sku) if isinstance(sku, str) else []
 
     @staticmethod
-    def _draw_fefo(sku: Any, held: list[tuple[str, str | None, int]], quantity: Any
+    def _draw_fefo(sku: Any, held: list[HeldLot], quantity: Any
                    ) -> list[dict[str, Any]]:
         """Lots to take from ``held``, first-expired-first-out; the shortfall comes from
         UNALLOCATED_LOT.
@@ -166,11 +168,15 @@ class StoreAgent:
         lots.append({"lot": UNALLOCATED_LOT, "expires_on": None, "quantity": left})
         return lots
 
-    def _move(self, sku: str, lots: list[dict[str, Any]], sign: int) -> Callable[[], None]:
+    def _move(self, sku: str, lots: list[dict[str, Any]], sign: int,
+              held: Sequence[HeldLot] = ()) -> Callable[[], None]:
+        """Apply ``lots`` to the SKU's cohorts; ``held`` (read in this transaction) spares
+        each lot it lists a lookup."""
         def apply() -> None:
+            known = {lot: quantity for lot, _expires, quantity in held}
             for lot in lots:
                 self.db.add_to_cohort(sku, lot["lot"], lot["expires_on"],
-                                      sign * lot["quantity"])
+                                      sign * lot["quantity"], held=known.get(lot["lot"]))
         return apply
 
     def receive(self, sku: str, quantity: int, *, lot: str, expires_on: str,
@@ -195,7 +201,7 @@ class StoreAgent:
             payload = {"sku": sku, "quantity": quantity, "unit_price": unit_price,
                        "transaction_ref": transaction_ref, "lots": lots,
                        "stock_before": before}
-            return payload, self._move(sku, lots, -1)
+            return payload, self._move(sku, lots, -1, held)
         return self._record("sold", make, occurred_at=occurred_at)
 
     def transfer_out(self, sku: str, quantity: int, *, destination: str, transfer_id: str,
@@ -223,7 +229,7 @@ class StoreAgent:
                        "lots": lots, "stock_before": before}
             if recorded_by is not None:
                 payload["recorded_by"] = recorded_by
-            move = self._move(sku, lots, -1)
+            move = self._move(sku, lots, -1, held)
 
             def apply() -> None:
                 move()
@@ -364,7 +370,7 @@ class StoreAgent:
         self.db.close()
 
 
-def _draw_lot(sku: str, held: list[tuple[str, str | None, int]], quantity: int, lot: str
+def _draw_lot(sku: str, held: list[HeldLot], quantity: int, lot: str
               ) -> list[dict[str, Any]]:
     """The one named lot of ``held`` to ship, refused when it holds less than ``quantity``."""
     known = next((row for row in held if row[0] == lot), None)

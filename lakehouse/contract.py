@@ -456,9 +456,12 @@ def decode_event(raw: bytes) -> dict[str, Any]:
     return validate_event(decode_json(raw))
 
 
+_CANONICAL = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+
+
 def encode_event(event: dict[str, Any]) -> bytes:
     """Compact canonical JSON, as sent over MQTT and written to landing files."""
-    return json.dumps(event, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    return _CANONICAL.encode(event).encode("utf-8")
 
 
 def utc_now_ms() -> str:
