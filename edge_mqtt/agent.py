@@ -145,29 +145,6 @@ class StoreAgent:
         """The SKU's lots first-expired-first, read once for stock_before and the draw."""
         return self.db.lots_of(sku) if isinstance(sku, str) else []
 
-    @staticmethod
-    def _draw_fefo(sku: Any, held: list[HeldLot], quantity: Any
-                   ) -> list[dict[str, Any]]:
-        """Lots to take from ``held``, first-expired-first-out; the shortfall comes from
-        UNALLOCATED_LOT.
-
-        Lots with no expiry (a count may list one) are not drawn by name: the contract
-        lets only UNALLOCATED_LOT go without one, and a sale must never be refused.
-        """
-        if not (isinstance(sku, str) and _is_posint(quantity)):
-            return []
-        lots, left = [], quantity
-        for lot, expires_on, have in held:
-            if have <= 0 or expires_on is None or lot == UNALLOCATED_LOT:
-                continue
-            take = min(left, have)
-            lots.append({"lot": lot, "expires_on": expires_on, "quantity": take})
-            left -= take
-            if left == 0:
-                return lots
-        lots.append({"lot": UNALLOCATED_LOT, "expires_on": None, "quantity": left})
-        return lots
-
     def _move(self, sku: str, lots: list[dict[str, Any]], sign: int,
               held: Sequence[HeldLot] = ()) -> Callable[[], None]:
         """Apply ``lots`` to the SKU's cohorts; ``held`` (read in this transaction) spares
@@ -197,7 +174,7 @@ class StoreAgent:
             held = self._held(sku)
             before = sum(have for _lot, _expires, have in held)
             check_on_hand(sku, before, _negated(quantity), "payload.quantity", quantity)
-            lots = self._draw_fefo(sku, held, quantity)
+            lots = _draw_fefo(sku, held, quantity)
             payload = {"sku": sku, "quantity": quantity, "unit_price": unit_price,
                        "transaction_ref": transaction_ref, "lots": lots,
                        "stock_before": before}
@@ -221,7 +198,7 @@ class StoreAgent:
             held = self._held(sku)
             before = sum(have for _lot, _expires, have in held)
             check_on_hand(sku, before, _negated(quantity), "payload.quantity", quantity)
-            lots = (self._draw_fefo(sku, held, quantity) if lot is None
+            lots = (_draw_fefo(sku, held, quantity) if lot is None
                     else _draw_lot(sku, held, quantity, lot))
             payload = {"sku": sku, "quantity": quantity, "destination": destination,
                        "transfer_id": transfer_id,
@@ -368,6 +345,28 @@ class StoreAgent:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _draw_fefo(sku: Any, held: list[HeldLot], quantity: Any) -> list[dict[str, Any]]:
+    """Lots to take from ``held``, first-expired-first-out; the shortfall comes from
+    UNALLOCATED_LOT.
+
+    Lots with no expiry (a count may list one) are not drawn by name: the contract
+    lets only UNALLOCATED_LOT go without one, and a sale must never be refused.
+    """
+    if not (isinstance(sku, str) and _is_posint(quantity)):
+        return []
+    lots, left = [], quantity
+    for lot, expires_on, have in held:
+        if have <= 0 or expires_on is None or lot == UNALLOCATED_LOT:
+            continue
+        take = min(left, have)
+        lots.append({"lot": lot, "expires_on": expires_on, "quantity": take})
+        left -= take
+        if left == 0:
+            return lots
+    lots.append({"lot": UNALLOCATED_LOT, "expires_on": None, "quantity": left})
+    return lots
 
 
 def _draw_lot(sku: str, held: list[HeldLot], quantity: int, lot: str
