@@ -10,7 +10,9 @@ Three figures, each next to what the same machine does without Shelflife in the 
   inserts of the same payload sizes, one WAL transaction per row, same pragmas; and the
   disk's own fsync latency (p50 of a few hundred fsyncs of a small write next to the
   database). Events per fsync = events per commit (counted by the agent) / fsyncs per
-  commit (counted with ``strace`` on a short run, when strace is installed).
+  commit (counted with ``strace`` on a short run, when strace is installed). CPU time per
+  one-till event (``record_cpu_ms_per_event``: this process, user + system, the workload's
+  own share included) moves far less with other work on the machine than events/s does.
 * **replay** - an agent that recorded a backlog while offline connects to a real mosquitto
   with a real ingest worker (a process of its own); events per second until the end-to-end
   ack covers the whole backlog. Baselines: raw paho QoS 2 publishes of the same payloads to
