@@ -244,8 +244,7 @@ def land(redrives: Sequence[Redrive], root: str | os.PathLike[str] | None, *,
          out: TextIO | None = None) -> int:
     """Write corrections of stream-refused events into their region's landing folder
     (fsynced and renamed, as ingest lands); returns how many."""
-    from ingest.landing import LandedRecord, LandingWriter, now_ts
-    from lakehouse.paths import landing_dir
+    from lakehouse.landing import LandedRecord, LandingWriter, landing_dir, now_ts
 
     out = out or sys.stdout
     by_region: dict[str, list[Redrive]] = {}

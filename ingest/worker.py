@@ -69,15 +69,22 @@ from lakehouse.contract import (
     topic,
     utc_now_ms,
 )
+from lakehouse.landing import (
+    LandedRecord,
+    LandingBacklog,
+    LandingWriter,
+    PreparedBatch,
+    landing_dir,
+    now_ts,
+)
 from lakehouse.metrics import REGISTRY, Registry, serve_metrics
 from lakehouse.mqtt import BrokerAddress, make_client
-from lakehouse.paths import lakehouse_root, landing_dir
+from lakehouse.paths import lakehouse_root
 
 from .auth import Credentials, SigningKeys
-from .backpressure import IntakeGate, LandingBacklog, RateQuota
+from .backpressure import IntakeGate, RateQuota
 from .brokers import MAX_INFLIGHT_MESSAGES
 from .dedup import SeqTracker
-from .landing import LandedRecord, LandingWriter, PreparedBatch, now_ts
 from .metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
@@ -552,7 +559,7 @@ class IngestWorker:
 
     def _land(self, batch: _Landing) -> int:
         """Write, publish and mark one batch, then acknowledge it; every step may fail
-        and be retried from where it stopped (see :mod:`ingest.landing` for the order)."""
+        and be retried from where it stopped (see :mod:`lakehouse.landing` for the order)."""
         if batch.records and batch.batch is None:
             prepared = self.writer.prepare(batch.records)
             try:

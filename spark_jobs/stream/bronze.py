@@ -6,17 +6,12 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from lakehouse.landing import LINE_FIELDS
+
 LANDING_SCHEMA = T.StructType([
-    T.StructField("kind", T.StringType()),
-    T.StructField("topic", T.StringType()),
-    T.StructField("region", T.StringType()),
-    T.StructField("received_at", T.StringType()),
-    T.StructField("batch_id", T.StringType()),
-    T.StructField("line", T.LongType()),
-    T.StructField("raw", T.StringType()),
-    T.StructField("raw_b64", T.StringType()),
-    T.StructField("reason", T.StringType()),
-])
+    T.StructField(name, T.LongType() if kind is int else T.StringType())
+    for name, kind in LINE_FIELDS.items()])
+"""A landing line (:data:`lakehouse.landing.LINE_FIELDS`) as Spark reads it."""
 
 EVENTS_RAW_SCHEMA = T.StructType([
     T.StructField("region", T.StringType(), False),

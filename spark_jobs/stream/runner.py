@@ -13,7 +13,6 @@ gold, together with the last batch id each gold table holds.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import pickle
@@ -28,7 +27,6 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from ingest.backpressure import Backlog, LandingBacklog
 from lakehouse.contract import (
     ContractError,
     check_region,
@@ -37,14 +35,15 @@ from lakehouse.contract import (
     validate_event,
 )
 from lakehouse.durable import replace_durably
-from lakehouse.paths import checkpoint_dir, lakehouse_root, landing_dir, table_path
+from lakehouse.landing import LandingBacklog, LandingLines, dead_line, landing_dir
+from lakehouse.paths import checkpoint_dir, lakehouse_root, table_path
 
 from . import derived, gold
 from .books import ITEMS, TRANSIT
 from .derived import DerivedWriter
 from .fold import RegionState
 from .metrics import METRICS, serve_stream_metrics
-from .record import LINE_FIELDS, TRACE, RecordWriter, txn_version
+from .record import TRACE, RecordWriter, txn_version
 from .tables import ensure_tables
 
 log = logging.getLogger(__name__)
@@ -83,45 +82,6 @@ class StreamConfig:
     """How often the region's whole state (review items, gaps, daily totals, pending
     judgements and logs, not only stock) is saved, so a hard kill loses none of it: a
     restart loads the last save and re-applies the batches after it from bronze."""
-
-
-def landing_line(text: str) -> dict:
-    """One landing line as a dict; ``_event`` holds the parsed event of a readable event
-    line, and is None for lines the record writer will file as dead letters."""
-    try:
-        line = json.loads(text)
-    except ValueError:
-        return {"kind": "event", "raw": text, "_event": None}
-    event = None
-    if line.get("kind") == "event":
-        try:
-            event = json.loads(line.get("raw") or "")
-        except ValueError:
-            event = None
-        if not isinstance(event, dict) or event.get("event_id") is None:
-            event = None
-    line["_event"] = event
-    return line
-
-
-class WaitingFiles(LandingBacklog):
-    """Landing files the query has not taken yet (Spark deletes taken files only some
-    batches later, so a plain count of the folder overstates the backlog)."""
-
-    def __init__(self, directory) -> None:
-        super().__init__(directory)
-        self._taken: set[str] = set()
-
-    def consumed(self, names: set[str]) -> None:
-        with self._lock:
-            self._taken |= names
-
-    def scan(self) -> Backlog:
-        super().scan()  # refreshes the line counts of the files present
-        with self._lock:
-            waiting = {n: c for n, c in self._lines.items() if n not in self._taken}
-            self._taken &= set(self._lines)
-        return Backlog(files=len(waiting), events=sum(max(0, c) for c in waiting.values()))
 
 
 class RegionStream:
@@ -168,7 +128,7 @@ class RegionStream:
         self.last_event_at: datetime | None = None
         self._status_written = 0.0
         self._status_events = self.events_total
-        self.backlog = WaitingFiles(landing_dir(self.region, self.root))
+        self.backlog = LandingBacklog(landing_dir(self.region, self.root))
         self.behind_s = 0.0
         """How old, at the median, the events of the worst batch since the last status
         row were."""
@@ -413,10 +373,9 @@ class RegionStream:
         # Arrow carries the lines to Python in a few buffers; collect() pickles a Row per
         # line, which cost more than parsing them (a replaying region's batch holds tens
         # of thousands).
-        texts = batch.toArrow().column(0).to_pylist()
-        rows = [landing_line(t) for t in texts]
-        # Each line names its landing batch, and a landing batch is one file.
-        self.backlog.consumed({f"b-{r['batch_id']}.jsonl" for r in rows if r.get("batch_id")})
+        lines = LandingLines.parse(batch.toArrow().column(0).to_pylist())
+        texts, rows = lines.texts, lines.rows
+        self.backlog.taken(lines.files())
         step("collect")
         if not rows:
             return
@@ -440,7 +399,7 @@ class RegionStream:
         else:  # gold already holds this batch: only the record may be missing it
             touched, events = set(), []
         for r, reason in refused:
-            dead.append(_dead_line(r, self.region, reason))
+            dead.append(dead_line(r, self.region, reason))
         if refused:
             METRICS.dead_letters.labels(region=self.region).inc(len(refused))
             log.warning("stream %s batch %d: %d event(s) dead-lettered, first: %s",
@@ -456,7 +415,7 @@ class RegionStream:
             if key in new:
                 new.discard(key)  # a repeat inside the batch is kept once
                 keep.append(text)
-        keep += [{k: r.get(k) for k in LINE_FIELDS} for r in rows if r["_event"] is None]
+        keep += lines.unreadable()
         keep += dead
         if keep:
             self.record.spill(batch_id, keep)
@@ -592,16 +551,6 @@ class RegionStream:
         self.derived.stop(write=not failed)
         if not failed:
             self.save_state()  # a clean restart then re-applies nothing
-
-
-def _dead_line(row: dict, region: str, reason: str) -> dict:
-    """A spill line that the record writer files in ``silver/dead_letters``."""
-    raw = row.get("raw") or ""
-    return {"kind": "dead", "topic": row.get("topic"), "region": region,
-            "received_at": row.get("received_at"), "batch_id": row.get("batch_id"),
-            "line": row.get("line"),
-            "raw_b64": base64.b64encode(raw.encode("utf-8", "surrogatepass")).decode(),
-            "reason": reason, "source": "stream"}
 
 
 def rebuild_books(spark: SparkSession, root, transit_days: int = 14) -> None:

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from edge_mqtt.agent import StoreAgent
-from ingest.backpressure import IntakeGate, LandingBacklog, RateQuota
+from ingest.backpressure import IntakeGate, RateQuota
 from ingest.brokers import find_mosquitto, start_brokers
 from ingest.worker import IngestConfig, IngestWorker
 from lakehouse.contract import encode_event, topic
+from lakehouse.landing import LandingBacklog
 from lakehouse.metrics import Registry, parse_metrics, serve_metrics
 
 from ..integration.pipeline import raw_client, wait_for
