@@ -19,11 +19,9 @@ from pathlib import Path
 from apps.auth.cli import add_operator_options, operator, refuse
 from apps.auth.exceptions import AuthError
 from apps.connection import add_connection_options
+from lakehouse.transfer_status import TRANSFER_STATUSES
 
 JOB_CHOICES = ("forecasts", "accuracy", "transfers", "reorders", "all")
-TRANSFER_STATUSES = ("proposed", "approved", "shipped", "arrived", "rejected")
-"""A recommendation's life: proposed, then decided; an approved one ships, then arrives
-(``spark_jobs.decisions.jobs.transfer_progress``)."""
 
 
 def _fail(message: str) -> int:
@@ -94,7 +92,7 @@ def cmd_transfers_list(args: argparse.Namespace) -> int:
 
 
 def cmd_transfers_decide(args: argparse.Namespace) -> int:
-    from spark_jobs.decisions.jobs import record_decision
+    from lakehouse.decisions import record_decision  # pandas: not on a store machine
 
     verb = "approve" if args.decision == "approved" else "reject"
     try:

@@ -44,9 +44,9 @@ from lakehouse.contract import (
     sign_order,
     validate_order,
 )
+from lakehouse.decisions import approved_since, decision_history, transfer_progress
 from lakehouse.mqtt import BrokerAddress, make_client
 from lakehouse.readers import read_table
-from spark_jobs.decisions.jobs import approved_since, transfer_progress
 
 from .auth import SigningKeys
 
@@ -66,13 +66,6 @@ def default_brokers(host: str = "127.0.0.1", *, tls_ca: str | None = None
             for region in REGIONS}
 
 
-def _decision_history(root: Root) -> Any:
-    frame = read_table("silver", "transfer_decisions", root)
-    if frame is None or frame.empty:
-        return None
-    return frame.sort_values("decided_at")
-
-
 def order_plan(root: Root = None) -> dict[str, list[dict[str, Any]]]:
     """What the brokers should hold now, from decisions, recommendations and silver.
 
@@ -81,7 +74,7 @@ def order_plan(root: Root = None) -> dict[str, list[dict[str, Any]]]:
     rejected since, not shipped).
     """
     plan: dict[str, list[dict[str, Any]]] = {"send": [], "clear": [], "cancel": []}
-    history = _decision_history(root)
+    history = decision_history(root)
     recs = read_table("gold", "transfer_recommendations", root)
     if history is None or recs is None or recs.empty:
         return plan

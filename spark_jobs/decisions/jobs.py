@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from lakehouse.decisions import approved_since, read_decisions, transfer_progress
 from lakehouse.paths import table_path
 from lakehouse.readers import read_table
 
@@ -42,11 +43,6 @@ from .accuracy import (
 Root = str | os.PathLike[str] | None
 Say = Callable[[str], None]
 JOBS = ("forecasts", "accuracy", "transfers", "reorders")
-DECISIONS = ("approved", "rejected")
-DECISIONS_SCHEMA = pa.schema([
-    ("recommendation_id", pa.string()), ("decision", pa.string()), ("decided_by", pa.string()),
-    ("decided_at", pa.timestamp("us", tz="UTC")), ("note", pa.string()),
-])
 KEEP_DECIDED_DAYS = 2
 """Approved or rejected transfers stay listed this long after the job stops proposing them."""
 OUTCOME_LOOKBACK_DAYS = 14
@@ -253,87 +249,6 @@ def _commit(cohorts: pd.DataFrame, committed: pd.DataFrame) -> pd.DataFrame:
                            "expires_on": committed["expires_on"],
                            "quantity": committed["quantity"].astype("int64")})
     return pd.concat([left, coming[[c for c in coming if c in cohorts]]], ignore_index=True)
-
-
-def read_decisions(root: Root = None) -> pd.DataFrame:
-    """The latest approval or rejection of each recommendation."""
-    frame = read_table("silver", "transfer_decisions", root)
-    if frame is None or frame.empty:
-        return DECISIONS_SCHEMA.empty_table().to_pandas()
-    return frame.sort_values("decided_at").drop_duplicates("recommendation_id", keep="last")
-
-
-def record_decision(recommendation_id: str, decision: str, decided_by: str, *,
-                    note: str = "", root: Root = None) -> None:
-    """Append who approved or rejected a recommendation; nothing is edited in place, and
-    the next transfers run shows it (the dashboard shows it at once)."""
-    from deltalake import write_deltalake
-
-    if decision not in DECISIONS:
-        raise ValueError(f"decision: expected one of {', '.join(DECISIONS)} "
-                         f"(got {decision!r})")
-    if not decided_by.strip():
-        raise ValueError(f"decided_by: expected a name (got {decided_by!r})")
-    recs = _gold("transfer_recommendations", root)
-    if recs is None or recommendation_id not in set(recs["recommendation_id"]):
-        raise ValueError(f"recommendation_id: no such transfer recommendation "
-                         f"(got {recommendation_id!r})")
-    row = pa.Table.from_pylist([{"recommendation_id": recommendation_id,
-                                 "decision": decision, "decided_by": decided_by.strip(),
-                                 "decided_at": datetime.now(UTC), "note": note}],
-                               schema=DECISIONS_SCHEMA)
-    path = table_path("silver", "transfer_decisions", root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_deltalake(str(path), row, mode="append")
-
-
-SHIP_AFTER_APPROVAL_SLACK = timedelta(days=1)
-"""How much earlier than its approval a shipment's ``occurred_at`` may read (store clocks
-drift); older events are not searched for it."""
-
-
-def approved_since(decisions: pd.DataFrame, ids: Any) -> tuple[list[str], datetime | None]:
-    """The ids approved in ``decisions`` (latest ones, or the whole history), and how far
-    back in silver their shipments can be: the earliest of those approvals, less
-    :data:`SHIP_AFTER_APPROVAL_SLACK`."""
-    rows = decisions[(decisions["decision"] == "approved")
-                     & decisions["recommendation_id"].isin(set(ids))]
-    if rows.empty:
-        return [], None
-    earliest = pd.Timestamp(rows["decided_at"].min()).to_pydatetime()
-    return rows["recommendation_id"].tolist(), earliest - SHIP_AFTER_APPROVAL_SLACK
-
-
-def transfer_progress(root: Root, transfer_ids: Any, since: datetime | None = None
-                      ) -> dict[str, str]:
-    """How far each approved transfer has got, from silver ``events``: ``shipped`` (its
-    ``transfer_out`` is in) or ``arrived`` (its ``transfer_in`` too); absent = neither.
-
-    An approved transfer ships with ``transfer_id`` = its recommendation id (see
-    ``ingest.orders``), which is what ties the events to the row a person approved.
-    ``since`` bounds the search to events that occurred from then on, so a round reads the
-    files of recent days, not all of silver."""
-    wanted = set(transfer_ids)
-    if not wanted:
-        return {}
-    filters: list[tuple[str, str, Any]] = [
-        ("category", "=", "transactional"),
-        ("event_type", "in", ["transfer_out", "transfer_in"])]
-    if since is not None:
-        filters.append(("occurred_at", ">=", since))
-    moves = read_table("silver", "events", root, columns=["event_type", "payload"],
-                       filters=filters)
-    progress: dict[str, str] = {}
-    if moves is None:
-        return progress
-    for event_type, payload in zip(moves["event_type"], moves["payload"], strict=True):
-        tid = payload.get("transfer_id") if isinstance(payload, dict) else None
-        if tid in wanted:
-            if event_type == "transfer_in":
-                progress[tid] = "arrived"
-            else:
-                progress.setdefault(tid, "shipped")
-    return progress
 
 
 @dataclass
