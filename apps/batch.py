@@ -111,8 +111,8 @@ def cmd_transfers_decide(args: argparse.Namespace) -> int:
 def cmd_transfers_dispatch(args: argparse.Namespace) -> int:
     from apps.cli import _stop_event
     from apps.connection import open_credentials
-    from ingest.auth import SigningKeys
     from ingest.orders import OrderDispatcher, default_brokers
+    from lakehouse.credentials import SigningKeys
 
     creds = open_credentials(args, "transfers dispatch")
     brokers = default_brokers(args.broker_host, tls_ca=args.tls_ca)

@@ -105,7 +105,7 @@ def cmd_credentials(args: argparse.Namespace) -> int:
     """One store's settings for its agent, as environment lines (``> store.env``)."""
     from pathlib import Path
 
-    from ingest.auth import Credentials, CredentialsMissing
+    from lakehouse.credentials import Credentials, CredentialsMissing
 
     try:
         creds = Credentials.open(Path(args.credentials), create=False)

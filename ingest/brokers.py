@@ -46,16 +46,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ingest.auth import (
-    CREDENTIALS_FILE,
-    Credentials,
-    TopicRules,
-    find_mosquitto_passwd,
-    write_password_file,
-    write_private,
-)
+from ingest.auth import TopicRules, find_mosquitto_passwd, write_password_file
 from ingest.embedded_broker import EmbeddedBroker
 from lakehouse.contract import DEFAULT_PORTS, MAX_EVENT_BYTES, REGIONS, check_region
+from lakehouse.credentials import CREDENTIALS_FILE, Credentials, write_private
 
 log = logging.getLogger(__name__)
 BrokerKind = Literal["auto", "mosquitto", "embedded"]
@@ -321,7 +315,7 @@ def _start_embedded(spec: BrokerSpec, creds: Credentials | None,
     rules: TopicRules | None = None
     if creds is not None:
         users = {x.username: x.password for x in creds.logins(spec.region)}
-        rules = creds.rules(spec.region)
+        rules = TopicRules.of(creds, spec.region)
     context = tls.server_context() if tls is not None else None
     try:
         broker = EmbeddedBroker(spec.host, spec.port, users=users, acl=rules,
@@ -335,7 +329,7 @@ def _start_embedded(spec: BrokerSpec, creds: Credentials | None,
 def _write_auth_files(region_dir: Path, region: str, creds: Credentials) -> None:
     write_password_file(region_dir / "passwd", creds.logins(region),
                         tool=find_mosquitto_passwd())
-    write_private(region_dir / "acl", creds.rules(region).mosquitto_acl())
+    write_private(region_dir / "acl", TopicRules.of(creds, region).mosquitto_acl())
 
 
 def reload_credentials(brokers: Iterable[RunningBroker], data_dir: Path) -> Credentials:
@@ -349,7 +343,7 @@ def reload_credentials(brokers: Iterable[RunningBroker], data_dir: Path) -> Cred
         region = b.spec.region
         if b.embedded is not None:
             b.embedded.users = {x.username: x.password for x in creds.logins(region)}
-            b.embedded.acl = creds.rules(region)
+            b.embedded.acl = TopicRules.of(creds, region)
         elif b.process is not None and b.process.poll() is None:
             _write_auth_files(Path(data_dir).resolve() / region, region, creds)
             b.process.send_signal(signal.SIGHUP)

@@ -44,11 +44,10 @@ from lakehouse.contract import (
     sign_order,
     validate_order,
 )
+from lakehouse.credentials import SigningKeys
 from lakehouse.decisions import approved_since, decision_history, transfer_progress
 from lakehouse.mqtt import BrokerAddress, make_client
 from lakehouse.readers import read_table
-
-from .auth import SigningKeys
 
 log = logging.getLogger(__name__)
 Root = str | os.PathLike[str] | None
@@ -111,7 +110,7 @@ class OrderDispatcher:
     """Keeps each region's broker holding exactly the open transfer orders.
 
     On secure brokers it logs in as ``dispatcher@<region>``
-    (:meth:`ingest.auth.Credentials.dispatcher_credentials`), the only user allowed to
+    (:meth:`lakehouse.credentials.Credentials.dispatcher_credentials`), the only user allowed to
     write orders. Never give it ingest's login: mosquitto takes the username as client
     id, so the dispatcher would disconnect ingest and drop its persistent session.
     """

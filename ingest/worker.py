@@ -69,6 +69,7 @@ from lakehouse.contract import (
     topic,
     utc_now_ms,
 )
+from lakehouse.credentials import Credentials, SigningKeys
 from lakehouse.landing import (
     LandedRecord,
     LandingBacklog,
@@ -81,7 +82,6 @@ from lakehouse.metrics import REGISTRY, Registry, serve_metrics
 from lakehouse.mqtt import BrokerAddress, make_client
 from lakehouse.paths import lakehouse_root
 
-from .auth import Credentials, SigningKeys
 from .backpressure import IntakeGate, RateQuota
 from .brokers import MAX_INFLIGHT_MESSAGES
 from .dedup import SeqTracker

@@ -22,8 +22,8 @@ import pytest
 from apps.demo import demo_plan
 from edge_mqtt.simulator import FleetConfig, fleet_layout
 from edge_mqtt.store import StoreDB
-from ingest.auth import Credentials
 from ingest.brokers import find_mosquitto
+from lakehouse.credentials import Credentials
 from lakehouse.landing import landing_dir
 
 pytestmark = pytest.mark.timeout(150)

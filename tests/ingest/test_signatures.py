@@ -17,7 +17,6 @@ import pytest
 
 from edge_mqtt.agent import StoreAgent
 from edge_mqtt.publisher import Publisher, PublisherConfig
-from ingest.auth import Credentials, SigningKeys
 from ingest.brokers import credentials_path, find_mosquitto, start_brokers, stop_brokers
 from ingest.orders import BrokerAddress, OrderDispatcher
 from ingest.worker import IngestConfig, IngestWorker
@@ -31,6 +30,7 @@ from lakehouse.contract import (
     validate_ack,
     validate_signed_order,
 )
+from lakehouse.credentials import Credentials, SigningKeys
 from lakehouse.metrics import Registry
 from tests.ingest.test_embedded_broker import Client, port_picker
 
