@@ -18,7 +18,8 @@ from pathlib import Path
 
 from apps.auth.cli import add_operator_options, operator, refuse
 from apps.auth.exceptions import AuthError
-from apps.connection import add_connection_options
+from apps.connection import add_connection_options, open_credentials
+from apps.shutdown import stop_event
 from lakehouse.transfer_status import TRANSFER_STATUSES
 
 JOB_CHOICES = ("forecasts", "accuracy", "transfers", "reorders", "all")
@@ -40,7 +41,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     results = []
     for job in jobs:
         if job in ("forecasts", "accuracy") and spark is None:
-            from lakehouse.spark import spark_session
+            from spark_jobs.spark import spark_session
 
             print("batch: starting Spark (the first run downloads the Delta jars)",
                   flush=True)
@@ -59,13 +60,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    from apps.cli import _stop_event
     from spark_jobs.decisions import jobs as batch
 
     every = {"forecasts": args.forecasts_every_s, "accuracy": args.forecasts_every_s,
              "transfers": args.decisions_every_s, "reorders": args.decisions_every_s}
     batch.run_schedule(Path(args.lakehouse), every_s=every, first_after_s=args.first_after_s,
-                       stop=_stop_event())
+                       stop=stop_event())
     return 0
 
 
@@ -109,8 +109,6 @@ def cmd_transfers_decide(args: argparse.Namespace) -> int:
 
 
 def cmd_transfers_dispatch(args: argparse.Namespace) -> int:
-    from apps.cli import _stop_event
-    from apps.connection import open_credentials
     from ingest.orders import OrderDispatcher, default_brokers
     from lakehouse.credentials import SigningKeys
 
@@ -127,7 +125,7 @@ def cmd_transfers_dispatch(args: argparse.Namespace) -> int:
             counts = dispatcher.run_once()
             print("orders: " + ", ".join(f"{n} {what}" for what, n in counts.items()))
             return 1 if counts["failed"] else 0
-        dispatcher.run(args.every_s, stop=_stop_event())
+        dispatcher.run(args.every_s, stop=stop_event())
     finally:
         dispatcher.close()
     return 0

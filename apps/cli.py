@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 
 from apps.auth.cli import add_user_commands
@@ -25,6 +23,7 @@ from apps.connection import (
 )
 from apps.deadletters import add_deadletter_commands, parse_ports
 from apps.review import add_review_commands
+from apps.shutdown import stop_event
 from edge_mqtt.cli import add_agent_commands
 from lakehouse.contract import DEFAULT_PORTS, REGIONS
 
@@ -60,14 +59,6 @@ def _metrics_options(p: argparse.ArgumentParser, env: str, default: int) -> None
     _add(p, "--metrics-port", env, default, "Prometheus /metrics port (0 = off)", type=int)
     _add(p, "--metrics-host", "SHELFLIFE_METRICS_HOST", "127.0.0.1",
          "address /metrics listens on (0.0.0.0 for a remote Prometheus)")
-
-
-def _stop_event() -> threading.Event:
-    """Set on Ctrl-C or SIGTERM so components shut down cleanly."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
 
 
 def _locations(path: str | None) -> dict[str, list[str]] | None:
@@ -158,7 +149,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     print(f"ingest: regions {args.regions} -> {args.lakehouse}/landing"
           + (f"; metrics on http://{args.metrics_host}:{port}/metrics" if port else ""),
           flush=True)
-    return run_workers(configs, stop=_stop_event(), metrics_port=port,
+    return run_workers(configs, stop=stop_event(), metrics_port=port,
                        metrics_host=args.metrics_host)
 
 
@@ -172,7 +163,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
                                                      trigger_s=args.trigger_s,
                                                      record_every_s=args.record_every_s,
                                                      state_every_s=args.state_every_s),
-                stop=_stop_event(), metrics_port=port, metrics_host=args.metrics_host)
+                stop=stop_event(), metrics_port=port, metrics_host=args.metrics_host)
     return 0
 
 
@@ -185,7 +176,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                          duration_s=args.duration_s, seed=args.seed,
                          ports=args.broker_ports,
                          credentials=creds.path if creds else None, tls_ca=args.tls_ca)
-    summary = run_fleet(config, stop=_stop_event())
+    summary = run_fleet(config, stop=stop_event())
     print(f"simulate: {summary}", flush=True)
     return 0
 

@@ -30,6 +30,7 @@ from lakehouse.decisions import approved_since, read_decisions, transfer_progres
 from lakehouse.paths import table_path
 from lakehouse.readers import read_table
 
+from ..spark import spark_session
 from . import reference
 from .accuracy import (
     FORECAST_ACCURACY_SCHEMA,
@@ -124,8 +125,6 @@ def run_forecasts_job(root: Root = None, *, spark: Any = None, horizon_days: int
                       say: Say = _print) -> dict[str, Any]:
     """Forecast every selling (location, SKU), replace gold ``demand_forecasts`` and
     record the forecasts of the dates not yet seen in gold ``forecast_history``."""
-    from lakehouse.spark import spark_session
-
     from .forecast import run_forecasts
 
     began = time.monotonic()
@@ -183,8 +182,6 @@ def run_accuracy_job(root: Root = None, *, spark: Any = None, now: datetime | No
     else:
         say("accuracy: no forecast history or daily sales yet")
     if (table_path("silver", "events", root) / "_delta_log").exists():
-        from lakehouse.spark import spark_session
-
         spark = spark or spark_session("shelflife-batch")
         events = spark.read.format("delta").load(str(table_path("silver", "events", root)))
         since = (now - timedelta(days=OUTCOME_LOOKBACK_DAYS)).replace(tzinfo=None)
@@ -433,8 +430,6 @@ def run_schedule(root: Root = None, *, every_s: dict[str, float] | None = None,
             due[job] = time.monotonic() + every[job]
             try:
                 if job in ("forecasts", "accuracy") and spark is None:
-                    from lakehouse.spark import spark_session
-
                     spark = spark_session("shelflife-batch")
                 run_job(job, root, spark=spark, say=say)
             except Exception as exc:  # noqa: BLE001 - report, keep the schedule

@@ -38,6 +38,7 @@ from lakehouse.durable import replace_durably
 from lakehouse.landing import LandingBacklog, LandingLines, dead_line, landing_dir
 from lakehouse.paths import checkpoint_dir, lakehouse_root, table_path
 
+from ..spark import spark_session
 from . import derived, gold
 from .books import ITEMS, TRANSIT
 from .derived import DerivedWriter
@@ -693,8 +694,6 @@ def run_streams(regions: list[str], config: StreamConfig, *,
                 stop: threading.Event | None = None, metrics_port: int = 0,
                 metrics_host: str = "127.0.0.1") -> None:
     """Run until ``stop`` is set (or forever), printing a line per region every 10 s."""
-    from lakehouse.spark import spark_session
-
     spark = spark_session("shelflife-streaming")
     streams = start_streams(spark, regions, config)
     serve_stream_metrics(regions, config.lakehouse, metrics_port, host=metrics_host)
