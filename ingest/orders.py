@@ -25,7 +25,6 @@ publish, no order ships that this dispatcher did not send.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -39,10 +38,11 @@ import paho.mqtt.client as mqtt
 from lakehouse.contract import (
     DEFAULT_PORTS,
     REGIONS,
-    format_ts,
+    build_order,
+    cancel_order,
+    encode_message,
     order_topic,
     sign_order,
-    validate_order,
 )
 from lakehouse.credentials import SigningKeys
 from lakehouse.decisions import approved_since, decision_history, transfer_progress
@@ -94,15 +94,11 @@ def order_plan(root: Root = None) -> dict[str, list[dict[str, Any]]]:
         elif decision["decision"] == "rejected":
             plan["cancel"].append(where)
         else:
-            approved_at = decision["decided_at"]
-            plan["send"].append({**where, "order": validate_order({
-                "order_id": order_id, "sku": rec["sku"], "lot": rec["lot"],
-                "quantity": int(rec["quantity"]),
-                "destination": rec["destination_location"],
-                "transit_hours": float(rec["transit_hours"]),
-                "approved_by": decision["decided_by"],
-                "approved_at": format_ts(approved_at.to_pydatetime()),
-            })})
+            plan["send"].append({**where, "order": build_order(
+                order_id=order_id, sku=rec["sku"], lot=rec["lot"],
+                quantity=int(rec["quantity"]), destination=rec["destination_location"],
+                transit_hours=float(rec["transit_hours"]), approved_by=decision["decided_by"],
+                approved_at=decision["decided_at"].to_pydatetime())})
     return plan
 
 
@@ -169,7 +165,7 @@ class OrderDispatcher:
         mode) as the retained message its source location reads; ConnectionError if the
         broker does not take it."""
         signed = sign_order(dict(order), source, self._key(source))
-        self._publish(region, source, signed["order_id"], json.dumps(signed).encode())
+        self._publish(region, source, signed["order_id"], encode_message(signed))
 
     def run_once(self) -> dict[str, int]:
         """One round: send new orders, clear shipped ones, cancel overturned ones.
@@ -187,8 +183,7 @@ class OrderDispatcher:
                     if action == "send":
                         self.send(item["region"], item["source"], item["order"])
                     elif action == "cancel":
-                        self.send(item["region"], item["source"],
-                                  {"order_id": order_id, "cancelled": True})
+                        self.send(item["region"], item["source"], cancel_order(order_id))
                     else:  # an empty retained message clears the topic; it says nothing
                         self._publish(item["region"], item["source"], order_id, b"")
                 except (ConnectionError, OSError, ValueError) as exc:

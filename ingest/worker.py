@@ -47,7 +47,6 @@ one), with a warning once.
 
 from __future__ import annotations
 
-import json
 import logging
 import struct
 import threading
@@ -65,6 +64,7 @@ from lakehouse.contract import (
     build_ack,
     check_region,
     decode_event,
+    encode_message,
     parse_topic,
     topic,
     utc_now_ms,
@@ -615,7 +615,7 @@ class IngestWorker:
                 return
         ack = build_ack(location_id, acked, ingest_time=acked_at, key=key)
         self.client.publish(topic(self.config.region, location_id, "ack"),
-                            json.dumps(ack), qos=1, retain=True)
+                            encode_message(ack), qos=1, retain=True)
         self.stats.acks_sent += 1
 
 

@@ -19,10 +19,9 @@ from pathlib import Path
 
 from edge_mqtt.agent import StoreAgent
 from edge_mqtt.agent_process import record_next
-from edge_mqtt.heartbeat import Heartbeat
 from ingest.worker import IngestConfig, IngestWorker
 from lakehouse import oracle
-from lakehouse.contract import decode_event, topic
+from lakehouse.contract import Heartbeat, decode_event, topic
 
 from ..integration.pipeline import raw_client
 

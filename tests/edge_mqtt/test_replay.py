@@ -11,11 +11,10 @@ import shutil
 import time
 
 from edge_mqtt.agent import StoreAgent
-from edge_mqtt.heartbeat import Heartbeat
 from edge_mqtt.publisher import Publisher, PublisherConfig
 from ingest.brokers import start_brokers, stop_brokers
 from ingest.worker import IngestConfig, IngestWorker
-from lakehouse.contract import topic
+from lakehouse.contract import Heartbeat, topic
 
 from ..integration.pipeline import raw_client, wait_for
 from .test_kill import landed_events
