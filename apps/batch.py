@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+from datetime import date
 from pathlib import Path
 
 from apps.auth.cli import add_operator_options, operator, refuse
 from apps.auth.exceptions import AuthError
 from apps.connection import add_connection_options, open_credentials
 from apps.shutdown import stop_event
+from lakehouse.credentials import SigningKeys
 from lakehouse.transfer_status import TRANSFER_STATUSES
 
 JOB_CHOICES = ("forecasts", "accuracy", "transfers", "reorders", "all")
@@ -31,9 +33,7 @@ def _fail(message: str) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from datetime import date
-
-    from spark_jobs.decisions import jobs as batch
+    from spark_jobs.decisions import jobs as batch  # pyspark: only when a job runs
 
     root = Path(args.lakehouse)
     jobs = batch.JOBS if args.job == "all" else (args.job,)
@@ -41,7 +41,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     results = []
     for job in jobs:
         if job in ("forecasts", "accuracy") and spark is None:
-            from spark_jobs.spark import spark_session
+            from spark_jobs.spark import spark_session  # starts a JVM: only if needed
 
             print("batch: starting Spark (the first run downloads the Delta jars)",
                   flush=True)
@@ -60,7 +60,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    from spark_jobs.decisions import jobs as batch
+    from spark_jobs.decisions import jobs as batch  # pyspark: only when jobs run
 
     every = {"forecasts": args.forecasts_every_s, "accuracy": args.forecasts_every_s,
              "transfers": args.decisions_every_s, "reorders": args.decisions_every_s}
@@ -70,7 +70,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 
 def cmd_transfers_list(args: argparse.Namespace) -> int:
-    from lakehouse.readers import read_table
+    from lakehouse.readers import read_table  # pandas: not on a store machine
 
     recs = read_table("gold", "transfer_recommendations", Path(args.lakehouse))
     if recs is None:
@@ -109,8 +109,7 @@ def cmd_transfers_decide(args: argparse.Namespace) -> int:
 
 
 def cmd_transfers_dispatch(args: argparse.Namespace) -> int:
-    from ingest.orders import OrderDispatcher, default_brokers
-    from lakehouse.credentials import SigningKeys
+    from ingest.orders import OrderDispatcher, default_brokers  # reads with pandas
 
     creds = open_credentials(args, "transfers dispatch")
     brokers = default_brokers(args.broker_host, tls_ca=args.tls_ca)
@@ -132,7 +131,7 @@ def cmd_transfers_dispatch(args: argparse.Namespace) -> int:
 
 
 def cmd_reference_list(args: argparse.Namespace) -> int:
-    from spark_jobs.decisions.reference import read_reference
+    from spark_jobs.decisions.reference import read_reference  # pandas, as above
 
     frame = read_reference(args.table, Path(args.lakehouse))
     if frame.empty:
@@ -143,7 +142,7 @@ def cmd_reference_list(args: argparse.Namespace) -> int:
 
 
 def _upsert(table: str, rows: list[dict], lakehouse: str) -> int:
-    from spark_jobs.decisions.reference import upsert
+    from spark_jobs.decisions.reference import upsert  # pandas, as above
 
     try:
         size = upsert(table, rows, Path(lakehouse))
@@ -164,7 +163,7 @@ def cmd_transit_set(args: argparse.Namespace) -> int:
 def cmd_transit_import(args: argparse.Namespace) -> int:
     """CSV with a header ``source,destination,transit_hours[,cost_per_unit]``; every line is
     checked before anything is written, and the first bad one is named."""
-    from spark_jobs.decisions.reference import _checked
+    from spark_jobs.decisions.reference import _checked  # pandas, as above
 
     rows = []
     with open(args.file, encoding="utf-8", newline="") as fh:

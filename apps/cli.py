@@ -7,10 +7,13 @@ settings work from a shell, a service file or the demo.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from apps.auth.cli import add_user_commands
 from apps.batch import add_batch_commands
@@ -24,8 +27,13 @@ from apps.connection import (
 from apps.deadletters import add_deadletter_commands, parse_ports
 from apps.review import add_review_commands
 from apps.shutdown import stop_event
+from apps.streamlit.launch import run_dashboard
 from edge_mqtt.cli import add_agent_commands
+from edge_mqtt.simulator import FleetConfig, run_fleet
+from ingest.brokers import TlsFiles, run_brokers_forever
+from ingest.worker import IngestConfig, run_workers
 from lakehouse.contract import DEFAULT_PORTS, REGIONS
+from lakehouse.credentials import Credentials, CredentialsMissing
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -65,8 +73,6 @@ def _locations(path: str | None) -> dict[str, list[str]] | None:
     """``{region: [location ids]}`` from a JSON file, for per-store credentials."""
     if not path:
         return None
-    import json
-
     with open(path, encoding="utf-8") as fh:
         data = json.load(fh)
     if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
@@ -75,10 +81,6 @@ def _locations(path: str | None) -> dict[str, list[str]] | None:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from ingest.brokers import TlsFiles, run_brokers_forever
-
     tls = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
@@ -94,10 +96,6 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 def cmd_credentials(args: argparse.Namespace) -> int:
     """One store's settings for its agent, as environment lines (``> store.env``)."""
-    from pathlib import Path
-
-    from lakehouse.credentials import Credentials, CredentialsMissing
-
     try:
         creds = Credentials.open(Path(args.credentials), create=False)
         login = creds.credentials_for(args.location)
@@ -116,8 +114,6 @@ def cmd_credentials(args: argparse.Namespace) -> int:
 
 def _metrics_port(port: int, host: str, what: str) -> int:
     """The port to serve metrics on, or 0 when it is taken (the component still runs)."""
-    import socket
-
     if not port:
         return 0
     with socket.socket() as probe:
@@ -133,8 +129,6 @@ def _metrics_port(port: int, host: str, what: str) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from ingest.worker import IngestConfig, run_workers
-
     creds = open_credentials(args, "ingest")
     configs = [IngestConfig(region=r, host=args.broker_host, port=args.broker_ports[r],
                             lakehouse=args.lakehouse,
@@ -154,7 +148,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
-    from spark_jobs.stream.runner import StreamConfig, run_streams
+    from spark_jobs.stream.runner import StreamConfig, run_streams  # pyspark: only here
 
     print(f"streaming: regions {args.regions}, lakehouse {args.lakehouse} "
           "(the first run downloads the Delta jars from Maven Central)", flush=True)
@@ -168,8 +162,6 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from edge_mqtt.simulator import FleetConfig, run_fleet
-
     creds = open_credentials(args, "simulate")
     config = FleetConfig(stores=args.stores, regions=tuple(_regions(args.regions)),
                          events_per_s=args.events_per_s, data_dir=args.data_dir,
@@ -182,13 +174,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from apps.streamlit.launch import run_dashboard
-
     return run_dashboard(args.lakehouse, port=args.port, users_file=args.users_file)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from apps.demo import run_demo
+    from apps.demo import run_demo  # bcrypt and yaml: not on a store machine
 
     return run_demo(lakehouse=args.lakehouse, data_dir=args.data_dir, port=args.port,
                     stores=args.stores, events_per_s=args.events_per_s,

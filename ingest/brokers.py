@@ -153,7 +153,7 @@ def mosquitto_config(spec: BrokerSpec, data_dir: Path, *, secure: bool = False,
         "log_timestamp_format %Y-%m-%dT%H:%M:%S",
     ]
     if hasattr(os, "geteuid"):
-        import pwd
+        import pwd  # Unix only, as os.geteuid is
 
         # Run as whoever started Shelflife: as root, mosquitto would otherwise switch to
         # the "mosquitto" user, which cannot write the persistence files under data_dir.

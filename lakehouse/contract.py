@@ -793,7 +793,7 @@ def skew_from_ack(ack: dict[str, Any], received_at: datetime) -> float | None:
 
 def spark_schema():  # -> pyspark.sql.types.StructType
     """The Spark StructType of an event line, generated from PAYLOAD_FIELDS."""
-    from pyspark.sql import types as T
+    from pyspark.sql import types as T  # the agent imports this module: no pyspark there
 
     lot = T.StructType([
         T.StructField("lot", T.StringType()),

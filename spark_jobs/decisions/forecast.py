@@ -45,6 +45,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pyspark.sql import Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from lakehouse.paths import table_path
 
 UNCENSORED_MAX_STOCKOUT_HOURS = 2.0
 """Days with at most this many hours out of stock count as uncensored (sales ~ demand)."""
@@ -307,8 +312,8 @@ def _quiet_prophet() -> type:
     names = ("cmdstanpy", "prophet", "prophet.plot", "prophet.models")
     for name in names:
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    from cmdstanpy.utils.logging import get_logger
-    from prophet import Prophet
+    from cmdstanpy.utils.logging import get_logger  # its loggers are quieted first
+    from prophet import Prophet  # seconds to load: only for a pool that uses it
 
     get_logger().setLevel(logging.WARNING)  # after its first call, which sets DEBUG
     return Prophet
@@ -560,7 +565,7 @@ def _training_rows(panel: Panel, rows: np.ndarray, last_target: int, rng: np.ran
 
 def _pooled(panel: Panel, rows: np.ndarray, *, threads: int, seed: int, say: Progress
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    import lightgbm as lgb
+    import lightgbm as lgb  # only for a pool large enough to train it
 
     began = time.monotonic()
     rng = np.random.default_rng(seed)
@@ -626,8 +631,6 @@ HISTORY_DAYS = 91
 
 def demand_forecasts_schema() -> Any:  # -> pyspark.sql.types.StructType
     """Gold ``demand_forecasts``: one row per location, SKU and forecast day."""
-    from pyspark.sql import types as T
-
     return T.StructType([
         T.StructField("region", T.StringType(), False),
         T.StructField("location_id", T.StringType(), False),
@@ -653,9 +656,6 @@ def daily_history(events: Any, through: date, history_days: int = HISTORY_DAYS) 
     SKU (or the end of ``through``). ``discount`` is the day's mean selling price over the
     highest daily mean price of the series (1 = full price).
     """
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
     start = F.lit(through).cast("date") - F.expr(f"INTERVAL {history_days - 1} DAYS")
     end = F.to_timestamp(F.date_add(F.lit(through).cast("date"), 1))
     day = F.to_date("occurred_at")
@@ -721,10 +721,6 @@ def run_forecasts(spark: Any, lakehouse_root: Any, horizon_days: int = 7, *,
     over ``groupBy(bucket).applyInPandas`` groups of about :data:`SERIES_PER_TASK`, each
     forecast by :func:`forecast_demand` on an executor core.
     """
-    from pyspark.sql import functions as F
-
-    from lakehouse.paths import table_path
-
     events = spark.read.format("delta").load(str(table_path("silver", "events",
                                                             lakehouse_root)))
     if through is None:

@@ -25,6 +25,8 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+from deltalake import write_deltalake
+from pyspark.sql import functions as F
 
 from lakehouse.decisions import approved_since, read_decisions, transfer_progress
 from lakehouse.paths import table_path
@@ -40,6 +42,9 @@ from .accuracy import (
     merge_history,
     transfer_outcomes,
 )
+from .forecast import run_forecasts
+from .reorders import REORDERS_SCHEMA, suggest_reorders
+from .transfers import TRANSFERS_SCHEMA, recommend_transfers
 
 Root = str | os.PathLike[str] | None
 Say = Callable[[str], None]
@@ -60,8 +65,6 @@ def _now(now: datetime | None) -> datetime:
 def write_table(layer: str, name: str, frame: pd.DataFrame, schema: pa.Schema,
                 root: Root = None, *, partition_by: list[str] | None = None) -> int:
     """Replace a whole table with ``frame`` (delta-rs); returns the rows written."""
-    from deltalake import write_deltalake
-
     data = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
     path = table_path(layer, name, root)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,8 +109,6 @@ def _spark_progress(spark: Any, what: str, say: Say, every_s: float = 10.0) -> I
 def default_through(spark: Any, root: Root, today: date) -> date | None:
     """The last complete day of sales (yesterday), or today when the network has traded
     only today (its first day: a partial day is all the history there is)."""
-    from pyspark.sql import functions as F
-
     events = spark.read.format("delta").load(str(table_path("silver", "events", root)))
     last = (events.where(F.col("event_type") == "sold")
             .agg(F.max(F.to_date("occurred_at"))).first()[0])
@@ -125,8 +126,6 @@ def run_forecasts_job(root: Root = None, *, spark: Any = None, horizon_days: int
                       say: Say = _print) -> dict[str, Any]:
     """Forecast every selling (location, SKU), replace gold ``demand_forecasts`` and
     record the forecasts of the dates not yet seen in gold ``forecast_history``."""
-    from .forecast import run_forecasts
-
     began = time.monotonic()
     now = _now(now)
     spark = spark or spark_session("shelflife-batch")
@@ -332,8 +331,6 @@ def _with_decisions(recs: pd.DataFrame, previous: pd.DataFrame | None,
 
 
 def transfers_schema() -> pa.Schema:
-    from .transfers import TRANSFERS_SCHEMA
-
     return (TRANSFERS_SCHEMA.append(pa.field("decided_by", pa.string()))
             .append(pa.field("decided_at", pa.timestamp("us", tz="UTC"))))
 
@@ -341,8 +338,6 @@ def transfers_schema() -> pa.Schema:
 def run_transfers_job(root: Root = None, *, now: datetime | None = None,
                       horizon_days: int = 7, say: Say = _print) -> dict[str, Any]:
     """Replace gold ``transfer_recommendations`` from stock, forecasts and reference."""
-    from .transfers import recommend_transfers
-
     began = time.monotonic()
     now = _now(now)
     inputs = decision_inputs(root)
@@ -369,8 +364,6 @@ def run_transfers_job(root: Root = None, *, now: datetime | None = None,
 def run_reorders_job(root: Root = None, *, now: datetime | None = None,
                      say: Say = _print) -> dict[str, Any]:
     """Replace gold ``reorder_suggestions`` from forecasts, stock, transit and shelf life."""
-    from .reorders import REORDERS_SCHEMA, suggest_reorders
-
     began = time.monotonic()
     now = _now(now)
     inputs = decision_inputs(root)

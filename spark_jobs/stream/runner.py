@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import deltalake
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
@@ -32,6 +34,7 @@ from lakehouse.contract import (
     check_region,
     parse_topic,
     parse_ts,
+    spark_schema,
     validate_event,
 )
 from lakehouse.durable import replace_durably
@@ -45,7 +48,7 @@ from .derived import DerivedWriter
 from .fold import RegionState
 from .metrics import METRICS, serve_stream_metrics
 from .record import TRACE, RecordWriter, txn_version
-from .tables import ensure_tables
+from .tables import GOLD_REWRITTEN, ensure_tables
 
 log = logging.getLogger(__name__)
 
@@ -561,8 +564,6 @@ def rebuild_books(spark: SparkSession, root, transit_days: int = 14) -> None:
     are written at start). Item updates are few and all taken; transfers are paired in
     Spark so only the open ones (shipped in the last ``transit_days``) come back.
     """
-    from lakehouse.contract import spark_schema
-
     ITEMS.clear()
     TRANSIT.clear()
     raw = spark.read.format("delta").load(str(table_path("bronze", "events_raw", root)))
@@ -585,8 +586,6 @@ def rebuild_books(spark: SparkSession, root, transit_days: int = 14) -> None:
 
 def compact_record(spark: SparkSession, root) -> None:
     """Bin-pack the small files the record writer appends every few seconds."""
-    from delta.tables import DeltaTable
-
     spark.sparkContext.setLocalProperty("spark.scheduler.pool", "record")
     for layer, table in (("bronze", "events_raw"), ("silver", "events"),
                          ("silver", "dead_letters")):
@@ -600,10 +599,6 @@ def compact_record(spark: SparkSession, root) -> None:
 def vacuum_gold(root) -> None:
     """Delete gold files replaced more than an hour ago; without this a day of one-second
     rewrites leaves tens of thousands of dead files behind."""
-    import deltalake
-
-    from .tables import GOLD_REWRITTEN
-
     for table in GOLD_REWRITTEN:
         try:
             removed = deltalake.DeltaTable(str(table_path("gold", table, root))).vacuum(
