@@ -41,11 +41,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     results = []
     for job in jobs:
         if job in ("forecasts", "accuracy") and spark is None:
-            from spark_jobs.spark import spark_session  # starts a JVM: only if needed
-
-            print("batch: starting Spark (the first run downloads the Delta jars)",
-                  flush=True)
-            spark = spark_session("shelflife-batch")
+            spark = batch.batch_session(say=lambda m: print(m, flush=True))
         if job == "forecasts":
             through = date.fromisoformat(args.through) if args.through else None
             results.append(batch.run_forecasts_job(root, spark=spark, through=through,

@@ -33,7 +33,7 @@ AGENT_LAKEHOUSE = {"lakehouse.contract", "lakehouse.mqtt", "lakehouse.movements"
 """The lakehouse modules the store agent may use: each needs the standard library and
 paho-mqtt alone (checked below)."""
 AGENT_THIRD_PARTY = {"paho"}
-MAX_LOCAL_IMPORTS = 23
+MAX_LOCAL_IMPORTS = 22
 """Imports inside functions. Each is there because its module is heavy and optional
 where the function's module is used (pyspark, pandas, delta-rs, bcrypt, Prophet,
 LightGBM; the ``shelflife`` command must start on a store machine without them) and says

@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 from deltalake import write_deltalake
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.decisions import approved_since, read_decisions, transfer_progress
@@ -60,6 +61,14 @@ def _print(message: str) -> None:
 
 def _now(now: datetime | None) -> datetime:
     return (now or datetime.now(UTC)).astimezone(UTC)
+
+
+def batch_session(say: Say | None = None) -> SparkSession:
+    """The batch jobs' Spark session; ``say`` is told when it has to be started, which
+    takes a while (the first start downloads the Delta jars)."""
+    if say is not None:
+        say("batch: starting Spark (the first run downloads the Delta jars)")
+    return spark_session("shelflife-batch")
 
 
 def write_table(layer: str, name: str, frame: pd.DataFrame, schema: pa.Schema,
@@ -128,7 +137,7 @@ def run_forecasts_job(root: Root = None, *, spark: Any = None, horizon_days: int
     record the forecasts of the dates not yet seen in gold ``forecast_history``."""
     began = time.monotonic()
     now = _now(now)
-    spark = spark or spark_session("shelflife-batch")
+    spark = spark or batch_session()
     if not (table_path("silver", "events", root) / "_delta_log").exists():
         say("forecasts: no silver events yet; nothing to forecast")
         return {"job": "forecasts", "rows": 0, "series": 0}
@@ -181,7 +190,7 @@ def run_accuracy_job(root: Root = None, *, spark: Any = None, now: datetime | No
     else:
         say("accuracy: no forecast history or daily sales yet")
     if (table_path("silver", "events", root) / "_delta_log").exists():
-        spark = spark or spark_session("shelflife-batch")
+        spark = spark or batch_session()
         events = spark.read.format("delta").load(str(table_path("silver", "events", root)))
         since = (now - timedelta(days=OUTCOME_LOOKBACK_DAYS)).replace(tzinfo=None)
         outcomes = transfer_outcomes(events, now.replace(tzinfo=None), since=since).toPandas()
@@ -423,7 +432,7 @@ def run_schedule(root: Root = None, *, every_s: dict[str, float] | None = None,
             due[job] = time.monotonic() + every[job]
             try:
                 if job in ("forecasts", "accuracy") and spark is None:
-                    spark = spark_session("shelflife-batch")
+                    spark = batch_session(say)
                 run_job(job, root, spark=spark, say=say)
             except Exception as exc:  # noqa: BLE001 - report, keep the schedule
                 say(f"batch: {job} failed: {type(exc).__name__}: {exc}")
