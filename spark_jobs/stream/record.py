@@ -142,9 +142,9 @@ class RecordWriter:
     def spill(self, batch_id: int, lines: Iterable[dict | str]) -> None:
         """Make a batch's lines durable before the stream moves past it.
 
-        A line is a dict of ``LINE_FIELDS``
-        (:mod:`lakehouse.landing`), or a landing line's JSON text as it is (the
-        live path spills readable event lines so, instead of serialising them again).
+        A line is a dict of :data:`lakehouse.landing.LINE_FIELDS`, or a landing line's
+        JSON text as it is (the live path spills readable event lines so, instead of
+        serialising them again).
         A batch replayed after a crash keeps the spill (or the record) of its first run:
         the replay sees its own events as already applied.
         """
