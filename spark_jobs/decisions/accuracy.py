@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pyspark.sql import functions as F
 
 TRANSFER_WINDOW_HOURS = 48
 """A transferred unit counts as sold when the destination sells it this soon after arrival."""
@@ -86,6 +85,8 @@ def transfer_outcomes(events: Any, now: datetime, *, since: datetime | None = No
     units booked in, and how many of those lots the destination sold within
     :data:`TRANSFER_WINDOW_HOURS` of booking them in (capped at the units booked in).
     Spark DataFrame in and out; ``complete`` once the window has passed."""
+    from pyspark.sql import functions as F  # the pandas jobs import this module too
+
     arrivals = events.where(F.col("event_type") == "transfer_in")
     if since is not None:
         arrivals = arrivals.where(F.col("occurred_at") >= F.lit(since))

@@ -26,14 +26,11 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 from deltalake import write_deltalake
-from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
 from lakehouse.decisions import approved_since, read_decisions, transfer_progress
 from lakehouse.paths import table_path
 from lakehouse.readers import read_table
 
-from ..spark import spark_session
 from . import reference
 from .accuracy import (
     FORECAST_ACCURACY_SCHEMA,
@@ -43,7 +40,6 @@ from .accuracy import (
     merge_history,
     transfer_outcomes,
 )
-from .forecast import run_forecasts
 from .reorders import REORDERS_SCHEMA, suggest_reorders
 from .transfers import TRANSFERS_SCHEMA, recommend_transfers
 
@@ -63,9 +59,11 @@ def _now(now: datetime | None) -> datetime:
     return (now or datetime.now(UTC)).astimezone(UTC)
 
 
-def batch_session(say: Say | None = None) -> SparkSession:
+def batch_session(say: Say | None = None) -> Any:  # -> pyspark.sql.SparkSession
     """The batch jobs' Spark session; ``say`` is told when it has to be started, which
     takes a while (the first start downloads the Delta jars)."""
+    from ..spark import spark_session  # pyspark: transfers and reorders run without it
+
     if say is not None:
         say("batch: starting Spark (the first run downloads the Delta jars)")
     return spark_session("shelflife-batch")
@@ -118,6 +116,8 @@ def _spark_progress(spark: Any, what: str, say: Say, every_s: float = 10.0) -> I
 def default_through(spark: Any, root: Root, today: date) -> date | None:
     """The last complete day of sales (yesterday), or today when the network has traded
     only today (its first day: a partial day is all the history there is)."""
+    from pyspark.sql import functions as F  # as in batch_session
+
     events = spark.read.format("delta").load(str(table_path("silver", "events", root)))
     last = (events.where(F.col("event_type") == "sold")
             .agg(F.max(F.to_date("occurred_at"))).first()[0])
@@ -135,6 +135,8 @@ def run_forecasts_job(root: Root = None, *, spark: Any = None, horizon_days: int
                       say: Say = _print) -> dict[str, Any]:
     """Forecast every selling (location, SKU), replace gold ``demand_forecasts`` and
     record the forecasts of the dates not yet seen in gold ``forecast_history``."""
+    from .forecast import run_forecasts  # pyspark, as in batch_session
+
     began = time.monotonic()
     now = _now(now)
     spark = spark or batch_session()
