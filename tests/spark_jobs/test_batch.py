@@ -276,8 +276,8 @@ def test_accuracy_job_scores_the_days_that_have_passed(decided, spark, tmp_path)
 
     from lakehouse.paths import table_path
     from lakehouse.readers import read_table
-    from spark_jobs.decisions import derived
     from spark_jobs.decisions import jobs as batch
+    from spark_jobs.stream import derived
     from spark_jobs.stream.gold import arrow_schema
 
     source, out = decided[False]
@@ -337,7 +337,7 @@ def test_an_approved_transfer_reaches_the_offline_warehouse_ships_and_is_cleared
     from lakehouse.paths import table_path
     from lakehouse.readers import read_table
     from spark_jobs.decisions import jobs as batch
-    from spark_jobs.decisions import silver
+    from spark_jobs.stream import silver
     from spark_jobs.stream.bronze import LANDING_SCHEMA
 
     root, out = decided[True]
