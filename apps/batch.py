@@ -14,16 +14,17 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+from datetime import date
 from pathlib import Path
 
 from apps.auth.cli import add_operator_options, operator, refuse
 from apps.auth.exceptions import AuthError
-from apps.connection import add_connection_options
+from apps.connection import add_connection_options, open_credentials
+from apps.shutdown import stop_event
+from lakehouse.credentials import SigningKeys
+from lakehouse.transfer_status import TRANSFER_STATUSES
 
 JOB_CHOICES = ("forecasts", "accuracy", "transfers", "reorders", "all")
-TRANSFER_STATUSES = ("proposed", "approved", "shipped", "arrived", "rejected")
-"""A recommendation's life: proposed, then decided; an approved one ships, then arrives
-(``spark_jobs.decisions.jobs.transfer_progress``)."""
 
 
 def _fail(message: str) -> int:
@@ -32,9 +33,7 @@ def _fail(message: str) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from datetime import date
-
-    from spark_jobs.decisions import jobs as batch
+    from spark_jobs.decisions import jobs as batch  # pyspark: only when a job runs
 
     root = Path(args.lakehouse)
     jobs = batch.JOBS if args.job == "all" else (args.job,)
@@ -42,11 +41,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     results = []
     for job in jobs:
         if job in ("forecasts", "accuracy") and spark is None:
-            from lakehouse.spark import spark_session
-
-            print("batch: starting Spark (the first run downloads the Delta jars)",
-                  flush=True)
-            spark = spark_session("shelflife-batch")
+            spark = batch.batch_session(say=lambda m: print(m, flush=True))
         if job == "forecasts":
             through = date.fromisoformat(args.through) if args.through else None
             results.append(batch.run_forecasts_job(root, spark=spark, through=through,
@@ -61,19 +56,18 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    from apps.cli import _stop_event
-    from spark_jobs.decisions import jobs as batch
+    from spark_jobs.decisions import jobs as batch  # pyspark: only when jobs run
 
     every = {"forecasts": args.forecasts_every_s, "accuracy": args.forecasts_every_s,
              "transfers": args.decisions_every_s, "reorders": args.decisions_every_s}
     batch.run_schedule(Path(args.lakehouse), every_s=every, first_after_s=args.first_after_s,
-                       stop=_stop_event())
+                       stop=stop_event())
     return 0
 
 
 def cmd_transfers_list(args: argparse.Namespace) -> int:
     from lakehouse.catalogue import TRANSFER_RECOMMENDATIONS
-    from lakehouse.readers import read_table
+    from lakehouse.readers import read_table  # pandas: not on a store machine
 
     recs = read_table(TRANSFER_RECOMMENDATIONS, Path(args.lakehouse))
     if recs is None:
@@ -95,7 +89,7 @@ def cmd_transfers_list(args: argparse.Namespace) -> int:
 
 
 def cmd_transfers_decide(args: argparse.Namespace) -> int:
-    from spark_jobs.decisions.jobs import record_decision
+    from lakehouse.decisions import record_decision  # pandas: not on a store machine
 
     verb = "approve" if args.decision == "approved" else "reject"
     try:
@@ -112,10 +106,7 @@ def cmd_transfers_decide(args: argparse.Namespace) -> int:
 
 
 def cmd_transfers_dispatch(args: argparse.Namespace) -> int:
-    from apps.cli import _stop_event
-    from apps.connection import open_credentials
-    from ingest.auth import SigningKeys
-    from ingest.orders import OrderDispatcher, default_brokers
+    from ingest.orders import OrderDispatcher, default_brokers  # reads with pandas
 
     creds = open_credentials(args, "transfers dispatch")
     brokers = default_brokers(args.broker_host, tls_ca=args.tls_ca)
@@ -130,14 +121,14 @@ def cmd_transfers_dispatch(args: argparse.Namespace) -> int:
             counts = dispatcher.run_once()
             print("orders: " + ", ".join(f"{n} {what}" for what, n in counts.items()))
             return 1 if counts["failed"] else 0
-        dispatcher.run(args.every_s, stop=_stop_event())
+        dispatcher.run(args.every_s, stop=stop_event())
     finally:
         dispatcher.close()
     return 0
 
 
 def cmd_reference_list(args: argparse.Namespace) -> int:
-    from spark_jobs.decisions.reference import read_reference
+    from spark_jobs.decisions.reference import read_reference  # pandas, as above
 
     frame = read_reference(args.table, Path(args.lakehouse))
     if frame.empty:
@@ -148,7 +139,7 @@ def cmd_reference_list(args: argparse.Namespace) -> int:
 
 
 def _upsert(table: str, rows: list[dict], lakehouse: str) -> int:
-    from spark_jobs.decisions.reference import upsert
+    from spark_jobs.decisions.reference import upsert  # pandas, as above
 
     try:
         size = upsert(table, rows, Path(lakehouse))
@@ -169,7 +160,7 @@ def cmd_transit_set(args: argparse.Namespace) -> int:
 def cmd_transit_import(args: argparse.Namespace) -> int:
     """CSV with a header ``source,destination,transit_hours[,cost_per_unit]``; every line is
     checked before anything is written, and the first bad one is named."""
-    from spark_jobs.decisions.reference import _checked
+    from spark_jobs.decisions.reference import _checked  # pandas, as above
 
     rows = []
     with open(args.file, encoding="utf-8", newline="") as fh:

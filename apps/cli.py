@@ -7,11 +7,14 @@ settings work from a shell, a service file or the demo.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import signal
+import socket
 import sys
-import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 from apps.auth.cli import add_user_commands
 from apps.batch import add_batch_commands
@@ -23,8 +26,14 @@ from apps.connection import (
 )
 from apps.deadletters import add_deadletter_commands, parse_ports
 from apps.review import add_review_commands
+from apps.shutdown import stop_event
+from apps.streamlit.launch import run_dashboard
 from edge_mqtt.cli import add_agent_commands
+from edge_mqtt.simulator import FleetConfig, run_fleet
+from ingest.brokers import TlsFiles, run_brokers_forever
+from ingest.worker import IngestConfig, run_workers
 from lakehouse.contract import DEFAULT_PORTS, REGIONS
+from lakehouse.credentials import Credentials, CredentialsMissing
 from lakehouse.options import env_option, env_switch
 
 
@@ -48,20 +57,10 @@ def _metrics_options(p: argparse.ArgumentParser, env: str, default: int) -> None
                "address /metrics listens on (0.0.0.0 for a remote Prometheus)")
 
 
-def _stop_event() -> threading.Event:
-    """Set on Ctrl-C or SIGTERM so components shut down cleanly."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
-
-
 def _locations(path: str | None) -> dict[str, list[str]] | None:
     """``{region: [location ids]}`` from a JSON file, for per-store credentials."""
     if not path:
         return None
-    import json
-
     with open(path, encoding="utf-8") as fh:
         data = json.load(fh)
     if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
@@ -70,10 +69,6 @@ def _locations(path: str | None) -> dict[str, list[str]] | None:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from ingest.brokers import BrokerError, TlsFiles, run_brokers_forever
-
     tls = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
@@ -92,10 +87,6 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 def cmd_credentials(args: argparse.Namespace) -> int:
     """One store's settings for its agent, as environment lines (``> store.env``)."""
-    from pathlib import Path
-
-    from ingest.auth import Credentials, CredentialsMissing
-
     try:
         creds = Credentials.open(Path(args.credentials), create=False)
         login = creds.credentials_for(args.location)
@@ -114,8 +105,6 @@ def cmd_credentials(args: argparse.Namespace) -> int:
 
 def _metrics_port(port: int, host: str, what: str) -> int:
     """The port to serve metrics on, or 0 when it is taken (the component still runs)."""
-    import socket
-
     if not port:
         return 0
     with socket.socket() as probe:
@@ -131,8 +120,6 @@ def _metrics_port(port: int, host: str, what: str) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from ingest.worker import IngestConfig, run_workers
-
     creds = open_credentials(args, "ingest")
     configs = [IngestConfig(region=r, host=args.broker_host, port=args.broker_ports[r],
                             lakehouse=args.lakehouse,
@@ -147,12 +134,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     print(f"ingest: regions {args.regions} -> {args.lakehouse}/landing"
           + (f"; metrics on http://{args.metrics_host}:{port}/metrics" if port else ""),
           flush=True)
-    return run_workers(configs, stop=_stop_event(), metrics_port=port,
+    return run_workers(configs, stop=stop_event(), metrics_port=port,
                        metrics_host=args.metrics_host)
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
-    from spark_jobs.stream.runner import StreamConfig, run_streams
+    from spark_jobs.stream.runner import StreamConfig, run_streams  # pyspark: only here
 
     print(f"streaming: regions {args.regions}, lakehouse {args.lakehouse} "
           "(the first run downloads the Delta jars from Maven Central)", flush=True)
@@ -161,32 +148,28 @@ def cmd_stream(args: argparse.Namespace) -> int:
                                                      trigger_s=args.trigger_s,
                                                      record_every_s=args.record_every_s,
                                                      state_every_s=args.state_every_s),
-                stop=_stop_event(), metrics_port=port, metrics_host=args.metrics_host)
+                stop=stop_event(), metrics_port=port, metrics_host=args.metrics_host)
     return 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from edge_mqtt.simulator import FleetConfig, run_fleet
-
     creds = open_credentials(args, "simulate")
     config = FleetConfig(stores=args.stores, regions=tuple(_regions(args.regions)),
                          events_per_s=args.events_per_s, data_dir=args.data_dir,
                          duration_s=args.duration_s, seed=args.seed,
                          ports=args.broker_ports,
                          credentials=creds.path if creds else None, tls_ca=args.tls_ca)
-    summary = run_fleet(config, stop=_stop_event())
+    summary = run_fleet(config, stop=stop_event())
     print(f"simulate: {summary}", flush=True)
     return 0
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from apps.streamlit.launch import run_dashboard
-
     return run_dashboard(args.lakehouse, port=args.port, users_file=args.users_file)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from apps.demo import run_demo
+    from apps.demo import run_demo  # bcrypt and yaml: not on a store machine
 
     return run_demo(lakehouse=args.lakehouse, data_dir=args.data_dir, port=args.port,
                     stores=args.stores, events_per_s=args.events_per_s,

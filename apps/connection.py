@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from ingest.auth import CREDENTIALS_FILE, Credentials, CredentialsMissing
+from lakehouse.credentials import CREDENTIALS_FILE, Credentials, CredentialsMissing
 from lakehouse.options import env_switch
 
 log = logging.getLogger("shelflife")

@@ -36,8 +36,8 @@ from pathlib import Path
 from apps.auth.users import UsersFile, users_file_path
 from apps.streamlit.launch import dashboard_command
 from edge_mqtt.simulator import FleetConfig, fleet_layout
-from ingest.auth import Credentials
 from ingest.brokers import BrokerError, credentials_path, require_mosquitto
+from lakehouse.credentials import Credentials
 
 COMPONENT_START_TIMEOUT_S = 60
 RESTARTED = frozenset({"ingest"})

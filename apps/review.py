@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import getpass
 import json
 import os
 import urllib.error
@@ -67,8 +68,6 @@ def _cell(value: Any) -> str:
 def _agent_login(args: argparse.Namespace) -> tuple[str, str]:
     """The store operator the adjustment is recorded as (the agent checks the password;
     ``shelflife agent operators add`` at the store)."""
-    import getpass
-
     name = args.agent_operator
     if not name:
         raise SystemExit("an adjustment at the store needs --agent-operator (an operator of "
@@ -121,8 +120,8 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     row = {"item_id": args.item, "region": item.region, "resolved_by": user.name,
            "resolved_at": datetime.now(UTC), "resolution": args.how,
            "adjustment_event_id": adjustment}
-    import deltalake
-    import pyarrow as pa
+    import deltalake  # delta-rs and Arrow: not on a store machine
+    import pyarrow as pa  # as above
 
     from lakehouse.catalogue import REVIEW_RESOLUTIONS
 

@@ -73,11 +73,11 @@ if str(ROOT) not in sys.path:
 from bench.badpayloads import Bad, RogueClient, key_of, plan, send_anonymous  # noqa: E402
 from bench.common import free_port, pct  # noqa: E402
 from bench.netproxy import FaultProxy  # noqa: E402
-from ingest.auth import Credentials  # noqa: E402
 from ingest.brokers import credentials_path, start_brokers  # noqa: E402
 from lakehouse import oracle  # noqa: E402
 from lakehouse.catalogue import DEAD_LETTERS, EVENTS, STOCK_COHORTS, STOCK_LEVELS, Table  # noqa: E402
 from lakehouse.contract import REGIONS  # noqa: E402
+from lakehouse.credentials import Credentials  # noqa: E402
 
 MODES: dict[str, dict[str, Any]] = {
     "quick": {"stores": 30, "group": 5, "rate": 1.0, "accel": 120.0, "partition": 5,

@@ -9,8 +9,10 @@ same message. Refusals print ``error: <field>: <reason> (got <value>)`` and exit
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -23,6 +25,9 @@ from lakehouse.contract import DEFAULT_PORTS, MAX_EVENT_BYTES, ContractError, ch
 from lakehouse.options import env_option
 
 from .agent import StoreAgent
+from .http_api import serve_agent
+from .operators import Operators
+from .publisher import Publisher, PublisherConfig
 from .recording import REQUEST_SHAPES, field_name, record
 from .store import DEFAULT_SYNCHRONOUS, ORDER_STATUSES, SYNCHRONOUS_MODES, StoreDB
 
@@ -259,9 +264,6 @@ def os_operator() -> str:
     """Who runs a CLI operator action: the OS login that owns the agent's database (it
     authenticated to the machine already; anyone who can write the file could bypass any
     password), made safe for the contract's id format."""
-    import getpass
-    import re
-
     try:
         name = getpass.getuser()
     except (OSError, KeyError):
@@ -270,17 +272,13 @@ def os_operator() -> str:
     return name if name[:1].isalnum() else f"u{name}"[:64]
 
 
-def _operators(args: argparse.Namespace):  # -> Operators
-    from .operators import Operators
-
+def _operators(args: argparse.Namespace) -> Operators:
     if not Path(args.db).is_file():
         raise ContractError("db", args.db, "no agent database there")
     return Operators(args.db)
 
 
 def cmd_operators_add(args: argparse.Namespace) -> int:
-    import getpass
-
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
@@ -319,9 +317,6 @@ def cmd_operators_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .http_api import serve_agent
-    from .publisher import Publisher, PublisherConfig
-
     key = _signing_key(os.environ.get("SHELFLIFE_AGENT_KEY"))
     agent = open_agent(args)
     broker_port = args.broker_port or DEFAULT_PORTS[agent.region]

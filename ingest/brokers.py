@@ -44,14 +44,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingest.auth import (
-    CREDENTIALS_FILE,
-    Credentials,
-    find_mosquitto_passwd,
-    write_password_file,
-    write_private,
-)
+from ingest.auth import TopicRules, find_mosquitto_passwd, write_password_file
+from lakehouse.credentials import CREDENTIALS_FILE, Credentials, write_private
 from lakehouse.contract import DEFAULT_PORTS, MAX_EVENT_BYTES, REGIONS, check_region
+from lakehouse.credentials import CREDENTIALS_FILE, Credentials, write_private
 
 log = logging.getLogger(__name__)
 _DEBIAN_MOSQUITTO = Path("/usr/sbin/mosquitto")
@@ -148,7 +144,7 @@ def mosquitto_config(spec: BrokerSpec, data_dir: Path, *, secure: bool = False,
         "log_timestamp_format %Y-%m-%dT%H:%M:%S",
     ]
     if hasattr(os, "geteuid"):
-        import pwd
+        import pwd  # Unix only, as os.geteuid is
 
         # Run as whoever started Shelflife: as root, mosquitto would otherwise switch to
         # the "mosquitto" user, which cannot write the persistence files under data_dir.
@@ -304,7 +300,7 @@ def credentials_path(data_dir: Path) -> Path:
 def _write_auth_files(region_dir: Path, region: str, creds: Credentials) -> None:
     write_password_file(region_dir / "passwd", creds.logins(region),
                         tool=find_mosquitto_passwd())
-    write_private(region_dir / "acl", creds.rules(region).mosquitto_acl())
+    write_private(region_dir / "acl", TopicRules.of(creds, region).mosquitto_acl())
 
 
 def reload_credentials(brokers: Iterable[RunningBroker], data_dir: Path) -> Credentials:

@@ -47,7 +47,6 @@ one), with a warning once.
 
 from __future__ import annotations
 
-import json
 import logging
 import struct
 import threading
@@ -66,20 +65,28 @@ from lakehouse.contract import (
     build_ack,
     check_region,
     decode_event,
+    encode_message,
     parse_topic,
     topic,
     utc_now_ms,
 )
+from lakehouse.credentials import Credentials, SigningKeys
+from lakehouse.landing import (
+    LandedRecord,
+    LandingBacklog,
+    LandingWriter,
+    PreparedBatch,
+    landing_dir,
+    now_ts,
+)
 from lakehouse.metrics import REGISTRY, serve_metrics
 from lakehouse.mqtt import BrokerAddress, make_client
-from lakehouse.paths import lakehouse_root, landing_dir
+from lakehouse.paths import lakehouse_root
 from lakehouse.ratelimit import TokenBucket
 
-from .auth import Credentials, SigningKeys
-from .backpressure import IntakeGate, LandingBacklog
+from .backpressure import IntakeGate
 from .brokers import MAX_INFLIGHT_MESSAGES
 from .dedup import SeqTracker
-from .landing import LandedRecord, LandingWriter, PreparedBatch, now_ts
 from .metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
@@ -557,7 +564,7 @@ class IngestWorker:
 
     def _land(self, batch: _Landing) -> int:
         """Write, publish and mark one batch, then acknowledge it; every step may fail
-        and be retried from where it stopped (see :mod:`ingest.landing` for the order)."""
+        and be retried from where it stopped (see :mod:`lakehouse.landing` for the order)."""
         if batch.records and batch.batch is None:
             prepared = self.writer.prepare(batch.records)
             try:
@@ -613,7 +620,7 @@ class IngestWorker:
                 return
         ack = build_ack(location_id, acked, ingest_time=acked_at, key=key)
         self.client.publish(topic(self.config.region, location_id, "ack"),
-                            json.dumps(ack), qos=1, retain=True)
+                            encode_message(ack), qos=1, retain=True)
         self.stats.acks_sent += 1
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -52,8 +53,6 @@ def _match_timestamps(delta: DeltaTable, filters: Filters) -> list[tuple[str, st
     """Filters on a timestamp column with a ``datetime``, made naive or UTC-aware as the
     column is (a Spark-written table stores UTC-aware times, a delta-rs one may not),
     so a caller passes a UTC time either way."""
-    from datetime import UTC, datetime
-
     types = {f.name: f.type for f in pa.schema(delta.schema().to_arrow())}
     out = []
     for column, op, value in filters:

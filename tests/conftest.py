@@ -36,7 +36,7 @@ def brokers(tmp_path: Path, region_ports: dict[str, int]) -> Iterator[list[Runni
 @pytest.fixture(scope="session")
 def spark():
     """A local Spark with Delta, shared by the whole session (startup is the slow part)."""
-    from lakehouse.spark import spark_session
+    from spark_jobs.spark import spark_session
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     session = spark_session("shelflife-tests")

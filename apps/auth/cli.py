@@ -37,7 +37,7 @@ def refuse(exc: AuthError) -> int:
 
 
 def _users_file(args: argparse.Namespace) -> UsersFile:
-    from apps.auth.users import UsersFile, users_file_path
+    from apps.auth.users import UsersFile, users_file_path  # bcrypt, yaml: not at a store
 
     return UsersFile(users_file_path(args.users_file, args.lakehouse))
 
@@ -87,7 +87,7 @@ def _new_password(args: argparse.Namespace) -> str:
 
 
 def cmd_users_add(args: argparse.Namespace) -> int:
-    from apps.auth.users import check_name, check_password, check_role
+    from apps.auth.users import check_name, check_password, check_role  # as above
 
     users = _users_file(args)
     try:

@@ -28,13 +28,14 @@ from deltalake.exceptions import DeltaError  # noqa: E402
 
 from apps.auth.exceptions import AuthError  # noqa: E402
 from apps.auth.users import ENV_USERS_FILE, User, UsersFile, users_file_path  # noqa: E402
-from apps.batch import TRANSFER_STATUSES  # noqa: E402
 from apps.streamlit import decision_views, login, views  # noqa: E402
 from lakehouse import catalogue, readers  # noqa: E402
 from lakehouse.catalogue import Table  # noqa: E402
 from lakehouse.contract import REGIONS  # noqa: E402
+from lakehouse.decisions import record_decision  # noqa: E402
 from lakehouse.options import env_option  # noqa: E402
 from lakehouse.paths import ENV_ROOT, lakehouse_root  # noqa: E402
+from lakehouse.transfer_status import TRANSFER_STATUSES  # noqa: E402
 
 TITLE = "Shelflife — stock"
 REFRESH_S = 2.0
@@ -324,8 +325,6 @@ def render_transfers(root: str, users: UsersFile, user: User) -> None:
         decision = ("approved" if approve.form_submit_button(f"Approve as {user.name}") else
                     "rejected" if reject.form_submit_button(f"Reject as {user.name}") else None)
     if decision:
-        from spark_jobs.decisions.jobs import record_decision
-
         try:
             who = login.decider(users, user, "approve or reject transfers").name
             record_decision(pick, decision, who, note=note, root=root)

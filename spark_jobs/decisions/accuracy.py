@@ -65,7 +65,7 @@ def transfer_outcomes(events: Any, now: datetime, *, since: datetime | None = No
     units booked in, and how many of those lots the destination sold within
     :data:`TRANSFER_WINDOW_HOURS` of booking them in (capped at the units booked in).
     Spark DataFrame in and out; ``complete`` once the window has passed."""
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions as F  # the pandas jobs import this module too
 
     arrivals = events.where(F.col("event_type") == "transfer_in")
     if since is not None:

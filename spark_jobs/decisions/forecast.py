@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pyspark.sql import Window
+from pyspark.sql import functions as F
 
 from lakehouse.catalogue import DEMAND_FORECASTS, EVENTS
 
@@ -309,8 +311,8 @@ def _quiet_prophet() -> type:
     names = ("cmdstanpy", "prophet", "prophet.plot", "prophet.models")
     for name in names:
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    from cmdstanpy.utils.logging import get_logger
-    from prophet import Prophet
+    from cmdstanpy.utils.logging import get_logger  # its loggers are quieted first
+    from prophet import Prophet  # seconds to load: only for a pool that uses it
 
     get_logger().setLevel(logging.WARNING)  # after its first call, which sets DEBUG
     return Prophet
@@ -562,7 +564,7 @@ def _training_rows(panel: Panel, rows: np.ndarray, last_target: int, rng: np.ran
 
 def _pooled(panel: Panel, rows: np.ndarray, *, threads: int, seed: int, say: Progress
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    import lightgbm as lgb
+    import lightgbm as lgb  # only for a pool large enough to train it
 
     began = time.monotonic()
     rng = np.random.default_rng(seed)
@@ -636,9 +638,6 @@ def daily_history(events: Any, through: date, history_days: int = HISTORY_DAYS) 
     SKU (or the end of ``through``). ``discount`` is the day's mean selling price over the
     highest daily mean price of the series (1 = full price).
     """
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
     start = F.lit(through).cast("date") - F.expr(f"INTERVAL {history_days - 1} DAYS")
     end = F.to_timestamp(F.date_add(F.lit(through).cast("date"), 1))
     day = F.to_date("occurred_at")

@@ -25,6 +25,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+from deltalake import write_deltalake
 
 from lakehouse.catalogue import (
     DAILY_MOVEMENTS,
@@ -35,20 +36,21 @@ from lakehouse.catalogue import (
     REORDER_SUGGESTIONS,
     STOCK_COHORTS,
     STOCK_LEVELS,
-    TRANSFER_DECISIONS,
     TRANSFER_OUTCOMES,
     TRANSFER_RECOMMENDATIONS,
     Table,
 )
+from lakehouse.decisions import approved_since, read_decisions, transfer_progress
 from lakehouse.readers import read_table
 
 from . import reference
 from .accuracy import forecast_accuracy, merge_history, transfer_outcomes
+from .reorders import suggest_reorders
+from .transfers import recommend_transfers
 
 Root = str | os.PathLike[str] | None
 Say = Callable[[str], None]
 JOBS = ("forecasts", "accuracy", "transfers", "reorders")
-DECISIONS = ("approved", "rejected")
 KEEP_DECIDED_DAYS = 2
 """Approved or rejected transfers stay listed this long after the job stops proposing them."""
 OUTCOME_LOOKBACK_DAYS = 14
@@ -62,11 +64,19 @@ def _now(now: datetime | None) -> datetime:
     return (now or datetime.now(UTC)).astimezone(UTC)
 
 
+def batch_session(say: Say | None = None) -> Any:  # -> pyspark.sql.SparkSession
+    """The batch jobs' Spark session; ``say`` is told when it has to be started, which
+    takes a while (the first start downloads the Delta jars)."""
+    from ..spark import spark_session  # pyspark: transfers and reorders run without it
+
+    if say is not None:
+        say("batch: starting Spark (the first run downloads the Delta jars)")
+    return spark_session("shelflife-batch")
+
+
 def write_table(table: Table, frame: pd.DataFrame, root: Root = None) -> int:
     """Replace a whole table with ``frame`` (delta-rs), in its catalogue schema and
     partitions; returns the rows written."""
-    from deltalake import write_deltalake
-
     schema = table.schema
     data = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
     path = table.path(root)
@@ -108,7 +118,7 @@ def _spark_progress(spark: Any, what: str, say: Say, every_s: float = 10.0) -> I
 def default_through(spark: Any, root: Root, today: date) -> date | None:
     """The last complete day of sales (yesterday), or today when the network has traded
     only today (its first day: a partial day is all the history there is)."""
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions as F  # as in batch_session
 
     events = spark.read.format("delta").load(str(EVENTS.path(root)))
     last = (events.where(F.col("event_type") == "sold")
@@ -127,13 +137,11 @@ def run_forecasts_job(root: Root = None, *, spark: Any = None, horizon_days: int
                       say: Say = _print) -> dict[str, Any]:
     """Forecast every selling (location, SKU), replace gold ``demand_forecasts`` and
     record the forecasts of the dates not yet seen in gold ``forecast_history``."""
-    from lakehouse.spark import spark_session
-
-    from .forecast import run_forecasts
+    from .forecast import run_forecasts  # pyspark, as in batch_session
 
     began = time.monotonic()
     now = _now(now)
-    spark = spark or spark_session("shelflife-batch")
+    spark = spark or batch_session()
     if not (EVENTS.path(root) / "_delta_log").exists():
         say("forecasts: no silver events yet; nothing to forecast")
         return {"job": "forecasts", "rows": 0, "series": 0}
@@ -183,9 +191,7 @@ def run_accuracy_job(root: Root = None, *, spark: Any = None, now: datetime | No
     else:
         say("accuracy: no forecast history or daily sales yet")
     if (EVENTS.path(root) / "_delta_log").exists():
-        from lakehouse.spark import spark_session
-
-        spark = spark or spark_session("shelflife-batch")
+        spark = spark or batch_session()
         events = spark.read.format("delta").load(str(EVENTS.path(root)))
         since = (now - timedelta(days=OUTCOME_LOOKBACK_DAYS)).replace(tzinfo=None)
         outcomes = transfer_outcomes(events, now.replace(tzinfo=None), since=since).toPandas()
@@ -247,87 +253,6 @@ def _commit(cohorts: pd.DataFrame, committed: pd.DataFrame) -> pd.DataFrame:
                            "expires_on": committed["expires_on"],
                            "quantity": committed["quantity"].astype("int64")})
     return pd.concat([left, coming[[c for c in coming if c in cohorts]]], ignore_index=True)
-
-
-def read_decisions(root: Root = None) -> pd.DataFrame:
-    """The latest approval or rejection of each recommendation."""
-    frame = read_table(TRANSFER_DECISIONS, root)
-    if frame is None or frame.empty:
-        return TRANSFER_DECISIONS.schema.empty_table().to_pandas()
-    return frame.sort_values("decided_at").drop_duplicates("recommendation_id", keep="last")
-
-
-def record_decision(recommendation_id: str, decision: str, decided_by: str, *,
-                    note: str = "", root: Root = None) -> None:
-    """Append who approved or rejected a recommendation; nothing is edited in place, and
-    the next transfers run shows it (the dashboard shows it at once)."""
-    from deltalake import write_deltalake
-
-    if decision not in DECISIONS:
-        raise ValueError(f"decision: expected one of {', '.join(DECISIONS)} "
-                         f"(got {decision!r})")
-    if not decided_by.strip():
-        raise ValueError(f"decided_by: expected a name (got {decided_by!r})")
-    recs = read_table(TRANSFER_RECOMMENDATIONS, root)
-    if recs is None or recommendation_id not in set(recs["recommendation_id"]):
-        raise ValueError(f"recommendation_id: no such transfer recommendation "
-                         f"(got {recommendation_id!r})")
-    row = pa.Table.from_pylist([{"recommendation_id": recommendation_id,
-                                 "decision": decision, "decided_by": decided_by.strip(),
-                                 "decided_at": datetime.now(UTC), "note": note}],
-                               schema=TRANSFER_DECISIONS.schema)
-    path = TRANSFER_DECISIONS.path(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_deltalake(str(path), row, mode="append")
-
-
-SHIP_AFTER_APPROVAL_SLACK = timedelta(days=1)
-"""How much earlier than its approval a shipment's ``occurred_at`` may read (store clocks
-drift); older events are not searched for it."""
-
-
-def approved_since(decisions: pd.DataFrame, ids: Any) -> tuple[list[str], datetime | None]:
-    """The ids approved in ``decisions`` (latest ones, or the whole history), and how far
-    back in silver their shipments can be: the earliest of those approvals, less
-    :data:`SHIP_AFTER_APPROVAL_SLACK`."""
-    rows = decisions[(decisions["decision"] == "approved")
-                     & decisions["recommendation_id"].isin(set(ids))]
-    if rows.empty:
-        return [], None
-    earliest = pd.Timestamp(rows["decided_at"].min()).to_pydatetime()
-    return rows["recommendation_id"].tolist(), earliest - SHIP_AFTER_APPROVAL_SLACK
-
-
-def transfer_progress(root: Root, transfer_ids: Any, since: datetime | None = None
-                      ) -> dict[str, str]:
-    """How far each approved transfer has got, from silver ``events``: ``shipped`` (its
-    ``transfer_out`` is in) or ``arrived`` (its ``transfer_in`` too); absent = neither.
-
-    An approved transfer ships with ``transfer_id`` = its recommendation id (see
-    ``ingest.orders``), which is what ties the events to the row a person approved.
-    ``since`` bounds the search to events that occurred from then on, so a round reads the
-    files of recent days, not all of silver."""
-    wanted = set(transfer_ids)
-    if not wanted:
-        return {}
-    filters: list[tuple[str, str, Any]] = [
-        ("category", "=", "transactional"),
-        ("event_type", "in", ["transfer_out", "transfer_in"])]
-    if since is not None:
-        filters.append(("occurred_at", ">=", since))
-    moves = read_table(EVENTS, root, columns=["event_type", "payload"],
-                       filters=filters)
-    progress: dict[str, str] = {}
-    if moves is None:
-        return progress
-    for event_type, payload in zip(moves["event_type"], moves["payload"], strict=True):
-        tid = payload.get("transfer_id") if isinstance(payload, dict) else None
-        if tid in wanted:
-            if event_type == "transfer_in":
-                progress[tid] = "arrived"
-            else:
-                progress.setdefault(tid, "shipped")
-    return progress
 
 
 @dataclass
@@ -416,8 +341,6 @@ def _with_decisions(recs: pd.DataFrame, previous: pd.DataFrame | None,
 def run_transfers_job(root: Root = None, *, now: datetime | None = None,
                       horizon_days: int = 7, say: Say = _print) -> dict[str, Any]:
     """Replace gold ``transfer_recommendations`` from stock, forecasts and reference."""
-    from .transfers import recommend_transfers
-
     began = time.monotonic()
     now = _now(now)
     inputs = decision_inputs(root)
@@ -444,8 +367,6 @@ def run_transfers_job(root: Root = None, *, now: datetime | None = None,
 def run_reorders_job(root: Root = None, *, now: datetime | None = None,
                      say: Say = _print) -> dict[str, Any]:
     """Replace gold ``reorder_suggestions`` from forecasts, stock, transit and shelf life."""
-    from .reorders import suggest_reorders
-
     began = time.monotonic()
     now = _now(now)
     inputs = decision_inputs(root)
@@ -504,9 +425,7 @@ def run_schedule(root: Root = None, *, every_s: dict[str, float] | None = None,
             due[job] = time.monotonic() + every[job]
             try:
                 if job in ("forecasts", "accuracy") and spark is None:
-                    from lakehouse.spark import spark_session
-
-                    spark = spark_session("shelflife-batch")
+                    spark = batch_session(say)
                 run_job(job, root, spark=spark, say=say)
             except Exception as exc:  # noqa: BLE001 - report, keep the schedule
                 say(f"batch: {job} failed: {type(exc).__name__}: {exc}")

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 import pyarrow as pa
+from deltalake import write_deltalake
 
 from lakehouse.catalogue import ITEMS, LOCATIONS, SELLABLE_POLICY, TRANSIT_TIMES
 from lakehouse.readers import read_table
@@ -226,7 +227,6 @@ def sku_attributes(skus: Iterable[str], root: Root = None) -> pd.DataFrame:
 
 def upsert(name: str, rows: list[dict], root: Root = None) -> int:
     """Add or replace rows of a reference table by its key; returns the table's size."""
-    from deltalake import write_deltalake
 
     if name not in TABLES:
         raise _bad("table", name, f"expected one of {', '.join(TABLES)}")

@@ -16,8 +16,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from lakehouse.contract import parse_ts
+from lakehouse.landing import batch_files, landing_dir
 from lakehouse.metrics import REGISTRY, MetricsServer, serve_metrics
-from lakehouse.paths import landing_dir
 
 LATENCY_BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
                    3600.0, 86400.0)
@@ -80,11 +80,7 @@ class StreamMetrics:
 
 
 def _count_batches(folder: Path) -> int:
-    try:
-        return sum(1 for e in os.scandir(folder)
-                   if e.name.startswith("b-") and e.name.endswith(".jsonl"))
-    except FileNotFoundError:
-        return 0
+    return len(batch_files(folder))
 
 
 METRICS = StreamMetrics(REGISTRY)

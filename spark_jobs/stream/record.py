@@ -30,12 +30,10 @@ from deltalake import CommitProperties, Transaction, write_deltalake
 from lakehouse.catalogue import DEAD_LETTERS, EVENTS, EVENTS_RAW
 from lakehouse.contract import parse_ts
 from lakehouse.durable import fsync_dir
+from lakehouse.landing import parse_line, read_event
 
 log = logging.getLogger(__name__)
 
-LINE_FIELDS = ("kind", "topic", "region", "received_at", "batch_id", "line", "raw",
-               "raw_b64", "reason")
-"""The fields of a landing line."""
 TRACE = bool(os.environ.get("SHELFLIFE_TRACE_BATCHES"))
 
 
@@ -55,24 +53,6 @@ def _ts(value: str | None) -> datetime | None:
         return None
 
 
-_PARSED = "\x00event"
-"""Key under which ``RecordWriter`` keeps a spilled line's parsed event: silver and dead
-letters both need it, and a flush parses each event once instead of twice."""
-
-
-def _event(line: dict) -> dict | None:
-    """The event of a readable event line (what the live path applied), else None."""
-    if _PARSED in line:
-        return line[_PARSED]
-    if line.get("kind") != "event":
-        return None
-    try:
-        event = json.loads(line.get("raw") or "")
-    except ValueError:
-        return None
-    return event if isinstance(event, dict) and event.get("event_id") else None
-
-
 def bronze_rows(lines: list[tuple[int, dict]], processed_at: datetime) -> list[dict]:
     """Bronze ``events_raw``: every accepted payload, byte for byte."""
     return [{"region": line["region"], "topic": line.get("topic"),
@@ -88,7 +68,7 @@ def silver_rows(lines: list[tuple[int, dict]], processed_at: datetime) -> list[d
     already dropped repeats before spilling)."""
     out = []
     for _, line in lines:
-        ev = _event(line)
+        ev = read_event(line)
         if ev is None:
             continue
         payload = ev.get("payload") or {}
@@ -115,7 +95,7 @@ def dead_letter_rows(lines: list[tuple[int, dict]], processed_at: datetime) -> l
         if line.get("kind") == "dead":
             raw, reason, source = (base64.b64decode(line.get("raw_b64") or ""),
                                    line.get("reason"), line.get("source") or "ingest")
-        elif _event(line) is None:
+        elif read_event(line) is None:
             raw, reason, source = ((line.get("raw") or "").encode("utf-8"),
                                    "the stream could not parse the event", "stream")
         else:
@@ -159,8 +139,9 @@ class RecordWriter:
     def spill(self, batch_id: int, lines: Iterable[dict | str]) -> None:
         """Make a batch's lines durable before the stream moves past it.
 
-        A line is a dict of ``LINE_FIELDS``, or a landing line's JSON text as it is (the
-        live path spills readable event lines so, instead of serialising them again).
+        A line is a dict of :data:`lakehouse.landing.LINE_FIELDS`, or a landing line's
+        JSON text as it is (the live path spills readable event lines so, instead of
+        serialising them again).
         A batch replayed after a crash keeps the spill (or the record) of its first run:
         the replay sees its own events as already applied.
         """
@@ -193,10 +174,8 @@ class RecordWriter:
                 texts = f.read_text(encoding="utf-8").splitlines()
             except FileNotFoundError:  # written to bronze meanwhile (the caller reads
                 continue               # the spill before bronze, so it is there)
-            for text in texts:
-                line = json.loads(text)
-                if line["kind"] == "event":
-                    out.append(json.loads(line["raw"]))
+            events = (read_event(parse_line(text)) for text in texts)
+            out += [event for event in events if event is not None]
         return out
 
     # --- the writer ----------------------------------------------------------------------
@@ -246,9 +225,7 @@ class RecordWriter:
                 batch = int(f.stem)
                 for t in f.read_text(encoding="utf-8").splitlines():
                     if t:
-                        line = json.loads(t)
-                        line[_PARSED] = _event(line)
-                        lines.append((batch, line))
+                        lines.append((batch, parse_line(t)))
             processed_at = datetime.now(UTC)
             unstorable: list[dict] = []
             for table in RECORDED:

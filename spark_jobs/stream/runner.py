@@ -28,11 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import deltalake
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from ingest.backpressure import Backlog, LandingBacklog
 from lakehouse.catalogue import (
     DEAD_LETTERS,
     EVENT_ENVELOPE,
@@ -51,16 +52,18 @@ from lakehouse.contract import (
     parse_ts,
 )
 from lakehouse.durable import replace_durably
-from lakehouse.paths import checkpoint_dir, lakehouse_root, landing_dir
+from lakehouse.landing import LandingBacklog, LandingLines, landing_dir
+from lakehouse.paths import checkpoint_dir, lakehouse_root
 
 from ..schema import spark_schema
+from ..spark import spark_session
 from . import gold
 from .books import NetworkBooks
 from .derived import DerivedWriter
 from .fold import RegionState
 from .metrics import METRICS, serve_stream_metrics
 from .record import TRACE, RecordWriter, txn_version
-from .steps import LandingBatch, MicroBatch, check_events, read_landing, spill_lines
+from .steps import MicroBatch, check_events, read_landing, spill_lines
 from .tables import ensure_tables
 
 log = logging.getLogger(__name__)
@@ -99,26 +102,6 @@ class StreamConfig:
     """How often the region's whole state (review items, gaps, daily totals, pending
     judgements and logs, not only stock) is saved, so a hard kill loses none of it: a
     restart loads the last save and re-applies the batches after it from bronze."""
-
-
-class WaitingFiles(LandingBacklog):
-    """Landing files the query has not taken yet (Spark deletes taken files only some
-    batches later, so a plain count of the folder overstates the backlog)."""
-
-    def __init__(self, directory) -> None:
-        super().__init__(directory)
-        self._taken: set[str] = set()
-
-    def consumed(self, names: set[str]) -> None:
-        with self._lock:
-            self._taken |= names
-
-    def scan(self) -> Backlog:
-        super().scan()  # refreshes the line counts of the files present
-        with self._lock:
-            waiting = {n: c for n, c in self._lines.items() if n not in self._taken}
-            self._taken &= set(self._lines)
-        return Backlog(files=len(waiting), events=sum(max(0, c) for c in waiting.values()))
 
 
 class RegionStream:
@@ -166,7 +149,7 @@ class RegionStream:
         self.last_event_at: datetime | None = None
         self._status_written = 0.0
         self._status_events = self.events_total
-        self.backlog = WaitingFiles(landing_dir(self.region, self.root))
+        self.backlog = LandingBacklog(landing_dir(self.region, self.root))
         self.behind_s = 0.0
         """How old, at the median, the events of the worst batch since the last status
         row were."""
@@ -413,10 +396,10 @@ class RegionStream:
 
     # --- the steps of a batch ----------------------------------------------------------
 
-    def _read(self, frame: DataFrame) -> LandingBatch:
+    def _read(self, frame: DataFrame) -> LandingLines:
         """The batch's landing lines, decoded; their files no longer count as backlog."""
         lines = read_landing(frame)
-        self.backlog.consumed(lines.files())
+        self.backlog.taken(lines.files())
         return lines
 
     def _fold(self, run: MicroBatch) -> None:
@@ -600,8 +583,6 @@ def rebuild_books(spark: SparkSession, root, books: NetworkBooks,
 
 def compact_record(spark: SparkSession, root) -> None:
     """Bin-pack the small files the record writer appends every few seconds."""
-    from delta.tables import DeltaTable
-
     spark.sparkContext.setLocalProperty("spark.scheduler.pool", "record")
     for table in (EVENTS_RAW, EVENTS, DEAD_LETTERS):
         try:
@@ -613,8 +594,6 @@ def compact_record(spark: SparkSession, root) -> None:
 def vacuum_gold(root) -> None:
     """Delete gold files replaced more than an hour ago; without this a day of one-second
     rewrites leaves tens of thousands of dead files behind."""
-    import deltalake
-
     for table in REWRITTEN_TABLES:
         try:
             removed = deltalake.DeltaTable(str(table.path(root))).vacuum(
@@ -707,8 +686,6 @@ def run_streams(regions: list[str], config: StreamConfig, *,
                 stop: threading.Event | None = None, metrics_port: int = 0,
                 metrics_host: str = "127.0.0.1") -> None:
     """Run until ``stop`` is set (or forever), printing a line per region every 10 s."""
-    from lakehouse.spark import spark_session
-
     spark = spark_session("shelflife-streaming")
     streams = start_streams(spark, regions, config)
     serve_stream_metrics(regions, config.lakehouse, metrics_port, host=metrics_host)

@@ -9,31 +9,13 @@ spill live here; the steps that change the state or write are the stream's own.
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 from dataclasses import dataclass, field
 
 from pyspark.sql import DataFrame
 
 from lakehouse.contract import ContractError, parse_topic, validate_event
-
-from .record import LINE_FIELDS
-
-
-@dataclass(frozen=True)
-class LandingBatch:
-    """A micro-batch's landing lines: ``texts[i]`` as landed, ``rows[i]`` decoded by
-    :func:`decode_landing`. Row-wise Python values today; this is the one type a columnar
-    decode (an Arrow table from the landing file on) would replace."""
-
-    texts: list[str]
-    rows: list[dict]
-
-    def files(self) -> set[str]:
-        """The landing files the lines came from: each line names its landing batch, and
-        a landing batch is one file."""
-        return {f"b-{r['batch_id']}.jsonl" for r in self.rows if r.get("batch_id")}
+from lakehouse.landing import EVENT, LandingLines, dead_line
 
 
 @dataclass
@@ -43,7 +25,7 @@ class MicroBatch:
     batch_id: int
     started: float
     """Wall-clock start (``time.time()``): the batch's duration and event-time lag."""
-    lines: LandingBatch
+    lines: LandingLines
     parsed: list[tuple[str, dict]] = field(default_factory=list)
     """Event lines that keep the contract: the landing line's text and its event."""
     refused: list[tuple[dict, str]] = field(default_factory=list)
@@ -69,39 +51,17 @@ class MicroBatch:
         self._mark = now
 
 
-def landing_line(text: str) -> dict:
-    """One landing line as a dict; ``_event`` holds the parsed event of a readable event
-    line, and is None for lines the record writer will file as dead letters."""
-    try:
-        line = json.loads(text)
-    except ValueError:
-        return {"kind": "event", "raw": text, "_event": None}
-    event = None
-    if line.get("kind") == "event":
-        try:
-            event = json.loads(line.get("raw") or "")
-        except ValueError:
-            event = None
-        if not isinstance(event, dict) or event.get("event_id") is None:
-            event = None
-    line["_event"] = event
-    return line
-
-
-def read_landing(frame: DataFrame) -> LandingBatch:
-    """Read step: the batch's landing lines (Spark reads the files as text), decoded."""
+def read_landing(frame: DataFrame) -> LandingLines:
+    """Read step: the batch's landing lines (Spark reads the files as text), each parsed
+    once with its event (:class:`lakehouse.landing.LandingLines`, the one type a columnar
+    decode from the landing file on would replace)."""
     # Arrow carries the lines to Python in a few buffers; collect() pickles a Row per
     # line, which cost more than parsing them (a replaying region's batch holds tens
     # of thousands).
-    return decode_landing(frame.toArrow().column(0).to_pylist())
+    return LandingLines.parse(frame.toArrow().column(0).to_pylist())
 
 
-def decode_landing(texts: list[str]) -> LandingBatch:
-    """Decode step: every landing line parsed, its event included."""
-    return LandingBatch(texts, [landing_line(t) for t in texts])
-
-
-def check_events(lines: LandingBatch
+def check_events(lines: LandingLines
                  ) -> tuple[list[tuple[str, dict]], list[tuple[dict, str]]]:
     """Check step: readable event lines that keep the contract, and the refused ones
     with why.
@@ -114,7 +74,7 @@ def check_events(lines: LandingBatch
     parsed: list[tuple[str, dict]] = []
     refused: list[tuple[dict, str]] = []
     for t, r in zip(lines.texts, lines.rows, strict=True):
-        e = r["_event"]
+        e = r[EVENT]
         if e is None:
             continue
         try:
@@ -131,20 +91,10 @@ def check_events(lines: LandingBatch
     return parsed, refused
 
 
-def dead_line(row: dict, region: str, reason: str) -> dict:
-    """A spill line that the record writer files in ``silver/dead_letters``."""
-    raw = row.get("raw") or ""
-    return {"kind": "dead", "topic": row.get("topic"), "region": region,
-            "received_at": row.get("received_at"), "batch_id": row.get("batch_id"),
-            "line": row.get("line"),
-            "raw_b64": base64.b64encode(raw.encode("utf-8", "surrogatepass")).decode(),
-            "reason": reason, "source": "stream"}
-
-
 def spill_lines(run: MicroBatch, region: str) -> list[str | dict]:
     """What the spill holds: each event new to the state once, the unreadable lines and
     the dead letters. A readable event line is spilled as the landing line's own text (it
-    holds LINE_FIELDS), which saves serialising every event again."""
+    holds every landing field), which saves serialising every event again."""
     new = {(e["location_id"], e["seq"]) for e in run.events}
     keep: list[str | dict] = []
     for text, e in run.parsed:
@@ -152,6 +102,6 @@ def spill_lines(run: MicroBatch, region: str) -> list[str | dict]:
         if key in new:
             new.discard(key)  # a repeat inside the batch is kept once
             keep.append(text)
-    keep += [{k: r.get(k) for k in LINE_FIELDS} for r in run.lines.rows if r["_event"] is None]
+    keep += run.lines.unreadable()
     keep += [dead_line(r, region, reason) for r, reason in run.refused]
     return keep

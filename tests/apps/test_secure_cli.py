@@ -22,9 +22,9 @@ import pytest
 from apps.demo import demo_plan
 from edge_mqtt.simulator import FleetConfig, fleet_layout
 from edge_mqtt.store import StoreDB
-from ingest.auth import Credentials
 from ingest.brokers import find_mosquitto
-from lakehouse.paths import landing_dir
+from lakehouse.credentials import Credentials
+from lakehouse.landing import landing_dir
 
 pytestmark = pytest.mark.timeout(150)
 REPO = Path(__file__).resolve().parents[2]

@@ -14,10 +14,9 @@ import urllib.request
 import pytest
 
 from edge_mqtt.agent import StoreAgent
-from edge_mqtt.heartbeat import Heartbeat
 from edge_mqtt.http_api import serve_agent
 from edge_mqtt.publisher import Publisher, PublisherConfig
-from lakehouse.contract import MAX_EVENT_BYTES, order_topic, topic
+from lakehouse.contract import MAX_EVENT_BYTES, Heartbeat, order_topic, topic
 from tests.clients import raw_client, wait_for
 
 LOC = "E-HOSTILE"

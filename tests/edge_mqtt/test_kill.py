@@ -22,9 +22,8 @@ import pytest
 
 from edge_mqtt.agent import StoreAgent
 from edge_mqtt.agent_process import record_next
-from edge_mqtt.heartbeat import Heartbeat
 from lakehouse import oracle
-from lakehouse.contract import decode_event, topic
+from lakehouse.contract import Heartbeat, decode_event, topic
 from tests.clients import raw_client
 
 if TYPE_CHECKING:

@@ -13,10 +13,9 @@ import time
 import pytest
 
 from edge_mqtt.agent import StoreAgent
-from edge_mqtt.heartbeat import Heartbeat
 from edge_mqtt.publisher import Publisher, PublisherConfig
 from ingest.brokers import start_brokers, stop_brokers
-from lakehouse.contract import topic
+from lakehouse.contract import Heartbeat, topic
 from tests.clients import raw_client, wait_for
 
 from .test_kill import landed_events, start_ingest

@@ -14,10 +14,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from edge_mqtt.agent import StoreAgent
-from ingest.backpressure import IntakeGate, LandingBacklog
+from ingest.backpressure import IntakeGate
 from ingest.brokers import find_mosquitto, start_brokers
 from ingest.worker import IngestConfig, IngestWorker
 from lakehouse.contract import encode_event, topic
+from lakehouse.landing import LandingBacklog
 from lakehouse.metrics import parse_metrics, serve_metrics
 from lakehouse.ratelimit import TokenBucket
 from tests.clients import raw_client, wait_for

@@ -167,8 +167,8 @@ def test_a_restart_settles_batches_a_kill_interrupted(tmp_path):
     """What a SIGKILL can leave between writing a batch and marking it: the restarted
     worker counts a renamed batch as landed (its agent's re-send is then a duplicate) and
     drops one that never got its name (its agent re-sends it and it lands once)."""
-    from ingest.landing import LandedRecord, LandingWriter
     from lakehouse.contract import encode_event, topic
+    from lakehouse.landing import LandedRecord, LandingWriter
 
     root = tmp_path / "lake"
     landing = root / "landing" / "east"

@@ -20,14 +20,7 @@ from pathlib import Path
 import pytest
 
 from ingest import brokers as brokers_module
-from ingest.auth import (
-    Credentials,
-    Login,
-    TopicRules,
-    covers,
-    dispatcher_username,
-    ingest_username,
-)
+from ingest.auth import TopicRules, covers
 from ingest.brokers import (
     TlsFiles,
     credentials_path,
@@ -37,6 +30,7 @@ from ingest.brokers import (
     stop_brokers,
 )
 from lakehouse.contract import topic
+from lakehouse.credentials import Credentials, Login, dispatcher_username, ingest_username
 from tests.clients import Client, port_picker
 
 pytestmark = pytest.mark.timeout(60)

@@ -18,7 +18,6 @@ from prometheus_client import CollectorRegistry
 
 from edge_mqtt.agent import StoreAgent
 from edge_mqtt.publisher import Publisher, PublisherConfig
-from ingest.auth import Credentials, SigningKeys
 from ingest.brokers import credentials_path, find_mosquitto, start_brokers, stop_brokers
 from ingest.orders import BrokerAddress, OrderDispatcher
 from ingest.worker import IngestConfig, IngestWorker
@@ -32,6 +31,7 @@ from lakehouse.contract import (
     validate_ack,
     validate_signed_order,
 )
+from lakehouse.credentials import Credentials, SigningKeys
 from tests.clients import Client, port_picker
 
 pytestmark = [pytest.mark.timeout(90),

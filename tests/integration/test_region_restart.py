@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from ingest.landing import LandedRecord, LandingWriter, now_ts
 from lakehouse.contract import encode_event, topic
-from lakehouse.paths import checkpoint_dir, landing_dir
+from lakehouse.landing import LandedRecord, LandingWriter, landing_dir, now_ts
+from lakehouse.paths import checkpoint_dir
 from spark_jobs.stream.runner import StreamConfig, run_streams
 from tests.clients import wait_for
 

@@ -186,8 +186,8 @@ def test_dashboard_lists_the_transfer_and_records_a_decision(decided, monkeypatc
     from streamlit.testing.v1 import AppTest
 
     from apps.auth.users import ENV_USERS_FILE, UsersFile
+    from lakehouse.decisions import read_decisions
     from lakehouse.paths import ENV_ROOT
-    from spark_jobs.decisions.jobs import read_decisions
     from tests.apps.pages import sign_in
 
     root, out = decided[False]
@@ -323,6 +323,7 @@ def test_an_approved_transfer_reaches_the_offline_warehouse_ships_and_is_cleared
     from edge_mqtt.publisher import Publisher, PublisherConfig
     from ingest.orders import BrokerAddress, OrderDispatcher
     from lakehouse.contract import order_topic
+    from lakehouse.decisions import record_decision
     from lakehouse.mqtt import make_client
     from lakehouse.readers import read_table
     from spark_jobs.decisions import jobs as batch
@@ -333,7 +334,7 @@ def test_an_approved_transfer_reaches_the_offline_warehouse_ships_and_is_cleared
     recs = out["transfer_recommendations"]
     fresh = recs[recs["lot"] == "WH-NEW"].iloc[0]
     order_id = fresh["recommendation_id"]
-    batch.record_decision(order_id, "approved", "ana", root=root)
+    record_decision(order_id, "approved", "ana", root=root)
     # A re-run keeps the approved figures and does not propose the same units again.
     batch.run_transfers_job(root, now=NOW, say=lambda _m: None)
     listed = read_table(catalogue.TRANSFER_RECOMMENDATIONS, root)
@@ -358,10 +359,10 @@ def test_an_approved_transfer_reaches_the_offline_warehouse_ships_and_is_cleared
                                           fresh["destination_location"], "ana")
         assert order["transit_hours"] == fresh["transit_hours"]
 
-        batch.record_decision(order_id, "rejected", "bo", note="truck full", root=root)
+        record_decision(order_id, "rejected", "bo", note="truck full", root=root)
         assert dispatcher.run_once()["cancelled"] == 1
         _wait(lambda: [o["status"] for o in agent.orders()] == ["cancelled"])
-        batch.record_decision(order_id, "approved", "ana", note="second truck", root=root)
+        record_decision(order_id, "approved", "ana", note="second truck", root=root)
         assert dispatcher.run_once()["sent"] == 1
         _wait(lambda: [o["status"] for o in agent.orders()] == ["pending"])
 

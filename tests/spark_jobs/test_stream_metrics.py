@@ -11,10 +11,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from edge_mqtt.agent import StoreAgent
-from ingest.landing import LandedRecord, LandingWriter
 from lakehouse.contract import encode_event, format_ts, topic
+from lakehouse.landing import LandedRecord, LandingWriter, landing_dir
 from lakehouse.metrics import REGISTRY, parse_metrics, serve_metrics
-from lakehouse.paths import landing_dir
 from spark_jobs.stream.metrics import StreamMetrics
 
 

@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pyspark.sql import SparkSession
+
 DELTA_PACKAGE = os.environ.get("SHELFLIFE_DELTA_PACKAGE", "io.delta:delta-spark_4.2_2.13:4.4.0")
 
 LOW_LATENCY_CONF: dict[str, str] = {
@@ -73,10 +75,8 @@ def _pools_file() -> str:
 
 
 def spark_session(app_name: str = "shelflife", *, master: str | None = None,
-                  extra: dict[str, Any] | None = None):  # -> pyspark.sql.SparkSession
+                  extra: dict[str, Any] | None = None) -> SparkSession:
     """Get or create the process's Spark session with Delta configured."""
-    from pyspark.sql import SparkSession
-
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     # Python UDF workers (the forecasts' applyInPandas) must run this interpreter, whose
     # environment has numpy, Prophet and LightGBM, not whatever `python3` is on PATH.
