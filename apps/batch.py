@@ -66,7 +66,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 
 def cmd_transfers_list(args: argparse.Namespace) -> int:
-    from lakehouse.catalogue import TRANSFER_RECOMMENDATIONS
+    from lakehouse.catalogue import TRANSFER_RECOMMENDATIONS  # pyarrow: not on a store machine
     from lakehouse.readers import read_table  # pandas: not on a store machine
 
     recs = read_table(TRANSFER_RECOMMENDATIONS, Path(args.lakehouse))

@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -30,7 +28,7 @@ from apps.shutdown import stop_event
 from apps.streamlit.launch import run_dashboard
 from edge_mqtt.cli import add_agent_commands
 from edge_mqtt.simulator import FleetConfig, run_fleet
-from ingest.brokers import TlsFiles, run_brokers_forever
+from ingest.brokers import BrokerError, TlsFiles, run_brokers_forever
 from ingest.worker import IngestConfig, run_workers
 from lakehouse.contract import DEFAULT_PORTS, REGIONS
 from lakehouse.credentials import Credentials, CredentialsMissing

@@ -32,7 +32,7 @@ STATUSES = ("waiting", "open", "closed", "resolved")
 def _queue(root: Path):
     import deltalake  # here, not at import: the store agent's CLI stays light
 
-    from lakehouse.catalogue import REVIEW_QUEUE
+    from lakehouse.catalogue import REVIEW_QUEUE  # pyarrow: not on a store machine
 
     path = REVIEW_QUEUE.path(root)
     if not (path / "_delta_log").exists():
@@ -123,7 +123,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     import deltalake  # delta-rs and Arrow: not on a store machine
     import pyarrow as pa  # as above
 
-    from lakehouse.catalogue import REVIEW_RESOLUTIONS
+    from lakehouse.catalogue import REVIEW_RESOLUTIONS  # pyarrow: not on a store machine
 
     path = REVIEW_RESOLUTIONS.path(root)
     schema = pa.schema(deltalake.DeltaTable(str(path)).schema().to_arrow())

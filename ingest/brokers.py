@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.auth import TopicRules, find_mosquitto_passwd, write_password_file
-from lakehouse.credentials import CREDENTIALS_FILE, Credentials, write_private
 from lakehouse.contract import DEFAULT_PORTS, MAX_EVENT_BYTES, REGIONS, check_region
 from lakehouse.credentials import CREDENTIALS_FILE, Credentials, write_private
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from lakehouse.catalogue import TRANSFER_DECISIONS, TRANSFER_RECOMMENDATIONS
+from lakehouse.catalogue import TRANSFER_RECOMMENDATIONS
 from lakehouse.contract import (
     DEFAULT_PORTS,
     REGIONS,

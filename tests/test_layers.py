@@ -29,11 +29,12 @@ MAY_IMPORT = {
     "apps": set(PACKAGES),
 }
 AGENT_LAKEHOUSE = {"lakehouse.contract", "lakehouse.mqtt", "lakehouse.movements",
-                   "lakehouse.credentials", "lakehouse.durable"}
+                   "lakehouse.credentials", "lakehouse.durable", "lakehouse.options",
+                   "lakehouse.ratelimit"}
 """The lakehouse modules the store agent may use: each needs the standard library and
 paho-mqtt alone (checked below)."""
 AGENT_THIRD_PARTY = {"paho"}
-MAX_LOCAL_IMPORTS = 26
+MAX_LOCAL_IMPORTS = 28
 """Imports inside functions. Each is there because its module is heavy and optional
 where the function's module is used (pyspark, pandas, delta-rs, bcrypt, Prophet,
 LightGBM; the ``shelflife`` command must start on a store machine without them) and says

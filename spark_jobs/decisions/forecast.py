@@ -50,6 +50,8 @@ from pyspark.sql import functions as F
 
 from lakehouse.catalogue import DEMAND_FORECASTS, EVENTS
 
+from ..schema import spark_schema
+
 UNCENSORED_MAX_STOCKOUT_HOURS = 2.0
 """Days with at most this many hours out of stock count as uncensored (sales ~ demand)."""
 MIN_HISTORY_DAYS = 21
@@ -703,10 +705,6 @@ def run_forecasts(spark: Any, lakehouse_root: Any, horizon_days: int = 7, *,
     over ``groupBy(bucket).applyInPandas`` groups of about :data:`SERIES_PER_TASK`, each
     forecast by :func:`forecast_demand` on an executor core.
     """
-    from pyspark.sql import functions as F
-
-    from ..schema import spark_schema
-
     events = spark.read.format("delta").load(str(EVENTS.path(lakehouse_root)))
     if through is None:
         through = (events.where(F.col("event_type") == "sold")

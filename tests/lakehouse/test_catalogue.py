@@ -16,6 +16,7 @@ from deltalake import DeltaTable, Schema
 from lakehouse import catalogue
 from lakehouse.catalogue import Table
 from lakehouse.contract import PAYLOAD_FIELDS
+from lakehouse.decisions import record_decision
 
 
 def assert_on_disk(table: Table, root: Path) -> None:
@@ -74,7 +75,7 @@ def test_tables_the_jobs_and_people_write_with_delta_rs_match_the_catalogue(tmp_
     rec = {name: None for name in catalogue.TRANSFER_RECOMMENDATIONS.schema.names}
     rec.update(recommendation_id="R1", created_at=datetime.now(UTC))
     jobs.write_table(catalogue.TRANSFER_RECOMMENDATIONS, pd.DataFrame([rec]), tmp_path)
-    jobs.record_decision("R1", "approved", "ana", root=tmp_path)
+    record_decision("R1", "approved", "ana", root=tmp_path)
     reference.upsert("locations", [{"location_id": "E001", "region": "east",
                                     "kind": "store"}], tmp_path)
     reference.upsert("transit_times", [{"source": "E001", "destination": "E002",

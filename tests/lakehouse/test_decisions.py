@@ -6,6 +6,7 @@ import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
 
+from lakehouse.catalogue import TRANSFER_RECOMMENDATIONS
 from lakehouse.decisions import (
     SHIP_AFTER_APPROVAL_SLACK,
     approved_since,
@@ -14,7 +15,6 @@ from lakehouse.decisions import (
     record_decision,
     transfer_progress,
 )
-from lakehouse.catalogue import TRANSFER_RECOMMENDATIONS
 
 
 @pytest.fixture

@@ -9,15 +9,10 @@ import json
 import pickle
 
 from lakehouse.contract import build_event, encode_event, topic
+from lakehouse.landing import LINE_FIELDS, LandingLines
 from spark_jobs.stream.books import NetworkBooks
 from spark_jobs.stream.fold import RegionState
-from spark_jobs.stream.record import LINE_FIELDS
-from spark_jobs.stream.steps import (
-    MicroBatch,
-    check_events,
-    decode_landing,
-    spill_lines,
-)
+from spark_jobs.stream.steps import MicroBatch, check_events, spill_lines
 
 SKU = "DAIRY-MILK-1L"
 
@@ -39,8 +34,9 @@ def test_check_keeps_good_events_and_refuses_the_rest_with_why():
     good = received("E001", 1)
     stranger = received("E002", 1)  # landed on E001's topic
     bad = {**received("E001", 2), "seq": -5}
-    lines = decode_landing([line(good, "E001", 0), line(stranger, "E001", 1), line(bad, "E001", 2),
-                   line("{truncated", "E001", 3), "not json at all"])
+    lines = LandingLines.parse([line(good, "E001", 0), line(stranger, "E001", 1),
+                                line(bad, "E001", 2), line("{truncated", "E001", 3),
+                                "not json at all"])
     parsed, refused = check_events(lines)
     assert [e["event_id"] for _, e in parsed] == ["E001:1"]
     assert parsed[0][0] == lines.texts[0]  # spilled later as the landing text itself
@@ -54,7 +50,7 @@ def test_check_keeps_good_events_and_refuses_the_rest_with_why():
 def test_spill_holds_each_new_event_once_and_every_bad_line():
     good = received("E001", 1)
     texts = [line(good, "E001", 0), line(good, "E001", 1), line("{truncated", "E001", 2)]
-    run = MicroBatch(3, 0.0, decode_landing(texts))
+    run = MicroBatch(3, 0.0, LandingLines.parse(texts))
     run.parsed, run.refused = check_events(run.lines)
     run.events = [good]  # the fold saw it new once
     run.refused.append((run.lines.rows[1], "the stream could not apply it"))
