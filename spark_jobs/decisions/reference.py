@@ -35,9 +35,8 @@ import pyarrow as pa
 from deltalake import write_deltalake
 
 from lakehouse.catalogue import ITEMS, LOCATIONS, SELLABLE_POLICY, TRANSIT_TIMES
+from lakehouse.naming import LOCATION_KINDS, category_of_sku, kind_of
 from lakehouse.readers import read_table
-
-from .shelf import LOCATION_KINDS
 
 Root = str | os.PathLike[str] | None
 KINDS = LOCATION_KINDS
@@ -90,24 +89,8 @@ CATEGORY_DEFAULTS: dict[str, CategoryDefaults] = {
 FALLBACK_CATEGORY = CategoryDefaults(5, 1, {"store": 1.5, "warehouse": 3.0})
 HANDLING_HOURS = {"store": 8.0, "warehouse": 2.0}
 """Unload, check temperature and shelve (store) or put away (warehouse) after arrival."""
-PREFIX_CATEGORY = {"DAIRY": "dairy", "BAK": "bakery", "PROD": "produce", "MEAT": "meat",
-                   "SEA": "seafood", "DELI": "deli", "RM": "ready_meals"}
-
-
-def category_of_sku(sku: str, catalogue_category: str | None = None) -> str:
-    """The catalogue's category (lower case), else the one the SKU prefix names."""
-    if isinstance(catalogue_category, str) and catalogue_category.strip():
-        return catalogue_category.strip().lower()
-    prefix = sku.split("-", 1)[0].upper()
-    return PREFIX_CATEGORY.get(prefix, prefix.lower())
-
-
 def defaults_for(category: str) -> CategoryDefaults:
     return CATEGORY_DEFAULTS.get(category, FALLBACK_CATEGORY)
-
-
-def kind_of(location_id: str) -> str:
-    return "warehouse" if location_id.upper().startswith("WH-") else "store"
 
 
 def _bad(field: str, value: object, reason: str) -> ValueError:

@@ -43,11 +43,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lakehouse.naming import LOCATION_KINDS
+
 Z80 = 1.2815515655446004
 """Standard normal quantile of 0.9: an 80% interval is mean +/- Z80 sd."""
 WASTE_EPS = 0.5
 """Units left at the end of sale that count as a wasted cohort on a path."""
-LOCATION_KINDS = ("store", "warehouse")
 NO_LOT = "(none)"
 IN_TRANSIT_LOT = "(in transit)"
 BATCH_CELLS = 400_000

@@ -53,10 +53,10 @@ import pandas as pd
 import pyarrow as pa
 
 from lakehouse.catalogue import TRANSFER_RECOMMENDATIONS
+from lakehouse.naming import LOCATION_KINDS
 
 from .shelf import (
     IN_TRANSIT_LOT,
-    LOCATION_KINDS,
     Lot,
     Outcome,
     ShelfModel,

@@ -31,8 +31,8 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from lakehouse import catalogue
 from lakehouse.catalogue import Table
 from lakehouse.contract import parse_ts
+from lakehouse.naming import category_of_sku
 
-from ..decisions.reference import category_of_sku
 from .books import ItemsBook
 from .fold import RegionState
 
