@@ -29,7 +29,6 @@ from apps.streamlit.launch import run_dashboard
 from edge_mqtt.cli import add_agent_commands
 from edge_mqtt.simulator import FleetConfig, run_fleet
 from ingest.brokers import BrokerError, TlsFiles, run_brokers_forever
-from ingest.worker import IngestConfig, run_workers
 from lakehouse.contract import DEFAULT_PORTS, REGIONS
 from lakehouse.credentials import Credentials, CredentialsMissing
 from lakehouse.options import env_option, env_switch
@@ -118,6 +117,8 @@ def _metrics_port(port: int, host: str, what: str) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    from ingest.worker import IngestConfig, run_workers  # prometheus-client: server only
+
     creds = open_credentials(args, "ingest")
     configs = [IngestConfig(region=r, host=args.broker_host, port=args.broker_ports[r],
                             lakehouse=args.lakehouse,

@@ -34,7 +34,7 @@ AGENT_LAKEHOUSE = {"lakehouse.contract", "lakehouse.mqtt", "lakehouse.movements"
 """The lakehouse modules the store agent may use: each needs the standard library and
 paho-mqtt alone (checked below)."""
 AGENT_THIRD_PARTY = {"paho"}
-MAX_LOCAL_IMPORTS = 28
+MAX_LOCAL_IMPORTS = 29
 """Imports inside functions. Each is there because its module is heavy and optional
 where the function's module is used (pyspark, pandas, delta-rs, bcrypt, Prophet,
 LightGBM; the ``shelflife`` command must start on a store machine without them) and says
@@ -159,3 +159,11 @@ def test_the_agent_loads_no_tables_library(tmp_path):
     loaded = _loaded_after_import(["edge_mqtt.agent", "edge_mqtt.publisher",
                                    "edge_mqtt.http_api"], tmp_path)
     assert not loaded & {"pyspark", "pyarrow", "pandas", "deltalake", "numpy"}
+
+
+def test_the_shelflife_command_starts_with_no_server_package(tmp_path):
+    """A store runs ``shelflife agent ...`` from a package installed with no extras."""
+    loaded = _loaded_after_import(["apps.cli"], tmp_path)
+    server = {"pyspark", "pyarrow", "pandas", "deltalake", "numpy", "prometheus_client",
+              "streamlit", "bcrypt", "yaml"}
+    assert not loaded & server, loaded & server
