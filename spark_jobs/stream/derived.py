@@ -405,7 +405,7 @@ class DerivedWriter:
 
     def _commit(self, table: Table, batch: int | None = None) -> CommitProperties:
         """``batch`` records, for daily totals, the last stream batch they include: on
-        restart, bronze batches after it are added back (see ``streaming``)."""
+        restart, bronze batches after it are added back (see ``runner``)."""
         txn = [] if batch is None else [Transaction(f"{self.app_id}-{table.name}", batch)]
         return CommitProperties(app_transactions=txn, max_commit_retries=20)
 

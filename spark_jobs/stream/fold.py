@@ -9,7 +9,7 @@ than the latest count is already inside the count, and a newer one is a delta.
 Why in the driver and not a Delta MERGE per batch: a region of a 300-store network
 holds a few thousand cohorts, so rewriting its gold partition from this state costs one
 small write, where MERGEs cost seconds per batch on a small machine. The state is
-rebuilt from gold on restart (see ``streaming``), so it is a cache, never the record.
+rebuilt from gold on restart (see ``runner``), so it is a cache, never the record.
 """
 
 from __future__ import annotations
