@@ -62,8 +62,12 @@ def main() -> None:
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="shelflife-bench-"))
     lake = work / "lakehouse"
+    # Secure brokers, as Shelflife runs by default: every store logs in as itself and
+    # ingest signs its acks; the fleet issues its stores' logins into the brokers' file.
+    creds = work / "brokers" / "credentials.json"
     env = {**os.environ, "SHELFLIFE_LAKEHOUSE": str(lake), "PYTHONUNBUFFERED": "1",
-           "SHELFLIFE_INGEST_METRICS_PORT": "0", "SHELFLIFE_STREAM_METRICS_PORT": "0"}
+           "SHELFLIFE_INGEST_METRICS_PORT": "0", "SHELFLIFE_STREAM_METRICS_PORT": "0",
+           "SHELFLIFE_CREDENTIALS": str(creds)}
     logs = work / "logs"
     parts = Components(logs, env)
     procs = parts.procs
@@ -80,7 +84,8 @@ def main() -> None:
         levels = parts.wait_for_tables(lake)
 
         fleet = Fleet(FleetConfig(stores=args.stores, events_per_s=args.events_per_s,
-                                  data_dir=work / "fleet", progress_every_s=10.0))
+                                  data_dir=work / "fleet", progress_every_s=10.0,
+                                  credentials=creds))
         gold_vis, ack_vis = Visibility(), Visibility()
         window = {"on": False}
         measured: list[tuple[str, int]] = []
