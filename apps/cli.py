@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                "how often each region's whole state is saved (a restart re-applies the batches "
                "after the last save)", type=float)
     _metrics_options(p, "SHELFLIFE_STREAM_METRICS_PORT", 9811)
-    p.set_defaults(fn=handler("apps.serve:cmd_stream"))
+    p.set_defaults(fn=handler("apps.serve_stream:cmd_stream"))
 
     for name, helptext in (("simulate", "run a simulated store fleet"),
                            ("demo", "run brokers, fleet, ingest, streaming and dashboard")):

@@ -1,5 +1,5 @@
-"""What ``shelflife ingest``, ``stream`` and ``demo`` do once chosen (parsers in
-:mod:`apps.cli`): each imports the server packages its part needs."""
+"""What ``shelflife ingest`` and ``demo`` do once chosen (parsers in :mod:`apps.cli`),
+with the server packages they need; ``stream`` is in :mod:`apps.serve_stream`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from apps.connection import (
 from apps.demo import run_demo
 from apps.shutdown import stop_event
 from ingest.worker import IngestConfig, run_workers
-from spark_jobs.stream.runner import StreamConfig, run_streams
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -32,18 +31,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
           flush=True)
     return run_workers(configs, stop=stop_event(), metrics_port=port,
                        metrics_host=args.metrics_host)
-
-
-def cmd_stream(args: argparse.Namespace) -> int:
-    print(f"streaming: regions {args.regions}, lakehouse {args.lakehouse} "
-          "(the first run downloads the Delta jars from Maven Central)", flush=True)
-    port = _metrics_port(args.metrics_port, args.metrics_host, "stream")
-    run_streams(_regions(args.regions), StreamConfig(lakehouse=args.lakehouse,
-                                                     trigger_s=args.trigger_s,
-                                                     record_every_s=args.record_every_s,
-                                                     state_every_s=args.state_every_s),
-                stop=stop_event(), metrics_port=port, metrics_host=args.metrics_host)
-    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
