@@ -23,6 +23,7 @@ from apps.connection import (
     open_credentials,
 )
 from apps.deadletters import add_deadletter_commands, parse_ports
+from apps.lazy import handler
 from apps.review import add_review_commands
 from apps.shutdown import stop_event
 from apps.streamlit.launch import run_dashboard
@@ -116,41 +117,6 @@ def _metrics_port(port: int, host: str, what: str) -> int:
     return port
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
-    from ingest.worker import IngestConfig, run_workers  # prometheus-client: server only
-
-    creds = open_credentials(args, "ingest")
-    configs = [IngestConfig(region=r, host=args.broker_host, port=args.broker_ports[r],
-                            lakehouse=args.lakehouse,
-                            backlog_high_events=args.backlog_high,
-                            backlog_low_events=args.backlog_low,
-                            max_events_per_s=args.max_events_per_s,
-                            give_up_after_s=args.give_up_after_s,
-                            credentials=str(creds.path) if creds else None,
-                            tls_ca=args.tls_ca)
-               for r in _regions(args.regions)]
-    port = _metrics_port(args.metrics_port, args.metrics_host, "ingest")
-    print(f"ingest: regions {args.regions} -> {args.lakehouse}/landing"
-          + (f"; metrics on http://{args.metrics_host}:{port}/metrics" if port else ""),
-          flush=True)
-    return run_workers(configs, stop=stop_event(), metrics_port=port,
-                       metrics_host=args.metrics_host)
-
-
-def cmd_stream(args: argparse.Namespace) -> int:
-    from spark_jobs.stream.runner import StreamConfig, run_streams  # pyspark: only here
-
-    print(f"streaming: regions {args.regions}, lakehouse {args.lakehouse} "
-          "(the first run downloads the Delta jars from Maven Central)", flush=True)
-    port = _metrics_port(args.metrics_port, args.metrics_host, "stream")
-    run_streams(_regions(args.regions), StreamConfig(lakehouse=args.lakehouse,
-                                                     trigger_s=args.trigger_s,
-                                                     record_every_s=args.record_every_s,
-                                                     state_every_s=args.state_every_s),
-                stop=stop_event(), metrics_port=port, metrics_host=args.metrics_host)
-    return 0
-
-
 def cmd_simulate(args: argparse.Namespace) -> int:
     creds = open_credentials(args, "simulate")
     config = FleetConfig(stores=args.stores, regions=tuple(_regions(args.regions)),
@@ -165,15 +131,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     return run_dashboard(args.lakehouse, port=args.port, users_file=args.users_file)
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from apps.demo import run_demo  # bcrypt and yaml: not on a store machine
-
-    return run_demo(lakehouse=args.lakehouse, data_dir=args.data_dir, port=args.port,
-                    stores=args.stores, events_per_s=args.events_per_s,
-                    users_file=args.users_file,
-                    insecure=args.insecure)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     env_option(p, "--max-events-per-s", "SHELFLIFE_INGEST_MAX_EVENTS_PER_S", 0.0,
                "each region's intake quota in events/s (0 = no limit)", type=float)
     _metrics_options(p, "SHELFLIFE_INGEST_METRICS_PORT", 9810)
-    p.set_defaults(fn=cmd_ingest)
+    p.set_defaults(fn=handler("apps.serve:cmd_ingest"))
 
     p = sub.add_parser("stream", help="run the Spark streaming queries (one per region)")
     _common(p)
@@ -237,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                "how often each region's whole state is saved (a restart re-applies the batches "
                "after the last save)", type=float)
     _metrics_options(p, "SHELFLIFE_STREAM_METRICS_PORT", 9811)
-    p.set_defaults(fn=cmd_stream)
+    p.set_defaults(fn=handler("apps.serve_stream:cmd_stream"))
 
     for name, helptext in (("simulate", "run a simulated store fleet"),
                            ("demo", "run brokers, fleet, ingest, streaming and dashboard")):
@@ -264,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "empty (default <lakehouse>/_auth/users.yaml)")
             env_switch(p, "--insecure", "SHELFLIFE_INSECURE",
                        "open brokers, anonymous clients, unsigned acks and orders")
-            p.set_defaults(fn=cmd_demo)
+            p.set_defaults(fn=handler("apps.serve:cmd_demo"))
 
     p = sub.add_parser("dashboard", help="serve the Streamlit dashboard")
     env_option(p, "--lakehouse", "SHELFLIFE_LAKEHOUSE", "./lakehouse", "lakehouse root folder")

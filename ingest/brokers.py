@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd  # the brokers run on Linux (mosquitto from Debian)
 import shutil
 import signal
 import socket
@@ -143,8 +144,6 @@ def mosquitto_config(spec: BrokerSpec, data_dir: Path, *, secure: bool = False,
         "log_timestamp_format %Y-%m-%dT%H:%M:%S",
     ]
     if hasattr(os, "geteuid"):
-        import pwd  # Unix only, as os.geteuid is
-
         # Run as whoever started Shelflife: as root, mosquitto would otherwise switch to
         # the "mosquitto" user, which cannot write the persistence files under data_dir.
         lines.append(f"user {pwd.getpwuid(os.geteuid()).pw_name}")

@@ -34,11 +34,12 @@ AGENT_LAKEHOUSE = {"lakehouse.contract", "lakehouse.mqtt", "lakehouse.movements"
 """The lakehouse modules the store agent may use: each needs the standard library and
 paho-mqtt alone (checked below)."""
 AGENT_THIRD_PARTY = {"paho"}
-MAX_LOCAL_IMPORTS = 29
-"""Imports inside functions. Each is there because its module is heavy and optional
-where the function's module is used (pyspark, pandas, delta-rs, bcrypt, Prophet,
-LightGBM; the ``shelflife`` command must start on a store machine without them) and says
-so in a comment on its line. Lower this when one goes; never raise it to dodge a cycle."""
+MAX_LOCAL_IMPORTS = 7
+"""Imports inside functions, all in the decision jobs: Prophet, LightGBM and pyspark are
+heavy and optional where their module is used (the pandas-only jobs must load no JVM), and
+each says so in a comment on its line. The ``shelflife`` command defers its server
+packages by naming handlers (``apps.lazy``), not by local imports. Lower this when one
+goes; never raise it to dodge a cycle."""
 
 
 @dataclass(frozen=True)
