@@ -12,189 +12,13 @@ matrix, the sellable-life policy and location kinds.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-from pathlib import Path
 
-from apps.auth.cli import add_operator_options, operator, refuse
-from apps.auth.exceptions import AuthError
+from apps.auth.cli import add_operator_options
 from apps.connection import add_connection_options
+from apps.lazy import handler
+from lakehouse.transfer_status import TRANSFER_STATUSES
 
 JOB_CHOICES = ("forecasts", "accuracy", "transfers", "reorders", "all")
-TRANSFER_STATUSES = ("proposed", "approved", "shipped", "arrived", "rejected")
-"""A recommendation's life: proposed, then decided; an approved one ships, then arrives
-(``spark_jobs.batch.transfer_progress``)."""
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}")
-    return 2
-
-
-def cmd_batch(args: argparse.Namespace) -> int:
-    from datetime import date
-
-    from spark_jobs import batch
-
-    root = Path(args.lakehouse)
-    jobs = batch.JOBS if args.job == "all" else (args.job,)
-    spark = None
-    results = []
-    for job in jobs:
-        if job in ("forecasts", "accuracy") and spark is None:
-            from lakehouse.spark import spark_session
-
-            print("batch: starting Spark (the first run downloads the Delta jars)",
-                  flush=True)
-            spark = spark_session("shelflife-batch")
-        if job == "forecasts":
-            through = date.fromisoformat(args.through) if args.through else None
-            results.append(batch.run_forecasts_job(root, spark=spark, through=through,
-                                                   horizon_days=args.horizon_days))
-        elif job == "transfers":
-            results.append(batch.run_transfers_job(root, horizon_days=args.horizon_days))
-        else:
-            results.append(batch.run_job(job, root, spark=spark))
-    if args.json:
-        print(json.dumps(results))
-    return 0
-
-
-def cmd_schedule(args: argparse.Namespace) -> int:
-    from apps.cli import _stop_event
-    from spark_jobs import batch
-
-    every = {"forecasts": args.forecasts_every_s, "accuracy": args.forecasts_every_s,
-             "transfers": args.decisions_every_s, "reorders": args.decisions_every_s}
-    batch.run_schedule(Path(args.lakehouse), every_s=every, first_after_s=args.first_after_s,
-                       stop=_stop_event())
-    return 0
-
-
-def cmd_transfers_list(args: argparse.Namespace) -> int:
-    from lakehouse.readers import read_table
-
-    recs = read_table("gold", "transfer_recommendations", Path(args.lakehouse))
-    if recs is None:
-        return _fail("no transfer recommendations yet: run `shelflife batch transfers`")
-    if args.status:
-        recs = recs[recs["status"] == args.status]
-    recs = recs.sort_values("value_saved", ascending=False).head(args.limit)
-    if recs.empty:
-        print("no transfer recommendations")
-        return 0
-    print(f"{'id':<18} {'status':<9} {'sku':<20} {'lot':<12} {'from':<12} {'to':<12} "
-          f"{'qty':>5} {'life@arr':>8} {'saved':>6}")
-    for r in recs.itertuples():
-        print(f"{r.recommendation_id:<18} {r.status:<9} {r.sku:<20} {r.lot:<12} "
-              f"{r.source_location:<12} {r.destination_location:<12} {r.quantity:>5} "
-              f"{r.shelf_life_at_arrival_days:>7.1f}d {r.expected_units_saved:>6.1f}")
-        print(f"    {r.reason}")
-    return 0
-
-
-def cmd_transfers_decide(args: argparse.Namespace) -> int:
-    from spark_jobs.batch import record_decision
-
-    verb = "approve" if args.decision == "approved" else "reject"
-    try:
-        user = operator(args, f"{verb} transfers")
-    except AuthError as exc:
-        return refuse(exc)
-    try:
-        record_decision(args.recommendation_id, args.decision, user.name, note=args.note,
-                        root=Path(args.lakehouse))
-    except ValueError as exc:
-        return _fail(str(exc))
-    print(f"{args.recommendation_id}: {args.decision} by {user.name}")
-    return 0
-
-
-def cmd_transfers_dispatch(args: argparse.Namespace) -> int:
-    from apps.cli import _stop_event
-    from apps.connection import open_credentials
-    from ingest.auth import SigningKeys
-    from ingest.orders import OrderDispatcher, default_brokers
-
-    creds = open_credentials(args, "transfers dispatch")
-    brokers = default_brokers(args.broker_host, tls_ca=args.tls_ca)
-    if creds is not None:  # dispatcher@<region>, and every order signed
-        brokers = {region: b.with_login(creds.dispatcher_credentials(region).username,
-                                        creds.dispatcher_credentials(region).password)
-                   for region, b in brokers.items()}
-    dispatcher = OrderDispatcher(Path(args.lakehouse), brokers,
-                                 keys=SigningKeys(creds.path) if creds else None)
-    try:
-        if args.once:
-            counts = dispatcher.run_once()
-            print("orders: " + ", ".join(f"{n} {what}" for what, n in counts.items()))
-            return 1 if counts["failed"] else 0
-        dispatcher.run(args.every_s, stop=_stop_event())
-    finally:
-        dispatcher.close()
-    return 0
-
-
-def cmd_reference_list(args: argparse.Namespace) -> int:
-    from spark_jobs.reference import read_reference
-
-    frame = read_reference(args.table, Path(args.lakehouse))
-    if frame.empty:
-        print(f"{args.table}: no entries (defaults apply; see `shelflife reference --help`)")
-        return 0
-    print(frame.drop(columns=["updated_at"]).to_string(index=False))
-    return 0
-
-
-def _upsert(table: str, rows: list[dict], lakehouse: str) -> int:
-    from spark_jobs.reference import upsert
-
-    try:
-        size = upsert(table, rows, Path(lakehouse))
-    except ValueError as exc:
-        return _fail(str(exc))
-    print(f"{table}: {len(rows)} row(s) written, {size} in the table")
-    return 0
-
-
-def cmd_transit_set(args: argparse.Namespace) -> int:
-    rows = [{"source": args.source, "destination": args.destination,
-             "transit_hours": args.hours, "cost_per_unit": args.cost}]
-    if args.both_ways:
-        rows.append({**rows[0], "source": args.destination, "destination": args.source})
-    return _upsert("transit_times", rows, args.lakehouse)
-
-
-def cmd_transit_import(args: argparse.Namespace) -> int:
-    """CSV with a header ``source,destination,transit_hours[,cost_per_unit]``; every line is
-    checked before anything is written, and the first bad one is named."""
-    from spark_jobs.reference import _checked
-
-    rows = []
-    with open(args.file, encoding="utf-8", newline="") as fh:
-        for n, line in enumerate(csv.DictReader(fh), start=2):
-            row = {"source": line.get("source"), "destination": line.get("destination"),
-                   "transit_hours": line.get("transit_hours"),
-                   "cost_per_unit": line.get("cost_per_unit") or None}
-            try:
-                _checked("transit_times", row)
-            except ValueError as exc:
-                return _fail(f"{args.file} line {n}: {exc}")
-            rows.append(row)
-    return _upsert("transit_times", rows, args.lakehouse)
-
-
-def cmd_policy_set(args: argparse.Namespace) -> int:
-    return _upsert("sellable_policy", [{"category": args.category,
-                                        "destination_kind": args.kind,
-                                        "min_sellable_days": args.min_sellable_days,
-                                        "handling_hours": args.handling_hours}],
-                   args.lakehouse)
-
-
-def cmd_location_set(args: argparse.Namespace) -> int:
-    return _upsert("locations", [{"location_id": args.location_id, "region": args.region,
-                                  "kind": args.kind}], args.lakehouse)
 
 
 def add_batch_commands(sub: argparse._SubParsersAction, add_option) -> None:
@@ -213,7 +37,7 @@ def add_batch_commands(sub: argparse._SubParsersAction, add_option) -> None:
         p.add_argument("--through", default=None,
                        help="forecasts: last day of history (default: yesterday)")
         p.add_argument("--json", action="store_true", help="print the results as JSON")
-        p.set_defaults(fn=cmd_batch, job=job)
+        p.set_defaults(fn=handler("apps.batch_commands:cmd_batch"), job=job)
     p = bsub.add_parser("schedule", help="run the jobs on a timer (the demo does)")
     lakehouse(p)
     add_option(p, "--forecasts-every-s", "SHELFLIFE_FORECASTS_EVERY_S", 1800.0,
@@ -222,7 +46,7 @@ def add_batch_commands(sub: argparse._SubParsersAction, add_option) -> None:
                "transfers and reorders every", type=float)
     add_option(p, "--first-after-s", "SHELFLIFE_BATCH_FIRST_AFTER_S", 120.0,
                "first round after", type=float)
-    p.set_defaults(fn=cmd_schedule)
+    p.set_defaults(fn=handler("apps.batch_commands:cmd_schedule"))
 
     tr = sub.add_parser("transfers", help="transfer recommendations: list, approve, reject")
     tsub = tr.add_subparsers(dest="transfers_command", required=True)
@@ -230,14 +54,14 @@ def add_batch_commands(sub: argparse._SubParsersAction, add_option) -> None:
     lakehouse(p)
     p.add_argument("--status", choices=TRANSFER_STATUSES)
     p.add_argument("--limit", type=int, default=20)
-    p.set_defaults(fn=cmd_transfers_list)
+    p.set_defaults(fn=handler("apps.batch_commands:cmd_transfers_list"))
     for decision, verb in (("approved", "approve"), ("rejected", "reject")):
         p = tsub.add_parser(verb, help=f"{verb} a recommendation")
         lakehouse(p)
         p.add_argument("recommendation_id")
         add_operator_options(p, add_option)
         p.add_argument("--note", default="", help="why")
-        p.set_defaults(fn=cmd_transfers_decide, decision=decision)
+        p.set_defaults(fn=handler("apps.batch_commands:cmd_transfers_decide"), decision=decision)
     p = tsub.add_parser("dispatch", help="send approved transfers to the locations that "
                                          "ship them (retained orders on their brokers)")
     lakehouse(p)
@@ -248,14 +72,14 @@ def add_batch_commands(sub: argparse._SubParsersAction, add_option) -> None:
     add_option(p, "--every-s", "SHELFLIFE_ORDERS_EVERY_S", 15.0, "a round every",
                type=float)
     p.add_argument("--once", action="store_true", help="one round, then exit")
-    p.set_defaults(fn=cmd_transfers_dispatch)
+    p.set_defaults(fn=handler("apps.batch_commands:cmd_transfers_dispatch"))
 
     ref = sub.add_parser("reference", help="transit matrix, sellable-life policy, locations")
     rsub = ref.add_subparsers(dest="reference_command", required=True)
     p = rsub.add_parser("list", help="show a reference table")
     lakehouse(p)
     p.add_argument("table", choices=("transit_times", "sellable_policy", "locations"))
-    p.set_defaults(fn=cmd_reference_list)
+    p.set_defaults(fn=handler("apps.batch_commands:cmd_reference_list"))
     p = rsub.add_parser("transit", help="set the transit time of a location pair")
     lakehouse(p)
     p.add_argument("source")
@@ -263,11 +87,11 @@ def add_batch_commands(sub: argparse._SubParsersAction, add_option) -> None:
     p.add_argument("hours", type=float, help="transit hours (negative: not a route)")
     p.add_argument("--cost", type=float, default=None, help="cost per unit")
     p.add_argument("--both-ways", action="store_true", help="set the reverse pair too")
-    p.set_defaults(fn=cmd_transit_set)
+    p.set_defaults(fn=handler("apps.batch_commands:cmd_transit_set"))
     p = rsub.add_parser("transit-import", help="load transit times from a CSV file")
     lakehouse(p)
     p.add_argument("file", help="CSV: source,destination,transit_hours[,cost_per_unit]")
-    p.set_defaults(fn=cmd_transit_import)
+    p.set_defaults(fn=handler("apps.batch_commands:cmd_transit_import"))
     p = rsub.add_parser("policy", help="minimum shelf life at arrival per category and kind")
     lakehouse(p)
     p.add_argument("category")
@@ -275,10 +99,10 @@ def add_batch_commands(sub: argparse._SubParsersAction, add_option) -> None:
     p.add_argument("min_sellable_days", type=float)
     p.add_argument("--handling-hours", type=float, default=None,
                    help="unload and shelve time after arrival (default 8 store, 2 warehouse)")
-    p.set_defaults(fn=cmd_policy_set)
+    p.set_defaults(fn=handler("apps.batch_commands:cmd_policy_set"))
     p = rsub.add_parser("location", help="set a location's region and kind")
     lakehouse(p)
     p.add_argument("location_id")
     p.add_argument("region")
     p.add_argument("kind", choices=("store", "warehouse"))
-    p.set_defaults(fn=cmd_location_set)
+    p.set_defaults(fn=handler("apps.batch_commands:cmd_location_set"))

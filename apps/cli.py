@@ -7,12 +7,12 @@ settings work from a shell, a service file or the demo.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
-import os
-import signal
+import socket
 import sys
-import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 from apps.auth.cli import add_user_commands
 from apps.batch import add_batch_commands
@@ -21,25 +21,18 @@ from apps.connection import (
     add_connection_options,
     default_credentials,
     open_credentials,
-    truthy,
 )
 from apps.deadletters import add_deadletter_commands, parse_ports
+from apps.lazy import handler
 from apps.review import add_review_commands
+from apps.shutdown import stop_event
+from apps.streamlit.launch import run_dashboard
 from edge_mqtt.cli import add_agent_commands
+from edge_mqtt.simulator import FleetConfig, run_fleet
+from ingest.brokers import BrokerError, TlsFiles, run_brokers_forever
 from lakehouse.contract import DEFAULT_PORTS, REGIONS
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name, default)
-
-
-def _add(p: argparse.ArgumentParser, flag: str, env: str, default: object, help: str,
-         **kw: object) -> None:
-    """An option whose default comes from ``env``, named in the help text."""
-    value = _env(env)
-    typ = kw.pop("type", str)
-    p.add_argument(flag, default=typ(value) if value is not None else default, type=typ,
-                   help=f"{help} (env {env}; default {default})", **kw)
+from lakehouse.credentials import Credentials, CredentialsMissing
+from lakehouse.options import env_option, env_switch
 
 
 def _regions(text: str) -> list[str]:
@@ -51,31 +44,21 @@ def _regions(text: str) -> list[str]:
 
 
 def _common(p: argparse.ArgumentParser, *, lakehouse: bool = True) -> None:
-    _add(p, "--regions", "SHELFLIFE_REGIONS", ",".join(REGIONS), "comma-separated regions")
+    env_option(p, "--regions", "SHELFLIFE_REGIONS", ",".join(REGIONS), "comma-separated regions")
     if lakehouse:
-        _add(p, "--lakehouse", "SHELFLIFE_LAKEHOUSE", "./lakehouse", "lakehouse root folder")
+        env_option(p, "--lakehouse", "SHELFLIFE_LAKEHOUSE", "./lakehouse", "lakehouse root folder")
 
 
 def _metrics_options(p: argparse.ArgumentParser, env: str, default: int) -> None:
-    _add(p, "--metrics-port", env, default, "Prometheus /metrics port (0 = off)", type=int)
-    _add(p, "--metrics-host", "SHELFLIFE_METRICS_HOST", "127.0.0.1",
-         "address /metrics listens on (0.0.0.0 for a remote Prometheus)")
-
-
-def _stop_event() -> threading.Event:
-    """Set on Ctrl-C or SIGTERM so components shut down cleanly."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
+    env_option(p, "--metrics-port", env, default, "Prometheus /metrics port (0 = off)", type=int)
+    env_option(p, "--metrics-host", "SHELFLIFE_METRICS_HOST", "127.0.0.1",
+               "address /metrics listens on (0.0.0.0 for a remote Prometheus)")
 
 
 def _locations(path: str | None) -> dict[str, list[str]] | None:
     """``{region: [location ids]}`` from a JSON file, for per-store credentials."""
     if not path:
         return None
-    import json
-
     with open(path, encoding="utf-8") as fh:
         data = json.load(fh)
     if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
@@ -84,10 +67,6 @@ def _locations(path: str | None) -> dict[str, list[str]] | None:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from ingest.brokers import TlsFiles, run_brokers_forever
-
     tls = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
@@ -95,18 +74,17 @@ def cmd_broker(args: argparse.Namespace) -> int:
         tls = TlsFiles(Path(args.tls_cert), Path(args.tls_key))
     if args.insecure and args.secure:
         raise SystemExit("--secure and --insecure contradict each other")
-    run_brokers_forever(Path(args.data_dir), _regions(args.regions), kind=args.kind,
-                        ports=args.broker_ports, locations=_locations(args.locations),
-                        secure=not args.insecure, tls=tls)
+    try:
+        run_brokers_forever(Path(args.data_dir), _regions(args.regions),
+                            ports=args.broker_ports, locations=_locations(args.locations),
+                            secure=not args.insecure, tls=tls)
+    except BrokerError as exc:
+        raise SystemExit(f"broker: {exc}") from exc
     return 0
 
 
 def cmd_credentials(args: argparse.Namespace) -> int:
     """One store's settings for its agent, as environment lines (``> store.env``)."""
-    from pathlib import Path
-
-    from ingest.auth import Credentials, CredentialsMissing
-
     try:
         creds = Credentials.open(Path(args.credentials), create=False)
         login = creds.credentials_for(args.location)
@@ -125,8 +103,6 @@ def cmd_credentials(args: argparse.Namespace) -> int:
 
 def _metrics_port(port: int, host: str, what: str) -> int:
     """The port to serve metrics on, or 0 when it is taken (the component still runs)."""
-    import socket
-
     if not port:
         return 0
     with socket.socket() as probe:
@@ -141,68 +117,20 @@ def _metrics_port(port: int, host: str, what: str) -> int:
     return port
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
-    from ingest.worker import IngestConfig, run_workers
-
-    creds = open_credentials(args, "ingest")
-    configs = [IngestConfig(region=r, host=args.broker_host, port=args.broker_ports[r],
-                            lakehouse=args.lakehouse,
-                            backlog_high_events=args.backlog_high,
-                            backlog_low_events=args.backlog_low,
-                            max_events_per_s=args.max_events_per_s,
-                            give_up_after_s=args.give_up_after_s,
-                            credentials=str(creds.path) if creds else None,
-                            tls_ca=args.tls_ca)
-               for r in _regions(args.regions)]
-    port = _metrics_port(args.metrics_port, args.metrics_host, "ingest")
-    print(f"ingest: regions {args.regions} -> {args.lakehouse}/landing"
-          + (f"; metrics on http://{args.metrics_host}:{port}/metrics" if port else ""),
-          flush=True)
-    return run_workers(configs, stop=_stop_event(), metrics_port=port,
-                       metrics_host=args.metrics_host)
-
-
-def cmd_stream(args: argparse.Namespace) -> int:
-    from spark_jobs.streaming import StreamConfig, run_streams
-
-    print(f"streaming: regions {args.regions}, lakehouse {args.lakehouse} "
-          "(the first run downloads the Delta jars from Maven Central)", flush=True)
-    port = _metrics_port(args.metrics_port, args.metrics_host, "stream")
-    run_streams(_regions(args.regions), StreamConfig(lakehouse=args.lakehouse,
-                                                     trigger_s=args.trigger_s,
-                                                     record_every_s=args.record_every_s,
-                                                     state_every_s=args.state_every_s),
-                stop=_stop_event(), metrics_port=port, metrics_host=args.metrics_host)
-    return 0
-
-
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from edge_mqtt.simulator import FleetConfig, run_fleet
-
     creds = open_credentials(args, "simulate")
     config = FleetConfig(stores=args.stores, regions=tuple(_regions(args.regions)),
                          events_per_s=args.events_per_s, data_dir=args.data_dir,
                          duration_s=args.duration_s, seed=args.seed,
                          ports=args.broker_ports,
                          credentials=creds.path if creds else None, tls_ca=args.tls_ca)
-    summary = run_fleet(config, stop=_stop_event())
+    summary = run_fleet(config, stop=stop_event())
     print(f"simulate: {summary}", flush=True)
     return 0
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from apps.streamlit.launch import run_dashboard
-
     return run_dashboard(args.lakehouse, port=args.port, users_file=args.users_file)
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from apps.demo import run_demo
-
-    return run_demo(lakehouse=args.lakehouse, data_dir=args.data_dir, port=args.port,
-                    stores=args.stores, events_per_s=args.events_per_s,
-                    users_file=args.users_file,
-                    insecure=args.insecure)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,104 +141,99 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("broker", help="run one MQTT broker per region on loopback")
     _common(p, lakehouse=False)
-    _add(p, "--data-dir", "SHELFLIFE_BROKER_DIR", BROKER_DIR,
-         "broker config/state; secure brokers keep every login in <data-dir>/credentials.json")
-    p.add_argument("--kind", choices=("auto", "mosquitto", "embedded"), default="auto",
-                   help="mosquitto when installed (auto), or the embedded broker")
-    p.add_argument("--insecure", action="store_true",
-                   default=truthy(_env("SHELFLIFE_INSECURE")),
-                   help="accept anyone, anonymous included, on any topic (env "
-                        "SHELFLIFE_INSECURE); without it every store, ingest worker and "
-                        "dispatcher logs in with its own password and touches only its "
-                        "own topics")
+    env_option(p, "--data-dir", "SHELFLIFE_BROKER_DIR", BROKER_DIR,
+               "broker config/state; secure brokers keep every login in "
+               "<data-dir>/credentials.json")
+    env_switch(p, "--insecure", "SHELFLIFE_INSECURE",
+               "accept anyone, anonymous included, on any topic; without it every store, "
+               "ingest worker and dispatcher logs in with its own password and touches "
+               "only its own topics")
     p.add_argument("--secure", action="store_true", help=argparse.SUPPRESS)  # the default
-    _add(p, "--broker-ports", "SHELFLIFE_BROKER_PORTS",
-         ",".join(f"{r}={port}" for r, port in DEFAULT_PORTS.items()),
-         "each region's port, region=port,...", type=parse_ports)
-    _add(p, "--locations", "SHELFLIFE_LOCATIONS_FILE", None,
-         "JSON file {region: [location ids]} to issue credentials for")
-    _add(p, "--tls-cert", "SHELFLIFE_TLS_CERT", None, "PEM certificate for TLS listeners")
-    _add(p, "--tls-key", "SHELFLIFE_TLS_KEY", None, "PEM private key for TLS listeners")
+    env_option(p, "--broker-ports", "SHELFLIFE_BROKER_PORTS",
+               ",".join(f"{r}={port}" for r, port in DEFAULT_PORTS.items()),
+               "each region's port, region=port,...", type=parse_ports)
+    env_option(p, "--locations", "SHELFLIFE_LOCATIONS_FILE", None,
+               "JSON file {region: [location ids]} to issue credentials for")
+    env_option(p, "--tls-cert", "SHELFLIFE_TLS_CERT", None, "PEM certificate for TLS listeners")
+    env_option(p, "--tls-key", "SHELFLIFE_TLS_KEY", None, "PEM private key for TLS listeners")
 
     p.set_defaults(fn=cmd_broker)
 
     p = sub.add_parser("credentials", help="one store's login and signing key, as "
                                            "environment lines for its agent")
     p.add_argument("location", help="location id")
-    _add(p, "--credentials", "SHELFLIFE_CREDENTIALS", default_credentials(),
-         "the secure brokers' credentials.json")
+    env_option(p, "--credentials", "SHELFLIFE_CREDENTIALS", default_credentials(),
+               "the secure brokers' credentials.json")
     p.set_defaults(fn=cmd_credentials)
 
     p = sub.add_parser("ingest", help="run the regional ingest workers")
     _common(p)
-    add_connection_options(p, _add, who="logs in as ingest@<region> and signs acks")
-    _add(p, "--broker-host", "SHELFLIFE_BROKER_HOST", "127.0.0.1", "host of the brokers")
-    _add(p, "--broker-ports", "SHELFLIFE_BROKER_PORTS",
-         ",".join(f"{r}={port}" for r, port in DEFAULT_PORTS.items()),
-         "each region's broker port, region=port,...", type=parse_ports)
-    _add(p, "--give-up-after-s", "SHELFLIFE_INGEST_GIVE_UP_S", 60.0,
-         "exit non-zero (for a supervisor to restart) once landing has failed this long",
-         type=float)
-    _add(p, "--backlog-high", "SHELFLIFE_INGEST_BACKLOG_HIGH", 50_000,
-         "pause intake while this many landed events wait for the stream", type=int)
-    _add(p, "--backlog-low", "SHELFLIFE_INGEST_BACKLOG_LOW", None,
-         "resume intake below this backlog (default: half of --backlog-high)", type=int)
-    _add(p, "--max-events-per-s", "SHELFLIFE_INGEST_MAX_EVENTS_PER_S", 0.0,
-         "each region's intake quota in events/s (0 = no limit)", type=float)
+    add_connection_options(p, env_option, who="logs in as ingest@<region> and signs acks")
+    env_option(p, "--broker-host", "SHELFLIFE_BROKER_HOST", "127.0.0.1", "host of the brokers")
+    env_option(p, "--broker-ports", "SHELFLIFE_BROKER_PORTS",
+               ",".join(f"{r}={port}" for r, port in DEFAULT_PORTS.items()),
+               "each region's broker port, region=port,...", type=parse_ports)
+    env_option(p, "--give-up-after-s", "SHELFLIFE_INGEST_GIVE_UP_S", 60.0,
+               "exit non-zero (for a supervisor to restart) once landing has failed this long",
+               type=float)
+    env_option(p, "--backlog-high", "SHELFLIFE_INGEST_BACKLOG_HIGH", 50_000,
+               "pause intake while this many landed events wait for the stream", type=int)
+    env_option(p, "--backlog-low", "SHELFLIFE_INGEST_BACKLOG_LOW", None,
+               "resume intake below this backlog (default: half of --backlog-high)", type=int)
+    env_option(p, "--max-events-per-s", "SHELFLIFE_INGEST_MAX_EVENTS_PER_S", 0.0,
+               "each region's intake quota in events/s (0 = no limit)", type=float)
     _metrics_options(p, "SHELFLIFE_INGEST_METRICS_PORT", 9810)
-    p.set_defaults(fn=cmd_ingest)
+    p.set_defaults(fn=handler("apps.serve:cmd_ingest"))
 
     p = sub.add_parser("stream", help="run the Spark streaming queries (one per region)")
     _common(p)
-    _add(p, "--trigger-s", "SHELFLIFE_TRIGGER_S", 1.0, "micro-batch trigger", type=float)
-    _add(p, "--record-every-s", "SHELFLIFE_RECORD_EVERY_S", 10.0,
-         "how often bronze/silver are written from the spill", type=float)
-    _add(p, "--state-every-s", "SHELFLIFE_STATE_EVERY_S", 10.0,
-         "how often each region's whole state is saved (a restart re-applies the batches "
-         "after the last save)", type=float)
+    env_option(p, "--trigger-s", "SHELFLIFE_TRIGGER_S", 1.0, "micro-batch trigger", type=float)
+    env_option(p, "--record-every-s", "SHELFLIFE_RECORD_EVERY_S", 10.0,
+               "how often bronze/silver are written from the spill", type=float)
+    env_option(p, "--state-every-s", "SHELFLIFE_STATE_EVERY_S", 10.0,
+               "how often each region's whole state is saved (a restart re-applies the batches "
+               "after the last save)", type=float)
     _metrics_options(p, "SHELFLIFE_STREAM_METRICS_PORT", 9811)
-    p.set_defaults(fn=cmd_stream)
+    p.set_defaults(fn=handler("apps.serve_stream:cmd_stream"))
 
     for name, helptext in (("simulate", "run a simulated store fleet"),
                            ("demo", "run brokers, fleet, ingest, streaming and dashboard")):
         p = sub.add_parser(name, help=helptext)
         _common(p)
-        _add(p, "--stores", "SHELFLIFE_STORES", 300, "stores in the fleet", type=int)
-        _add(p, "--events-per-s", "SHELFLIFE_EVENTS_PER_S", 300.0, "fleet event rate",
-             type=float)
-        _add(p, "--data-dir", "SHELFLIFE_DATA_DIR", "./var", "agents' SQLite files etc.")
+        env_option(p, "--stores", "SHELFLIFE_STORES", 300, "stores in the fleet", type=int)
+        env_option(p, "--events-per-s", "SHELFLIFE_EVENTS_PER_S", 300.0, "fleet event rate",
+                   type=float)
+        env_option(p, "--data-dir", "SHELFLIFE_DATA_DIR", "./var", "agents' SQLite files etc.")
         if name == "simulate":
-            add_connection_options(p, _add, who="each store logs in as itself; "
-                                                "locations it lacks are added")
-            _add(p, "--broker-ports", "SHELFLIFE_BROKER_PORTS",
-                 ",".join(f"{r}={port}" for r, port in DEFAULT_PORTS.items()),
-                 "each region's broker port, region=port,...", type=parse_ports)
-            _add(p, "--duration-s", "SHELFLIFE_DURATION_S", None, "stop after (default: never)",
-                 type=float)
-            _add(p, "--seed", "SHELFLIFE_SEED", 7, "random seed", type=int)
+            add_connection_options(p, env_option, who="each store logs in as itself; "
+                                                      "locations it lacks are added")
+            env_option(p, "--broker-ports", "SHELFLIFE_BROKER_PORTS",
+                       ",".join(f"{r}={port}" for r, port in DEFAULT_PORTS.items()),
+                       "each region's broker port, region=port,...", type=parse_ports)
+            env_option(p, "--duration-s", "SHELFLIFE_DURATION_S", None,
+                       "stop after (default: never)", type=float)
+            env_option(p, "--seed", "SHELFLIFE_SEED", 7, "random seed", type=int)
             p.set_defaults(fn=cmd_simulate)
         else:
-            _add(p, "--port", "SHELFLIFE_DASHBOARD_PORT", 8501, "dashboard port", type=int)
-            _add(p, "--users-file", "SHELFLIFE_USERS_FILE", None,
-                 "operators file; the demo adds `demo` with a random password when it is "
-                 "empty (default <lakehouse>/_auth/users.yaml)")
-            p.add_argument("--insecure", action="store_true",
-                           default=truthy(_env("SHELFLIFE_INSECURE")),
-                           help="open brokers, anonymous clients, unsigned acks and orders "
-                                "(env SHELFLIFE_INSECURE)")
-            p.set_defaults(fn=cmd_demo)
+            env_option(p, "--port", "SHELFLIFE_DASHBOARD_PORT", 8501, "dashboard port", type=int)
+            env_option(p, "--users-file", "SHELFLIFE_USERS_FILE", None,
+                       "operators file; the demo adds `demo` with a random password when it is "
+                       "empty (default <lakehouse>/_auth/users.yaml)")
+            env_switch(p, "--insecure", "SHELFLIFE_INSECURE",
+                       "open brokers, anonymous clients, unsigned acks and orders")
+            p.set_defaults(fn=handler("apps.serve:cmd_demo"))
 
     p = sub.add_parser("dashboard", help="serve the Streamlit dashboard")
-    _add(p, "--lakehouse", "SHELFLIFE_LAKEHOUSE", "./lakehouse", "lakehouse root folder")
-    _add(p, "--port", "SHELFLIFE_DASHBOARD_PORT", 8501, "dashboard port", type=int)
-    _add(p, "--users-file", "SHELFLIFE_USERS_FILE", None,
-         "operators who may sign in (default <lakehouse>/_auth/users.yaml)")
+    env_option(p, "--lakehouse", "SHELFLIFE_LAKEHOUSE", "./lakehouse", "lakehouse root folder")
+    env_option(p, "--port", "SHELFLIFE_DASHBOARD_PORT", 8501, "dashboard port", type=int)
+    env_option(p, "--users-file", "SHELFLIFE_USERS_FILE", None,
+               "operators who may sign in (default <lakehouse>/_auth/users.yaml)")
     p.set_defaults(fn=cmd_dashboard)
 
-    add_deadletter_commands(sub, _add)
-    add_batch_commands(sub, _add)
-    add_review_commands(sub, _add)
-    add_user_commands(sub, _add)
+    add_deadletter_commands(sub, env_option)
+    add_batch_commands(sub, env_option)
+    add_review_commands(sub, env_option)
+    add_user_commands(sub, env_option)
     add_agent_commands(sub)
     return parser
 

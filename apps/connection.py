@@ -15,15 +15,12 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from ingest.auth import CREDENTIALS_FILE, Credentials, CredentialsMissing
+from lakehouse.credentials import CREDENTIALS_FILE, Credentials, CredentialsMissing
+from lakehouse.options import env_switch
 
 log = logging.getLogger("shelflife")
 BROKER_DIR = "./var/brokers"
 """``shelflife broker``'s default ``--data-dir`` (env SHELFLIFE_BROKER_DIR)."""
-
-
-def truthy(text: str | None) -> bool:
-    return (text or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def default_credentials() -> str:
@@ -36,10 +33,8 @@ def add_connection_options(p: argparse.ArgumentParser, add_option: Callable[...,
     """``--credentials``, ``--insecure`` and ``--tls-ca``; ``who`` says what it logs in as."""
     add_option(p, "--credentials", "SHELFLIFE_CREDENTIALS", default_credentials(),
                f"the secure brokers' credentials.json ({who})")
-    p.add_argument("--insecure", action="store_true",
-                   default=truthy(os.environ.get("SHELFLIFE_INSECURE")),
-                   help="open brokers: connect anonymously, acks and orders unsigned "
-                        "(env SHELFLIFE_INSECURE)")
+    env_switch(p, "--insecure", "SHELFLIFE_INSECURE",
+               "open brokers: connect anonymously, acks and orders unsigned")
     add_option(p, "--tls-ca", "SHELFLIFE_TLS_CA", None,
                "CA certificate (PEM) of the brokers' TLS listeners; set = connect over TLS")
 

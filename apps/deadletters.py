@@ -20,7 +20,6 @@ with its field and value, and the command exits with status 2.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import sys
@@ -28,10 +27,10 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
-from apps.connection import add_connection_options, open_credentials
+from apps.connection import add_connection_options
+from apps.lazy import handler
 from lakehouse.contract import (
     DEFAULT_PORTS,
     REGIONS,
@@ -42,104 +41,11 @@ from lakehouse.contract import (
     topic,
     validate_event,
 )
-
-if TYPE_CHECKING:  # pandas and deltalake load only when a dead-letter command runs, so
-    import pandas as pd  # `shelflife agent` keeps working on a store's small machine
-
+from lakehouse.landing import LandedRecord, LandingWriter, landing_dir, now_ts
+from lakehouse.mqtt import BrokerAddress, make_client
 
 EXIT_INVALID = 2
 EXIT_UNREACHABLE = 1
-RAW_SHOWN = 40
-REASON_SHOWN = 70
-
-
-# --- list -----------------------------------------------------------------------------------
-
-def read_dead_letters(root: str | os.PathLike[str] | None, *, region: str | None = None,
-                      since: datetime | None = None, limit: int | None = 20
-                      ) -> pd.DataFrame:
-    """Newest first; empty (not an error) while the table does not exist yet."""
-    import pandas as pd
-
-    from lakehouse.readers import read_table
-
-    filters = [("region", "=", check_region(region))] if region else None
-    dead = read_table("silver", "dead_letters", root, filters=filters)
-    if dead is None or dead.empty:
-        return pd.DataFrame(columns=["received_at", "region", "topic", "reason", "raw",
-                                     "ingest_batch_id", "line"])
-    if since is not None:
-        dead = dead[dead["received_at"] >= pd.Timestamp(since)]
-    dead = dead.sort_values("received_at", ascending=False, kind="stable")
-    if limit is not None:
-        dead = dead.head(limit)
-    return dead.reset_index(drop=True)
-
-
-def dead_letter_id(row: Mapping[str, Any]) -> str:
-    """``<ingest batch>:<line>``: where the dead letter sits in the landing zone."""
-    import pandas as pd
-
-    batch, line = row.get("ingest_batch_id"), row.get("line")
-    if batch is None or pd.isna(batch):
-        return "-"
-    return f"{batch}:{'' if line is None or pd.isna(line) else int(line)}"
-
-
-def _time(value: Any) -> str:
-    import pandas as pd
-
-    if value is None or pd.isna(value):
-        return "-"
-    return pd.Timestamp(value).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def _raw_preview(raw: bytes | None) -> str:
-    if raw is None:
-        return ""
-    shown = bytes(raw[:RAW_SHOWN]).decode("utf-8", errors="backslashreplace")
-    shown = shown.replace("\n", "\\n").replace("\t", "\\t")
-    return shown + ("..." if len(raw) > RAW_SHOWN else "")
-
-
-def _cut(text: Any, width: int) -> str:
-    import pandas as pd
-
-    text = "" if text is None or (not isinstance(text, str) and pd.isna(text)) else str(text)
-    return text if len(text) <= width else text[:width - 3] + "..."
-
-
-def format_table(dead: pd.DataFrame) -> str:
-    """A fixed-width table: time, region, topic, reason, first bytes of raw."""
-    rows = [(_time(r["received_at"]), str(r["region"]), str(r.get("topic") or "-"),
-             _cut(r.get("reason"), REASON_SHOWN), _raw_preview(r.get("raw")))
-            for r in dead.to_dict("records")]
-    head = ("time", "region", "topic", "reason", "raw")
-    widths = [max(len(head[i]), *(len(r[i]) for r in rows)) if rows else len(head[i])
-              for i in range(5)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-              for r in rows]
-    return "\n".join(lines)
-
-
-def to_jsonl(dead: pd.DataFrame) -> Iterable[str]:
-    """Editable lines for ``redrive --file``: the payload parsed into ``event``."""
-    for r in dead.to_dict("records"):
-        raw = bytes(r.get("raw") or b"")
-        line = {"id": dead_letter_id(r), "received_at": _time(r["received_at"]),
-                "region": r["region"], "topic": r.get("topic"), "reason": r.get("reason")}
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            line["event"] = raw.decode("utf-8", errors="replace")
-            line["raw_b64"] = base64.b64encode(raw).decode("ascii")
-        else:
-            try:
-                line["event"] = json.loads(text)
-            except ValueError:
-                line["event"] = text
-        yield json.dumps(line, separators=(",", ":"), default=str)
 
 
 # --- redrive --------------------------------------------------------------------------------
@@ -170,21 +76,6 @@ def _region_hint(obj: Mapping[str, Any]) -> str | None:
         except ContractError:
             return None
     return None
-
-
-def known_regions(root: str | os.PathLike[str] | None) -> dict[str, str]:
-    """Location -> region, from the topics of the dead letters (where they came from)."""
-    from lakehouse.readers import read_table
-
-    dead = read_table("silver", "dead_letters", root, columns=["region", "topic"])
-    out: dict[str, str] = {}
-    if dead is None:
-        return out
-    for region, name in zip(dead["region"], dead["topic"], strict=True):
-        parts = str(name or "").split("/")
-        if len(parts) == 5 and region in REGIONS:
-            out.setdefault(parts[3], region)
-    return out
 
 
 def parse_fixed(lines: Iterable[str], *, region: str | None = None,
@@ -220,33 +111,10 @@ def parse_fixed(lines: Iterable[str], *, region: str | None = None,
     return out
 
 
-def stream_refused(root: str | os.PathLike[str] | None) -> set[str]:
-    """Event ids the stream dead-lettered (ingest had landed them)."""
-    from lakehouse.readers import read_table
-
-    dead = read_table("silver", "dead_letters", root, columns=["source", "raw"])
-    out: set[str] = set()
-    if dead is None:
-        return out
-    for source, raw in zip(dead["source"], dead["raw"], strict=True):
-        if source != "stream" or raw is None:
-            continue
-        try:
-            event = json.loads(bytes(raw))
-        except ValueError:
-            continue
-        if isinstance(event, dict) and isinstance(event.get("event_id"), str):
-            out.add(event["event_id"])
-    return out
-
-
 def land(redrives: Sequence[Redrive], root: str | os.PathLike[str] | None, *,
          out: TextIO | None = None) -> int:
     """Write corrections of stream-refused events into their region's landing folder
     (fsynced and renamed, as ingest lands); returns how many."""
-    from ingest.landing import LandedRecord, LandingWriter, now_ts
-    from lakehouse.paths import landing_dir
-
     out = out or sys.stdout
     by_region: dict[str, list[Redrive]] = {}
     for r in redrives:
@@ -270,8 +138,6 @@ def publish(redrives: Sequence[Redrive], *, host: str, ports: Mapping[str, int],
     store may publish only to its own topic; then each location gets its own connection.
     ``tls_ca`` connects over TLS, checking the brokers' certificates against it.
     """
-    from lakehouse.mqtt import BrokerAddress, make_client
-
     out = out or sys.stdout
     groups: dict[tuple[str, str | None], list[Redrive]] = {}
     for r in redrives:
@@ -358,7 +224,7 @@ def add_deadletter_commands(sub: argparse._SubParsersAction,
     q.add_argument("--jsonl", action="store_true",
                    help="one editable JSON line each (payload parsed into 'event'), "
                         "the input `redrive --file` takes")
-    q.set_defaults(fn=cmd_list)
+    q.set_defaults(fn=handler("apps.deadletter_commands:cmd_list"))
 
     r = inner.add_parser("redrive", help="re-publish corrected events at QoS 2")
     add_option(r, "--lakehouse", "SHELFLIFE_LAKEHOUSE", "./lakehouse",
@@ -373,77 +239,6 @@ def add_deadletter_commands(sub: argparse._SubParsersAction,
                "each region's broker port")
     add_connection_options(r, add_option, who="publishes as each event's store")
     r.add_argument("--dry-run", action="store_true", help="validate only, send nothing")
-    r.set_defaults(fn=cmd_redrive)
+    r.set_defaults(fn=handler("apps.deadletter_commands:cmd_redrive"))
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    dead = read_dead_letters(args.lakehouse, region=args.region, since=args.since,
-                             limit=args.limit)
-    if args.jsonl:
-        for line in to_jsonl(dead):
-            print(line)
-        return 0
-    if dead.empty:
-        print("no dead letters" + (f" in {args.region}" if args.region else "")
-              + (f" since {_time(args.since)}" if args.since else ""))
-        return 0
-    print(format_table(dead))
-    return 0
-
-
-def cmd_redrive(args: argparse.Namespace) -> int:
-    path = Path(args.file)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        print(f"redrive: cannot read {path}: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    logins = None
-    regions_of: dict[str, str] = {}
-    creds = (None if args.dry_run and not Path(args.credentials).exists()
-             else open_credentials(args, "redrive"))
-    if creds is not None:
-        regions_of = {loc: creds.region_of(loc) for r in REGIONS for loc in creds.locations(r)}
-    try:
-        lines = text.splitlines()
-        needs_lookup = args.region is None
-        if needs_lookup:
-            regions_of = {**known_regions(args.lakehouse), **regions_of}
-        redrives = parse_fixed(lines, region=args.region, regions_of=regions_of)
-        if creds is not None:
-            logins = {}
-            for r in redrives:
-                login = creds.credentials_for(r.event["location_id"])
-                logins[r.event["location_id"]] = (login.username, login.password)
-    except (RedriveError, KeyError) as exc:
-        print(f"redrive: {path}: {exc.args[0] if isinstance(exc, KeyError) else exc}; "
-              "nothing was sent", file=sys.stderr)
-        return EXIT_INVALID
-    if not redrives:
-        print(f"redrive: {path} holds no events; nothing to send")
-        return 0
-    if args.dry_run:
-        for r in redrives:
-            print(f"line {r.line}: {r.event['event_id']} valid -> {r.topic}")
-        print(f"dry run: {len(redrives)} event(s) valid; nothing sent")
-        return 0
-    try:
-        ports = parse_ports(args.broker_ports)
-    except argparse.ArgumentTypeError as exc:
-        print(f"redrive: {exc}; nothing was sent", file=sys.stderr)
-        return EXIT_INVALID
-    refused = stream_refused(args.lakehouse)
-    direct = [r for r in redrives if r.event["event_id"] in refused]
-    redrives = [r for r in redrives if r.event["event_id"] not in refused]
-    if direct:
-        land(direct, args.lakehouse)
-    try:
-        sent = publish(redrives, host=args.host, ports=ports, logins=logins,
-                       tls_ca=args.tls_ca) if redrives else 0
-    except ConnectionError as exc:
-        print(f"redrive: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    print(f"redrive: {sent} event(s) re-published; ingest validates and lands them "
-          "(a (location, seq) already landed is dropped as a duplicate)"
-          + (f"; {len(direct)} the stream had refused landed directly" if direct else ""))
-    return 0

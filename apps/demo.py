@@ -1,4 +1,4 @@
-"""``shelflife demo``: every component as its own process, on embedded defaults.
+"""``shelflife demo``: every component as its own process, on default settings.
 
 brokers -> ingest -> streaming -> dashboard -> batch decisions (forecasts half-hourly,
 transfers and reorders every 5 minutes) -> approved transfers sent down to the stores
@@ -36,8 +36,8 @@ from pathlib import Path
 from apps.auth.users import UsersFile, users_file_path
 from apps.streamlit.launch import dashboard_command
 from edge_mqtt.simulator import FleetConfig, fleet_layout
-from ingest.auth import Credentials
-from ingest.brokers import credentials_path
+from ingest.brokers import BrokerError, credentials_path, require_mosquitto
+from lakehouse.credentials import Credentials
 
 COMPONENT_START_TIMEOUT_S = 60
 RESTARTED = frozenset({"ingest"})
@@ -165,6 +165,10 @@ def demo_plan(*, lake: str, var: Path, port: int, stores: int, events_per_s: flo
 def run_demo(*, lakehouse: str, data_dir: str, port: int, stores: int,
              events_per_s: float, users_file: str | None = None,
              insecure: bool = False) -> int:
+    try:
+        require_mosquitto()  # before anything starts, not as one failing component of six
+    except BrokerError as exc:
+        raise SystemExit(f"demo: {exc}") from exc
     lake = str(Path(lakehouse).resolve())
     var = Path(data_dir).resolve()
     users = UsersFile(users_file_path(users_file, lake))

@@ -54,6 +54,7 @@ from edge_mqtt.agent import StoreAgent  # noqa: E402
 from edge_mqtt.publisher import Publisher, PublisherConfig  # noqa: E402
 from edge_mqtt.simulator import Fleet, FleetConfig  # noqa: E402
 from lakehouse import oracle  # noqa: E402
+from lakehouse.catalogue import REGION_STATUS, STOCK_COHORTS, STOCK_LEVELS  # noqa: E402
 from lakehouse.contract import DEFAULT_PORTS, format_ts  # noqa: E402
 
 SKUS = ("DAIRY-MILK-WH-1L", "BAK-LOAF-WHT-800", "PROD-SALAD-MIX-200", "MEAT-CHK-BREAST-500",
@@ -170,7 +171,7 @@ def main() -> None:
         threading.Thread(target=poll_gold, args=(levels, [before, during], stop),
                          kwargs={"regions": ["central", "west"]}, daemon=True).start()
         statuses: list[dict] = []
-        threading.Thread(target=poll_status, args=(lake / "gold" / "region_status",
+        threading.Thread(target=poll_status, args=(REGION_STATUS.path(lake),
                                                    statuses, stop), daemon=True).start()
         threading.Thread(target=fleet.run, args=(stop,), daemon=True).start()
         time.sleep(args.warmup_s / 2)
@@ -214,14 +215,13 @@ def main() -> None:
         load_end = os.getloadavg()
         span = max(1e-3, time.time() - t0)
         time.sleep(3)
-        east = lake / "gold"
-        cohorts = deltalake.DeltaTable(str(east / "stock_cohorts")).to_pyarrow_table(
+        cohorts = deltalake.DeltaTable(str(STOCK_COHORTS.path(lake))).to_pyarrow_table(
             filters=[("region", "=", "east")]).to_pylist()
         gold = {(r["location_id"], r["sku"], r["lot"]): r["quantity"] for r in cohorts
                 if r["location_id"] in targets and r["quantity"]}
         expected = oracle.fold(backlog)
         applied = {}
-        for r in deltalake.DeltaTable(str(east / "stock_levels")).to_pyarrow_table(
+        for r in deltalake.DeltaTable(str(STOCK_LEVELS.path(lake))).to_pyarrow_table(
                 filters=[("region", "=", "east")]).to_pylist():
             if r["location_id"] in targets:
                 applied[r["location_id"]] = r["contiguous_seq"] or 0

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from lakehouse.catalogue import STOCK_LEVELS  # noqa: E402
 from lakehouse.metrics import parse_metrics  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -127,7 +128,7 @@ class Components:
 
     def wait_for_tables(self, lake: Path, timeout: float = 300) -> Path:
         """Wait until the stream has created gold; returns gold/stock_levels."""
-        levels = lake / "gold" / "stock_levels"
+        levels = STOCK_LEVELS.path(lake)
         started = time.monotonic()
         while not (levels / "_delta_log").exists():
             self.check("stream")

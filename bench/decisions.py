@@ -22,8 +22,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spark_jobs.reorders import suggest_reorders  # noqa: E402
-from spark_jobs.transfers import recommend_transfers  # noqa: E402
+from spark_jobs.decisions.reorders import suggest_reorders  # noqa: E402
+from spark_jobs.decisions.transfers import recommend_transfers  # noqa: E402
 
 REGIONS = ("east", "central", "west")
 CATEGORIES = ("dairy", "bakery", "produce", "meat")

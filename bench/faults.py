@@ -73,10 +73,11 @@ if str(ROOT) not in sys.path:
 from bench.badpayloads import Bad, RogueClient, key_of, plan, send_anonymous  # noqa: E402
 from bench.common import free_port, pct  # noqa: E402
 from bench.netproxy import FaultProxy  # noqa: E402
-from ingest.auth import Credentials  # noqa: E402
 from ingest.brokers import credentials_path, start_brokers  # noqa: E402
 from lakehouse import oracle  # noqa: E402
+from lakehouse.catalogue import DEAD_LETTERS, EVENTS, STOCK_COHORTS, STOCK_LEVELS, Table  # noqa: E402
 from lakehouse.contract import REGIONS  # noqa: E402
+from lakehouse.credentials import Credentials  # noqa: E402
 
 MODES: dict[str, dict[str, Any]] = {
     "quick": {"stores": 30, "group": 5, "rate": 1.0, "accel": 120.0, "partition": 5,
@@ -211,7 +212,7 @@ class Bench:
 
     def broker_launch(self, region: str):
         locations = {r: self.stores[r] + self.rogues[r] for r in REGIONS}
-        return lambda: start_brokers(self.brokers_dir, [region], kind="mosquitto",
+        return lambda: start_brokers(self.brokers_dir, [region],
                                      ports={region: self.ports[region]},
                                      secure=self.secure, locations=locations,
                                      timeout=20.0)[0]
@@ -349,7 +350,7 @@ class Bench:
     def poll_gold(self) -> None:
         """Every version of gold stock_levels: the first commit showing each location's
         contiguous seq covers every event up to it."""
-        path = str(self.lake / "gold" / "stock_levels")
+        path = str(STOCK_LEVELS.path(self.lake))
         seen = -1
         while not self.stop.is_set():
             try:
@@ -626,8 +627,8 @@ class Bench:
                     f"{sum(behind.values()):,} events of {len(behind)} stores not in gold")
         return False
 
-    def read_table(self, layer: str, name: str, columns: list[str]) -> list[dict]:
-        return deltalake.DeltaTable(str(self.lake / layer / name)).to_pyarrow_table(
+    def read_table(self, table: Table, columns: list[str]) -> list[dict]:
+        return deltalake.DeltaTable(str(table.path(self.lake))).to_pyarrow_table(
             columns=columns).to_pylist()
 
     def wait_silver(self, recorded: int, dead_expected: int, timeout: float) -> None:
@@ -638,9 +639,9 @@ class Bench:
         while time.time() < deadline:
             self.tick(5.0)
             try:
-                n = len(deltalake.DeltaTable(str(self.lake / "silver" / "events"))
+                n = len(deltalake.DeltaTable(str(EVENTS.path(self.lake)))
                         .to_pyarrow_table(columns=["seq"]))
-                d = len(deltalake.DeltaTable(str(self.lake / "silver" / "dead_letters"))
+                d = len(deltalake.DeltaTable(str(DEAD_LETTERS.path(self.lake)))
                         .to_pyarrow_table(columns=["region"]))
             except Exception:  # noqa: BLE001
                 continue
@@ -669,7 +670,7 @@ class Bench:
                 conn.close()
         log_missing = sum(max(0, last - len(events.get(loc, {})))
                           for loc, last in db_last.items())
-        silver = self.read_table("silver", "events", ["location_id", "seq"])
+        silver = self.read_table(EVENTS, ["location_id", "seq"])
         per_pair = Counter((r["location_id"], r["seq"]) for r in silver)
         lost = len(recorded_pairs - set(per_pair))
         duplicated = sum(c - 1 for c in per_pair.values() if c > 1)
@@ -678,8 +679,7 @@ class Bench:
         for evs in events.values():
             expected.update(oracle.fold(evs.values()))
         gold = {(r["location_id"], r["sku"], r["lot"]): r["quantity"]
-                for r in self.read_table("gold", "stock_cohorts",
-                                         ["location_id", "sku", "lot", "quantity"])
+                for r in self.read_table(STOCK_COHORTS, ["location_id", "sku", "lot", "quantity"])
                 if r["quantity"] and r["location_id"] in self.region_of}
         differ = sum(1 for k in set(gold) | set(expected) if gold.get(k) != expected.get(k))
         # ingest's landed seqs against the agents' acks: an ack beyond what ingest landed
@@ -695,7 +695,7 @@ class Bench:
         ack_errors = sum(p.read_text(errors="replace").count("it has lost events the lakehouse")
                          for p in self.logs.glob("agents-*.log"))
         # bad payloads
-        dead = self.read_table("silver", "dead_letters", ["raw", "source", "reason"])
+        dead = self.read_table(DEAD_LETTERS, ["raw", "source", "reason"])
         dl_keys: Counter[str] = Counter()
         dl_source: dict[str, str] = {}
         for r in dead:
@@ -850,7 +850,7 @@ class Bench:
         threading.Thread(target=self.poll_gold, daemon=True).start()
         self.phase = "spark start-up"
         t = time.time()
-        while not (self.lake / "gold" / "stock_levels" / "_delta_log").exists():
+        while not (STOCK_LEVELS.path(self.lake) / "_delta_log").exists():
             self.tick(1.0)
             if time.time() - t > 400:
                 raise SystemExit("the stream created no tables within 400 s")

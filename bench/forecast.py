@@ -5,7 +5,7 @@ counts the test days with at most 2 stockout hours, where sales are close to dem
 day the shelf was empty for hours says little about demand); the all-days score is printed
 too. Figures, all from the same run and the same series:
 
-* **Shelflife** - :func:`spark_jobs.forecast.forecast_demand` on every sampled series at
+* **Shelflife** - :func:`spark_jobs.decisions.forecast.forecast_demand` on every sampled series at
   once (default 15,000, drawn at random), timed: that wall time is ``seconds_15k``.
 * **seasonal naive** - the same weekday of the last training week.
 * **mean of the last 28 days**.
@@ -45,7 +45,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spark_jobs.forecast import (  # noqa: E402
+from spark_jobs.decisions.forecast import (  # noqa: E402
     REGRESSORS,
     UNCENSORED_MAX_STOCKOUT_HOURS,
     forecast_demand,

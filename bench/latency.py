@@ -39,6 +39,7 @@ from bench.common import (  # noqa: E402
 )
 from edge_mqtt.simulator import Fleet, FleetConfig  # noqa: E402
 from ingest.brokers import DEFAULT_PORTS  # noqa: E402
+from lakehouse.catalogue import EVENTS  # noqa: E402
 
 
 def poll_acks(fleet: Fleet, vis: Visibility, stop: threading.Event) -> None:
@@ -132,7 +133,7 @@ def main() -> None:
         # Silver is written behind gold (every few seconds): give it time to catch up.
         deadline = time.monotonic() + 60
         while True:
-            silver = deltalake.DeltaTable(str(lake / "silver" / "events")).to_pandas(
+            silver = deltalake.DeltaTable(str(EVENTS.path(lake))).to_pandas(
                 columns=["location_id", "seq"])
             keys = set(zip(silver["location_id"], silver["seq"], strict=True))
             lost = sum(1 for k in measured if k not in keys)

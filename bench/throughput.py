@@ -57,6 +57,7 @@ from bench.common import (  # noqa: E402
     wait_port,
 )
 from lakehouse.contract import DEFAULT_PORTS, REGIONS  # noqa: E402
+from lakehouse.mqtt import BrokerAddress, make_client  # noqa: E402
 
 SKUS = ("DAIRY-MILK-WH-1L", "BAK-LOAF-WHT-800", "PROD-SALAD-MIX-200", "MEAT-CHK-BREAST-500")
 RAW_TOPIC = "bench/raw"
@@ -67,9 +68,6 @@ RAW_TOPIC = "bench/raw"
 def _feeder(conn, shard: list[tuple[str, str]], agent_dir: str, ports: dict[str, int],
             seed: int) -> None:
     """Make events with real agents on request, then publish them on a schedule."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
     from edge_mqtt.agent import StoreAgent
     from lakehouse.contract import encode_event, format_ts, topic
 
@@ -86,8 +84,8 @@ def _feeder(conn, shard: list[tuple[str, str]], agent_dir: str, ports: dict[str,
 
     clients = {}
     for region in {r for _, r in shard}:
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-feed-{seed}-{region}",
-                        protocol=mqtt.MQTTv311)
+        c = make_client(BrokerAddress("127.0.0.1", ports[region]),
+                        client_id=f"bench-feed-{seed}-{region}")
         c.max_inflight_messages_set(500)
         c.max_queued_messages_set(0)
         c.on_publish = on_publish
@@ -202,9 +200,6 @@ class Feeder:
 # --- the raw ceiling -----------------------------------------------------------------------
 
 def _raw_subscriber(conn, port: int, n: int) -> None:
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
     got = {"n": 0, "last": 0.0}
     done = threading.Event()
 
@@ -214,8 +209,7 @@ def _raw_subscriber(conn, port: int, n: int) -> None:
             got["last"] = time.time()
             done.set()
 
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-raw-sub",
-                    protocol=mqtt.MQTTv311)
+    c = make_client(BrokerAddress("127.0.0.1", port), client_id="bench-raw-sub")
     c.on_message = on_message
     c.connect("127.0.0.1", port)
     c.subscribe(RAW_TOPIC, qos=2)
@@ -229,9 +223,6 @@ def _raw_subscriber(conn, port: int, n: int) -> None:
 
 
 def _raw_publisher(conn, port: int, n: int, payload: bytes) -> None:
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
     done = [0]
     room = threading.Condition()
 
@@ -240,8 +231,7 @@ def _raw_publisher(conn, port: int, n: int, payload: bytes) -> None:
             done[0] += 1
             room.notify()
 
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-raw-pub",
-                    protocol=mqtt.MQTTv311)
+    c = make_client(BrokerAddress("127.0.0.1", port), client_id="bench-raw-pub")
     c.max_inflight_messages_set(1000)
     c.max_queued_messages_set(0)
     c.on_publish = on_publish
@@ -268,7 +258,7 @@ def measure_raw(ctx, data_dir: Path, payload: bytes, n: int) -> dict:
     from ingest.brokers import start_brokers, stop_brokers
 
     port = free_port()
-    brokers = start_brokers(data_dir, ["east"], kind="mosquitto", ports={"east": port})
+    brokers = start_brokers(data_dir, ["east"], ports={"east": port})
     try:
         sub_conn, sub_child = ctx.Pipe()
         pub_conn, pub_child = ctx.Pipe()

@@ -9,7 +9,7 @@ reaches the outbox, with the field and value named.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ from .store import DEFAULT_SYNCHRONOUS, StoreDB, Synchronous, warn_if_unsafe
 
 AGENT_VERSION = "0.1.0"
 Applier = Callable[[], None]
+HeldLot = tuple[str, str | None, int]
+"""One lot of a SKU as read for recording: (lot, expires_on, quantity)."""
 
 
 class StoreAgent:
@@ -118,12 +120,17 @@ class StoreAgent:
             for loc, s in (clock_merge or {}).items():
                 clock[loc] = max(clock.get(loc, 0), s)
             payload, apply = make()
-            check_values(payload, _payload_field)
-            check_values({"occurred_at": occurred_at, "causation_id": cause})
-            event = build_event(location_id=self.location_id, seq=seq, event_type=event_type,
-                                payload=payload, clock=clock, occurred_at=occurred_at,
-                                causation_id=cause, offline=not self.online,
-                                agent_version=AGENT_VERSION)
+            try:
+                event = build_event(location_id=self.location_id, seq=seq,
+                                    event_type=event_type, payload=payload, clock=clock,
+                                    occurred_at=occurred_at, causation_id=cause,
+                                    offline=not self.online, agent_version=AGENT_VERSION)
+            except ContractError:
+                # The contract is stricter than the agent's own limits, so a value past
+                # those is refused either way; the limits name it first, in their terms.
+                check_values(payload, _payload_field)
+                check_values({"occurred_at": occurred_at, "causation_id": cause})
+                raise
             apply()
             self.db.append_outbox(seq, encode_event(event))
             self.db.advance(seq + 1, event["clock"])
@@ -134,39 +141,19 @@ class StoreAgent:
             self.on_record(event["seq"])
         return event
 
-    def _draw_fefo(self, sku: Any, quantity: Any) -> list[dict[str, Any]]:
-        """Lots to take, first-expired-first-out; the shortfall comes from UNALLOCATED_LOT.
+    def _held(self, sku: Any) -> list[HeldLot]:
+        """The SKU's lots first-expired-first, read once for stock_before and the draw."""
+        return self.db.lots_of(sku) if isinstance(sku, str) else []
 
-        Lots with no expiry (a count may list one) are not drawn by name: the contract
-        lets only UNALLOCATED_LOT go without one, and a sale must never be refused.
-        """
-        if not (isinstance(sku, str) and _is_posint(quantity)):
-            return []
-        lots, left = [], quantity
-        for c in self.db.cohorts(sku):
-            if left == 0:
-                break
-            if c["quantity"] <= 0 or c["lot"] == UNALLOCATED_LOT or c["expires_on"] is None:
-                continue
-            take = min(left, c["quantity"])
-            lots.append({"lot": c["lot"], "expires_on": c["expires_on"], "quantity": take})
-            left -= take
-        if left:
-            lots.append({"lot": UNALLOCATED_LOT, "expires_on": None, "quantity": left})
-        return lots
-
-    def _draw_lot(self, sku: str, quantity: int, lot: str) -> list[dict[str, Any]]:
-        known = self.db.cohort(sku, lot)
-        if known is None or known["quantity"] < quantity:
-            have = 0 if known is None else known["quantity"]
-            raise ContractError("lot", lot, f"holds {have} of {sku}, {quantity} to ship")
-        return [{"lot": lot, "expires_on": known["expires_on"], "quantity": quantity}]
-
-    def _move(self, sku: str, lots: list[dict[str, Any]], sign: int) -> Callable[[], None]:
+    def _move(self, sku: str, lots: list[dict[str, Any]], sign: int,
+              held: Sequence[HeldLot] = ()) -> Callable[[], None]:
+        """Apply ``lots`` to the SKU's cohorts; ``held`` (read in this transaction) spares
+        each lot it lists a lookup."""
         def apply() -> None:
+            known = {lot: quantity for lot, _expires, quantity in held}
             for lot in lots:
                 self.db.add_to_cohort(sku, lot["lot"], lot["expires_on"],
-                                      sign * lot["quantity"])
+                                      sign * lot["quantity"], held=known.get(lot["lot"]))
         return apply
 
     def receive(self, sku: str, quantity: int, *, lot: str, expires_on: str,
@@ -184,13 +171,14 @@ class StoreAgent:
     def sell(self, sku: str, quantity: int, *, unit_price: float, transaction_ref: str,
              occurred_at: str | None = None) -> dict[str, Any]:
         def make() -> tuple[dict[str, Any], Applier]:
-            before = self._stock_before(sku)
+            held = self._held(sku)
+            before = sum(have for _lot, _expires, have in held)
             check_on_hand(sku, before, _negated(quantity), "payload.quantity", quantity)
-            lots = self._draw_fefo(sku, quantity)
+            lots = _draw_fefo(sku, held, quantity)
             payload = {"sku": sku, "quantity": quantity, "unit_price": unit_price,
                        "transaction_ref": transaction_ref, "lots": lots,
                        "stock_before": before}
-            return payload, self._move(sku, lots, -1)
+            return payload, self._move(sku, lots, -1, held)
         return self._record("sold", make, occurred_at=occurred_at)
 
     def transfer_out(self, sku: str, quantity: int, *, destination: str, transfer_id: str,
@@ -207,17 +195,18 @@ class StoreAgent:
               order_id: str | None = None, recorded_by: str | None = None
               ) -> dict[str, Any]:
         def make() -> tuple[dict[str, Any], Applier]:
-            before = self._stock_before(sku)
+            held = self._held(sku)
+            before = sum(have for _lot, _expires, have in held)
             check_on_hand(sku, before, _negated(quantity), "payload.quantity", quantity)
-            lots = self._draw_fefo(sku, quantity) if lot is None else self._draw_lot(
-                sku, quantity, lot)
+            lots = (_draw_fefo(sku, held, quantity) if lot is None
+                    else _draw_lot(sku, held, quantity, lot))
             payload = {"sku": sku, "quantity": quantity, "destination": destination,
                        "transfer_id": transfer_id,
                        "expected_transit_hours": transit_hours,
                        "lots": lots, "stock_before": before}
             if recorded_by is not None:
                 payload["recorded_by"] = recorded_by
-            move = self._move(sku, lots, -1)
+            move = self._move(sku, lots, -1, held)
 
             def apply() -> None:
                 move()
@@ -356,6 +345,38 @@ class StoreAgent:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _draw_fefo(sku: Any, held: list[HeldLot], quantity: Any) -> list[dict[str, Any]]:
+    """Lots to take from ``held``, first-expired-first-out; the shortfall comes from
+    UNALLOCATED_LOT.
+
+    Lots with no expiry (a count may list one) are not drawn by name: the contract
+    lets only UNALLOCATED_LOT go without one, and a sale must never be refused.
+    """
+    if not (isinstance(sku, str) and _is_posint(quantity)):
+        return []
+    lots, left = [], quantity
+    for lot, expires_on, have in held:
+        if have <= 0 or expires_on is None or lot == UNALLOCATED_LOT:
+            continue
+        take = min(left, have)
+        lots.append({"lot": lot, "expires_on": expires_on, "quantity": take})
+        left -= take
+        if left == 0:
+            return lots
+    lots.append({"lot": UNALLOCATED_LOT, "expires_on": None, "quantity": left})
+    return lots
+
+
+def _draw_lot(sku: str, held: list[HeldLot], quantity: int, lot: str
+              ) -> list[dict[str, Any]]:
+    """The one named lot of ``held`` to ship, refused when it holds less than ``quantity``."""
+    known = next((row for row in held if row[0] == lot), None)
+    if known is None or known[2] < quantity:
+        have = 0 if known is None else known[2]
+        raise ContractError("lot", lot, f"holds {have} of {sku}, {quantity} to ship")
+    return [{"lot": lot, "expires_on": known[1], "quantity": quantity}]
 
 
 def _payload_field(key: str) -> str:

@@ -9,8 +9,10 @@ same message. Refusals print ``error: <field>: <reason> (got <value>)`` and exit
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -20,8 +22,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lakehouse.contract import DEFAULT_PORTS, MAX_EVENT_BYTES, ContractError, check_region
+from lakehouse.options import env_option
 
 from .agent import StoreAgent
+from .http_api import serve_agent
+from .operators import Operators
+from .publisher import Publisher, PublisherConfig
 from .recording import REQUEST_SHAPES, field_name, record
 from .store import DEFAULT_SYNCHRONOUS, ORDER_STATUSES, SYNCHRONOUS_MODES, StoreDB
 
@@ -73,24 +79,16 @@ RECORD_OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
 }
 
 
-def _env_opt(p: argparse.ArgumentParser, flag: str, env: str, default: Any, help: str,
-             typ: Callable[[str], Any] = str, *, shown: str | None = None) -> None:
-    """An option whose default comes from ``env``, named in the help text."""
-    value = os.environ.get(env)
-    p.add_argument(flag, default=typ(value) if value is not None else default, type=typ,
-                   help=f"{help} (env {env}; default {shown or default})")
-
-
 def _agent_opts(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
-    _env_opt(p, "--db", "SHELFLIFE_AGENT_DB", "./var/agent.sqlite", "the agent's SQLite file")
-    _env_opt(p, "--location", "SHELFLIFE_LOCATION", None, "location id",
-             shown="the one the database belongs to")
-    _env_opt(p, "--region", "SHELFLIFE_REGION", None, "east|central|west",
-             shown="the database's")
-    _env_opt(p, "--synchronous", "SHELFLIFE_AGENT_SYNCHRONOUS", DEFAULT_SYNCHRONOUS,
-             "SQLite synchronous: FULL survives a power cut; NORMAL is faster but a power "
-             "cut can roll back events already answered (a warning is logged)",
-             _synchronous)
+    env_option(p, "--db", "SHELFLIFE_AGENT_DB", "./var/agent.sqlite", "the agent's SQLite file")
+    env_option(p, "--location", "SHELFLIFE_LOCATION", None, "location id",
+               shown="the one the database belongs to")
+    env_option(p, "--region", "SHELFLIFE_REGION", None, "east|central|west",
+               shown="the database's")
+    env_option(p, "--synchronous", "SHELFLIFE_AGENT_SYNCHRONOUS", DEFAULT_SYNCHRONOUS,
+               "SQLite synchronous: FULL survives a power cut; NORMAL is faster but a power "
+               "cut can roll back events already answered (a warning is logged)",
+               _synchronous)
     if json_flag:
         p.add_argument("--json", action="store_true", help="print JSON for machines")
 
@@ -152,19 +150,19 @@ def add_agent_commands(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("serve", help="HTTP API for POS/WMS plus the publisher to the broker")
     _agent_opts(p, json_flag=False)
-    _env_opt(p, "--host", "SHELFLIFE_AGENT_HOST", "127.0.0.1", "HTTP listen address")
-    _env_opt(p, "--port", "SHELFLIFE_AGENT_PORT", 8765, "HTTP port", int)
-    _env_opt(p, "--broker-host", "SHELFLIFE_BROKER_HOST", "127.0.0.1", "region broker host")
-    _env_opt(p, "--broker-port", "SHELFLIFE_BROKER_PORT", None, "region broker port", int,
-             shown="the region's: east 18831, central 18832, west 18833")
-    _env_opt(p, "--broker-user", "SHELFLIFE_BROKER_USER", None,
-             "broker username (the location id on secure brokers); the password comes "
-             "from env SHELFLIFE_BROKER_PASSWORD and the signing key acks and orders must "
-             "carry from env SHELFLIFE_AGENT_KEY (hex); `shelflife credentials <location>` "
-             "prints all three", shown="none")
-    _env_opt(p, "--tls-ca", "SHELFLIFE_TLS_CA", None,
-             "CA certificate (PEM) of the broker's TLS listener; set = connect over TLS",
-             shown="none")
+    env_option(p, "--host", "SHELFLIFE_AGENT_HOST", "127.0.0.1", "HTTP listen address")
+    env_option(p, "--port", "SHELFLIFE_AGENT_PORT", 8765, "HTTP port", int)
+    env_option(p, "--broker-host", "SHELFLIFE_BROKER_HOST", "127.0.0.1", "region broker host")
+    env_option(p, "--broker-port", "SHELFLIFE_BROKER_PORT", None, "region broker port", int,
+               shown="the region's: east 18831, central 18832, west 18833")
+    env_option(p, "--broker-user", "SHELFLIFE_BROKER_USER", None,
+               "broker username (the location id on secure brokers); the password comes "
+               "from env SHELFLIFE_BROKER_PASSWORD and the signing key acks and orders must "
+               "carry from env SHELFLIFE_AGENT_KEY (hex); `shelflife credentials <location>` "
+               "prints all three", shown="none")
+    env_option(p, "--tls-ca", "SHELFLIFE_TLS_CA", None,
+               "CA certificate (PEM) of the broker's TLS listener; set = connect over TLS",
+               shown="none")
     p.set_defaults(fn=run_agent_command, agent_fn=cmd_serve)
 
 
@@ -266,9 +264,6 @@ def os_operator() -> str:
     """Who runs a CLI operator action: the OS login that owns the agent's database (it
     authenticated to the machine already; anyone who can write the file could bypass any
     password), made safe for the contract's id format."""
-    import getpass
-    import re
-
     try:
         name = getpass.getuser()
     except (OSError, KeyError):
@@ -277,17 +272,13 @@ def os_operator() -> str:
     return name if name[:1].isalnum() else f"u{name}"[:64]
 
 
-def _operators(args: argparse.Namespace):  # -> Operators
-    from .operators import Operators
-
+def _operators(args: argparse.Namespace) -> Operators:
     if not Path(args.db).is_file():
         raise ContractError("db", args.db, "no agent database there")
     return Operators(args.db)
 
 
 def cmd_operators_add(args: argparse.Namespace) -> int:
-    import getpass
-
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
@@ -326,9 +317,6 @@ def cmd_operators_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .http_api import serve_agent
-    from .publisher import Publisher, PublisherConfig
-
     key = _signing_key(os.environ.get("SHELFLIFE_AGENT_KEY"))
     agent = open_agent(args)
     broker_port = args.broker_port or DEFAULT_PORTS[agent.region]

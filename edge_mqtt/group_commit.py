@@ -85,18 +85,17 @@ class GroupCommit:
                     except BaseException as exc:
                         r.error = exc
                         if not alone:
-                            conn.execute("ROLLBACK TO request")
+                            self.db.rollback("request")
                     if not alone:
                         conn.execute("RELEASE request")
                 if alone and batch[0].error is not None:
-                    conn.execute("ROLLBACK")
+                    self.db.rollback()
                 else:
                     conn.execute("COMMIT")
                     self.commits += 1
                     self.committed += sum(r.error is None for r in batch)
             except BaseException as exc:  # BEGIN or COMMIT failed: nothing was recorded
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                self.db.rollback()
                 for r in batch:
                     if r.error is None:
                         r.error, r.value = exc, None

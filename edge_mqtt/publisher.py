@@ -20,7 +20,7 @@ connect). An ack beyond the last recorded seq is refused: it never trims the out
 
 Proof of origin. With the store's signing key (``PublisherConfig.signing_key``, issued by
 the secure brokers' credentials), an ack or order must carry ingest's or the dispatcher's
-signature over this location (:func:`lakehouse.contract.validate_ack`); anything else is
+signature over this location (:func:`lakehouse.contract.read_ack`); anything else is
 refused and counted like junk, and never deletes an event or becomes an order. So even on
 an open or misconfigured broker a stranger cannot make the store drop events that never
 landed or ship goods nobody approved. Without a key the agent trusts its broker, and says
@@ -29,7 +29,6 @@ so once when it starts.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -42,16 +41,18 @@ import paho.mqtt.client as mqtt
 from lakehouse.contract import (
     MAX_EVENT_BYTES,
     ContractError,
+    Heartbeat,
     order_topic,
+    read_ack,
+    read_order,
+    skew_from_ack,
     topic,
     utc_now_ms,
-    validate_ack,
-    validate_signed_order,
 )
 from lakehouse.mqtt import BrokerAddress, make_client
+from lakehouse.ratelimit import TokenBucket
 
 from .agent import AGENT_VERSION, StoreAgent
-from .heartbeat import Heartbeat, skew_from_ack
 from .store import AckRefused, StoreDB
 
 log = logging.getLogger(__name__)
@@ -138,8 +139,9 @@ class Publisher:
         self._waiting_since = time.monotonic()
         """When the oldest unacked send went out, or the ack last moved since then."""
         self._resend_wait = self.config.resend_after_s
-        self._tokens = 0.0
-        self._tokens_at = time.monotonic()
+        self._replay = TokenBucket(self.config.replay_rate,
+                                   burst=max(1.0, self.config.replay_rate / 10))
+        """The replay rate as a token bucket of ~100 ms."""
         self._throttled_until = math.inf
         self._heartbeat_at = math.inf
         self._wake = threading.Event()
@@ -258,8 +260,7 @@ class Publisher:
         if not msg.payload:
             return  # a cleared retained ack: nothing to learn
         try:
-            ack = validate_ack(_json_object(msg.payload), self.agent.location_id,
-                               key=self.config.signing_key)
+            ack = read_ack(msg.payload, self.agent.location_id, key=self.config.signing_key)
         except ContractError as exc:
             self._refuse("ack", msg.topic, f"{exc}; nothing deleted")
             return
@@ -289,12 +290,8 @@ class Publisher:
         if not msg.payload:
             return
         try:
-            order = _json_object(msg.payload)
-            if order.get("order_id") != msg.topic.rsplit("/", 1)[1]:
-                raise ContractError("order_id", order.get("order_id"),
-                                    f"does not match its topic {msg.topic}")
-            self.agent.accept_order(validate_signed_order(
-                order, self.agent.location_id, key=self.config.signing_key))
+            self.agent.accept_order(read_order(msg.payload, msg.topic, self.agent.location_id,
+                                               key=self.config.signing_key))
         except ValueError as exc:  # ContractError included
             self._refuse("order", msg.topic, str(exc))
 
@@ -348,8 +345,10 @@ class Publisher:
         self._throttled_until = math.inf
         if room <= 0:
             return 0
-        allowed = self._take_tokens(room, now)
+        allowance = self._replay.allowance()
+        allowed = room if allowance is None else min(room, allowance)
         if allowed == 0:
+            self._throttled_until = now + self._replay.wait_s()
             return 0
         rows = self.db.outbox_after(start, allowed)
         sent = 0
@@ -363,28 +362,13 @@ class Publisher:
                 self._sent_up_to = max(self._sent_up_to, seq)
             sent += 1
         self.sent += sent
-        if self.config.replay_rate > 0:
-            self._tokens -= sent
+        self._replay.spend(sent)
         if rows and len(rows) == allowed:
-            if allowed < room and self.config.replay_rate > 0:
-                self._throttled_until = now + max(0.0, 1.0 - self._tokens) / \
-                    self.config.replay_rate
+            if allowed < room and self._replay.limited:
+                self._throttled_until = now + self._replay.wait_s()
             else:
                 self._wake.set()  # a full batch: more may be waiting
         return sent
-
-    def _take_tokens(self, room: int, now: float) -> int:
-        """How many events the replay rate lets out now (a token bucket of ~100 ms)."""
-        rate = self.config.replay_rate
-        if rate <= 0:
-            return room
-        burst = max(1.0, rate / 10)
-        self._tokens = min(burst, self._tokens + (now - self._tokens_at) * rate)
-        self._tokens_at = now
-        allowed = min(room, int(self._tokens))
-        if allowed == 0:
-            self._throttled_until = now + (1.0 - self._tokens) / rate
-        return allowed
 
     def _last_seq(self) -> int:
         return int(self.db.get_meta("next_seq", 1)) - 1
@@ -424,17 +408,3 @@ class Publisher:
                 continue
             due = min(self._throttled_until, self._heartbeat_at) - time.monotonic()
             self._wake.wait(timeout=min(1.0, max(0.0, due)))
-
-
-def _json_object(raw: bytes) -> dict:
-    """UTF-8 JSON object, or ContractError naming what arrived instead."""
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ContractError("payload", raw[:40], "not UTF-8") from None
-    except ValueError as exc:
-        raise ContractError("payload", raw[:40], f"not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ContractError("payload", data, f"expected a JSON object, got "
-                                             f"{type(data).__name__}")
-    return data

@@ -50,7 +50,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lakehouse.contract import (
     DEFAULT_PORTS,
@@ -59,15 +59,13 @@ from lakehouse.contract import (
     ContractError,
     check_region,
 )
+from lakehouse.credentials import Credentials
 from lakehouse.movements import movements
 
 from .agent import StoreAgent
 from .catalogue import SKUS, LocationKind, Sku
 from .demand import HOURLY_SHARE, DemandModel, poisson
 from .publisher import Publisher, PublisherConfig
-
-if TYPE_CHECKING:
-    from ingest.auth import Credentials
 
 log = logging.getLogger(__name__)
 
@@ -318,9 +316,6 @@ class Fleet:
         """The fleet's logins, issuing any location the file does not list yet."""
         if self.config.credentials is None:
             return None
-        # Server-side code, imported only here: the agent modules stay paho + stdlib.
-        from ingest.auth import Credentials
-
         path = Path(self.config.credentials)
         wanted: dict[str, list[str]] = {}
         for location_id, region, _kind in fleet_layout(self.config):

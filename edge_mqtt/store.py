@@ -95,6 +95,9 @@ class StoreDB:
         # survives a killed process but not a power cut.
         self.conn.execute(f"PRAGMA synchronous={synchronous}")
         self.conn.executescript(SCHEMA)
+        self._counters: tuple[int, int, dict[str, int]] | None = None
+        """(data_version, next_seq, clock) as this connection last read or wrote them;
+        None once a rollback may have undone them."""
 
     def close(self) -> None:
         self.conn.close()
@@ -105,10 +108,18 @@ class StoreDB:
         try:
             yield self.conn
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            self.rollback()
             raise
         else:
             self.conn.execute("COMMIT")
+
+    def rollback(self, savepoint: str | None = None) -> None:
+        """Roll back the transaction (or to ``savepoint``), and forget the counters kept
+        in memory, which may name a seq that no longer exists. Also after SQLite has
+        rolled back on its own (a failed COMMIT), when only the forgetting is left to do."""
+        self._counters = None
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK" if savepoint is None else f"ROLLBACK TO {savepoint}")
 
     # --- meta ------------------------------------------------------------------------
 
@@ -117,23 +128,36 @@ class StoreDB:
         return json.loads(row[0]) if row else default
 
     def set_meta(self, key: str, value: Any) -> None:
+        if key in ("next_seq", "clock"):
+            self._counters = None
         self.conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) "
                           "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                           (key, json.dumps(value)))
 
     def seq_and_clock(self) -> tuple[int, dict[str, int]]:
-        """The next seq to record and the vector clock, in one read (the hot path)."""
-        rows = dict(self.conn.execute("SELECT key, value FROM meta "
-                                      "WHERE key IN ('next_seq', 'clock')").fetchall())
-        return (int(json.loads(rows["next_seq"])) if "next_seq" in rows else 1,
-                json.loads(rows["clock"]) if "clock" in rows else {})
+        """The next seq to record and the vector clock (the hot path: call it inside the
+        recording transaction).
+
+        What this connection wrote last is still true while ``PRAGMA data_version`` is
+        unchanged, i.e. no other connection (a CLI beside ``agent serve``) has committed
+        since; only then are the counters taken from memory instead of the meta table.
+        """
+        version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        if self._counters is None or self._counters[0] != version:
+            rows = dict(self.conn.execute("SELECT key, value FROM meta "
+                                          "WHERE key IN ('next_seq', 'clock')").fetchall())
+            seq = rows.get("next_seq")  # a JSON integer is its own decimal text
+            self._counters = (version, 1 if seq is None else int(seq),
+                              json.loads(rows["clock"]) if "clock" in rows else {})
+        return self._counters[1], dict(self._counters[2])
 
     def advance(self, next_seq: int, clock: dict[str, int]) -> None:
-        """Store the next seq and the clock after recording an event, in one write."""
-        self.conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?) "
-                              "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                              (("next_seq", json.dumps(next_seq)),
-                               ("clock", json.dumps(clock))))
+        """Store the next seq and the clock after recording an event, in one statement."""
+        self.conn.execute("INSERT INTO meta(key, value) VALUES ('next_seq', ?), ('clock', ?) "
+                          "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                          (str(next_seq), json.dumps(clock)))
+        if self._counters is not None:
+            self._counters = (self._counters[0], next_seq, dict(clock))
 
     # --- cohorts ---------------------------------------------------------------------
 
@@ -153,12 +177,32 @@ class StoreDB:
         return [dict(zip(("sku", "lot", "expires_on", "quantity"), r, strict=True))
                 for r in rows]
 
+    def lots_of(self, sku: str) -> list[tuple[str, str | None, int]]:
+        """One SKU's ``(lot, expires_on, quantity)`` first-expired-first: its on-hand and
+        a FEFO draw from one read, as plain rows (every sale takes this path)."""
+        return self.conn.execute("SELECT lot, expires_on, quantity FROM cohorts WHERE sku = ? "
+                                 "ORDER BY expires_on IS NULL, expires_on, lot",
+                                 (sku,)).fetchall()
+
     def cohort(self, sku: str, lot: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT expires_on, quantity FROM cohorts "
                                 "WHERE sku = ? AND lot = ?", (sku, lot)).fetchone()
         return None if row is None else {"expires_on": row[0], "quantity": row[1]}
 
-    def add_to_cohort(self, sku: str, lot: str, expires_on: str | None, delta: int) -> None:
+    def add_to_cohort(self, sku: str, lot: str, expires_on: str | None, delta: int, *,
+                      held: int | None = None) -> None:
+        """Change one lot by ``delta``; a lot left at zero is removed.
+
+        ``held`` is the lot's quantity as read in this same transaction, when the caller
+        has it (a sale's FEFO draw): the row is then updated or deleted outright.
+        """
+        if held is not None:
+            if held + delta == 0:
+                self.conn.execute("DELETE FROM cohorts WHERE sku = ? AND lot = ?", (sku, lot))
+            else:
+                self.conn.execute("UPDATE cohorts SET quantity = ? WHERE sku = ? AND lot = ?",
+                                  (held + delta, sku, lot))
+            return
         (left,) = self.conn.execute(
             "INSERT INTO cohorts(sku, lot, expires_on, quantity) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(sku, lot) DO UPDATE SET quantity = quantity + excluded.quantity, "

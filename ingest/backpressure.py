@@ -1,69 +1,17 @@
-"""How far the stream is behind a region's landing folder, and when ingest should wait.
+"""When ingest should wait: the landing backlog's hysteresis, and the intake quota.
 
 The landing folder is the queue between ingest and Spark: files there are landed but not
 yet consumed (Spark deletes each file once its micro-batch is committed). When a region's
 stream falls behind, that folder grows without limit and the disk, not the broker,
 becomes the buffer. Ingest therefore stops taking messages once the backlog passes a
-high-water mark and resumes below a low-water mark; how the messages stay safe
-meanwhile is explained in :mod:`ingest.worker`.
+high-water mark and resumes below a low-water mark (the count itself is
+:class:`lakehouse.landing.LandingBacklog`); how the messages stay safe meanwhile is
+explained in :mod:`ingest.worker`.
 """
 
 from __future__ import annotations
 
-import os
-import threading
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
-
-
-@dataclass
-class Backlog:
-    """Landed files (and the events in them) waiting for the stream."""
-
-    files: int = 0
-    events: int = 0
-
-
-class LandingBacklog:
-    """Counts ``b-*.jsonl`` files in one landing folder and the lines they hold.
-
-    Lines are counted once per file (files are immutable once renamed into place), so a
-    scan costs one ``scandir`` plus reading only the files it has not seen before.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
-        self._lines: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def note(self, name: str, lines: int) -> None:
-        """Tell the scanner how many lines a file just written holds (saves a read)."""
-        with self._lock:
-            self._lines[name] = lines
-
-    def scan(self) -> Backlog:
-        try:
-            names = [e.name for e in os.scandir(self.directory)
-                     if e.name.startswith("b-") and e.name.endswith(".jsonl")]
-        except FileNotFoundError:
-            names = []
-        with self._lock:
-            known = {n: self._lines[n] for n in names if n in self._lines}
-        for name in names:
-            if name not in known:
-                known[name] = self._count_lines(self.directory / name)
-        with self._lock:
-            self._lines = {n: known[n] for n in names if known[n] >= 0}
-        return Backlog(files=len(names), events=sum(max(0, n) for n in known.values()))
-
-    @staticmethod
-    def _count_lines(path: Path) -> int:
-        try:
-            with open(path, "rb") as fh:
-                return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
-        except FileNotFoundError:  # consumed while we looked
-            return -1
+from dataclasses import dataclass
 
 
 @dataclass
@@ -94,33 +42,3 @@ class IntakeGate:
         elif self.paused and backlog_events < self.low:
             self.paused = False
         return self.paused
-
-
-@dataclass
-class RateQuota:
-    """A token bucket: at most ``rate`` events per second, bursts up to one second's worth.
-
-    ``rate`` 0 means no limit.
-    """
-
-    rate: float
-    tokens: float = field(default=0.0)
-    _at: float = field(default_factory=time.monotonic)
-
-    def __post_init__(self) -> None:
-        if self.rate < 0:
-            raise ValueError(f"max_events_per_s: must be >= 0 (0 = no limit), got {self.rate!r}")
-        self.tokens = self.rate
-
-    def allowance(self) -> int | None:
-        """How many events may be taken now (None = any number)."""
-        if not self.rate:
-            return None
-        now = time.monotonic()
-        self.tokens = min(self.rate, self.tokens + (now - self._at) * self.rate)
-        self._at = now
-        return int(self.tokens)
-
-    def spend(self, n: int) -> None:
-        if self.rate:
-            self.tokens -= n

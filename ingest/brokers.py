@@ -1,8 +1,9 @@
 """The regional MQTT brokers: one per region (east, central, west).
 
 Each region gets its own broker so a region replaying a long backlog never slows the
-others. mosquitto is used when installed (it keeps sessions on disk across restarts); the
-in-process embedded broker stands in where it is not, with the same ports and topics.
+others. The brokers are mosquitto (``apt-get install mosquitto``; ``scripts/setup.sh``
+installs it): it keeps sessions on disk across restarts, which is what lets a store's
+events and ingest's unacknowledged messages survive a broker restart.
 
 ``shelflife broker`` (:func:`run_brokers_forever`) turns on sign-in and per-store topic
 rules unless told ``--insecure``; the library's :func:`start_brokers` takes
@@ -21,8 +22,7 @@ rules unless told ``--insecure``; the library's :func:`start_brokers` takes
   ``+/orders/+`` (transfer orders) and nothing else. Anonymous clients are refused
   (``allow_anonymous false``).
 * mosquitto gets ``<data_dir>/<region>/passwd`` (hashed with ``mosquitto_passwd -U``, mode
-  0600) and ``<data_dir>/<region>/acl``, both rewritten at every start; the embedded broker
-  applies the same rules in memory (:mod:`ingest.auth`).
+  0600) and ``<data_dir>/<region>/acl``, both rewritten at every start (:mod:`ingest.auth`).
 * While :func:`run_brokers_forever` runs, a change to ``credentials.json`` (``shelflife
   simulate`` issuing its stores', an operator adding one) is applied within a second:
   the files are rewritten and mosquitto reloads them on SIGHUP, without dropping anyone.
@@ -34,31 +34,22 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd  # the brokers run on Linux (mosquitto from Debian)
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-from ingest.auth import (
-    CREDENTIALS_FILE,
-    Credentials,
-    TopicRules,
-    find_mosquitto_passwd,
-    write_password_file,
-    write_private,
-)
-from ingest.embedded_broker import EmbeddedBroker
+from ingest.auth import TopicRules, find_mosquitto_passwd, write_password_file
 from lakehouse.contract import DEFAULT_PORTS, MAX_EVENT_BYTES, REGIONS, check_region
+from lakehouse.credentials import CREDENTIALS_FILE, Credentials, write_private
 
 log = logging.getLogger(__name__)
-BrokerKind = Literal["auto", "mosquitto", "embedded"]
 _DEBIAN_MOSQUITTO = Path("/usr/sbin/mosquitto")
 
 # A store offline for a day can queue tens of thousands of events for its region's ingest
@@ -104,12 +95,6 @@ class TlsFiles:
             if not path.is_file():
                 raise ValueError(f"{name}: no such file {path}")
             object.__setattr__(self, name, path)
-
-    def server_context(self) -> ssl.SSLContext:
-        """The embedded broker's equivalent of mosquitto's certfile/keyfile."""
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.certfile, self.keyfile)
-        return context
 
 
 def mosquitto_config(spec: BrokerSpec, data_dir: Path, *, secure: bool = False,
@@ -159,8 +144,6 @@ def mosquitto_config(spec: BrokerSpec, data_dir: Path, *, secure: bool = False,
         "log_timestamp_format %Y-%m-%dT%H:%M:%S",
     ]
     if hasattr(os, "geteuid"):
-        import pwd
-
         # Run as whoever started Shelflife: as root, mosquitto would otherwise switch to
         # the "mosquitto" user, which cannot write the persistence files under data_dir.
         lines.append(f"user {pwd.getpwuid(os.geteuid()).pw_name}")
@@ -175,26 +158,32 @@ def find_mosquitto() -> str | None:
     return str(_DEBIAN_MOSQUITTO) if _DEBIAN_MOSQUITTO.exists() else None
 
 
+def require_mosquitto() -> str:
+    """Path of the mosquitto binary; a :class:`BrokerError` saying how to install it
+    when it is missing."""
+    binary = find_mosquitto()
+    if binary is None:
+        raise BrokerError("mosquitto is not installed: the regional brokers are mosquitto "
+                          "(apt-get install mosquitto, or run scripts/setup.sh)")
+    return binary
+
+
 @dataclass
 class RunningBroker:
-    """A started broker; ``stop()`` shuts it down (mosquitto saves its sessions first)."""
+    """A started mosquitto; ``stop()`` shuts it down (saving its sessions first)."""
 
     spec: BrokerSpec
-    kind: Literal["mosquitto", "embedded"]
+    process: subprocess.Popen[bytes]
+    log_path: Path
     secure: bool = False
     tls: bool = False
-    process: subprocess.Popen[bytes] | None = None
-    embedded: EmbeddedBroker | None = None
-    log_path: Path | None = None
     _stopped: bool = field(default=False, repr=False)
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._stopped:
             return
         self._stopped = True
-        if self.embedded is not None:
-            self.embedded.stop()
-        if self.process is not None and self.process.poll() is None:
+        if self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(timeout)
@@ -257,8 +246,8 @@ def _start_mosquitto(binary: str, spec: BrokerSpec, data_dir: Path, timeout: flo
             raise BrokerError(f"region {spec.region}: mosquitto exited with code "
                               f"{proc.returncode}\n{_tail(log_path, console)}")
         if _accepts(spec.host, spec.port):
-            return RunningBroker(spec, "mosquitto", secure=creds is not None,
-                                 tls=tls is not None, process=proc, log_path=log_path)
+            return RunningBroker(spec, proc, log_path, secure=creds is not None,
+                                 tls=tls is not None)
         time.sleep(0.05)
     proc.kill()
     proc.wait()
@@ -271,7 +260,6 @@ def start_brokers(
     data_dir: Path,
     regions: Iterable[str] = REGIONS,
     *,
-    kind: BrokerKind = "auto",
     ports: Mapping[str, int] = DEFAULT_PORTS,
     host: str = "127.0.0.1",
     timeout: float = 10.0,
@@ -285,25 +273,17 @@ def start_brokers(
     own topics (module docstring); ``locations`` (``{region: [location ids]}``) adds
     stores to that file and is ignored otherwise.
     """
-    if kind not in ("auto", "mosquitto", "embedded"):
-        raise ValueError(f"kind: expected auto, mosquitto or embedded, got {kind!r}")
     specs = []
     for region in regions:
         if region not in ports:
             raise ValueError(f"ports: no port given for region {region!r}")
         specs.append(BrokerSpec(region, host, ports[region]))
-    binary = find_mosquitto() if kind != "embedded" else None
-    if kind == "mosquitto" and binary is None:
-        raise BrokerError("kind='mosquitto' but mosquitto is not installed "
-                          "(apt-get install mosquitto, or use kind='embedded')")
+    binary = require_mosquitto()
     creds = Credentials.open(credentials_path(data_dir), locations) if secure else None
     started: list[RunningBroker] = []
     try:
         for spec in specs:
-            if binary is not None:
-                started.append(_start_mosquitto(binary, spec, data_dir, timeout, creds, tls))
-            else:
-                started.append(_start_embedded(spec, creds, tls))
+            started.append(_start_mosquitto(binary, spec, data_dir, timeout, creds, tls))
     except BaseException:
         stop_brokers(started)
         raise
@@ -315,42 +295,22 @@ def credentials_path(data_dir: Path) -> Path:
     return Path(data_dir).resolve() / CREDENTIALS_FILE
 
 
-def _start_embedded(spec: BrokerSpec, creds: Credentials | None,
-                    tls: TlsFiles | None) -> RunningBroker:
-    users: dict[str, str] | None = None
-    rules: TopicRules | None = None
-    if creds is not None:
-        users = {x.username: x.password for x in creds.logins(spec.region)}
-        rules = creds.rules(spec.region)
-    context = tls.server_context() if tls is not None else None
-    try:
-        broker = EmbeddedBroker(spec.host, spec.port, users=users, acl=rules,
-                                ssl_context=context).start()
-    except OSError as exc:
-        raise BrokerError(f"region {spec.region}: {exc}") from exc
-    return RunningBroker(spec, "embedded", secure=creds is not None, tls=tls is not None,
-                         embedded=broker)
-
-
 def _write_auth_files(region_dir: Path, region: str, creds: Credentials) -> None:
     write_password_file(region_dir / "passwd", creds.logins(region),
                         tool=find_mosquitto_passwd())
-    write_private(region_dir / "acl", creds.rules(region).mosquitto_acl())
+    write_private(region_dir / "acl", TopicRules.of(creds, region).mosquitto_acl())
 
 
 def reload_credentials(brokers: Iterable[RunningBroker], data_dir: Path) -> Credentials:
     """Apply the current ``credentials.json`` to running secure brokers: new stores may
     connect, each to its own topics. mosquitto rereads its password and ACL files on
-    SIGHUP; the embedded broker swaps its tables. Connected clients stay connected."""
+    SIGHUP. Connected clients stay connected."""
     creds = Credentials.open(credentials_path(data_dir), create=False)
     for b in brokers:
         if not b.secure:
             continue
         region = b.spec.region
-        if b.embedded is not None:
-            b.embedded.users = {x.username: x.password for x in creds.logins(region)}
-            b.embedded.acl = creds.rules(region)
-        elif b.process is not None and b.process.poll() is None:
+        if b.process.poll() is None:
             _write_auth_files(Path(data_dir).resolve() / region, region, creds)
             b.process.send_signal(signal.SIGHUP)
     return creds
@@ -374,7 +334,6 @@ def run_brokers_forever(
     data_dir: Path,
     regions: Iterable[str] = REGIONS,
     *,
-    kind: BrokerKind = "auto",
     ports: Mapping[str, int] = DEFAULT_PORTS,
     host: str = "127.0.0.1",
     locations: Mapping[str, list[str]] | None = None,
@@ -388,7 +347,7 @@ def run_brokers_forever(
                     "store and read every store's acks and orders; agents without a "
                     "signing key trust whatever ack or order arrives. Use --insecure only "
                     "on a machine nobody else can reach.")
-    brokers = start_brokers(data_dir, regions, kind=kind, ports=ports, host=host,
+    brokers = start_brokers(data_dir, regions, ports=ports, host=host,
                             locations=locations, secure=secure, tls=tls)
     creds_file = credentials_path(data_dir)
     seen = _stamp(creds_file)
@@ -397,7 +356,7 @@ def run_brokers_forever(
     try:
         for b in brokers:
             notes = (" tls" if b.tls else "") + (" secure" if b.secure else "")
-            print(f"{b.spec.region:<8} {b.kind:<10} {b.spec.host}:{b.spec.port}{notes}",
+            print(f"{b.spec.region:<8} mosquitto  {b.spec.host}:{b.spec.port}{notes}",
                   flush=True)
         if secure:
             print(f"credentials: {credentials_path(data_dir)}", flush=True)
@@ -413,10 +372,10 @@ def run_brokers_forever(
                     print("credentials: reloaded, "
                           + ", ".join(f"{b.spec.region} {len(creds.locations(b.spec.region))}"
                                       f" locations" for b in brokers), flush=True)
-            dead = [b for b in brokers if b.process is not None and b.process.poll() is not None]
+            dead = [b for b in brokers if b.process.poll() is not None]
             if dead:
                 raise BrokerError(f"region {dead[0].spec.region}: mosquitto exited\n"
-                                  f"{_tail(dead[0].log_path) if dead[0].log_path else ''}")
+                                  f"{_tail(dead[0].log_path)}")
     except KeyboardInterrupt:
         pass
     finally:

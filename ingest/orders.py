@@ -25,7 +25,6 @@ publish, no order ships that this dispatcher did not send.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -36,19 +35,20 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from lakehouse.catalogue import TRANSFER_RECOMMENDATIONS
 from lakehouse.contract import (
     DEFAULT_PORTS,
     REGIONS,
-    format_ts,
+    build_order,
+    cancel_order,
+    encode_message,
     order_topic,
     sign_order,
-    validate_order,
 )
+from lakehouse.credentials import SigningKeys
+from lakehouse.decisions import approved_since, decision_history, transfer_progress
 from lakehouse.mqtt import BrokerAddress, make_client
 from lakehouse.readers import read_table
-from spark_jobs.batch import approved_since, transfer_progress
-
-from .auth import SigningKeys
 
 log = logging.getLogger(__name__)
 Root = str | os.PathLike[str] | None
@@ -66,13 +66,6 @@ def default_brokers(host: str = "127.0.0.1", *, tls_ca: str | None = None
             for region in REGIONS}
 
 
-def _decision_history(root: Root) -> Any:
-    frame = read_table("silver", "transfer_decisions", root)
-    if frame is None or frame.empty:
-        return None
-    return frame.sort_values("decided_at")
-
-
 def order_plan(root: Root = None) -> dict[str, list[dict[str, Any]]]:
     """What the brokers should hold now, from decisions, recommendations and silver.
 
@@ -81,8 +74,8 @@ def order_plan(root: Root = None) -> dict[str, list[dict[str, Any]]]:
     rejected since, not shipped).
     """
     plan: dict[str, list[dict[str, Any]]] = {"send": [], "clear": [], "cancel": []}
-    history = _decision_history(root)
-    recs = read_table("gold", "transfer_recommendations", root)
+    history = decision_history(root)
+    recs = read_table(TRANSFER_RECOMMENDATIONS, root)
     if history is None or recs is None or recs.empty:
         return plan
     latest = history.drop_duplicates("recommendation_id", keep="last").set_index(
@@ -102,15 +95,11 @@ def order_plan(root: Root = None) -> dict[str, list[dict[str, Any]]]:
         elif decision["decision"] == "rejected":
             plan["cancel"].append(where)
         else:
-            approved_at = decision["decided_at"]
-            plan["send"].append({**where, "order": validate_order({
-                "order_id": order_id, "sku": rec["sku"], "lot": rec["lot"],
-                "quantity": int(rec["quantity"]),
-                "destination": rec["destination_location"],
-                "transit_hours": float(rec["transit_hours"]),
-                "approved_by": decision["decided_by"],
-                "approved_at": format_ts(approved_at.to_pydatetime()),
-            })})
+            plan["send"].append({**where, "order": build_order(
+                order_id=order_id, sku=rec["sku"], lot=rec["lot"],
+                quantity=int(rec["quantity"]), destination=rec["destination_location"],
+                transit_hours=float(rec["transit_hours"]), approved_by=decision["decided_by"],
+                approved_at=decision["decided_at"].to_pydatetime())})
     return plan
 
 
@@ -118,7 +107,7 @@ class OrderDispatcher:
     """Keeps each region's broker holding exactly the open transfer orders.
 
     On secure brokers it logs in as ``dispatcher@<region>``
-    (:meth:`ingest.auth.Credentials.dispatcher_credentials`), the only user allowed to
+    (:meth:`lakehouse.credentials.Credentials.dispatcher_credentials`), the only user allowed to
     write orders. Never give it ingest's login: mosquitto takes the username as client
     id, so the dispatcher would disconnect ingest and drop its persistent session.
     """
@@ -177,7 +166,7 @@ class OrderDispatcher:
         mode) as the retained message its source location reads; ConnectionError if the
         broker does not take it."""
         signed = sign_order(dict(order), source, self._key(source))
-        self._publish(region, source, signed["order_id"], json.dumps(signed).encode())
+        self._publish(region, source, signed["order_id"], encode_message(signed))
 
     def run_once(self) -> dict[str, int]:
         """One round: send new orders, clear shipped ones, cancel overturned ones.
@@ -195,8 +184,7 @@ class OrderDispatcher:
                     if action == "send":
                         self.send(item["region"], item["source"], item["order"])
                     elif action == "cancel":
-                        self.send(item["region"], item["source"],
-                                  {"order_id": order_id, "cancelled": True})
+                        self.send(item["region"], item["source"], cancel_order(order_id))
                     else:  # an empty retained message clears the topic; it says nothing
                         self._publish(item["region"], item["source"], order_id, b"")
                 except (ConnectionError, OSError, ValueError) as exc:

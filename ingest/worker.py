@@ -47,7 +47,6 @@ one), with a warning once.
 
 from __future__ import annotations
 
-import json
 import logging
 import struct
 import threading
@@ -58,6 +57,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
+from prometheus_client import CollectorRegistry
 
 from lakehouse.contract import (
     MAX_EVENT_BYTES,
@@ -65,19 +65,28 @@ from lakehouse.contract import (
     build_ack,
     check_region,
     decode_event,
+    encode_message,
     parse_topic,
     topic,
     utc_now_ms,
 )
-from lakehouse.metrics import REGISTRY, Registry, serve_metrics
+from lakehouse.credentials import Credentials, SigningKeys
+from lakehouse.landing import (
+    LandedRecord,
+    LandingBacklog,
+    LandingWriter,
+    PreparedBatch,
+    landing_dir,
+    now_ts,
+)
+from lakehouse.metrics import REGISTRY, serve_metrics
 from lakehouse.mqtt import BrokerAddress, make_client
-from lakehouse.paths import lakehouse_root, landing_dir
+from lakehouse.paths import lakehouse_root
+from lakehouse.ratelimit import TokenBucket
 
-from .auth import Credentials, SigningKeys
-from .backpressure import IntakeGate, LandingBacklog, RateQuota
+from .backpressure import IntakeGate
 from .brokers import MAX_INFLIGHT_MESSAGES
 from .dedup import SeqTracker
-from .landing import LandedRecord, LandingWriter, PreparedBatch, now_ts
 from .metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
@@ -133,7 +142,9 @@ class IngestConfig:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)!r}")
         IntakeGate(self.backlog_high_events, self.low_water)  # raises on a bad pair
-        RateQuota(self.max_events_per_s)
+        if not self.max_events_per_s >= 0:
+            raise ValueError("max_events_per_s: must be >= 0 (0 = no limit), got "
+                             f"{self.max_events_per_s!r}")
 
     def address(self) -> BrokerAddress:
         """The broker and login, as the shared client factory takes them."""
@@ -231,7 +242,7 @@ class _IngestClient(mqtt.Client):
 class IngestWorker:
     """Consumes ``shelflife/v1/<region>/+/events`` and lands batches durably."""
 
-    def __init__(self, config: IngestConfig, *, registry: Registry = REGISTRY) -> None:
+    def __init__(self, config: IngestConfig, *, registry: CollectorRegistry = REGISTRY) -> None:
         self.config = config
         root = lakehouse_root(config.lakehouse)
         self.writer = LandingWriter(landing_dir(config.region, root), config.worker_id)
@@ -241,7 +252,8 @@ class IngestWorker:
         self.backlog = LandingBacklog(self.writer.directory)
         self.backlog_now = self.backlog.scan()
         self.gate = IntakeGate(config.backlog_high_events, config.low_water)
-        self.quota = RateQuota(config.max_events_per_s)
+        self.quota = TokenBucket(config.max_events_per_s)
+        """The intake quota: at most a second's worth at once, then its rate."""
         self._backlog_at = 0.0
         self._flush_lock = threading.RLock()  # flush() may also be called from outside
         self._buf: deque[_Msg] = deque()
@@ -276,7 +288,7 @@ class IngestWorker:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.connected.clear()
         self.client.on_message = self._on_message
-        self.metrics = IngestMetrics(registry)
+        self.metrics = IngestMetrics.of(registry)
         self.metrics.bind(self)
 
     def _settle_interrupted_batches(self) -> None:
@@ -552,7 +564,7 @@ class IngestWorker:
 
     def _land(self, batch: _Landing) -> int:
         """Write, publish and mark one batch, then acknowledge it; every step may fail
-        and be retried from where it stopped (see :mod:`ingest.landing` for the order)."""
+        and be retried from where it stopped (see :mod:`lakehouse.landing` for the order)."""
         if batch.records and batch.batch is None:
             prepared = self.writer.prepare(batch.records)
             try:
@@ -608,7 +620,7 @@ class IngestWorker:
                 return
         ack = build_ack(location_id, acked, ingest_time=acked_at, key=key)
         self.client.publish(topic(self.config.region, location_id, "ack"),
-                            json.dumps(ack), qos=1, retain=True)
+                            encode_message(ack), qos=1, retain=True)
         self.stats.acks_sent += 1
 
 
@@ -624,7 +636,7 @@ def worker_health(workers: list[IngestWorker]) -> tuple[int, dict[str, Any]]:
 
 def run_workers(configs: list[IngestConfig], *, stop: threading.Event,
                 metrics_port: int = 0, metrics_host: str = "127.0.0.1",
-                registry: Registry = REGISTRY) -> int:
+                registry: CollectorRegistry = REGISTRY) -> int:
     """Run several regions' workers until ``stop`` is set, logging progress every 10 s.
 
     ``metrics_port`` > 0 serves Prometheus metrics at ``http://metrics_host:port/metrics``

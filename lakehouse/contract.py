@@ -1,9 +1,9 @@
 """Event contract v1: the one definition shared by the store agent, ingest and Spark.
 
 The agent refuses an invalid event before it reaches the outbox, ingest dead-letters one
-that arrives anyway, and the Spark jobs parse with :func:`spark_schema`, which is generated
-from the same field table. No Spark import happens at module import time, so the agent
-(which runs without a JVM) can use this module.
+that arrives anyway, and the Spark jobs parse with the envelope the catalogue
+(``lakehouse.catalogue.EVENT_ENVELOPE``) generates from the same field table. This module
+imports neither Spark nor Arrow, so the agent (which runs without a JVM) can use it.
 
 Decisions recorded here because DESIGN.md is silent on them:
 
@@ -29,7 +29,7 @@ import hashlib
 import hmac
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
@@ -126,7 +126,7 @@ Kind = Literal["id", "str", "stock", "quantity", "count", "days", "money", "hour
 
 @dataclass(frozen=True)
 class FieldSpec:
-    """One payload field: its kind decides both validation and the Spark type."""
+    """One payload field: its kind decides both validation and the column type."""
 
     name: str
     kind: Kind
@@ -190,6 +190,10 @@ QUANTITY_EVENTS = frozenset(t for t, req in _REQ.items() if "stock_before" in re
 ENVELOPE_FIELDS = ("schema_version", "event_id", "location_id", "seq", "clock",
                    "occurred_at", "event_type", "category", "causation_id", "offline",
                    "agent_version", "payload")
+_ENVELOPE_KEYS = frozenset(ENVELOPE_FIELDS)
+_ALLOWED: dict[str, frozenset[str]] = {t: frozenset((*req, *_OPT.get(t, ()))) for t, req in
+                                       _REQ.items()}
+"""Payload fields each event type may carry."""
 
 
 def payload_fields(event_type: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -360,8 +364,8 @@ def validate_payload(event_type: str, payload: Any) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise ContractError("payload", payload, "expected an object")
     required, optional = payload_fields(event_type)
-    unknown = sorted(set(payload) - set(required) - set(optional))
-    if unknown:
+    if not payload.keys() <= _ALLOWED[event_type]:
+        unknown = sorted(set(payload) - _ALLOWED[event_type])
         raise ContractError(f"payload.{unknown[0]}", payload[unknown[0]],
                             f"not a field of {event_type} events")
     for name in required:
@@ -386,11 +390,11 @@ def validate_event(event: Any) -> dict[str, Any]:
     """Check a decoded event; returns it unchanged when valid, else raises ContractError."""
     if not isinstance(event, dict):
         raise ContractError("event", event, "expected a JSON object")
-    missing = [f for f in ENVELOPE_FIELDS if f not in event]
-    if missing:
-        raise ContractError(missing[0], None, "missing from the envelope")
-    extra = sorted(set(event) - set(ENVELOPE_FIELDS))
-    if extra:
+    if event.keys() != _ENVELOPE_KEYS:
+        missing = [f for f in ENVELOPE_FIELDS if f not in event]
+        if missing:
+            raise ContractError(missing[0], None, "missing from the envelope")
+        extra = sorted(set(event) - _ENVELOPE_KEYS)
         raise ContractError(extra[0], event[extra[0]], "not an envelope field of contract v1")
     if event["schema_version"] != SCHEMA_VERSION or isinstance(event["schema_version"], bool):
         raise ContractError("schema_version", event["schema_version"], "expected 1")
@@ -452,9 +456,12 @@ def decode_event(raw: bytes) -> dict[str, Any]:
     return validate_event(decode_json(raw))
 
 
+_CANONICAL = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+
+
 def encode_event(event: dict[str, Any]) -> bytes:
     """Compact canonical JSON, as sent over MQTT and written to landing files."""
-    return json.dumps(event, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    return _CANONICAL.encode(event).encode("utf-8")
 
 
 def utc_now_ms() -> str:
@@ -463,8 +470,8 @@ def utc_now_ms() -> str:
 
 
 def format_ts(moment: datetime) -> str:
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # isoformat truncates to the millisecond, as the format wants, and costs half strftime
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def parse_ts(value: str) -> datetime:
@@ -666,43 +673,124 @@ def validate_signed_order(order: Any, location_id: str, *,
     return checked
 
 
-# --- Spark schema (generated from the same table) ------------------------------------------
+def build_order(*, order_id: str, sku: str, lot: str, quantity: int, destination: str,
+                transit_hours: float, approved_by: str, approved_at: datetime) -> dict[str, Any]:
+    """An approved transfer as the dispatcher sends it to the location that ships it."""
+    return validate_order({
+        "order_id": order_id, "sku": sku, "lot": lot, "quantity": quantity,
+        "destination": destination, "transit_hours": transit_hours,
+        "approved_by": approved_by, "approved_at": format_ts(approved_at)})
 
-def spark_schema():  # -> pyspark.sql.types.StructType
-    """The Spark StructType of an event line, generated from PAYLOAD_FIELDS."""
-    from pyspark.sql import types as T
 
-    lot = T.StructType([
-        T.StructField("lot", T.StringType()),
-        T.StructField("expires_on", T.StringType()),
-        T.StructField("quantity", T.LongType()),
-    ])
-    item = T.StructType([
-        T.StructField("sku", T.StringType()),
-        T.StructField("lot", T.StringType()),
-        T.StructField("expires_on", T.StringType()),
-        T.StructField("quantity", T.LongType()),
-    ])
-    by_kind = {
-        "id": T.StringType(), "str": T.StringType(), "date": T.StringType(),
-        "reason": T.StringType(), "stock": T.LongType(), "quantity": T.LongType(),
-        "count": T.LongType(), "days": T.LongType(), "money": T.DoubleType(),
-        "hours": T.DoubleType(),
-        "lots": T.ArrayType(lot), "items": T.ArrayType(item),
-    }
-    payload = T.StructType([T.StructField(f.name, by_kind[f.kind]) for f in
-                            PAYLOAD_FIELDS.values()])
-    return T.StructType([
-        T.StructField("schema_version", T.IntegerType()),
-        T.StructField("event_id", T.StringType()),
-        T.StructField("location_id", T.StringType()),
-        T.StructField("seq", T.LongType()),
-        T.StructField("clock", T.MapType(T.StringType(), T.LongType())),
-        T.StructField("occurred_at", T.StringType()),
-        T.StructField("event_type", T.StringType()),
-        T.StructField("category", T.StringType()),
-        T.StructField("causation_id", T.StringType()),
-        T.StructField("offline", T.BooleanType()),
-        T.StructField("agent_version", T.StringType()),
-        T.StructField("payload", payload),
-    ])
+def cancel_order(order_id: str) -> dict[str, Any]:
+    """The withdrawal of an order not yet dispatched (its approval was overturned)."""
+    return validate_order({"order_id": order_id, "cancelled": True})
+
+
+# --- acks, orders and heartbeats on the wire -------------------------------------------------
+# Each message has one builder (``build_ack``, ``build_order``/``cancel_order`` then
+# ``sign_order``, ``Heartbeat``) and one reader from bytes (``read_ack``, ``read_order``,
+# ``Heartbeat.from_json``); :func:`encode_message` turns any of them into bytes.
+
+def encode_message(message: dict[str, Any]) -> bytes:
+    """Compact JSON of an ack or an order, as published."""
+    return json.dumps(message, separators=(",", ":")).encode("utf-8")
+
+
+def decode_object(raw: bytes, what: str) -> dict[str, Any]:
+    """Bytes off the wire to a JSON object, or ContractError naming what arrived."""
+    data = decode_json(raw, what)
+    if not isinstance(data, dict):
+        raise ContractError(what, data, f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_ack(raw: bytes, location_id: str, *, key: bytes | None = None) -> dict[str, Any]:
+    """An ack off the wire as the agent may use it (see :func:`validate_ack`)."""
+    return validate_ack(decode_object(raw, "ack"), location_id, key=key)
+
+
+def read_order(raw: bytes, topic_name: str, location_id: str, *,
+               key: bytes | None = None) -> dict[str, Any]:
+    """An order off the wire as the agent may keep it: its ``order_id`` must be the one
+    its topic names (see :func:`validate_signed_order`)."""
+    order = decode_object(raw, "order")
+    if order.get("order_id") != topic_name.rsplit("/", 1)[-1]:
+        raise ContractError("order_id", order.get("order_id"),
+                            f"does not match its topic {topic_name}")
+    return validate_signed_order(order, location_id, key=key)
+
+
+HEARTBEAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """The agent's heartbeat: what an operator needs to tell a quiet store from a dead one.
+
+    Published retained on ``topic(region, location, "heartbeat")``, so whoever subscribes
+    later sees every agent's last word at once. The same topic carries the agent's MQTT
+    will (``online: false``), so a store that drops off the network, or whose process is
+    killed, says so within one keep-alive. ``None`` means the agent did not know (e.g. in
+    its will).
+    """
+
+    location_id: str
+    region: str
+    agent_version: str
+    online: bool
+    """False in the will and in the last heartbeat of a clean shutdown."""
+    local_time: str
+    """The agent's own clock when it wrote this, UTC with ms (contract format)."""
+    outbox_depth: int | None = None
+    """Events recorded but not yet acked end to end."""
+    last_seq: int | None = None
+    """Highest seq recorded."""
+    last_acked_seq: int | None = None
+    """Highest seq ingest holds durably with every lower one."""
+    refused_messages: int | None = None
+    """Acks and orders refused since the publisher started (malformed, forged, too big)."""
+    clock_skew_hint_s: float | None = None
+    """Local clock minus ingest's clock, from the last live ack; positive = agent ahead."""
+    heartbeat_version: int = HEARTBEAT_VERSION
+
+    def __post_init__(self) -> None:
+        check_id("location_id", self.location_id)
+        check_region(self.region)
+        check_timestamp("local_time", self.local_time)
+        if not isinstance(self.online, bool):
+            raise ContractError("online", self.online, "expected true or false")
+        for name in ("outbox_depth", "last_seq", "last_acked_seq", "refused_messages"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 0):
+                raise ContractError(name, value, "expected a non-negative integer or null")
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Heartbeat:
+        """Parse and check a heartbeat off the wire; ContractError names what is wrong."""
+        data = decode_object(raw, "heartbeat")
+        known = set(cls.__dataclass_fields__)
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise ContractError("heartbeat", data, f"missing fields: {exc}") from exc
+
+
+def skew_from_ack(ack: dict[str, Any], received_at: datetime) -> float | None:
+    """Local clock minus ingest's ``ingest_time`` in an ack, or None without one.
+
+    Only meaningful for an ack delivered live: a retained ack replayed on subscribe
+    carries the time it was first written.
+    """
+    stamp = ack.get("ingest_time")
+    if not isinstance(stamp, str):
+        return None
+    try:
+        ingest_time = parse_ts(check_timestamp("ingest_time", stamp))
+    except (ContractError, ValueError):
+        return None
+    return round((received_at.astimezone(UTC) - ingest_time).total_seconds(), 3)

@@ -1,7 +1,8 @@
 """Where things live: the lakehouse root and each table's folder.
 
 Tables live at ``<root>/<layer>/<table>``; the root comes from ``SHELFLIFE_LAKEHOUSE``
-(default ``./lakehouse``). Landing batches live at ``<root>/landing/<region>/``.
+(default ``./lakehouse``). Landing batches live under ``<root>/landing/``
+(:mod:`lakehouse.landing`).
 """
 
 from __future__ import annotations
@@ -22,10 +23,6 @@ def table_path(layer: str, table: str, root: str | os.PathLike[str] | None = Non
     if layer not in LAYERS:
         raise ValueError(f"layer: expected one of {', '.join(LAYERS)}, got {layer!r}")
     return lakehouse_root(root) / layer / table
-
-
-def landing_dir(region: str, root: str | os.PathLike[str] | None = None) -> Path:
-    return lakehouse_root(root) / "landing" / region
 
 
 def checkpoint_dir(query: str, root: str | os.PathLike[str] | None = None) -> Path:

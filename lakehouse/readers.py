@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -18,17 +19,17 @@ import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
-from lakehouse.paths import table_path
+from lakehouse.catalogue import Table
 
 Filters = Sequence[tuple[str, str, Any]]
 """Row filters in pyarrow's DNF form, e.g. ``[("region", "=", "east")]`` (ANDed)."""
 
 
 def _open(
-    layer: str, table: str, root: str | os.PathLike[str] | None, version: int | None = None
+    table: Table, root: str | os.PathLike[str] | None, version: int | None = None
 ) -> DeltaTable | None:
     """The table, or None while it has no commit yet (not created, or still being created)."""
-    path = table_path(layer, table, root)
+    path = table.path(root)
     if not DeltaTable.is_deltatable(str(path)):
         return None
     try:
@@ -52,8 +53,6 @@ def _match_timestamps(delta: DeltaTable, filters: Filters) -> list[tuple[str, st
     """Filters on a timestamp column with a ``datetime``, made naive or UTC-aware as the
     column is (a Spark-written table stores UTC-aware times, a delta-rs one may not),
     so a caller passes a UTC time either way."""
-    from datetime import UTC, datetime
-
     types = {f.name: f.type for f in pa.schema(delta.schema().to_arrow())}
     out = []
     for column, op, value in filters:
@@ -68,22 +67,21 @@ def _match_timestamps(delta: DeltaTable, filters: Filters) -> list[tuple[str, st
 
 
 def read_table(
-    layer: str,
-    table: str,
+    table: Table,
     root: str | os.PathLike[str] | None = None,
     *,
     filters: Filters | None = None,
     columns: Sequence[str] | None = None,
     version: int | None = None,
 ) -> pd.DataFrame | None:
-    """Read one table into pandas, or None when it does not exist yet.
+    """Read one catalogue table into pandas, or None when it does not exist yet.
 
     ``filters`` are pushed down (partition pruning on ``region``, file statistics), so a
     regional view reads only its region. ``version`` pins the snapshot, which lets a
     cache keyed on :func:`table_version` hold exactly the data of that version. Dates
     come back as ``datetime.date`` objects; timestamps as ``datetime64[..., UTC]``.
     """
-    delta = _open(layer, table, root, version)
+    delta = _open(table, root, version)
     if delta is None:
         return None
     data = delta.to_pyarrow_table(
@@ -93,10 +91,10 @@ def read_table(
     return _utc_timestamps(data).to_pandas()
 
 
-def table_version(layer: str, table: str, root: str | os.PathLike[str] | None = None) -> int | None:
+def table_version(table: Table, root: str | os.PathLike[str] | None = None) -> int | None:
     """The table's latest committed version, or None when it does not exist yet.
 
     Cheap next to a full read: callers use it as a cache key and re-read only on change.
     """
-    delta = _open(layer, table, root)
+    delta = _open(table, root)
     return None if delta is None else delta.version()

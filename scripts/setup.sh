@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up Shelflife on a fresh Debian/Ubuntu machine with Python 3.11+ and Java 17:
-# mosquitto (when we may install packages), a virtualenv in .venv, the package with its
-# server and dev extras. Safe to run again; it only does what is missing.
+# mosquitto (required; installed when we may install packages), a virtualenv in .venv,
+# the package with its server and dev extras. Safe to run again; it only does what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,8 +36,14 @@ apt_install() {
     || echo "setup: could not install $pkg; $fallback"
 }
 
-if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
-  apt_install mosquitto "the embedded broker will be used"
+have_mosquitto() { command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; }
+if ! have_mosquitto; then
+  apt_install mosquitto "install it yourself"
+  if ! have_mosquitto; then
+    echo "setup: mosquitto is required: the regional brokers are mosquitto" \
+         "(apt-get install mosquitto)" >&2
+    exit 1
+  fi
 fi
 # The Debian package starts a system mosquitto on 1883; Shelflife runs its own brokers.
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Set up, then run the linter and the whole test suite (real broker, Spark, Delta).
+# Set up, then run the linter, the store agent's tests in a virtualenv with no extras
+# (scripts/test-agent-alone.sh), and the whole test suite (real broker, Spark, Delta).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 .venv/bin/ruff check .
+scripts/test-agent-alone.sh
 exec .venv/bin/python -m pytest "$@"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.brokers import RunningBroker, find_mosquitto, start_brokers, stop_brokers
+from ingest.brokers import RunningBroker, start_brokers, stop_brokers
 from lakehouse.contract import REGIONS
 
 
@@ -27,9 +27,8 @@ def region_ports() -> dict[str, int]:
 
 @pytest.fixture
 def brokers(tmp_path: Path, region_ports: dict[str, int]) -> Iterator[list[RunningBroker]]:
-    """One mosquitto per region (the embedded broker where mosquitto is absent)."""
-    kind = "mosquitto" if find_mosquitto() else "embedded"
-    running = start_brokers(tmp_path / "brokers", REGIONS, kind=kind, ports=region_ports)
+    """One mosquitto per region."""
+    running = start_brokers(tmp_path / "brokers", REGIONS, ports=region_ports)
     yield running
     stop_brokers(running)
 
@@ -37,7 +36,7 @@ def brokers(tmp_path: Path, region_ports: dict[str, int]) -> Iterator[list[Runni
 @pytest.fixture(scope="session")
 def spark():
     """A local Spark with Delta, shared by the whole session (startup is the slow part)."""
-    from lakehouse.spark import spark_session
+    from spark_jobs.spark import spark_session
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     session = spark_session("shelflife-tests")

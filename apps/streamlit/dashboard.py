@@ -28,16 +28,19 @@ from deltalake.exceptions import DeltaError  # noqa: E402
 
 from apps.auth.exceptions import AuthError  # noqa: E402
 from apps.auth.users import ENV_USERS_FILE, User, UsersFile, users_file_path  # noqa: E402
-from apps.batch import TRANSFER_STATUSES  # noqa: E402
 from apps.streamlit import decision_views, login, views  # noqa: E402
-from lakehouse import readers  # noqa: E402
+from lakehouse import catalogue, readers  # noqa: E402
+from lakehouse.catalogue import Table  # noqa: E402
 from lakehouse.contract import REGIONS  # noqa: E402
-from lakehouse.paths import ENV_ROOT, lakehouse_root, table_path  # noqa: E402
+from lakehouse.decisions import record_decision  # noqa: E402
+from lakehouse.options import env_option  # noqa: E402
+from lakehouse.paths import ENV_ROOT, lakehouse_root  # noqa: E402
+from lakehouse.transfer_status import TRANSFER_STATUSES  # noqa: E402
 
 TITLE = "Shelflife — stock"
 REFRESH_S = 2.0
 CACHE_TTL_S = 1.0
-GOLD_TABLES = ("region_status", "stock_levels")
+GOLD_TABLES = (catalogue.REGION_STATUS, catalogue.STOCK_LEVELS)
 READ_ERRORS = (DeltaError, OSError, pa.ArrowException)
 
 
@@ -48,13 +51,9 @@ def parse_root(argv: list[str]) -> Path:
     ``streamlit run`` flags never break it.
     """
     parser = argparse.ArgumentParser(prog="dashboard", add_help=False, allow_abbrev=False)
-    parser.add_argument(
-        "--lakehouse",
-        default=None,
-        help=f"lakehouse root (env {ENV_ROOT}; default ./lakehouse)",
-    )
+    env_option(parser, "--lakehouse", ENV_ROOT, "./lakehouse", "lakehouse root")
     known, _ = parser.parse_known_args(argv)
-    return lakehouse_root(known.lakehouse or os.environ.get(ENV_ROOT))
+    return lakehouse_root(known.lakehouse)
 
 
 def parse_users_file(argv: list[str], root: Path) -> Path:
@@ -72,33 +71,31 @@ def waiting_message(path: str | os.PathLike[str]) -> str:
     return f"Waiting for the first data from the lakehouse at {path}"
 
 
-@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=64)
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=64, hash_funcs={Table: str})
 def load_table(
     root: str,
-    layer: str,
-    table: str,
+    table: Table,
     version: int,
     columns: tuple[str, ...] | None = None,
     regions: tuple[str, ...] = (),
 ) -> pd.DataFrame | None:
     """One table at one version; every input is an argument so the cache key is complete."""
     filters = [("region", "in", list(regions))] if regions else None
-    return readers.read_table(layer, table, root, filters=filters, columns=columns, version=version)
+    return readers.read_table(table, root, filters=filters, columns=columns, version=version)
 
 
 def current_table(
     root: str,
-    layer: str,
-    table: str,
+    table: Table,
     *,
     columns: tuple[str, ...] | None = None,
     regions: tuple[str, ...] = (),
 ) -> pd.DataFrame | None:
     """The latest version of a table, or None while it does not exist yet."""
-    version = readers.table_version(layer, table, root)
+    version = readers.table_version(table, root)
     if version is None:
         return None
-    return load_table(root, layer, table, version, columns, regions)
+    return load_table(root, table, version, columns, regions)
 
 
 def _seconds(value: object) -> str:
@@ -108,9 +105,9 @@ def _seconds(value: object) -> str:
 def render_regions(root: str, now: pd.Timestamp) -> pd.DataFrame | None:
     """Status cards, one per region; stale or syncing regions say so in words."""
     st.subheader("Regions")
-    status = current_table(root, "gold", "region_status")
+    status = current_table(root, catalogue.REGION_STATUS)
     if status is None or status.empty:
-        st.info(waiting_message(table_path("gold", "region_status", root)))
+        st.info(waiting_message(catalogue.REGION_STATUS.path(root)))
         return None
     cards = views.region_cards(status, now)
     for card in cards[cards["mode"] == "syncing"].itertuples():
@@ -143,9 +140,9 @@ def render_stock(root: str, now: pd.Timestamp, known_regions: list[str]) -> None
     st.subheader("Stock by location and SKU")
     region_col, location_col, sku_col, flag_col = st.columns([2, 2, 2, 2])
     regions = region_col.multiselect("Region", known_regions, key="regions")
-    stock = current_table(root, "gold", "stock_levels", regions=tuple(sorted(regions)))
+    stock = current_table(root, catalogue.STOCK_LEVELS, regions=tuple(sorted(regions)))
     if stock is None:
-        st.info(waiting_message(table_path("gold", "stock_levels", root)))
+        st.info(waiting_message(catalogue.STOCK_LEVELS.path(root)))
         return
     views.require_columns(stock, views.STOCK_COLUMNS, "gold/stock_levels")
     locations = location_col.multiselect(
@@ -200,9 +197,9 @@ def render_cohorts(root: str, now: pd.Timestamp, table: pd.DataFrame) -> None:
         return
     location_id, sku = choice
     region = table.loc[table["location_id"] == location_id, "region"].iloc[0]
-    cohorts = current_table(root, "gold", "stock_cohorts", regions=(region,))
+    cohorts = current_table(root, catalogue.STOCK_COHORTS, regions=(region,))
     if cohorts is None:
-        st.info(waiting_message(table_path("gold", "stock_cohorts", root)))
+        st.info(waiting_message(catalogue.STOCK_COHORTS.path(root)))
         return
     lots = views.cohort_breakdown(cohorts, location_id, sku, now)
     on_hand = int(
@@ -230,7 +227,7 @@ def render_cohorts(root: str, now: pd.Timestamp, table: pd.DataFrame) -> None:
 
 def render_dead_letters(root: str) -> None:
     """How many inputs were refused, and why, so a bad producer is noticed early."""
-    dead = current_table(root, "silver", "dead_letters", columns=views.DEAD_LETTER_COLUMNS)
+    dead = current_table(root, catalogue.DEAD_LETTERS, columns=views.DEAD_LETTER_COLUMNS)
     count = 0 if dead is None else len(dead)
     st.metric("Dead letters", f"{count:,}")
     if count:
@@ -240,7 +237,7 @@ def render_dead_letters(root: str) -> None:
 
 def render_review(root: str) -> None:
     """Quantity conflicts for a person to judge; resolved with ``shelflife review``."""
-    queue = current_table(root, "gold", "review_queue")
+    queue = current_table(root, catalogue.REVIEW_QUEUE)
     if queue is None or queue.empty:
         st.success("No quantity conflicts: every store's stock_before matches the lakehouse.")
         return
@@ -260,13 +257,13 @@ def render_review(root: str) -> None:
 
 def render_network(root: str) -> None:
     """Per SKU and region: what the network holds and where it runs low."""
-    avail = current_table(root, "gold", "network_availability")
+    avail = current_table(root, catalogue.NETWORK_AVAILABILITY)
     if avail is None or avail.empty:
         st.info("Network availability is written every 10 s once stock flows.")
         return
     st.dataframe(avail.sort_values(["sku", "region"]).drop(columns=["updated_at"]),
                  hide_index=True)
-    trends = current_table(root, "gold", "demand_trends")
+    trends = current_table(root, catalogue.DEMAND_TRENDS)
     if trends is not None and not trends.empty:
         st.subheader("Soonest projected stockouts (sales only, counts excluded)")
         soon = trends.dropna(subset=["days_of_cover"]).sort_values("days_of_cover").head(25)
@@ -276,7 +273,7 @@ def render_network(root: str) -> None:
 
 def render_business(root: str) -> None:
     """Waste and stockout rates per location, category and day."""
-    metrics = current_table(root, "gold", "business_metrics")
+    metrics = current_table(root, catalogue.BUSINESS_METRICS)
     if metrics is None or metrics.empty:
         st.info("Business metrics are written every 10 s once stock flows.")
         return
@@ -297,7 +294,7 @@ def render_transfers(root: str, users: UsersFile, user: User) -> None:
     """Transfers a person approves: each with its lot, transit, life at arrival and why.
 
     The decider is the signed-in operator; a viewer sees the list without the form."""
-    recs = current_table(root, "gold", "transfer_recommendations")
+    recs = current_table(root, catalogue.TRANSFER_RECOMMENDATIONS)
     if recs is None:
         st.info("Transfer recommendations appear after the first `shelflife batch transfers` "
                 "run (the demo runs it every 5 minutes).")
@@ -328,8 +325,6 @@ def render_transfers(root: str, users: UsersFile, user: User) -> None:
         decision = ("approved" if approve.form_submit_button(f"Approve as {user.name}") else
                     "rejected" if reject.form_submit_button(f"Reject as {user.name}") else None)
     if decision:
-        from spark_jobs.batch import record_decision
-
         try:
             who = login.decider(users, user, "approve or reject transfers").name
             record_decision(pick, decision, who, note=note, root=root)
@@ -340,7 +335,7 @@ def render_transfers(root: str, users: UsersFile, user: User) -> None:
 
 def render_reorders(root: str) -> None:
     """What each store should order now, and what it would waste if it ordered more."""
-    sugg = current_table(root, "gold", "reorder_suggestions")
+    sugg = current_table(root, catalogue.REORDER_SUGGESTIONS)
     if sugg is None or sugg.empty:
         st.info("Reorder suggestions appear after `shelflife batch reorders` (every 5 minutes "
                 "in the demo); none means every store's stock covers its forecast.")
@@ -355,11 +350,11 @@ def render_reorders(root: str) -> None:
 
 def render_forecasts(root: str) -> None:
     """Forecast accuracy as actuals arrive, and the forecasts themselves."""
-    accuracy = current_table(root, "gold", "forecast_accuracy")
+    accuracy = current_table(root, catalogue.FORECAST_ACCURACY)
     if accuracy is not None and not accuracy.empty:
         st.subheader("Accuracy (forecast made before the day vs sales)")
         st.dataframe(decision_views.accuracy_by_day(accuracy), hide_index=True)
-    forecasts = current_table(root, "gold", "demand_forecasts")
+    forecasts = current_table(root, catalogue.DEMAND_FORECASTS)
     if forecasts is None or forecasts.empty:
         st.info("Forecasts appear after `shelflife batch forecasts` (half-hourly in the demo).")
         return
@@ -379,7 +374,7 @@ def live_view(root: str, users: UsersFile, user: User) -> None:
     """Everything that moves; reruns on its own every two seconds."""
     now = pd.Timestamp.now(tz="UTC")
     try:
-        if all(readers.table_version("gold", name, root) is None for name in GOLD_TABLES):
+        if all(readers.table_version(table, root) is None for table in GOLD_TABLES):
             st.info(waiting_message(root))
             return
         status = render_regions(root, now)

@@ -17,7 +17,8 @@ from streamlit.testing.v1 import AppTest
 
 from apps.auth.users import UsersFile
 from apps.streamlit.launch import dashboard_command
-from spark_jobs.batch import transfers_schema, write_table
+from lakehouse.catalogue import TRANSFER_RECOMMENDATIONS
+from spark_jobs.decisions.jobs import write_table
 from tests.conftest import free_port
 
 APPROVER, APPROVER_PASSWORD = "ana", "ana's long passphrase"
@@ -50,8 +51,7 @@ def write_transfer_recommendations(root: Path, now: datetime) -> list[str]:
             "transfer_cost": qty * 0.1, "value_saved": value, "status": "proposed",
             "reason": "the warehouse lot would spoil before it sells",
             "decided_by": None, "decided_at": None})
-    write_table("gold", "transfer_recommendations", pd.DataFrame(rows), transfers_schema(),
-                root)
+    write_table(TRANSFER_RECOMMENDATIONS, pd.DataFrame(rows), root)
     return [r["recommendation_id"] for r in rows]
 
 

@@ -9,25 +9,17 @@ import time
 import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
+from prometheus_client import CollectorRegistry
 
 from apps.cli import main
 from edge_mqtt.agent import StoreAgent
 from ingest.worker import IngestConfig, IngestWorker
+from lakehouse import catalogue
 from lakehouse.contract import encode_event, topic
-from lakehouse.metrics import Registry
-from lakehouse.paths import table_path
-from spark_jobs.record import dead_letter_rows
+from spark_jobs.stream.record import dead_letter_rows
+from tests.clients import raw_client, wait_for
 
 from ..ingest.test_backpressure import landed_keys, publish
-from ..integration.pipeline import raw_client, wait_for
-
-# silver/dead_letters as Spark creates it (spark_jobs.silver.DEAD_LETTERS_SCHEMA).
-DEAD_LETTERS = pa.schema([
-    pa.field("region", pa.string(), nullable=False), ("topic", pa.string()),
-    ("raw", pa.binary()), ("reason", pa.string()),
-    ("received_at", pa.timestamp("us", tz="UTC")), ("source", pa.string()),
-    ("ingest_batch_id", pa.string()), ("line", pa.int64()),
-])
 
 
 def record_dead_letters(root) -> None:
@@ -36,9 +28,9 @@ def record_dead_letters(root) -> None:
     for f in sorted((root / "landing" / "east").glob("b-*.jsonl")):
         lines += [(0, json.loads(t)) for t in f.read_text().splitlines()]
     rows = dead_letter_rows(lines, None)
-    write_deltalake(str(table_path("silver", "dead_letters", root)),
-                    pa.Table.from_pylist(rows, schema=DEAD_LETTERS), mode="append",
-                    partition_by=["region"])
+    write_deltalake(str(catalogue.DEAD_LETTERS.path(root)),
+                    pa.Table.from_pylist(rows, schema=catalogue.DEAD_LETTERS.schema),
+                    mode="append", partition_by=list(catalogue.DEAD_LETTERS.partitions))
 
 
 @pytest.fixture
@@ -54,7 +46,7 @@ def refused(tmp_path, brokers, region_ports):
     broken = json.loads(json.dumps(sale))
     broken["payload"]["quantity"] = "3"  # a POS integration sent a string
     worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root)),
-                          registry=Registry())
+                          registry=CollectorRegistry())
     worker.start()
     client = raw_client(port, "buggy-agent")
     publish(client, [good])

@@ -18,7 +18,8 @@ from streamlit.testing.v1 import AppTest
 
 from apps.auth.users import ENV_USERS_FILE, UsersFile
 from apps.streamlit.login import NO_USERS
-from lakehouse.paths import ENV_ROOT, table_path
+from lakehouse import catalogue
+from lakehouse.paths import ENV_ROOT
 from tests.apps.pages import (
     APPROVER,
     APPROVER_PASSWORD,
@@ -94,7 +95,7 @@ def _open_transfers_tab(page, until) -> None:
 
 
 def _decisions(root: Path) -> list[dict]:
-    path = table_path("silver", "transfer_decisions", root)
+    path = catalogue.TRANSFER_DECISIONS.path(root)
     if not (path / "_delta_log").exists():
         return []
     return deltalake.DeltaTable(str(path)).to_pyarrow_table().to_pylist()

@@ -21,7 +21,7 @@ import pytest
 
 from apps.auth.users import UsersFile
 from apps.demo import DEMO_USER, ensure_demo_user
-from lakehouse.paths import table_path
+from lakehouse import catalogue
 from tests.apps.pages import (
     APPROVER,
     APPROVER_PASSWORD,
@@ -49,7 +49,7 @@ def shelflife(*args: str, root: Path, password: str | None = None, stdin: str = 
 
 
 def _decisions(root: Path) -> list[tuple[str, str, str]]:
-    path = table_path("silver", "transfer_decisions", root)
+    path = catalogue.TRANSFER_DECISIONS.path(root)
     if not (path / "_delta_log").exists():
         return []
     return [(r["recommendation_id"], r["decision"], r["decided_by"])
@@ -144,11 +144,11 @@ def _review_tables(root: Path) -> None:
     queue = pa.table({"region": ["east"], "item_id": ["E001:4"], "location_id": ["E001"],
                       "sku": ["DAIRY-YOG-500"], "status": ["open"], "resolved_by": [None],
                       "detected_at": pa.array([datetime.now(UTC)], ts)})
-    deltalake.write_deltalake(str(table_path("gold", "review_queue", root)), queue)
+    deltalake.write_deltalake(str(catalogue.REVIEW_QUEUE.path(root)), queue)
     resolutions = pa.schema([("item_id", pa.string()), ("region", pa.string()),
                              ("resolved_by", pa.string()), ("resolved_at", ts),
                              ("resolution", pa.string()), ("adjustment_event_id", pa.string())])
-    deltalake.write_deltalake(str(table_path("silver", "review_resolutions", root)),
+    deltalake.write_deltalake(str(catalogue.REVIEW_RESOLUTIONS.path(root)),
                               resolutions.empty_table())
 
 
@@ -158,7 +158,7 @@ def test_resolving_a_review_item_records_the_logged_in_operator(tmp_path: Path) 
     resolve = ("review", "resolve", "E001:4", "--how", "recounted: entry error")
 
     def resolved() -> list[tuple[str, str]]:
-        rows = deltalake.DeltaTable(str(table_path("silver", "review_resolutions", tmp_path)))
+        rows = deltalake.DeltaTable(str(catalogue.REVIEW_RESOLUTIONS.path(tmp_path)))
         return [(r["item_id"], r["resolved_by"]) for r in rows.to_pyarrow_table().to_pylist()]
 
     wrong = shelflife(*resolve, "--user", APPROVER, root=tmp_path, password="guess guess guess")

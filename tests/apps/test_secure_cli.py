@@ -22,9 +22,9 @@ import pytest
 from apps.demo import demo_plan
 from edge_mqtt.simulator import FleetConfig, fleet_layout
 from edge_mqtt.store import StoreDB
-from ingest.auth import Credentials
 from ingest.brokers import find_mosquitto
-from lakehouse.paths import landing_dir
+from lakehouse.credentials import Credentials
+from lakehouse.landing import landing_dir
 
 pytestmark = pytest.mark.timeout(150)
 REPO = Path(__file__).resolve().parents[2]
@@ -93,7 +93,7 @@ def test_simulated_stores_land_events_through_secure_tls_brokers(tmp_path: Path)
              *client], env=env, cwd=tmp_path, stdout=logs["ingest"],
             stderr=subprocess.STDOUT))
         fleet = subprocess.run(
-            [*cli, "simulate", "--stores", "3", "--events-per-s", "15", "--duration-s", "8",
+            [*cli, "simulate", "--stores", "3", "--events-per-s", "15", "--duration-s", "12",
              "--data-dir", str(tmp_path / "fleet"), *where, *client],
             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=90)
         assert fleet.returncode == 0, fleet.stderr[-3000:]

@@ -201,6 +201,26 @@ def test_an_order_shipped_by_another_process_on_the_file_is_not_shipped_again(ag
     assert agent.stock("MILK")[0]["on_hand"] == 4
 
 
+def test_two_processes_recording_on_one_file_take_turns_without_a_gap_or_a_repeat(
+        agent, tmp_path):
+    beside = StoreAgent("S-001", "east", tmp_path / "s.sqlite")  # e.g. the CLI next to serve
+    try:
+        receive(agent, 10, "L1", "2026-12-09")
+        events = []
+        for i in range(6):
+            till = (agent, beside)[i % 3 == 2]
+            events.append(till.sell("MILK", 1, unit_price=1.0, transaction_ref=f"T{i}"))
+            if i == 3:
+                with pytest.raises(ContractError, match="payload.quantity"):
+                    till.sell("MILK", 0, unit_price=1.0, transaction_ref="T-bad")
+    finally:
+        beside.close()
+    assert [e["seq"] for e in events] == [2, 3, 4, 5, 6, 7]
+    assert [e["clock"] for e in events] == [{"S-001": s} for s in range(2, 8)]
+    assert agent.db.get_meta("clock") == {"S-001": 7} and agent.last_seq == 7
+    assert [e["payload"]["stock_before"] for e in events] == list(range(10, 4, -1))
+
+
 def test_a_new_agent_is_power_safe_by_default(tmp_path, caplog):
     """synchronous=FULL (2): a commit is on disk before the caller hears about it."""
     agent = StoreAgent("S-001", "east", tmp_path / "s.sqlite")

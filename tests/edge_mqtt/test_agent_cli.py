@@ -279,15 +279,17 @@ def test_operators_from_a_shell_and_cli_actions_record_the_os_user(tmp_path):
     assert json.loads(adjusted.stdout)["payload"]["recorded_by"] == getpass.getuser()
 
 
+@pytest.mark.server
 @pytest.mark.skipif(shutil.which("openssl") is None or find_mosquitto() is None,
                     reason="needs mosquitto and openssl")
 def test_a_store_set_up_from_its_credentials_serves_over_tls_and_trims_on_signed_acks(
         tmp_path):
     """The README's store setup: `shelflife credentials <location>` as the agent's
     environment, `agent serve --tls-ca`, a secure TLS broker and ingest."""
+    from prometheus_client import CollectorRegistry
+
     from ingest.brokers import TlsFiles, credentials_path, start_brokers, stop_brokers
     from ingest.worker import IngestConfig, IngestWorker
-    from lakehouse.metrics import Registry
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
@@ -295,7 +297,7 @@ def test_a_store_set_up_from_its_credentials_serves_over_tls_and_trims_on_signed
                     "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True, timeout=60)
     broker_port, http_port = free_port(), free_port()
-    running = start_brokers(tmp_path / "b", ("east",), kind="mosquitto",
+    running = start_brokers(tmp_path / "b", ("east",),
                             ports={"east": broker_port}, locations={"east": ["S-001"]},
                             secure=True, tls=TlsFiles(cert, key))
     creds = credentials_path(tmp_path / "b")
@@ -309,7 +311,7 @@ def test_a_store_set_up_from_its_credentials_serves_over_tls_and_trims_on_signed
     worker = IngestWorker(IngestConfig(region="east", port=broker_port,
                                        lakehouse=str(tmp_path / "lake"),
                                        credentials=str(creds), tls_ca=str(cert)),
-                          registry=Registry())
+                          registry=CollectorRegistry())
     worker.start()
     proc = subprocess.Popen(
         [sys.executable, "-m", "apps.cli", "agent", "serve", "--db",

@@ -14,12 +14,10 @@ import urllib.request
 import pytest
 
 from edge_mqtt.agent import StoreAgent
-from edge_mqtt.heartbeat import Heartbeat
 from edge_mqtt.http_api import serve_agent
 from edge_mqtt.publisher import Publisher, PublisherConfig
-from lakehouse.contract import MAX_EVENT_BYTES, order_topic, topic
-
-from ..integration.pipeline import raw_client, wait_for
+from lakehouse.contract import MAX_EVENT_BYTES, Heartbeat, order_topic, topic
+from tests.clients import raw_client, wait_for
 
 LOC = "E-HOSTILE"
 GOOD_ORDER = {"order_id": "O-GOOD", "sku": "MILK", "lot": "L1", "quantity": 2,

@@ -16,21 +16,34 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
 
 from edge_mqtt.agent import StoreAgent
 from edge_mqtt.agent_process import record_next
-from edge_mqtt.heartbeat import Heartbeat
-from ingest.worker import IngestConfig, IngestWorker
 from lakehouse import oracle
-from lakehouse.contract import decode_event, topic
+from lakehouse.contract import Heartbeat, decode_event, topic
+from tests.clients import raw_client
 
-from ..integration.pipeline import raw_client
+if TYPE_CHECKING:
+    from ingest.worker import IngestWorker
 
 REPO = Path(__file__).resolve().parents[2]
 EVENTS = 2000
 KILLS = 50
 SEED = 7
 LOCATION = "E-KILL"
+
+
+def start_ingest(port: int, root: Path) -> IngestWorker:
+    """East's ingest worker, started. Ingest needs the server extra, so it is imported only
+    by the tests that run it (marked ``server``); the rest run with the agent alone."""
+    from ingest.worker import IngestConfig, IngestWorker
+
+    worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root)))
+    worker.start()
+    return worker
 
 
 def landed_events(root: Path, region: str = "east") -> list[dict]:
@@ -70,13 +83,13 @@ def comparable(event: dict) -> dict:
     return {k: v for k, v in event.items() if k not in ("occurred_at", "offline")}
 
 
+@pytest.mark.server
 def test_agent_killed_at_random_instants_lands_every_event_exactly_once(
         tmp_path, brokers, region_ports):
     port = region_ports["east"]
     root = tmp_path / "lake"
     db = tmp_path / "agent.sqlite"
-    worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root)))
-    worker.start()
+    worker = start_ingest(port, root)
     heartbeats: list[Heartbeat] = []
     watcher = raw_client(port, "heartbeat-watcher")
     watcher.on_message = lambda _c, _u, msg: heartbeats.append(Heartbeat.from_json(msg.payload))

@@ -10,15 +10,15 @@ from __future__ import annotations
 import shutil
 import time
 
+import pytest
+
 from edge_mqtt.agent import StoreAgent
-from edge_mqtt.heartbeat import Heartbeat
 from edge_mqtt.publisher import Publisher, PublisherConfig
 from ingest.brokers import start_brokers, stop_brokers
-from ingest.worker import IngestConfig, IngestWorker
-from lakehouse.contract import topic
+from lakehouse.contract import Heartbeat, topic
+from tests.clients import raw_client, wait_for
 
-from ..integration.pipeline import raw_client, wait_for
-from .test_kill import landed_events
+from .test_kill import landed_events, start_ingest
 
 
 def receive_many(agent: StoreAgent, n: int) -> list[dict]:
@@ -27,14 +27,14 @@ def receive_many(agent: StoreAgent, n: int) -> list[dict]:
             for i in range(n)]
 
 
+@pytest.mark.server
 def test_offline_backlog_replays_in_order_at_the_replay_rate(tmp_path, brokers, region_ports):
     port = region_ports["east"]
     root = tmp_path / "lake"
     agent = StoreAgent("E-R", "east", tmp_path / "r.sqlite")
     recorded = receive_many(agent, 400)  # no publisher yet: the store is offline
     assert all(e["offline"] for e in recorded)
-    worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root)))
-    worker.start()
+    worker = start_ingest(port, root)
     pub = Publisher(agent, PublisherConfig(port=port, replay_rate=200, resend_after_s=30))
     try:
         started = time.monotonic()
@@ -72,6 +72,7 @@ def test_replay_rate_also_holds_when_one_thread_pumps(tmp_path, brokers, region_
         agent.close()
 
 
+@pytest.mark.server
 def test_broker_losing_its_state_costs_no_event(tmp_path, brokers, region_ports):
     """Ingest is down, so nothing is acked and the broker holds the only copies in its
     queue for ingest's session; the broker then loses its whole persistence folder."""
@@ -79,8 +80,7 @@ def test_broker_losing_its_state_costs_no_event(tmp_path, brokers, region_ports)
     root = tmp_path / "lake"
     data_dir = tmp_path / "brokers"
     (east,) = [b for b in brokers if b.spec.region == "east"]
-    first = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root)))
-    first.start()  # leaves a persistent session the broker queues for
+    first = start_ingest(port, root)  # leaves a persistent session the broker queues for
     first.stop()
     agent = StoreAgent("E-W", "east", tmp_path / "w.sqlite")
     pub = Publisher(agent, PublisherConfig(port=port, resend_after_s=1.0))
@@ -97,11 +97,10 @@ def test_broker_losing_its_state_costs_no_event(tmp_path, brokers, region_ports)
         wait_for("agent sees the broker gone", lambda: not agent.online, 10)
         offline = receive_many(agent, 50)
         assert all(e["offline"] for e in offline)
-        restarted = start_brokers(data_dir, ["east"], kind=east.kind, ports={"east": port})
+        restarted = start_brokers(data_dir, ["east"], ports={"east": port})
         wait_for("agent reconnects", lambda: agent.online, 30)
         receive_many(agent, 50)
-        worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root)))
-        worker.start()
+        worker = start_ingest(port, root)
         wait_for("every event acked", lambda: pub.acked_seq == 400, 60)
         worker.flush()
     finally:
@@ -115,11 +114,11 @@ def test_broker_losing_its_state_costs_no_event(tmp_path, brokers, region_ports)
     assert pub.resends >= 1
 
 
+@pytest.mark.server
 def test_quiet_store_is_not_taken_for_a_stall(tmp_path, brokers, region_ports):
     port = region_ports["east"]
     root = tmp_path / "lake"
-    worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root)))
-    worker.start()
+    worker = start_ingest(port, root)
     agent = StoreAgent("E-Q", "east", tmp_path / "q.sqlite")
     pub = Publisher(agent, PublisherConfig(port=port, resend_after_s=0.5))
     pub.start()
@@ -138,6 +137,7 @@ def test_quiet_store_is_not_taken_for_a_stall(tmp_path, brokers, region_ports):
     assert pub.resends == 0 and worker.stats.duplicates == 0
 
 
+@pytest.mark.server
 def test_heartbeat_reports_outbox_acks_and_clock_skew(tmp_path, brokers, region_ports):
     port = region_ports["east"]
     root = tmp_path / "lake"
@@ -156,8 +156,7 @@ def test_heartbeat_reports_outbox_acks_and_clock_skew(tmp_path, brokers, region_
         hello = beats[0][1]
         assert hello.online and hello.last_seq == 30 and hello.outbox_depth == 30
         assert hello.last_acked_seq == 0 and hello.clock_skew_hint_s is None
-        worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root)))
-        worker.start()
+        worker = start_ingest(port, root)
         try:
             wait_for("a heartbeat after the acks", lambda: beats[-1][1].outbox_depth == 0
                      and beats[-1][1].clock_skew_hint_s is not None, 10)

@@ -15,11 +15,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_mqtt.simulator import Fleet, FleetConfig
 from edge_mqtt.store import StoreDB
 from lakehouse.contract import ContractError, decode_event
+from lakehouse.mqtt import BrokerAddress, make_client
 from lakehouse.oracle import fold
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
@@ -64,7 +64,7 @@ class Subscriber:
         self.events: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
         self.errors: list[str] = []
         self.ready = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="sim-test-sub")
+        self.client = make_client(BrokerAddress("127.0.0.1", port), client_id="sim-test-sub")
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *_a: self.ready.set()
         self.client.on_message = self._on_message

@@ -11,15 +11,17 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from edge_mqtt.agent import StoreAgent
-from ingest.backpressure import IntakeGate, LandingBacklog, RateQuota
+from ingest.backpressure import IntakeGate
 from ingest.brokers import find_mosquitto, start_brokers
 from ingest.worker import IngestConfig, IngestWorker
 from lakehouse.contract import encode_event, topic
-from lakehouse.metrics import Registry, parse_metrics, serve_metrics
-
-from ..integration.pipeline import raw_client, wait_for
+from lakehouse.landing import LandingBacklog
+from lakehouse.metrics import parse_metrics, serve_metrics
+from lakehouse.ratelimit import TokenBucket
+from tests.clients import raw_client, wait_for
 
 
 def make_events(tmp_path: Path, per_location: int, locations: int = 3) -> list[dict]:
@@ -75,7 +77,7 @@ def test_full_landing_pauses_intake_and_the_broker_keeps_the_rest(tmp_path, brok
     root = tmp_path / "lake"
     landing, consumed = root / "landing" / "east", tmp_path / "consumed"
     events = make_events(tmp_path, per_location=1100)  # 3,300 events
-    registry = Registry()
+    registry = CollectorRegistry()
     worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root),
                                        backlog_high_events=300, backlog_low_events=100),
                           registry=registry)
@@ -118,7 +120,7 @@ def test_quota_caps_the_intake_rate(tmp_path, brokers, region_ports):
     root = tmp_path / "lake"
     events = make_events(tmp_path, per_location=200)  # 600 events
     worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root),
-                                       max_events_per_s=200), registry=Registry())
+                                       max_events_per_s=200), registry=CollectorRegistry())
     worker.start()
     pub = raw_client(port, "feeder")
     try:
@@ -146,7 +148,7 @@ def test_acks_lost_with_the_broker_do_not_block_intake_after_it_returns(
     events = make_events(tmp_path, per_location=700)  # 2,100 events
     worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root),
                                        backlog_high_events=100, backlog_low_events=50),
-                          registry=Registry())
+                          registry=CollectorRegistry())
     worker.start()
     pub = raw_client(port, "feeder")
     restarted = []
@@ -161,7 +163,7 @@ def test_acks_lost_with_the_broker_do_not_block_intake_after_it_returns(
         wait_for("worker sees the broker gone", lambda: not worker.connected.is_set(), 10)
         consume(landing, consumed)  # the stream catches up; held messages land
         wait_for("held messages landed", lambda: worker.stats.held == 0, 20)
-        restarted = start_brokers(tmp_path / "brokers", ["east"], kind="mosquitto",
+        restarted = start_brokers(tmp_path / "brokers", ["east"],
                                   ports={"east": port})
         pub = raw_client(port, "feeder-2")
         publish(pub, events[1300:])
@@ -192,14 +194,14 @@ def test_gate_pauses_at_high_water_and_resumes_below_low_water():
 
 
 def test_quota_allows_one_seconds_burst_then_its_rate():
-    quota = RateQuota(100)
+    quota = TokenBucket(100)  # what ingest makes of --max-events-per-s 100
     assert quota.allowance() == 100
     quota.spend(100)
     time.sleep(0.2)
     assert 15 <= quota.allowance() <= 30
-    assert RateQuota(0).allowance() is None
+    assert TokenBucket(0).allowance() is None
     with pytest.raises(ValueError, match="max_events_per_s"):
-        RateQuota(-1)
+        IngestConfig(region="east", max_events_per_s=-1)
 
 
 def test_backlog_counts_waiting_files_and_their_lines(tmp_path):

@@ -1,4 +1,4 @@
-"""Starting the regional brokers: config, both kinds, and mosquitto's offline backlog."""
+"""Starting the regional brokers: config, mosquitto missing or failing, its offline backlog."""
 
 from __future__ import annotations
 
@@ -18,20 +18,14 @@ from ingest.brokers import (
     start_brokers,
     stop_brokers,
 )
-from ingest.embedded_broker import EmbeddedBroker
 from lakehouse.contract import REGIONS, topic
-from tests.ingest.test_embedded_broker import (
-    Client,
-    persistent_backlog_round_trip,
-    port_picker,
-)
+from tests.clients import Client, persistent_backlog_round_trip, port_picker
 
 pytestmark = pytest.mark.timeout(120)
 
 needs_mosquitto = pytest.mark.skipif(
     find_mosquitto() is None,
-    reason="mosquitto is not installed (apt-get install mosquitto); the embedded broker "
-           "tests still run",
+    reason="mosquitto is not installed (apt-get install mosquitto)",
 )
 
 
@@ -82,13 +76,15 @@ def test_mosquitto_config_keeps_a_deep_backlog(tmp_path: Path) -> None:
     assert any(x.startswith("log_dest file " + str(tmp_path.resolve())) for x in lines)
 
 
-def test_embedded_brokers_serve_each_region(tmp_path: Path, free_port: Callable[[], int],
-                                            clients: list[Client]) -> None:
+@needs_mosquitto
+def test_brokers_serve_each_region(tmp_path: Path, free_port: Callable[[], int],
+                                   clients: list[Client]) -> None:
     ports = _ports(free_port)
-    brokers = start_brokers(tmp_path, kind="embedded", ports=ports)
+    brokers = start_brokers(tmp_path, ports=ports)
     try:
-        assert [(b.spec.region, b.kind, b.spec.port) for b in brokers] == [
-            (r, "embedded", ports[r]) for r in REGIONS]
+        assert [(b.spec.region, b.spec.port) for b in brokers] == [
+            (r, ports[r]) for r in REGIONS]
+        assert (tmp_path / "central" / "mosquitto.conf").exists()
         for b in brokers:
             sub = Client(b.spec.port, f"ingest-{b.spec.region}")
             pub = Client(b.spec.port, f"agent-{b.spec.region}")
@@ -105,29 +101,22 @@ def test_embedded_brokers_serve_each_region(tmp_path: Path, free_port: Callable[
             socket.create_connection(("127.0.0.1", b.spec.port), timeout=1).close()
 
 
-def test_embedded_port_in_use_is_a_clear_error(tmp_path: Path,
-                                               free_port: Callable[[], int]) -> None:
-    port = free_port()
-    with EmbeddedBroker(port=port), pytest.raises(BrokerError, match=f"east.*{port}"):
-        stop_brokers(start_brokers(tmp_path, ("east",), kind="embedded", ports={"east": port}))
-
-
-@needs_mosquitto
-def test_auto_prefers_mosquitto(tmp_path: Path, free_port: Callable[[], int]) -> None:
-    brokers = start_brokers(tmp_path, ("central",), ports=_ports(free_port, ("central",)))
-    try:
-        assert [b.kind for b in brokers] == ["mosquitto"]
-        assert (tmp_path / "central" / "mosquitto.conf").exists()
-    finally:
-        stop_brokers(brokers)
+def test_missing_mosquitto_says_how_to_install_it(tmp_path: Path,
+                                                  free_port: Callable[[], int],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(brokers, "_DEBIAN_MOSQUITTO", tmp_path / "no-mosquitto")
+    with pytest.raises(BrokerError, match="apt-get install mosquitto"):
+        start_brokers(tmp_path, ("east",), ports=_ports(free_port, ("east",)))
 
 
 @needs_mosquitto
 def test_mosquitto_port_in_use_names_region_and_port(tmp_path: Path,
                                                      free_port: Callable[[], int]) -> None:
     port = free_port()
-    with EmbeddedBroker(port=port), pytest.raises(BrokerError, match=f"west.*{port}.*in use"):
-        stop_brokers(start_brokers(tmp_path, ("west",), kind="mosquitto", ports={"west": port}))
+    with socket.create_server(("127.0.0.1", port)), \
+            pytest.raises(BrokerError, match=f"west.*{port}.*in use"):
+        stop_brokers(start_brokers(tmp_path, ("west",), ports={"west": port}))
 
 
 @needs_mosquitto
@@ -136,7 +125,7 @@ def test_mosquitto_that_exits_at_start_shows_its_log(
     monkeypatch.setattr(brokers, "mosquitto_config",
                         lambda spec, data_dir: f"listener {spec.port}\nno_such_option 1\n")
     with pytest.raises(BrokerError, match=r"(?s)east: mosquitto exited.*no_such_option"):
-        stop_brokers(start_brokers(tmp_path, ("east",), kind="mosquitto",
+        stop_brokers(start_brokers(tmp_path, ("east",),
                                    ports=_ports(free_port, ("east",))))
 
 
@@ -144,7 +133,7 @@ def test_mosquitto_that_exits_at_start_shows_its_log(
 def test_mosquitto_keeps_30000_messages_for_an_offline_subscriber(
         tmp_path: Path, free_port: Callable[[], int], clients: list[Client]) -> None:
     ports = _ports(free_port, ("east",))
-    brokers = start_brokers(tmp_path, ("east",), kind="mosquitto", ports=ports)
+    brokers = start_brokers(tmp_path, ("east",), ports=ports)
     try:
         persistent_backlog_round_trip(ports["east"], 30_000, clients)
     finally:

@@ -15,15 +15,16 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from edge_mqtt.agent import StoreAgent
 from edge_mqtt.publisher import Publisher, PublisherConfig
 from ingest.dedup import SeqTracker
 from ingest.worker import IngestConfig, IngestWorker, worker_health
-from lakehouse.metrics import Registry, parse_metrics, serve_metrics
+from lakehouse.metrics import parse_metrics, serve_metrics
+from tests.clients import wait_for
 from tests.conftest import free_port
 
-from ..integration.pipeline import wait_for
 from .test_backpressure import landed_keys
 
 pytestmark = pytest.mark.timeout(120)
@@ -56,7 +57,7 @@ def lock_dedup(root: Path) -> sqlite3.Connection:
 def test_a_locked_dedup_database_holds_messages_until_it_is_free(tmp_path, brokers,
                                                                  region_ports):
     port, root = region_ports["east"], tmp_path / "lake"
-    registry = Registry()
+    registry = CollectorRegistry()
     worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root),
                                        give_up_after_s=600), registry=registry)
     server = serve_metrics(registry, 0, health=lambda: worker_health([worker]))
@@ -166,8 +167,8 @@ def test_a_restart_settles_batches_a_kill_interrupted(tmp_path):
     """What a SIGKILL can leave between writing a batch and marking it: the restarted
     worker counts a renamed batch as landed (its agent's re-send is then a duplicate) and
     drops one that never got its name (its agent re-sends it and it lands once)."""
-    from ingest.landing import LandedRecord, LandingWriter
     from lakehouse.contract import encode_event, topic
+    from lakehouse.landing import LandedRecord, LandingWriter
 
     root = tmp_path / "lake"
     landing = root / "landing" / "east"
@@ -191,7 +192,7 @@ def test_a_restart_settles_batches_a_kill_interrupted(tmp_path):
     tracker.close()
 
     worker = IngestWorker(IngestConfig(region="east", lakehouse=str(root)),
-                          registry=Registry())
+                          registry=CollectorRegistry())
     try:
         assert worker.tracker.contiguous["E-1"] == 2
         assert worker.tracker.pending() == {}

@@ -1,9 +1,9 @@
 """Secure brokers: a store signs in as itself and can touch only its own topics.
 
-Each check runs against a real mosquitto and against the embedded broker, with real paho
-clients. MQTT 3.1.1 has no way to refuse a PUBLISH, so a forbidden one is acknowledged and
-dropped: the tests assert that the reader never receives it while the same client's
-allowed message, sent right after, does arrive.
+Each check runs against a real mosquitto with real paho clients. MQTT 3.1.1 has no way
+to refuse a PUBLISH, so a forbidden one is acknowledged and dropped: the tests assert
+that the reader never receives it while the same client's allowed message, sent right
+after, does arrive.
 """
 
 from __future__ import annotations
@@ -20,14 +20,7 @@ from pathlib import Path
 import pytest
 
 from ingest import brokers as brokers_module
-from ingest.auth import (
-    Credentials,
-    Login,
-    TopicRules,
-    covers,
-    dispatcher_username,
-    ingest_username,
-)
+from ingest.auth import TopicRules, covers
 from ingest.brokers import (
     TlsFiles,
     credentials_path,
@@ -37,7 +30,8 @@ from ingest.brokers import (
     stop_brokers,
 )
 from lakehouse.contract import topic
-from tests.ingest.test_embedded_broker import Client, port_picker
+from lakehouse.credentials import Credentials, Login, dispatcher_username, ingest_username
+from tests.clients import Client, port_picker
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -49,7 +43,6 @@ QUIET_S = 0.5  # how long a forbidden message is given to show up
 class Secured:
     """One secure east broker, its credentials, and the clients a test opened."""
 
-    kind: str
     port: int
     creds: Credentials
     clients: list[Client]
@@ -71,22 +64,16 @@ class Secured:
         return self.client("ingest-east", self.creds.ingest_credentials("east"))
 
 
-def _kinds() -> list:
-    return [pytest.param("mosquitto", marks=pytest.mark.skipif(
-                find_mosquitto() is None, reason="mosquitto is not installed")),
-            "embedded"]
-
-
-@pytest.fixture(params=_kinds())
-def secured(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Secured]:
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[Secured]:
     port = port_picker()()
-    running = start_brokers(tmp_path, ("east",), kind=request.param, ports={"east": port},
+    running = start_brokers(tmp_path, ("east",), ports={"east": port},
                             locations=LOCATIONS, secure=True)
     opened: list[Client] = []
     try:
-        assert [b.kind for b in running] == [request.param]
+        assert [b.secure for b in running] == [True]
         creds = Credentials.open(credentials_path(tmp_path))
-        yield Secured(request.param, port, creds, opened, tmp_path)
+        yield Secured(port, creds, opened, tmp_path)
     finally:
         for c in opened:
             c.close()
@@ -152,7 +139,7 @@ def test_store_cannot_forge_or_read_another_stores_ack(secured: Secured) -> None
 
     assert quiet(s2, 2) == [b'{"acked_seq": 7}', b'{"acked_seq": 8}']
     # mosquitto grants the wildcard and filters what it delivers (s1 then gets its own
-    # retained ack once per matching subscription); the embedded broker refuses it
+    # retained ack once per matching subscription)
     assert set(quiet(s1, 1)) == {b'{"acked_seq": 7}'}
     assert {m.topic for m in s1.messages} == {topic("east", "s1", "ack")}
 
@@ -220,9 +207,9 @@ def test_store_cannot_take_over_the_ingest_session(secured: Secured) -> None:
     thief.paho.connect("127.0.0.1", secured.port, keepalive=30)
     thief.paho.loop_start()
     assert thief.connected.wait(10)
-    # the embedded broker refuses the client id; mosquitto (use_username_as_clientid)
-    # lets s1 in under its own name, away from ingest's session
-    assert thief.reason.is_failure == (secured.kind == "embedded")
+    # mosquitto (use_username_as_clientid) lets s1 in under its own name, away from
+    # ingest's session
+    assert not thief.reason.is_failure
     assert quiet(thief, 0) == []
     thief.close()
     back = secured.ingest()
@@ -309,7 +296,7 @@ def test_secure_config_and_files(tmp_path: Path) -> None:
     if shutil.which("mosquitto_passwd") is None and find_mosquitto() is None:
         pytest.skip("mosquitto is not installed")
     port = port_picker()()
-    running = start_brokers(tmp_path, ("east",), kind="mosquitto", ports={"east": port},
+    running = start_brokers(tmp_path, ("east",), ports={"east": port},
                             locations=LOCATIONS, secure=True)
     stop_brokers(running)
     region_dir = tmp_path.resolve() / "east"
@@ -341,7 +328,7 @@ def test_mosquitto_accepts_hashes_made_without_mosquitto_passwd(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(brokers_module, "find_mosquitto_passwd", lambda: None)
     port = port_picker()()
-    running = start_brokers(tmp_path, ("east",), kind="mosquitto", ports={"east": port},
+    running = start_brokers(tmp_path, ("east",), ports={"east": port},
                             locations=LOCATIONS, secure=True)
     try:
         creds = Credentials.open(credentials_path(tmp_path))
@@ -370,17 +357,15 @@ def self_signed(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     return TlsFiles(cert, key)
 
 
-@pytest.mark.parametrize("kind", _kinds())
-def test_tls_listener(kind: str, tmp_path: Path, self_signed: TlsFiles) -> None:
+def test_tls_listener(tmp_path: Path, self_signed: TlsFiles) -> None:
     port = port_picker()()
-    running = start_brokers(tmp_path, ("east",), kind=kind, ports={"east": port},
+    running = start_brokers(tmp_path, ("east",), ports={"east": port},
                             locations=LOCATIONS, secure=True, tls=self_signed)
     opened: list[Client] = []
     try:
-        if kind == "mosquitto":
-            conf = (tmp_path.resolve() / "east" / "mosquitto.conf").read_text().splitlines()
-            assert f"certfile {self_signed.certfile}" in conf
-            assert f"keyfile {self_signed.keyfile}" in conf
+        conf = (tmp_path.resolve() / "east" / "mosquitto.conf").read_text().splitlines()
+        assert f"certfile {self_signed.certfile}" in conf
+        assert f"keyfile {self_signed.keyfile}" in conf
         creds = Credentials.open(credentials_path(tmp_path))
         ing, s1 = creds.ingest_credentials("east"), creds.credentials_for("s1")
         sub = Client(port, "ingest", username=ing.username, password=ing.password)
@@ -461,17 +446,17 @@ def test_dispatcher_has_its_own_login_and_ingest_keeps_landing(tmp_path: Path) -
     mosquitto then closed ingest's connection and landing stopped."""
     import time
 
+    from prometheus_client import CollectorRegistry
+
     from edge_mqtt.agent import StoreAgent
     from edge_mqtt.publisher import Publisher, PublisherConfig
     from ingest.orders import BrokerAddress, OrderDispatcher
     from ingest.worker import IngestConfig, IngestWorker
     from lakehouse.contract import order_topic
-    from lakehouse.metrics import Registry
-
-    from ..integration.pipeline import wait_for
+    from tests.clients import wait_for
 
     port = port_picker()()
-    running = start_brokers(tmp_path / "b", ("east",), kind="mosquitto",
+    running = start_brokers(tmp_path / "b", ("east",),
                             ports={"east": port}, locations=LOCATIONS, secure=True)
     creds = Credentials.open(credentials_path(tmp_path / "b"))
     ing, dis, s1 = (creds.ingest_credentials("east"), creds.dispatcher_credentials("east"),
@@ -482,7 +467,7 @@ def test_dispatcher_has_its_own_login_and_ingest_keeps_landing(tmp_path: Path) -
     worker = IngestWorker(IngestConfig(region="east", port=port,
                                        lakehouse=str(tmp_path / "lake"),
                                        username=ing.username, password=ing.password),
-                          registry=Registry())
+                          registry=CollectorRegistry())
     dispatcher = OrderDispatcher(tmp_path / "lake", {"east": BrokerAddress(
         port=port, username=dis.username, password=dis.password)}, say=lambda _m: None)
     opened: list[Client] = []
@@ -534,15 +519,14 @@ def test_dispatcher_has_its_own_login_and_ingest_keeps_landing(tmp_path: Path) -
         stop_brokers(running)
 
 
-@pytest.mark.parametrize("kind", _kinds())
 def test_a_store_added_while_the_brokers_run_can_log_in_after_a_reload(
-        kind: str, tmp_path: Path) -> None:
+        tmp_path: Path) -> None:
     """`shelflife simulate` (or an operator) adds stores to credentials.json while
     `shelflife broker` runs; the running brokers accept them without a restart."""
     from ingest.brokers import reload_credentials
 
     port = port_picker()()
-    running = start_brokers(tmp_path, ("east",), kind=kind, ports={"east": port},
+    running = start_brokers(tmp_path, ("east",), ports={"east": port},
                             locations=LOCATIONS, secure=True)
     opened: list[Client] = []
     try:

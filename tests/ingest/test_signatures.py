@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from edge_mqtt.agent import StoreAgent
 from edge_mqtt.publisher import Publisher, PublisherConfig
-from ingest.auth import Credentials, SigningKeys
 from ingest.brokers import credentials_path, find_mosquitto, start_brokers, stop_brokers
 from ingest.orders import BrokerAddress, OrderDispatcher
 from ingest.worker import IngestConfig, IngestWorker
@@ -31,8 +31,8 @@ from lakehouse.contract import (
     validate_ack,
     validate_signed_order,
 )
-from lakehouse.metrics import Registry
-from tests.ingest.test_embedded_broker import Client, port_picker
+from lakehouse.credentials import Credentials, SigningKeys
+from tests.clients import Client, port_picker
 
 pytestmark = [pytest.mark.timeout(90),
               pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")]
@@ -101,7 +101,7 @@ def env(tmp_path: Path) -> Iterator[dict]:
 def _broker(env: dict, *, secure: bool) -> tuple[int, Credentials]:
     port = port_picker()()
     data = env["tmp"] / "brokers"
-    running = start_brokers(data, ("east",), kind="mosquitto", ports={"east": port},
+    running = start_brokers(data, ("east",), ports={"east": port},
                             locations=LOCATIONS, secure=secure)
     env["opened"].append(running)
     # An open broker has no credentials of its own; the stores and ingest still do.
@@ -223,7 +223,7 @@ def test_on_an_open_broker_a_secure_agent_refuses_forgeries_and_takes_the_real_t
     # The genuine ingest and dispatcher, with the keys from the credentials file.
     worker = IngestWorker(IngestConfig(region="east", port=port,
                                        lakehouse=str(env["tmp"] / "lake"),
-                                       credentials=str(creds.path)), registry=Registry())
+                                       credentials=str(creds.path)), registry=CollectorRegistry())
     env["opened"].append(_Stops(worker.stop))
     dispatcher = OrderDispatcher(env["tmp"] / "lake", {"east": BrokerAddress(port=port)},
                                  say=lambda _m: None, keys=SigningKeys(creds.path))

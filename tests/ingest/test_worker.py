@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
+import subprocess
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from edge_mqtt.agent import StoreAgent
 from edge_mqtt.publisher import Publisher, PublisherConfig
 from ingest.worker import IngestConfig, IngestWorker
 from lakehouse.contract import decode_event, encode_event, topic
-from lakehouse.metrics import Registry
-
-from ..integration.pipeline import raw_client, wait_for
+from tests.clients import raw_client, wait_for
+from tests.conftest import free_port
 
 
 def landed_lines(root):
@@ -99,7 +101,7 @@ def test_mosquitto_drops_a_message_over_the_event_size_limit(tmp_path, brokers,
         pytest.skip("mosquitto is not installed")
     port, root = region_ports["east"], tmp_path / "lake"
     worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root)),
-                          registry=Registry())
+                          registry=CollectorRegistry())
     worker.start()
     inject = raw_client(port, "inject")
     try:
@@ -118,29 +120,45 @@ def test_mosquitto_drops_a_message_over_the_event_size_limit(tmp_path, brokers,
 
 def test_ingest_dead_letters_an_oversized_message_without_decoding_it(tmp_path):
     """Behind a broker with no size limit, ingest refuses the message itself."""
-    from ingest.embedded_broker import EmbeddedBroker
+    from ingest.brokers import require_mosquitto
     from ingest.worker import TOO_LARGE_KEEP
     from lakehouse.contract import MAX_EVENT_BYTES
 
-    broker = EmbeddedBroker("127.0.0.1", 0, max_payload=4 * MAX_EVENT_BYTES).start()
+    port = free_port()
+    conf = tmp_path / "no-limit.conf"  # mosquitto's own default: no message_size_limit
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+    broker = subprocess.Popen([require_mosquitto(), "-c", str(conf)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     root = tmp_path / "lake"
-    worker = IngestWorker(IngestConfig(region="east", port=broker.port, lakehouse=str(root)),
-                          registry=Registry())
-    worker.start()
-    inject = raw_client(broker.port, "inject")
-    big = b"{" + b" " * (2 * MAX_EVENT_BYTES)  # would be valid-looking JSON if decoded
     try:
-        inject.publish(topic("east", "E-1", "events"), big, qos=2).wait_for_publish(10)
-        inject.publish(topic("east", "E-1", "events"), encode_event(_event(tmp_path)),
-                       qos=2).wait_for_publish(10)
-        wait_for("both handled", lambda: worker.stats.landed + worker.stats.dead_letters
-                 == 2, 20)
+        wait_for("the broker listens", lambda: _accepts(port), 10)
+        worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root)),
+                              registry=CollectorRegistry())
+        worker.start()
+        inject = raw_client(port, "inject")
+        big = b"{" + b" " * (2 * MAX_EVENT_BYTES)  # would be valid-looking JSON if decoded
+        try:
+            inject.publish(topic("east", "E-1", "events"), big, qos=2).wait_for_publish(10)
+            inject.publish(topic("east", "E-1", "events"), encode_event(_event(tmp_path)),
+                           qos=2).wait_for_publish(10)
+            wait_for("both handled", lambda: worker.stats.landed + worker.stats.dead_letters
+                     == 2, 20)
+        finally:
+            inject.loop_stop()
+            worker.stop()
     finally:
-        inject.loop_stop()
-        worker.stop()
-        broker.stop()
+        broker.terminate()
+        broker.wait(10)
     lines = landed_lines(root)
     [dead] = [x for x in lines if x["kind"] == "dead"]
     assert "message too large" in dead["reason"] and str(len(big)) in dead["reason"]
     assert base64.b64decode(dead["raw_b64"]) == big[:TOO_LARGE_KEEP]
     assert [x["kind"] for x in lines].count("event") == 1
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False

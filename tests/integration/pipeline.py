@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import deltalake
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_mqtt.agent import StoreAgent
 from edge_mqtt.publisher import Publisher, PublisherConfig
 from ingest.worker import IngestConfig, IngestWorker
 from lakehouse import oracle
-from spark_jobs.streaming import RegionStream, StreamConfig, start_streams
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+from spark_jobs.stream.runner import RegionStream, StreamConfig, start_streams
 
 
 def start_publishers(agents: list[StoreAgent], ports: dict[str, int]) -> list[Publisher]:
@@ -45,14 +32,6 @@ def start_ingest(root: Path, ports: dict[str, int]) -> list[IngestWorker]:
 
 def start_spark(spark, root: Path, regions: list[str]) -> list[RegionStream]:
     return start_streams(spark, regions, StreamConfig(lakehouse=str(root)))
-
-
-def raw_client(port: int, name: str) -> mqtt.Client:
-    """A plain MQTT client for injecting duplicates and malformed payloads."""
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv311)
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    return c
 
 
 def all_acked(agents: list[StoreAgent], pubs: list[Publisher]) -> bool:

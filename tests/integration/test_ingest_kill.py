@@ -25,9 +25,8 @@ from edge_mqtt.agent import StoreAgent
 from edge_mqtt.publisher import Publisher, PublisherConfig
 from lakehouse.contract import topic
 from lakehouse.mqtt import BrokerAddress, make_client
+from tests.clients import wait_for
 from tests.conftest import free_port
-
-from .pipeline import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 REPO = Path(__file__).resolve().parents[2]

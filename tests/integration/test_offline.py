@@ -16,6 +16,7 @@ from edge_mqtt.agent_process import record_next
 from edge_mqtt.publisher import Publisher, PublisherConfig
 from lakehouse import oracle
 from lakehouse.contract import REGIONS, format_ts
+from tests.clients import wait_for
 
 from ..workload import Workload, make_agents
 from .pipeline import (
@@ -27,7 +28,6 @@ from .pipeline import (
     start_ingest,
     start_publishers,
     start_spark,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]

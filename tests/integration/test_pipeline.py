@@ -13,18 +13,17 @@ from pathlib import Path
 import pytest
 
 from lakehouse.contract import REGIONS, encode_event, topic
+from tests.clients import raw_client, wait_for
 
 from ..workload import Workload, make_agents
 from .pipeline import (
     all_acked,
     check_against_oracle,
     drain,
-    raw_client,
     read,
     start_ingest,
     start_publishers,
     start_spark,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]

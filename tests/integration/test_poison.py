@@ -16,21 +16,19 @@ from typing import Any
 import pytest
 
 from apps import cli
-from ingest.landing import LandedRecord, LandingWriter, now_ts
 from lakehouse.contract import REGIONS, build_event, encode_event, topic
-from lakehouse.paths import landing_dir
+from lakehouse.landing import LandedRecord, LandingWriter, landing_dir, now_ts
+from tests.clients import raw_client, wait_for
 
 from ..workload import Workload, make_agents
 from .pipeline import (
     all_acked,
     check_against_oracle,
     drain,
-    raw_client,
     read,
     start_ingest,
     start_publishers,
     start_spark,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from ingest.landing import LandedRecord, LandingWriter, now_ts
 from lakehouse.contract import encode_event, topic
-from lakehouse.paths import checkpoint_dir, landing_dir
-from spark_jobs.streaming import StreamConfig, run_streams
+from lakehouse.landing import LandedRecord, LandingWriter, landing_dir, now_ts
+from lakehouse.paths import checkpoint_dir
+from spark_jobs.stream.runner import StreamConfig, run_streams
+from tests.clients import wait_for
 
 from ..workload import Workload, make_agents
-from .pipeline import check_against_oracle, read, wait_for
+from .pipeline import check_against_oracle, read
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 

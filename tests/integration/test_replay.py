@@ -13,9 +13,10 @@ import pytest
 
 from edge_mqtt.agent import StoreAgent
 from lakehouse.contract import format_ts
-from spark_jobs.streaming import StreamConfig, start_streams
+from spark_jobs.stream.runner import StreamConfig, start_streams
+from tests.clients import wait_for
 
-from .pipeline import check_against_oracle, drain, start_ingest, start_publishers, wait_for
+from .pipeline import check_against_oracle, drain, start_ingest, start_publishers
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 

@@ -11,8 +11,9 @@ from apps.auth.users import UsersFile
 from apps.cli import main
 from edge_mqtt.agent import StoreAgent
 from lakehouse.contract import encode_event, topic
+from tests.clients import raw_client, wait_for
 
-from .pipeline import drain, raw_client, read, start_ingest, start_spark, wait_for
+from .pipeline import drain, read, start_ingest, start_spark
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 

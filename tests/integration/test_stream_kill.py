@@ -21,18 +21,11 @@ from pathlib import Path
 import pytest
 
 from lakehouse.contract import build_event, encode_event, topic
-from spark_jobs.state import RegionState
+from spark_jobs.stream.fold import RegionState
+from tests.clients import raw_client, wait_for
 
 from ..workload import Workload, make_agents
-from .pipeline import (
-    all_acked,
-    check_against_oracle,
-    raw_client,
-    read,
-    start_ingest,
-    start_publishers,
-    wait_for,
-)
+from .pipeline import all_acked, check_against_oracle, read, start_ingest, start_publishers
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 

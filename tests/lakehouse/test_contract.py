@@ -127,9 +127,10 @@ def test_spark_schema_parses_every_field_the_agent_writes(spark):
     Spark's parser, and Spark knows no field the validator does not."""
     from pyspark.sql import functions as F
 
-    from lakehouse.contract import spark_schema
+    from lakehouse.catalogue import EVENT_ENVELOPE
+    from spark_jobs.schema import spark_schema
 
-    schema = spark_schema()
+    schema = spark_schema(EVENT_ENVELOPE)
     payload_type = schema["payload"].dataType
     assert set(payload_type.fieldNames()) == set(PAYLOAD_FIELDS)
     for et in EVENT_TYPES:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
 
-from lakehouse.paths import table_path
+from lakehouse import catalogue
 from lakehouse.readers import read_table, table_version
 
 from .demo_tables import REGION_STATUS, write_demo_lakehouse
@@ -27,18 +27,18 @@ def lakehouse(tmp_path: Path) -> Path:
 
 
 def test_missing_table_reads_as_none(tmp_path: Path) -> None:
-    assert read_table("gold", "stock_levels", tmp_path) is None
-    assert table_version("gold", "stock_levels", tmp_path) is None
+    assert read_table(catalogue.STOCK_LEVELS, tmp_path) is None
+    assert table_version(catalogue.STOCK_LEVELS, tmp_path) is None
 
 
 def test_folder_without_a_commit_reads_as_none(tmp_path: Path) -> None:
     # Spark creates the folder before its first commit lands.
-    table_path("gold", "stock_levels", tmp_path).mkdir(parents=True)
-    assert read_table("gold", "stock_levels", tmp_path) is None
+    catalogue.STOCK_LEVELS.path(tmp_path).mkdir(parents=True)
+    assert read_table(catalogue.STOCK_LEVELS, tmp_path) is None
 
 
 def test_reads_rows_and_types_back(lakehouse: Path) -> None:
-    stock = read_table("gold", "stock_levels", lakehouse)
+    stock = read_table(catalogue.STOCK_LEVELS, lakehouse)
     assert stock is not None
     assert len(stock) == 4
     assert set(stock["region"]) == {"east", "central", "west"}
@@ -51,8 +51,7 @@ def test_reads_rows_and_types_back(lakehouse: Path) -> None:
 
 def test_filters_and_columns_are_applied(lakehouse: Path) -> None:
     east = read_table(
-        "gold",
-        "stock_levels",
+        catalogue.STOCK_LEVELS,
         lakehouse,
         filters=[("region", "=", "east")],
         columns=["location_id", "sku", "on_hand"],
@@ -61,31 +60,31 @@ def test_filters_and_columns_are_applied(lakehouse: Path) -> None:
     assert list(east.columns) == ["location_id", "sku", "on_hand"]
     assert sorted(east["sku"]) == ["BREAD-WHT", "MILK-1L"]
 
-    low = read_table("gold", "stock_levels", lakehouse, filters=[("on_hand", "<=", 0)])
+    low = read_table(catalogue.STOCK_LEVELS, lakehouse, filters=[("on_hand", "<=", 0)])
     assert low is not None
     assert sorted(low["location_id"]) == ["C-S010", "W-DC01"]
 
 
 def test_version_grows_with_each_commit_and_pins_reads(lakehouse: Path) -> None:
-    first = table_version("gold", "region_status", lakehouse)
+    first = table_version(catalogue.REGION_STATUS, lakehouse)
     assert first == 0
-    status = read_table("gold", "region_status", lakehouse)
+    status = read_table(catalogue.REGION_STATUS, lakehouse)
     assert status is not None
     write_deltalake(
-        str(table_path("gold", "region_status", lakehouse)),
+        str(catalogue.REGION_STATUS.path(lakehouse)),
         pa.Table.from_pandas(status.head(1), schema=REGION_STATUS, preserve_index=False),
         mode="append",
     )
-    assert table_version("gold", "region_status", lakehouse) == 1
-    assert len(read_table("gold", "region_status", lakehouse)) == 4
-    assert len(read_table("gold", "region_status", lakehouse, version=0)) == 3
+    assert table_version(catalogue.REGION_STATUS, lakehouse) == 1
+    assert len(read_table(catalogue.REGION_STATUS, lakehouse)) == 4
+    assert len(read_table(catalogue.REGION_STATUS, lakehouse, version=0)) == 3
 
 
 def test_naive_timestamps_come_back_as_utc(tmp_path: Path) -> None:
     moment = datetime(2025, 3, 1, 12, 30)
     data = pa.table({"region": ["east"], "received_at": pa.array([moment], pa.timestamp("us"))})
-    write_deltalake(str(table_path("silver", "dead_letters", tmp_path)), data)
-    frame = read_table("silver", "dead_letters", tmp_path)
+    write_deltalake(str(catalogue.DEAD_LETTERS.path(tmp_path)), data)
+    frame = read_table(catalogue.DEAD_LETTERS, tmp_path)
     assert frame is not None
     assert frame["received_at"].iloc[0] == pd.Timestamp("2025-03-01 12:30", tz="UTC")
 
@@ -98,9 +97,9 @@ def test_a_time_filter_takes_a_utc_time_whatever_the_column_stores(tmp_path: Pat
     times = [datetime(2026, 11, 1, 12), datetime(2026, 12, 1, 8), datetime(2026, 12, 1, 9)]
     table = pa.table({"occurred_at": pa.array(times, pa.timestamp("us", tz=stored_tz)),
                       "n": [1, 2, 3]})
-    write_deltalake(str(table_path("silver", "events", tmp_path)), table)
+    write_deltalake(str(catalogue.EVENTS.path(tmp_path)), table)
     for since in (datetime(2026, 12, 1, 8, 30, tzinfo=UTC), datetime(2026, 12, 1, 8, 30)):
-        got = read_table("silver", "events", tmp_path,
+        got = read_table(catalogue.EVENTS, tmp_path,
                          filters=[("occurred_at", ">=", since)])
         assert got["n"].tolist() == [3]
         assert str(got["occurred_at"].dt.tz) == "UTC"

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import pandas as pd
 import pytest
 
-from spark_jobs.accuracy import forecast_accuracy, merge_history
+from spark_jobs.decisions.accuracy import forecast_accuracy, merge_history
 
 KEYS = {"region": "east", "location_id": "EAST-S001", "sku": "DAIRY-YOG-500"}
 T0 = pd.Timestamp("2026-11-20T02:00Z")
@@ -49,8 +49,8 @@ def test_accuracy_compares_each_day_with_its_sales_and_a_day_without_sales_sold_
 
 
 def test_business_metrics_carry_forecast_error_and_transfer_efficiency():
-    from spark_jobs import derived
-    from spark_jobs.state import RegionState
+    from spark_jobs.stream import derived
+    from spark_jobs.stream.fold import RegionState
 
     state = RegionState("east")
     state.daily[("EAST-S001", "DAIRY-YOG-500", "2026-11-20")] = [14, 30, 0, 20, 0, 0]
@@ -77,11 +77,12 @@ def test_business_metrics_carry_forecast_error_and_transfer_efficiency():
 
 
 @pytest.mark.spark
-def test_transfer_efficiency_counts_the_lot_sold_within_48_hours_of_booking_in(spark):
-    from lakehouse.contract import build_event, encode_event, format_ts, topic
-    from spark_jobs import silver
-    from spark_jobs.accuracy import transfer_outcomes
-    from spark_jobs.bronze import LANDING_SCHEMA
+def test_transfer_efficiency_counts_the_lot_sold_within_48_hours_of_booking_in(spark,
+                                                                             tmp_path):
+    from lakehouse.contract import build_event, format_ts
+    from spark_jobs.decisions.accuracy import transfer_outcomes
+
+    from .silver_events import write_silver_events
 
     arrived = datetime(2026, 11, 20, 8, tzinfo=UTC)
     loc, sku = "EAST-S001", "DAIRY-YOG-500"
@@ -101,10 +102,8 @@ def test_transfer_efficiency_counts_the_lot_sold_within_48_hours_of_booking_in(s
                      "transaction_ref": f"T{i}", "stock_before": stock,
                      "lots": [{"lot": lot_id, "expires_on": "2026-11-28", "quantity": qty}]}))
         stock -= qty
-    lines = [("event", topic("east", loc, "events"), "east", "2026-11-22T00:00:00.000Z",
-              "b1", i, encode_event(e).decode(), None, None) for i, e in enumerate(events)]
-    silver_events = silver.to_events(silver.with_parsed(
-        spark.createDataFrame(lines, LANDING_SCHEMA)))
+    path = write_silver_events(tmp_path, events, received_at="2026-11-22T00:00:00.000Z")
+    silver_events = spark.read.format("delta").load(str(path))
 
     out = transfer_outcomes(silver_events, datetime(2026, 11, 23)).toPandas()
     assert len(out) == 1
@@ -120,15 +119,13 @@ def test_transfer_efficiency_counts_the_lot_sold_within_48_hours_of_booking_in(s
 def test_the_stream_writer_picks_up_new_accuracy_and_marks_its_days(tmp_path):
     import threading
 
-    from lakehouse.paths import table_path
-    from spark_jobs import derived
-    from spark_jobs.accuracy import FORECAST_ACCURACY_SCHEMA
-    from spark_jobs.batch import write_table
-    from spark_jobs.state import RegionState
+    from lakehouse.catalogue import FORECAST_ACCURACY, TRANSFER_OUTCOMES
+    from spark_jobs.decisions.jobs import write_table
+    from spark_jobs.stream import derived
+    from spark_jobs.stream.fold import RegionState
 
     state = RegionState("east")
-    paths = {name: str(table_path(layer, name, tmp_path))
-             for layer, name in derived.BATCH_OUTCOMES}
+    paths = {t.name: str(t.path(tmp_path)) for t in (FORECAST_ACCURACY, TRANSFER_OUTCOMES)}
     writer = derived.DerivedWriter(state, threading.Lock(), paths, "app", lambda: [],
                                    lambda: 0)
     writer._load_outcomes()  # neither table exists yet: nothing to merge
@@ -139,8 +136,7 @@ def test_the_stream_writer_picks_up_new_accuracy_and_marks_its_days(tmp_path):
                             date(2026, 11, 19))
     daily = pd.DataFrame([{**KEYS, "day": date(2026, 11, 20), "sold": 12}])
     scored = forecast_accuracy(history, daily, today=now.date(), now=now)
-    write_table("gold", "forecast_accuracy", scored, FORECAST_ACCURACY_SCHEMA, tmp_path,
-                partition_by=["region"])
+    write_table(FORECAST_ACCURACY, scored, tmp_path)
     writer._load_outcomes()
     # The same category name the sellable policy and the decision jobs use for the SKU,
     # so a dashboard filter on "dairy" finds both the metric and the transfer.

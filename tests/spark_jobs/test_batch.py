@@ -1,4 +1,5 @@
-"""The decision jobs end to end on a lakehouse: real events through silver (Spark) and the
+"""The decision jobs end to end on a lakehouse: real events through silver (as the stream
+shapes them) and the
 streaming state into gold, then ``shelflife batch`` forecasts, transfers and reorders.
 
 The count week: the same four weeks with and without a nightly full count of every
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from lakehouse import catalogue
 
 SKU = "DAIRY-YOG-500"
 WH, SHORT, AMPLE = "WH-EAST-1", "EAST-S001", "EAST-S002"
@@ -92,38 +95,31 @@ def network_events(count_week: bool) -> list[dict]:
 
 
 def build_lakehouse(spark, root: Path, events: list[dict]) -> None:
-    """Silver from the events (Spark's own transforms), gold stock from the streaming
+    """Silver from the events (the stream's own shaper), gold stock from the streaming
     job's state, as the running system would leave them."""
     import pyarrow as pa
     from deltalake import write_deltalake
 
-    from lakehouse.contract import encode_event, topic
-    from lakehouse.paths import table_path
-    from spark_jobs import gold, silver
-    from spark_jobs.bronze import LANDING_SCHEMA
-    from spark_jobs.state import RegionState
+    from lakehouse.catalogue import STOCK_COHORTS, STOCK_LEVELS
+    from spark_jobs.stream.fold import RegionState
 
-    lines = [("event", topic("east", e["location_id"], "events"), "east",
-              "2026-12-01T00:00:00.000Z", "b1", i, encode_event(e).decode(), None, None)
-             for i, e in enumerate(events)]
-    (silver.to_events(silver.with_parsed(spark.createDataFrame(lines, LANDING_SCHEMA)))
-     .write.format("delta").mode("overwrite").partitionBy(*silver.EVENTS_PARTITIONS)
-     .save(str(table_path("silver", "events", root))))
+    from .silver_events import write_silver_events
+
+    write_silver_events(root, events, received_at="2026-12-01T00:00:00.000Z")
     state = RegionState("east")
     state.apply(events, now=NOW.replace(tzinfo=None))
-    for name, rows, struct in (
-            ("stock_cohorts", state.cohort_rows("east"), gold.COHORTS_SCHEMA),
-            ("stock_levels", state.level_rows("east", NOW.date()), gold.LEVELS_SCHEMA)):
-        schema = gold.arrow_schema(struct)
-        table = pa.Table.from_arrays([pa.array(list(c), type=f.type) for c, f in
-                                      zip(zip(*rows, strict=True), schema, strict=True)],
-                                     schema=schema)
-        write_deltalake(str(table_path("gold", name, root)), table, mode="overwrite")
+    for table, rows in ((STOCK_COHORTS, state.cohort_rows("east")),
+                        (STOCK_LEVELS, state.level_rows("east", NOW.date()))):
+        data = pa.Table.from_arrays([pa.array(list(c), type=f.type) for c, f in
+                                     zip(zip(*rows, strict=True), table.schema, strict=True)],
+                                    schema=table.schema)
+        write_deltalake(str(table.path(root)), data, mode="overwrite",
+                        partition_by=list(table.partitions))
 
 
 def run_jobs(spark, root: Path) -> dict[str, pd.DataFrame]:
     from lakehouse.readers import read_table
-    from spark_jobs import batch
+    from spark_jobs.decisions import jobs as batch
 
     said: list[str] = []
     batch.run_forecasts_job(root, spark=spark, through=THROUGH, now=NOW, say=said.append)
@@ -134,7 +130,7 @@ def run_jobs(spark, root: Path) -> dict[str, pd.DataFrame]:
     for name, order in (("demand_forecasts", ["location_id", "forecast_date"]),
                         ("transfer_recommendations", ["recommendation_id"]),
                         ("reorder_suggestions", ["location_id"])):
-        frame = read_table("gold", name, root)
+        frame = read_table(catalogue.table("gold", name), root)
         out[name] = frame.drop(columns=[c for c in ("created_at", "trained_at",
                                                     "fit_seconds") if c in frame])
         out[name] = out[name].sort_values(order).reset_index(drop=True)
@@ -190,8 +186,8 @@ def test_dashboard_lists_the_transfer_and_records_a_decision(decided, monkeypatc
     from streamlit.testing.v1 import AppTest
 
     from apps.auth.users import ENV_USERS_FILE, UsersFile
+    from lakehouse.decisions import read_decisions
     from lakehouse.paths import ENV_ROOT
-    from spark_jobs.batch import read_decisions
     from tests.apps.pages import sign_in
 
     root, out = decided[False]
@@ -222,7 +218,7 @@ def test_dashboard_lists_the_transfer_and_records_a_decision(decided, monkeypatc
 def test_approving_a_transfer_from_the_cli_is_recorded_and_kept_on_the_next_run(decided):
     from apps.auth.users import UsersFile
     from lakehouse.readers import read_table
-    from spark_jobs import batch
+    from spark_jobs.decisions import jobs as batch
 
     root, out = decided[False]
     rec_id = out["transfer_recommendations"]["recommendation_id"].iloc[0]
@@ -244,7 +240,7 @@ def test_approving_a_transfer_from_the_cli_is_recorded_and_kept_on_the_next_run(
     assert bad.returncode == 2 and "recommendation_id" in bad.stdout and "'nope'" in bad.stdout
 
     batch.run_transfers_job(root, now=NOW, say=lambda _m: None)
-    again = read_table("gold", "transfer_recommendations", root).set_index("recommendation_id")
+    again = read_table(catalogue.TRANSFER_RECOMMENDATIONS, root).set_index("recommendation_id")
     assert again.loc[rec_id, "status"] == "approved"
     assert again.loc[rec_id, "decided_by"] == "ana"
 
@@ -260,7 +256,7 @@ def test_decisions_notebook_shows_the_transfer_and_the_order(decided, monkeypatc
     routes = ns["by_route"]
     assert (WH, SHORT) in routes.index
     # gold as it stands (another test may have approved a transfer and re-run the job)
-    listed = read_table("gold", "transfer_recommendations", root)
+    listed = read_table(catalogue.TRANSFER_RECOMMENDATIONS, root)
     assert routes["units"].sum() == listed["quantity"].sum()
     assert (ns["tightest"]["shelf_life_at_arrival_days"]
             >= ns["tightest"]["min_sellable_days"]).all()
@@ -274,10 +270,8 @@ def test_accuracy_job_scores_the_days_that_have_passed(decided, spark, tmp_path)
     import pyarrow as pa
     from deltalake import write_deltalake
 
-    from lakehouse.paths import table_path
     from lakehouse.readers import read_table
-    from spark_jobs import batch, derived
-    from spark_jobs.gold import arrow_schema
+    from spark_jobs.decisions import jobs as batch
 
     source, out = decided[False]
     root = tmp_path / "lake"
@@ -286,12 +280,12 @@ def test_accuracy_job_scores_the_days_that_have_passed(decided, spark, tmp_path)
     rows = [{"region": "east", "location_id": SHORT, "sku": SKU, "day": day, "sold": n,
              "received": 0, "wasted": 0, "transfer_in": 0, "transfer_out": 0, "hit_zero": 0}
             for day, n in sold.items()]
-    write_deltalake(str(table_path("gold", "daily_movements", root)), pa.Table.from_pylist(
-        rows, schema=arrow_schema(derived.SCHEMAS[("gold", "daily_movements")])))
+    write_deltalake(str(catalogue.DAILY_MOVEMENTS.path(root)), pa.Table.from_pylist(
+        rows, schema=catalogue.DAILY_MOVEMENTS.schema))
     said: list[str] = []
     result = batch.run_accuracy_job(root, spark=spark, now=datetime(2026, 12, 3, 9, tzinfo=UTC),
                                     say=said.append)
-    scored = read_table("gold", "forecast_accuracy", root)
+    scored = read_table(catalogue.FORECAST_ACCURACY, root)
     done = scored[scored["complete"]].set_index(["location_id", "day"])
     forecast = out["demand_forecasts"].set_index(["location_id", "forecast_date"])["forecast"]
     for day, n in sold.items():
@@ -325,26 +319,25 @@ def test_an_approved_transfer_reaches_the_offline_warehouse_ships_and_is_cleared
     holds the order."""
     import time
 
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
     from edge_mqtt.agent import StoreAgent
     from edge_mqtt.publisher import Publisher, PublisherConfig
     from ingest.orders import BrokerAddress, OrderDispatcher
-    from lakehouse.contract import encode_event, order_topic, topic
-    from lakehouse.paths import table_path
+    from lakehouse.contract import order_topic
+    from lakehouse.decisions import record_decision
+    from lakehouse.mqtt import make_client
     from lakehouse.readers import read_table
-    from spark_jobs import batch, silver
-    from spark_jobs.bronze import LANDING_SCHEMA
+    from spark_jobs.decisions import jobs as batch
+
+    from .silver_events import write_silver_events
 
     root, out = decided[True]
     recs = out["transfer_recommendations"]
     fresh = recs[recs["lot"] == "WH-NEW"].iloc[0]
     order_id = fresh["recommendation_id"]
-    batch.record_decision(order_id, "approved", "ana", root=root)
+    record_decision(order_id, "approved", "ana", root=root)
     # A re-run keeps the approved figures and does not propose the same units again.
     batch.run_transfers_job(root, now=NOW, say=lambda _m: None)
-    listed = read_table("gold", "transfer_recommendations", root)
+    listed = read_table(catalogue.TRANSFER_RECOMMENDATIONS, root)
     kept = listed.set_index("recommendation_id").loc[order_id]
     assert (kept["status"], kept["quantity"]) == ("approved", fresh["quantity"])
     again = listed[(listed["lot"] == "WH-NEW") & (listed["recommendation_id"] != order_id)]
@@ -366,29 +359,26 @@ def test_an_approved_transfer_reaches_the_offline_warehouse_ships_and_is_cleared
                                           fresh["destination_location"], "ana")
         assert order["transit_hours"] == fresh["transit_hours"]
 
-        batch.record_decision(order_id, "rejected", "bo", note="truck full", root=root)
+        record_decision(order_id, "rejected", "bo", note="truck full", root=root)
         assert dispatcher.run_once()["cancelled"] == 1
         _wait(lambda: [o["status"] for o in agent.orders()] == ["cancelled"])
-        batch.record_decision(order_id, "approved", "ana", note="second truck", root=root)
+        record_decision(order_id, "approved", "ana", note="second truck", root=root)
         assert dispatcher.run_once()["sent"] == 1
         _wait(lambda: [o["status"] for o in agent.orders()] == ["pending"])
 
         shipped = agent.dispatch_order(order_id)
         assert shipped["payload"]["lots"][0]["lot"] == "WH-NEW"
-        line = ("event", topic("east", WH, "events"), "east", "2026-12-01T07:00:00.000Z",
-                "b9", 0, encode_event(shipped).decode(), None, None)
-        (silver.to_events(silver.with_parsed(spark.createDataFrame([line], LANDING_SCHEMA)))
-         .write.format("delta").mode("append").partitionBy(*silver.EVENTS_PARTITIONS)
-         .save(str(table_path("silver", "events", root))))
+        write_silver_events(root, [shipped], received_at="2026-12-01T07:00:00.000Z",
+                            mode="append", batch_id="b9")
         assert dispatcher.run_once()["cleared"] == 1
         assert any(f"{order_id} cleared" in s for s in said)
         batch.run_transfers_job(root, now=NOW, say=lambda _m: None)
-        listed = read_table("gold", "transfer_recommendations", root).set_index(
+        listed = read_table(catalogue.TRANSFER_RECOMMENDATIONS, root).set_index(
             "recommendation_id")
         assert listed.loc[order_id, "status"] == "shipped"
 
         held: list[bytes] = []
-        probe = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        probe = make_client(BrokerAddress("127.0.0.1", region_ports["east"]))
         probe.on_message = lambda _c, _u, msg: held.append(msg.payload)
         probe.connect("127.0.0.1", region_ports["east"])
         probe.subscribe(order_topic("east", WH), qos=1)

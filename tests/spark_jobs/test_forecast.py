@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spark_jobs.forecast import forecast_demand
+from spark_jobs.decisions.forecast import forecast_demand
 
 WEEKLY = np.array([0.8, 0.9, 0.9, 1.0, 1.1, 1.4, 0.9])
 """Demand multiplier Monday..Sunday (mean 1.0): Saturday is the busiest day."""
@@ -154,27 +154,20 @@ def store_events(with_operational: bool) -> list[dict]:
     return events
 
 
-def write_silver(spark, root, events: list[dict]) -> None:
-    from lakehouse.contract import encode_event, topic
-    from lakehouse.paths import table_path
-    from spark_jobs import silver
-    from spark_jobs.bronze import LANDING_SCHEMA
+def write_silver(root, events: list[dict]) -> None:
+    from .silver_events import write_silver_events
 
-    lines = [("event", topic("east", LOC, "events"), "east", "2024-06-03T00:00:00.000Z",
-              "b1", i, encode_event(e).decode(), None, None) for i, e in enumerate(events)]
-    landing = spark.createDataFrame(lines, LANDING_SCHEMA)
-    (silver.to_events(silver.with_parsed(landing)).write.format("delta").mode("overwrite")
-     .partitionBy(*silver.EVENTS_PARTITIONS).save(str(table_path("silver", "events", root))))
+    write_silver_events(root, events, received_at="2024-06-03T00:00:00.000Z")
 
 
 @pytest.mark.spark
 def test_spark_job_forecasts_sales_only_and_ignores_counts_and_adjustments(spark, tmp_path):
-    from lakehouse.paths import table_path
+    from lakehouse import catalogue
     from lakehouse.readers import read_table
-    from spark_jobs.forecast import daily_history, run_forecasts
+    from spark_jobs.decisions.forecast import daily_history, run_forecasts
 
-    write_silver(spark, tmp_path, store_events(with_operational=False))
-    events = spark.read.format("delta").load(str(table_path("silver", "events", tmp_path)))
+    write_silver(tmp_path, store_events(with_operational=False))
+    events = spark.read.format("delta").load(str(catalogue.EVENTS.path(tmp_path)))
     daily = daily_history(events, THROUGH).toPandas().set_index(["sku", "dt"])
     monday = date(2024, 5, 27)
     assert daily.loc[(SHORT, monday), "sale"] == 6
@@ -186,7 +179,7 @@ def test_spark_job_forecasts_sales_only_and_ignores_counts_and_adjustments(spark
     assert daily.loc[(STEADY, waste_day), "sale"] == 6  # a Thursday: 2 wasted, not sold
 
     assert run_forecasts(spark, tmp_path, horizon_days=7) == 14
-    plain = read_table("gold", "demand_forecasts", tmp_path).sort_values(["sku",
+    plain = read_table(catalogue.DEMAND_FORECASTS, tmp_path).sort_values(["sku",
                                                                           "forecast_date"])
     assert set(plain["region"]) == {"east"} and set(plain["model"]) == {"prophet"}
     assert sorted(set(plain["forecast_date"])) == [THROUGH + timedelta(days=i)
@@ -194,9 +187,9 @@ def test_spark_job_forecasts_sales_only_and_ignores_counts_and_adjustments(spark
     steady = plain[plain["sku"] == STEADY]
     assert steady["forecast"].sum() == pytest.approx(5 * 6 + 2 * 10, rel=0.1)
 
-    write_silver(spark, tmp_path, store_events(with_operational=True))
+    write_silver(tmp_path, store_events(with_operational=True))
     assert run_forecasts(spark, tmp_path, horizon_days=7) == 14
-    again = read_table("gold", "demand_forecasts", tmp_path).sort_values(["sku",
+    again = read_table(catalogue.DEMAND_FORECASTS, tmp_path).sort_values(["sku",
                                                                           "forecast_date"])
     columns = ["sku", "forecast_date", "forecast", "lower", "upper", "model"]
     pd.testing.assert_frame_equal(plain[columns].reset_index(drop=True),

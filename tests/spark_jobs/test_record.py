@@ -1,5 +1,7 @@
-"""Bronze and silver rows shaped on the driver equal what Spark's transforms make of the
-same landing lines, so analysts reading either way see one schema and one meaning."""
+"""Bronze and silver as the stream records them: every accepted payload byte for byte,
+one typed row per readable event, every refused line a dead letter; and Spark reads the
+tables back with the same values, so analysts reading either way see one schema and one
+meaning."""
 
 from __future__ import annotations
 
@@ -10,12 +12,11 @@ from datetime import UTC, datetime
 import pytest
 
 from edge_mqtt.agent import StoreAgent
-from lakehouse.contract import encode_event, topic
-from spark_jobs import silver
-from spark_jobs.bronze import LANDING_SCHEMA, to_events_raw
-from spark_jobs.record import bronze_rows, dead_letter_rows, silver_rows
+from lakehouse.catalogue import DEAD_LETTERS, EVENTS, EVENTS_RAW
+from lakehouse.contract import encode_event, parse_ts, topic
+from spark_jobs.stream.record import RecordWriter, bronze_rows, dead_letter_rows, silver_rows
 
-pytestmark = pytest.mark.spark
+RECEIVED = datetime(2026, 11, 27, 10, 0, 0, 123000, tzinfo=UTC)
 
 
 def landing_lines(tmp_path) -> list[dict]:
@@ -42,13 +43,6 @@ def landing_lines(tmp_path) -> list[dict]:
     return lines
 
 
-def spark_rows(spark, lines, fn):
-    df = spark.createDataFrame([tuple(li.get(f.name) for f in LANDING_SCHEMA.fields)
-                                for li in lines], LANDING_SCHEMA)
-    out = fn(silver.with_parsed(df))
-    return out.schema, [r.asDict(recursive=True) for r in out.collect()]
-
-
 def normalise(rows, drop=()):
     """Comparable rows; absent and null struct fields are the same thing in Delta."""
     def fix(v):
@@ -66,26 +60,78 @@ def normalise(rows, drop=()):
                   key=lambda r: json.dumps(r, default=str, sort_keys=True))
 
 
-def test_silver_events_match_spark(spark, tmp_path):
+def with_clock_dicts(rows: list[dict]) -> list[dict]:
+    """Maps are written as key/value pairs, as Arrow takes them, and read back as dicts."""
+    return [{**r, "clock": dict(r["clock"]) if r["clock"] is not None else None}
+            for r in rows]
+
+
+def test_silver_events_are_the_readable_events_typed(tmp_path):
     lines = landing_lines(tmp_path)
-    schema, expected = spark_rows(spark, lines, silver.to_events)
-    ours = silver_rows([(7, li) for li in lines], datetime.now(UTC))
+    ours = with_clock_dicts(silver_rows([(7, li) for li in lines], datetime.now(UTC)))
     assert len(ours) == 4, "the four readable events, not the dead or truncated lines"
-    for r in ours:  # maps arrive as key/value pairs, as Arrow takes them
-        r["clock"] = dict(r["clock"]) if r["clock"] is not None else None
-    assert set(ours[0]) == {f.name for f in schema.fields}
-    assert normalise(ours, drop=("processed_at",)) == \
-        normalise(expected, drop=("processed_at",))
+    assert set(ours[0]) == set(EVENTS.schema.names)
+    for row, line in zip(ours, lines, strict=False):
+        ev = json.loads(line["raw"])
+        assert {k: row[k] for k in ("event_id", "location_id", "seq", "event_type",
+                                    "category", "offline", "causation_id", "clock",
+                                    "agent_version", "payload")} == \
+            {k: ev[k] for k in ("event_id", "location_id", "seq", "event_type", "category",
+                                "offline", "causation_id", "clock", "agent_version",
+                                "payload")}
+        assert row["occurred_at"] == parse_ts(ev["occurred_at"])
+        assert (row["sku"], row["quantity"], row["stock_before"]) == (
+            ev["payload"].get("sku"), ev["payload"].get("quantity"),
+            ev["payload"].get("stock_before"))
+        assert (row["region"], row["topic"], row["received_at"], row["ingest_batch_id"]) == (
+            "east", line["topic"], RECEIVED, "b1")
+    counted = ours[3]
+    assert counted["event_type"] == "counted" and counted["sku"] is None
+    assert counted["payload"]["items"][0]["quantity"] == 4
 
 
-def test_bronze_and_dead_letters_match_spark(spark, tmp_path):
+def test_bronze_keeps_every_accepted_payload_and_dead_letters_every_refusal(tmp_path):
     lines = landing_lines(tmp_path)
-    _, raw_expected = spark_rows(spark, lines, lambda p: to_events_raw(p, 7))
-    assert normalise(bronze_rows([(7, li) for li in lines], datetime.now(UTC))) == \
-        normalise(raw_expected)
-    _, dead_expected = spark_rows(spark, lines, silver.dead_letters)
+    raw = bronze_rows([(7, li) for li in lines], datetime.now(UTC))
+    accepted = [li for li in lines if li["kind"] == "event"]
+    assert [r["payload"] for r in raw] == [li["raw"].encode("utf-8") for li in accepted]
+    assert set(raw[0]) == set(EVENTS_RAW.schema.names)
+    assert {(r["region"], r["topic"], r["ingest_batch_id"], r["stream_batch_id"])
+            for r in raw} == {("east", accepted[0]["topic"], "b1", 7)}
+    assert [r["line"] for r in raw] == [0, 1, 2, 3, 10]
+    assert raw[0]["received_at"] == RECEIVED
+
     ours = dead_letter_rows([(7, li) for li in lines], datetime.now(UTC))
+    assert set(ours[0]) == set(DEAD_LETTERS.schema.names)
     assert [d["raw"] for d in ours] == [b"\xff{oops", b"{truncated"]
-    drop = ("reason", "source")  # the stream names itself where Spark named itself
-    assert normalise(ours, drop=drop) == normalise(dead_expected, drop=drop)
-    assert ours[1]["reason"] == "the stream could not parse the event"
+    assert [(d["source"], d["reason"]) for d in ours] == [
+        ("ingest", "not UTF-8"), ("stream", "the stream could not parse the event")]
+    assert [(d["region"], d["ingest_batch_id"], d["line"]) for d in ours] == [
+        ("east", "b1", 9), ("east", "b1", 10)]
+    assert [d["received_at"] for d in ours] == [
+        datetime(2026, 11, 27, 10, 0, 1, tzinfo=UTC), datetime(2026, 11, 27, 10, 0, 2,
+                                                               tzinfo=UTC)]
+
+
+@pytest.mark.spark
+def test_spark_reads_back_what_the_record_writer_wrote(spark, tmp_path):
+    from spark_jobs.stream.tables import ensure_tables
+
+    root = tmp_path / "lake"
+    ensure_tables(spark, root)
+    lines = landing_lines(tmp_path)
+    paths = {t.name: str(t.path(root)) for t in (EVENTS_RAW, EVENTS, DEAD_LETTERS)}
+    writer = RecordWriter("east", tmp_path / "spill", paths, "test")
+    writer.spill(7, lines)
+    assert writer.flush() == 1
+    now = datetime.now(UTC)
+    for table, shaped, drop in (
+            (EVENTS_RAW, bronze_rows, ()),
+            (EVENTS, silver_rows, ("processed_at",)),
+            (DEAD_LETTERS, dead_letter_rows, ())):
+        back = [r.asDict(recursive=True) for r in
+                spark.read.format("delta").load(paths[table.name]).collect()]
+        expected = shaped([(7, li) for li in lines], now)
+        if table is EVENTS:
+            expected = with_clock_dicts(expected)
+        assert normalise(back, drop) == normalise(expected, drop), table

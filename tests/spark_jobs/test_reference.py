@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from spark_jobs import reference
+from spark_jobs.decisions import reference
 
 
 def _locs() -> pd.DataFrame:

@@ -9,8 +9,9 @@ from datetime import UTC, date, datetime, timedelta
 import pandas as pd
 import pyarrow as pa
 
-from spark_jobs.reorders import ORDER_MAX_WASTE_PROB, REORDERS_SCHEMA, suggest_reorders
-from spark_jobs.shelf import Z80
+from lakehouse.catalogue import REORDER_SUGGESTIONS
+from spark_jobs.decisions.reorders import ORDER_MAX_WASTE_PROB, suggest_reorders
+from spark_jobs.decisions.shelf import Z80
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 COHORT_COLUMNS = ["region", "location_id", "sku", "lot", "expires_on", "quantity"]
@@ -58,15 +59,15 @@ def test_a_store_running_low_orders_its_window_less_sellable_stock() -> None:
     assert row["expected_waste_units"] < 1 and row["waste_prob"] < 0.1
     assert row["order_quantity"] == round(row["demand_forecast"] + row["safety_stock"]
                                           - row["sellable_at_arrival"])
-    assert list(out.columns) == REORDERS_SCHEMA.names
-    table = pa.Table.from_pandas(out, schema=REORDERS_SCHEMA, preserve_index=False)
+    assert list(out.columns) == REORDER_SUGGESTIONS.schema.names
+    table = pa.Table.from_pandas(out, schema=REORDER_SUGGESTIONS.schema, preserve_index=False)
     assert table.num_rows == 1
 
 
 def test_a_store_whose_cohorts_cover_demand_orders_nothing() -> None:
     out = reorder([("L1", date(2026, 12, 20), 200)], demand=10.0)
     assert out.empty
-    assert list(out.columns) == REORDERS_SCHEMA.names
+    assert list(out.columns) == REORDER_SUGGESTIONS.schema.names
 
 
 def test_a_short_lived_slow_seller_is_not_told_to_order_what_will_spoil() -> None:

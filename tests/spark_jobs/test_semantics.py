@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from edge_mqtt.agent import StoreAgent
 from lakehouse import oracle
-from spark_jobs import derived
-from spark_jobs.state import RegionState
+from spark_jobs.stream import derived
+from spark_jobs.stream.fold import RegionState
 
 from ..workload import Workload, make_agents
 

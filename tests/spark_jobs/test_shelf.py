@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spark_jobs.shelf import ShelfModel, life_left_days
+from spark_jobs.decisions.shelf import ShelfModel, life_left_days
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lakehouse import oracle
-from spark_jobs.gold import LEVELS_SCHEMA
-from spark_jobs.state import RegionState
+from lakehouse.catalogue import STOCK_COHORTS, STOCK_LEVELS
+from spark_jobs.stream.fold import RegionState
 
 from ..workload import Workload, make_agents
 
@@ -65,8 +65,8 @@ def test_state_round_trips_through_gold_rows(history):
     now = datetime(2026, 11, 27, 12, 0)
     for st_ in state.locations.values():
         st_.updated_at = now
-    names_c = ["region", "location_id", "sku", "lot", "expires_on", "quantity", "updated_at"]
-    names_l = [f.name for f in LEVELS_SCHEMA.fields]
+    names_c = STOCK_COHORTS.schema.names
+    names_l = STOCK_LEVELS.schema.names
     back = RegionState.from_gold([dict(zip(names_c, r, strict=True))
                                   for r in state.cohort_rows("east")],
                                  [dict(zip(names_l, r, strict=True))
@@ -136,7 +136,7 @@ def test_a_seq_far_beyond_the_last_one_is_one_gap_not_a_list_of_every_seq(histor
 def test_a_failure_reading_history_is_not_the_events_fault(history):
     """Infrastructure failures are raised (the batch is retried), never dead-lettered,
     and leave the location as it was."""
-    from spark_jobs.state import SourceError
+    from spark_jobs.stream.fold import SourceError
 
     loc = history[0]["location_id"]
     mine = [e for e in history if e["location_id"] == loc]

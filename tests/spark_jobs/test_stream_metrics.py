@@ -8,13 +8,13 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from edge_mqtt.agent import StoreAgent
-from ingest.landing import LandedRecord, LandingWriter
 from lakehouse.contract import encode_event, format_ts, topic
-from lakehouse.metrics import REGISTRY, Registry, parse_metrics, serve_metrics
-from lakehouse.paths import landing_dir
-from spark_jobs.metrics import StreamMetrics
+from lakehouse.landing import LandedRecord, LandingWriter, landing_dir
+from lakehouse.metrics import REGISTRY, parse_metrics, serve_metrics
+from spark_jobs.stream.metrics import StreamMetrics
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -23,27 +23,27 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def test_batch_latency_is_measured_from_the_store_clock(tmp_path):
-    metrics = StreamMetrics(reg := Registry())
+    metrics = StreamMetrics(reg := CollectorRegistry())
     now = datetime.now(UTC)
     events = [{"occurred_at": format_ts(now - timedelta(seconds=age))} for age in (0.2, 2.5)]
     metrics.observe_batch("east", events, started=time.time() - 0.4)
     (tmp_path / "landing" / "west").mkdir(parents=True)
     (tmp_path / "landing" / "west" / "b-1.jsonl").write_text("{}\n")
     metrics.watch_landing("west", tmp_path)
-    got = parse_metrics(reg.render())
+    got = parse_metrics(generate_latest(reg).decode())
     assert got['shelflife_stream_events_applied_total{region="east"}'] == 2
-    assert got['shelflife_stream_event_latency_seconds_bucket{region="east",le="0.5"}'] == 1
-    assert got['shelflife_stream_event_latency_seconds_bucket{region="east",le="2"}'] == 1
-    assert got['shelflife_stream_event_latency_seconds_bucket{region="east",le="3"}'] == 2
-    assert got['shelflife_stream_batch_duration_seconds_bucket{region="east",le="0.25"}'] == 0
+    assert got['shelflife_stream_event_latency_seconds_bucket{le="0.5",region="east"}'] == 1
+    assert got['shelflife_stream_event_latency_seconds_bucket{le="2.0",region="east"}'] == 1
+    assert got['shelflife_stream_event_latency_seconds_bucket{le="3.0",region="east"}'] == 2
+    assert got['shelflife_stream_batch_duration_seconds_bucket{le="0.25",region="east"}'] == 0
     assert got['shelflife_stream_batch_duration_seconds_count{region="east"}'] == 1
     assert got['shelflife_stream_landing_backlog_files{region="west"}'] == 1
 
 
 @pytest.mark.spark
 def test_running_stream_reports_applied_events_and_its_backlog(spark, tmp_path):
-    from spark_jobs.metrics import serve_stream_metrics
-    from spark_jobs.streaming import StreamConfig, start_streams
+    from spark_jobs.stream.metrics import serve_stream_metrics
+    from spark_jobs.stream.runner import StreamConfig, start_streams
 
     root = tmp_path / "lake"
     agent = StoreAgent("E001", "east", tmp_path / "e.sqlite")
@@ -60,7 +60,7 @@ def test_running_stream_reports_applied_events_and_its_backlog(spark, tmp_path):
     first = land(events[:40])
     key = 'shelflife_stream_events_applied_total{region="east"}'
     backlog = 'shelflife_stream_landing_backlog_files{region="east"}'
-    before = parse_metrics(REGISTRY.render()).get(key, 0)
+    before = parse_metrics(generate_latest(REGISTRY).decode()).get(key, 0)
     serve_stream_metrics(["east"], root, 0)  # registers the backlog gauge, no server
     server = serve_metrics(REGISTRY, 0)
     assert scrape(server.port)[backlog] == 1

@@ -10,7 +10,7 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spark_jobs.transfers import TRANSFERS_SCHEMA, recommend_transfers
+from spark_jobs.decisions.transfers import TRANSFERS_SCHEMA, recommend_transfers
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 COHORT_COLUMNS = ["region", "location_id", "sku", "lot", "expires_on", "quantity"]

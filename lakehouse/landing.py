@@ -1,0 +1,322 @@
+"""The landing zone: the queue of files between ingest and the stream.
+
+Ingest writes each region's batches to ``<lakehouse>/landing/<region>/b-<batch>.jsonl``;
+the stream reads them and Spark deletes each file once its micro-batch is committed. This
+module is the zone's one definition: where its folders and files are
+(:func:`landing_dir`, :func:`batch_file`), what a line holds (:data:`LINE_FIELDS`,
+:class:`LandedRecord` to write one, :class:`LandingLines` to read a batch of them), how a
+batch is made durable (:class:`LandingWriter`), and how much waits (:class:`LandingBacklog`).
+Every landing path is made here, so the zone can move (to object storage, say) by
+changing this module alone.
+
+Landing a batch is write, fsync, rename, fsync the folder. A batch file is either wholly
+present under its final name or absent, so the stream never reads half a batch, and
+ingest acks a seq only after the file holding it (and every lower seq) has been made
+durable here. Each step and the guarantee it rests on:
+
+1. :meth:`LandingWriter.prepare` writes the lines to ``.tmp-<batch>.jsonl`` and
+   ``fsync``\\ s it: after a power cut the file's *contents* are on disk (POSIX fsync),
+   but its name may not be yet. Spark's file source ignores names starting with ``.``.
+2. The worker records its intent to publish the batch (:meth:`SeqTracker.intend`), so a
+   crash between here and step 4 can be told apart from one before step 1.
+3. :meth:`LandingWriter.publish` renames it to ``b-<batch>.jsonl`` (``rename(2)`` is
+   atomic within a file system: a reader sees the old name or the new one, never a half
+   file) and then ``fsync``\\ s the folder, which makes the rename itself durable (on
+   ext4/xfs a rename lives in the directory's metadata, lost with the page cache unless
+   the directory is synced). Only now may anything that depends on the batch happen.
+4. The worker marks the seqs landed (and drops the intent) in one SQLite transaction,
+   then publishes acks.
+
+:func:`lakehouse.durable.replace_durably` is the same write, fsync, rename, fsync-folder
+sequence for small state files (credentials, the stream's state saves, operators).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from lakehouse.contract import utc_now_ms
+from lakehouse.durable import fsync_dir
+from lakehouse.paths import lakehouse_root
+
+LINE_FIELDS: dict[str, type] = {
+    "kind": str, "topic": str, "region": str, "received_at": str, "batch_id": str,
+    "line": int, "raw": str, "raw_b64": str, "reason": str,
+}
+"""Every field of a landing line and its type. ``kind`` is ``event`` (``raw``: the payload
+as text) or ``dead`` (``raw_b64``: the bytes ingest refused, ``reason``: why);
+``batch_id`` and ``line`` say where the line sits. The stream's Spark schema of a line is
+made from this."""
+
+EVENT = "_event"
+"""Key under which a read line keeps its parsed event (None: not a readable event line),
+so each payload is parsed once however many steps look at it."""
+
+BATCH_PREFIX, BATCH_SUFFIX = "b-", ".jsonl"
+_TMP_PREFIX = ".tmp-"
+
+
+# --- where ------------------------------------------------------------------------------
+
+def landing_dir(region: str, root: str | os.PathLike[str] | None = None) -> Path:
+    """A region's landing folder."""
+    return lakehouse_root(root) / "landing" / region
+
+
+def batch_file(batch_id: str) -> str:
+    """The name a published batch has in its region's folder."""
+    return f"{BATCH_PREFIX}{batch_id}{BATCH_SUFFIX}"
+
+
+def is_batch_file(name: str) -> bool:
+    return name.startswith(BATCH_PREFIX) and name.endswith(BATCH_SUFFIX)
+
+
+def batch_files(directory: Path) -> list[str]:
+    """Names of the published batches in a folder (none while it does not exist)."""
+    try:
+        return [e.name for e in os.scandir(directory) if is_batch_file(e.name)]
+    except FileNotFoundError:
+        return []
+
+
+# --- write ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LandedRecord:
+    """One line of a landing batch: an accepted event or a dead letter."""
+
+    kind: Literal["event", "dead"]
+    topic: str
+    region: str
+    received_at: str
+    raw: bytes
+    reason: str | None = None
+
+    def to_line(self, batch_id: str, line_no: int) -> str:
+        """The record as the JSON line at ``line_no`` of batch ``batch_id``."""
+        row: dict[str, Any] = {
+            "kind": self.kind, "topic": self.topic, "region": self.region,
+            "received_at": self.received_at, "batch_id": batch_id, "line": line_no,
+        }
+        if self.kind == "event":
+            row["raw"] = self.raw.decode("utf-8")
+        else:
+            row["raw_b64"] = base64.b64encode(self.raw).decode("ascii")
+            row["reason"] = self.reason
+        return json.dumps(row, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch written and synced under its temporary name, not yet visible."""
+
+    batch_id: str
+    tmp: Path
+    final: Path
+    lines: int
+
+
+class LandingWriter:
+    """Writes one region's batches into ``<lakehouse>/landing/<region>/``."""
+
+    def __init__(self, directory: Path, worker: str) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fsync_dir(self.directory.parent)  # the landing folder itself must not vanish
+        self.worker = worker
+        self._n = 0
+
+    def tmp_path(self, batch_id: str) -> Path:
+        return self.directory / f"{_TMP_PREFIX}{batch_id}{BATCH_SUFFIX}"
+
+    def final_path(self, batch_id: str) -> Path:
+        return self.directory / batch_file(batch_id)
+
+    def prepare(self, records: list[LandedRecord]) -> PreparedBatch:
+        """Step 1: the batch's bytes durable under a name no reader picks up."""
+        self._n += 1
+        batch_id = f"{int(time.time() * 1000):013d}-{self.worker}-{self._n:06d}-" \
+                   f"{uuid.uuid4().hex[:6]}"
+        tmp = self.tmp_path(batch_id)
+        data = "".join(r.to_line(batch_id, i) + "\n" for i, r in enumerate(records))
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        return PreparedBatch(batch_id, tmp, self.final_path(batch_id), len(records))
+
+    def publish(self, batch: PreparedBatch) -> Path:
+        """Step 3: rename into place and sync the folder. Safe to call again after a
+        failure: a batch already renamed (or already consumed by the stream) is only
+        synced again."""
+        if batch.tmp.exists():
+            os.rename(batch.tmp, batch.final)
+        fsync_dir(self.directory)
+        return batch.final
+
+    def discard(self, batch: PreparedBatch | str) -> None:
+        """Forget a prepared batch that will not be published."""
+        tmp = batch.tmp if isinstance(batch, PreparedBatch) else self.tmp_path(batch)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+    def stray_batches(self) -> list[str]:
+        """Batch ids of this worker's temporary files (left by a crash)."""
+        pattern = f"{_TMP_PREFIX}*-{self.worker}-*{BATCH_SUFFIX}"
+        return sorted(p.name[len(_TMP_PREFIX):-len(BATCH_SUFFIX)]
+                      for p in self.directory.glob(pattern))
+
+    def write(self, records: list[LandedRecord]) -> tuple[str, Path]:
+        """Make ``records`` durable as one batch file; returns (batch_id, path)."""
+        batch = self.prepare(records)
+        return batch.batch_id, self.publish(batch)
+
+
+def now_ts() -> str:
+    """A line's ``received_at`` for now (the contract's timestamp format)."""
+    return utc_now_ms()
+
+
+# --- read -------------------------------------------------------------------------------
+
+def read_event(line: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The event of a readable event line (an object with an ``event_id``), else None.
+
+    Not yet checked against the contract: the reader decides what a bad one costs.
+    """
+    if EVENT in line:
+        return line[EVENT]
+    if line.get("kind") != "event":
+        return None
+    try:
+        event = json.loads(line.get("raw") or "")
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) and event.get("event_id") is not None else None
+
+
+def parse_line(text: str) -> dict[str, Any]:
+    """One landing line as a dict, its event parsed under :data:`EVENT`. Text that is not
+    JSON becomes an event line whose event is unreadable (a dead letter to the reader)."""
+    try:
+        line = json.loads(text)
+    except ValueError:
+        return {"kind": "event", "raw": text, EVENT: None}
+    if not isinstance(line, dict):
+        return {"kind": "event", "raw": text, EVENT: None}
+    line[EVENT] = read_event(line)
+    return line
+
+
+def dead_line(line: Mapping[str, Any], region: str, reason: str, *,
+              source: str = "stream") -> dict[str, Any]:
+    """A dead-letter line for an event line a reader refused, keeping where it sat."""
+    raw = line.get("raw") or ""
+    return {"kind": "dead", "topic": line.get("topic"), "region": region,
+            "received_at": line.get("received_at"), "batch_id": line.get("batch_id"),
+            "line": line.get("line"),
+            "raw_b64": base64.b64encode(raw.encode("utf-8", "surrogatepass")).decode(),
+            "reason": reason, "source": source}
+
+
+@dataclass
+class LandingLines:
+    """The lines of one read, parsed once: ``texts`` as they were in the files and
+    ``rows`` (one dict per line, see :func:`parse_line`) in the same order."""
+
+    texts: list[str]
+    rows: list[dict[str, Any]]
+
+    @classmethod
+    def parse(cls, texts: Iterable[str]) -> LandingLines:
+        texts = list(texts)
+        return cls(texts, [parse_line(t) for t in texts])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def files(self) -> set[str]:
+        """The batch files these lines came from (each line names its batch)."""
+        return {batch_file(r["batch_id"]) for r in self.rows if r.get("batch_id")}
+
+    def unreadable(self) -> list[dict[str, Any]]:
+        """Lines without a readable event (dead letters, unparsable payloads), as plain
+        landing lines."""
+        return [{k: r.get(k) for k in LINE_FIELDS} for r in self.rows if r[EVENT] is None]
+
+
+# --- how much waits ---------------------------------------------------------------------
+
+@dataclass
+class Backlog:
+    """Landed files (and the events in them) waiting for the stream."""
+
+    files: int = 0
+    events: int = 0
+
+
+@dataclass
+class LandingBacklog:
+    """Counts the batch files in one landing folder and the lines they hold.
+
+    Lines are counted once per file (files are immutable once renamed into place), so a
+    scan costs one ``scandir`` plus reading only the files it has not seen before. The
+    writer may :meth:`note` a file's lines to save the read; the reader may mark files
+    :meth:`taken`, which Spark deletes only some batches later, so that the count is what
+    still waits rather than what is still on disk.
+    """
+
+    directory: Path
+    _lines: dict[str, int] = field(default_factory=dict, repr=False)
+    _taken: set[str] = field(default_factory=set, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.directory = Path(self.directory)
+
+    def note(self, name: str, lines: int) -> None:
+        """Tell the scanner how many lines a file just written holds."""
+        with self._lock:
+            self._lines[name] = lines
+
+    def taken(self, names: Iterable[str]) -> None:
+        """Files a reader has taken: no longer waiting, though still on disk."""
+        with self._lock:
+            self._taken |= set(names)
+
+    def scan(self) -> Backlog:
+        names = batch_files(self.directory)
+        with self._lock:
+            known = {n: self._lines[n] for n in names if n in self._lines}
+        for name in names:
+            if name not in known:
+                known[name] = _count_lines(self.directory / name)
+        with self._lock:
+            self._lines = {n: known[n] for n in names if known[n] >= 0}
+            self._taken &= set(self._lines)
+            waiting = [c for n, c in self._lines.items() if n not in self._taken]
+        return Backlog(files=len(waiting), events=sum(waiting))
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as fh:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+    except FileNotFoundError:  # consumed while we looked
+        return -1

@@ -1,0 +1,1 @@
+"""Batch decisions: forecasts, shelf-life rules, reorders, transfers and their accuracy."""

@@ -1,0 +1,170 @@
+"""Reorder suggestions per store and SKU: enough to sell, never more than will sell.
+
+Pure pandas/numpy on frames shaped like the gold tables; the batch runner writes gold
+``reorder_suggestions``. Numbers come from :mod:`spark_jobs.decisions.shelf`'s FEFO Monte Carlo.
+
+For each store and SKU with a forecast, an order placed ``now`` arrives after the SKU's
+``lead_time_days`` (default 1) as a fresh lot of ``shelf_life_days``, and must cover demand
+from its arrival until the next order can arrive (``review_days`` later):
+
+* **Need.** Existing cohorts (sold FEFO, each with its own expiry, so a cohort that stops
+  being sellable before the order arrives covers nothing) and stock in transit (counted as a
+  fresh receipt available now) are simulated up to the end of the cover window. The need is
+  the ``service_level`` quantile of the demand they leave unmet inside the window.
+* **Sell-through cap.** The new lot sells only what older stock leaves, and only until it
+  stops being sellable (its shelf life minus the SKU's ``min_sellable_days``). The order is
+  capped so that the probability of any of it spoiling stays at most
+  :data:`ORDER_MAX_WASTE_PROB`: a store is never told to order what will likely spoil.
+  A lot selling for more than :data:`MAX_MODEL_DAYS` days after now is taken not to spoil.
+* **Cases.** The quantity is rounded up to whole cases when the rounded-up order's waste
+  probability stays at most :data:`CASE_ROUND_UP_MAX_WASTE_PROB`, and down otherwise; a
+  suggestion of zero units is left out.
+
+``safety_stock`` is how far the service-level need exceeds the plain expected shortfall
+(``demand_forecast - sellable_at_arrival``); ``expected_waste_units`` and ``waste_prob`` are
+the suggested order's own (its units left when it stops being sellable).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from lakehouse.catalogue import REORDER_SUGGESTIONS
+
+from .shelf import IN_TRANSIT_LOT, WASTE_EPS, Lot, ShelfModel, check_now, clean_items
+
+COLUMNS = REORDER_SUGGESTIONS.schema.names
+ORDER_MAX_WASTE_PROB = 0.25
+"""The order may spoil (any unit left when its lot stops being sellable) with at most this
+probability: it sells through on three paths out of four."""
+CASE_ROUND_UP_MAX_WASTE_PROB = 0.5
+"""Rounding up to a whole case is allowed while the order's waste probability stays at most
+this; otherwise the order is rounded down."""
+MAX_MODEL_DAYS = 28
+"""Longest horizon simulated (days after now); longer-lived lots are taken not to spoil."""
+
+
+def empty_reorders() -> pd.DataFrame:
+    """A frame with the output columns and no rows."""
+    return REORDER_SUGGESTIONS.schema.empty_table().to_pandas()
+
+
+def suggest_reorders(cohorts: pd.DataFrame, forecasts: pd.DataFrame,
+                     locations: pd.DataFrame, items: pd.DataFrame, *,
+                     in_transit: pd.DataFrame | None = None, now: datetime,
+                     review_days: float = 1, service_level: float = 0.9, paths: int = 1000,
+                     seed: int = 0) -> pd.DataFrame:
+    """One row per store and SKU that should order now (the columns of gold
+    ``reorder_suggestions``)."""
+    now = check_now(now)
+    if not (isinstance(review_days, int | float) and math.isfinite(review_days)
+            and review_days > 0):
+        raise ValueError(f"review_days: must be a number > 0 (got {review_days!r})")
+    if not (isinstance(service_level, int | float) and 0 < service_level < 1):
+        raise ValueError(f"service_level: must be between 0 and 1 (got {service_level!r})")
+    cleaned = clean_items(items)
+    longest = float(cleaned["lead_time_days"].max()) if len(cleaned) else 0.0
+    model = ShelfModel(cohorts, forecasts, locations, items, in_transit=in_transit, now=now,
+                       horizon_days=max(MAX_MODEL_DAYS, longest + review_days), paths=paths,
+                       seed=seed)
+    s = model.series
+    item = model.items.set_index("sku")
+    rows = [i for i in range(len(s)) if s["kind"].iat[i] == "store" and model.has_forecast[i]
+            and s["sku"].iat[i] in item.index
+            and np.isfinite(s["shelf_life_days"].iat[i])]
+    if not rows:
+        return empty_reorders()
+    plans = []
+    for i in rows:
+        sku = item.loc[s["sku"].iat[i]]
+        lead = float(sku["lead_time_days"])
+        sellable_for = float(sku["shelf_life_days"]) - float(s["sell_min_days"].iat[i])
+        lot_end = lead + sellable_for
+        window_end = lead + review_days
+        horizon = max(window_end, min(lot_end, float(MAX_MODEL_DAYS)))
+        plans.append((i, lead, window_end, lot_end, horizon))
+    out_rows = []
+    for days in sorted({math.ceil(p[4] - 1e-9) for p in plans}):
+        group = [p for p in plans if math.ceil(p[4] - 1e-9) == days]
+        checks = [[p[1], p[2], min(p[3], p[4])] for p in group]
+        result = model.run([(p[0], model.lots[p[0]]) for p in group], horizon=days,
+                           checkpoints=checks)
+        for j, plan in enumerate(group):
+            row = _suggest(model, item, plan, result.checkpoint_unmet[j],
+                           result.checkpoint_stock[j], review_days=review_days,
+                           service_level=service_level)
+            if row is not None:
+                out_rows.append(row)
+    if not out_rows:
+        return empty_reorders()
+    frame = pd.DataFrame(out_rows, columns=COLUMNS)
+    frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
+    return frame.astype({"on_hand": "int64", "in_transit": "int64", "order_quantity": "int64",
+                         "case_size": "int64", "shelf_life_days": "int64"})
+
+
+def _suggest(model: ShelfModel, item: pd.DataFrame, plan: tuple, unmet: np.ndarray,
+             stock: np.ndarray, *, review_days: float,
+             service_level: float) -> dict[str, object] | None:
+    i, lead, window_end, lot_end, horizon = plan
+    s = model.series.iloc[i]
+    sku = item.loc[s["sku"]]
+    short = np.asarray(unmet[1] - unmet[0], dtype=float)
+    need = int(math.floor(float(np.quantile(short, service_level)) + 0.5))
+    if lot_end <= horizon:
+        capacity = np.asarray(unmet[2] - unmet[0], dtype=float)
+        cap = int(math.floor(float(np.quantile(capacity, ORDER_MAX_WASTE_PROB)) + 0.5))
+    else:
+        capacity, cap = None, need
+    quantity = max(0, min(need, cap))
+    case = int(sku["case_size"])
+
+    def waste(q: int) -> tuple[float, float]:
+        if capacity is None or q <= 0:
+            return 0.0, 0.0
+        left = np.maximum(q - capacity, 0.0)
+        return float(left.mean()), float((left >= WASTE_EPS).mean())
+
+    rounding = ""
+    if quantity and quantity % case:
+        up = math.ceil(quantity / case) * case
+        if waste(up)[1] <= CASE_ROUND_UP_MAX_WASTE_PROB:
+            quantity, rounding = up, f"rounded up to {up // case} case(s) of {case}"
+        else:
+            quantity = (quantity // case) * case
+            rounding = f"rounded down to {quantity // case} case(s) of {case} to avoid waste"
+    if quantity <= 0:
+        return None
+    expected_waste, waste_prob = waste(quantity)
+    demand = model.expected_demand(i, lead, window_end)
+    sellable = float(stock[0].mean())
+    lots: tuple[Lot, ...] = model.lots[i]
+    on_hand = int(round(sum(lot.quantity for lot in lots if lot.lot != IN_TRANSIT_LOT)))
+    moving = int(round(sum(lot.quantity for lot in lots if lot.lot == IN_TRANSIT_LOT)))
+    now = model.now
+    arrives_on = (now + timedelta(days=lead)).date()
+    cover_until = (now + timedelta(days=window_end)).date()
+    parts = [f"{demand:.0f} expected demand {arrives_on}..{cover_until} with "
+             f"{sellable:.0f} still sellable then: {need} covers it at "
+             f"{service_level:.0%} service"]
+    if cap < need:
+        parts.append(f"capped at {cap} so the new lot sells before it stops being sellable")
+    if rounding:
+        parts.append(rounding)
+    parts.append(f"order waste p={waste_prob:.2f}")
+    return {
+        "region": s["region"], "location_id": s["location_id"], "sku": s["sku"],
+        "category": None if pd.isna(s["category"]) else str(s["category"]),
+        "on_hand": on_hand, "sellable_at_arrival": sellable, "in_transit": moving,
+        "lead_time_days": lead, "arrives_on": arrives_on, "cover_until": cover_until,
+        "demand_forecast": demand,
+        "safety_stock": max(0.0, need - max(0.0, demand - sellable)),
+        "order_quantity": quantity, "case_size": case,
+        "shelf_life_days": int(sku["shelf_life_days"]),
+        "expected_waste_units": expected_waste, "waste_prob": waste_prob,
+        "reason": "; ".join(parts), "created_at": now,
+    }

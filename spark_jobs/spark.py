@@ -1,0 +1,92 @@
+"""The one place a Spark session with Delta Lake is made.
+
+The Delta jar comes from Maven Central through ``spark.jars.packages`` and is cached in
+``~/.ivy2.5.2`` after the first run. Python pins ``delta-spark==4.4.1``; the matching jar
+for Spark 4.2 on Maven Central is ``delta-spark_4.2_2.13:4.4.0`` (4.4.1 of that artifact
+is not published there), which is what :data:`DELTA_PACKAGE` names. Override with
+``SHELFLIFE_DELTA_PACKAGE`` if your mirror has another build.
+
+The settings favour latency of small, frequent commits on a small machine: one shuffle
+partition, one partition for Delta snapshot state, no adaptive execution, no UI.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+DELTA_PACKAGE = os.environ.get("SHELFLIFE_DELTA_PACKAGE", "io.delta:delta-spark_4.2_2.13:4.4.0")
+
+LOW_LATENCY_CONF: dict[str, str] = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.shuffle.partitions": "1",
+    "spark.default.parallelism": "2",
+    "spark.sql.adaptive.enabled": "false",
+    # A micro-batch holds a few hundred rows: compiling generated code for it (Janino,
+    # in every batch) costs far more CPU than interpreting the expressions.
+    "spark.sql.codegen.wholeStage": "false",
+    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+    # Landing batches are a few kilobytes each: read all of a trigger's files in one task
+    # instead of one task per file (the default assumes 4 MB of cost to open a file).
+    "spark.sql.files.openCostInBytes": "16384",
+    "spark.sql.files.minPartitionNum": "1",
+    "spark.databricks.delta.snapshotPartitions": "1",
+    "spark.databricks.delta.merge.repartitionBeforeWrite.enabled": "false",
+    "spark.sql.streaming.stateStore.providerClass":
+        "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+    # Changelog checkpointing: each batch persists only the keys it added instead of a
+    # RocksDB snapshot, which is most of a small batch's cost otherwise.
+    "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
+    "spark.scheduler.mode": "FAIR",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.driver.memory": "3g",
+    "spark.sql.streaming.noDataMicroBatches.enabled": "false",
+    # Delta writes checkpoints of its log every N commits; frequent tiny commits make
+    # that the main source of latency spikes, so do it less often.
+    "spark.databricks.delta.properties.defaults.checkpointInterval": "50",
+    "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
+    # Compaction of bronze/silver runs in the streaming job's maintenance loop instead of
+    # after every commit, where it competed with the one-second live path for the cores.
+    "spark.databricks.delta.autoCompact.enabled": "false",
+}
+
+
+_POOL = ("  <pool name=\"{}\"><schedulingMode>FIFO</schedulingMode><weight>{}</weight>"
+         "<minShare>{}</minShare></pool>\n")
+FAIR_POOLS = ('<?xml version="1.0"?>\n<allocations>\n'
+              + "".join(_POOL.format(r, 4, 1) for r in ("east", "central", "west"))
+              + _POOL.format("record", 1, 0) + "</allocations>\n")
+"""One pool per region's live query, and a low-weight pool for bronze/silver writes."""
+
+
+def _pools_file() -> str:
+    path = Path(tempfile.gettempdir()) / "shelflife-fairscheduler.xml"
+    if not path.exists() or path.read_text() != FAIR_POOLS:
+        path.write_text(FAIR_POOLS)
+    return str(path)
+
+
+def spark_session(app_name: str = "shelflife", *, master: str | None = None,
+                  extra: dict[str, Any] | None = None) -> SparkSession:
+    """Get or create the process's Spark session with Delta configured."""
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Python UDF workers (the forecasts' applyInPandas) must run this interpreter, whose
+    # environment has numpy, Prophet and LightGBM, not whatever `python3` is on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = (SparkSession.builder.appName(app_name)
+               .master(master or os.environ.get("SHELFLIFE_SPARK_MASTER", "local[2]"))
+               .config("spark.jars.packages", DELTA_PACKAGE)
+               .config("spark.scheduler.allocation.file", _pools_file()))
+    for key, value in {**LOW_LATENCY_CONF, **(extra or {})}.items():
+        builder = builder.config(key, str(value))
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("SHELFLIFE_SPARK_LOG_LEVEL", "ERROR"))
+    return spark

@@ -1,0 +1,107 @@
+"""One micro-batch of a region's stream: what it carries from step to step, and the
+steps that need neither the region's state nor a table.
+
+``RegionStream.process_batch`` runs the steps in order: read (and decode) the landing
+lines, check them against the contract, fold them into the region's state, count the
+dead letters, spill, write gold, account, report. Read, check and the choice of what to
+spill live here; the steps that change the state or write are the stream's own.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from pyspark.sql import DataFrame
+
+from lakehouse.contract import ContractError, parse_topic, validate_event
+from lakehouse.landing import EVENT, LandingLines, dead_line
+
+
+@dataclass
+class MicroBatch:
+    """What one micro-batch has found so far, for the steps after it."""
+
+    batch_id: int
+    started: float
+    """Wall-clock start (``time.time()``): the batch's duration and event-time lag."""
+    lines: LandingLines
+    parsed: list[tuple[str, dict]] = field(default_factory=list)
+    """Event lines that keep the contract: the landing line's text and its event."""
+    refused: list[tuple[dict, str]] = field(default_factory=list)
+    """Landing rows refused by the contract or by the fold, with why: dead letters."""
+    redo: bool = False
+    """Gold cohorts already hold this batch (a crash came between the two gold writes):
+    the fold moves seqs and SKUs only."""
+    touched: set[str] = field(default_factory=set)
+    """Locations whose state the batch changed."""
+    events: list[dict] = field(default_factory=list)
+    """Events new to the state (repeats dropped)."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds per step, reported with the batch."""
+    _mark: float = field(default=0.0, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._mark = self.started
+
+    def step(self, name: str) -> None:
+        """Record the time since the previous step ended as step ``name``."""
+        now = time.time()
+        self.timings[name] = round(now - self._mark, 3)
+        self._mark = now
+
+
+def read_landing(frame: DataFrame) -> LandingLines:
+    """Read step: the batch's landing lines (Spark reads the files as text), each parsed
+    once with its event (:class:`lakehouse.landing.LandingLines`, the one type a columnar
+    decode from the landing file on would replace)."""
+    # Arrow carries the lines to Python in a few buffers; collect() pickles a Row per
+    # line, which cost more than parsing them (a replaying region's batch holds tens
+    # of thousands).
+    return LandingLines.parse(frame.toArrow().column(0).to_pylist())
+
+
+def check_events(lines: LandingLines
+                 ) -> tuple[list[tuple[str, dict]], list[tuple[dict, str]]]:
+    """Check step: readable event lines that keep the contract, and the refused ones
+    with why.
+
+    Ingest checked them already, but a landing file or spill written before a bound
+    was added (or by a stranger with access to the landing zone) must not reach the
+    state: one such event once stopped every region. ``_owned`` marks a refused
+    event whose location matches its topic, so its seq may be counted as filled.
+    """
+    parsed: list[tuple[str, dict]] = []
+    refused: list[tuple[dict, str]] = []
+    for t, r in zip(lines.texts, lines.rows, strict=True):
+        e = r[EVENT]
+        if e is None:
+            continue
+        try:
+            _, topic_loc, _ = parse_topic(r.get("topic") or "")
+            r["_owned"] = e.get("location_id") == topic_loc
+            validate_event(e)
+            if not r["_owned"]:
+                raise ContractError("location_id", e.get("location_id"),
+                                    f"location mismatch: topic is for {topic_loc!r}")
+        except ContractError as exc:
+            refused.append((r, f"refused by the stream: {exc}"[:500]))
+            continue
+        parsed.append((t, e))
+    return parsed, refused
+
+
+def spill_lines(run: MicroBatch, region: str) -> list[str | dict]:
+    """What the spill holds: each event new to the state once, the unreadable lines and
+    the dead letters. A readable event line is spilled as the landing line's own text (it
+    holds every landing field), which saves serialising every event again."""
+    new = {(e["location_id"], e["seq"]) for e in run.events}
+    keep: list[str | dict] = []
+    for text, e in run.parsed:
+        key = (e["location_id"], e["seq"])
+        if key in new:
+            new.discard(key)  # a repeat inside the batch is kept once
+            keep.append(text)
+    keep += run.lines.unreadable()
+    keep += [dead_line(r, region, reason) for r, reason in run.refused]
+    return keep

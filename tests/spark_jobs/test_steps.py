@@ -1,0 +1,81 @@
+"""The steps of a stream batch that need no Spark, and the books a stream process owns:
+a bad line never reaches the state but always reaches the spill, and two regions of one
+process see one catalogue and one set of transfers in transit."""
+
+from __future__ import annotations
+
+import base64
+import json
+import pickle
+
+from lakehouse.contract import build_event, encode_event, topic
+from lakehouse.landing import LINE_FIELDS, LandingLines
+from spark_jobs.stream.books import NetworkBooks
+from spark_jobs.stream.fold import RegionState
+from spark_jobs.stream.steps import MicroBatch, check_events, spill_lines
+
+SKU = "DAIRY-MILK-1L"
+
+
+def received(loc: str, seq: int, quantity: int = 10) -> dict:
+    return build_event(location_id=loc, seq=seq, event_type="received", payload={
+        "sku": SKU, "lot": "L1", "quantity": quantity, "expires_on": "2026-12-30",
+        "supplier_ref": "PO-1", "unit_cost": 1.0, "stock_before": 0})
+
+
+def line(event: dict | str, loc: str, n: int) -> str:
+    raw = event if isinstance(event, str) else encode_event(event).decode()
+    return json.dumps({"kind": "event", "topic": topic("east", loc, "events"),
+                       "region": "east", "received_at": "2026-12-01T10:00:00.000Z",
+                       "batch_id": "b7", "line": n, "raw": raw})
+
+
+def test_check_keeps_good_events_and_refuses_the_rest_with_why():
+    good = received("E001", 1)
+    stranger = received("E002", 1)  # landed on E001's topic
+    bad = {**received("E001", 2), "seq": -5}
+    lines = LandingLines.parse([line(good, "E001", 0), line(stranger, "E001", 1),
+                                line(bad, "E001", 2), line("{truncated", "E001", 3),
+                                "not json at all"])
+    parsed, refused = check_events(lines)
+    assert [e["event_id"] for _, e in parsed] == ["E001:1"]
+    assert parsed[0][0] == lines.texts[0]  # spilled later as the landing text itself
+    reasons = [why for _, why in refused]
+    assert len(reasons) == 2 and all(r.startswith("refused by the stream") for r in reasons)
+    assert "location mismatch" in reasons[0] and "seq" in reasons[1]
+    assert [r["_owned"] for r, _ in refused] == [False, True]
+    assert lines.files() == {"b-b7.jsonl"}
+
+
+def test_spill_holds_each_new_event_once_and_every_bad_line():
+    good = received("E001", 1)
+    texts = [line(good, "E001", 0), line(good, "E001", 1), line("{truncated", "E001", 2)]
+    run = MicroBatch(3, 0.0, LandingLines.parse(texts))
+    run.parsed, run.refused = check_events(run.lines)
+    run.events = [good]  # the fold saw it new once
+    run.refused.append((run.lines.rows[1], "the stream could not apply it"))
+    keep = spill_lines(run, "east")
+    assert keep[0] == texts[0] and len(keep) == 3
+    unreadable, dead = keep[1], keep[2]
+    assert set(unreadable) == set(LINE_FIELDS) and unreadable["raw"] == "{truncated"
+    assert dead["kind"] == "dead" and dead["source"] == "stream"
+    assert base64.b64decode(dead["raw_b64"]).decode() == json.loads(texts[1])["raw"]
+
+
+def test_regions_of_one_process_share_its_books_and_saves_leave_them_out():
+    books = NetworkBooks()
+    east, west = RegionState("east", books), RegionState("west", books)
+    east.apply([build_event(location_id="E001", seq=1, event_type="item_updated",
+                            payload={"sku": SKU, "min_sellable_days": 3})])
+    west.apply([build_event(location_id="W001", seq=1, event_type="transfer_out", payload={
+        "sku": SKU, "quantity": 4, "destination": "E001", "transfer_id": "TR-1",
+        "expected_transit_hours": 6.0, "stock_before": 10,
+        "lots": [{"lot": "L1", "expires_on": "2026-12-30", "quantity": 4}]})])
+    assert not east.rejected and not west.rejected
+    assert west.items.get(SKU, "min_sellable_days") == 3
+    assert east.transit.in_transit()[1] == {("E001", SKU): 4}
+    assert RegionState("east").items.get(SKU, "min_sellable_days") is None  # no globals
+
+    back = pickle.loads(pickle.dumps(east))
+    assert back.books is not books and back.items.get(SKU, "min_sellable_days") is None
+    assert back.locations.keys() == east.locations.keys()
