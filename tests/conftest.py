@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.brokers import RunningBroker, start_brokers, stop_brokers
+from ingest.brokers import RunningBroker, find_mosquitto, start_brokers, stop_brokers
 from lakehouse.contract import REGIONS
 
 
@@ -42,3 +42,11 @@ def spark():
     session = spark_session("shelflife-tests")
     yield session
     session.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The tests run against the real broker: without mosquitto they stop, they do not
+    skip their way to a green run."""
+    if find_mosquitto() is None:
+        raise pytest.UsageError("mosquitto is not installed: apt-get install mosquitto "
+                                "(scripts/setup.sh does it)")

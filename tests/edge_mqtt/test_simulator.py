@@ -18,11 +18,12 @@ import pytest
 
 from edge_mqtt.simulator import Fleet, FleetConfig
 from edge_mqtt.store import StoreDB
+from ingest.brokers import find_mosquitto
 from lakehouse.contract import ContractError, decode_event
 from lakehouse.mqtt import BrokerAddress, make_client
 from lakehouse.oracle import fold
 
-MOSQUITTO = Path("/usr/sbin/mosquitto")
+MOSQUITTO = Path(find_mosquitto() or "/usr/sbin/mosquitto")
 START = datetime(2026, 3, 2, 9, 0)
 
 
@@ -35,8 +36,6 @@ def _free_port() -> int:
 @pytest.fixture
 def broker_port(tmp_path: Path) -> Iterator[int]:
     """A throwaway mosquitto with the stock settings on a free loopback port."""
-    if not MOSQUITTO.exists():
-        pytest.skip(f"mosquitto is not installed at {MOSQUITTO} (apt-get install mosquitto)")
     port = _free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from edge_mqtt.agent import StoreAgent
 from ingest.backpressure import IntakeGate
-from ingest.brokers import find_mosquitto, start_brokers
+from ingest.brokers import start_brokers
 from ingest.worker import IngestConfig, IngestWorker
 from lakehouse.contract import encode_event, topic
 from lakehouse.landing import LandingBacklog
@@ -137,7 +137,6 @@ def test_quota_caps_the_intake_rate(tmp_path, brokers, region_ports):
     assert len(keys) == len(set(keys)) == 600
 
 
-@pytest.mark.skipif(find_mosquitto() is None, reason="needs mosquitto's persistence")
 def test_acks_lost_with_the_broker_do_not_block_intake_after_it_returns(
         tmp_path, brokers, region_ports):
     """Held messages landed while the broker is down: their PUBCOMPs are lost, the

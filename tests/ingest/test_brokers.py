@@ -13,7 +13,6 @@ from ingest.brokers import (
     DEFAULT_PORTS,
     BrokerError,
     BrokerSpec,
-    find_mosquitto,
     mosquitto_config,
     start_brokers,
     stop_brokers,
@@ -23,10 +22,6 @@ from tests.clients import Client, persistent_backlog_round_trip, port_picker
 
 pytestmark = pytest.mark.timeout(120)
 
-needs_mosquitto = pytest.mark.skipif(
-    find_mosquitto() is None,
-    reason="mosquitto is not installed (apt-get install mosquitto)",
-)
 
 
 @pytest.fixture
@@ -76,7 +71,6 @@ def test_mosquitto_config_keeps_a_deep_backlog(tmp_path: Path) -> None:
     assert any(x.startswith("log_dest file " + str(tmp_path.resolve())) for x in lines)
 
 
-@needs_mosquitto
 def test_brokers_serve_each_region(tmp_path: Path, free_port: Callable[[], int],
                                    clients: list[Client]) -> None:
     ports = _ports(free_port)
@@ -110,7 +104,6 @@ def test_missing_mosquitto_says_how_to_install_it(tmp_path: Path,
         start_brokers(tmp_path, ("east",), ports=_ports(free_port, ("east",)))
 
 
-@needs_mosquitto
 def test_mosquitto_port_in_use_names_region_and_port(tmp_path: Path,
                                                      free_port: Callable[[], int]) -> None:
     port = free_port()
@@ -119,7 +112,6 @@ def test_mosquitto_port_in_use_names_region_and_port(tmp_path: Path,
         stop_brokers(start_brokers(tmp_path, ("west",), ports={"west": port}))
 
 
-@needs_mosquitto
 def test_mosquitto_that_exits_at_start_shows_its_log(
         tmp_path: Path, free_port: Callable[[], int], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(brokers, "mosquitto_config",
@@ -129,7 +121,6 @@ def test_mosquitto_that_exits_at_start_shows_its_log(
                                    ports=_ports(free_port, ("east",))))
 
 
-@needs_mosquitto
 def test_mosquitto_keeps_30000_messages_for_an_offline_subscriber(
         tmp_path: Path, free_port: Callable[[], int], clients: list[Client]) -> None:
     ports = _ports(free_port, ("east",))

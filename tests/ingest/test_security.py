@@ -24,7 +24,6 @@ from ingest.auth import TopicRules, covers
 from ingest.brokers import (
     TlsFiles,
     credentials_path,
-    find_mosquitto,
     mosquitto_config,
     start_brokers,
     stop_brokers,
@@ -293,8 +292,6 @@ def test_topic_rules() -> None:
 
 
 def test_secure_config_and_files(tmp_path: Path) -> None:
-    if shutil.which("mosquitto_passwd") is None and find_mosquitto() is None:
-        pytest.skip("mosquitto is not installed")
     port = port_picker()()
     running = start_brokers(tmp_path, ("east",), ports={"east": port},
                             locations=LOCATIONS, secure=True)
@@ -323,7 +320,6 @@ def test_default_config_stays_open(tmp_path: Path) -> None:
     assert "password_file" not in conf and "certfile" not in conf
 
 
-@pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
 def test_mosquitto_accepts_hashes_made_without_mosquitto_passwd(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(brokers_module, "find_mosquitto_passwd", lambda: None)
@@ -440,7 +436,6 @@ def _order(order_id: str) -> dict:
             "approved_at": "2026-12-01T09:00:00.000Z"}
 
 
-@pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
 def test_dispatcher_has_its_own_login_and_ingest_keeps_landing(tmp_path: Path) -> None:
     """The dispatcher used to log in as ingest@<region>; with use_username_as_clientid
     mosquitto then closed ingest's connection and landing stopped."""

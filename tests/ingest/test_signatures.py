@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from edge_mqtt.agent import StoreAgent
 from edge_mqtt.publisher import Publisher, PublisherConfig
-from ingest.brokers import credentials_path, find_mosquitto, start_brokers, stop_brokers
+from ingest.brokers import credentials_path, start_brokers, stop_brokers
 from ingest.orders import BrokerAddress, OrderDispatcher
 from ingest.worker import IngestConfig, IngestWorker
 from lakehouse.contract import (
@@ -34,8 +34,7 @@ from lakehouse.contract import (
 from lakehouse.credentials import Credentials, SigningKeys
 from tests.clients import Client, port_picker
 
-pytestmark = [pytest.mark.timeout(90),
-              pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")]
+pytestmark = pytest.mark.timeout(90)
 
 LOCATIONS = {"east": ["s1", "s2"]}
 ORDER = {"order_id": "O-1", "sku": "MILK", "lot": "L0", "quantity": 2, "destination": "s2",

@@ -8,7 +8,6 @@ import json
 import socket
 import subprocess
 
-import pytest
 from prometheus_client import CollectorRegistry
 
 from edge_mqtt.agent import StoreAgent
@@ -94,11 +93,8 @@ def test_restarted_worker_still_drops_what_it_landed(tmp_path, brokers, region_p
 
 def test_mosquitto_drops_a_message_over_the_event_size_limit(tmp_path, brokers,
                                                              region_ports):
-    from ingest.brokers import find_mosquitto
     from lakehouse.contract import MAX_EVENT_BYTES
 
-    if find_mosquitto() is None:
-        pytest.skip("mosquitto is not installed")
     port, root = region_ports["east"], tmp_path / "lake"
     worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root)),
                           registry=CollectorRegistry())
