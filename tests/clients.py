@@ -4,7 +4,6 @@ virtualenv without the server extra)."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -13,22 +12,12 @@ import paho.mqtt.client as mqtt
 
 from lakehouse.contract import topic
 from lakehouse.mqtt import BrokerAddress, make_client
+from tests.ports import free_port
 
 
 def port_picker() -> Callable[[], int]:
     """Hands out ports nothing listens on right now (and distinct within a test)."""
-    given: set[int] = set()
-
-    def pick() -> int:
-        while True:
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                port = sock.getsockname()[1]
-            if port not in given:
-                given.add(port)
-                return port
-
-    return pick
+    return free_port
 
 
 class Client:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,12 +11,7 @@ import pytest
 
 from ingest.brokers import RunningBroker, find_mosquitto, start_brokers, stop_brokers
 from lakehouse.contract import REGIONS
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ports import free_port
 
 
 @pytest.fixture

@@ -3,16 +3,20 @@
 Run with ``streamlit run apps/streamlit/dashboard.py -- --lakehouse PATH [--users-file
 FILE]`` (or set ``SHELFLIFE_LAKEHOUSE`` / ``SHELFLIFE_USERS_FILE``). Only the login form
 shows until an operator from the users file signs in (:mod:`apps.streamlit.login`); the
-transfers tab records that operator as the decider. The live part is a fragment that
-reruns every two seconds, so stock moves on screen as Spark commits; each read is cached
-for at most a second and keyed on the table version, so viewers share one read per commit.
+transfers tab records that operator as the decider. Each part of the page is a fragment of
+its own: the parts that follow the stream rerun every two seconds, so stock moves on screen
+as Spark commits, while the parts with a form (transfers, reorders, forecasts) rerun only
+when someone acts on them. Each read is cached for at most a second and keyed on the table
+version, so viewers share one read per commit.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 # `streamlit run` puts only this folder on sys.path; the repository root is needed for
@@ -369,42 +373,98 @@ def render_forecasts(root: str) -> None:
     st.line_chart(one.set_index("forecast_date")[["lower", "forecast", "upper"]])
 
 
-@st.fragment(run_every=REFRESH_S)
-def live_view(root: str, users: UsersFile, user: User) -> None:
-    """Everything that moves; reruns on its own every two seconds."""
+def guarded(render: Callable[..., None]) -> Callable[..., None]:
+    """A page part that says in words when the lakehouse cannot be read, and retries on
+    its next refresh, instead of showing a traceback."""
+
+    @functools.wraps(render)
+    def part(root: str, *args: object) -> None:
+        try:
+            render(root, *args)
+        except views.SchemaError as exc:
+            st.error(f"The page and the lakehouse disagree on a table's shape: {exc}")
+        except READ_ERRORS as exc:
+            st.warning(f"Could not read the lakehouse at {root} ({exc}); retrying.")
+
+    return part
+
+
+def live(render: Callable[..., None]) -> Callable[..., None]:
+    """A part that moves with the stream: its own fragment, rerun every two seconds."""
+    return st.fragment(run_every=REFRESH_S)(guarded(render))
+
+
+def on_demand(render: Callable[..., None]) -> Callable[..., None]:
+    """A part with a form a person is filling in: it reruns when they act, never on a
+    timer, so an Approve button is not rebuilt under the pointer every two seconds."""
+    return st.fragment(guarded(render))
+
+
+@live
+def live_regions(root: str) -> None:
+    """The region cards, and the moment they were read."""
     now = pd.Timestamp.now(tz="UTC")
-    try:
-        if all(readers.table_version(table, root) is None for table in GOLD_TABLES):
-            st.info(waiting_message(root))
-            return
-        status = render_regions(root, now)
-        known = set(REGIONS) if status is None else set(REGIONS) | set(status["region"])
-        main_col, side_col = st.columns([5, 1])
-        with main_col:
-            stock, review, transfers, reorders, forecasts, network, business = st.tabs(
-                ["Stock", "Review queue", "Transfers to approve", "Reorders", "Forecasts",
-                 "Network & trends", "Business metrics"])
-            with stock:
-                render_stock(root, now, sorted(known))
-            with review:
-                render_review(root)
-            with transfers:
-                render_transfers(root, users, user)
-            with reorders:
-                render_reorders(root)
-            with forecasts:
-                render_forecasts(root)
-            with network:
-                render_network(root)
-            with business:
-                render_business(root)
-        with side_col:
-            render_dead_letters(root)
-    except views.SchemaError as exc:
-        st.error(f"The page and the lakehouse disagree on a table's shape: {exc}")
-    except READ_ERRORS as exc:
-        st.warning(f"Could not read the lakehouse at {root} ({exc}); retrying.")
+    render_regions(root, now)
     st.caption(f"as of {now:%Y-%m-%d %H:%M:%S} UTC · refreshes every {REFRESH_S:.0f} s")
+
+
+@live
+def live_stock(root: str) -> None:
+    status = current_table(root, catalogue.REGION_STATUS, columns=("region",))
+    known = set(REGIONS) if status is None else set(REGIONS) | set(status["region"])
+    render_stock(root, pd.Timestamp.now(tz="UTC"), sorted(known))
+
+
+@on_demand
+def transfers_part(root: str, users: UsersFile, user: User) -> None:
+    st.button("Refresh transfers", key="transfers_refresh")  # a click reruns this part
+    render_transfers(root, users, user)
+
+
+live_review = live(render_review)
+live_network = live(render_network)
+live_business = live(render_business)
+live_dead_letters = live(render_dead_letters)
+reorders_part = on_demand(render_reorders)
+forecasts_part = on_demand(render_forecasts)
+
+
+@live
+def waiting_for_gold(root: str) -> None:
+    """Until the stream's first commit: say so, then show the whole page once it lands."""
+    if all(readers.table_version(table, root) is None for table in GOLD_TABLES):
+        st.info(waiting_message(root))
+        return
+    st.rerun(scope="app")
+
+
+def dashboard(root: str, users: UsersFile, user: User) -> None:
+    """The regions, the tabs and the dead-letter count; each part refreshes on its own."""
+    if all(readers.table_version(table, root) is None for table in GOLD_TABLES):
+        waiting_for_gold(root)
+        return
+    live_regions(root)
+    main_col, side_col = st.columns([5, 1])
+    with main_col:
+        stock, review, transfers, reorders, forecasts, network, business = st.tabs(
+            ["Stock", "Review queue", "Transfers to approve", "Reorders", "Forecasts",
+             "Network & trends", "Business metrics"])
+        with stock:
+            live_stock(root)
+        with review:
+            live_review(root)
+        with transfers:
+            transfers_part(root, users, user)
+        with reorders:
+            reorders_part(root)
+        with forecasts:
+            forecasts_part(root)
+        with network:
+            live_network(root)
+        with business:
+            live_business(root)
+    with side_col:
+        live_dead_letters(root)
 
 
 def main() -> None:
@@ -416,7 +476,7 @@ def main() -> None:
     if user is None:
         return
     st.title(TITLE)
-    live_view(str(root), users, user)
+    dashboard(str(root), users, user)
 
 
 main()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,15 +23,10 @@ from edge_mqtt.simulator import FleetConfig, fleet_layout
 from edge_mqtt.store import StoreDB
 from lakehouse.credentials import Credentials
 from lakehouse.landing import landing_dir
+from tests.ports import free_port
 
 pytestmark = pytest.mark.timeout(150)
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _certificate(where: Path) -> tuple[Path, Path]:
@@ -68,7 +62,7 @@ def _landed(lake: Path) -> dict[str, set[int]]:
                     reason="needs the openssl command")
 def test_simulated_stores_land_events_through_secure_tls_brokers(tmp_path: Path) -> None:
     cert, key = _certificate(tmp_path)
-    port = _free_port()
+    port = free_port()
     creds_file = tmp_path / "brokers" / "credentials.json"
     lake = tmp_path / "lake"
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1",

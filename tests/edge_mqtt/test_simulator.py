@@ -22,21 +22,16 @@ from ingest.brokers import find_mosquitto
 from lakehouse.contract import ContractError, decode_event
 from lakehouse.mqtt import BrokerAddress, make_client
 from lakehouse.oracle import fold
+from tests.ports import free_port
 
 MOSQUITTO = Path(find_mosquitto() or "/usr/sbin/mosquitto")
 START = datetime(2026, 3, 2, 9, 0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def broker_port(tmp_path: Path) -> Iterator[int]:
     """A throwaway mosquitto with the stock settings on a free loopback port."""
-    port = _free_port()
+    port = free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
     proc = subprocess.Popen([str(MOSQUITTO), "-c", str(conf)], stdout=subprocess.DEVNULL,
