@@ -56,6 +56,16 @@ LOW_LATENCY_CONF: dict[str, str] = {
     # Compaction of bronze/silver runs in the streaming job's maintenance loop instead of
     # after every commit, where it competed with the one-second live path for the cores.
     "spark.databricks.delta.autoCompact.enabled": "false",
+    # A streaming query writes two checkpoint files per trigger (offsets, commits). The
+    # default FileContext manager renames each one through Hadoop's local file system,
+    # which forks a `readlink` process per rename, and writes a .crc beside every file:
+    # with both, one idle-ish region's query cost 0.33 of a core; with the FileSystem
+    # manager and the raw local file system, 0.21 (bench/stream_cpu.py's README notes).
+    # Rename on a local disk is atomic (rename(2)), which is all the manager needs.
+    "spark.sql.streaming.checkpointFileManagerClass":
+        "org.apache.spark.sql.execution.streaming.checkpointing."
+        "FileSystemBasedCheckpointFileManager",
+    "spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
 }
 
 
