@@ -31,8 +31,11 @@ from lakehouse import catalogue, readers  # noqa: E402
 from lakehouse.options import env_option  # noqa: E402
 from lakehouse.paths import ENV_ROOT, lakehouse_root  # noqa: E402
 
+# Page scripts run as Streamlit scripts: a bare string after a statement would be shown on
+# the page ("magic"), so constants there are explained in comments, not docstrings.
 TITLE = "Shelflife"
 GOLD_TABLES = (catalogue.REGION_STATUS, catalogue.STOCK_LEVELS)
+# Sections of the navigation: each page's script, title and icon; the first is the default.
 SCREENS = Path(__file__).resolve().with_name("screens")
 PAGES = {
     "Today": [("network.py", "Network today", ":material/monitoring:"),
@@ -44,7 +47,6 @@ PAGES = {
                   ("reorders.py", "Reorders", ":material/shopping_cart:"),
                   ("forecasts.py", "Forecasts", ":material/query_stats:")],
 }
-"""Sections of the navigation: each page's script, title and icon; the first is the default."""
 
 
 def parse_root(argv: list[str]) -> Path:

@@ -47,6 +47,32 @@ def render_regions(root: str, now: pd.Timestamp) -> pd.DataFrame | None:
     return status
 
 
+def render_freshness(root: str, now: pd.Timestamp) -> None:
+    """One line per region that is syncing or stale, so an old figure is not read as
+    today's; one caption when every region is live and current."""
+    status = parts.current_table(root, catalogue.REGION_STATUS)
+    if status is None or status.empty:
+        st.info(parts.waiting_message(catalogue.REGION_STATUS.path(root)))
+        return
+    cards = views.region_cards(status, now)
+    for card in cards.itertuples():
+        if card.mode == "syncing":
+            st.warning(f"{card.headline}: its figures are catching up and stale until it "
+                       "is live again.")
+        elif card.stale:
+            st.warning(f"Region {card.region}: stale, no update for "
+                       f"{views.describe_duration(card.age_s)}; its figures may be behind.")
+    if not (cards["stale"] | (cards["mode"] != "live")).any():
+        st.caption(f"All {len(cards)} regions live · as of {now:%H:%M:%S} UTC · "
+                   f"refreshes every {parts.REFRESH_S:.0f} s")
+
+
+@parts.live
+def live_freshness(root: str) -> None:
+    """The freshness line on its own two-second timer."""
+    render_freshness(root, pd.Timestamp.now(tz="UTC"))
+
+
 @parts.live
 def live_regions(root: str) -> None:
     """The region cards, and the moment they were read."""

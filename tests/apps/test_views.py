@@ -191,13 +191,16 @@ def test_page_shows_regions_and_stock(tmp_path: Path, monkeypatch: pytest.Monkey
     assert not at.exception, [e.value for e in at.exception]
     text = _rendered_text(at)
     assert "Shelflife — stock" in text
-    for region in ("east", "central", "west"):
-        assert f"**{region}**" in text
     assert "MILK-1L" in text and "YOGURT-500" in text
     assert "Region west: syncing (23 minutes behind)" in text
     assert "Region central: stale" in text
-    # Dead letters moved to the pipeline page.
-    assert "Dead letters 25" in _rendered_text(at.switch_page("screens/pipeline.py").run())
+    # The region cards and dead letters moved to the pipeline page.
+    text = _rendered_text(at.switch_page("screens/pipeline.py").run())
+    for region in ("east", "central", "west"):
+        assert f"**{region}**" in text
+    assert "Region west: syncing (23 minutes behind)" in text
+    assert "Region central: stale" in text
+    assert "Dead letters 25" in text
     at.switch_page("screens/stock.py").run()
 
     # Choosing a row shows the lots behind it.

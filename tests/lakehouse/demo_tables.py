@@ -206,7 +206,8 @@ def write_demo_pages(root: Path, now: datetime) -> None:
     metrics = []
     for back, (received, sold, wasted, out) in enumerate(
             ((400, 330, 14, 3), (380, 300, 22, 5), (420, 310, 30, 4))):
-        for region, scale in (("east", 1.0), ("central", 0.7), ("west", 0.5)):
+        for region, scale, extra_out in (("east", 1.0, 0), ("central", 0.7, 1),
+                                         ("west", 0.5, back)):
             for category, share in (("dairy", 0.6), ("bakery", 0.4)):
                 metrics.append({
                     "region": region, "location_id": f"{region[0].upper()}-S001",
@@ -215,7 +216,8 @@ def write_demo_pages(root: Path, now: datetime) -> None:
                     "sold_units": int(sold * scale * share),
                     "wasted_units": int(wasted * scale * share * (1.5 if region == "west"
                                                                   else 1.0)),
-                    "skus_active": 12, "skus_stocked_out": out if category == "dairy" else 1,
+                    "skus_active": 12,
+                    "skus_stocked_out": extra_out + (out if category == "dairy" else 1),
                     "updated_at": now})
     write_catalogue_table(root, catalogue.BUSINESS_METRICS, metrics)
 

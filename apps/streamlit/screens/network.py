@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from apps.streamlit import network_views, parts, views
+from apps.streamlit import network_views, parts, regions
 from apps.streamlit.network_views import KPIS
 from lakehouse import catalogue
 
@@ -15,21 +15,6 @@ WORSE_WHEN_UP = {"waste_rate": True, "stockout_rate": True, "sell_through": Fals
 
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value:.1%}"
-
-
-def render_freshness(root: str, now: pd.Timestamp) -> None:
-    """One line per region that is not live and current, so a stale figure is not read
-    as today's."""
-    status = parts.current_table(root, catalogue.REGION_STATUS)
-    if status is None or status.empty:
-        return
-    cards = views.region_cards(status, now)
-    behind = cards[cards["stale"] | (cards["mode"] != "live")]
-    if behind.empty:
-        st.caption(f"All {len(cards)} regions live · as of {now:%H:%M:%S} UTC")
-    for card in behind.itertuples():
-        st.warning(f"{card.headline}; figures for it may be behind "
-                   f"(updated {views.describe_duration(card.age_s)} ago)")
 
 
 def render_kpis(root: str, now: pd.Timestamp) -> None:
@@ -56,11 +41,11 @@ def render_kpis(root: str, now: pd.Timestamp) -> None:
     if lots is not None:
         value = lots["value"].sum(min_count=1)
         units = int(lots["quantity"].sum())
-        cols[3].metric("At risk of expiry in 48 h",
-                       f"{units:,} units" if pd.isna(value) else f"{value:,.0f}",
-                       delta=(f"{len(lots):,} lots" if pd.isna(value)
-                              else f"{units:,} units in {len(lots):,} lots"),
-                       delta_color="off", border=True)
+        cols[3].metric("Value at risk of expiry (48 h)",
+                       f"{units:,} units" if pd.isna(value) else f"{value:,.2f}",
+                       delta=f"{units:,} units · {len(lots):,} lots", delta_color="off",
+                       border=True, help="lots on hand whose expiry day starts within 48 h "
+                       "(or has passed), at catalogue prices")
 
 
 def render_trends(root: str, now: pd.Timestamp, split: str) -> None:
@@ -93,7 +78,7 @@ def render_trends(root: str, now: pd.Timestamp, split: str) -> None:
 @parts.live
 def live_headline(root: str) -> None:
     now = pd.Timestamp.now(tz="UTC")
-    render_freshness(root, now)
+    regions.render_freshness(root, now)
     render_kpis(root, now)
 
 

@@ -119,7 +119,7 @@ def render_expiring(root: str, now: pd.Timestamp) -> None:
     chart_col, table_col = st.columns([3, 2])
     with chart_col:
         st.bar_chart(network_views.expiring_by_location(lots), x="location_id", y="quantity",
-                     color="when", horizontal=True, x_label="units", y_label="location",
+                     color="when", horizontal=True, x_label="location", y_label="units",
                      height=360)
     with table_col:
         st.dataframe(lots[["location_id", "sku", "lot", "expires_on", "quantity", "value"]],
@@ -142,7 +142,7 @@ def live_expiring(root: str) -> None:
 def main() -> None:
     root = parts.context().root
     st.title("Shelflife — stock")
-    regions.live_regions(root)
+    regions.live_freshness(root)
     live_stock(root)
     live_expiring(root)
 

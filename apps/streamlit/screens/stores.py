@@ -9,8 +9,7 @@ import streamlit as st
 from apps.streamlit import parts, store_views
 from lakehouse import catalogue
 
-HISTORY_H = 24
-"""Hours of heartbeats read: a store silent for longer than that is not listed."""
+HISTORY_H = 24  # hours of heartbeats read: a store silent for longer is not listed
 STATES = ("offline", "silent", "online")
 
 
@@ -49,7 +48,8 @@ def render_stores(root: str, states: list[str]) -> None:
             st.success("Every store's outbox is empty: all events are landed.")
         else:
             st.bar_chart(deepest, x="location_id", y="outbox_depth", color="state",
-                         horizontal=True, height=260, x_label="events", y_label="store")
+                         horizontal=True, height=min(80 + 30 * len(deepest), 400),
+                         x_label="store", y_label="events")
     with version_col:
         st.markdown("**Agent versions**")
         st.dataframe(stores["agent_version"].value_counts().rename_axis("version")
@@ -58,7 +58,8 @@ def render_stores(root: str, states: list[str]) -> None:
     st.dataframe(shown, hide_index=True, column_config={
         "location_id": st.column_config.TextColumn("store"),
         "last_heard": st.column_config.TextColumn("last heartbeat"),
-        "received_at": st.column_config.DatetimeColumn("at (UTC)"),
+        "received_at": st.column_config.DatetimeColumn("at (UTC)",
+                                                       format="YYYY-MM-DD HH:mm:ss"),
         "outbox_depth": st.column_config.NumberColumn("outbox", format="%d"),
         "not_acked": st.column_config.NumberColumn("seqs not acked", format="%d"),
         "replaying": st.column_config.CheckboxColumn("catching up"),

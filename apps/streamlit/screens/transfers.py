@@ -19,8 +19,7 @@ from lakehouse import catalogue
 from lakehouse.decisions import record_decision
 from lakehouse.transfer_status import TRANSFER_STATUSES
 
-MAX_AT_ONCE = 100
-"""The most transfers one click decides: enough for a morning's best, few enough to read."""
+MAX_AT_ONCE = 100  # the most one click decides: a morning's best, few enough to read
 SHOWN = ["rank", "recommendation_id", "status", "net_value", "why", "sku", "lot",
          "expires_on", "source_location", "destination_location", "quantity", "decided_by"]
 
