@@ -93,15 +93,11 @@ def render_transfers(root: str, users: UsersFile, user: User) -> None:
         return
     recs = decision_views.with_decisions(
         recs, parts.current_table(root, catalogue.TRANSFER_DECISIONS))
-    totals = decision_views.transfer_totals(recs)
-    cols = st.columns(4)
-    cols[0].metric("Proposed", totals["proposed"])
-    cols[1].metric("Units to move", f"{totals['units']:,}")
-    cols[2].metric("Net value of proposals", f"{totals['value_saved'] - totals['cost']:,.0f}")
-    cols[3].metric("Approved", totals["approved"])
+    # Figures and list are filled last, so they show the decisions made in this run.
+    headline = st.container()
     show = st.multiselect("Status", list(TRANSFER_STATUSES),
                           default=["proposed"], key="transfer_status")
-    listing = st.container()  # filled last, so it shows the decisions made in this run
+    listing = st.container()
     ranked = decision_views.ranked_transfers(recs, list(TRANSFER_STATUSES))
     proposed = ranked[ranked["status"] == "proposed"]
     if not proposed.empty and not user.may_decide:
@@ -119,6 +115,14 @@ def render_transfers(root: str, users: UsersFile, user: User) -> None:
             recs = decision_views.with_decisions(
                 recs, parts.current_table(root, catalogue.TRANSFER_DECISIONS))
             ranked = decision_views.ranked_transfers(recs, list(TRANSFER_STATUSES))
+    with headline:
+        totals = decision_views.transfer_totals(recs)
+        cols = st.columns(4)
+        cols[0].metric("Proposed", totals["proposed"])
+        cols[1].metric("Units to move", f"{totals['units']:,}")
+        cols[2].metric("Net value of proposals",
+                       f"{totals['value_saved'] - totals['cost']:,.0f}")
+        cols[3].metric("Approved", totals["approved"])
     with listing:
         rows = ranked[ranked["status"].isin(show)]
         st.dataframe(rows[[c for c in SHOWN if c in rows]], hide_index=True,
