@@ -27,6 +27,7 @@ from streamlit.navigation.page import StreamlitPage  # noqa: E402
 
 from apps.auth.users import ENV_USERS_FILE, UsersFile, users_file_path  # noqa: E402
 from apps.streamlit import login, parts  # noqa: E402
+from apps.streamlit.sitemap import PAGES, SCREENS  # noqa: E402
 from lakehouse import catalogue, readers  # noqa: E402
 from lakehouse.options import env_option  # noqa: E402
 from lakehouse.paths import ENV_ROOT, lakehouse_root  # noqa: E402
@@ -35,18 +36,6 @@ from lakehouse.paths import ENV_ROOT, lakehouse_root  # noqa: E402
 # the page ("magic"), so constants there are explained in comments, not docstrings.
 TITLE = "Shelflife"
 GOLD_TABLES = (catalogue.REGION_STATUS, catalogue.STOCK_LEVELS)
-# Sections of the navigation: each page's script, title and icon; the first is the default.
-SCREENS = Path(__file__).resolve().with_name("screens")
-PAGES = {
-    "Today": [("network.py", "Network today", ":material/monitoring:"),
-              ("stock.py", "Stock and expiry", ":material/inventory_2:"),
-              ("stores.py", "Stores", ":material/storefront:"),
-              ("pipeline.py", "Pipeline", ":material/conveyor_belt:")],
-    "Decisions": [("transfers.py", "Transfers", ":material/local_shipping:"),
-                  ("review.py", "Review", ":material/rule:"),
-                  ("reorders.py", "Reorders", ":material/shopping_cart:"),
-                  ("forecasts.py", "Forecasts", ":material/query_stats:")],
-}
 
 
 def parse_root(argv: list[str]) -> Path:

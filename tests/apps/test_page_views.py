@@ -190,7 +190,8 @@ def test_every_page_renders_its_question_on_the_demo_lakehouse(demo: AppTest) ->
         metrics = {m.label: m.value for m in demo.metric}
         if page == "network":
             assert metrics["Waste rate"] == "3.5%"  # 31 wasted of 880 received today
-            assert metrics["Value at risk of expiry (48 h)"] == "14.40"  # 12 MILK-1L at 1.20
+            # 52 MILK-1L at 1.20, 17 YOGURT-500 at 1.90 and 6 BREAD-WHT at 2.50
+            assert metrics["Value at risk of expiry (48 h)"] == "109.70"
         if page == "stores":
             assert (metrics["Online"], metrics["Offline"], metrics["Silent"]) == ("3", "1", "1")
             assert any("W-S101" in w.value for w in demo.warning)  # its events went quiet

@@ -220,6 +220,16 @@ def write_demo_pages(root: Path, now: datetime) -> None:
                     "skus_stocked_out": extra_out + (out if category == "dairy" else 1),
                     "updated_at": now})
     write_catalogue_table(root, catalogue.BUSINESS_METRICS, metrics)
+    more_lots = [  # other stores' lots close to expiry, beside the base demo's
+        (region, store, sku, f"{store[-2:]}-{sku[:2]}{days}", today + timedelta(days=days), qty)
+        for region, store, sku, days, qty in (
+            ("east", "E-S002", "MILK-1L", 0, 9), ("east", "E-S002", "YOGURT-500", 2, 14),
+            ("central", "C-S011", "BREAD-WHT", 1, 6), ("central", "C-S011", "MILK-1L", 2, 20),
+            ("west", "W-S100", "YOGURT-500", -1, 3), ("west", "W-S100", "MILK-1L", 1, 11))]
+    write_deltalake(str(catalogue.STOCK_COHORTS.path(root)), pa.Table.from_pylist(
+        [dict(zip(("region", "location_id", "sku", "lot", "expires_on", "quantity"), row,
+                  strict=True)) | {"updated_at": now} for row in more_lots],
+        schema=STOCK_COHORTS), partition_by=["region"], mode="append")
 
     beats = []
     stores = (("east", "E-S001", "online", 4), ("east", "E-S002", "online", 0),

@@ -10,6 +10,8 @@ import streamlit as st
 from apps.streamlit import decision_views, parts
 from lakehouse import catalogue
 
+KINDS = ["history", "forecast"]  # sales solid, forecast dashed
+
 
 def forecast_chart(series: pd.DataFrame) -> alt.LayerChart:
     """Sales so far as a solid line, the forecast dashed, its 80% interval shaded."""
@@ -17,8 +19,11 @@ def forecast_chart(series: pd.DataFrame) -> alt.LayerChart:
     band = base.transform_filter(alt.datum.kind == "forecast").mark_area(opacity=0.25).encode(
         y=alt.Y("lower:Q", title="units"), y2="upper:Q")
     lines = base.mark_line(point=True).encode(
-        y="units:Q", color=alt.Color("kind:N", title=None),
-        strokeDash=alt.StrokeDash("kind:N", legend=None),
+        y="units:Q",
+        color=alt.Color("kind:N", title=None, legend=alt.Legend(orient="top"),
+                        scale=alt.Scale(domain=KINDS, range=["#1f77b4", "#ff7f0e"])),
+        strokeDash=alt.StrokeDash("kind:N", legend=None,
+                                  scale=alt.Scale(domain=KINDS, range=[[1, 0], [6, 4]])),
         tooltip=["date:T", "kind:N", alt.Tooltip("units:Q", format=".1f"),
                  alt.Tooltip("lower:Q", format=".1f"), alt.Tooltip("upper:Q", format=".1f")])
     return alt.layer(band, lines).properties(height=320)

@@ -43,7 +43,8 @@ def render_kpis(root: str, now: pd.Timestamp) -> None:
         units = int(lots["quantity"].sum())
         cols[3].metric("Value at risk of expiry (48 h)",
                        f"{units:,} units" if pd.isna(value) else f"{value:,.2f}",
-                       delta=f"{units:,} units · {len(lots):,} lots", delta_color="off",
+                       delta=f"{units:,} units · {len(lots):,} lot"
+                       + ("" if len(lots) == 1 else "s"), delta_color="off", delta_arrow="off",
                        border=True, help="lots on hand whose expiry day starts within 48 h "
                        "(or has passed), at catalogue prices")
 
@@ -56,7 +57,8 @@ def render_trends(root: str, now: pd.Timestamp, split: str) -> None:
         for col, (key, label) in zip(st.columns(3), KPIS.items(), strict=True):
             with col:
                 st.markdown(f"**{label}** by {split}, day by day (%)")
-                chart = kpis.pivot_table(index="day", columns=split, values=key) * 100
+                chart = kpis.assign(day=kpis["day"].dt.strftime("%Y-%m-%d")).pivot_table(
+                    index="day", columns=split, values=key) * 100  # one tick per day
                 st.line_chart(chart, height=240, x_label="day", y_label="%")
     cohorts = parts.current_table(root, catalogue.STOCK_COHORTS)
     if cohorts is None:
@@ -70,7 +72,8 @@ def render_trends(root: str, now: pd.Timestamp, split: str) -> None:
     risk = network_views.at_risk_by(lots, split)
     measure = "units" if risk["value"].isna().all() else "value"
     chart_col, table_col = st.columns([2, 1])
-    chart_col.bar_chart(risk, x=split, y=measure, height=260, horizontal=True)
+    chart_col.bar_chart(risk, x=split, y=measure, horizontal=True,
+                        height=min(90 + 40 * len(risk), 320))
     table_col.dataframe(risk, hide_index=True,
                         column_config={"value": st.column_config.NumberColumn(format="%.2f")})
 

@@ -43,7 +43,9 @@ def render_dead_letters(root: str) -> None:
         return
     chart_col, causes_col = st.columns([3, 2])
     with chart_col:
-        st.bar_chart(views.dead_letters_over_time(dead), x="at", y="dead_letters",
+        over_time = views.dead_letters_over_time(dead)
+        over_time["at"] = over_time["at"].dt.strftime("%m-%d %H:%M")  # one bar per bucket
+        st.bar_chart(over_time, x="at", y="dead_letters",
                      color="cause", height=260, x_label="received (UTC)", y_label="refused")
     with causes_col:
         st.markdown("**Top causes**")

@@ -113,17 +113,19 @@ def render_expiring(root: str, now: pd.Timestamp) -> None:
         st.success("No lot on hand expires within 48 h.")
         return
     value = lots["value"].sum(min_count=1)
-    st.caption(f"{int(lots['quantity'].sum()):,} units in {len(lots):,} lots at "
-               f"{lots['location_id'].nunique():,} locations expire within 48 h (or have)"
+    places = lots["location_id"].nunique()
+    st.caption(f"{int(lots['quantity'].sum()):,} units in {len(lots):,} lot"
+               f"{'' if len(lots) == 1 else 's'} at {places:,} location"
+               f"{'' if places == 1 else 's'} expire within 48 h (or have)"
                + ("" if pd.isna(value) else f", worth {value:,.2f} at catalogue prices"))
     chart_col, table_col = st.columns([3, 2])
     with chart_col:
         st.bar_chart(network_views.expiring_by_location(lots), x="location_id", y="quantity",
                      color="when", horizontal=True, x_label="location", y_label="units",
-                     height=360)
+                     height=min(170 + 30 * lots["location_id"].nunique(), 480))
     with table_col:
         st.dataframe(lots[["location_id", "sku", "lot", "expires_on", "quantity", "value"]],
-                     hide_index=True, height=360,
+                     hide_index=True,
                      column_config={"location_id": st.column_config.TextColumn("location"),
                                     "expires_on": st.column_config.DateColumn("expires on"),
                                     "value": st.column_config.NumberColumn(format="%.2f")})

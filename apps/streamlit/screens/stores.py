@@ -47,8 +47,8 @@ def render_stores(root: str, states: list[str]) -> None:
         if deepest.empty:
             st.success("Every store's outbox is empty: all events are landed.")
         else:
-            st.bar_chart(deepest, x="location_id", y="outbox_depth", color="state",
-                         horizontal=True, height=min(80 + 30 * len(deepest), 400),
+            st.bar_chart(deepest, x="location_id", y="outbox_depth", horizontal=True,
+                         height=min(110 + 30 * len(deepest), 420),
                          x_label="store", y_label="events")
     with version_col:
         st.markdown("**Agent versions**")

@@ -19,6 +19,7 @@ from lakehouse import catalogue
 from lakehouse.decisions import record_decision
 from lakehouse.transfer_status import TRANSFER_STATUSES
 
+WHY_SHOWN = 10  # justifications spelt out under the table (the column is cut short)
 MAX_AT_ONCE = 100  # the most one click decides: a morning's best, few enough to read
 SHOWN = ["rank", "recommendation_id", "status", "net_value", "why", "sku", "lot",
          "expires_on", "source_location", "destination_location", "quantity", "decided_by"]
@@ -133,6 +134,11 @@ def render_transfers(root: str, users: UsersFile, user: User) -> None:
                              help="expected value saved minus transport cost"),
                          "why": st.column_config.TextColumn("why", width="large"),
                          "expires_on": st.column_config.DateColumn("expires on")})
+        with st.expander(f"Why, in words: the first {min(len(rows), WHY_SHOWN)} shown",
+                         expanded=True):
+            st.markdown("\n".join(
+                f"- **#{r.rank} {r.recommendation_id}** ({r.status}, net {r.net_value:,.2f}): "
+                f"{r.why}" for r in rows.head(WHY_SHOWN).itertuples()) or "Nothing shown.")
         st.caption(f"{len(rows):,} shown, best expected value net of transport first. A lot "
                    "is never proposed if it would reach the destination's shelf (after "
                    "transit and handling) with less life than the category's minimum there.")
