@@ -231,6 +231,34 @@ def write_demo_pages(root: Path, now: datetime) -> None:
                   strict=True)) | {"updated_at": now} for row in more_lots],
         schema=STOCK_COHORTS), partition_by=["region"], mode="append")
 
+    write_demo_heartbeats(root, now)
+
+    write_catalogue_table(root, catalogue.DAILY_MOVEMENTS, [
+        {"region": "east", "location_id": "E-S001", "sku": "MILK-1L",
+         "day": today - timedelta(days=back), "sold": 20 + (back * 7) % 9, "received": 30,
+         "wasted": 1, "transfer_in": 0, "transfer_out": 0, "hit_zero": 0}
+        for back in range(14, 0, -1)])
+    write_catalogue_table(root, catalogue.DEMAND_FORECASTS, [
+        {"region": "east", "location_id": "E-S001", "sku": "MILK-1L",
+         "forecast_date": today + timedelta(days=ahead), "forecast": 24.0 + ahead,
+         "lower": 18.0, "upper": 31.0 + 2 * ahead, "model": "prophet", "history_days": 14,
+         "trained_at": now, "fit_seconds": 0.4}
+        for ahead in range(7)])
+    write_catalogue_table(root, catalogue.REORDER_SUGGESTIONS, [
+        {"region": region, "location_id": store, "sku": sku, "category": cat, "on_hand": 4,
+         "sellable_at_arrival": 2.0, "in_transit": 0, "lead_time_days": 1.0,
+         "arrives_on": today + timedelta(days=1), "cover_until": today + timedelta(days=4),
+         "demand_forecast": 30.0, "safety_stock": 6.0, "order_quantity": qty,
+         "case_size": 6, "shelf_life_days": 7, "expected_waste_units": 1.5,
+         "waste_prob": 0.05, "reason": "forecast 30 over 3 days, 2 sellable at arrival",
+         "created_at": now}
+        for region, store, sku, cat, qty in (("east", "E-S001", "MILK-1L", "dairy", 36),
+                                             ("west", "W-S100", "BREAD-WHT", "bakery", 12))])
+
+
+def write_demo_heartbeats(root: Path, now: datetime) -> None:
+    """An hour of heartbeats up to ``now``: one store online and catching up, one offline,
+    one silent for ten minutes, one whose events went quiet while it kept beating."""
     beats = []
     stores = (("east", "E-S001", "online", 4), ("east", "E-S002", "online", 0),
               ("central", "C-S010", "offline", 0), ("west", "W-S100", "silent", 0),
@@ -254,25 +282,3 @@ def write_demo_pages(root: Path, now: datetime) -> None:
                           [b for b in beats if not (b["location_id"] == "W-S100"
                                                     and b["received_at"] > now - timedelta(
                                                         minutes=10))])
-
-    write_catalogue_table(root, catalogue.DAILY_MOVEMENTS, [
-        {"region": "east", "location_id": "E-S001", "sku": "MILK-1L",
-         "day": today - timedelta(days=back), "sold": 20 + (back * 7) % 9, "received": 30,
-         "wasted": 1, "transfer_in": 0, "transfer_out": 0, "hit_zero": 0}
-        for back in range(14, 0, -1)])
-    write_catalogue_table(root, catalogue.DEMAND_FORECASTS, [
-        {"region": "east", "location_id": "E-S001", "sku": "MILK-1L",
-         "forecast_date": today + timedelta(days=ahead), "forecast": 24.0 + ahead,
-         "lower": 18.0, "upper": 31.0 + 2 * ahead, "model": "prophet", "history_days": 14,
-         "trained_at": now, "fit_seconds": 0.4}
-        for ahead in range(7)])
-    write_catalogue_table(root, catalogue.REORDER_SUGGESTIONS, [
-        {"region": region, "location_id": store, "sku": sku, "category": cat, "on_hand": 4,
-         "sellable_at_arrival": 2.0, "in_transit": 0, "lead_time_days": 1.0,
-         "arrives_on": today + timedelta(days=1), "cover_until": today + timedelta(days=4),
-         "demand_forecast": 30.0, "safety_stock": 6.0, "order_quantity": qty,
-         "case_size": 6, "shelf_life_days": 7, "expected_waste_units": 1.5,
-         "waste_prob": 0.05, "reason": "forecast 30 over 3 days, 2 sellable at arrival",
-         "created_at": now}
-        for region, store, sku, cat, qty in (("east", "E-S001", "MILK-1L", "dairy", 36),
-                                             ("west", "W-S100", "BREAD-WHT", "bakery", 12))])
