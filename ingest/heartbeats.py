@@ -11,7 +11,11 @@ retained, so a worker that (re)subscribes hears every store's last one at once.
 
 A heartbeat that breaks the contract is logged and counted, never written; a write that
 fails keeps its rows for the next attempt (bounded, oldest dropped first), because a
-lost heartbeat is made good by the next one and must never stop event landing.
+lost heartbeat is made good by the next one and must never stop event landing. Every
+``compact_every`` commits the worker compacts its own region's partition (one small file
+per commit would otherwise pile up: 720 an hour per region). Only the region's worker
+appends to that partition, so a compaction rarely meets a conflicting commit; if it does,
+it fails, is logged, and the next one catches up.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from deltalake import write_deltalake
+from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError
 
 from lakehouse.catalogue import STORE_HEARTBEATS
@@ -33,6 +37,8 @@ from lakehouse.contract import TOPIC_ROOT, ContractError, Heartbeat, parse_topic
 log = logging.getLogger(__name__)
 
 FLUSH_EVERY_S = 5.0
+COMPACT_EVERY = 120
+"""Commits between two compactions of the region's partition (10 minutes at 5 s)."""
 MAX_PENDING = 50_000
 """Rows kept while writes fail (over an hour of a 300-store region); then oldest go."""
 
@@ -63,10 +69,14 @@ def heartbeat_row(topic_name: str, payload: bytes, received_at: datetime) -> dic
 class HeartbeatLog:
     """Buffers one region's heartbeats and appends them to the table every few seconds."""
 
-    def __init__(self, region: str, root: Path, *, flush_every_s: float = FLUSH_EVERY_S
-                 ) -> None:
+    def __init__(self, region: str, root: Path, *, flush_every_s: float = FLUSH_EVERY_S,
+                 compact_every: int = COMPACT_EVERY) -> None:
         if not flush_every_s > 0:
             raise ValueError(f"flush_every_s: must be > 0, got {flush_every_s!r}")
+        if compact_every < 1:
+            raise ValueError(f"compact_every: must be >= 1, got {compact_every!r}")
+        self.compact_every = compact_every
+        self.commits = 0
         self.region = region
         self.path = STORE_HEARTBEATS.path(root)
         self.flush_every_s = flush_every_s
@@ -124,7 +134,19 @@ class HeartbeatLog:
                             self.region, len(rows), self.path, exc)
                 return 0
             self.written += len(rows)
+            self.commits += 1
+            if self.commits % self.compact_every == 0:
+                self.compact()
             return len(rows)
+
+    def compact(self) -> None:
+        """Merge this region's small files into few (a failure waits for the next turn)."""
+        try:
+            DeltaTable(str(self.path)).optimize.compact(
+                partition_filters=[("region", "=", self.region)])
+        except (DeltaError, OSError) as exc:
+            log.warning("heartbeats %s: compaction of %s failed (%s); next time", self.region,
+                        self.path, exc)
 
     def close(self) -> None:
         """Stop the timer and write what is left."""

@@ -222,6 +222,7 @@ def test_an_approver_approves_the_best_n_at_once_as_themselves(page, site) -> No
     _open_transfers_tab(page, approve)
     how_many = page.get_by_label("How many of the best proposals")
     how_many.fill("2", timeout=90_000)
+    assert how_many.input_value() == "2"
     before = len(_decisions(root))
     approve.click(timeout=90_000)
     page.get_by_text(f"2 transfers approved by {APPROVER}").wait_for(timeout=60_000)

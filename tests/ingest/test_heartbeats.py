@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from edge_mqtt.agent import AGENT_VERSION, StoreAgent
 from edge_mqtt.publisher import Publisher, PublisherConfig
-from ingest.heartbeats import heartbeat_row
+from ingest.heartbeats import HeartbeatLog, heartbeat_row
 from ingest.worker import IngestConfig, IngestWorker
 from lakehouse.catalogue import STORE_HEARTBEATS
 from lakehouse.contract import ContractError, Heartbeat, topic
@@ -66,6 +66,21 @@ def test_heartbeats_published_by_stores_land_in_the_heartbeat_table(tmp_path, br
     assert all(r["received_at"] <= datetime.now(UTC) for r in rows)
     assert worker.heartbeats.refused == 1
     assert_on_disk(STORE_HEARTBEATS, root)
+
+
+def test_the_log_compacts_its_region_and_keeps_every_heartbeat(tmp_path):
+    beats = HeartbeatLog("east", tmp_path, flush_every_s=60, compact_every=3)
+    try:
+        for seq in range(1, 7):  # six commits of one heartbeat each, two compactions
+            beat = Heartbeat("E-7", "east", "0.1.0", True, "2026-12-06T12:00:00.000Z",
+                             last_seq=seq)
+            beats.add(topic("east", "E-7", "heartbeat"), beat.to_json())
+            assert beats.flush() == 1
+    finally:
+        beats.close()
+    table = DeltaTable(str(STORE_HEARTBEATS.path(tmp_path)))
+    assert sorted(r["last_seq"] for r in _rows(tmp_path)) == [1, 2, 3, 4, 5, 6]
+    assert len(table.file_uris()) == 1  # six appends, merged into one file
 
 
 def test_a_heartbeat_for_another_store_than_its_topic_is_refused():

@@ -9,7 +9,7 @@ import streamlit as st
 from apps.streamlit import parts, store_views
 from lakehouse import catalogue
 
-HISTORY_H = 24  # hours of heartbeats read: a store silent for longer is not listed
+HISTORY_H = 3  # hours of heartbeats read (a live page rereads them every few seconds)
 STATES = ("offline", "silent", "online")
 
 
@@ -24,7 +24,8 @@ def render_stores(root: str, states: list[str]) -> None:
     stores = store_views.store_status(beats, now)
     counts = stores["state"].value_counts()
     cols = st.columns(5)
-    cols[0].metric("Stores heard (24 h)", f"{len(stores):,}")
+    cols[0].metric(f"Stores heard ({HISTORY_H} h)", f"{len(stores):,}",
+                   help=f"a store not heard from for {HISTORY_H} hours is not listed here")
     cols[1].metric("Online", f"{int(counts.get('online', 0)):,}")
     cols[2].metric("Offline", f"{int(counts.get('offline', 0)):,}",
                    help="the store said so: its will, or a clean shutdown")
