@@ -69,13 +69,17 @@ def waiting_for_gold(root: str) -> None:
     st.rerun(scope="app")
 
 
-def navigation() -> StreamlitPage:
-    """Every page, grouped as the sidebar shows them; Network today opens first."""
+def navigation(*, signed_in: bool) -> StreamlitPage:
+    """Every page, grouped as the sidebar shows them; Network today opens first.
+
+    Declared on every run before the login form (hidden until someone has signed in, so
+    nothing names a page before that): declared after it, a bookmarked ``/transfers``
+    opened the first page instead."""
     first = PAGES["Today"][0][0]
     return st.navigation({
         section: [st.Page(SCREENS / script, title=title, icon=icon, default=script == first)
                   for script, title, icon in pages]
-        for section, pages in PAGES.items()})
+        for section, pages in PAGES.items()}, position="sidebar" if signed_in else "hidden")
 
 
 def main() -> None:
@@ -83,6 +87,9 @@ def main() -> None:
     root = parse_root(sys.argv[1:])
     users = UsersFile(parse_users_file(sys.argv[1:], root))
     st.set_page_config(page_title=TITLE, layout="wide")
+    # The login of the previous run decides whether the sidebar lists the pages; the run
+    # of the sign-in itself shows the page, and the list comes with the cookie's rerun.
+    page = navigation(signed_in=st.session_state.get("authentication_status") is True)
     user = login.signed_in(users)
     if user is None:
         return
@@ -91,7 +98,7 @@ def main() -> None:
         st.title(TITLE)
         waiting_for_gold(str(root))
         return
-    navigation().run()
+    page.run()
 
 
 main()

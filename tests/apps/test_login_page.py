@@ -163,6 +163,19 @@ def test_a_viewer_sees_transfers_without_approve_or_reject(page, site) -> None:
     assert len(_decisions(root)) == before
 
 
+def test_a_bookmarked_page_opens_after_the_login(browser, site) -> None:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        tab = context.new_page()
+        tab.goto(f"{site[0]}/stores")
+        tab.get_by_text("Shelflife — sign in").wait_for(timeout=60_000)
+        assert "Stores" not in tab.inner_text("body")  # no page named before the sign-in
+        _sign_in(tab, VIEWER, VIEWER_PASSWORD)
+        tab.get_by_role("heading", name="Shelflife — stores").wait_for(timeout=60_000)
+    finally:
+        context.close()
+
+
 def test_no_users_yet_says_how_to_add_one_instead_of_a_login_form(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_demo_lakehouse(tmp_path, datetime.now(UTC))
