@@ -118,9 +118,10 @@ def guarded(render: Callable[..., None]) -> Callable[..., None]:
     return part
 
 
-def live(render: Callable[..., None]) -> Callable[..., None]:
-    """A part that moves with the stream: its own fragment, rerun every two seconds."""
-    return st.fragment(run_every=REFRESH_S)(guarded(render))
+def live(render: Callable[..., None], *, every_s: float = REFRESH_S) -> Callable[..., None]:
+    """A part that moves with the stream: its own fragment, rerun every ``every_s``
+    (two seconds unless its data changes more slowly)."""
+    return st.fragment(run_every=every_s)(guarded(render))
 
 
 def on_demand(render: Callable[..., None]) -> Callable[..., None]:

@@ -61,21 +61,35 @@ def event_rates(heartbeats: pd.DataFrame, now: pd.Timestamp, *,
     require_columns(heartbeats, HEARTBEAT_COLUMNS, "silver/store_heartbeats")
     beats = heartbeats.dropna(subset=["last_seq"]).copy()
     beats["at"] = pd.to_datetime(beats["received_at"], utc=True)
+    beats = beats.sort_values("at")
     cut = pd.Timestamp(now) - recent
-    rows = []
-    for location, one in beats.sort_values("at").groupby("location_id"):
-        before, after = one[one["at"] <= cut], one[one["at"] >= cut]
-        rows.append({"location_id": location, "usual_per_h": _rate(before),
-                     "recent_per_h": _rate(pd.concat([before.tail(1), after]))})
-    return pd.DataFrame(rows, columns=["location_id", "usual_per_h", "recent_per_h"])
+
+    def ends(rows: pd.DataFrame, tag: str) -> pd.DataFrame:
+        return rows.groupby("location_id").agg(**{
+            f"{tag}_first_at": ("at", "first"), f"{tag}_first_seq": ("last_seq", "first"),
+            f"{tag}_last_at": ("at", "last"), f"{tag}_last_seq": ("last_seq", "last"),
+            f"{tag}_n": ("at", "size")})
+
+    both = ends(beats[beats["at"] <= cut], "b").join(
+        ends(beats[beats["at"] >= cut], "a"), how="outer")
+    usual = _per_hour(both["b_last_seq"] - both["b_first_seq"],
+                      both["b_last_at"] - both["b_first_at"], both["b_n"].fillna(0))
+    # The recent window starts at the last heartbeat before it, when there is one.
+    start_at = both["b_last_at"].fillna(both["a_first_at"])
+    start_seq = both["b_last_seq"].fillna(both["a_first_seq"])
+    end_at = both["a_last_at"].fillna(both["b_last_at"])
+    end_seq = both["a_last_seq"].fillna(both["b_last_seq"])
+    count = both["b_n"].notna().astype(int) + both["a_n"].fillna(0)
+    recent_rate = _per_hour(end_seq - start_seq, end_at - start_at, count)
+    return pd.DataFrame({"location_id": both.index, "usual_per_h": usual.to_numpy(),
+                         "recent_per_h": recent_rate.to_numpy()}).reset_index(drop=True)
 
 
-def _rate(beats: pd.DataFrame) -> float:
-    if len(beats) < 2:
-        return float("nan")
-    hours = (beats["at"].iloc[-1] - beats["at"].iloc[0]).total_seconds() / 3600
-    return float("nan") if hours <= 0 else float(
-        (beats["last_seq"].iloc[-1] - beats["last_seq"].iloc[0]) / hours)
+def _per_hour(events: pd.Series, span: pd.Series, beats: pd.Series) -> pd.Series:
+    """Events per hour over ``span``; NaN with fewer than two heartbeats or no time."""
+    hours = span.dt.total_seconds() / 3600
+    ok = (beats >= 2) & (hours > 0)
+    return (events.astype(float) / hours.where(ok)).astype(float)
 
 
 def quiet_stores(rates: pd.DataFrame, *, ratio: float = QUIET_RATIO,

@@ -69,7 +69,8 @@ def render_stores(root: str, states: list[str]) -> None:
         "agent_version": st.column_config.TextColumn("agent")})
 
 
-live_stores = parts.live(render_stores)
+# Heartbeats come every 30 s; rereading hours of them every 2 s would buy nothing.
+live_stores = parts.live(render_stores, every_s=10.0)
 
 
 def main() -> None:
