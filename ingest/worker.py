@@ -87,6 +87,7 @@ from lakehouse.ratelimit import TokenBucket
 from .backpressure import IntakeGate
 from .brokers import MAX_INFLIGHT_MESSAGES
 from .dedup import SeqTracker
+from .heartbeats import HeartbeatLog, heartbeat_filter
 from .metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
@@ -288,6 +289,7 @@ class IngestWorker:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.connected.clear()
         self.client.on_message = self._on_message
+        self.heartbeats = HeartbeatLog.attach(self.client, config.region, root)
         self.metrics = IngestMetrics.of(registry)
         self.metrics.bind(self)
 
@@ -351,6 +353,7 @@ class IngestWorker:
                 log.exception("ingest %s: could not land %d buffered messages at shutdown; "
                               "they will be re-sent", self.config.region, len(self._buf))
         self.abandon()
+        self.heartbeats.close()
         self.tracker.close()
 
     def abandon(self) -> None:
@@ -402,7 +405,8 @@ class IngestWorker:
             log.error("ingest %s: broker refused connection: %s", self.config.region,
                       reason_code)
             return
-        client.subscribe(f"shelflife/v1/{self.config.region}/+/events", qos=1)
+        client.subscribe([(f"shelflife/v1/{self.config.region}/+/events", 1),
+                          (heartbeat_filter(self.config.region), 0)])
         self.connected.set()
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:

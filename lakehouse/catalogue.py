@@ -156,6 +156,15 @@ REVIEW_RESOLUTIONS = Table(
     ("region",), "delta-rs", ("review CLI",),
     "who resolved a review item, how, and the adjustment it sent")
 
+STORE_HEARTBEATS = Table(
+    "silver", "store_heartbeats",
+    _schema(("region", S), ("location_id", S), ("agent_version", S), ("online", B),
+            ("local_time", TS), ("received_at", TS), ("outbox_depth", L), ("last_seq", L),
+            ("last_acked_seq", L), ("refused_messages", L), ("clock_skew_hint_s", D),
+            ("heartbeat_version", INT)),
+    ("region",), "delta-rs", ("ingest",),
+    "append-only log of every store heartbeat (and will) ingest heard, as it arrived")
+
 # --- silver, edited by people ------------------------------------------------------------
 
 TRANSFER_DECISIONS = Table(
@@ -317,7 +326,7 @@ REORDER_SUGGESTIONS = Table(
 
 TABLES: tuple[Table, ...] = (
     EVENTS_RAW, EVENTS, DEAD_LETTERS, QUANTITY_CONFLICTS, COUNT_VARIANCES, SEQUENCE_GAPS,
-    ITEMS, REVIEW_RESOLUTIONS, TRANSFER_DECISIONS, LOCATIONS, TRANSIT_TIMES,
+    ITEMS, REVIEW_RESOLUTIONS, STORE_HEARTBEATS, TRANSFER_DECISIONS, LOCATIONS, TRANSIT_TIMES,
     SELLABLE_POLICY, STOCK_COHORTS, STOCK_LEVELS, REGION_STATUS, REVIEW_QUEUE,
     DAILY_MOVEMENTS, DEMAND_TRENDS, NETWORK_AVAILABILITY, BUSINESS_METRICS,
     DEMAND_FORECASTS, FORECAST_HISTORY, FORECAST_ACCURACY, TRANSFER_OUTCOMES,

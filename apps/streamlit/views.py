@@ -213,3 +213,36 @@ def updated_ago(updated_at: pd.Timestamp, now: pd.Timestamp) -> str:
     """'updated 3 s ago' for a card caption."""
     age = _utc_moment(now) - _utc_moment(updated_at)
     return f"updated {max(age.total_seconds(), 0):.0f} s ago"
+
+
+def dead_letter_cause(reason: str) -> str:
+    """The part of a refusal that names what was wrong (the field or step before the first
+    colon), so refusals of one kind count together whatever values they quote."""
+    head = str(reason).split(":", 1)[0].strip()
+    return head[:80] or "(no reason)"
+
+
+def dead_letters_over_time(dead: pd.DataFrame, *, top: int = 5) -> pd.DataFrame:
+    """Dead letters per time bucket (a minute within the last two hours of refusals,
+    else an hour) and cause, the ``top`` causes named and the rest as "other"."""
+    require_columns(dead, DEAD_LETTER_COLUMNS, "silver/dead_letters")
+    when = _utc(dead["received_at"])
+    span = when.max() - when.min() if len(when) else pd.Timedelta(0)
+    bucket = "min" if span <= pd.Timedelta(hours=2) else "h"
+    causes = dead["reason"].map(dead_letter_cause)
+    named = set(causes.value_counts().head(top).index)
+    frame = pd.DataFrame({"at": when.dt.floor(bucket).dt.tz_localize(None),
+                          "cause": causes.where(causes.isin(named), "other")})
+    return frame.groupby(["at", "cause"], as_index=False).size().rename(
+        columns={"size": "dead_letters"})
+
+
+def top_dead_letter_causes(dead: pd.DataFrame, *, top: int = 5) -> pd.DataFrame:
+    """The commonest causes of refusal, with a count and the newest full reason of each."""
+    require_columns(dead, DEAD_LETTER_COLUMNS, "silver/dead_letters")
+    rows = dead.assign(cause=dead["reason"].map(dead_letter_cause)).sort_values(
+        "received_at")
+    grouped = rows.groupby("cause", as_index=False).agg(
+        count=("reason", "size"), latest=("received_at", "max"), example=("reason", "last"))
+    return grouped.sort_values(["count", "cause"], ascending=[False, True]).head(
+        top).reset_index(drop=True)

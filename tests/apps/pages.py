@@ -33,11 +33,17 @@ def write_operators(path: Path) -> UsersFile:
     return users
 
 
-def write_transfer_recommendations(root: Path, now: datetime) -> list[str]:
-    """Two proposed transfers in gold, as the transfers job writes them; their ids, most
-    valuable first (the order the dashboard lists them in)."""
+MORE_RECOMMENDATIONS = (("rec-cream-00003", 9.0, 8), ("rec-cheese-0004", 7.5, 6),
+                        ("rec-butter-0005", 5.0, 4))
+
+
+def write_transfer_recommendations(root: Path, now: datetime, *, count: int = 2
+                                   ) -> list[str]:
+    """``count`` (2 to 5) proposed transfers in gold, as the transfers job writes them;
+    their ids, most valuable first (the order the dashboard lists them in)."""
     rows = []
-    for rec_id, value, qty in (("rec-yogurt-0001", 42.0, 30), ("rec-milk-000002", 12.5, 10)):
+    for rec_id, value, qty in ((("rec-yogurt-0001", 42.0, 30), ("rec-milk-000002", 12.5, 10))
+                               + MORE_RECOMMENDATIONS)[:count]:
         rows.append({
             "recommendation_id": rec_id, "created_at": now, "region": "east",
             "sku": "DAIRY-YOG-500", "category": "dairy", "lot": "L-0917",

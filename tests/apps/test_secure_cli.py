@@ -21,8 +21,10 @@ import pytest
 from apps.demo import demo_plan
 from edge_mqtt.simulator import FleetConfig, fleet_layout
 from edge_mqtt.store import StoreDB
+from lakehouse.catalogue import STORE_HEARTBEATS
 from lakehouse.credentials import Credentials
 from lakehouse.landing import landing_dir
+from lakehouse.readers import read_table
 from tests.ports import free_port
 
 pytestmark = pytest.mark.timeout(150)
@@ -129,6 +131,9 @@ def test_simulated_stores_land_events_through_secure_tls_brokers(tmp_path: Path)
             fh.close()
     ingest_log = (tmp_path / "ingest.log").read_text()
     assert "Traceback" not in ingest_log and "no signing key" not in ingest_log
+    # Ingest may read every store's heartbeat on the secure broker: all of them landed.
+    beats = read_table(STORE_HEARTBEATS, lake)
+    assert beats is not None and set(beats["location_id"]) == set(layout)
 
 
 def test_the_demo_logs_every_component_in_unless_insecure(tmp_path: Path) -> None:

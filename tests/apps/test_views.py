@@ -187,14 +187,21 @@ def test_page_shows_regions_and_stock(tmp_path: Path, monkeypatch: pytest.Monkey
     write_demo_lakehouse(tmp_path, datetime.now(UTC))
     at = _signed_in(tmp_path, tmp_path / "users.yaml", monkeypatch)
     assert not at.exception, [e.value for e in at.exception]
+    at.switch_page("screens/stock.py").run()
+    assert not at.exception, [e.value for e in at.exception]
     text = _rendered_text(at)
     assert "Shelflife — stock" in text
-    for region in ("east", "central", "west"):
-        assert f"**{region}**" in text
     assert "MILK-1L" in text and "YOGURT-500" in text
     assert "Region west: syncing (23 minutes behind)" in text
     assert "Region central: stale" in text
+    # The region cards and dead letters moved to the pipeline page.
+    text = _rendered_text(at.switch_page("screens/pipeline.py").run())
+    for region in ("east", "central", "west"):
+        assert f"**{region}**" in text
+    assert "Region west: syncing (23 minutes behind)" in text
+    assert "Region central: stale" in text
     assert "Dead letters 25" in text
+    at.switch_page("screens/stock.py").run()
 
     # Choosing a row shows the lots behind it.
     at.selectbox(key="cohort_choice").set_value(("E-S001", "MILK-1L")).run()
@@ -221,7 +228,7 @@ def test_empty_lakehouse_says_it_is_waiting(
     write_demo_lakehouse(root, datetime.now(UTC))
     at.run()
     assert not any("Waiting" in info.value for info in at.info)
-    assert "MILK-1L" in _rendered_text(at)
+    assert "MILK-1L" in _rendered_text(at.switch_page("screens/stock.py").run())
 
 
 def test_page_runs_without_pyspark(tmp_path: Path) -> None:
@@ -234,6 +241,7 @@ def test_page_runs_without_pyspark(tmp_path: Path) -> None:
         "from tests.apps.pages import APPROVER, APPROVER_PASSWORD, sign_in\n"
         f"at = AppTest.from_file({str(DASHBOARD)!r}, default_timeout=30).run()\n"
         "at = sign_in(at, APPROVER, APPROVER_PASSWORD)\n"
+        "at = at.switch_page('screens/stock.py').run()\n"
         "assert not at.exception, [e.value for e in at.exception]\n"
         "assert [t.value for t in at.title] == ['Shelflife — stock']\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyspark', 'py4j')))\n"

@@ -11,6 +11,8 @@ from pathlib import Path
 import pyarrow as pa
 from deltalake import write_deltalake
 
+from lakehouse import catalogue
+from lakehouse.catalogue import Table
 from lakehouse.paths import table_path
 
 UTC_TS = pa.timestamp("us", tz="UTC")
@@ -181,3 +183,102 @@ def write_demo_lakehouse(root: Path, now: datetime) -> None:
         ],
         DEAD_LETTERS,
     )
+
+
+def write_catalogue_table(root: Path, table: Table, rows: list[dict]) -> None:
+    """Rows in a catalogue table's own schema and partitions, as its writer lays it out."""
+    data = pa.Table.from_pylist(rows, schema=table.schema)
+    write_deltalake(str(table.path(root)), data, partition_by=list(table.partitions) or None,
+                    mode="overwrite")
+
+
+def write_demo_pages(root: Path, now: datetime) -> None:
+    """What the other pages read, on top of :func:`write_demo_lakehouse`: three days of
+    business metrics, item prices, store heartbeats (one store online and catching up, one
+    offline, one silent, one that went quiet), a forecast with its history and reorders."""
+    today = now.date()
+    write_catalogue_table(root, catalogue.ITEMS, [
+        {"sku": sku, "description": sku.title(), "category": cat, "price": price,
+         "shelf_life_days": days, "min_sellable_days": 1, "updated_at": now}
+        for sku, cat, price, days in (("MILK-1L", "dairy", 1.2, 7),
+                                      ("BREAD-WHT", "bakery", 2.5, 4),
+                                      ("YOGURT-500", "dairy", 1.9, 14))])
+    metrics = []
+    for back, (received, sold, wasted, out) in enumerate(
+            ((400, 330, 14, 3), (380, 300, 22, 5), (420, 310, 30, 4))):
+        for region, scale, extra_out in (("east", 1.0, 0), ("central", 0.7, 1),
+                                         ("west", 0.5, back)):
+            for category, share in (("dairy", 0.6), ("bakery", 0.4)):
+                metrics.append({
+                    "region": region, "location_id": f"{region[0].upper()}-S001",
+                    "category": category, "day": today - timedelta(days=back),
+                    "received_units": int(received * scale * share),
+                    "sold_units": int(sold * scale * share),
+                    "wasted_units": int(wasted * scale * share * (1.5 if region == "west"
+                                                                  else 1.0)),
+                    "skus_active": 12,
+                    "skus_stocked_out": extra_out + (out if category == "dairy" else 1),
+                    "updated_at": now})
+    write_catalogue_table(root, catalogue.BUSINESS_METRICS, metrics)
+    more_lots = [  # other stores' lots close to expiry, beside the base demo's
+        (region, store, sku, f"{store[-2:]}-{sku[:2]}{days}", today + timedelta(days=days), qty)
+        for region, store, sku, days, qty in (
+            ("east", "E-S002", "MILK-1L", 0, 9), ("east", "E-S002", "YOGURT-500", 2, 14),
+            ("central", "C-S011", "BREAD-WHT", 1, 6), ("central", "C-S011", "MILK-1L", 2, 20),
+            ("west", "W-S100", "YOGURT-500", -1, 3), ("west", "W-S100", "MILK-1L", 1, 11))]
+    write_deltalake(str(catalogue.STOCK_COHORTS.path(root)), pa.Table.from_pylist(
+        [dict(zip(("region", "location_id", "sku", "lot", "expires_on", "quantity"), row,
+                  strict=True)) | {"updated_at": now} for row in more_lots],
+        schema=STOCK_COHORTS), partition_by=["region"], mode="append")
+
+    write_demo_heartbeats(root, now)
+
+    write_catalogue_table(root, catalogue.DAILY_MOVEMENTS, [
+        {"region": "east", "location_id": "E-S001", "sku": "MILK-1L",
+         "day": today - timedelta(days=back), "sold": 20 + (back * 7) % 9, "received": 30,
+         "wasted": 1, "transfer_in": 0, "transfer_out": 0, "hit_zero": 0}
+        for back in range(14, 0, -1)])
+    write_catalogue_table(root, catalogue.DEMAND_FORECASTS, [
+        {"region": "east", "location_id": "E-S001", "sku": "MILK-1L",
+         "forecast_date": today + timedelta(days=ahead), "forecast": 24.0 + ahead,
+         "lower": 18.0, "upper": 31.0 + 2 * ahead, "model": "prophet", "history_days": 14,
+         "trained_at": now, "fit_seconds": 0.4}
+        for ahead in range(7)])
+    write_catalogue_table(root, catalogue.REORDER_SUGGESTIONS, [
+        {"region": region, "location_id": store, "sku": sku, "category": cat, "on_hand": 4,
+         "sellable_at_arrival": 2.0, "in_transit": 0, "lead_time_days": 1.0,
+         "arrives_on": today + timedelta(days=1), "cover_until": today + timedelta(days=4),
+         "demand_forecast": 30.0, "safety_stock": 6.0, "order_quantity": qty,
+         "case_size": 6, "shelf_life_days": 7, "expected_waste_units": 1.5,
+         "waste_prob": 0.05, "reason": "forecast 30 over 3 days, 2 sellable at arrival",
+         "created_at": now}
+        for region, store, sku, cat, qty in (("east", "E-S001", "MILK-1L", "dairy", 36),
+                                             ("west", "W-S100", "BREAD-WHT", "bakery", 12))])
+
+
+def write_demo_heartbeats(root: Path, now: datetime) -> None:
+    """An hour of heartbeats up to ``now``: one store online and catching up, one offline,
+    one silent for ten minutes, one whose events went quiet while it kept beating."""
+    beats = []
+    stores = (("east", "E-S001", "online", 4), ("east", "E-S002", "online", 0),
+              ("central", "C-S010", "offline", 0), ("west", "W-S100", "silent", 0),
+              ("west", "W-S101", "quiet", 0))
+    for region, store, kind, outbox in stores:
+        last = 40 if kind == "silent" else 0
+        for i in range(last, 121):  # a beat every 30 s over the last hour
+            at = now - timedelta(seconds=30 * (120 - i))
+            rate = 2 if kind == "quiet" and i > 90 else 12  # events per beat
+            beats.append({
+                "region": region, "location_id": store, "agent_version": "0.1.0"
+                if store != "W-S101" else "0.0.9", "online": not (kind == "offline"
+                                                                  and i == 120),
+                "local_time": at + timedelta(seconds=2.5 if store == "E-S002" else 0.1),
+                "received_at": at, "outbox_depth": outbox if i == 120 else 0,
+                "last_seq": 1000 + 12 * min(i, 90) + rate * max(i - 90, 0),
+                "last_acked_seq": 1000 + 12 * min(i, 90) + rate * max(i - 90, 0)
+                - (outbox if i == 120 else 0),
+                "refused_messages": 0, "clock_skew_hint_s": None, "heartbeat_version": 1})
+    write_catalogue_table(root, catalogue.STORE_HEARTBEATS,
+                          [b for b in beats if not (b["location_id"] == "W-S100"
+                                                    and b["received_at"] > now - timedelta(
+                                                        minutes=10))])

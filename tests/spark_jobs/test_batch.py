@@ -199,11 +199,14 @@ def test_dashboard_lists_the_transfer_and_records_a_decision(decided, monkeypatc
                            default_timeout=60).run()
     at = sign_in(at, "ben", "ben's long passphrase")
     assert not at.exception, [e.value for e in at.exception]
+    at.switch_page("screens/reorders.py").run()
+    reorders = [f.value for f in at.dataframe if "order_quantity" in f.value.columns]
+    assert reorders and set(reorders[0]["location_id"]) == {SHORT}
+    at.switch_page("screens/transfers.py").run()
+    assert not at.exception, [e.value for e in at.exception]
     frames = [f.value for f in at.dataframe if "recommendation_id" in f.value.columns]
     assert frames and "WH-NEW" in set(frames[0]["lot"])
     assert any(m.label == "Proposed" and m.value == str(len(frames[0])) for m in at.metric)
-    reorders = [f.value for f in at.dataframe if "order_quantity" in f.value.columns]
-    assert reorders and set(reorders[0]["location_id"]) == {SHORT}
 
     rec_id = out["transfer_recommendations"]["recommendation_id"].iloc[0]
     at.selectbox(key="transfer_pick").set_value(rec_id)
