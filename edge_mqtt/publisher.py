@@ -42,8 +42,10 @@ from lakehouse.contract import (
     MAX_EVENT_BYTES,
     ContractError,
     Heartbeat,
+    ingest_status_topic,
     order_topic,
     read_ack,
+    read_ingest_status,
     read_order,
     skew_from_ack,
     topic,
@@ -70,8 +72,9 @@ class PublisherConfig:
     """Events sent ahead of the last end-to-end ack."""
     resend_after_s: float = 15.0
     """Re-send from the last ack when it has not moved for this long."""
-    resend_max_s: float = 240.0
-    """Each stall re-send without progress doubles the wait, up to this."""
+    resend_max_s: float = 60.0
+    """Each stall re-send without progress doubles the wait, up to this: a minute, so
+    messages a broker dropped go out again within one."""
     replay_rate: float = 0.0
     """Events per second at most when catching up (0 = as fast as the window allows)."""
     max_inflight: int = 20
@@ -122,6 +125,7 @@ class Publisher:
         self.heartbeat_topic = topic(agent.region, agent.location_id, "heartbeat")
         self.orders_topic = order_topic(agent.region, agent.location_id)
         self._orders_prefix = self.orders_topic[:-1]
+        self.status_topic = ingest_status_topic(agent.region)
         # Its own connection: WAL lets it read the outbox while the tills write.
         self.db = StoreDB(agent.db.path, synchronous=agent.db.synchronous)
         self.client = make_client(self.config.address(),
@@ -139,6 +143,8 @@ class Publisher:
         self._waiting_since = time.monotonic()
         """When the oldest unacked send went out, or the ack last moved since then."""
         self._resend_wait = self.config.resend_after_s
+        self._hold_until = 0.0
+        """Monotonic time until which a stall is not re-sent: ingest said it is paused."""
         self._replay = TokenBucket(self.config.replay_rate,
                                    burst=max(1.0, self.config.replay_rate / 10))
         """The replay rate as a token bucket of ~100 ms."""
@@ -152,7 +158,7 @@ class Publisher:
         self.heartbeats = 0
         self.resends = 0
         """Times the publisher went back to the last ack (connects and stalls)."""
-        self.refused: dict[str, int] = {"ack": 0, "order": 0}
+        self.refused: dict[str, int] = {"ack": 0, "order": 0, "status": 0}
         """Messages refused per kind (see :meth:`_refuse`); the heartbeat carries the sum."""
         self.clock_skew_s: float | None = None
         """Local clock minus ingest's, from the last live ack (None until one arrives)."""
@@ -213,7 +219,7 @@ class Publisher:
             log.warning("%s: broker refused connection: %s", self.agent.location_id,
                         reason_code)
             return
-        client.subscribe([(self.ack_topic, 1), (self.orders_topic, 1)])
+        client.subscribe([(self.ack_topic, 1), (self.orders_topic, 1), (self.status_topic, 1)])
         with self._lock:
             # Re-send anything not yet acked end to end: the broker may have lost it.
             if self._sent_up_to > self._acked:
@@ -221,6 +227,7 @@ class Publisher:
             self._sent_up_to = self._acked
             self._waiting_since = time.monotonic()
             self._resend_wait = self.config.resend_after_s
+            self._hold_until = 0.0  # a broker that lost its state holds no status either
             self._heartbeat_at = 0.0  # say hello straight away
         self.agent.online = True
         self._wake.set()
@@ -236,13 +243,16 @@ class Publisher:
         thread: the agent would stay offline, and a retained message would end it again
         after every restart.
         """
-        kind = "order" if msg.topic.startswith(self._orders_prefix) else "ack"
+        kind = ("order" if msg.topic.startswith(self._orders_prefix) else
+                "status" if msg.topic == self.status_topic else "ack")
         try:
             if len(msg.payload) > MAX_EVENT_BYTES:  # refused unread
                 self._refuse(kind, msg.topic, f"{len(msg.payload)} bytes, larger than "
                                               f"{MAX_EVENT_BYTES}")
             elif kind == "order":
                 self._on_order(msg)
+            elif kind == "status":
+                self._on_status(msg)
             elif msg.topic == self.ack_topic:
                 self._on_ack(msg)
             else:
@@ -284,6 +294,26 @@ class Publisher:
             self._resend_wait = self.config.resend_after_s
             self._sent_up_to = max(self._sent_up_to, acked)
         self._wake.set()
+
+    HOLD_S = 60.0
+    """How long one "paused" from ingest holds re-sends; ingest repeats it every few
+    seconds while paused, so a dead ingest (or a stale retained status) holds for at most
+    this long."""
+
+    def _on_status(self, msg: mqtt.MQTTMessage) -> None:
+        """Ingest paused: acks will be late, not lost, so a stall is not re-sent (which
+        would add load exactly when the lakehouse is behind). Taking messages again: the
+        re-send clock starts over."""
+        if not msg.payload:
+            return
+        status = read_ingest_status(msg.payload, self.agent.region)
+        now = time.monotonic()
+        with self._lock:
+            if status["state"] == "paused":
+                self._hold_until = now + self.HOLD_S
+            elif self._hold_until:
+                self._hold_until = 0.0
+                self._waiting_since = now
 
     def _on_order(self, msg: mqtt.MQTTMessage) -> None:
         """An approved transfer for this location; an empty message is a cleared order."""
@@ -332,7 +362,9 @@ class Publisher:
         if now >= self._heartbeat_at:
             self._send_heartbeat(now)
         with self._lock:
-            if (self._sent_up_to > self._acked
+            if now < self._hold_until:  # ingest is paused: late, not lost
+                self._waiting_since = now
+            elif (self._sent_up_to > self._acked
                     and now - self._waiting_since > self._resend_wait):
                 log.info("%s: ack stalled at %d for %.0f s, re-sending",
                          self.agent.location_id, self._acked, now - self._waiting_since)

@@ -3,11 +3,12 @@
 Without this any client that reaches a broker can publish events under any store's
 topic, and the lakehouse would count them. With it, every store signs in as its location
 id and may publish only to its own ``events`` and ``heartbeat`` topics and read only its
-own ``ack`` and transfer ``orders``; the region's ingest user reads every store's events
-and heartbeats and writes their acks; the region's dispatcher user writes transfer orders
-and nothing else. Ingest and the dispatcher have separate logins because mosquitto runs
-with ``use_username_as_clientid``: two processes sharing one login would share one client
-id, and each connection would throw the other off (ingest's persistent session with it).
+own ``ack`` and transfer ``orders`` and the region's ingest status; the region's ingest
+user reads every store's events and heartbeats and writes their acks and its status; the
+region's dispatcher user writes transfer orders and nothing else. Ingest and the
+dispatcher have separate logins because mosquitto runs with ``use_username_as_clientid``:
+two processes sharing one login would share one client id, and each connection would
+throw the other off (ingest's persistent session with it).
 
 Every login comes from ``credentials.json`` (:mod:`lakehouse.credentials`). The topic rules
 are plain data (:class:`TopicRules`): mosquitto's ``acl_file`` is made from them, and
@@ -32,6 +33,7 @@ from lakehouse.contract import (
     TOPIC_ROOT,
     check_id,
     check_region,
+    ingest_status_topic,
 )
 from lakehouse.credentials import (
     Credentials,
@@ -92,7 +94,8 @@ class TopicRules:
         grants: dict[str, tuple[tuple[Access, str], ...]] = {
             ingest_username(region): (("read", f"{base}/+/events"),
                                       ("read", f"{base}/+/heartbeat"),
-                                      ("write", f"{base}/+/ack")),
+                                      ("write", f"{base}/+/ack"),
+                                      ("write", ingest_status_topic(region))),
             dispatcher_username(region): (("write", f"{base}/+/orders/+"),),
         }
         for loc in location_ids:
@@ -100,7 +103,8 @@ class TopicRules:
             grants[loc] = (("write", f"{base}/{loc}/events"),
                            ("write", f"{base}/{loc}/heartbeat"),
                            ("read", f"{base}/{loc}/ack"),
-                           ("read", f"{base}/{loc}/orders/+"))
+                           ("read", f"{base}/{loc}/orders/+"),
+                           ("read", ingest_status_topic(region)))
         return cls(grants)
 
     def __post_init__(self) -> None:

@@ -63,9 +63,11 @@ from lakehouse.contract import (
     MAX_EVENT_BYTES,
     ContractError,
     build_ack,
+    build_ingest_status,
     check_region,
     decode_event,
     encode_message,
+    ingest_status_topic,
     parse_topic,
     topic,
     utc_now_ms,
@@ -290,6 +292,8 @@ class IngestWorker:
         self.client.on_disconnect = lambda *a: self.connected.clear()
         self.client.on_message = self._on_message
         self.heartbeats = HeartbeatLog.attach(self.client, config.region, root)
+        self._announced: tuple[str, float] | None = None
+        """The state last told to the stores (see :meth:`_announce`) and when."""
         self.metrics = IngestMetrics.of(registry)
         self.metrics.bind(self)
 
@@ -408,6 +412,8 @@ class IngestWorker:
         client.subscribe([(f"shelflife/v1/{self.config.region}/+/events", 1),
                           (heartbeat_filter(self.config.region), 0)])
         self.connected.set()
+        self._announced = None  # say where intake stands on every (re)connect
+        self._announce()
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         # The broker keeps the message in the subscriber's in-flight window, and in the
@@ -502,6 +508,7 @@ class IngestWorker:
                             self.config.region,
                             "intake paused" if self.gate.paused else "intake resumed",
                             self.backlog_now.events, self.backlog_now.files)
+            self._announce()
         if self.gate.paused:
             if self._landing is not None:  # finish a batch a failure interrupted
                 self.flush()
@@ -609,6 +616,28 @@ class IngestWorker:
         now = time.monotonic()
         self.metrics.observe_acks(self.config.region, [now - t for t in batch.landed_at])
         return batch.taken
+
+    ANNOUNCE_EVERY_S = 5.0
+    """How often a pause is told again: an agent holds its re-sends for a minute after
+    the last word, so a dead ingest cannot hold them for good."""
+
+    def _announce(self) -> None:
+        """Tell the region's stores, retained, whether intake is paused. A paused ingest
+        sends no acks; its stores would take the silence for loss and re-send everything
+        unacked, adding load exactly when the lakehouse has none to spare. Told once on
+        each change and every few seconds while paused."""
+        state = "paused" if self.gate.paused else "ok"
+        now = time.monotonic()
+        last = self._announced
+        if last is not None and last[0] == state and (
+                state == "ok" or now - last[1] < self.ANNOUNCE_EVERY_S):
+            return
+        if not self.client.is_connected():
+            return
+        status = build_ingest_status(self.config.region, state, int(self.backlog_now.events))
+        self.client.publish(ingest_status_topic(self.config.region), encode_message(status),
+                            qos=1, retain=True)
+        self._announced = (state, now)
 
     def _publish_ack(self, location_id: str, acked: int, acked_at: str) -> None:
         """The retained end-to-end ack, signed with the store's key in secure mode."""

@@ -721,6 +721,45 @@ def read_order(raw: bytes, topic_name: str, location_id: str, *,
     return validate_signed_order(order, location_id, key=key)
 
 
+# --- ingest's status: late is not lost ----------------------------------------------------
+
+INGEST_STATES = ("ok", "paused")
+"""``paused``: ingest takes no messages for now (the lakehouse is behind), so acks will be
+late; ``ok``: it takes them again."""
+
+
+def ingest_status_topic(region: str) -> str:
+    """The region's one ingest status topic, retained; written by ingest alone and read
+    by every store (four levels, so no store's topic can be it)."""
+    return f"{TOPIC_ROOT}/{check_region(region)}/ingest"
+
+
+def build_ingest_status(region: str, state: str, backlog_events: int) -> dict[str, Any]:
+    """What ingest tells its stores: paused or taking messages, and how much waits."""
+    status = {"region": region, "state": state, "backlog_events": backlog_events,
+              "at": utc_now_ms()}
+    return validate_ingest_status(status, region)
+
+
+def validate_ingest_status(status: Any, region: str) -> dict[str, Any]:
+    """A status as an agent may act on it, or ContractError."""
+    if not isinstance(status, dict):
+        raise ContractError("ingest status", status,
+                            f"expected a JSON object, got {type(status).__name__}")
+    if status.get("region") != region:
+        raise ContractError("region", status.get("region"), f"expected {region!r}")
+    if status.get("state") not in INGEST_STATES:
+        raise ContractError("state", status.get("state"), f"expected one of {INGEST_STATES}")
+    _check_int("backlog_events", status.get("backlog_events"), minimum=0, maximum=MAX_SEQ)
+    check_timestamp("at", status.get("at"))
+    return status
+
+
+def read_ingest_status(raw: bytes, region: str) -> dict[str, Any]:
+    """An ingest status off the wire (see :func:`validate_ingest_status`)."""
+    return validate_ingest_status(decode_object(raw, "ingest status"), region)
+
+
 HEARTBEAT_VERSION = 1
 
 

@@ -93,7 +93,8 @@ def test_junk_forged_acks_and_bad_orders_are_refused_and_the_agent_keeps_sending
         # Shelflife's brokers drop messages over MAX_EVENT_BYTES (message_size_limit)
         # before any client sees them; the agent refuses the rest.
         expected = {"ack": sum(len(p) <= MAX_EVENT_BYTES for p in ACKS) + 1,
-                    "order": sum(len(p) <= MAX_EVENT_BYTES for p in ORDERS.values())}
+                    "order": sum(len(p) <= MAX_EVENT_BYTES for p in ORDERS.values()),
+                    "status": 0}
         wait_for("every bad message refused", lambda: pub.refused == expected, 20)
         wait_for("the good order", lambda: len(agent.orders()) == 1, 10)
 
@@ -123,7 +124,8 @@ def test_junk_forged_acks_and_bad_orders_are_refused_and_the_agent_keeps_sending
     try:
         pub.start()
         wait_for("the retained junk refused again",
-                 lambda: pub.refused == {"ack": 1, "order": expected["order"]}, 20)
+                 lambda: pub.refused == {"ack": 1, "order": expected["order"],
+                                         "status": 0}, 20)
         receive(agent, "L-AFTER")
         wait_for("every event sent again", lambda: sorted(set(seen)) == [1, 2, 3, 4, 5], 15)
         assert pub.client.is_connected()

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -36,12 +36,14 @@ SEED = 7
 LOCATION = "E-KILL"
 
 
-def start_ingest(port: int, root: Path) -> IngestWorker:
-    """East's ingest worker, started. Ingest needs the server extra, so it is imported only
-    by the tests that run it (marked ``server``); the rest run with the agent alone."""
+def start_ingest(port: int, root: Path, **settings: Any) -> IngestWorker:
+    """East's ingest worker, started (``settings``: more of its ``IngestConfig``). Ingest
+    needs the server extra, so it is imported only by the tests that run it (marked
+    ``server``); the rest run with the agent alone."""
     from ingest.worker import IngestConfig, IngestWorker
 
-    worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root)))
+    worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root),
+                                       **settings))
     worker.start()
     return worker
 

@@ -1,12 +1,13 @@
 """Catching up after an outage, against a real mosquitto and a real ingest worker.
 
 Offline events go out in seq order with their original times at the replay rate; a
-broker that loses its state costs nothing; a quiet store is not mistaken for a stall;
-heartbeats say how the store is doing.
+broker that loses its state costs nothing; a quiet store is not mistaken for a stall,
+nor a paused lakehouse for lost messages; heartbeats say how the store is doing.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 
@@ -15,7 +16,13 @@ import pytest
 from edge_mqtt.agent import StoreAgent
 from edge_mqtt.publisher import Publisher, PublisherConfig
 from ingest.brokers import start_brokers, stop_brokers
-from lakehouse.contract import Heartbeat, topic
+from lakehouse.contract import (
+    Heartbeat,
+    build_ingest_status,
+    encode_message,
+    ingest_status_topic,
+    topic,
+)
 from tests.clients import raw_client, wait_for
 
 from .test_kill import landed_events, start_ingest
@@ -181,3 +188,79 @@ def test_heartbeat_reports_outbox_acks_and_clock_skew(tmp_path, brokers, region_
             c.loop_stop()
             c.disconnect()
     assert not got[0].online and got[0].outbox_depth == 0
+
+
+@pytest.mark.server
+def test_a_paused_ingest_is_late_not_lost_so_stores_do_not_resend(tmp_path, brokers,
+                                                                   region_ports):
+    """While the lakehouse is behind, ingest pauses intake and says so; its stores wait
+    instead of re-sending everything unacked into the broker, and every event is landed
+    once after the lakehouse catches up."""
+    port = region_ports["east"]
+    root = tmp_path / "lake"
+    worker = start_ingest(port, root, backlog_high_events=20, backlog_check_s=0.05,
+                          flush_interval_s=0.05)
+    watcher = raw_client(port, "status-watch")
+    statuses: list[dict] = []
+    watcher.on_message = lambda _c, _u, m: statuses.append(json.loads(m.payload))
+    watcher.subscribe(ingest_status_topic("east"), qos=1)
+    agent = StoreAgent("E-P", "east", tmp_path / "p.sqlite")
+    pub = Publisher(agent, PublisherConfig(port=port, resend_after_s=0.5))
+    pub.start()
+    try:
+        wait_for("agent online", lambda: agent.online, 10)
+        receive_many(agent, 25)  # lands, and the backlog of 25 pauses intake
+        wait_for("intake paused", lambda: worker.gate.paused, 10)
+        wait_for("the stores told", lambda: statuses and statuses[-1]["state"] == "paused",
+                 10)
+        receive_many(agent, 75)  # waits in the broker while intake is paused
+        acked = pub.acked_seq
+        time.sleep(3.0)  # six re-send periods with no ack moving
+        assert pub.resends == 0, "a paused ingest is late, not lost"
+        assert pub.acked_seq == acked < 100
+        for f in (root / "landing" / "east").glob("b-*.jsonl"):
+            f.unlink()  # the stream took them: the lakehouse caught up
+        wait_for("every event acked", lambda: pub.acked_seq == 100, 30)
+        said = [st["state"] for st in statuses]
+        assert said[0] == "ok" and "ok" in said[said.index("paused"):]  # paused, resumed
+    finally:
+        pub.stop()
+        worker.stop()
+        watcher.loop_stop()
+        watcher.disconnect()
+        agent.close()
+    assert pub.resends == 0 and worker.stats.duplicates == 0
+
+
+@pytest.mark.server
+def test_stalled_acks_are_resent_within_a_minute_once_ingest_stops_saying_paused(
+        tmp_path, brokers, region_ports):
+    """A "paused" is believed for a minute at most: a forged or stale one (or an ingest
+    that died paused) cannot keep a store from re-sending for good; and one for another
+    region is refused."""
+    port = region_ports["east"]
+    talker = raw_client(port, "status-talker")
+    agent = StoreAgent("E-R", "east", tmp_path / "r.sqlite")
+    pub = Publisher(agent, PublisherConfig(port=port, resend_after_s=0.3))
+    pub.HOLD_S = 1.5
+    pub.start()
+    try:
+        wait_for("agent online", lambda: agent.online, 10)
+        west = build_ingest_status("west", "paused", 0)
+        talker.publish(ingest_status_topic("east"), encode_message(west), qos=1
+                       ).wait_for_publish(10)
+        wait_for("a status for another region refused", lambda: pub.refused["status"] == 1,
+                 10)
+        paused = build_ingest_status("east", "paused", 5000)
+        talker.publish(ingest_status_topic("east"), encode_message(paused), qos=1
+                       ).wait_for_publish(10)
+        time.sleep(0.3)
+        receive_many(agent, 5)  # no ingest at all: nothing will ever ack these
+        time.sleep(1.0)
+        assert pub.resends == 0  # held
+        wait_for("re-sent once the hold ran out", lambda: pub.resends >= 1, 10)
+    finally:
+        pub.stop()
+        talker.loop_stop()
+        talker.disconnect()
+        agent.close()

@@ -158,7 +158,7 @@ def test_a_forged_ack_from_an_unauthenticated_client_is_refused_by_the_broker(
                           retain=True)
     time.sleep(QUIET_S)
     # Nothing reached the agent (not even to be refused), and nothing left the outbox.
-    assert s1.pub.refused == {"ack": 0, "order": 0}
+    assert s1.pub.refused == {"ack": 0, "order": 0, "status": 0}
     assert outbox(s1.db) == [1, 2, 3] and s1.agent.acked_seq == 0
 
 
@@ -181,7 +181,7 @@ def test_a_store_cannot_publish_another_stores_ack_or_any_order(env: dict) -> No
     forger.wait_published(3)
     time.sleep(QUIET_S)
     for store in stores.values():
-        assert store.pub.refused == {"ack": 0, "order": 0}  # never delivered
+        assert store.pub.refused == {"ack": 0, "order": 0, "status": 0}  # never delivered
         assert store.agent.orders() == []
     assert outbox(stores["s2"].db) == [1, 2, 3] and stores["s2"].agent.acked_seq == 0
 
@@ -214,7 +214,7 @@ def test_on_an_open_broker_a_secure_agent_refuses_forgeries_and_takes_the_real_t
                               retain=True)
     stranger.wait_published(len(forged_acks) + len(forged_orders))
     wait_for("every forgery refused", lambda: s1.pub.refused == {
-        "ack": len(forged_acks), "order": len(forged_orders)})
+        "ack": len(forged_acks), "order": len(forged_orders), "status": 0})
     time.sleep(QUIET_S)  # the pump has had its chance to apply anything
     assert outbox(s1.db) == [1, 2, 3] and s1.agent.acked_seq == 0
     assert s1.agent.orders() == []
@@ -233,7 +233,8 @@ def test_on_an_open_broker_a_secure_agent_refuses_forgeries_and_takes_the_real_t
     dispatcher.send("east", "s1", ORDER)
     wait_for("the dispatcher's order kept",
              lambda: [o["order_id"] for o in s1.agent.orders()] == ["O-1"])
-    assert s1.pub.refused == {"ack": len(forged_acks), "order": len(forged_orders)}
+    assert s1.pub.refused == {"ack": len(forged_acks), "order": len(forged_orders),
+                              "status": 0}
     assert worker.stats.landed == 3
 
 
