@@ -296,20 +296,20 @@ class Publisher:
         self._wake.set()
 
     HOLD_S = 60.0
-    """How long one "paused" from ingest holds re-sends; ingest repeats it every few
-    seconds while paused, so a dead ingest (or a stale retained status) holds for at most
+    """How long one "paused" or "behind" from ingest holds re-sends; ingest repeats it
+    every few seconds, so a dead ingest (or a stale retained status) holds for at most
     this long."""
 
     def _on_status(self, msg: mqtt.MQTTMessage) -> None:
-        """Ingest paused: acks will be late, not lost, so a stall is not re-sent (which
-        would add load exactly when the lakehouse is behind). Taking messages again: the
+        """Ingest paused or behind: acks will be late, not lost, so a stall is not re-sent
+        (which would add load exactly when the lakehouse is behind). Keeping up again: the
         re-send clock starts over."""
         if not msg.payload:
             return
         status = read_ingest_status(msg.payload, self.agent.region)
         now = time.monotonic()
         with self._lock:
-            if status["state"] == "paused":
+            if status["state"] != "ok":
                 self._hold_until = now + self.HOLD_S
             elif self._hold_until:
                 self._hold_until = 0.0

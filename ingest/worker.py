@@ -48,6 +48,7 @@ one), with a warning once.
 from __future__ import annotations
 
 import logging
+import math
 import struct
 import threading
 import time
@@ -294,6 +295,8 @@ class IngestWorker:
         self.heartbeats = HeartbeatLog.attach(self.client, config.region, root)
         self._announced: tuple[str, float] | None = None
         """The state last told to the stores (see :meth:`_announce`) and when."""
+        self._saturated_at = -math.inf
+        """When the broker's in-flight window to this worker was last full."""
         self.metrics = IngestMetrics.of(registry)
         self.metrics.bind(self)
 
@@ -432,6 +435,8 @@ class IngestWorker:
                 self.stats.held = len(self._unacked)
             self.stats.received += 1
             full = len(self._buf) >= self._early_batch
+            if len(self._unacked) >= MAX_INFLIGHT_MESSAGES:
+                self._saturated_at = time.monotonic()  # the broker holds the rest
         if full:
             self._wake.set()
 
@@ -620,17 +625,24 @@ class IngestWorker:
     ANNOUNCE_EVERY_S = 5.0
     """How often a pause is told again: an agent holds its re-sends for a minute after
     the last word, so a dead ingest cannot hold them for good."""
+    BEHIND_FOR_S = 3.0
+    """Ingest is *behind* for this long after its in-flight window was last full."""
 
     def _announce(self) -> None:
-        """Tell the region's stores, retained, whether intake is paused. A paused ingest
-        sends no acks; its stores would take the silence for loss and re-send everything
-        unacked, adding load exactly when the lakehouse has none to spare. Told once on
-        each change and every few seconds while paused."""
-        state = "paused" if self.gate.paused else "ok"
+        """Tell the region's stores, retained, whether intake is paused or behind.
+
+        Either way acks come late, and stores would take the silence for loss and re-send
+        everything unacked, adding load exactly when there is none to spare. *paused*: the
+        landing backlog is over its high-water mark; *behind*: the broker's in-flight
+        window to ingest was full within the last few seconds, so the broker holds more
+        for it. Told on a change (at most once a second: every store receives it) and
+        every few seconds while not ``ok``."""
         now = time.monotonic()
+        state = ("paused" if self.gate.paused else
+                 "behind" if now - self._saturated_at < self.BEHIND_FOR_S else "ok")
         last = self._announced
-        if last is not None and last[0] == state and (
-                state == "ok" or now - last[1] < self.ANNOUNCE_EVERY_S):
+        if last is not None and (now - last[1] < 1.0 or last[0] == state and (
+                state == "ok" or now - last[1] < self.ANNOUNCE_EVERY_S)):
             return
         if not self.client.is_connected():
             return

@@ -723,9 +723,10 @@ def read_order(raw: bytes, topic_name: str, location_id: str, *,
 
 # --- ingest's status: late is not lost ----------------------------------------------------
 
-INGEST_STATES = ("ok", "paused")
-"""``paused``: ingest takes no messages for now (the lakehouse is behind), so acks will be
-late; ``ok``: it takes them again."""
+INGEST_STATES = ("ok", "behind", "paused")
+"""``paused``: ingest takes no messages for now (the lakehouse is behind); ``behind``: it
+takes them as fast as it can and the broker holds more; either way acks will be late.
+``ok``: it keeps up."""
 
 
 def ingest_status_topic(region: str) -> str:
@@ -735,7 +736,7 @@ def ingest_status_topic(region: str) -> str:
 
 
 def build_ingest_status(region: str, state: str, backlog_events: int) -> dict[str, Any]:
-    """What ingest tells its stores: paused or taking messages, and how much waits."""
+    """What ingest tells its stores: keeping up, behind or paused, and how much waits."""
     status = {"region": region, "state": state, "backlog_events": backlog_events,
               "at": utc_now_ms()}
     return validate_ingest_status(status, region)
