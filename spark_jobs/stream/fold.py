@@ -15,6 +15,7 @@ rebuilt from gold on restart (see ``runner``), so it is a cache, never the recor
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -650,22 +651,31 @@ class RegionState:
                          outbound: dict[tuple[str, str], int],
                          inbound: dict[tuple[str, str], int]) -> list[tuple]:
         soon = today + timedelta(days=2)
+        sellable_from: dict[str, date] = {}  # per SKU: the first day still sellable today
         per_sku: dict[str, list[Any]] = {s: [0, 0, None, 0, 0, 0] for s in st.skus}
         for (sku, _lot), (qty, exp) in st.cohorts.items():
-            agg = per_sku.setdefault(sku, [0, 0, None, 0, 0, 0])
+            agg = per_sku.get(sku)
+            if agg is None:
+                agg = per_sku[sku] = [0, 0, None, 0, 0, 0]
             agg[0] += qty
             agg[1] += 1
             if qty <= 0:
                 continue
             day = _date(exp)
-            if day is not None and (agg[2] is None or day < agg[2]):
-                agg[2] = day
-            keep = int(self.items.get(sku, "min_sellable_days", 0) or 0)
-            if day is None or day >= today + timedelta(days=keep):
+            if day is None:
                 agg[3] += qty
-            if day is not None and today <= day < soon:
+                continue
+            if agg[2] is None or day < agg[2]:
+                agg[2] = day
+            first = sellable_from.get(sku)
+            if first is None:
+                keep = int(self.items.get(sku, "min_sellable_days", 0) or 0)
+                first = sellable_from[sku] = today + timedelta(days=keep)
+            if day >= first:
+                agg[3] += qty
+            if today <= day < soon:
                 agg[4] += qty
-            if day is not None and day < today:
+            elif day < today:
                 agg[5] += qty
         above = sorted(st.above)
         return [(region, loc, sku, int(on_hand), int(n), earliest, int(sellable),
@@ -821,4 +831,11 @@ class _Undo:
 def _date(value: str | date | None) -> date | None:
     if value is None or isinstance(value, date):
         return value
+    return _iso_date(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_date(value: str) -> date:
+    """A lot's expiry date: a few hundred distinct days, parsed once each (gold rows parse
+    every lot's every second)."""
     return date.fromisoformat(value)
