@@ -253,6 +253,8 @@ class Stock:
         self.lots: dict[tuple[str, str], list[Lot]] = defaultdict(list)
         self.moving: list[Shipment] = []
         self.orders: dict[tuple[str, str], list[float]] = defaultdict(list)
+        self.placed: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
+        """Each store order: (arrival day, units)."""
         self.books = Books()
         self._seed_stock(first)
 
@@ -303,6 +305,7 @@ class Stock:
         if quantity <= 0:
             return
         arrive = day + int(it["lead_time_days"])
+        self.placed[(store, sku)].append((arrive, quantity))
         wh = self.lots.get((f"WH-{self.net.region[store]}", sku), [])
         for lot in sorted(wh, key=lambda x: x.expires):
             if quantity <= 0:
@@ -447,9 +450,11 @@ class DayOldBatch(Policy):
                                              for k, v in stock.lots.items()}
         if not old:
             old = self.snapshot
+        # What it knows beyond the snapshot: its own orders arriving after it was taken
+        # (today's arrivals included: they came in after the snapshot).
         pending: dict[tuple[str, str], int] = defaultdict(int)
-        for s in stock.moving:
-            pending[(s.location, s.sku)] += s.lot.quantity
+        for key, placed in stock.placed.items():
+            pending[key] = sum(q for arrive, q in placed if arrive >= day)
         for i, (loc, sku) in enumerate(net.series):
             it = net.item[sku]
             cat = it["category"]
