@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 DEFAULT_DEMAND = Path(__file__).resolve().parents[2] / "shared" / "data" / \
@@ -32,7 +33,10 @@ def add_outcome_options(p: argparse.ArgumentParser) -> None:
                    help="write the full report (every policy, every transfer) as JSON here")
 
 
-def add_outcomes_command(sub: argparse._SubParsersAction, handler) -> None:
+def add_outcomes_command(sub: argparse._SubParsersAction,
+                         handler: Callable[[str], Callable[[argparse.Namespace], int]]
+                         ) -> None:
+    """``shelflife outcomes``, its handler named lazily (it loads pandas and the jobs)."""
     p = sub.add_parser("outcomes", help="simulate waste and stockouts of Shelflife's "
                                         "decisions against a day-old batch, on real demand")
     add_outcome_options(p)
