@@ -24,6 +24,7 @@ from apps.connection import (
 )
 from apps.deadletters import add_deadletter_commands, parse_ports
 from apps.lazy import handler
+from apps.outcomes import add_outcomes_command
 from apps.review import add_review_commands
 from apps.shutdown import stop_event
 from apps.streamlit.launch import run_dashboard
@@ -235,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_review_commands(sub, env_option)
     add_user_commands(sub, env_option)
     add_agent_commands(sub)
+    add_outcomes_command(sub, handler)
     return parser
 
 

@@ -10,13 +10,20 @@ How a recommendation is found, greedily over the whole network:
 * **Candidates.** A *source* lot has surplus: its expected waste when it stops being
   sellable within the horizon, or (a lot selling past the horizon) the units expected left
   at the horizon beyond what the source's last forecast day sells in the rest of the lot's
-  life (a warehouse sells nothing, so all of it). A *destination* has expected unmet demand
-  (stock in transit to it counts as cover). For each route in ``transit`` (a missing pair is
-  no route) the source's lots are tried oldest first (FEFO), skipping any lot whose shelf
-  life on the destination's shelf (after transit and handling) would be below the
-  ``policy`` minimum for its category and the destination's kind: that rule is never
-  broken. ``quantity`` = whole units of min(surplus, the destination's expected unmet demand
-  within the lot's sellable window there, the lot's units).
+  life. A warehouse sells nothing, but its stores' reorders empty it: unless told
+  otherwise (``warehouses_supply_reorders=False``), a warehouse without a forecast of its
+  own drains at its share of its region's store forecasts (:func:`warehouse_outflow`), so
+  only what those reorders will not draw before it expires is surplus. (Without this,
+  every unit in a warehouse counted as doomed and nearly every unit moved out of one
+  counted as saved; the outcome simulation, ``bench/outcomes.py``, measured the
+  difference.) A *destination* is a store with expected unmet demand (stock in transit to
+  it counts as cover); a warehouse running short is its supplier's business, not a lost
+  sale. For each route in ``transit`` (a missing pair is no route) the source's lots are
+  tried oldest first (FEFO), skipping any lot whose shelf life on the destination's shelf
+  (after transit and handling) would be below the ``policy`` minimum for its category and
+  the destination's kind: that rule is never broken. ``quantity`` = whole units of
+  min(surplus, the destination's expected unmet demand within the lot's sellable window
+  there, the lot's units).
 * **Value.** ``expected_units_saved`` is the mean, over the shared demand paths, of the
   larger of two network (source + destination) reductions: units wasted and units of demand
   unmet. A unit that would have spoiled at the source and now sells at the destination
@@ -112,13 +119,22 @@ def recommend_transfers(cohorts: pd.DataFrame, forecasts: pd.DataFrame,
                         locations: pd.DataFrame, transit: pd.DataFrame, policy: pd.DataFrame,
                         items: pd.DataFrame, *, in_transit: pd.DataFrame | None = None,
                         now: datetime, horizon_days: float = 7, paths: int = 1000,
-                        seed: int = 0) -> pd.DataFrame:
+                        seed: int = 0, warehouses_supply_reorders: bool = True
+                        ) -> pd.DataFrame:
     """Lots to move between locations, best value first (columns :data:`TRANSFERS_SCHEMA`).
 
     Frames are shaped like gold ``stock_cohorts`` and ``demand_forecasts`` plus the reference
     tables; ``now`` is an aware datetime. Rows come in the order they were accepted.
+    ``warehouses_supply_reorders``: warehouses are drained by their stores' reorders (see the
+    module doc); False treats their stock as leaving by transfer only.
     """
     now = check_now(now)
+    if warehouses_supply_reorders:
+        outflow = warehouse_outflow(forecasts, locations)
+        if len(outflow):
+            forecasts = pd.concat([forecasts, outflow[[c for c in outflow
+                                                       if c in forecasts]]],
+                                  ignore_index=True)
     routes = _routes(transit)
     rules = _policy(policy)
     model = ShelfModel(cohorts, forecasts, locations, items, in_transit=in_transit, now=now,
@@ -126,6 +142,32 @@ def recommend_transfers(cohorts: pd.DataFrame, forecasts: pd.DataFrame,
     if not len(model.series) or not routes:
         return empty_transfers()
     return _Greedy(model, routes, rules).run()
+
+
+def warehouse_outflow(forecasts: pd.DataFrame, locations: pd.DataFrame) -> pd.DataFrame:
+    """Forecast rows for each warehouse that has none of its own: per SKU and day, its share
+    (split evenly between a region's warehouses) of the region's store forecasts - the
+    reorders that will draw its stock."""
+    cols = ["region", "location_id", "sku", "forecast_date", "forecast", "lower", "upper",
+            "model"]
+    kind = locations.astype({"location_id": str}).set_index("location_id")
+    houses = kind[kind["kind"] == "warehouse"]
+    own = set(forecasts["location_id"].astype(str))
+    houses = houses[~houses.index.isin(own)]
+    if houses.empty or forecasts.empty:
+        return pd.DataFrame(columns=cols)
+    region = forecasts["location_id"].astype(str).map(kind["region"])
+    is_store = forecasts["location_id"].astype(str).map(kind["kind"]).fillna("store") == "store"
+    stores = forecasts[is_store].assign(_region=region[is_store])
+    total = stores.groupby(["_region", "sku", "forecast_date"], as_index=False)[
+        ["forecast", "lower", "upper"]].sum()
+    share = houses.groupby("region").size()
+    out = total.merge(houses.reset_index()[["location_id", "region"]], left_on="_region",
+                      right_on="region")
+    for col in ("forecast", "lower", "upper"):
+        out[col] = out[col] / out["region"].map(share)
+    out["model"] = "warehouse_outflow"
+    return out[cols]
 
 
 def _routes(transit: pd.DataFrame) -> dict[str, list[_Route]]:
@@ -265,7 +307,7 @@ class _Greedy:
         if self.received[src] or not np.isfinite(self.price[src]) or max(spare, default=0) < 1:
             return []
         dst, hours, cost = self._routes_of(src)
-        keep = (~self.sent[dst]) & (self.unmet[dst] >= 1) & (dst != src)
+        keep = (~self.sent[dst]) & (self.unmet[dst] >= 1) & (dst != src) & self.is_store[dst]
         if not keep.any():
             return []
         dst, hours, cost = dst[keep], hours[keep], cost[keep]
@@ -322,9 +364,12 @@ class _Greedy:
             before_s, js = self.state[c.src]
             before_d, jd = self.state[c.dst]
             waste_b = before_s.waste_paths[js] + before_d.waste_paths[jd]
-            unmet_b = before_s.unmet_paths[js] + before_d.unmet_paths[jd]
             waste_a = out.waste_paths[2 * n] + out.waste_paths[2 * n + 1]
-            unmet_a = out.unmet_paths[2 * n] + out.unmet_paths[2 * n + 1]
+            # Lost sales happen at stores; a warehouse short of stock sends its stores'
+            # orders to the supplier instead.
+            lost = float(self.is_store[c.src])
+            unmet_b = lost * before_s.unmet_paths[js] + before_d.unmet_paths[jd]
+            unmet_a = lost * out.unmet_paths[2 * n] + out.unmet_paths[2 * n + 1]
             saved = float(np.maximum(waste_b - waste_a, unmet_b - unmet_a).mean())
             cost = c.quantity * c.route_cost
             value = saved * float(self.price[c.src])

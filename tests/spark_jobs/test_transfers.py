@@ -34,7 +34,10 @@ def forecast(location: str, per_day: float, days: int = 8) -> list[dict]:
 def run(cohorts: list[dict], forecasts: list[dict], routes: list[tuple[str, str]], *,
         kinds: dict[str, str], policy: list[dict] | None = None, price: float = 1.5,
         min_sellable: int = 1, paths: int = 400, seed: int = 0,
-        in_transit: pd.DataFrame | None = None) -> pd.DataFrame:
+        in_transit: pd.DataFrame | None = None,
+        supply: bool = False) -> pd.DataFrame:
+    """``supply``: the warehouses fill their stores' reorders. Off by default: these
+    fixtures' warehouses stand for stock no reorder will draw, to test the other rules."""
     locations = pd.DataFrame([{"location_id": k, "region": "east", "kind": v}
                               for k, v in kinds.items()])
     items = pd.DataFrame([{"sku": "YOG", "category": "dairy", "price": price,
@@ -46,7 +49,8 @@ def run(cohorts: list[dict], forecasts: list[dict], routes: list[tuple[str, str]
         pd.DataFrame(cohorts, columns=COHORT_COLUMNS),
         pd.DataFrame(forecasts), locations, transit,
         pd.DataFrame(policy if policy is not None else [DAIRY_STORE]), items,
-        in_transit=in_transit, now=NOW, paths=paths, seed=seed)
+        in_transit=in_transit, now=NOW, paths=paths, seed=seed,
+        warehouses_supply_reorders=supply)
 
 
 def yogurt(*wh_lots: tuple[str, date, int], store_stock: int = 10,
@@ -159,6 +163,21 @@ def test_output_is_deterministic_and_fits_the_schema() -> None:
     pd.testing.assert_frame_equal(a, b)
     table = pa.Table.from_pandas(a, schema=TRANSFERS_SCHEMA, preserve_index=False)
     assert table.num_rows == len(a) and a["recommendation_id"].is_unique
+
+
+def test_warehouse_stock_its_stores_will_reorder_is_not_counted_as_saved() -> None:
+    # WH holds two days of S's demand: S's own reorders will empty it long before it
+    # expires, so moving it saves nothing. Twelve days' worth is another matter.
+    own = cohort("S", "S-OWN", date(2026, 12, 20), 10)
+    small = [cohort("WH", "NEW", date(2026, 12, 6), 60), own]
+    big = [cohort("WH", "NEW", date(2026, 12, 6), 360), own]
+    kinds = {"WH": "warehouse", "S": "store"}
+    assert not run(small, forecast("S", 30.0), [("WH", "S")], kinds=kinds).empty  # the old view
+    assert run(small, forecast("S", 30.0), [("WH", "S")], kinds=kinds, supply=True).empty
+    recs = run(big, forecast("S", 30.0), [("WH", "S")], kinds=kinds, supply=True)
+    assert len(recs) == 1
+    # what the reorders will not draw before the lot expires (end of Dec 6: 6 days x 30)
+    assert recs.iloc[0]["expected_units_saved"] <= 360 - 0.8 * 6 * 30
 
 
 LOT = st.tuples(st.integers(-1, 8), st.integers(1, 120))

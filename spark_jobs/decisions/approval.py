@@ -1,0 +1,37 @@
+"""Which transfer recommendations may ship without a person looking at them.
+
+One rule, used by the outcome simulation (``bench/outcomes.py``) and meant for the
+dashboard: a proposal is auto-approved when it is worth clearly more than it costs and the
+units will most likely sell where they go. Everything else waits for a person.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+AUTO_APPROVE_MIN_NET_VALUE = 1.0
+"""value_saved - transfer_cost must be at least this (currency units): a move that barely
+pays for its truck space is not worth an approver's minute, let alone none."""
+AUTO_APPROVE_MIN_UNITS_SAVED = 1.0
+AUTO_APPROVE_MAX_DESTINATION_WASTE_PROB = 0.5
+"""The moved lot may still spoil at the destination on at most half the demand paths."""
+AUTO_APPROVAL_RULE = (f"auto-approve when value_saved - transfer_cost >= "
+                      f"{AUTO_APPROVE_MIN_NET_VALUE:g}, expected_units_saved >= "
+                      f"{AUTO_APPROVE_MIN_UNITS_SAVED:g} and waste_prob_destination <= "
+                      f"{AUTO_APPROVE_MAX_DESTINATION_WASTE_PROB:g}; shelf life on arrival is "
+                      f"never below the destination's minimum (the recommender's hard rule)")
+"""The rule in words, for reports and the dashboard."""
+
+
+def auto_approve(recs: pd.DataFrame) -> pd.Series:
+    """True for each recommendation (rows of gold ``transfer_recommendations``) that may ship
+    without a person; the rule is :data:`AUTO_APPROVAL_RULE`."""
+    if recs.empty:
+        return pd.Series(False, index=recs.index, dtype=bool)
+    net = recs["value_saved"].astype(float) - recs["transfer_cost"].astype(float)
+    return ((net >= AUTO_APPROVE_MIN_NET_VALUE)
+            & (recs["expected_units_saved"].astype(float) >= AUTO_APPROVE_MIN_UNITS_SAVED)
+            & (recs["waste_prob_destination"].astype(float)
+               <= AUTO_APPROVE_MAX_DESTINATION_WASTE_PROB)
+            & (recs["shelf_life_at_arrival_days"].astype(float)
+               >= recs["min_sellable_days"].astype(float) - 1e-9)).astype(bool)
