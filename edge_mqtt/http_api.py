@@ -19,7 +19,7 @@ event's ``recorded_by`` is the operator. Sales, receipts, waste and counts from 
 no login: the API listens on loopback unless told otherwise.
 ``GET /health``   -> 200 ``{"location_id", "region", "online", "last_seq", "acked_seq",
                   "outbox_depth", "agent_version"}``, plus ``"refused_messages": {"ack",
-                  "order"}`` when served next to the publisher.
+                  "order", "status"}`` when served next to the publisher.
 
 Every refusal is JSON ``{"error", "field", "value"}``: 400 when the body cannot be read
 as a JSON object, 422 when a field is wrong (unknown ``event_type``, missing or extra keys,

@@ -334,7 +334,7 @@ def test_a_store_set_up_from_its_credentials_serves_over_tls_and_trims_on_signed
             assert time.monotonic() < deadline, health
             time.sleep(0.2)
         assert health["acked_seq"] == 3 and worker.stats.landed == 3
-        assert health["refused_messages"] == {"ack": 0, "order": 0}
+        assert health["refused_messages"] == {"ack": 0, "order": 0, "status": 0}
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=15)
