@@ -65,7 +65,11 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 MAX_BODY = MAX_EVENT_BYTES
 """Largest request body accepted: no bigger than the event it becomes may be (a full
-count of a big store fits); larger bodies get 413 unread."""
+count of a big store fits); larger bodies get 413."""
+DRAIN_MAX = 2 * MAX_BODY
+"""A refused body up to this size is read and dropped before the 413 goes out, so an
+ordinary client sees the answer instead of a reset connection; anything larger is left
+unread and the connection closed, so a stranger cannot make the agent read gigabytes."""
 
 
 class AgentHTTPServer(ThreadingHTTPServer):
@@ -266,6 +270,18 @@ class _Handler(BaseHTTPRequestHandler):
         except ContractError as exc:
             raise _Refused(HTTPStatus.BAD_REQUEST, exc.field, exc.value, exc.reason) from exc
 
+    def _drain(self, length: int) -> None:
+        """Read and drop a refused body (bounded by DRAIN_MAX and the socket timeout)."""
+        left = length
+        try:
+            while left > 0:
+                chunk = self.rfile.read(min(left, 65536))
+                if not chunk:
+                    return
+                left -= len(chunk)
+        except OSError:
+            return
+
     def _read_json(self) -> Any:
         ctype = self.headers.get("Content-Type", "")
         if ctype.split(";")[0].strip().lower() != "application/json":
@@ -287,6 +303,8 @@ class _Handler(BaseHTTPRequestHandler):
                            "expected a byte count") from None
         if length > self.server.max_body:
             self.close_connection = True
+            if length <= DRAIN_MAX:
+                self._drain(length)
             raise _Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "Content-Length", length,
                            f"body larger than {self.server.max_body} bytes")
         raw = self.rfile.read(length)
