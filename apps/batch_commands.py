@@ -8,7 +8,6 @@ import argparse
 import csv
 import json
 from datetime import date
-from pathlib import Path
 
 from apps.auth.cli import refuse
 from apps.auth.commands import operator
@@ -20,6 +19,7 @@ from lakehouse.catalogue import TRANSFER_RECOMMENDATIONS
 from lakehouse.credentials import SigningKeys
 from lakehouse.decisions import record_decision
 from lakehouse.readers import read_table
+from lakehouse.storage import lake_url
 from spark_jobs.decisions import jobs as batch
 from spark_jobs.decisions.reference import _checked, read_reference, upsert
 
@@ -30,13 +30,13 @@ def _fail(message: str) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    root = Path(args.lakehouse)
+    root = lake_url(args.lakehouse)
     jobs = batch.JOBS if args.job == "all" else (args.job,)
     spark = None
     results = []
     for job in jobs:
         if job in ("forecasts", "accuracy") and spark is None:
-            spark = batch.batch_session(say=lambda m: print(m, flush=True))
+            spark = batch.batch_session(say=lambda m: print(m, flush=True), root=root)
         if job == "forecasts":
             through = date.fromisoformat(args.through) if args.through else None
             results.append(batch.run_forecasts_job(root, spark=spark, through=through,
@@ -53,13 +53,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
 def cmd_schedule(args: argparse.Namespace) -> int:
     every = {"forecasts": args.forecasts_every_s, "accuracy": args.forecasts_every_s,
              "transfers": args.decisions_every_s, "reorders": args.decisions_every_s}
-    batch.run_schedule(Path(args.lakehouse), every_s=every, first_after_s=args.first_after_s,
+    batch.run_schedule(lake_url(args.lakehouse), every_s=every, first_after_s=args.first_after_s,
                        stop=stop_event())
     return 0
 
 
 def cmd_transfers_list(args: argparse.Namespace) -> int:
-    recs = read_table(TRANSFER_RECOMMENDATIONS, Path(args.lakehouse))
+    recs = read_table(TRANSFER_RECOMMENDATIONS, lake_url(args.lakehouse))
     if recs is None:
         return _fail("no transfer recommendations yet: run `shelflife batch transfers`")
     if args.status:
@@ -86,7 +86,7 @@ def cmd_transfers_decide(args: argparse.Namespace) -> int:
         return refuse(exc)
     try:
         record_decision(args.recommendation_id, args.decision, user.name, note=args.note,
-                        root=Path(args.lakehouse))
+                        root=lake_url(args.lakehouse))
     except ValueError as exc:
         return _fail(str(exc))
     print(f"{args.recommendation_id}: {args.decision} by {user.name}")
@@ -100,7 +100,7 @@ def cmd_transfers_dispatch(args: argparse.Namespace) -> int:
         brokers = {region: b.with_login(creds.dispatcher_credentials(region).username,
                                         creds.dispatcher_credentials(region).password)
                    for region, b in brokers.items()}
-    dispatcher = OrderDispatcher(Path(args.lakehouse), brokers,
+    dispatcher = OrderDispatcher(lake_url(args.lakehouse), brokers,
                                  keys=SigningKeys(creds.path) if creds else None)
     try:
         if args.once:
@@ -114,7 +114,7 @@ def cmd_transfers_dispatch(args: argparse.Namespace) -> int:
 
 
 def cmd_reference_list(args: argparse.Namespace) -> int:
-    frame = read_reference(args.table, Path(args.lakehouse))
+    frame = read_reference(args.table, lake_url(args.lakehouse))
     if frame.empty:
         print(f"{args.table}: no entries (defaults apply; see `shelflife reference --help`)")
         return 0
@@ -124,7 +124,7 @@ def cmd_reference_list(args: argparse.Namespace) -> int:
 
 def _upsert(table: str, rows: list[dict], lakehouse: str) -> int:
     try:
-        size = upsert(table, rows, Path(lakehouse))
+        size = upsert(table, rows, lake_url(lakehouse))
     except ValueError as exc:
         return _fail(str(exc))
     print(f"{table}: {len(rows)} row(s) written, {size} in the table")

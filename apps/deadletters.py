@@ -41,7 +41,7 @@ from lakehouse.contract import (
     topic,
     validate_event,
 )
-from lakehouse.landing import LandedRecord, LandingWriter, landing_dir, now_ts
+from lakehouse.landing import LandedRecord, landing_writer, now_ts
 from lakehouse.mqtt import BrokerAddress, make_client
 
 EXIT_INVALID = 2
@@ -120,7 +120,7 @@ def land(redrives: Sequence[Redrive], root: str | os.PathLike[str] | None, *,
     for r in redrives:
         by_region.setdefault(r.region, []).append(r)
     for region, items in by_region.items():
-        writer = LandingWriter(landing_dir(region, root), f"redrive-{uuid.uuid4().hex[:6]}")
+        writer = landing_writer(region, root, f"redrive-{uuid.uuid4().hex[:6]}")
         _, path = writer.write([LandedRecord("event", r.topic, region, now_ts(),
                                              encode_event(r.event)) for r in items])
         for r in items:

@@ -38,6 +38,7 @@ from apps.streamlit.launch import dashboard_command
 from edge_mqtt.simulator import FleetConfig, fleet_layout
 from ingest.brokers import BrokerError, credentials_path, require_mosquitto
 from lakehouse.credentials import Credentials
+from lakehouse.storage import lake_url
 
 COMPONENT_START_TIMEOUT_S = 60
 RESTARTED = frozenset({"ingest"})
@@ -169,7 +170,7 @@ def run_demo(*, lakehouse: str, data_dir: str, port: int, stores: int,
         require_mosquitto()  # before anything starts, not as one failing component of six
     except BrokerError as exc:
         raise SystemExit(f"demo: {exc}") from exc
-    lake = str(Path(lakehouse).resolve())
+    lake = lake_url(lakehouse)
     var = Path(data_dir).resolve()
     users = UsersFile(users_file_path(users_file, lake))
     password = ensure_demo_user(users)

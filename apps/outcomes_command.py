@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure  # prophet's dependency, so the server extra has it
 
 from edge_mqtt.catalogue import CATALOGUE
+from lakehouse.storage import lake_url
 from spark_jobs.decisions.approval import AUTO_APPROVAL_RULE
 from spark_jobs.decisions.outcomes import POLICIES, simulate
 
@@ -42,7 +43,7 @@ def cmd_outcomes(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="shelflife-outcomes-") as root:
         result = simulate(data, source_categories(), stores=args.stores, weeks=args.weeks,
                           seed=args.seed, unit_scale=args.scale, paths=args.paths,
-                          root=Path(root), say=say, cache=args.cache)
+                          root=lake_url(root), say=say, cache=args.cache)
     _print_table(result)
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,6 @@ import os
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import deltalake
@@ -20,17 +19,19 @@ from apps.auth.cli import refuse
 from apps.auth.commands import operator
 from apps.auth.exceptions import AuthError
 from lakehouse.catalogue import REVIEW_QUEUE, REVIEW_RESOLUTIONS
+from lakehouse.readers import is_table
+from lakehouse.storage import delta_options, lake_url
 
 
-def _queue(root: Path):
-    path = REVIEW_QUEUE.path(root)
-    if not (path / "_delta_log").exists():
-        raise SystemExit(f"no review queue at {path}: has the streaming job run here?")
-    return deltalake.DeltaTable(str(path)).to_pandas()
+def _queue(root: str):
+    url = REVIEW_QUEUE.uri(root)
+    if not is_table(url):
+        raise SystemExit(f"no review queue at {url}: has the streaming job run here?")
+    return deltalake.DeltaTable(url, storage_options=delta_options(url)).to_pandas()
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    df = _queue(Path(args.lakehouse))
+    df = _queue(lake_url(args.lakehouse))
     if args.region:
         df = df[df.region == args.region]
     if args.status:
@@ -87,7 +88,7 @@ def _post_adjustment(url: str, item: Any, lot: str, counted: int,
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
-    root = Path(args.lakehouse)
+    root = lake_url(args.lakehouse)
     try:  # before anything else: a refused login must not reach the store agent
         user = operator(args, "resolve review items")
     except AuthError as exc:
@@ -111,10 +112,11 @@ def cmd_resolve(args: argparse.Namespace) -> int:
            "adjustment_event_id": adjustment}
 
 
-    path = REVIEW_RESOLUTIONS.path(root)
-    schema = pa.schema(deltalake.DeltaTable(str(path)).schema().to_arrow())
+    url = REVIEW_RESOLUTIONS.uri(root)
+    options = delta_options(url)
+    schema = pa.schema(deltalake.DeltaTable(url, storage_options=options).schema().to_arrow())
     table = pa.Table.from_pylist([row], schema=schema)
-    deltalake.write_deltalake(str(path), table, mode="append")
+    deltalake.write_deltalake(url, table, mode="append", storage_options=options)
     print(f"{args.item}: resolved by {user.name}"
           + (f"; adjustment {adjustment} recorded at the store" if adjustment else ""))
     return 0

@@ -33,6 +33,7 @@ from deltalake.exceptions import DeltaError
 
 from lakehouse.catalogue import STORE_HEARTBEATS
 from lakehouse.contract import TOPIC_ROOT, ContractError, Heartbeat, parse_topic, parse_ts
+from lakehouse.storage import delta_options, ensure_parent
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,8 @@ class HeartbeatLog:
         self.compact_every = compact_every
         self.commits = 0
         self.region = region
-        self.path = STORE_HEARTBEATS.path(root)
+        self.path = STORE_HEARTBEATS.uri(root)
+        self._options = delta_options(self.path)
         self.flush_every_s = flush_every_s
         self.written = 0
         self.refused = 0
@@ -123,10 +125,11 @@ class HeartbeatLog:
             if not rows:
                 return 0
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                write_deltalake(str(self.path),
+                ensure_parent(self.path)
+                write_deltalake(self.path,
                                 pa.Table.from_pylist(rows, schema=STORE_HEARTBEATS.schema),
-                                mode="append", partition_by=list(STORE_HEARTBEATS.partitions))
+                                mode="append", partition_by=list(STORE_HEARTBEATS.partitions),
+                                storage_options=self._options)
             except (DeltaError, OSError) as exc:
                 with self._lock:  # keep them, older first, for the next attempt
                     self._pending.extendleft(reversed(rows))
@@ -142,7 +145,7 @@ class HeartbeatLog:
     def compact(self) -> None:
         """Merge this region's small files into few (a failure waits for the next turn)."""
         try:
-            DeltaTable(str(self.path)).optimize.compact(
+            DeltaTable(self.path, storage_options=self._options).optimize.compact(
                 partition_filters=[("region", "=", self.region)])
         except (DeltaError, OSError) as exc:
             log.warning("heartbeats %s: compaction of %s failed (%s); next time", self.region,

@@ -76,16 +76,16 @@ from lakehouse.contract import (
 from lakehouse.credentials import Credentials, SigningKeys
 from lakehouse.landing import (
     LandedRecord,
-    LandingBacklog,
-    LandingWriter,
     PreparedBatch,
-    landing_dir,
+    landing_backlog,
+    landing_writer,
     now_ts,
 )
 from lakehouse.metrics import REGISTRY, serve_metrics
 from lakehouse.mqtt import BrokerAddress, make_client
 from lakehouse.paths import lakehouse_root
 from lakehouse.ratelimit import TokenBucket
+from lakehouse.storage import lake_url
 
 from .backpressure import IntakeGate
 from .brokers import MAX_INFLIGHT_MESSAGES
@@ -248,12 +248,13 @@ class IngestWorker:
 
     def __init__(self, config: IngestConfig, *, registry: CollectorRegistry = REGISTRY) -> None:
         self.config = config
-        root = lakehouse_root(config.lakehouse)
-        self.writer = LandingWriter(landing_dir(config.region, root), config.worker_id)
+        lake = lake_url(config.lakehouse)
+        root = lakehouse_root(lake)  # this machine's state: the seq database
+        self.writer = landing_writer(config.region, lake, config.worker_id)
         self.tracker = SeqTracker(root / "_ingest" / f"{config.region}.sqlite")
         self._settle_interrupted_batches()
         self.stats = IngestStats()
-        self.backlog = LandingBacklog(self.writer.directory)
+        self.backlog = landing_backlog(config.region, lake)
         self.backlog_now = self.backlog.scan()
         self.gate = IntakeGate(config.backlog_high_events, config.low_water)
         self.quota = TokenBucket(config.max_events_per_s)
@@ -292,7 +293,7 @@ class IngestWorker:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.connected.clear()
         self.client.on_message = self._on_message
-        self.heartbeats = HeartbeatLog.attach(self.client, config.region, root)
+        self.heartbeats = HeartbeatLog.attach(self.client, config.region, lake)
         self._announced: tuple[str, float] | None = None
         """The state last told to the stores (see :meth:`_announce`) and when."""
         self._saturated_at = -math.inf

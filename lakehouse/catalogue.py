@@ -24,7 +24,7 @@ from typing import Literal
 import pyarrow as pa
 
 from lakehouse.contract import PAYLOAD_FIELDS
-from lakehouse.paths import LAYERS, table_path
+from lakehouse.paths import LAYERS, table_path, table_url
 
 Engine = Literal["spark", "delta-rs"]
 ENGINES: tuple[Engine, ...] = ("spark", "delta-rs")
@@ -63,8 +63,12 @@ class Table:
             raise ValueError(f"{self.name}: partitions: {missing} are not columns")
         object.__setattr__(self, "properties", MappingProxyType(dict(self.properties)))
 
+    def uri(self, root: str | os.PathLike[str] | None = None) -> str:
+        """The table's location under the lakehouse root: a folder or an ``s3://`` URL."""
+        return table_url(self.layer, self.name, root)
+
     def path(self, root: str | os.PathLike[str] | None = None) -> Path:
-        """The table's folder under the lakehouse root."""
+        """The table's folder, where the lakehouse is known to be local (tests, benches)."""
         return table_path(self.layer, self.name, root)
 
     def __str__(self) -> str:

@@ -19,6 +19,7 @@ from deltalake import write_deltalake
 
 from lakehouse.catalogue import EVENTS, TRANSFER_DECISIONS, TRANSFER_RECOMMENDATIONS
 from lakehouse.readers import read_table
+from lakehouse.storage import delta_options, ensure_parent
 from lakehouse.transfer_status import DECISIONS, Decision
 
 Root = str | os.PathLike[str] | None
@@ -60,9 +61,9 @@ def record_decision(recommendation_id: str, decision: Decision, decided_by: str,
                                  "decision": decision, "decided_by": decided_by.strip(),
                                  "decided_at": datetime.now(UTC), "note": note}],
                                schema=TRANSFER_DECISIONS.schema)
-    path = TRANSFER_DECISIONS.path(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_deltalake(str(path), row, mode="append")
+    url = TRANSFER_DECISIONS.uri(root)
+    ensure_parent(url)
+    write_deltalake(url, row, mode="append", storage_options=delta_options(url))
 
 
 def approved_since(decisions: pd.DataFrame, ids: Any) -> tuple[list[str], datetime | None]:

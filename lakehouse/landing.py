@@ -48,6 +48,7 @@ from typing import Any, Literal
 from lakehouse.contract import utc_now_ms
 from lakehouse.durable import fsync_dir
 from lakehouse.paths import lakehouse_root
+from lakehouse.storage import is_s3, join, lake_url, s3_client, split_s3
 
 LINE_FIELDS: dict[str, type] = {
     "kind": str, "topic": str, "region": str, "received_at": str, "batch_id": str,
@@ -68,9 +69,22 @@ _TMP_PREFIX = ".tmp-"
 
 # --- where ------------------------------------------------------------------------------
 
+def landing_url(region: str, root: str | os.PathLike[str] | None = None) -> str:
+    """A region's landing zone: ``$SHELFLIFE_LANDING_<REGION>`` if set (a region whose
+    data must stay in its country lands in a bucket of its own), else
+    ``<lakehouse>/landing/<region>``, a folder or an ``s3://`` prefix like the tables."""
+    override = os.environ.get(f"SHELFLIFE_LANDING_{region.upper()}")
+    if override:
+        return lake_url(override)
+    return join(lake_url(root), "landing", region)
+
+
 def landing_dir(region: str, root: str | os.PathLike[str] | None = None) -> Path:
-    """A region's landing folder."""
-    return lakehouse_root(root) / "landing" / region
+    """A region's landing folder, where the landing zone is known to be local."""
+    url = landing_url(region, root)
+    if is_s3(url):
+        raise ValueError(f"the {region} landing zone is on S3 ({url}); use landing_url")
+    return Path(url)
 
 
 def batch_file(batch_id: str) -> str:
@@ -300,13 +314,21 @@ class LandingBacklog:
         with self._lock:
             self._taken |= set(names)
 
+    def names(self) -> list[str]:
+        """The published batches waiting (or not yet deleted) in the zone."""
+        return batch_files(self.directory)
+
+    def count_lines(self, name: str) -> int:
+        """Lines of one batch, -1 if it was consumed meanwhile."""
+        return _count_lines(self.directory / name)
+
     def scan(self) -> Backlog:
-        names = batch_files(self.directory)
+        names = self.names()
         with self._lock:
             known = {n: self._lines[n] for n in names if n in self._lines}
         for name in names:
             if name not in known:
-                known[name] = _count_lines(self.directory / name)
+                known[name] = self.count_lines(name)
         with self._lock:
             self._lines = {n: known[n] for n in names if known[n] >= 0}
             self._taken &= set(self._lines)
@@ -320,3 +342,97 @@ def _count_lines(path: Path) -> int:
             return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
     except FileNotFoundError:  # consumed while we looked
         return -1
+
+
+# --- on S3 -----------------------------------------------------------------------------
+
+class S3LandingWriter(LandingWriter):
+    """Writes one region's batches under an ``s3://`` landing prefix.
+
+    Ingest and the stream may then run on different machines. The batch is first made
+    durable on the local disk (the same step 1 as a folder's), then published with one
+    PUT: an object is visible whole or not at all, and ``If-None-Match: *`` means a batch
+    name is never overwritten. The local copy is removed after the PUT; a crash between
+    the two leaves it, and the restart drops the batch as never published, so its agents
+    re-send and the stream drops the copies it already applied (seq order)."""
+
+    def __init__(self, url: str, worker: str, staging: Path) -> None:
+        super().__init__(staging, worker)
+        self.url = url
+        self.bucket, self.prefix = split_s3(url)
+        self._s3 = s3_client()
+
+    def publish(self, batch: PreparedBatch) -> Path:
+        """Step 3: PUT the batch object, then drop the local copy. Safe to repeat."""
+        if batch.tmp.exists():
+            body = batch.tmp.read_bytes()
+            try:
+                self._s3.put_object(Bucket=self.bucket, Key=f"{self.prefix}/{batch.final.name}",
+                                    Body=body, IfNoneMatch="*")
+            except Exception as exc:  # botocore's ClientError; 412: put before a crash
+                if "PreconditionFailed" not in str(exc) and "412" not in str(exc):
+                    raise
+            batch.tmp.unlink()
+        return batch.final
+
+
+@dataclass
+class S3LandingBacklog(LandingBacklog):
+    """:class:`LandingBacklog` over an ``s3://`` landing prefix: one LIST per scan, and a
+    GET only for a batch neither noted by its writer nor seen before."""
+
+    url: str = ""
+
+    def __post_init__(self) -> None:
+        self.bucket, self.prefix = split_s3(self.url)
+        self._s3 = s3_client()
+
+    def names(self) -> list[str]:
+        return s3_batch_names(self._s3, self.bucket, self.prefix)
+
+    def count_lines(self, name: str) -> int:
+        try:
+            body = self._s3.get_object(Bucket=self.bucket, Key=f"{self.prefix}/{name}")["Body"]
+            return body.read().count(b"\n")
+        except Exception:  # consumed while we looked (NoSuchKey)
+            return -1
+
+
+def s3_batch_names(client: Any, bucket: str, prefix: str) -> list[str]:
+    """Names of the published batches under an S3 landing prefix."""
+    names: list[str] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                 Prefix=f"{prefix}/"):
+        for item in page.get("Contents", ()):
+            name = item["Key"].rsplit("/", 1)[-1]
+            if is_batch_file(name):
+                names.append(name)
+    return names
+
+
+def landing_writer(region: str, root: str | os.PathLike[str] | None, worker: str
+                   ) -> LandingWriter:
+    """The region's batch writer: into a folder, or onto S3 through a local staging copy."""
+    url = landing_url(region, root)
+    if not is_s3(url):
+        return LandingWriter(Path(url), worker)
+    staging = lakehouse_root(root) / "_landing-staging" / region
+    return S3LandingWriter(url, worker, staging)
+
+
+def landing_backlog(region: str, root: str | os.PathLike[str] | None = None
+                    ) -> LandingBacklog:
+    """The region's backlog counter, for a folder or an S3 prefix."""
+    url = landing_url(region, root)
+    if not is_s3(url):
+        return LandingBacklog(Path(url))
+    return S3LandingBacklog(Path(url.replace("://", "/")), url=url)
+
+
+def count_batches(region: str, root: str | os.PathLike[str] | None = None) -> int:
+    """How many batch files wait in the region's landing zone."""
+    url = landing_url(region, root)
+    if not is_s3(url):
+        return len(batch_files(Path(url)))
+    bucket, prefix = split_s3(url)
+    return len(s3_batch_names(s3_client(), bucket, prefix))

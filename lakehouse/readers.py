@@ -20,6 +20,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 from lakehouse.catalogue import Table
+from lakehouse.storage import delta_options
 
 Filters = Sequence[tuple[str, str, Any]]
 """Row filters in pyarrow's DNF form, e.g. ``[("region", "=", "east")]`` (ANDed)."""
@@ -29,13 +30,19 @@ def _open(
     table: Table, root: str | os.PathLike[str] | None, version: int | None = None
 ) -> DeltaTable | None:
     """The table, or None while it has no commit yet (not created, or still being created)."""
-    path = table.path(root)
-    if not DeltaTable.is_deltatable(str(path)):
+    url = table.uri(root)
+    options = delta_options(url)
+    if not DeltaTable.is_deltatable(url, storage_options=options):
         return None
     try:
-        return DeltaTable(str(path), version=version)
+        return DeltaTable(url, version=version, storage_options=options)
     except TableNotFoundError:
         return None
+
+
+def is_table(url: str) -> bool:
+    """True once a Delta table has its first commit at ``url`` (a folder or S3)."""
+    return DeltaTable.is_deltatable(url, storage_options=delta_options(url))
 
 
 def _utc_timestamps(data: pa.Table) -> pa.Table:

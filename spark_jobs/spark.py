@@ -20,6 +20,8 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from lakehouse.storage import HADOOP_AWS_PACKAGE, is_s3, lake_url, spark_s3_conf
+
 DELTA_PACKAGE = os.environ.get("SHELFLIFE_DELTA_PACKAGE", "io.delta:delta-spark_4.2_2.13:4.4.0")
 
 LOW_LATENCY_CONF: dict[str, str] = {
@@ -85,17 +87,24 @@ def _pools_file() -> str:
 
 
 def spark_session(app_name: str = "shelflife", *, master: str | None = None,
-                  extra: dict[str, Any] | None = None) -> SparkSession:
-    """Get or create the process's Spark session with Delta configured."""
+                  extra: dict[str, Any] | None = None,
+                  lakehouse: str | os.PathLike[str] | None = None) -> SparkSession:
+    """Get or create the process's Spark session with Delta configured; for an
+    ``s3://`` lakehouse (``lakehouse``, else ``$SHELFLIFE_LAKEHOUSE``) also with
+    hadoop-aws and the bucket's ``s3a`` settings."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     # Python UDF workers (the forecasts' applyInPandas) must run this interpreter, whose
     # environment has numpy, Prophet and LightGBM, not whatever `python3` is on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    packages, s3_conf = [DELTA_PACKAGE], {}
+    if is_s3(lake_url(lakehouse)):
+        packages.append(HADOOP_AWS_PACKAGE)
+        s3_conf = spark_s3_conf()
     builder = (SparkSession.builder.appName(app_name)
                .master(master or os.environ.get("SHELFLIFE_SPARK_MASTER", "local[2]"))
-               .config("spark.jars.packages", DELTA_PACKAGE)
+               .config("spark.jars.packages", ",".join(packages))
                .config("spark.scheduler.allocation.file", _pools_file()))
-    for key, value in {**LOW_LATENCY_CONF, **(extra or {})}.items():
+    for key, value in {**LOW_LATENCY_CONF, **s3_conf, **(extra or {})}.items():
         builder = builder.config(key, str(value))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("SHELFLIFE_SPARK_LOG_LEVEL", "ERROR"))

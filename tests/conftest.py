@@ -12,6 +12,7 @@ import pytest
 from ingest.brokers import RunningBroker, find_mosquitto, start_brokers, stop_brokers
 from lakehouse.contract import REGIONS
 from tests.ports import free_port
+from tests.s3 import fresh_lake, moto_server
 
 
 @pytest.fixture
@@ -28,12 +29,27 @@ def brokers(tmp_path: Path, region_ports: dict[str, int]) -> Iterator[list[Runni
 
 
 @pytest.fixture(scope="session")
-def spark():
-    """A local Spark with Delta, shared by the whole session (startup is the slow part)."""
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server on loopback for the whole session, with the AWS settings of this
+    process pointed at it and the test bucket made (``tests.s3``)."""
+    with moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_lake(s3_endpoint: str) -> str:
+    """A fresh ``s3://`` lakehouse prefix on the session's S3 server."""
+    return fresh_lake()
+
+
+@pytest.fixture(scope="session")
+def spark(s3_endpoint: str):
+    """A local Spark with Delta and ``s3a`` (reaching the session's S3 server), shared by
+    the whole session (startup is the slow part)."""
     from spark_jobs.spark import spark_session
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    session = spark_session("shelflife-tests")
+    session = spark_session("shelflife-tests", lakehouse=fresh_lake())
     yield session
     session.stop()
 

@@ -30,7 +30,7 @@ from apps.streamlit import login, parts  # noqa: E402
 from apps.streamlit.sitemap import PAGES, SCREENS  # noqa: E402
 from lakehouse import catalogue, readers  # noqa: E402
 from lakehouse.options import env_option  # noqa: E402
-from lakehouse.paths import ENV_ROOT, lakehouse_root  # noqa: E402
+from lakehouse.storage import ENV_ROOT, lake_url  # noqa: E402
 
 # Page scripts run as Streamlit scripts: a bare string after a statement would be shown on
 # the page ("magic"), so constants there are explained in comments, not docstrings.
@@ -38,7 +38,7 @@ TITLE = "Shelflife"
 GOLD_TABLES = (catalogue.REGION_STATUS, catalogue.STOCK_LEVELS)
 
 
-def parse_root(argv: list[str]) -> Path:
+def parse_root(argv: list[str]) -> str:
     """The lakehouse root from ``--lakehouse``, else ``$SHELFLIFE_LAKEHOUSE``, else ./lakehouse.
 
     Unknown arguments are ignored so the page also runs under test runners and
@@ -47,10 +47,10 @@ def parse_root(argv: list[str]) -> Path:
     parser = argparse.ArgumentParser(prog="dashboard", add_help=False, allow_abbrev=False)
     env_option(parser, "--lakehouse", ENV_ROOT, "./lakehouse", "lakehouse root")
     known, _ = parser.parse_known_args(argv)
-    return lakehouse_root(known.lakehouse)
+    return lake_url(known.lakehouse)
 
 
-def parse_users_file(argv: list[str], root: Path) -> Path:
+def parse_users_file(argv: list[str], root: str) -> Path:
     """The operators file from ``--users-file``, else ``$SHELFLIFE_USERS_FILE``, else
     ``<root>/_auth/users.yaml`` (what ``shelflife users`` writes by default)."""
     parser = argparse.ArgumentParser(prog="dashboard", add_help=False, allow_abbrev=False)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lakehouse.storage import lake_url
+
 DASHBOARD = Path(__file__).with_name("dashboard.py")
 
 
@@ -19,10 +21,10 @@ def dashboard_command(lakehouse: str, port: int, users_file: str | None = None
             "--server.headless", "true", "--server.port", str(port),
             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
             "--client.toolbarMode", "viewer",
-            "--", "--lakehouse", str(Path(lakehouse).resolve()), *extra]
+            "--", "--lakehouse", lake_url(lakehouse), *extra]
 
 
 def run_dashboard(lakehouse: str, *, port: int = 8501, users_file: str | None = None) -> int:
     print(f"dashboard: http://127.0.0.1:{port}", flush=True)
-    env = {**os.environ, "SHELFLIFE_LAKEHOUSE": str(Path(lakehouse).resolve())}
+    env = {**os.environ, "SHELFLIFE_LAKEHOUSE": lake_url(lakehouse)}
     return subprocess.call(dashboard_command(lakehouse, port, users_file), env=env)

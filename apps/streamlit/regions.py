@@ -18,7 +18,7 @@ def render_regions(root: str, now: pd.Timestamp) -> pd.DataFrame | None:
     st.subheader("Regions")
     status = parts.current_table(root, catalogue.REGION_STATUS)
     if status is None or status.empty:
-        st.info(parts.waiting_message(catalogue.REGION_STATUS.path(root)))
+        st.info(parts.waiting_message(catalogue.REGION_STATUS.uri(root)))
         return None
     cards = views.region_cards(status, now)
     for card in cards[cards["mode"] == "syncing"].itertuples():
@@ -52,7 +52,7 @@ def render_freshness(root: str, now: pd.Timestamp) -> None:
     today's; one caption when every region is live and current."""
     status = parts.current_table(root, catalogue.REGION_STATUS)
     if status is None or status.empty:
-        st.info(parts.waiting_message(catalogue.REGION_STATUS.path(root)))
+        st.info(parts.waiting_message(catalogue.REGION_STATUS.uri(root)))
         return
     cards = views.region_cards(status, now)
     for card in cards.itertuples():

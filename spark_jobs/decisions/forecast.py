@@ -49,6 +49,7 @@ from pyspark.sql import Window
 from pyspark.sql import functions as F
 
 from lakehouse.catalogue import DEMAND_FORECASTS, EVENTS
+from lakehouse.storage import spark_url
 
 from ..schema import spark_schema
 
@@ -705,12 +706,12 @@ def run_forecasts(spark: Any, lakehouse_root: Any, horizon_days: int = 7, *,
     over ``groupBy(bucket).applyInPandas`` groups of about :data:`SERIES_PER_TASK`, each
     forecast by :func:`forecast_demand` on an executor core.
     """
-    events = spark.read.format("delta").load(str(EVENTS.path(lakehouse_root)))
+    events = spark.read.format("delta").load(spark_url(EVENTS.uri(lakehouse_root)))
     if through is None:
         through = (events.where(F.col("event_type") == "sold")
                    .agg(F.max(F.to_date("occurred_at"))).first()[0])
     schema = spark_schema(DEMAND_FORECASTS)
-    target = str(DEMAND_FORECASTS.path(lakehouse_root))
+    target = spark_url(DEMAND_FORECASTS.uri(lakehouse_root))
     count = 0
     if through is None:
         result = spark.createDataFrame([], schema)

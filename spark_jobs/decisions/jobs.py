@@ -41,7 +41,8 @@ from lakehouse.catalogue import (
     Table,
 )
 from lakehouse.decisions import approved_since, read_decisions, transfer_progress
-from lakehouse.readers import read_table
+from lakehouse.readers import is_table, read_table
+from lakehouse.storage import delta_options, ensure_parent, spark_url
 
 from . import reference
 from .accuracy import forecast_accuracy, merge_history, transfer_outcomes
@@ -64,14 +65,15 @@ def _now(now: datetime | None) -> datetime:
     return (now or datetime.now(UTC)).astimezone(UTC)
 
 
-def batch_session(say: Say | None = None) -> Any:  # -> pyspark.sql.SparkSession
+def batch_session(say: Say | None = None, root: Root = None
+                  ) -> Any:  # -> pyspark.sql.SparkSession
     """The batch jobs' Spark session; ``say`` is told when it has to be started, which
     takes a while (the first start downloads the Delta jars)."""
     from ..spark import spark_session  # pyspark: transfers and reorders run without it
 
     if say is not None:
         say("batch: starting Spark (the first run downloads the Delta jars)")
-    return spark_session("shelflife-batch")
+    return spark_session("shelflife-batch", lakehouse=root)
 
 
 def write_table(table: Table, frame: pd.DataFrame, root: Root = None) -> int:
@@ -79,10 +81,11 @@ def write_table(table: Table, frame: pd.DataFrame, root: Root = None) -> int:
     partitions; returns the rows written."""
     schema = table.schema
     data = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
-    path = table.path(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_deltalake(str(path), data, mode="overwrite", schema_mode="overwrite",
-                    partition_by=list(table.partitions) or None)
+    url = table.uri(root)
+    ensure_parent(url)
+    write_deltalake(url, data, mode="overwrite", schema_mode="overwrite",
+                    partition_by=list(table.partitions) or None,
+                    storage_options=delta_options(url))
     return data.num_rows
 
 
@@ -120,7 +123,7 @@ def default_through(spark: Any, root: Root, today: date) -> date | None:
     only today (its first day: a partial day is all the history there is)."""
     from pyspark.sql import functions as F  # as in batch_session
 
-    events = spark.read.format("delta").load(str(EVENTS.path(root)))
+    events = spark.read.format("delta").load(spark_url(EVENTS.uri(root)))
     last = (events.where(F.col("event_type") == "sold")
             .agg(F.max(F.to_date("occurred_at"))).first()[0])
     if last is None:
@@ -141,8 +144,8 @@ def run_forecasts_job(root: Root = None, *, spark: Any = None, horizon_days: int
 
     began = time.monotonic()
     now = _now(now)
-    spark = spark or batch_session()
-    if not (EVENTS.path(root) / "_delta_log").exists():
+    spark = spark or batch_session(root=root)
+    if not is_table(EVENTS.uri(root)):
         say("forecasts: no silver events yet; nothing to forecast")
         return {"job": "forecasts", "rows": 0, "series": 0}
     through = through or default_through(spark, root, now.date())
@@ -190,9 +193,9 @@ def run_accuracy_job(root: Root = None, *, spark: Any = None, now: datetime | No
             say(f"accuracy: {len(scored)} series-days with forecasts, none complete yet")
     else:
         say("accuracy: no forecast history or daily sales yet")
-    if (EVENTS.path(root) / "_delta_log").exists():
-        spark = spark or batch_session()
-        events = spark.read.format("delta").load(str(EVENTS.path(root)))
+    if is_table(EVENTS.uri(root)):
+        spark = spark or batch_session(root=root)
+        events = spark.read.format("delta").load(spark_url(EVENTS.uri(root)))
         since = (now - timedelta(days=OUTCOME_LOOKBACK_DAYS)).replace(tzinfo=None)
         outcomes = transfer_outcomes(events, now.replace(tzinfo=None), since=since).toPandas()
         for col in ("arrived_at", "updated_at"):
@@ -425,7 +428,7 @@ def run_schedule(root: Root = None, *, every_s: dict[str, float] | None = None,
             due[job] = time.monotonic() + every[job]
             try:
                 if job in ("forecasts", "accuracy") and spark is None:
-                    spark = batch_session(say)
+                    spark = batch_session(say, root)
                 run_job(job, root, spark=spark, say=say)
             except Exception as exc:  # noqa: BLE001 - report, keep the schedule
                 say(f"batch: {job} failed: {type(exc).__name__}: {exc}")

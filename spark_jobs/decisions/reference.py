@@ -37,6 +37,7 @@ from deltalake import write_deltalake
 from lakehouse.catalogue import ITEMS, LOCATIONS, SELLABLE_POLICY, TRANSIT_TIMES
 from lakehouse.naming import LOCATION_KINDS, category_of_sku, kind_of
 from lakehouse.readers import read_table
+from lakehouse.storage import delta_options, ensure_parent
 
 Root = str | os.PathLike[str] | None
 KINDS = LOCATION_KINDS
@@ -223,9 +224,10 @@ def upsert(name: str, rows: list[dict], root: Root = None) -> int:
         drop = current.set_index(keys).index.isin(new.set_index(keys).index)
         new = pd.concat([current[~drop], new], ignore_index=True)
     table = pa.Table.from_pandas(new, schema=schema, preserve_index=False)
-    path = TABLES[name].path(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_deltalake(str(path), table, mode="overwrite", schema_mode="overwrite")
+    url = TABLES[name].uri(root)
+    ensure_parent(url)
+    write_deltalake(url, table, mode="overwrite", schema_mode="overwrite",
+                    storage_options=delta_options(url))
     return len(new)
 
 

@@ -32,6 +32,7 @@ from lakehouse import catalogue
 from lakehouse.catalogue import Table
 from lakehouse.contract import parse_ts
 from lakehouse.naming import category_of_sku
+from lakehouse.storage import delta_options
 
 from .books import ItemsBook
 from .fold import RegionState
@@ -363,7 +364,8 @@ class DerivedWriter:
         handles = {}
         for table in columns:
             name = table.name
-            if name in self._open or DeltaTable.is_deltatable(self.paths[name]):
+            if name in self._open or DeltaTable.is_deltatable(
+                    self.paths[name], storage_options=delta_options(self.paths[name])):
                 handles[name] = self._table(table)
                 handles[name].update_incremental()
         versions = tuple(handles[t.name].version() if t.name in handles else None
@@ -400,7 +402,8 @@ class DerivedWriter:
 
     def _table(self, table: Table) -> DeltaTable:
         if table.name not in self._open:
-            self._open[table.name] = DeltaTable(self.paths[table.name])
+            path = self.paths[table.name]
+            self._open[table.name] = DeltaTable(path, storage_options=delta_options(path))
         return self._open[table.name]
 
     def _commit(self, table: Table, batch: int | None = None) -> CommitProperties:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
+from lakehouse.storage import delta_options
+
 _OPEN: dict[tuple[str, str], DeltaTable] = {}
 
 
@@ -26,7 +28,7 @@ def _table(path: str, region: str) -> DeltaTable:
     """
     key = (path, region)
     if key not in _OPEN:
-        _OPEN[key] = DeltaTable(path)
+        _OPEN[key] = DeltaTable(path, storage_options=delta_options(path))
     return _OPEN[key]
 
 

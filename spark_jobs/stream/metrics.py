@@ -10,13 +10,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from lakehouse.contract import parse_ts
-from lakehouse.landing import batch_files, landing_dir
+from lakehouse.landing import count_batches
 from lakehouse.metrics import REGISTRY, MetricsServer, serve_metrics
 
 LATENCY_BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
@@ -72,15 +71,10 @@ class StreamMetrics:
 
     def watch_landing(self, region: str, root: str | os.PathLike[str] | None) -> None:
         """Count the region's waiting landing files at every scrape."""
-        folder = landing_dir(region, root)
-        self.backlog.labels(region=region).set_function(lambda: _count_batches(folder))
+        self.backlog.labels(region=region).set_function(lambda: count_batches(region, root))
         for family in (self.batches, self.events, self.duration, self.latency,
                        self.dead_letters, self.restarts):
             family.labels(region=region)  # every region listed from the start
-
-
-def _count_batches(folder: Path) -> int:
-    return len(batch_files(folder))
 
 
 METRICS = StreamMetrics(REGISTRY)

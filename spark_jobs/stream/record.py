@@ -31,6 +31,7 @@ from lakehouse.catalogue import DEAD_LETTERS, EVENTS, EVENTS_RAW
 from lakehouse.contract import parse_ts
 from lakehouse.durable import fsync_dir
 from lakehouse.landing import parse_line, read_event
+from lakehouse.storage import delta_options
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ TRACE = bool(os.environ.get("SHELFLIFE_TRACE_BATCHES"))
 
 def txn_version(path: str, app_id: str) -> int:
     """The highest batch id written to a Delta table under ``app_id`` (-1 when none)."""
-    version = deltalake.DeltaTable(path).transaction_version(app_id)
+    version = deltalake.DeltaTable(
+        path, storage_options=delta_options(path)).transaction_version(app_id)
     return -1 if version is None else int(version)
 
 
@@ -284,7 +286,8 @@ class RecordWriter:
         if data is None:
             data = pa.Table.from_pylist(rows, schema=self._schema(table))
         if table not in self._open:  # kept open: reopening replays the log each time
-            self._open[table] = deltalake.DeltaTable(self.paths[table])
+            self._open[table] = deltalake.DeltaTable(
+                self.paths[table], storage_options=delta_options(self.paths[table]))
         try:
             write_deltalake(self._open[table], data, mode="append",
                             partition_by=list(RECORDED[table].partitions),
@@ -299,7 +302,9 @@ class RecordWriter:
     def _schema(self, table: str):
         """The table's own Arrow schema (nullability included), read once."""
         if table not in self._schemas:
-            arrow = deltalake.DeltaTable(self.paths[table]).schema().to_arrow()
+            arrow = deltalake.DeltaTable(
+                self.paths[table], storage_options=delta_options(self.paths[table])
+            ).schema().to_arrow()
             self._schemas[table] = pa.schema(arrow)
         return self._schemas[table]
 

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import deltalake
-from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
@@ -52,8 +51,9 @@ from lakehouse.contract import (
     parse_ts,
 )
 from lakehouse.durable import replace_durably
-from lakehouse.landing import LandingBacklog, LandingLines, landing_dir
-from lakehouse.paths import checkpoint_dir, lakehouse_root
+from lakehouse.landing import LandingLines, landing_backlog, landing_url
+from lakehouse.paths import checkpoint_dir
+from lakehouse.storage import delta_options, ensure_folder, lake_url, spark_url
 
 from ..schema import spark_schema
 from ..spark import spark_session
@@ -114,10 +114,10 @@ class RegionStream:
         self.region = check_region(region)
         self.config = config
         self.books = books
-        self.root = lakehouse_root(config.lakehouse)
+        self.root = lake_url(config.lakehouse)
         self.checkpoint = checkpoint_dir(f"stream-{region}", self.root)
         self.app_id = self._app_id()
-        self.paths = {t.name: str(t.path(self.root))
+        self.paths = {t.name: t.uri(self.root)
                       for t in (*STREAM_TABLES, FORECAST_ACCURACY, TRANSFER_OUTCOMES)}
         self.record = RecordWriter(region, self.checkpoint / "pending", self.paths,
                                    self.app_id, every_s=config.record_every_s)
@@ -149,7 +149,7 @@ class RegionStream:
         self.last_event_at: datetime | None = None
         self._status_written = 0.0
         self._status_events = self.events_total
-        self.backlog = LandingBacklog(landing_dir(self.region, self.root))
+        self.backlog = landing_backlog(self.region, self.root)
         self.behind_s = 0.0
         """How old, at the median, the events of the worst batch since the last status
         row were."""
@@ -176,7 +176,7 @@ class RegionStream:
         return self.levels_batch if self.applied_batch <= self.levels_batch else None
 
     def _silver(self) -> DataFrame:
-        return (self.spark.read.format("delta").load(self.paths["events"])
+        return (self.spark.read.format("delta").load(spark_url(self.paths["events"]))
                 .where(F.col("region") == self.region))
 
     def _load_state(self) -> RegionState:
@@ -242,7 +242,7 @@ class RegionStream:
         already appended are dropped so none is written twice."""
         batches: dict[int, list[dict]] = {}
         if self.levels_batch > after_batch:
-            raws = (self.spark.read.format("delta").load(self.paths["events_raw"])
+            raws = (self.spark.read.format("delta").load(spark_url(self.paths["events_raw"]))
                     .where((F.col("region") == self.region)
                            & (F.col("stream_batch_id") > after_batch)
                            & (F.col("stream_batch_id") <= self.levels_batch))
@@ -264,7 +264,7 @@ class RegionStream:
         """Conflict and variance entries already in silver (the first run wrote them
         after the save, or before a crash that the replay repeats)."""
         def keys(table: str, cols: list[str]) -> set[tuple]:
-            df = (self.spark.read.format("delta").load(self.paths[table])
+            df = (self.spark.read.format("delta").load(spark_url(self.paths[table]))
                   .where(F.col("region") == self.region).select(*cols))
             return {tuple(r) for r in df.collect()}
 
@@ -291,7 +291,7 @@ class RegionStream:
         from bronze. Review items and gaps since the last derived write are lost this
         way: it serves a lakehouse with no state save yet."""
         def rows(table: str) -> list[dict]:
-            df = (self.spark.read.format("delta").load(self.paths[table])
+            df = (self.spark.read.format("delta").load(spark_url(self.paths[table]))
                   .where(F.col("region") == self.region))
             return [r.asDict(recursive=True) for r in df.collect()]
 
@@ -301,7 +301,7 @@ class RegionStream:
         daily_batch = txn_version(self.paths["daily_movements"],
                                   f"{self.app_id}-daily_movements")
         if daily_batch < self.levels_batch:
-            raws = (self.spark.read.format("delta").load(self.paths["events_raw"])
+            raws = (self.spark.read.format("delta").load(spark_url(self.paths["events_raw"]))
                     .where((F.col("region") == self.region)
                            & (F.col("stream_batch_id") > daily_batch)
                            & (F.col("stream_batch_id") <= self.levels_batch))
@@ -313,7 +313,7 @@ class RegionStream:
         """Seqs this region's stream dead-lettered and no corrected event has filled yet:
         still open to a re-driven event after a restart (gold keeps only the seq
         tracker, which counts them as filled)."""
-        dead = (self.spark.read.format("delta").load(self.paths["dead_letters"])
+        dead = (self.spark.read.format("delta").load(spark_url(self.paths["dead_letters"]))
                 .where((F.col("region") == self.region) & (F.col("source") == "stream"))
                 .select("raw").collect())
         keys: set[tuple[str, int]] = set()
@@ -349,7 +349,7 @@ class RegionStream:
         # The spill first: a flush that moves a spill into bronze meanwhile then shows
         # its events twice (deduplicated below) rather than not at all.
         events = self.record.pending_events(batch_id)
-        raws = (self.spark.read.format("delta").load(self.paths["events_raw"])
+        raws = (self.spark.read.format("delta").load(spark_url(self.paths["events_raw"]))
                 .where((F.col("region") == self.region)
                        & (F.col("stream_batch_id") < batch_id)
                        & F.col("topic").endswith(f"/{loc}/events"))
@@ -362,15 +362,15 @@ class RegionStream:
     # --- the query ---------------------------------------------------------------------
 
     def start(self) -> StreamingQuery:
-        src = landing_dir(self.region, self.root)
-        src.mkdir(parents=True, exist_ok=True)
+        src = landing_url(self.region, self.root)
+        ensure_folder(src)
         # Lines are read as text and parsed on the driver, which needs every event as a
         # dict anyway: a JSON scan with the contract's schema costs the JVM a plan, an
         # optimisation and generated code per one-second batch of a few hundred lines.
         stream = (self.spark.readStream
                   .option("maxFilesPerTrigger", self.config.max_files_per_trigger)
                   .option("cleanSource", "delete")
-                  .text(str(src)))
+                  .text(spark_url(src)))
         self.query = (stream.writeStream.queryName(f"shelflife-{self.region}")
                       .foreachBatch(self.process_batch)
                       .option("checkpointLocation", str(self.checkpoint / "query"))
@@ -562,7 +562,7 @@ def rebuild_books(spark: SparkSession, root, books: NetworkBooks,
     Spark so only the open ones (shipped in the last ``transit_days``) come back.
     """
     books.clear()
-    raw = spark.read.format("delta").load(str(EVENTS_RAW.path(root)))
+    raw = spark.read.format("delta").load(spark_url(EVENTS_RAW.uri(root)))
     ev = raw.select(F.from_json(F.col("payload").cast("string"),
                                 spark_schema(EVENT_ENVELOPE)).alias("e"),
                     "payload", "received_at")
@@ -582,11 +582,13 @@ def rebuild_books(spark: SparkSession, root, books: NetworkBooks,
 
 
 def compact_record(spark: SparkSession, root) -> None:
-    """Bin-pack the small files the record writer appends every few seconds."""
+    """Bin-pack the small files the record writer appends every few seconds, with
+    delta-rs, the engine that commits to these tables (safe beside it on S3 too)."""
     spark.sparkContext.setLocalProperty("spark.scheduler.pool", "record")
     for table in (EVENTS_RAW, EVENTS, DEAD_LETTERS):
         try:
-            DeltaTable.forPath(spark, str(table.path(root))).optimize().executeCompaction()
+            url = table.uri(root)
+            deltalake.DeltaTable(url, storage_options=delta_options(url)).optimize.compact()
         except Exception:  # noqa: BLE001 - maintenance must never stop the stream
             log.exception("compacting %s failed", table)
 
@@ -596,7 +598,8 @@ def vacuum_gold(root) -> None:
     rewrites leaves tens of thousands of dead files behind."""
     for table in REWRITTEN_TABLES:
         try:
-            removed = deltalake.DeltaTable(str(table.path(root))).vacuum(
+            url = table.uri(root)
+            removed = deltalake.DeltaTable(url, storage_options=delta_options(url)).vacuum(
                 retention_hours=1, dry_run=False, enforce_retention_duration=False)
             log.info("vacuum %s: %d files removed", table, len(removed))
         except Exception:  # noqa: BLE001 - maintenance must never stop the stream
@@ -668,8 +671,8 @@ def start_streams(spark: SparkSession, regions: list[str], config: StreamConfig
                   ) -> list[RegionStream]:
     """Create missing tables, then start one query per region, all sharing one set of
     network-wide books."""
-    root = lakehouse_root(config.lakehouse)
-    ensure_tables(spark, root)
+    root = lake_url(config.lakehouse)
+    ensure_tables(root)
     books = NetworkBooks()
     # Each region writes the spills a crash left behind to bronze first; the books are
     # then read from a bronze that holds every applied event.
@@ -686,7 +689,7 @@ def run_streams(regions: list[str], config: StreamConfig, *,
                 stop: threading.Event | None = None, metrics_port: int = 0,
                 metrics_host: str = "127.0.0.1") -> None:
     """Run until ``stop`` is set (or forever), printing a line per region every 10 s."""
-    spark = spark_session("shelflife-streaming")
+    spark = spark_session("shelflife-streaming", lakehouse=config.lakehouse)
     streams = start_streams(spark, regions, config)
     serve_stream_metrics(regions, config.lakehouse, metrics_port, host=metrics_host)
     stop = stop or threading.Event()
@@ -696,8 +699,8 @@ def run_streams(regions: list[str], config: StreamConfig, *,
         while not stop.wait(1.0):
             if time.monotonic() - last_vacuum >= config.vacuum_every_s:
                 last_vacuum = time.monotonic()
-                compact_record(spark, lakehouse_root(config.lakehouse))
-                vacuum_gold(lakehouse_root(config.lakehouse))
+                compact_record(spark, lake_url(config.lakehouse))
+                vacuum_gold(lake_url(config.lakehouse))
             for i, s in enumerate(streams):
                 if s.query is None or s.query.exception() is not None:
                     streams[i] = restart_region(spark, s, config, restarts)

@@ -1,27 +1,35 @@
 """Creates the streaming job's Delta tables (empty, partitioned) before any query starts,
-each from its catalogue entry."""
+each from its catalogue entry.
+
+They are created by delta-rs, the engine that commits every row to them, so on S3 the
+first commit is a conditional PUT like every later one: two stream drivers starting at
+once cannot overwrite each other's version 0.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-from pyspark.sql import SparkSession
+from deltalake import DeltaTable
 
 from lakehouse.catalogue import STREAM_TABLES
+from lakehouse.storage import delta_options, ensure_parent
 
-from ..schema import spark_schema
+CREATE_PROPERTIES = {"delta.checkpointInterval": "50"}
+"""Frequent tiny commits make log checkpoints the main source of latency spikes, so take
+one every 50 commits instead of 10."""
 
 
-def ensure_tables(spark: SparkSession, root: Path) -> None:
+def ensure_tables(root: str | os.PathLike[str]) -> None:
     """Create each missing table with its schema, partitioning and properties; leave
     others alone."""
     for table in STREAM_TABLES:
-        path = table.path(root)
-        if (path / "_delta_log").exists():
+        url = table.uri(root)
+        options = delta_options(url)
+        if DeltaTable.is_deltatable(url, storage_options=options):
             continue
-        writer = spark.createDataFrame([], spark_schema(table)).write.format("delta")
-        if table.partitions:
-            writer = writer.partitionBy(*table.partitions)
-        for key, value in table.properties.items():
-            writer = writer.option(key, value)
-        writer.mode("ignore").save(str(path))
+        ensure_parent(url)
+        DeltaTable.create(url, table.schema, mode="ignore",
+                          partition_by=list(table.partitions) or None,
+                          configuration={**CREATE_PROPERTIES, **table.properties},
+                          storage_options=options)

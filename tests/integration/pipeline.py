@@ -11,6 +11,8 @@ from edge_mqtt.agent import StoreAgent
 from edge_mqtt.publisher import Publisher, PublisherConfig
 from ingest.worker import IngestConfig, IngestWorker
 from lakehouse import oracle
+from lakehouse.paths import table_url
+from lakehouse.storage import delta_options
 from spark_jobs.stream.runner import RegionStream, StreamConfig, start_streams
 
 
@@ -48,8 +50,9 @@ def drain(streams: list[RegionStream]) -> None:
         s.derived.write(aggregates=True)
 
 
-def read(root: Path, layer: str, table: str):
-    return deltalake.DeltaTable(str(root / layer / table)).to_pandas()
+def read(root: Path | str, layer: str, table: str):
+    url = table_url(layer, table, root)
+    return deltalake.DeltaTable(url, storage_options=delta_options(url)).to_pandas()
 
 
 def gold_cohorts(root: Path) -> dict[tuple[str, str, str], int]:

@@ -93,7 +93,7 @@ def test_tables_spark_creates_match_the_catalogue(spark, tmp_path):
     from spark_jobs.decisions.forecast import run_forecasts
     from spark_jobs.stream.tables import ensure_tables
 
-    ensure_tables(spark, tmp_path)
+    ensure_tables(tmp_path)
     for table in catalogue.STREAM_TABLES:
         assert_on_disk(table, tmp_path)
     assert run_forecasts(spark, tmp_path) == 0  # no sales yet: an empty table

@@ -118,7 +118,7 @@ def test_spark_reads_back_what_the_record_writer_wrote(spark, tmp_path):
     from spark_jobs.stream.tables import ensure_tables
 
     root = tmp_path / "lake"
-    ensure_tables(spark, root)
+    ensure_tables(root)
     lines = landing_lines(tmp_path)
     paths = {t.name: str(t.path(root)) for t in (EVENTS_RAW, EVENTS, DEAD_LETTERS)}
     writer = RecordWriter("east", tmp_path / "spill", paths, "test")

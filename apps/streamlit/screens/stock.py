@@ -17,7 +17,7 @@ def render_stock(root: str, now: pd.Timestamp, known_regions: list[str]) -> None
     chosen = region_col.multiselect("Region", known_regions, key="regions")
     stock = parts.current_table(root, catalogue.STOCK_LEVELS, regions=tuple(sorted(chosen)))
     if stock is None:
-        st.info(parts.waiting_message(catalogue.STOCK_LEVELS.path(root)))
+        st.info(parts.waiting_message(catalogue.STOCK_LEVELS.uri(root)))
         return
     views.require_columns(stock, views.STOCK_COLUMNS, "gold/stock_levels")
     locations = location_col.multiselect(
@@ -74,7 +74,7 @@ def render_cohorts(root: str, now: pd.Timestamp, table: pd.DataFrame) -> None:
     region = table.loc[table["location_id"] == location_id, "region"].iloc[0]
     cohorts = parts.current_table(root, catalogue.STOCK_COHORTS, regions=(region,))
     if cohorts is None:
-        st.info(parts.waiting_message(catalogue.STOCK_COHORTS.path(root)))
+        st.info(parts.waiting_message(catalogue.STOCK_COHORTS.uri(root)))
         return
     lots = views.cohort_breakdown(cohorts, location_id, sku, now)
     on_hand = int(
@@ -105,7 +105,7 @@ def render_expiring(root: str, now: pd.Timestamp) -> None:
     st.subheader("Expiring soon, by location")
     cohorts = parts.current_table(root, catalogue.STOCK_COHORTS)
     if cohorts is None:
-        st.info(parts.waiting_message(catalogue.STOCK_COHORTS.path(root)))
+        st.info(parts.waiting_message(catalogue.STOCK_COHORTS.uri(root)))
         return
     lots = network_views.expiring_lots(cohorts, parts.current_table(root, catalogue.ITEMS),
                                        now)
