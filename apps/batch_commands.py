@@ -19,7 +19,7 @@ from lakehouse.catalogue import TRANSFER_RECOMMENDATIONS
 from lakehouse.credentials import SigningKeys
 from lakehouse.decisions import record_decision
 from lakehouse.readers import read_table
-from lakehouse.storage import lake_url
+from lakehouse.storage import check_bucket, lake_url
 from spark_jobs.decisions import jobs as batch
 from spark_jobs.decisions.reference import _checked, read_reference, upsert
 
@@ -31,6 +31,7 @@ def _fail(message: str) -> int:
 
 def cmd_batch(args: argparse.Namespace) -> int:
     root = lake_url(args.lakehouse)
+    check_bucket(root)
     jobs = batch.JOBS if args.job == "all" else (args.job,)
     spark = None
     results = []

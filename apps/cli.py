@@ -34,6 +34,7 @@ from ingest.brokers import BrokerError, TlsFiles, run_brokers_forever
 from lakehouse.contract import DEFAULT_PORTS, REGIONS
 from lakehouse.credentials import Credentials, CredentialsMissing
 from lakehouse.options import env_option, env_switch
+from lakehouse.storage import StorageError
 
 
 def _regions(text: str) -> list[str]:
@@ -245,7 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
-    return int(args.fn(args) or 0)
+    try:
+        return int(args.fn(args) or 0)
+    except StorageError as exc:  # a wrong bucket or credentials: one line, not a trace
+        raise SystemExit(f"shelflife {args.command}: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from apps.streamlit.launch import dashboard_command
 from edge_mqtt.simulator import FleetConfig, fleet_layout
 from ingest.brokers import BrokerError, credentials_path, require_mosquitto
 from lakehouse.credentials import Credentials
-from lakehouse.storage import lake_url
+from lakehouse.storage import StorageError, check_bucket, lake_url
 
 COMPONENT_START_TIMEOUT_S = 60
 RESTARTED = frozenset({"ingest"})
@@ -171,6 +171,10 @@ def run_demo(*, lakehouse: str, data_dir: str, port: int, stores: int,
     except BrokerError as exc:
         raise SystemExit(f"demo: {exc}") from exc
     lake = lake_url(lakehouse)
+    try:
+        check_bucket(lake, create=True)  # the demo makes its own bucket
+    except StorageError as exc:
+        raise SystemExit(f"demo: {exc}") from exc
     var = Path(data_dir).resolve()
     users = UsersFile(users_file_path(users_file, lake))
     password = ensure_demo_user(users)

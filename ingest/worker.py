@@ -85,7 +85,7 @@ from lakehouse.metrics import REGISTRY, serve_metrics
 from lakehouse.mqtt import BrokerAddress, make_client
 from lakehouse.paths import lakehouse_root
 from lakehouse.ratelimit import TokenBucket
-from lakehouse.storage import lake_url
+from lakehouse.storage import check_bucket, lake_url
 
 from .backpressure import IntakeGate
 from .brokers import MAX_INFLIGHT_MESSAGES
@@ -249,6 +249,7 @@ class IngestWorker:
     def __init__(self, config: IngestConfig, *, registry: CollectorRegistry = REGISTRY) -> None:
         self.config = config
         lake = lake_url(config.lakehouse)
+        check_bucket(lake)  # before a store's events are taken in: a clear error now
         root = lakehouse_root(lake)  # this machine's state: the seq database
         self.writer = landing_writer(config.region, lake, config.worker_id)
         self.tracker = SeqTracker(root / "_ingest" / f"{config.region}.sqlite")

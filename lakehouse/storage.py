@@ -223,8 +223,8 @@ def check_bucket(url: str, *, create: bool = False) -> None:
     except BotoCoreError as exc:
         raise StorageError(f"bucket {bucket!r} at {where}: {exc}") from None
     if not create:
-        raise StorageError(f"bucket {bucket!r} does not exist at {where}: create it, or "
-                           "pass --create-bucket")
+        raise StorageError(f"bucket {bucket!r} does not exist at {where}: create it first "
+                           f"(aws s3 mb s3://{bucket}); `shelflife demo` makes its own")
     region = s3_settings().region
     extra = ({} if region == DEFAULT_REGION
              else {"CreateBucketConfiguration": {"LocationConstraint": region}})

@@ -53,7 +53,7 @@ from lakehouse.contract import (
 from lakehouse.durable import replace_durably
 from lakehouse.landing import LandingLines, landing_backlog, landing_url
 from lakehouse.paths import checkpoint_dir
-from lakehouse.storage import delta_options, ensure_folder, lake_url, spark_url
+from lakehouse.storage import check_bucket, delta_options, ensure_folder, lake_url, spark_url
 
 from ..schema import spark_schema
 from ..spark import spark_session
@@ -689,6 +689,7 @@ def run_streams(regions: list[str], config: StreamConfig, *,
                 stop: threading.Event | None = None, metrics_port: int = 0,
                 metrics_host: str = "127.0.0.1") -> None:
     """Run until ``stop`` is set (or forever), printing a line per region every 10 s."""
+    check_bucket(lake_url(config.lakehouse))  # a clear error before Spark starts
     spark = spark_session("shelflife-streaming", lakehouse=config.lakehouse)
     streams = start_streams(spark, regions, config)
     serve_stream_metrics(regions, config.lakehouse, metrics_port, host=metrics_host)
