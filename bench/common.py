@@ -22,6 +22,8 @@ if str(ROOT) not in sys.path:
 
 from lakehouse.catalogue import STOCK_LEVELS  # noqa: E402
 from lakehouse.metrics import parse_metrics  # noqa: E402
+from lakehouse.readers import is_table  # noqa: E402
+from lakehouse.storage import delta_options  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -126,11 +128,11 @@ class Components:
         if self.procs[name].poll() is not None:
             raise SystemExit(f"{name} exited; see {self.logs / (name + '.log')}")
 
-    def wait_for_tables(self, lake: Path, timeout: float = 300) -> Path:
+    def wait_for_tables(self, lake: Path | str, timeout: float = 300) -> str:
         """Wait until the stream has created gold; returns gold/stock_levels."""
-        levels = STOCK_LEVELS.path(lake)
+        levels = STOCK_LEVELS.uri(lake)
         started = time.monotonic()
-        while not (levels / "_delta_log").exists():
+        while not is_table(levels):
             self.check("stream")
             if time.monotonic() - started > timeout:
                 raise SystemExit(f"Spark did not create the tables within {timeout:.0f} s")
@@ -189,7 +191,7 @@ def machine_busy_s() -> float:
     return busy / CLOCK_TICKS
 
 
-def poll_gold(path: Path, vis: Visibility | list[Visibility], stop: threading.Event, *,
+def poll_gold(path: Path | str, vis: Visibility | list[Visibility], stop: threading.Event, *,
               regions: list[str] | None = None) -> None:
     """Cover events at the commit time of each gold/stock_levels version showing them.
 
@@ -201,7 +203,7 @@ def poll_gold(path: Path, vis: Visibility | list[Visibility], stop: threading.Ev
     seen = -1
     while not stop.is_set():
         try:
-            dt = deltalake.DeltaTable(str(path))
+            dt = deltalake.DeltaTable(str(path), storage_options=delta_options(str(path)))
         except Exception:  # noqa: BLE001 - not created yet
             time.sleep(0.2)
             continue

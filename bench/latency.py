@@ -40,6 +40,7 @@ from bench.common import (  # noqa: E402
 from edge_mqtt.simulator import Fleet, FleetConfig  # noqa: E402
 from ingest.brokers import DEFAULT_PORTS  # noqa: E402
 from lakehouse.catalogue import EVENTS  # noqa: E402
+from lakehouse.storage import delta_options  # noqa: E402
 
 
 def poll_acks(fleet: Fleet, vis: Visibility, stop: threading.Event) -> None:
@@ -50,24 +51,35 @@ def poll_acks(fleet: Fleet, vis: Visibility, stop: threading.Event) -> None:
         time.sleep(0.02)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The load options, shared with bench/storage.py."""
     ap.add_argument("--stores", type=int, default=300)
     ap.add_argument("--events-per-s", type=float, default=300.0)
     ap.add_argument("--duration-s", type=float, default=60.0)
     ap.add_argument("--warmup-s", type=float, default=20.0,
                     help="trading before measuring (initial stock-up is excluded)")
     ap.add_argument("--workdir", default=None, help="keep state here (default: temp dir)")
-    args = ap.parse_args()
+    return ap
 
+
+def main() -> None:
+    args = arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0])).parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="shelflife-bench-"))
-    lake = work / "lakehouse"
+    print(json.dumps(measure(args, work, str(work / "lakehouse"))), flush=True)
+
+
+def measure(args: argparse.Namespace, work: Path, lake: str,
+            extra_env: dict[str, str] | None = None) -> dict:
+    """One run of the whole path against the lakehouse at ``lake`` (a folder or an
+    ``s3://`` prefix); returns the figures."""
+    work.mkdir(parents=True, exist_ok=True)
     # Secure brokers, as Shelflife runs by default: every store logs in as itself and
     # ingest signs its acks; the fleet issues its stores' logins into the brokers' file.
     creds = work / "brokers" / "credentials.json"
-    env = {**os.environ, "SHELFLIFE_LAKEHOUSE": str(lake), "PYTHONUNBUFFERED": "1",
+    env = {**os.environ, "SHELFLIFE_LAKEHOUSE": lake, "PYTHONUNBUFFERED": "1",
            "SHELFLIFE_INGEST_METRICS_PORT": "0", "SHELFLIFE_STREAM_METRICS_PORT": "0",
-           "SHELFLIFE_CREDENTIALS": str(creds)}
+           "SHELFLIFE_CREDENTIALS": str(creds), "SHELFLIFE_STATE_DIR": str(work / "state"),
+           **(extra_env or {})}
     logs = work / "logs"
     parts = Components(logs, env)
     procs = parts.procs
@@ -78,8 +90,8 @@ def main() -> None:
         for port in DEFAULT_PORTS.values():
             wait_port(port, 30)
         parts.check("broker")
-        parts.spawn("ingest", "ingest", "--lakehouse", str(lake))
-        parts.spawn("stream", "stream", "--lakehouse", str(lake))
+        parts.spawn("ingest", "ingest", "--lakehouse", lake)
+        parts.spawn("stream", "stream", "--lakehouse", lake)
         print(f"bench: work dir {work}; waiting for Spark to create the tables", flush=True)
         levels = parts.wait_for_tables(lake)
 
@@ -133,8 +145,9 @@ def main() -> None:
         # Silver is written behind gold (every few seconds): give it time to catch up.
         deadline = time.monotonic() + 60
         while True:
-            silver = deltalake.DeltaTable(str(EVENTS.path(lake))).to_pandas(
-                columns=["location_id", "seq"])
+            silver = deltalake.DeltaTable(
+                EVENTS.uri(lake), storage_options=delta_options(EVENTS.uri(lake))
+            ).to_pandas(columns=["location_id", "seq"])
             keys = set(zip(silver["location_id"], silver["seq"], strict=True))
             lost = sum(1 for k in measured if k not in keys)
             if not lost or time.monotonic() > deadline:
@@ -156,7 +169,7 @@ def main() -> None:
               f"p99 {result['p99_s']} s; ack (before Spark) p50 "
               f"{result['baseline_ack_p50_s']} s, p99 {result['baseline_ack_p99_s']} s",
               flush=True)
-        print(json.dumps(result), flush=True)
+        return result
     finally:
         parts.stop()
 

@@ -178,8 +178,11 @@ def spark_s3_conf() -> dict[str, str]:
         # Spark's Delta writer on S3 is a single-driver writer: only the forecast job
         # commits with it, to the one table no other engine commits to.
         "spark.delta.logStore.s3a.impl": "io.delta.storage.S3SingleDriverLogStore",
-        # The stream's checkpoint is on the driver's disk; these only shape table reads.
         "spark.hadoop.fs.s3a.connection.maximum": "64",
+        # Upload blocks are buffered in memory, not in local temp files: Shelflife's Spark
+        # maps file:// to Hadoop's raw local file system (spark_jobs.spark), which s3a's
+        # disk buffer cannot use, and the files Spark writes here are small.
+        "spark.hadoop.fs.s3a.fast.upload.buffer": "bytebuffer",
     }
     if s.session_token:
         conf["spark.hadoop.fs.s3a.session.token"] = s.session_token

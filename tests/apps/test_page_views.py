@@ -162,15 +162,18 @@ def test_dead_letters_group_by_cause_over_time() -> None:
     assert over_time["dead_letters"].tolist() == [2, 1]
 
 
-@pytest.fixture
-def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
-    """The dashboard in AppTest over the demo lakehouse, signed in as an approver."""
+@pytest.fixture(params=["folder", "s3"])
+def demo(request: pytest.FixtureRequest, tmp_path: Path,
+         monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    """The dashboard in AppTest over the demo lakehouse, signed in as an approver; the
+    lakehouse in a folder, then in a bucket on moto's S3 server."""
     now = datetime.now(UTC)
-    write_demo_lakehouse(tmp_path, now)
-    write_demo_pages(tmp_path, now)
-    write_transfer_recommendations(tmp_path, now)
+    root = str(tmp_path) if request.param == "folder" else request.getfixturevalue("s3_lake")
+    write_demo_lakehouse(root, now)
+    write_demo_pages(root, now)
+    write_transfer_recommendations(root, now)
     write_operators(tmp_path / "users.yaml")
-    monkeypatch.setenv(ENV_ROOT, str(tmp_path))
+    monkeypatch.setenv(ENV_ROOT, root)
     monkeypatch.setenv(ENV_USERS_FILE, str(tmp_path / "users.yaml"))
     return sign_in(AppTest.from_file(str(DASHBOARD), default_timeout=60).run(),
                    APPROVER, APPROVER_PASSWORD)

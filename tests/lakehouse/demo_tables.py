@@ -13,7 +13,8 @@ from deltalake import write_deltalake
 
 from lakehouse import catalogue
 from lakehouse.catalogue import Table
-from lakehouse.paths import table_path
+from lakehouse.paths import table_url
+from lakehouse.storage import delta_options
 
 UTC_TS = pa.timestamp("us", tz="UTC")
 
@@ -67,9 +68,9 @@ DEAD_LETTERS = pa.schema(
 def write_table(root: Path, layer: str, name: str, rows: list[dict], schema: pa.Schema) -> None:
     """Write rows as a Delta table partitioned by region, like the Spark jobs do."""
     data = pa.Table.from_pylist(rows, schema=schema)
-    write_deltalake(
-        str(table_path(layer, name, root)), data, partition_by=["region"], mode="overwrite"
-    )
+    url = table_url(layer, name, root)
+    write_deltalake(url, data, partition_by=["region"], mode="overwrite",
+                    storage_options=delta_options(url))
 
 
 def write_demo_lakehouse(root: Path, now: datetime) -> None:
@@ -188,8 +189,8 @@ def write_demo_lakehouse(root: Path, now: datetime) -> None:
 def write_catalogue_table(root: Path, table: Table, rows: list[dict]) -> None:
     """Rows in a catalogue table's own schema and partitions, as its writer lays it out."""
     data = pa.Table.from_pylist(rows, schema=table.schema)
-    write_deltalake(str(table.path(root)), data, partition_by=list(table.partitions) or None,
-                    mode="overwrite")
+    write_deltalake(table.uri(root), data, partition_by=list(table.partitions) or None,
+                    mode="overwrite", storage_options=delta_options(table.uri(root)))
 
 
 def write_demo_pages(root: Path, now: datetime) -> None:
@@ -226,10 +227,12 @@ def write_demo_pages(root: Path, now: datetime) -> None:
             ("east", "E-S002", "MILK-1L", 0, 9), ("east", "E-S002", "YOGURT-500", 2, 14),
             ("central", "C-S011", "BREAD-WHT", 1, 6), ("central", "C-S011", "MILK-1L", 2, 20),
             ("west", "W-S100", "YOGURT-500", -1, 3), ("west", "W-S100", "MILK-1L", 1, 11))]
-    write_deltalake(str(catalogue.STOCK_COHORTS.path(root)), pa.Table.from_pylist(
+    cohorts = catalogue.STOCK_COHORTS.uri(root)
+    write_deltalake(cohorts, pa.Table.from_pylist(
         [dict(zip(("region", "location_id", "sku", "lot", "expires_on", "quantity"), row,
                   strict=True)) | {"updated_at": now} for row in more_lots],
-        schema=STOCK_COHORTS), partition_by=["region"], mode="append")
+        schema=STOCK_COHORTS), partition_by=["region"], mode="append",
+        storage_options=delta_options(cohorts))
 
     write_demo_heartbeats(root, now)
 

@@ -12,6 +12,7 @@ from deltalake import write_deltalake
 
 from lakehouse.catalogue import EVENTS
 from lakehouse.contract import encode_event, topic
+from lakehouse.storage import delta_options, ensure_parent
 from spark_jobs.stream.record import silver_rows
 
 
@@ -24,14 +25,15 @@ def landing_lines(events: list[dict], *, received_at: str, region: str = "east",
             for i, e in enumerate(events)]
 
 
-def write_silver_events(root: Path, events: list[dict], *, received_at: str,
+def write_silver_events(root: Path | str, events: list[dict], *, received_at: str,
                         mode: Literal["append", "overwrite"] = "overwrite",
-                        batch_id: str = "b1") -> Path:
-    """Commit ``events`` to silver ``events`` under ``root``; returns the table's folder."""
+                        batch_id: str = "b1") -> str:
+    """Commit ``events`` to silver ``events`` under ``root`` (a folder or an ``s3://``
+    lakehouse); returns the table's location."""
     lines = landing_lines(events, received_at=received_at, batch_id=batch_id)
     rows = silver_rows([(0, line) for line in lines], datetime.now(UTC))
-    path = EVENTS.path(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_deltalake(str(path), pa.Table.from_pylist(rows, schema=EVENTS.schema), mode=mode,
-                    partition_by=list(EVENTS.partitions))
-    return path
+    url = EVENTS.uri(root)
+    ensure_parent(url)
+    write_deltalake(url, pa.Table.from_pylist(rows, schema=EVENTS.schema), mode=mode,
+                    partition_by=list(EVENTS.partitions), storage_options=delta_options(url))
+    return url

@@ -101,6 +101,7 @@ def build_lakehouse(spark, root: Path, events: list[dict]) -> None:
     from deltalake import write_deltalake
 
     from lakehouse.catalogue import STOCK_COHORTS, STOCK_LEVELS
+    from lakehouse.storage import delta_options
     from spark_jobs.stream.fold import RegionState
 
     from .silver_events import write_silver_events
@@ -113,8 +114,9 @@ def build_lakehouse(spark, root: Path, events: list[dict]) -> None:
         data = pa.Table.from_arrays([pa.array(list(c), type=f.type) for c, f in
                                      zip(zip(*rows, strict=True), table.schema, strict=True)],
                                     schema=table.schema)
-        write_deltalake(str(table.path(root)), data, mode="overwrite",
-                        partition_by=list(table.partitions))
+        write_deltalake(table.uri(root), data, mode="overwrite",
+                        partition_by=list(table.partitions),
+                        storage_options=delta_options(table.uri(root)))
 
 
 def run_jobs(spark, root: Path) -> dict[str, pd.DataFrame]:
@@ -145,6 +147,21 @@ def decided(spark, tmp_path_factory):
         build_lakehouse(spark, root, network_events(count_week))
         results[count_week] = (root, run_jobs(spark, root))
     return results
+
+
+@pytest.mark.spark
+def test_the_decision_jobs_decide_the_same_with_the_lakehouse_on_s3(decided, spark, s3_lake):
+    """Silver and gold in a bucket (moto's S3 server): Spark reads events over s3a, the
+    forecast job commits with Spark, the others with delta-rs, and every answer is the
+    one the same network got on a local disk."""
+    build_lakehouse(spark, s3_lake, network_events(False))
+    on_s3 = run_jobs(spark, s3_lake)
+    on_disk = decided[False][1]
+    for name, frame in on_disk.items():
+        columns = [c for c in frame.columns if c not in ("recommendation_id", "model")]
+        pd.testing.assert_frame_equal(on_s3[name][columns], frame[columns],
+                                      check_dtype=False, obj=name)
+    assert len(on_s3["transfer_recommendations"]) >= 1, "the S3 run still moves the yogurt"
 
 
 @pytest.mark.spark

@@ -1,0 +1,93 @@
+"""The lakehouse on local disk and on S3, same load, same run: what object storage costs.
+
+Runs bench/latency.py's whole path (broker, ingest, stream as processes; the simulated
+fleet here) twice, first with the lakehouse in a folder (the baseline), then in a bucket
+on moto's S3 server on loopback (started here, in its own process: an HTTP S3 endpoint,
+conditional PUTs and all). With S3 every table and the landing zone are objects: ingest
+PUTs each batch, Spark lists and reads them over s3a, delta-rs commits each version with
+a conditional PUT. Also runs the concurrent writer pairs of
+tests/lakehouse/test_concurrent_writers.py on the same server and counts lost commits.
+
+The last line printed is one JSON object: ``p99_local_s``, ``p99_s3_s``, ``ratio``
+(s3/local), ``lost``, ``duplicated``, ``commits_lost_concurrent`` and ``s3_tables`` (the
+tables the run found under the ``s3://`` prefix).
+
+    python bench/storage.py --stores 300 --events-per-s 300 --duration-s 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.latency import arguments, measure  # noqa: E402
+from lakehouse import storage  # noqa: E402
+from tests.s3 import fresh_lake, moto_server  # noqa: E402
+
+
+def s3_tables(lake: str) -> list[str]:
+    """``layer/table`` of every Delta table under an S3 lakehouse prefix."""
+    bucket, prefix = storage.split_s3(lake)
+    found = set()
+    pages = storage.s3_client().get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=f"{prefix}/")
+    for page in pages:
+        for item in page.get("Contents", ()):
+            parts = item["Key"][len(prefix) + 1:].split("/")
+            if len(parts) >= 3 and parts[2] == "_delta_log":
+                found.add(f"{parts[0]}/{parts[1]}")
+    return sorted(found)
+
+
+def concurrent_commits_lost() -> int | None:
+    """Lost commits over the writer-pair runs (None where that suite is absent)."""
+    try:
+        from tests.lakehouse.test_concurrent_writers import count_lost_commits  # optional
+    except ImportError:
+        return None
+    return int(count_lost_commits(fresh_lake()))
+
+
+def main() -> None:
+    ap = arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    args = ap.parse_args()
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="shelflife-bench-storage-"))
+    started = time.monotonic()
+    print(f"bench: 1/3 lakehouse on local disk ({work / 'local'})", flush=True)
+    local = measure(args, work / "local", str(work / "local" / "lakehouse"))
+    with moto_server() as endpoint:
+        lake = fresh_lake()
+        print(f"bench: 2/3 lakehouse on S3 ({lake} at {endpoint})", flush=True)
+        remote = measure(args, work / "s3", lake)
+        tables = s3_tables(lake)
+        print("bench: 3/3 concurrent writers on S3", flush=True)
+        lost_commits = concurrent_commits_lost()
+    ratio = (round(remote["p99_s"] / local["p99_s"], 2)
+             if remote.get("p99_s") and local.get("p99_s") else None)
+    result = {
+        "bench": "storage", "stores": args.stores, "events_per_s": args.events_per_s,
+        "p50_local_s": local["p50_s"], "p99_local_s": local["p99_s"],
+        "p50_s3_s": remote["p50_s"], "p99_s3_s": remote["p99_s"], "ratio": ratio,
+        "ack_p99_local_s": local["baseline_ack_p99_s"],
+        "ack_p99_s3_s": remote["baseline_ack_p99_s"],
+        "events_local": local["events"], "events_s3": remote["events"],
+        "lost": local["lost"] + remote["lost"],
+        "duplicated": local["duplicated"] + remote["duplicated"],
+        "not_visible": local["not_visible"] + remote["not_visible"],
+        "commits_lost_concurrent": lost_commits, "s3_tables": tables,
+        "elapsed_s": round(time.monotonic() - started, 1),
+    }
+    print(f"bench: gold p99 local {local['p99_s']} s, S3 {remote['p99_s']} s "
+          f"(ratio {ratio}); lost {result['lost']}, duplicated {result['duplicated']}; "
+          f"{len(tables)} tables on S3", flush=True)
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
