@@ -22,10 +22,12 @@ def run_notebook(path: Path) -> dict:
     return namespace
 
 
+@pytest.mark.parametrize("where", ["folder", "s3"])
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs_on_a_lakehouse(path, tmp_path, monkeypatch):
-    write_demo_lakehouse(tmp_path, datetime.now(UTC))
-    monkeypatch.setenv("SHELFLIFE_LAKEHOUSE", str(tmp_path))
+def test_notebook_runs_on_a_lakehouse(path, where, tmp_path, monkeypatch, request):
+    root = str(tmp_path) if where == "folder" else request.getfixturevalue("s3_lake")
+    write_demo_lakehouse(root, datetime.now(UTC))
+    monkeypatch.setenv("SHELFLIFE_LAKEHOUSE", root)
     ns = run_notebook(path)
     if path.name == "stock_overview.ipynb":
         levels = ns["levels"]
