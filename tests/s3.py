@@ -29,15 +29,17 @@ AWS_ENV = {"AWS_ACCESS_KEY_ID": "shelflife-test", "AWS_SECRET_ACCESS_KEY": "shel
 
 
 @contextmanager
-def moto_server() -> Iterator[str]:
+def moto_server(log_path: Path | None = None) -> Iterator[str]:
     """Start moto's S3 server, point the AWS settings of this process (and the processes
     it starts) at it, make the test bucket; yields the endpoint URL.
 
     The server runs in a process of its own, not as ``ThreadedMotoServer`` in the test's:
     delta-rs holds the GIL during some calls (``is_deltatable``), and a server thread in
-    the same interpreter then never answers them."""
+    the same interpreter then never answers them. The server logs one line per request;
+    ``log_path`` keeps them (bench/commits.py counts requests per commit from it)."""
     port = free_port()
-    log_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed when the server stops
+    log_file = (open(log_path, "w+b") if log_path  # noqa: SIM115 - closed at the end
+                else tempfile.TemporaryFile())  # noqa: SIM115 - closed at the end
     server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")),
                                "-H", "127.0.0.1", "-p", str(port)],
                               stdout=log_file, stderr=subprocess.STDOUT)
