@@ -4,9 +4,12 @@ The live path's writes, done the way the stream does them (a kept-open delta-rs 
 a region's gold partition replaced every second (``stock_levels``, ~2,000 rows, with an
 app transaction), and the record writer's append to silver ``events`` every few seconds
 (~500 rows). Each runs ``--commits`` times on a folder and on a bucket on moto's S3
-server (loopback, its own process). The server logs one line per request, so requests
-per commit are counted by kind (GET, PUT, HEAD, LIST, DELETE). Those counts, not moto's
-latency, are what carry over to a real bucket; SCALING.md multiplies them out.
+server (loopback, its own process). Then 1, 2, 4 and 8 processes commit to one table at once,
+each replacing its own region's partition as fast as it can: how many commits a second
+one Delta table takes on S3, and what a commit then costs. The server logs one line per
+request, so requests per commit are counted by kind (GET, PUT, HEAD, LIST, DELETE).
+Those counts, not moto's latency, are what carry over to a real bucket; SCALING.md
+multiplies them out.
 
 The last line printed is one JSON object.
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import re
 import sys
 import tempfile
@@ -24,11 +28,13 @@ import time
 from collections import Counter
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyarrow as pa  # noqa: E402
 from deltalake import DeltaTable, write_deltalake  # noqa: E402
+from deltalake.exceptions import CommitFailedError  # noqa: E402
 from deltalake.transaction import CommitProperties, Transaction  # noqa: E402
 
 from lakehouse.catalogue import EVENTS, STOCK_LEVELS  # noqa: E402
@@ -95,6 +101,61 @@ def run(root: str, commits: int, log: Path | None) -> dict:
     return out
 
 
+def _writer(url: str, region: str, commits: int, queue: Any) -> None:
+    """One process replacing its own region's partition ``commits`` times, as fast as it
+    can (a shard's gold writer with no other work); reports its commit times."""
+    options = delta_options(url)
+    handle = DeltaTable(url, storage_options=options)
+    times, failed = [], 0
+    first = time.time()
+    for batch in range(1, commits + 1):
+        data = level_rows(200, batch).set_column(
+            0, "region", pa.array([region] * 200, type=pa.string()))
+        started = time.perf_counter()
+        try:
+            write_deltalake(handle, data, mode="overwrite", predicate=f"region = '{region}'",
+                            commit_properties=CommitProperties(
+                                app_transactions=[Transaction(f"w-{region}", batch)],
+                                max_commit_retries=20))  # what the stream allows
+        except CommitFailedError:
+            failed += 1  # lost the race 20 times: the stream would retry the batch
+            handle = DeltaTable(url, storage_options=options)
+        times.append(time.perf_counter() - started)
+    queue.put((times, first, time.time(), failed))
+
+
+def shared_table(root: str, writers: int, commits: int) -> dict:
+    """``writers`` processes committing to one table at once: the table's commit rate."""
+    url = STOCK_LEVELS.uri(root) + f"-shared-{writers}"
+    write_deltalake(url, level_rows(10, 0), partition_by=["region"],
+                    storage_options=delta_options(url))
+    queue: Any = mp.get_context("spawn").Queue()
+    procs = [mp.get_context("spawn").Process(target=_writer,
+                                             args=(url, f"r{i}", commits, queue))
+             for i in range(writers)]
+    for p in procs:
+        p.start()
+    reports = [queue.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join()
+    times = [t for r in reports for t in r[0]]
+    # from the first commit begun to the last one done (process start-up left out)
+    elapsed = max(r[2] for r in reports) - min(r[1] for r in reports)
+    version = DeltaTable(url, storage_options=delta_options(url)).version()
+    failed = sum(r[3] for r in reports)
+    times.sort()
+    result = {"writers": writers, "commits": writers * commits, "version": version,
+              "failed_after_20_retries": failed,
+              "commits_per_s": round((writers * commits - failed) / elapsed, 1),
+              "ms_p50": round(1000 * times[len(times) // 2], 1),
+              "ms_p95": round(1000 * times[int(len(times) * 0.95)], 1)}
+    print(f"bench: {writers} writers on one table: {result['commits_per_s']} commits/s, "
+          f"commit p50 {result['ms_p50']} ms, p95 {result['ms_p95']} ms, version "
+          f"{version} (expected {writers * commits - failed}), {failed} failed after 20 "
+          "retries", flush=True)
+    return result
+
+
 def _requests(log: Path | None) -> Counter:
     """Requests the S3 server has logged so far, by kind (a GET with list-type is LIST)."""
     counts: Counter = Counter()
@@ -112,6 +173,8 @@ def _requests(log: Path | None) -> Counter:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--commits", type=int, default=60)
+    ap.add_argument("--writers", default="1,2,4,8",
+                    help="concurrent writer processes on one S3 table, per step")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="shelflife-bench-commits-"))
     print(f"bench: {args.commits} commits of each write, local disk then moto S3", flush=True)
@@ -119,7 +182,9 @@ def main() -> None:
     log = work / "moto.log"
     with moto_server(log):
         s3 = run(fresh_lake(), args.commits, log)
-    result = {"bench": "commits", "local": local, "s3": s3,
+        shared = [shared_table(fresh_lake(), int(n), max(20, args.commits // 2))
+                  for n in args.writers.split(",")]
+    result = {"bench": "commits", "local": local, "s3": s3, "s3_shared_table": shared,
               "ratio_p50": {k: round(s3[k]["ms_p50"] / local[k]["ms_p50"], 2) for k in local}}
     print(json.dumps(result), flush=True)
 

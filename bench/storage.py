@@ -10,7 +10,9 @@ tests/lakehouse/test_concurrent_writers.py on the same server and counts lost co
 
 The last line printed is one JSON object: ``p99_local_s``, ``p99_s3_s``, ``ratio``
 (s3/local), ``lost``, ``duplicated``, ``commits_lost_concurrent`` and ``s3_tables`` (the
-tables the run found under the ``s3://`` prefix).
+tables the run found under the ``s3://`` prefix) and ``s3_requests_per_s`` (the S3 run's
+requests a second, by kind and by landing zone or tables, counted from the server's log;
+they include the benchmark's own gold polling, a few LIST and GET a second).
 
     python bench/storage.py --stores 300 --events-per-s 300 --duration-s 60
 """
@@ -22,10 +24,12 @@ import json
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.commits import REQUEST  # noqa: E402
 from bench.latency import arguments, measure  # noqa: E402
 from lakehouse import storage  # noqa: E402
 from tests.s3 import fresh_lake, moto_server  # noqa: E402
@@ -45,6 +49,21 @@ def s3_tables(lake: str) -> list[str]:
     return sorted(found)
 
 
+def request_counts(log: Path) -> Counter:
+    """S3 requests of the whole S3 run by kind and by what they touch (landing or
+    tables), from the server's one line per request."""
+    counts: Counter = Counter()
+    for line in log.read_text(errors="replace").splitlines():
+        m = REQUEST.search(line)
+        if not m:
+            continue
+        verb, path = m.groups()
+        kind = "LIST" if verb == "GET" and "list-type" in path else verb
+        counts[f"{'landing' if '/landing' in path or 'landing%2F' in path else 'tables'} "
+               f"{kind}"] += 1
+    return counts
+
+
 def concurrent_commits_lost() -> int | None:
     """Lost commits over the writer-pair runs (None where that suite is absent)."""
     try:
@@ -61,10 +80,14 @@ def main() -> None:
     started = time.monotonic()
     print(f"bench: 1/3 lakehouse on local disk ({work / 'local'})", flush=True)
     local = measure(args, work / "local", str(work / "local" / "lakehouse"))
-    with moto_server() as endpoint:
+    log = work / "moto.log"
+    with moto_server(log) as endpoint:
         lake = fresh_lake()
         print(f"bench: 2/3 lakehouse on S3 ({lake} at {endpoint})", flush=True)
+        began = time.monotonic()
         remote = measure(args, work / "s3", lake)
+        s3_seconds = time.monotonic() - began
+        requests = request_counts(log)
         tables = s3_tables(lake)
         print("bench: 3/3 concurrent writers on S3", flush=True)
         lost_commits = concurrent_commits_lost()
@@ -81,6 +104,8 @@ def main() -> None:
         "duplicated": local["duplicated"] + remote["duplicated"],
         "not_visible": local["not_visible"] + remote["not_visible"],
         "commits_lost_concurrent": lost_commits, "s3_tables": tables,
+        "s3_requests_per_s": {k: round(v / s3_seconds, 1) for k, v in sorted(requests.items())},
+        "s3_requests_per_s_total": round(sum(requests.values()) / s3_seconds, 1),
         "elapsed_s": round(time.monotonic() - started, 1),
     }
     print(f"bench: gold p99 local {local['p99_s']} s, S3 {remote['p99_s']} s "
