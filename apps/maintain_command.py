@@ -9,7 +9,7 @@ import threading
 from apps.shutdown import stop_event
 from lakehouse.catalogue import Table, table
 from lakehouse.maintenance import maintain
-from lakehouse.storage import lake_url
+from lakehouse.storage import StorageError, check_bucket, lake_url
 
 
 def _tables(names: list[str] | None) -> list[Table] | None:
@@ -42,6 +42,11 @@ def run_maintenance(root: str, *, every_s: float, once: bool, retain_hours: int,
 
 
 def cmd_maintain(args: argparse.Namespace) -> int:
-    return run_maintenance(lake_url(args.lakehouse), every_s=args.every, once=args.once,
+    root = lake_url(args.lakehouse)
+    try:
+        check_bucket(root)  # a wrong bucket would otherwise read as "no table yet"
+    except StorageError as exc:
+        raise SystemExit(f"maintain: {exc}") from None
+    return run_maintenance(root, every_s=args.every, once=args.once,
                            retain_hours=args.retain_hours, tables=_tables(args.table),
                            stop=stop_event())

@@ -105,8 +105,8 @@ class TableReport:
             return head + "committed by Spark; maintained by the forecast job"
         files = (f"{self.files_before} files -> {self.files_after}"
                  if self.files_before != self.files_after
-                 else f"{self.files_after} files, nothing to compact")
-        text = (f"{files}, vacuumed {self.vacuumed} files (older than "
+                 else f"{_files(self.files_after)}, nothing to compact")
+        text = (f"{files}, vacuumed {_files(self.vacuumed)} (older than "
                 f"{self.retain_hours} h), {self.seconds:.1f} s")
         if self.retries:
             text += f", {self.retries} compaction retries"
@@ -232,6 +232,10 @@ class Lease:
         self.number = None
 
 
+def _files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
+
+
 def retention_hours(table: Table, default: int = DEFAULT_RETAIN_HOURS) -> int:
     """How long a replaced file of ``table`` is kept: its declared
     ``delta.deletedFileRetentionDuration`` when it has one, else ``default``."""
@@ -340,7 +344,12 @@ def maintain(root: str | os.PathLike[str] | None = None, *,
     delta-rs commits, print a line per table, and return the reports."""
     chosen = list(TABLES if tables is None else tables)
     lease = Lease(root)
-    holder = lease.acquire()
+    try:
+        holder = lease.acquire()
+    except Exception as exc:  # noqa: BLE001 - storage trouble: say so, try next round
+        say(f"maintain: cannot take the maintenance lease ({type(exc).__name__}: {exc}); "
+            "this round is skipped")
+        return []
     if holder is not None:
         say(f"maintain: another maintainer holds this lakehouse ({holder}); "
             "this round is skipped")
@@ -348,7 +357,13 @@ def maintain(root: str | os.PathLike[str] | None = None, *,
     reports: list[TableReport] = []
     try:
         for i, table in enumerate(chosen, start=1):
-            if not lease.renew():
+            try:
+                ours = lease.renew()
+            except Exception as exc:  # noqa: BLE001 - never compact without the lease
+                say(f"maintain: cannot renew the lease ({type(exc).__name__}: {exc}); "
+                    "this round stops here")
+                break
+            if not ours:
                 say("maintain: the lease was taken over; this round stops here")
                 break
             report = maintain_table(table, root, retain_hours=retain_hours,
@@ -356,5 +371,6 @@ def maintain(root: str | os.PathLike[str] | None = None, *,
             say(report.line(i, len(chosen)))
             reports.append(report)
     finally:
-        lease.release()
+        with contextlib.suppress(Exception):  # it expires by itself if not released
+            lease.release()
     return reports

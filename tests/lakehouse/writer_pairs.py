@@ -162,21 +162,26 @@ def _together(*writers: Callable[[], None]) -> None:
 
 
 def _run(name: str, table: Table, root: str, tables: list[Table],
-         body: Callable[[PairResult, threading.Lock], None]) -> PairResult:
+         body: Callable[[PairResult, threading.Lock], None], beside: bool) -> PairResult:
+    """Run a pair's writers (``body``), with maintenance looping beside them unless
+    ``beside`` is False (a bench then times one round over what they left)."""
     result = PairResult(name, str(table))
     lock = threading.Lock()
     started = time.monotonic()
-    with _Maintainer(root, tables) as maintainer:
+    if beside:
+        with _Maintainer(root, tables) as maintainer:
+            body(result, lock)
+        result.maintain_rounds = maintainer.rounds
+        result.maintain_failures = maintainer.failures
+    else:
         body(result, lock)
-    result.maintain_rounds = maintainer.rounds
-    result.maintain_failures = maintainer.failures
     result.seconds = time.monotonic() - started
     return result
 
 
 # --- the pairs ---------------------------------------------------------------------------
 
-def record_pair(root: str, commits: int) -> PairResult:
+def record_pair(root: str, commits: int, *, beside: bool = True) -> PairResult:
     """Two regions' record writers append to bronze ``events_raw`` and silver ``events``
     while maintenance compacts and vacuums them."""
     ensure_tables(root)
@@ -209,7 +214,8 @@ def record_pair(root: str, commits: int) -> PairResult:
 
             _together(*(lambda r=r: region(r) for r in REGIONS))
 
-    result = _run("record writers + maintain", EVENTS, root, [EVENTS_RAW, EVENTS], body)
+    result = _run("record writers + maintain", EVENTS, root, [EVENTS_RAW, EVENTS], body,
+                  beside)
     silver = Counter(r["event_id"] for r in _data(EVENTS, root))
     bronze = Counter(json.loads(bytes(r["payload"]))["event_id"]
                      for r in _data(EVENTS_RAW, root))
@@ -228,7 +234,7 @@ def _level_rows(region: str, batch: int) -> list[tuple]:
     return rows
 
 
-def gold_pair(root: str, commits: int) -> PairResult:
+def gold_pair(root: str, commits: int, *, beside: bool = True) -> PairResult:
     """Two regions rewrite their partitions of gold ``stock_levels`` every batch, with app
     transactions, while maintenance vacuums it."""
     ensure_tables(root)
@@ -244,7 +250,8 @@ def gold_pair(root: str, commits: int) -> PairResult:
 
         _together(*(lambda r=r: region(r) for r in REGIONS))
 
-    result = _run("gold region writers + maintain", STOCK_LEVELS, root, [STOCK_LEVELS], body)
+    result = _run("gold region writers + maintain", STOCK_LEVELS, root, [STOCK_LEVELS], body,
+                  beside)
     dt = _table(STOCK_LEVELS, root)
     rows = dt.to_pyarrow_table().to_pylist()
     writes = [str(h.get("operationParameters", {}).get("predicate", ""))
@@ -265,7 +272,7 @@ def gold_pair(root: str, commits: int) -> PairResult:
     return result
 
 
-def decisions_pair(root: str, commits: int) -> PairResult:
+def decisions_pair(root: str, commits: int, *, beside: bool = True) -> PairResult:
     """The dashboard and ``shelflife transfers approve|reject`` log decisions at once
     (both through ``record_decision``) while maintenance compacts the log."""
     ids = {who: [f"R-{who}-{i}" for i in range(commits)] for who in ("dashboard", "cli")}
@@ -289,13 +296,14 @@ def decisions_pair(root: str, commits: int) -> PairResult:
         _together(lambda: decide("dashboard"), lambda: decide("cli"))
 
     result = _run("dashboard + CLI decisions + maintain", TRANSFER_DECISIONS, root,
-                  [TRANSFER_DECISIONS], body)
+                  [TRANSFER_DECISIONS], body,
+                  beside)
     _score(result, written, Counter(r["recommendation_id"]
                                     for r in _data(TRANSFER_DECISIONS, root)))
     return result
 
 
-def heartbeats_pair(root: str, commits: int) -> PairResult:
+def heartbeats_pair(root: str, commits: int, *, beside: bool = True) -> PairResult:
     """Two regions' ingest workers append heartbeats while maintenance compacts and
     vacuums the table."""
     written: list[list[tuple]] = []
@@ -320,13 +328,13 @@ def heartbeats_pair(root: str, commits: int) -> PairResult:
         _together(*(lambda r=r: region(r) for r in REGIONS))
 
     result = _run("heartbeat logs + maintain", STORE_HEARTBEATS, root, [STORE_HEARTBEATS],
-                  body)
+                  body, beside)
     _score(result, written, Counter((r["region"], r["last_seq"])
                                     for r in _data(STORE_HEARTBEATS, root)))
     return result
 
 
-def items_pair(root: str, commits: int) -> PairResult:
+def items_pair(root: str, commits: int, *, beside: bool = True) -> PairResult:
     """Two stream processes (each its own catalogue book, as with regions split over two
     drivers) rewrite silver ``items`` whole while maintenance compacts it. Each learns
     SKUs of its own and one field of a shared SKU; the table must end with all of them."""
@@ -354,7 +362,8 @@ def items_pair(root: str, commits: int) -> PairResult:
         _together(lambda: process("east", "E-1", "shelf_life_days"),
                   lambda: process("west", "W-1", "min_sellable_days"))
 
-    result = _run("two stream processes' items + maintain", ITEMS, root, [ITEMS], body)
+    result = _run("two stream processes' items + maintain", ITEMS, root, [ITEMS], body,
+                  beside)
     found: Counter = Counter()
     for row in _data(ITEMS, root):
         for name in ("price", "shelf_life_days", "min_sellable_days"):
@@ -364,7 +373,7 @@ def items_pair(root: str, commits: int) -> PairResult:
     return result
 
 
-PAIRS: dict[str, Callable[[str, int], PairResult]] = {
+PAIRS: dict[str, Callable[..., PairResult]] = {
     "record": record_pair, "gold": gold_pair, "decisions": decisions_pair,
     "heartbeats": heartbeats_pair, "items": items_pair,
 }
