@@ -74,8 +74,7 @@ LEASE_TTL_S = 1800.0
 """A round's lease lasts this long from its last renewal (before each table): a
 maintainer that died is taken over after it, one that lives renews long before."""
 LEASES_KEPT = 5
-DEFAULT_EVERY_S = 3600.0
-"""How often ``shelflife maintain`` goes round the lakehouse."""
+"""Spent lease objects kept (for a look at who maintained lately); older ones go."""
 
 _REWRITTEN = frozenset(id(t) for t in REWRITTEN_TABLES)
 _INTERVAL = re.compile(r"^\s*interval\s+(\d+)\s+(hour|hours|day|days)\s*$", re.IGNORECASE)
@@ -109,7 +108,7 @@ class TableReport:
         text = (f"{files}, vacuumed {_files(self.vacuumed)} (older than "
                 f"{self.retain_hours} h), {self.seconds:.1f} s")
         if self.retries:
-            text += f", {self.retries} compaction retries"
+            text += f", {self.retries} retries after lost commit races"
         if self.note:
             text += f"; {self.note}"
         return head + text
