@@ -225,6 +225,19 @@ def build_parser() -> argparse.ArgumentParser:
                        "open brokers, anonymous clients, unsigned acks and orders")
             p.set_defaults(fn=handler("apps.serve:cmd_demo"))
 
+    p = sub.add_parser("maintain", help="compact and vacuum the tables, beside the writers")
+    env_option(p, "--lakehouse", "SHELFLIFE_LAKEHOUSE", "./lakehouse",
+               "lakehouse root folder or s3://bucket/prefix")
+    env_option(p, "--every", "SHELFLIFE_MAINTAIN_EVERY_S", 3600.0,
+               "seconds between rounds", type=float)
+    p.add_argument("--once", action="store_true", help="one round, then exit")
+    env_option(p, "--retain-hours", "SHELFLIFE_RETAIN_HOURS", 168,
+               "keep replaced files this long, for tables that declare no retention of "
+               "their own (rewritten gold keeps 1 h)", type=int)
+    p.add_argument("--table", action="append", metavar="LAYER/NAME",
+                   help="only this table (repeatable; default: every table)")
+    p.set_defaults(fn=handler("apps.maintain_command:cmd_maintain"))
+
     p = sub.add_parser("dashboard", help="serve the Streamlit dashboard")
     env_option(p, "--lakehouse", "SHELFLIFE_LAKEHOUSE", "./lakehouse", "lakehouse root folder")
     env_option(p, "--port", "SHELFLIFE_DASHBOARD_PORT", 8501, "dashboard port", type=int)

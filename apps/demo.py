@@ -1,10 +1,10 @@
 """``shelflife demo``: every component as its own process, on default settings.
 
 brokers -> ingest -> streaming -> dashboard -> batch decisions (forecasts half-hourly,
-transfers and reorders every 5 minutes) -> approved transfers sent down to the stores
-(``transfers dispatch``), then the simulated fleet once the brokers answer; its stores
-ship the transfers they are sent. Output of each process is prefixed with its name;
-Ctrl-C stops them all.
+transfers and reorders every 5 minutes) -> table upkeep (``maintain``, every 10 minutes)
+-> approved transfers sent down to the stores (``transfers dispatch``), then the
+simulated fleet once the brokers answer; its stores ship the transfers they are sent.
+Output of each process is prefixed with its name; Ctrl-C stops them all.
 
 No operator ships with Shelflife: on a lakehouse whose users file is empty the demo adds
 one approver, ``demo``, with a random password, and prints it once next to the dashboard
@@ -48,6 +48,10 @@ MAX_RESTARTS = 5
 RESTART_WINDOW_S = 300.0
 """More than MAX_RESTARTS within this window is a crash loop: the demo stops instead."""
 
+
+MAINTAIN_EVERY_S = 600
+"""The demo's tables are compacted and vacuumed every 10 minutes, so an afternoon's run
+stays small (a deployment keeps ``shelflife maintain``'s hourly default)."""
 
 DEMO_USER = "demo"
 
@@ -157,6 +161,8 @@ def demo_plan(*, lake: str, var: Path, port: int, stores: int, events_per_s: flo
         ("stream", cli + ["stream", "--lakehouse", lake]),
         ("dashboard", dashboard_command(lake, port, users_path)),
         ("batch", cli + ["batch", "schedule", "--lakehouse", lake]),
+        ("maintain", cli + ["maintain", "--lakehouse", lake, "--every",
+                            str(MAINTAIN_EVERY_S)]),
         ("orders", cli + ["transfers", "dispatch", "--lakehouse", lake] + login),
         ("fleet", cli + ["simulate", "--stores", str(stores), "--events-per-s",
                          str(events_per_s), "--data-dir", str(var / "fleet")] + login),

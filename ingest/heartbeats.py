@@ -11,11 +11,12 @@ retained, so a worker that (re)subscribes hears every store's last one at once.
 
 A heartbeat that breaks the contract is logged and counted, never written; a write that
 fails keeps its rows for the next attempt (bounded, oldest dropped first), because a
-lost heartbeat is made good by the next one and must never stop event landing. Every
-``compact_every`` commits the worker compacts its own region's partition (one small file
-per commit would otherwise pile up: 720 an hour per region). Only the region's worker
-appends to that partition, so a compaction rarely meets a conflicting commit; if it does,
-it fails, is logged, and the next one catches up.
+lost heartbeat is made good by the next one and must never stop event landing. One
+small file per commit piles up (720 an hour per region); ``shelflife maintain``
+(:mod:`lakehouse.maintenance`) merges them. The worker does not compact the table
+itself: delta-rs commits two compactions of the same files made at once (each rewrites
+them, both commits pass its conflict check), which doubles every row they hold, so a
+table has one compactor.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from deltalake import DeltaTable, write_deltalake
+from deltalake import write_deltalake
 from deltalake.exceptions import DeltaError
 
 from lakehouse.catalogue import STORE_HEARTBEATS
@@ -38,8 +39,6 @@ from lakehouse.storage import delta_options, ensure_parent
 log = logging.getLogger(__name__)
 
 FLUSH_EVERY_S = 5.0
-COMPACT_EVERY = 120
-"""Commits between two compactions of the region's partition (10 minutes at 5 s)."""
 MAX_PENDING = 50_000
 """Rows kept while writes fail (over an hour of a 300-store region); then oldest go."""
 
@@ -70,13 +69,10 @@ def heartbeat_row(topic_name: str, payload: bytes, received_at: datetime) -> dic
 class HeartbeatLog:
     """Buffers one region's heartbeats and appends them to the table every few seconds."""
 
-    def __init__(self, region: str, root: Path, *, flush_every_s: float = FLUSH_EVERY_S,
-                 compact_every: int = COMPACT_EVERY) -> None:
+    def __init__(self, region: str, root: Path, *, flush_every_s: float = FLUSH_EVERY_S
+                 ) -> None:
         if not flush_every_s > 0:
             raise ValueError(f"flush_every_s: must be > 0, got {flush_every_s!r}")
-        if compact_every < 1:
-            raise ValueError(f"compact_every: must be >= 1, got {compact_every!r}")
-        self.compact_every = compact_every
         self.commits = 0
         self.region = region
         self.path = STORE_HEARTBEATS.uri(root)
@@ -138,18 +134,7 @@ class HeartbeatLog:
                 return 0
             self.written += len(rows)
             self.commits += 1
-            if self.commits % self.compact_every == 0:
-                self.compact()
             return len(rows)
-
-    def compact(self) -> None:
-        """Merge this region's small files into few (a failure waits for the next turn)."""
-        try:
-            DeltaTable(self.path, storage_options=self._options).optimize.compact(
-                partition_filters=[("region", "=", self.region)])
-        except (DeltaError, OSError) as exc:
-            log.warning("heartbeats %s: compaction of %s failed (%s); next time", self.region,
-                        self.path, exc)
 
     def close(self) -> None:
         """Stop the timer and write what is left."""

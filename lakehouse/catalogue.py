@@ -46,7 +46,9 @@ class Table:
     engine: Engine
     """The engine that commits its rows."""
     writers: tuple[str, ...]
-    """The processes that write it (the stream, a batch job, the dashboard, a CLI...)."""
+    """The processes that write it (the stream, a batch job, the dashboard, a CLI...);
+    besides them, ``shelflife maintain`` compacts and vacuums every delta-rs table
+    (:mod:`lakehouse.maintenance`)."""
     purpose: str
     properties: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     """Delta table properties set when the table is created."""
@@ -199,7 +201,7 @@ SELLABLE_POLICY = Table(
 
 REWRITTEN = MappingProxyType({
     # Rewritten every second or two: keep a day of history for time travel and let files
-    # replaced more than an hour ago be vacuumed (see the stream's maintenance).
+    # replaced more than an hour ago be vacuumed (``shelflife maintain`` reads this).
     "delta.logRetentionDuration": "interval 1 days",
     "delta.deletedFileRetentionDuration": "interval 1 hours",
 })
@@ -343,7 +345,8 @@ STREAM_TABLES: tuple[Table, ...] = (
 )
 """The tables the streaming job creates (empty, partitioned) before its queries start."""
 REWRITTEN_TABLES: tuple[Table, ...] = tuple(t for t in TABLES if t.properties == REWRITTEN)
-"""Gold rewritten every second or two, whose replaced files the stream vacuums hourly."""
+"""Gold rewritten every second or two: ``shelflife maintain`` vacuums what they replaced
+after an hour and does not compact them."""
 
 _BY_KEY = {(t.layer, t.name): t for t in TABLES}
 if len(_BY_KEY) != len(TABLES) or len({t.name for t in TABLES}) != len(TABLES):

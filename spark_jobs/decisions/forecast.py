@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from delta.tables import DeltaTable as SparkDeltaTable
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
@@ -52,6 +53,8 @@ from lakehouse.catalogue import DEMAND_FORECASTS, EVENTS
 from lakehouse.storage import spark_url
 
 from ..schema import spark_schema
+
+log = logging.getLogger(__name__)
 
 UNCENSORED_MAX_STOCKOUT_HOURS = 2.0
 """Days with at most this many hours out of stock count as uncensored (sales ~ demand)."""
@@ -697,6 +700,29 @@ def _forecast_group(horizon_days: int, through: date) -> Callable[[pd.DataFrame]
     return run
 
 
+FORECASTS_RETAIN_HOURS = 24
+"""Files of forecasts replaced longer ago than this are deleted after each run: the
+table is overwritten whole every run (half-hourly in the demo), so a week of Delta's
+default retention would keep hundreds of dead copies; a day keeps time travel to
+yesterday's forecasts."""
+_RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
+
+
+def vacuum_forecasts(spark: Any, target: str,
+                     retain_hours: int = FORECASTS_RETAIN_HOURS) -> None:
+    """Delete the forecast files replaced more than ``retain_hours`` ago, with Spark:
+    the table's one committing engine (a single driver on S3), so ``shelflife maintain``
+    leaves it to this job. A failure is logged; the forecasts are written already."""
+    before = spark.conf.get(_RETENTION_CHECK, "true")
+    spark.conf.set(_RETENTION_CHECK, "false")  # Delta refuses < 168 h without it
+    try:
+        SparkDeltaTable.forPath(spark, target).vacuum(float(retain_hours))
+    except Exception:  # noqa: BLE001 - upkeep must not undo a finished forecast run
+        log.exception("vacuum of %s failed; the next run tries again", target)
+    finally:
+        spark.conf.set(_RETENTION_CHECK, before)
+
+
 def run_forecasts(spark: Any, lakehouse_root: Any, horizon_days: int = 7, *,
                   through: date | None = None, history_days: int = HISTORY_DAYS) -> int:
     """Forecast every (location, SKU) seen selling in silver ``events`` and replace gold
@@ -730,6 +756,7 @@ def run_forecasts(spark: Any, lakehouse_root: Any, horizon_days: int = 7, *,
                   .applyInPandas(_forecast_group(horizon_days, through), schema))
     (result.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
      .partitionBy(*DEMAND_FORECASTS.partitions).save(target))
+    vacuum_forecasts(spark, target)
     if through is not None:
         daily.unpersist()
     return count * horizon_days  # every series gets every day of the horizon

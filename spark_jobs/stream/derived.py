@@ -27,6 +27,7 @@ from typing import Any
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError
 
 from lakehouse import catalogue
 from lakehouse.catalogue import Table
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 TREND_DAYS = 7
 LOW_COVER_DAYS = 2.0
 LOW_UNITS = 5
+ITEMS_WRITE_ATTEMPTS = 5
+"""Read-merge-overwrite attempts of silver ``items`` against other stream processes."""
 KEEP_DAYS = 35
 """Movement totals older than this are dropped from the driver's state (closed gaps and
 closed review items after a week); gold keeps them."""
@@ -89,6 +92,21 @@ def gap_rows(state: RegionState, now: datetime) -> list[dict]:
 def item_rows(items: ItemsBook) -> list[dict]:
     return [{**r, "field_keys": json.dumps(r["field_keys"], sort_keys=True)}
             for r in items.rows()]
+
+
+def merge_items(on_table: list[dict], ours: ItemsBook) -> list[dict]:
+    """Silver ``items`` rows holding both what the table has and what ``ours`` knows,
+    last writer wins per field (the books' own order).
+
+    Each stream process keeps its own catalogue book, learning live only the
+    ``item_updated`` events of its own regions; a second stream process (regions split
+    over two drivers, or an old one still finishing) writes the same whole table, so
+    writing one book alone would erase what only the other has seen."""
+    book = ItemsBook()
+    book.load([{**r, "field_keys": json.loads(r.get("field_keys") or "{}")}
+               for r in on_table])
+    book.load(ours.rows())
+    return item_rows(book)
 
 
 def daily_rows(state: RegionState, since: str) -> list[dict]:
@@ -385,20 +403,35 @@ class DerivedWriter:
         self._outcome_versions = versions
 
     def _write_items(self, written: list[str]) -> None:
+        """Rewrite the catalogue merged with what the table holds (:func:`merge_items`).
+
+        Every region's writer rewrites this one table: in one process the lock makes
+        them take turns; another process's commit between our read and our overwrite
+        fails ours (it removed the files we read), so we read, merge and try again."""
         books = self.state.books
         with books.items_write_lock:
             if books.items.version == books.items_written:
                 return
             version = books.items.version
-            rows = item_rows(books.items)
-            table = pa.Table.from_pylist(rows, schema=catalogue.ITEMS.schema)
-            # Every region's writer rewrites this one table: bring the handle up to the
-            # latest version (under the lock) so the overwrite does not conflict.
             handle = self._table(catalogue.ITEMS)
-            handle.update_incremental()
-            write_deltalake(handle, table, mode="overwrite")
+            schema = catalogue.ITEMS.schema
+            for attempt in range(ITEMS_WRITE_ATTEMPTS):
+                handle.update_incremental()
+                current = sorted(handle.to_pyarrow_table().to_pylist(),
+                                 key=lambda r: r["sku"])
+                table = pa.Table.from_pylist(merge_items(current, books.items),
+                                             schema=schema)
+                if table.equals(pa.Table.from_pylist(current, schema=schema)):
+                    break  # the table holds all we know already
+                try:
+                    write_deltalake(handle, table, mode="overwrite")
+                except CommitFailedError:
+                    if attempt == ITEMS_WRITE_ATTEMPTS - 1:
+                        raise
+                    continue
+                written.append("items")
+                break
             books.items_written = version
-            written.append("items")
 
     def _table(self, table: Table) -> DeltaTable:
         if table.name not in self._open:

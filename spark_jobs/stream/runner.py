@@ -14,6 +14,10 @@ A batch goes through named steps (``process_batch``): read, check, fold, count t
 letters, spill, write gold, account, report; what it carries between them is a
 ``steps.MicroBatch``. The network-wide books are one ``NetworkBooks`` per stream process,
 made in ``start_streams`` and handed to every region.
+
+The stream does no table upkeep of its own: compacting what the record writer appends
+and vacuuming the gold it rewrites is ``shelflife maintain``'s job
+(:mod:`lakehouse.maintenance`), a process of its own that the demo starts beside it.
 """
 
 from __future__ import annotations
@@ -28,19 +32,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import deltalake
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from lakehouse.catalogue import (
-    DEAD_LETTERS,
     EVENT_ENVELOPE,
-    EVENTS,
     EVENTS_RAW,
     FORECAST_ACCURACY,
     REGION_STATUS,
-    REWRITTEN_TABLES,
     STOCK_COHORTS,
     STOCK_LEVELS,
     STREAM_TABLES,
@@ -53,7 +53,7 @@ from lakehouse.contract import (
 from lakehouse.durable import replace_durably
 from lakehouse.landing import LandingLines, landing_backlog, landing_url
 from lakehouse.paths import checkpoint_dir
-from lakehouse.storage import check_bucket, delta_options, ensure_folder, lake_url, spark_url
+from lakehouse.storage import check_bucket, ensure_folder, lake_url, spark_url
 
 from ..schema import spark_schema
 from ..spark import spark_session
@@ -96,8 +96,6 @@ class StreamConfig:
     (when changed); trends, availability and business metrics every 10 s."""
     record_every_s: float = 10.0
     """How often spilled batches are written to bronze and silver."""
-    vacuum_every_s: float = 600.0
-    """How often bronze/silver are compacted and replaced gold files deleted."""
     state_every_s: float = 10.0
     """How often the region's whole state (review items, gaps, daily totals, pending
     judgements and logs, not only stock) is saved, so a hard kill loses none of it: a
@@ -581,31 +579,6 @@ def rebuild_books(spark: SparkSession, root, books: NetworkBooks,
         books.transit.apply(json.loads(r["out"]))
 
 
-def compact_record(spark: SparkSession, root) -> None:
-    """Bin-pack the small files the record writer appends every few seconds, with
-    delta-rs, the engine that commits to these tables (safe beside it on S3 too)."""
-    spark.sparkContext.setLocalProperty("spark.scheduler.pool", "record")
-    for table in (EVENTS_RAW, EVENTS, DEAD_LETTERS):
-        try:
-            url = table.uri(root)
-            deltalake.DeltaTable(url, storage_options=delta_options(url)).optimize.compact()
-        except Exception:  # noqa: BLE001 - maintenance must never stop the stream
-            log.exception("compacting %s failed", table)
-
-
-def vacuum_gold(root) -> None:
-    """Delete gold files replaced more than an hour ago; without this a day of one-second
-    rewrites leaves tens of thousands of dead files behind."""
-    for table in REWRITTEN_TABLES:
-        try:
-            url = table.uri(root)
-            removed = deltalake.DeltaTable(url, storage_options=delta_options(url)).vacuum(
-                retention_hours=1, dry_run=False, enforce_retention_duration=False)
-            log.info("vacuum %s: %d files removed", table, len(removed))
-        except Exception:  # noqa: BLE001 - maintenance must never stop the stream
-            log.exception("vacuum %s failed", table)
-
-
 RESTART_BACKOFF_S = (0.0, 5.0, 15.0, 60.0)
 """Wait before restarting a region whose query failed, by how often it failed in the last
 ten minutes: a disk that is full stays visible in the log instead of spinning."""
@@ -696,12 +669,8 @@ def run_streams(regions: list[str], config: StreamConfig, *,
     stop = stop or threading.Event()
     restarts: dict[str, _Restart] = {}
     try:
-        last = last_vacuum = time.monotonic()
+        last = time.monotonic()
         while not stop.wait(1.0):
-            if time.monotonic() - last_vacuum >= config.vacuum_every_s:
-                last_vacuum = time.monotonic()
-                compact_record(spark, lake_url(config.lakehouse))
-                vacuum_gold(lake_url(config.lakehouse))
             for i, s in enumerate(streams):
                 if s.query is None or s.query.exception() is not None:
                     streams[i] = restart_region(spark, s, config, restarts)

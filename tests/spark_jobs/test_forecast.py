@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
+from deltalake import DeltaTable
 
 from spark_jobs.decisions.forecast import forecast_demand
 
@@ -164,7 +165,7 @@ def write_silver(root, events: list[dict]) -> None:
 def test_spark_job_forecasts_sales_only_and_ignores_counts_and_adjustments(spark, tmp_path):
     from lakehouse import catalogue
     from lakehouse.readers import read_table
-    from spark_jobs.decisions.forecast import daily_history, run_forecasts
+    from spark_jobs.decisions.forecast import daily_history, run_forecasts, vacuum_forecasts
 
     write_silver(tmp_path, store_events(with_operational=False))
     events = spark.read.format("delta").load(str(catalogue.EVENTS.path(tmp_path)))
@@ -194,3 +195,15 @@ def test_spark_job_forecasts_sales_only_and_ignores_counts_and_adjustments(spark
     columns = ["sku", "forecast_date", "forecast", "lower", "upper", "model"]
     pd.testing.assert_frame_equal(plain[columns].reset_index(drop=True),
                                   again[columns].reset_index(drop=True))
+
+    # Each run replaces the whole table; the job vacuums what it replaced (after a day;
+    # here at once), and the forecasts read the same afterwards.
+    folder = catalogue.DEMAND_FORECASTS.path(tmp_path)
+    live = len(DeltaTable(str(folder)).file_uris())
+    assert len(list(folder.rglob("*.parquet"))) > live
+    vacuum_forecasts(spark, str(folder), retain_hours=0)
+    assert len(list(folder.rglob("*.parquet"))) == live
+    kept = read_table(catalogue.DEMAND_FORECASTS, tmp_path).sort_values(["sku",
+                                                                         "forecast_date"])
+    pd.testing.assert_frame_equal(again[columns].reset_index(drop=True),
+                                  kept[columns].reset_index(drop=True))
