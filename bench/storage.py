@@ -6,7 +6,8 @@ on moto's S3 server on loopback (started here, in its own process: an HTTP S3 en
 conditional PUTs and all). With S3 every table and the landing zone are objects: ingest
 PUTs each batch, Spark lists and reads them over s3a, delta-rs commits each version with
 a conditional PUT. Also runs the concurrent writer pairs of
-tests/lakehouse/test_concurrent_writers.py on the same server and counts lost commits.
+tests/lakehouse/writer_pairs.py (every pair of writers that share a table, maintenance
+beside them) on the same server and counts lost commits.
 
 The last line printed is one JSON object: ``p99_local_s``, ``p99_s3_s``, ``ratio``
 (s3/local), ``lost``, ``duplicated``, ``commits_lost_concurrent`` and ``s3_tables`` (the
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.commits import REQUEST  # noqa: E402
 from bench.latency import arguments, measure  # noqa: E402
 from lakehouse import storage  # noqa: E402
+from tests.lakehouse.writer_pairs import commits_lost, run_pairs  # noqa: E402
 from tests.s3 import fresh_lake, moto_server  # noqa: E402
 
 
@@ -64,13 +66,11 @@ def request_counts(log: Path) -> Counter:
     return counts
 
 
-def concurrent_commits_lost() -> int | None:
-    """Lost commits over the writer-pair runs (None where that suite is absent)."""
-    try:
-        from tests.lakehouse.test_concurrent_writers import count_lost_commits  # optional
-    except ImportError:
-        return None
-    return int(count_lost_commits(fresh_lake()))
+def concurrent_commits_lost(commits: int = 12) -> tuple[int, int]:
+    """(commits lost, commits made) over the writer pairs that really share a table,
+    each on a fresh prefix of the running S3 server, with maintenance beside them."""
+    results = run_pairs(fresh_lake, commits, say=lambda m: print(f"bench:   {m}", flush=True))
+    return commits_lost(results), sum(r.commits for r in results)
 
 
 def main() -> None:
@@ -90,7 +90,7 @@ def main() -> None:
         requests = request_counts(log)
         tables = s3_tables(lake)
         print("bench: 3/3 concurrent writers on S3", flush=True)
-        lost_commits = concurrent_commits_lost()
+        lost_commits, pair_commits = concurrent_commits_lost()
     ratio = (round(remote["p99_s"] / local["p99_s"], 2)
              if remote.get("p99_s") and local.get("p99_s") else None)
     result = {
@@ -103,7 +103,8 @@ def main() -> None:
         "lost": local["lost"] + remote["lost"],
         "duplicated": local["duplicated"] + remote["duplicated"],
         "not_visible": local["not_visible"] + remote["not_visible"],
-        "commits_lost_concurrent": lost_commits, "s3_tables": tables,
+        "commits_lost_concurrent": lost_commits, "commits_concurrent": pair_commits,
+        "s3_tables": tables,
         "s3_requests_per_s": {k: round(v / s3_seconds, 1) for k, v in sorted(requests.items())},
         "s3_requests_per_s_total": round(sum(requests.values()) / s3_seconds, 1),
         "elapsed_s": round(time.monotonic() - started, 1),
