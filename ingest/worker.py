@@ -78,6 +78,7 @@ from lakehouse.landing import (
     LandedRecord,
     PreparedBatch,
     landing_backlog,
+    landing_url,
     landing_writer,
     now_ts,
 )
@@ -85,7 +86,7 @@ from lakehouse.metrics import REGISTRY, serve_metrics
 from lakehouse.mqtt import BrokerAddress, make_client
 from lakehouse.paths import lakehouse_root
 from lakehouse.ratelimit import TokenBucket
-from lakehouse.storage import check_bucket, lake_url
+from lakehouse.storage import check_bucket, is_s3, lake_url
 
 from .backpressure import IntakeGate
 from .brokers import MAX_INFLIGHT_MESSAGES
@@ -109,7 +110,12 @@ class IngestConfig:
     lakehouse: str | None = None
     """Lakehouse root (default $SHELFLIFE_LAKEHOUSE or ./lakehouse)."""
     flush_interval_s: float = 0.15
-    """Longest time an event waits in memory before its batch is written."""
+    """Longest time an event waits in memory before its batch is written (on a local
+    landing folder; see ``s3_flush_interval_s``)."""
+    s3_flush_interval_s: float = 0.5
+    """The same wait when the landing zone is on S3. There every batch is a PUT here and a
+    LIST entry, an open and a GET for the stream, a few round trips each: fewer, larger
+    batches keep the stream's per-file cost from outgrowing its one-second trigger."""
     max_batch: int = 2000
     """A batch is written early once it holds this many messages."""
     backlog_high_events: int = 50_000
@@ -142,7 +148,8 @@ class IngestConfig:
 
     def __post_init__(self) -> None:
         check_region(self.region)
-        for name in ("flush_interval_s", "retry_max_s", "give_up_after_s", "health_stall_s"):
+        for name in ("flush_interval_s", "s3_flush_interval_s", "retry_max_s",
+                     "give_up_after_s", "health_stall_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)!r}")
         IntakeGate(self.backlog_high_events, self.low_water)  # raises on a bad pair
@@ -252,6 +259,10 @@ class IngestWorker:
         check_bucket(lake)  # before a store's events are taken in: a clear error now
         root = lakehouse_root(lake)  # this machine's state: the seq database
         self.writer = landing_writer(config.region, lake, config.worker_id)
+        on_s3 = is_s3(landing_url(config.region, lake))
+        self._flush_s = config.s3_flush_interval_s if on_s3 else config.flush_interval_s
+        # On S3 a backlog scan is a LIST request: once a second, not four times.
+        self._backlog_every = max(config.backlog_check_s, 1.0 if on_s3 else 0.0)
         self.tracker = SeqTracker(root / "_ingest" / f"{config.region}.sqlite")
         self._settle_interrupted_batches()
         self.stats = IngestStats()
@@ -454,7 +465,7 @@ class IngestWorker:
                 if self._failing:  # back off; a full buffer must not cut the wait short
                     self._stop.wait(self._retry_s)
                 else:
-                    self._wake.wait(self.config.flush_interval_s)
+                    self._wake.wait(self._flush_s)
                 self._wake.clear()
                 if self._stop.is_set():
                     break
@@ -506,7 +517,7 @@ class IngestWorker:
     def _cycle(self) -> None:
         """One turn of the loop: check the backlog and the quota, then land what may."""
         now = time.monotonic()
-        if now - self._backlog_at >= self.config.backlog_check_s:
+        if now - self._backlog_at >= self._backlog_every:
             self._backlog_at = now
             self.backlog_now = self.backlog.scan()
             was = self.gate.paused

@@ -41,6 +41,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -436,3 +437,23 @@ def count_batches(region: str, root: str | os.PathLike[str] | None = None) -> in
         return len(batch_files(Path(url)))
     bucket, prefix = split_s3(url)
     return len(s3_batch_names(s3_client(), bucket, prefix))
+
+
+def read_s3_batches(urls: Iterable[str], *, workers: int = 16) -> list[str]:
+    """The lines of S3 landing batches, GET in parallel, batch by batch in name order.
+
+    The stream reads an S3 micro-batch this way rather than through Spark's text reader,
+    which opens and reads a batch's small objects one after another: at a few round trips
+    each, a few hundred of them took longer than the one-second trigger."""
+    names = sorted(set(urls), key=lambda u: u.rsplit("/", 1)[-1])
+    if not names:
+        return []
+    client = s3_client()
+
+    def get(url: str) -> list[str]:
+        bucket, key = split_s3("s3://" + url.split("://", 1)[1])
+        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return body.decode("utf-8", "replace").splitlines()
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(names))) as pool:
+        return [line for lines in pool.map(get, names) for line in lines]

@@ -183,6 +183,8 @@ def spark_s3_conf() -> dict[str, str]:
         # maps file:// to Hadoop's raw local file system (spark_jobs.spark), which s3a's
         # disk buffer cannot use, and the files Spark writes here are small.
         "spark.hadoop.fs.s3a.fast.upload.buffer": "bytebuffer",
+        # Landing batches and Delta files are read start to end: one GET per file.
+        "spark.hadoop.fs.s3a.input.fadvise": "sequential",
     }
     if s.session_token:
         conf["spark.hadoop.fs.s3a.session.token"] = s.session_token

@@ -53,7 +53,7 @@ from lakehouse.contract import (
 from lakehouse.durable import replace_durably
 from lakehouse.landing import LandingLines, landing_backlog, landing_url
 from lakehouse.paths import checkpoint_dir
-from lakehouse.storage import check_bucket, ensure_folder, lake_url, spark_url
+from lakehouse.storage import check_bucket, ensure_folder, is_s3, lake_url, spark_url
 
 from ..schema import spark_schema
 from ..spark import spark_session
@@ -63,7 +63,7 @@ from .derived import DerivedWriter
 from .fold import RegionState
 from .metrics import METRICS, serve_stream_metrics
 from .record import TRACE, RecordWriter, txn_version
-from .steps import MicroBatch, check_events, read_landing, spill_lines
+from .steps import MicroBatch, batch_files_logged, check_events, read_landing, spill_lines
 from .tables import ensure_tables
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,7 @@ class RegionStream:
         self._status_written = 0.0
         self._status_events = self.events_total
         self.backlog = landing_backlog(self.region, self.root)
+        self.landing_on_s3 = is_s3(landing_url(self.region, self.root))
         self.behind_s = 0.0
         """How old, at the median, the events of the worst batch since the last status
         row were."""
@@ -380,7 +381,7 @@ class RegionStream:
         """Spill the batch durably, then bring gold up to date; the record follows."""
         started = time.time()
         frame.sparkSession.sparkContext.setLocalProperty("spark.scheduler.pool", self.region)
-        run = MicroBatch(batch_id, started, self._read(frame))
+        run = MicroBatch(batch_id, started, self._read(frame, batch_id))
         run.step("collect")
         if not run.lines.rows:
             return
@@ -394,9 +395,11 @@ class RegionStream:
 
     # --- the steps of a batch ----------------------------------------------------------
 
-    def _read(self, frame: DataFrame) -> LandingLines:
+    def _read(self, frame: DataFrame, batch_id: int) -> LandingLines:
         """The batch's landing lines, decoded; their files no longer count as backlog."""
-        lines = read_landing(frame)
+        files = (batch_files_logged(self.checkpoint / "query", batch_id)
+                 if self.landing_on_s3 else None)
+        lines = read_landing(frame, files=files)
         self.backlog.taken(lines.files())
         return lines
 

@@ -9,13 +9,15 @@ spill live here; the steps that change the state or write are the stream's own.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pyspark.sql import DataFrame
 
 from lakehouse.contract import ContractError, parse_topic, validate_event
-from lakehouse.landing import EVENT, LandingLines, dead_line
+from lakehouse.landing import EVENT, LandingLines, dead_line, read_s3_batches
 
 
 @dataclass
@@ -51,10 +53,41 @@ class MicroBatch:
         self._mark = now
 
 
-def read_landing(frame: DataFrame) -> LandingLines:
-    """Read step: the batch's landing lines (Spark reads the files as text), each parsed
-    once with its event (:class:`lakehouse.landing.LandingLines`, the one type a columnar
-    decode from the landing file on would replace)."""
+def batch_files_logged(query_checkpoint: Path, batch_id: int) -> list[str] | None:
+    """The files Spark's file source chose for ``batch_id``, from the query's source log
+    (``sources/0/<batch>``, or the ``.compact`` file every tenth batch, which holds every
+    earlier entry too), or None when the log does not say.
+
+    The source logs a batch's files before the batch runs, one JSON object a line
+    (``path``, ``batchId``) after a version line; this reads that format and nothing else
+    of Spark's checkpoint."""
+    folder = query_checkpoint / "sources" / "0"
+    for name in (str(batch_id), f"{batch_id}.compact"):
+        try:
+            text = (folder / name).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            continue
+        head, _, body = text.partition("\n")
+        if head.strip() != "v1":
+            return None
+        files = []
+        for line in body.splitlines():
+            entry = json.loads(line)
+            if entry.get("batchId") == batch_id:
+                files.append(entry["path"])
+        return files
+    return None
+
+
+def read_landing(frame: DataFrame, *, files: list[str] | None = None) -> LandingLines:
+    """Read step: the batch's landing lines, each parsed once with its event
+    (:class:`lakehouse.landing.LandingLines`, the one type a columnar decode from the
+    landing file on would replace). Spark reads the batch's files as text, unless
+    ``files`` names them on S3: those objects are fetched in parallel
+    (:func:`lakehouse.landing.read_s3_batches`), where Spark would open them one after
+    another at a few round trips each."""
+    if files is not None:
+        return LandingLines.parse(read_s3_batches(files))
     # Arrow carries the lines to Python in a few buffers; collect() pickles a Row per
     # line, which cost more than parsing them (a replaying region's batch holds tens
     # of thousands).
