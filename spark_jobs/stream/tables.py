@@ -3,6 +3,7 @@ each from its catalogue entry."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -10,6 +11,12 @@ from pyspark.sql import SparkSession
 from lakehouse.catalogue import STREAM_TABLES
 
 from ..schema import spark_schema
+
+log = logging.getLogger(__name__)
+
+_CREATED_CONCURRENTLY = {"ProtocolChangedException", "MetadataChangedException",
+                         "ConcurrentAppendException", "ConcurrentWriteException"}
+"""Delta's errors for a table another writer created between the check and the write."""
 
 
 def ensure_tables(spark: SparkSession, root: Path) -> None:
@@ -24,4 +31,12 @@ def ensure_tables(spark: SparkSession, root: Path) -> None:
             writer = writer.partitionBy(*table.partitions)
         for key, value in table.properties.items():
             writer = writer.option(key, value)
-        writer.mode("ignore").save(str(path))
+        try:
+            writer.mode("ignore").save(str(path))
+        except Exception as exc:
+            # Shards (one stream driver per region) started together race to create the
+            # same empty tables; losing that race leaves the winner's table, which is
+            # all this wanted.
+            if type(exc).__name__ not in _CREATED_CONCURRENTLY:
+                raise
+            log.info("%s: created by another stream driver meanwhile", table.name)
