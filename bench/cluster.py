@@ -122,8 +122,8 @@ def run_job(lake: Path, master: str, event_log: Path, log: Path) -> dict:
             out.write(line)
             if line.startswith("[{"):
                 result = json.loads(line)[0]
-            elif line.strip():
-                say(f"{master}: {line.strip()}")
+            elif line.startswith(("batch:", "forecasts:", "Traceback", "error")):
+                say(f"{master}: {line.strip()}")  # the job's progress; Spark's own in the log
     if proc.wait() != 0 or result is None:
         raise SystemExit(f"forecasts on {master} failed; see {log}")
     result["wall_s"] = round(time.monotonic() - began, 1)
