@@ -193,3 +193,27 @@ def test_region_stream_on_the_cluster_brings_gold_stock_to_the_landed_events(
         except subprocess.TimeoutExpired:
             proc.kill()
     assert_ran_on_executors(tmp_path / "events")
+
+
+def test_starting_without_java_says_so(tmp_path, monkeypatch):
+    from scripts.spark_cluster import ClusterError, start_cluster
+
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-jdk"))
+    with pytest.raises(ClusterError, match="Java is missing"):
+        start_cluster(tmp_path / "cluster", port=free_port(), webui_port=free_port())
+    assert not (tmp_path / "cluster" / "master.log").exists()  # nothing was started
+
+
+def test_a_master_that_never_shows_its_worker_fails_with_the_logs(tmp_path):
+    import socket
+
+    from scripts.spark_cluster import ClusterError, start_cluster
+
+    with socket.socket() as taken:  # the master moves to the next port; the worker cannot
+        taken.bind(("127.0.0.1", port := free_port()))  # find it on the one it was given
+        taken.listen()
+        with pytest.raises(ClusterError, match="0 of 1 worker") as failed:
+            start_cluster(tmp_path / "cluster", port=port, webui_port=free_port(),
+                          worker_webui_ports=[free_port()], timeout_s=20)
+    assert "--- master.log:" in str(failed.value) and "--- worker-1.log:" in str(failed.value)
+    assert not (tmp_path / "cluster" / "cluster.json").exists()  # stopped again
