@@ -131,6 +131,7 @@ def run_job(lake: Path, master: str, event_log: Path, log: Path) -> dict:
 
 
 def table(title: str, stages: list[StageTimes]) -> list[dict]:
+    """Print a run's stages; return them as JSON rows."""
     print(f"\n{title}")
     print(f"  {'stage':>5s} {'name':24s} {'tasks':>5s} {'run s':>8s} {'cpu s':>8s}  executors")
     rows = []

@@ -88,6 +88,7 @@ def make_events(region: str, stores: int, n: int, seed: int, work: Path
 
 
 def land(writer: LandingWriter, region: str, raws: list[bytes]) -> None:
+    """One landing batch, as ingest writes it once the events are acknowledged."""
     at = now_ts()
     writer.write([LandedRecord("event", topic(region, _loc(raw), "events"), region, at, raw)
                   for raw in raws])
@@ -106,8 +107,8 @@ def applied(ports: list[int]) -> dict[int, float]:
     return out
 
 
-def run_layout(name: str, shards: list[tuple[str, ...]], load: dict[str, tuple], args,
-               work: Path) -> dict:
+def run_layout(name: str, shards: list[tuple[str, ...]], load: dict[str, tuple],
+               args: argparse.Namespace, work: Path) -> dict:
     """Start one driver per shard on a fresh lakehouse, stock it, offer the load, drain,
     and measure."""
     lake = work / name / "lake"
@@ -223,6 +224,7 @@ def gold_complete(lake: Path, load: dict[str, tuple]) -> bool:
 
 
 def print_layout(r: dict) -> None:
+    """A layout's figures, one line per driver."""
     print(f"\n{r['layout']}: offered {r['offered']:,} events ({r['offered_per_s']:,.0f}/s), "
           f"applied {r['applied']:,}; during the load {r['applied_per_s_during_load']:,.0f}/s; "
           f"drained {r['drain_s']:.1f} s after; gold complete: {r['gold_complete']}; "

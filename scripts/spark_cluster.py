@@ -110,6 +110,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _is_spark_daemon(pid: int) -> bool:
+    """Whether ``pid`` is still a master or worker (a stale cluster.json's ids may have
+    been given to other processes since)."""
+    try:
+        return b"org.apache.spark.deploy." in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # no /proc: trust the state file
+    except OSError:
+        return False
+
+
 def start_cluster(work_dir: str | os.PathLike[str], *, workers: int = 1, cores: int = 2,
                   memory: str = "2g", host: str = "127.0.0.1", port: int = 7077,
                   webui_port: int = 8080, worker_webui_ports: list[int] | None = None,
@@ -169,6 +180,7 @@ def stop_cluster(cluster: Cluster, timeout_s: float = 20.0) -> None:
     """Stop the workers, then the master (SIGTERM, SIGKILL after ``timeout_s``); each
     was started in a session of its own, so its process group is exactly its JVM."""
     order = [n for n in cluster.pids if n != "master"] + ["master"]
+    order = [n for n in order if _is_spark_daemon(cluster.pids[n])]
     for name in order:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(cluster.pids[name], signal.SIGTERM)
