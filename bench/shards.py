@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -260,6 +261,7 @@ def main() -> None:
     say(f"making {n:,} events per region with {args.stores} StoreAgents each")
     load = {r: make_events(r, args.stores, n, args.seed + i, agents)
             for i, r in enumerate(REGIONS)}
+    shutil.rmtree(agents)  # the outboxes served only to make the events (in memory)
     results = [run_layout("one_driver", [REGIONS], load, args, work),
                run_layout("two_shards", [(r,) for r in REGIONS], load, args, work)]
     for r in results:
