@@ -21,6 +21,13 @@ from lakehouse.transfer_status import TRANSFER_STATUSES
 JOB_CHOICES = ("forecasts", "accuracy", "transfers", "reorders", "all")
 
 
+def add_master_option(p: argparse.ArgumentParser, add_option) -> None:
+    """``--master``: where the Spark jobs run (``spark://host:port`` for a standalone
+    cluster, see scripts/spark_cluster.py)."""
+    add_option(p, "--master", "SHELFLIFE_SPARK_MASTER", "local[2]",
+               "Spark master: local[N] or spark://host:port of a standalone cluster")
+
+
 def add_batch_commands(sub: argparse._SubParsersAction, add_option) -> None:
     def lakehouse(p: argparse.ArgumentParser) -> None:
         add_option(p, "--lakehouse", "SHELFLIFE_LAKEHOUSE", "./lakehouse",
@@ -37,6 +44,7 @@ def add_batch_commands(sub: argparse._SubParsersAction, add_option) -> None:
         p.add_argument("--through", default=None,
                        help="forecasts: last day of history (default: yesterday)")
         p.add_argument("--json", action="store_true", help="print the results as JSON")
+        add_master_option(p, add_option)
         p.set_defaults(fn=handler("apps.batch_commands:cmd_batch"), job=job)
     p = bsub.add_parser("schedule", help="run the jobs on a timer (the demo does)")
     lakehouse(p)
@@ -46,6 +54,7 @@ def add_batch_commands(sub: argparse._SubParsersAction, add_option) -> None:
                "transfers and reorders every", type=float)
     add_option(p, "--first-after-s", "SHELFLIFE_BATCH_FIRST_AFTER_S", 120.0,
                "first round after", type=float)
+    add_master_option(p, add_option)
     p.set_defaults(fn=handler("apps.batch_commands:cmd_schedule"))
 
     tr = sub.add_parser("transfers", help="transfer recommendations: list, approve, reject")

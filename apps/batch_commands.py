@@ -37,7 +37,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     results = []
     for job in jobs:
         if job in ("forecasts", "accuracy") and spark is None:
-            spark = batch.batch_session(say=lambda m: print(m, flush=True), root=root)
+            spark = batch.batch_session(say=lambda m: print(m, flush=True), root=root,
+                                        master=args.master)
         if job == "forecasts":
             through = date.fromisoformat(args.through) if args.through else None
             results.append(batch.run_forecasts_job(root, spark=spark, through=through,
@@ -54,8 +55,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
 def cmd_schedule(args: argparse.Namespace) -> int:
     every = {"forecasts": args.forecasts_every_s, "accuracy": args.forecasts_every_s,
              "transfers": args.decisions_every_s, "reorders": args.decisions_every_s}
-    batch.run_schedule(lake_url(args.lakehouse), every_s=every, first_after_s=args.first_after_s,
-                       stop=stop_event())
+    batch.run_schedule(lake_url(args.lakehouse), every_s=every,
+                       first_after_s=args.first_after_s, stop=stop_event(), master=args.master)
     return 0
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from apps.auth.cli import add_user_commands
-from apps.batch import add_batch_commands
+from apps.batch import add_batch_commands, add_master_option
 from apps.connection import (
     BROKER_DIR,
     add_connection_options,
@@ -195,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     env_option(p, "--state-every-s", "SHELFLIFE_STATE_EVERY_S", 10.0,
                "how often each region's whole state is saved (a restart re-applies the batches "
                "after the last save)", type=float)
+    add_master_option(p, env_option)
     _metrics_options(p, "SHELFLIFE_STREAM_METRICS_PORT", 9811)
     p.set_defaults(fn=handler("apps.serve_stream:cmd_stream"))
 

@@ -11,12 +11,14 @@ from spark_jobs.stream.runner import StreamConfig, run_streams
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
-    print(f"streaming: regions {args.regions}, lakehouse {args.lakehouse} "
+    print(f"streaming: regions {args.regions}, lakehouse {args.lakehouse}, "
+          f"Spark master {args.master} "
           "(the first run downloads the Delta jars from Maven Central)", flush=True)
     port = _metrics_port(args.metrics_port, args.metrics_host, "stream")
     run_streams(_regions(args.regions), StreamConfig(lakehouse=args.lakehouse,
                                                      trigger_s=args.trigger_s,
                                                      record_every_s=args.record_every_s,
                                                      state_every_s=args.state_every_s),
-                stop=stop_event(), metrics_port=port, metrics_host=args.metrics_host)
+                stop=stop_event(), metrics_port=port, metrics_host=args.metrics_host,
+                master=args.master)
     return 0

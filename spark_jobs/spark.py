@@ -86,6 +86,35 @@ def _pools_file() -> str:
     return str(path)
 
 
+def cluster_conf(master: str) -> dict[str, str]:
+    """Settings a ``spark://`` master needs, and the event log wherever one is asked for.
+
+    Executors of a standalone cluster connect back to the driver, so it must listen on an
+    address they reach (``SHELFLIFE_SPARK_DRIVER_HOST``, default loopback, for a cluster on
+    this machine); they start Python workers with this interpreter and import Shelflife
+    from the folder the driver imports it from (same path on every worker). An event log
+    (``SHELFLIFE_SPARK_EVENT_LOG``, a folder) keeps each task's executor, run and CPU time.
+    """
+    conf: dict[str, str] = {}
+    if master.startswith("spark://"):
+        host = os.environ.get("SHELFLIFE_SPARK_DRIVER_HOST", "127.0.0.1")
+        code = str(Path(__file__).resolve().parents[1])
+        conf |= {"spark.driver.host": host,
+                 "spark.driver.bindAddress": os.environ.get("SHELFLIFE_SPARK_DRIVER_BIND",
+                                                            host),
+                 "spark.pyspark.python": os.environ["PYSPARK_PYTHON"],
+                 "spark.executorEnv.PYTHONPATH": os.pathsep.join(
+                     p for p in (code, os.environ.get("PYTHONPATH", "")) if p)}
+    if log := os.environ.get("SHELFLIFE_SPARK_EVENT_LOG"):
+        Path(log).mkdir(parents=True, exist_ok=True)
+        conf |= {"spark.eventLog.enabled": "true",
+                 "spark.eventLog.dir": Path(log).resolve().as_uri(),
+                 # One plain JSON-lines file per application, readable without Spark.
+                 "spark.eventLog.compress": "false",
+                 "spark.eventLog.rolling.enabled": "false"}
+    return conf
+
+
 def spark_session(app_name: str = "shelflife", *, master: str | None = None,
                   extra: dict[str, Any] | None = None,
                   lakehouse: str | os.PathLike[str] | None = None) -> SparkSession:
@@ -100,11 +129,12 @@ def spark_session(app_name: str = "shelflife", *, master: str | None = None,
     if is_s3(lake_url(lakehouse)):
         packages.append(HADOOP_AWS_PACKAGE)
         s3_conf = spark_s3_conf()
-    builder = (SparkSession.builder.appName(app_name)
-               .master(master or os.environ.get("SHELFLIFE_SPARK_MASTER", "local[2]"))
+    master = master or os.environ.get("SHELFLIFE_SPARK_MASTER", "local[2]")
+    builder = (SparkSession.builder.appName(app_name).master(master)
                .config("spark.jars.packages", ",".join(packages))
                .config("spark.scheduler.allocation.file", _pools_file()))
-    for key, value in {**LOW_LATENCY_CONF, **s3_conf, **(extra or {})}.items():
+    conf = {**LOW_LATENCY_CONF, **s3_conf, **cluster_conf(master), **(extra or {})}
+    for key, value in conf.items():
         builder = builder.config(key, str(value))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("SHELFLIFE_SPARK_LOG_LEVEL", "ERROR"))

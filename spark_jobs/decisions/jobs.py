@@ -65,15 +65,18 @@ def _now(now: datetime | None) -> datetime:
     return (now or datetime.now(UTC)).astimezone(UTC)
 
 
-def batch_session(say: Say | None = None, root: Root = None
+def batch_session(say: Say | None = None, root: Root = None, *, master: str | None = None
                   ) -> Any:  # -> pyspark.sql.SparkSession
-    """The batch jobs' Spark session; ``say`` is told when it has to be started, which
-    takes a while (the first start downloads the Delta jars)."""
+    """The batch jobs' Spark session on ``master`` (default $SHELFLIFE_SPARK_MASTER or
+    local[2]), able to read the lakehouse at ``root`` (s3a for an ``s3://`` one); ``say``
+    is told when it has to be started, which takes a while (the first start downloads
+    the Delta jars)."""
     from ..spark import spark_session  # pyspark: transfers and reorders run without it
 
     if say is not None:
-        say("batch: starting Spark (the first run downloads the Delta jars)")
-    return spark_session("shelflife-batch", lakehouse=root)
+        say(f"batch: starting Spark on {master or 'the default master'} "
+            "(the first run downloads the Delta jars)")
+    return spark_session("shelflife-batch", master=master, lakehouse=root)
 
 
 def write_table(table: Table, frame: pd.DataFrame, root: Root = None) -> int:
@@ -411,7 +414,7 @@ def run_job(name: str, root: Root = None, *, spark: Any = None,
 
 def run_schedule(root: Root = None, *, every_s: dict[str, float] | None = None,
                  first_after_s: float = 120.0, stop: threading.Event | None = None,
-                 say: Say = _print) -> None:
+                 say: Say = _print, master: str | None = None) -> None:
     """Run each job every ``every_s[job]`` seconds, the first round ``first_after_s`` after
     start (the stream needs a moment to write stock). A failing job is reported and
     retried at its next slot; the others go on."""
@@ -428,7 +431,7 @@ def run_schedule(root: Root = None, *, every_s: dict[str, float] | None = None,
             due[job] = time.monotonic() + every[job]
             try:
                 if job in ("forecasts", "accuracy") and spark is None:
-                    spark = batch_session(say, root)
+                    spark = batch_session(say, root, master=master)
                 run_job(job, root, spark=spark, say=say)
             except Exception as exc:  # noqa: BLE001 - report, keep the schedule
                 say(f"batch: {job} failed: {type(exc).__name__}: {exc}")

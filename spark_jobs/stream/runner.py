@@ -663,10 +663,13 @@ def start_streams(spark: SparkSession, regions: list[str], config: StreamConfig
 
 def run_streams(regions: list[str], config: StreamConfig, *,
                 stop: threading.Event | None = None, metrics_port: int = 0,
-                metrics_host: str = "127.0.0.1") -> None:
-    """Run until ``stop`` is set (or forever), printing a line per region every 10 s."""
+                metrics_host: str = "127.0.0.1", master: str | None = None) -> None:
+    """Run until ``stop`` is set (or forever), printing a line per region every 10 s.
+
+    ``master`` is where the landing files are scanned (default $SHELFLIFE_SPARK_MASTER or
+    local[2]); the fold and the gold commits run here, on the driver, whatever it is."""
     check_bucket(lake_url(config.lakehouse))  # a clear error before Spark starts
-    spark = spark_session("shelflife-streaming", lakehouse=config.lakehouse)
+    spark = spark_session("shelflife-streaming", master=master, lakehouse=config.lakehouse)
     streams = start_streams(spark, regions, config)
     serve_stream_metrics(regions, config.lakehouse, metrics_port, host=metrics_host)
     stop = stop or threading.Event()

@@ -8,9 +8,11 @@ once cannot overwrite each other's version 0.
 
 from __future__ import annotations
 
+import logging
 import os
 
 from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
 
 from lakehouse.catalogue import STREAM_TABLES
 from lakehouse.storage import delta_options, ensure_parent
@@ -19,6 +21,7 @@ CREATE_PROPERTIES = {"delta.checkpointInterval": "50"}
 """Frequent tiny commits make log checkpoints the main source of latency spikes, so take
 one every 50 commits instead of 10."""
 
+log = logging.getLogger(__name__)
 
 def ensure_tables(root: str | os.PathLike[str]) -> None:
     """Create each missing table with its schema, partitioning and properties; leave
@@ -29,7 +32,15 @@ def ensure_tables(root: str | os.PathLike[str]) -> None:
         if DeltaTable.is_deltatable(url, storage_options=options):
             continue
         ensure_parent(url)
-        DeltaTable.create(url, table.schema, mode="ignore",
-                          partition_by=list(table.partitions) or None,
-                          configuration={**CREATE_PROPERTIES, **table.properties},
-                          storage_options=options)
+        try:
+            DeltaTable.create(url, table.schema, mode="ignore",
+                              partition_by=list(table.partitions) or None,
+                              configuration={**CREATE_PROPERTIES, **table.properties},
+                              storage_options=options)
+        except DeltaError:
+            # Shards (one stream driver per region) started together race to create the
+            # same empty tables; losing that race leaves the winner's table, which is
+            # all this wanted.
+            if not DeltaTable.is_deltatable(url, storage_options=options):
+                raise
+            log.info("%s: created by another stream driver meanwhile", table.name)
