@@ -20,8 +20,10 @@ import pytest
 
 from lakehouse.catalogue import DEMAND_FORECASTS, STOCK_LEVELS
 from lakehouse.contract import build_event, encode_event, format_ts, topic
+from lakehouse.storage import delta_options
 from scripts.spark_cluster import Cluster, stage_times, standalone_cluster
 from tests.ports import free_port
+from tests.s3 import fresh_lake
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
 
@@ -44,20 +46,29 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="module")
-def cluster_lake(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Root under which each test makes its lakehouse (a local folder); the tests only
-    join names to it and read tables with ``deltalake``."""
-    return str(tmp_path_factory.mktemp("cluster-lake"))
+def cluster_lake(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Root under which each test makes its lakehouse: a prefix in a bucket on moto's S3
+    server, as a network with more than one machine keeps it (the local-disk runs of the
+    same jobs are in test_forecast.py and the pipeline tests). Each machine's own state
+    goes to a temporary folder."""
+    state = tmp_path_factory.mktemp("cluster-state")
+    saved = os.environ.get("SHELFLIFE_STATE_DIR")
+    os.environ["SHELFLIFE_STATE_DIR"] = str(state)
+    yield fresh_lake()
+    if saved is None:
+        os.environ.pop("SHELFLIFE_STATE_DIR", None)
+    else:
+        os.environ["SHELFLIFE_STATE_DIR"] = saved
 
 
 def under(root: str, name: str) -> str:
     return f"{root.rstrip('/')}/{name}"
 
 
-def delta_table(path: object) -> deltalake.DeltaTable | None:
-    """The Delta table at ``path``, or None while it does not exist."""
+def delta_table(path: str) -> deltalake.DeltaTable | None:
+    """The Delta table at ``path`` (a folder or S3), or None while it does not exist."""
     try:
-        return deltalake.DeltaTable(str(path))
+        return deltalake.DeltaTable(path, storage_options=delta_options(path))
     except Exception:  # noqa: BLE001 - deltalake's "not a table" errors vary by store
         return None
 
@@ -126,7 +137,7 @@ def test_forecast_job_runs_on_the_cluster_and_users_read_its_forecasts(
                      log=tmp_path / "batch.log")
     assert proc.wait(timeout=300) == 0, (tmp_path / "batch.log").read_text()[-3000:]
 
-    table = deltalake.DeltaTable(str(DEMAND_FORECASTS.path(lake))).to_pandas()
+    table = delta_table(DEMAND_FORECASTS.uri(lake)).to_pandas()
     assert len(table) == len(LEVELS) * 7
     assert set(table["region"]) == {"east"}
     assert sorted(set(table["forecast_date"])) == [THROUGH + timedelta(days=i)
@@ -142,14 +153,14 @@ def test_forecast_job_runs_on_the_cluster_and_users_read_its_forecasts(
 def test_region_stream_on_the_cluster_brings_gold_stock_to_the_landed_events(
         cluster, cluster_lake, tmp_path):
     from edge_mqtt.agent import StoreAgent
-    from lakehouse.landing import LandedRecord, LandingWriter, landing_dir
+    from lakehouse.landing import LandedRecord, landing_writer
 
     lake = under(cluster_lake, "stream")
     proc = shelflife(cluster, tmp_path / "events", "stream", "--regions", "east",
                      "--lakehouse", lake, "--metrics-port", "0",
                      log=tmp_path / "stream.log")
     try:
-        levels = STOCK_LEVELS.path(lake)
+        levels = STOCK_LEVELS.uri(lake)
         deadline = time.monotonic() + 240
         while delta_table(levels) is None:
             assert proc.poll() is None, (tmp_path / "stream.log").read_text()[-3000:]
@@ -158,7 +169,7 @@ def test_region_stream_on_the_cluster_brings_gold_stock_to_the_landed_events(
 
         agents = [StoreAgent(f"E00{i}", "east", tmp_path / f"a{i}.sqlite") for i in (1, 2)]
         expiry = (date.today() + timedelta(days=6)).isoformat()
-        writer = LandingWriter(landing_dir("east", lake), "t1")
+        writer = landing_writer("east", lake, "t1")
         expected: dict[tuple[str, str], int] = {}
         for round_ in range(3):
             batch = []
