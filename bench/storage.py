@@ -5,9 +5,10 @@ fleet here) twice, first with the lakehouse in a folder (the baseline), then in 
 on moto's S3 server on loopback (started here, in its own process: an HTTP S3 endpoint,
 conditional PUTs and all). With S3 every table and the landing zone are objects: ingest
 PUTs each batch, Spark lists and reads them over s3a, delta-rs commits each version with
-a conditional PUT. Also runs the concurrent writer pairs of
-tests/lakehouse/writer_pairs.py (every pair of writers that share a table, maintenance
-beside them) on the same server and counts lost commits.
+a conditional PUT. Then the decision jobs (``shelflife batch all``) run on the S3 lakehouse,
+so the tables listed are those of the stream, ingest and the batch jobs. Also runs the
+concurrent writer pairs of tests/lakehouse/writer_pairs.py (every pair of writers that
+share a table, maintenance beside them) on the same server and counts lost commits.
 
 The last line printed is one JSON object: ``p99_local_s``, ``p99_s3_s``, ``ratio``
 (s3/local), ``lost``, ``duplicated``, ``commits_lost_concurrent`` and ``s3_tables`` (the
@@ -22,13 +23,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from bench.commits import REQUEST  # noqa: E402
 from bench.latency import arguments, measure  # noqa: E402
@@ -88,6 +92,14 @@ def main() -> None:
         remote = measure(args, work / "s3", lake)
         s3_seconds = time.monotonic() - began
         requests = request_counts(log)
+        print("bench:     the decision jobs on the same S3 lakehouse (shelflife batch all)",
+              flush=True)
+        batch = subprocess.run([sys.executable, "-m", "apps.cli", "batch", "all", "--lakehouse",
+                                lake], cwd=ROOT, capture_output=True, text=True, timeout=1200,
+                               env={**os.environ, "SHELFLIFE_STATE_DIR": str(work / "state")})
+        if batch.returncode != 0:
+            print(f"bench:     batch failed: {batch.stdout[-1500:]} {batch.stderr[-1500:]}",
+                  flush=True)
         tables = s3_tables(lake)
         print("bench: 3/3 concurrent writers on S3", flush=True)
         lost_commits, pair_commits = concurrent_commits_lost()
@@ -103,6 +115,7 @@ def main() -> None:
         "lost": local["lost"] + remote["lost"],
         "duplicated": local["duplicated"] + remote["duplicated"],
         "not_visible": local["not_visible"] + remote["not_visible"],
+        "batch_jobs_ok": batch.returncode == 0,
         "commits_lost_concurrent": lost_commits, "commits_concurrent": pair_commits,
         "s3_tables": tables,
         "s3_requests_per_s": {k: round(v / s3_seconds, 1) for k, v in sorted(requests.items())},
