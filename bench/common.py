@@ -4,6 +4,7 @@ components as child processes, and "when did gold first show this event"."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import threading
 import time
 import urllib.request
 from collections import deque
+from datetime import date, timedelta
 from pathlib import Path
 
 import deltalake
@@ -229,3 +231,23 @@ def poll_gold(path: Path | str, vis: Visibility | list[Visibility], stop: thread
                         w.cover(loc, s, at)
             seen = latest
         time.sleep(0.05)
+
+
+def trade(agents: list, skus: list[str], n: int, rng: random.Random,
+          expiry: date) -> list[dict]:
+    """``n`` events of ordinary trading by ``agents`` (real ``StoreAgent``s): 10 %
+    deliveries of a fresh lot, 5 % waste, the rest sales of one to three units."""
+    events = []
+    for k in range(n):
+        a, sku, r = rng.choice(agents), rng.choice(skus), rng.random()
+        if r < 0.10:
+            events.append(a.receive(sku, rng.randint(20, 60), lot=f"L{k}",
+                                    expires_on=(expiry + timedelta(days=rng.randint(0, 9)))
+                                    .isoformat(), supplier_ref="PO-2", unit_cost=1.1))
+        elif r < 0.15:
+            events.append(a.waste(sku, 1, lot=f"S-{sku}", reason_code="damaged",
+                                  disposal_method="compost"))
+        else:
+            events.append(a.sell(sku, rng.randint(1, 3), unit_price=2.5,
+                                 transaction_ref=f"T{k}"))
+    return events

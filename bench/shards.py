@@ -38,7 +38,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Components, cpu_seconds, free_port, machine_busy_s, scrape  # noqa: E402
+from bench.common import (  # noqa: E402
+    Components,
+    cpu_seconds,
+    free_port,
+    machine_busy_s,
+    scrape,
+    trade,
+)
 from lakehouse.catalogue import STOCK_LEVELS  # noqa: E402
 from lakehouse.contract import encode_event, topic  # noqa: E402
 from lakehouse.landing import LandedRecord, LandingWriter, landing_dir, now_ts  # noqa: E402
@@ -67,19 +74,7 @@ def make_events(region: str, stores: int, n: int, seed: int, work: Path
     stock = [a.receive(sku, 100_000, lot=f"S-{sku}",
                        expires_on=(expiry + timedelta(days=20)).isoformat(),
                        supplier_ref="PO-1", unit_cost=1.0) for a in agents for sku in SKUS]
-    events = []
-    for k in range(n):
-        a, sku, r = rng.choice(agents), rng.choice(SKUS), rng.random()
-        if r < 0.10:
-            events.append(a.receive(sku, rng.randint(20, 60), lot=f"L{k}",
-                                    expires_on=(expiry + timedelta(days=rng.randint(0, 9)))
-                                    .isoformat(), supplier_ref="PO-2", unit_cost=1.1))
-        elif r < 0.15:
-            events.append(a.waste(sku, 1, lot=f"S-{sku}", reason_code="damaged",
-                                  disposal_method="compost"))
-        else:
-            events.append(a.sell(sku, rng.randint(1, 3), unit_price=2.5,
-                                 transaction_ref=f"T{k}"))
+    events = trade(agents, SKUS, n, rng, expiry)
     last: dict[str, int] = {}
     for e in stock + events:
         last[e["location_id"]] = max(last.get(e["location_id"], 0), e["seq"])

@@ -36,6 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import trade  # noqa: E402
 from edge_mqtt.agent import StoreAgent  # noqa: E402
 from lakehouse.catalogue import STOCK_COHORTS, STOCK_LEVELS, STREAM_TABLES  # noqa: E402
 from lakehouse.contract import decode_event, encode_event, topic  # noqa: E402
@@ -73,19 +74,7 @@ def make_events(stores: int, skus: int, n: int, seed: int, work: Path) -> tuple[
     expiry = (datetime.now(UTC) + timedelta(days=12)).date()
     stock = [a.receive(sku, 5000, lot=f"S-{sku}", expires_on=expiry.isoformat(),
                        supplier_ref="PO-1", unit_cost=1.0) for a in agents for sku in names]
-    events = []
-    for k in range(n):
-        a, sku, r = rng.choice(agents), rng.choice(names), rng.random()
-        if r < 0.1:
-            events.append(a.receive(sku, rng.randint(20, 60), lot=f"L{k}",
-                                    expires_on=(expiry + timedelta(days=rng.randint(0, 9)))
-                                    .isoformat(), supplier_ref="PO-2", unit_cost=1.1))
-        elif r < 0.15:
-            events.append(a.waste(sku, 1, lot=f"S-{sku}", reason_code="damaged",
-                                  disposal_method="compost"))
-        else:
-            events.append(a.sell(sku, rng.randint(1, 3), unit_price=2.5,
-                                 transaction_ref=f"T{k}"))
+    events = trade(agents, names, n, rng, expiry)
     return stock, events
 
 
