@@ -14,7 +14,8 @@ The last line printed is one JSON object: ``p99_local_s``, ``p99_s3_s``, ``ratio
 (s3/local), ``lost``, ``duplicated``, ``commits_lost_concurrent`` and ``s3_tables`` (the
 tables the run found under the ``s3://`` prefix) and ``s3_requests_per_s`` (the S3 run's
 requests a second, by kind and by landing zone or tables, counted from the server's log;
-they include the benchmark's own gold polling, a few LIST and GET a second).
+they include the benchmark's own gold polling, a few LIST and GET a second) and
+``s3_server_cores``, the CPU the S3 server itself took from the same machine.
 
     python bench/storage.py --stores 300 --events-per-s 300 --duration-s 60
 """
@@ -35,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.commits import REQUEST  # noqa: E402
+from bench.common import cpu_seconds  # noqa: E402
 from bench.latency import arguments, measure  # noqa: E402
 from lakehouse import storage  # noqa: E402
 from tests.lakehouse.writer_pairs import commits_lost, run_pairs  # noqa: E402
@@ -53,6 +55,15 @@ def s3_tables(lake: str) -> list[str]:
             if len(parts) >= 3 and parts[2] == "_delta_log":
                 found.add(f"{parts[0]}/{parts[1]}")
     return sorted(found)
+
+
+def moto_pid(endpoint: str) -> int | None:
+    """The S3 server's process: on this machine it takes CPU from the path it serves,
+    which a real bucket would not, so its share is reported beside the ratio."""
+    port = endpoint.rsplit(":", 1)[-1]
+    found = subprocess.run(["pgrep", "-f", f"moto_server -H 127.0.0.1 -p {port}"],
+                           capture_output=True, text=True).stdout.split()
+    return int(found[0]) if found else None
 
 
 def request_counts(log: Path) -> Counter:
@@ -88,9 +99,11 @@ def main() -> None:
     with moto_server(log) as endpoint:
         lake = fresh_lake()
         print(f"bench: 2/3 lakehouse on S3 ({lake} at {endpoint})", flush=True)
-        began = time.monotonic()
+        server = moto_pid(endpoint)
+        began, server_cpu = time.monotonic(), cpu_seconds(server) if server else 0.0
         remote = measure(args, work / "s3", lake)
         s3_seconds = time.monotonic() - began
+        server_cores = ((cpu_seconds(server) - server_cpu) / s3_seconds) if server else None
         requests = request_counts(log)
         print("bench:     the decision jobs on the same S3 lakehouse (shelflife batch all)",
               flush=True)
@@ -120,6 +133,7 @@ def main() -> None:
         "s3_tables": tables,
         "s3_requests_per_s": {k: round(v / s3_seconds, 1) for k, v in sorted(requests.items())},
         "s3_requests_per_s_total": round(sum(requests.values()) / s3_seconds, 1),
+        "s3_server_cores": None if server_cores is None else round(server_cores, 2),
         "elapsed_s": round(time.monotonic() - started, 1),
     }
     print(f"bench: gold p99 local {local['p99_s']} s, S3 {remote['p99_s']} s "
