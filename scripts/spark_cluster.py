@@ -285,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     if running is not None and all(_alive(p) for p in running.pids.values()):
         print(f"already running: {running.master_url} (stop it first)")
         return 1
+    if not args.host.startswith("127.") and args.host not in ("localhost", "::1"):
+        print(f"warning: the master on {args.host} runs jobs for anyone who reaches port "
+              f"{args.port}; a standalone cluster has no login unless spark.authenticate "
+              "and a shared secret are set on every node and driver", file=sys.stderr)
     try:
         cluster = start_cluster(args.dir, workers=args.workers, cores=args.cores,
                                 memory=args.memory, host=args.host, port=args.port,
