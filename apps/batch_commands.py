@@ -13,12 +13,12 @@ from apps.auth.cli import refuse
 from apps.auth.commands import operator
 from apps.auth.exceptions import AuthError
 from apps.connection import open_credentials
-from apps.shutdown import stop_event
 from ingest.orders import OrderDispatcher, default_brokers
 from lakehouse.catalogue import TRANSFER_RECOMMENDATIONS
 from lakehouse.credentials import SigningKeys
 from lakehouse.decisions import record_decision
 from lakehouse.readers import read_table
+from lakehouse.shutdown import stop_event
 from lakehouse.storage import check_bucket, lake_url
 from spark_jobs.decisions import jobs as batch
 from spark_jobs.decisions.reference import _checked, read_reference, upsert

@@ -26,7 +26,6 @@ from apps.deadletters import add_deadletter_commands, parse_ports
 from apps.lazy import handler
 from apps.outcomes import add_outcomes_command
 from apps.review import add_review_commands
-from apps.shutdown import stop_event
 from apps.streamlit.launch import run_dashboard
 from edge_mqtt.cli import add_agent_commands
 from edge_mqtt.simulator import FleetConfig, run_fleet
@@ -34,6 +33,7 @@ from ingest.brokers import BrokerError, TlsFiles, run_brokers_forever
 from lakehouse.contract import DEFAULT_PORTS, REGIONS
 from lakehouse.credentials import Credentials, CredentialsMissing
 from lakehouse.options import env_option, env_switch
+from lakehouse.shutdown import stop_event
 from lakehouse.storage import StorageError
 
 

@@ -38,6 +38,7 @@ from apps.streamlit.launch import dashboard_command
 from edge_mqtt.simulator import FleetConfig, fleet_layout
 from ingest.brokers import BrokerError, credentials_path, require_mosquitto
 from lakehouse.credentials import Credentials
+from lakehouse.shutdown import stop_event
 from lakehouse.storage import StorageError, check_bucket, lake_url
 
 COMPONENT_START_TIMEOUT_S = 60
@@ -190,9 +191,7 @@ def run_demo(*, lakehouse: str, data_dir: str, port: int, stores: int,
                      events_per_s=events_per_s, insecure=insecure,
                      users_path=str(users.path))
     procs: list[tuple[str, subprocess.Popen]] = []
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_event()
     try:
         for name, cmd in plan:
             procs.append((name, _start(name, cmd, env)))

@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import threading
 
-from apps.shutdown import stop_event
 from lakehouse.catalogue import Table, table
 from lakehouse.maintenance import maintain
+from lakehouse.shutdown import stop_event
 from lakehouse.storage import StorageError, check_bucket, lake_url
 
 

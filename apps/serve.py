@@ -10,8 +10,8 @@ from apps.connection import (
     open_credentials,
 )
 from apps.demo import run_demo
-from apps.shutdown import stop_event
 from ingest.worker import IngestConfig, run_workers
+from lakehouse.shutdown import stop_event
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from apps.cli import _metrics_port, _regions
-from apps.shutdown import stop_event
+from lakehouse.shutdown import stop_event
 from spark_jobs.stream.runner import StreamConfig, run_streams
 
 

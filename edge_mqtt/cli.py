@@ -13,16 +13,15 @@ import getpass
 import json
 import os
 import re
-import signal
 import sqlite3
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from lakehouse.contract import DEFAULT_PORTS, MAX_EVENT_BYTES, ContractError, check_region
 from lakehouse.options import env_option
+from lakehouse.shutdown import stop_event
 
 from .agent import StoreAgent
 from .http_api import serve_agent
@@ -324,9 +323,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.broker_host, port=broker_port, username=args.broker_user,
         password=os.environ.get("SHELFLIFE_BROKER_PASSWORD"), tls_ca=args.tls_ca,
         signing_key=key))
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_event()
     server = serve_agent(agent, args.host, args.port, publisher=publisher)
     publisher.start()
     print(f"agent {agent.location_id} ({agent.region}): HTTP API on {server.url}, "

@@ -48,6 +48,7 @@ from pathlib import Path
 from ingest.auth import TopicRules, find_mosquitto_passwd, write_password_file
 from lakehouse.contract import DEFAULT_PORTS, MAX_EVENT_BYTES, REGIONS, check_region
 from lakehouse.credentials import CREDENTIALS_FILE, Credentials, write_private
+from lakehouse.shutdown import set_on_signals
 
 log = logging.getLogger(__name__)
 _DEBIAN_MOSQUITTO = Path("/usr/sbin/mosquitto")
@@ -352,7 +353,7 @@ def run_brokers_forever(
     creds_file = credentials_path(data_dir)
     seen = _stamp(creds_file)
     done = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
+    previous = set_on_signals(done, (signal.SIGTERM,))[signal.SIGTERM]
     try:
         for b in brokers:
             notes = (" tls" if b.tls else "") + (" secure" if b.secure else "")

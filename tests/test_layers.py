@@ -30,7 +30,7 @@ MAY_IMPORT = {
 }
 AGENT_LAKEHOUSE = {"lakehouse.contract", "lakehouse.mqtt", "lakehouse.movements",
                    "lakehouse.credentials", "lakehouse.durable", "lakehouse.options",
-                   "lakehouse.ratelimit"}
+                   "lakehouse.ratelimit", "lakehouse.shutdown"}
 """The lakehouse modules the store agent may use: each needs the standard library and
 paho-mqtt alone (checked below)."""
 AGENT_THIRD_PARTY = {"paho"}
