@@ -140,12 +140,28 @@ def s3_settings() -> S3Settings:
     return S3Settings(region, endpoint, frozen.access_key, frozen.secret_key, frozen.token)
 
 
+S3_CONNECTIONS = 32
+"""Connections a client keeps to S3: the stream GETs up to 16 landing batches at once
+beside the backlog scans and ingest's PUTs (botocore's default of 10 dropped and reopened
+connections under that load)."""
+
+
 def s3_client() -> Any:  # a botocore client; boto3 stays an optional import
-    """A boto3 S3 client with the lakehouse's settings."""
-    s = s3_settings()
+    """The process's boto3 S3 client for the lakehouse's settings.
+
+    One client is shared (botocore clients are thread-safe): building one loads the
+    service model and took several milliseconds of CPU, once per landing read."""
+    return _client_for(s3_settings())
+
+
+@functools.lru_cache(maxsize=4)
+def _client_for(s: S3Settings) -> Any:
+    from botocore.config import Config  # comes with boto3, imported only for S3 too
+
     return _boto3().client("s3", region_name=s.region, endpoint_url=s.endpoint,
-                        aws_access_key_id=s.access_key, aws_secret_access_key=s.secret_key,
-                        aws_session_token=s.session_token)
+                           aws_access_key_id=s.access_key, aws_secret_access_key=s.secret_key,
+                           aws_session_token=s.session_token,
+                           config=Config(max_pool_connections=S3_CONNECTIONS))
 
 
 def delta_options(url: str | os.PathLike[str]) -> dict[str, str]:

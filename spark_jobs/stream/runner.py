@@ -153,7 +153,11 @@ class RegionStream:
         """How old, at the median, the events of the worst batch since the last status
         row were."""
         self.mode = "live"
-        self._status_lock = threading.Lock()
+        self._figures_lock = threading.Lock()
+        """Held briefly while a batch updates, or the status writer takes, the figures a
+        status row reports (``behind_s`` is reset when it is taken)."""
+        self._status_wake = threading.Event()
+        self._status_thread: threading.Thread | None = None
         self.last_batch: dict[str, object] = {}
         self.query: StreamingQuery | None = None
         self._stopped = False
@@ -279,8 +283,7 @@ class RegionStream:
                                   if tuple(v[k] for k in variance_cols) not in have]
 
     def _tick(self) -> None:
-        """Every derived-writer round: region status while idle, and a state save."""
-        self.idle_status()
+        """Every derived-writer round: a state save when one is due."""
         if time.monotonic() - self._state_saved_at >= self.config.state_every_s:
             self.save_state()
 
@@ -375,6 +378,11 @@ class RegionStream:
                       .option("checkpointLocation", str(self.checkpoint / "query"))
                       .trigger(processingTime=f"{self.config.trigger_s} seconds")
                       .start())
+        if self._status_thread is None:
+            self._status_thread = threading.Thread(
+                target=self._status_loop, name=f"shelflife-status-{self.region}",
+                daemon=True)
+            self._status_thread.start()
         return self.query
 
     def process_batch(self, frame: DataFrame, batch_id: int) -> None:
@@ -467,45 +475,51 @@ class RegionStream:
         self.events_total += len(run.events)
         ages = sorted(e["occurred_at"] for e in run.events)
         if ages:  # the worst batch since the last status row, so a short replay shows
-            self.behind_s = max(self.behind_s, run.started - parse_ts(ages[len(ages) // 2])
-                                .timestamp())
+            behind = run.started - parse_ts(ages[len(ages) // 2]).timestamp()
+            with self._figures_lock:
+                self.behind_s = max(self.behind_s, behind)
         if run.events:
             newest = max(e["occurred_at"] for e in run.events)
             moment = datetime.fromisoformat(newest[:-1])
             self.last_event_at = max(moment, self.last_event_at or moment)
 
     def _report(self, run: MicroBatch) -> None:
-        """The batch's summary, a status row when one is due, and the metrics."""
+        """The batch's summary and metrics; the status writer is woken when the region
+        may have caught up."""
         self.last_batch = {"batch_id": run.batch_id, "events": len(run.events),
                            "duration_s": round(time.time() - run.started, 3),
                            "finished_at": time.time(), "steps": run.timings}
         if TRACE:
             print(f"batch {self.region} {run.batch_id} t={run.started:.3f} "
                   f"{json.dumps(self.last_batch)}", flush=True)
-        since = time.time() - self._status_written
         # A syncing region whose batches since the last status row were all fresh may be
         # live again: say so now rather than up to two status periods later (the row
         # that showed the old events has been written already).
-        caught_up = (self.mode == "syncing" and since >= self.config.trigger_s
-                     and self.behind_s <= 60.0 * self.config.replay_behind_minutes)
-        if since >= self.config.status_every_s or caught_up:
-            with self._status_lock:
-                self._write_status()
+        if (self.mode == "syncing"
+                and time.time() - self._status_written >= self.config.trigger_s
+                and self.behind_s <= 60.0 * self.config.replay_behind_minutes):
+            self._status_wake.set()
         METRICS.observe_batch(self.region, run.events, started=run.started)
 
     # --- writes ------------------------------------------------------------------------
 
-    def idle_status(self) -> None:
-        """Keep region_status current while no batch runs (a drained region turns live
-        again, and an idle one shows it is idle rather than stale)."""
-        finished = float(self.last_batch.get("finished_at", 0.0) or 0.0)
-        now = time.time()
-        if now - finished < 3 * self.config.trigger_s:
-            return
-        with self._status_lock:
-            self.behind_s = 0.0
-            if now - self._status_written >= self.config.status_every_s:
+    def _status_loop(self) -> None:
+        """Write region_status every ``status_every_s``, and at once when woken, beside
+        the batches rather than inside them.
+
+        A status row scans the landing backlog and makes a commit: on S3 that is a LIST
+        and a few GETs plus a commit's round trips, which took over half of a batch's
+        time when the batch wrote it. A row that cannot be written is logged and tried
+        again next period; the batches go on."""
+        while not self._stopped:
+            self._status_wake.wait(self.config.status_every_s)
+            self._status_wake.clear()
+            if self._stopped:
+                return
+            try:
                 self._write_status()
+            except Exception:  # noqa: BLE001 - status is retried; the stream goes on
+                log.exception("region %s: writing region_status", self.region)
 
     def _write_status(self) -> None:
         """Gold region_status, and the region's mode.
@@ -518,18 +532,22 @@ class RegionStream:
         """
         now = time.time()
         last = self.last_batch
+        finished = float(last.get("finished_at", 0.0) or 0.0)
+        with self._figures_lock:
+            behind_s, self.behind_s = self.behind_s, 0.0
+        if now - finished >= 3 * self.config.trigger_s:
+            behind_s = 0.0  # no batch ran lately: nothing is behind (an idle region)
         lag = None
         if self.last_event_at is not None:
             lag = round(max(0.0, now - self.last_event_at.replace(tzinfo=UTC).timestamp()), 3)
         backlog = self.backlog.scan()
-        minutes = round(self.behind_s / 60.0, 2)
+        minutes = round(behind_s / 60.0, 2)
         syncing = (backlog.events > self.config.replay_backlog_events
                    or minutes > self.config.replay_behind_minutes)
         self.mode = "syncing" if syncing else "live"
         elapsed = max(1e-3, now - self._status_written) if self._status_written else None
         rate = ((self.events_total - self._status_events) / elapsed) if elapsed else 0.0
         self._status_events = self.events_total
-        self.behind_s = 0.0
         row = (self.region, self.mode, int(self.events_total), int(last.get("events", 0)),
                float(last.get("duration_s", 0.0)), self.last_event_at, lag,
                datetime.now(UTC).replace(tzinfo=None), minutes, int(backlog.events),
@@ -545,8 +563,11 @@ class RegionStream:
         if self._stopped:
             return
         self._stopped = True
+        self._status_wake.set()
         if self.query is not None:
             self.query.stop()
+        if self._status_thread is not None:
+            self._status_thread.join(timeout=30)  # a row being written finishes first
         self.record.stop()
         self.derived.stop(write=not failed)
         if not failed:
