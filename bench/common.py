@@ -3,6 +3,7 @@ components as child processes, and "when did gold first show this event"."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -15,17 +16,21 @@ import urllib.request
 from collections import deque
 from datetime import date, timedelta
 from pathlib import Path
+from urllib.parse import unquote
 
 import deltalake
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from lakehouse.catalogue import STOCK_LEVELS  # noqa: E402
+from lakehouse.catalogue import REGION_STATUS, STOCK_LEVELS  # noqa: E402
+from lakehouse.contract import REGIONS  # noqa: E402
 from lakehouse.metrics import parse_metrics  # noqa: E402
 from lakehouse.readers import is_table  # noqa: E402
-from lakehouse.storage import delta_options  # noqa: E402
+from lakehouse.storage import delta_options, is_s3, s3_client, split_s3  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -142,6 +147,34 @@ class Components:
         time.sleep(5)  # the queries start right after the tables exist
         return levels
 
+    def wait_for_batches(self, lake: Path | str, timeout: float = 600) -> float:
+        """Wait until every region's stream has applied a batch (gold/region_status
+        counts its events); returns the seconds waited.
+
+        The queries start some time after the tables exist (the stream rebuilds its books
+        and state from bronze first, and on S3 Spark's first listing of a landing prefix is
+        slow), so a fixed wait would put the start-up inside the measured window."""
+        url = REGION_STATUS.uri(lake)
+        started = time.monotonic()
+        status: deltalake.DeltaTable | None = None
+        while True:
+            self.check("stream")
+            ready: set[str] = set()
+            if status is None and is_table(url):
+                status = deltalake.DeltaTable(url, storage_options=delta_options(url))
+            if status is not None:
+                status.update_incremental()  # reads only the versions since the last look
+                rows = status.to_pyarrow_table(columns=["region", "events_total"])
+                ready = {r for r, n in zip(rows["region"].to_pylist(),
+                                           rows["events_total"].to_pylist(), strict=True)
+                         if n}
+            if ready >= set(REGIONS):
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                raise SystemExit(f"the stream applied no batch in {sorted(set(REGIONS) - ready)}"
+                                 f" within {timeout:.0f} s")
+            time.sleep(1.0)
+
     def stop(self) -> None:
         for p in self.procs.values():
             if p.poll() is None:
@@ -193,44 +226,78 @@ def machine_busy_s() -> float:
     return busy / CLOCK_TICKS
 
 
+def read_object(url: str) -> bytes | None:
+    """The bytes at ``url`` (a path or ``s3://``), None when there is no such object."""
+    if is_s3(url):
+        bucket, key = split_s3(url)
+        try:
+            return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        except Exception as exc:  # noqa: BLE001 - botocore's NoSuchKey
+            if "NoSuchKey" in str(exc) or "404" in str(exc):
+                return None
+            raise
+    try:
+        return Path(url).read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def version_adds(table_url: str, version: int) -> tuple[float, list[dict]] | None:
+    """Commit time (s) and the data files that ``version`` of a Delta table added, read
+    from its log entry; None when that version does not exist yet. Files added without
+    a data change (compaction) are left out."""
+    entry = read_object(f"{table_url.rstrip('/')}/_delta_log/{version:020d}.json")
+    if entry is None:
+        return None
+    at, adds = time.time(), []
+    for line in entry.decode().splitlines():
+        action = json.loads(line) if line.strip() else {}
+        if "commitInfo" in action and "timestamp" in action["commitInfo"]:
+            at = action["commitInfo"]["timestamp"] / 1000.0
+        add = action.get("add")
+        if add and add.get("dataChange", True):
+            adds.append(add)
+    return at, adds
+
+
 def poll_gold(path: Path | str, vis: Visibility | list[Visibility], stop: threading.Event, *,
-              regions: list[str] | None = None) -> None:
+              regions: list[str] | None = None, every_s: float = 0.2) -> None:
     """Cover events at the commit time of each gold/stock_levels version showing them.
 
-    ``vis`` may be several matchers fed from one read of each version (a second poller
-    would read every version again); ``regions`` reads only those partitions, when the
-    events watched are all theirs."""
+    Each version is read once, and only the files it added: a version replaces whole
+    region partitions, so those files hold every location of the regions it changed.
+    Reopening the table each poll instead replayed its log and listed it, which on S3
+    made the measuring itself a quarter of the server's requests. ``vis`` may be several
+    matchers fed from one read of each version; ``regions`` reads only those
+    partitions, when the events watched are all theirs."""
     watchers = vis if isinstance(vis, list) else [vis]
-    filters = [("region", "in", list(regions))] if regions else None
-    seen = -1
+    url = str(path).rstrip("/")
+    version = 0
     while not stop.is_set():
         try:
-            dt = deltalake.DeltaTable(str(path), storage_options=delta_options(str(path)))
-        except Exception:  # noqa: BLE001 - not created yet
-            time.sleep(0.2)
+            found = version_adds(url, version)
+        except Exception:  # noqa: BLE001 - a read that failed is tried again
+            found = None
+        if found is None:
+            time.sleep(every_s)
             continue
-        latest = dt.version()
-        if latest > seen:
-            stamps = {h["version"]: h["timestamp"] / 1000.0
-                      for h in dt.history(limit=latest - seen + 1)}
-            for v in range(max(seen + 1, 0), latest + 1):
-                try:
-                    dt.load_as_version(v)
-                    table = dt.to_pyarrow_table(columns=["location_id", "last_seq"],
-                                                filters=filters)
-                except Exception:  # noqa: BLE001 - version vacuumed or compacted away
-                    continue
-                at = stamps.get(v, time.time())
-                best: dict[str, int] = {}
-                for loc, s in zip(table["location_id"].to_pylist(),
-                                  table["last_seq"].to_pylist(), strict=True):
-                    if s is not None and s > best.get(loc, 0):
-                        best[loc] = s
-                for loc, s in best.items():
-                    for w in watchers:
-                        w.cover(loc, s, at)
-            seen = latest
-        time.sleep(0.05)
+        at, adds = found
+        best: dict[str, int] = {}
+        for add in adds:
+            if regions and add.get("partitionValues", {}).get("region") not in regions:
+                continue
+            data = read_object(f"{url}/{unquote(add['path'])}")
+            if data is None:  # vacuumed since: a later version covers the same rows
+                continue
+            table = pq.read_table(pa.BufferReader(data), columns=["location_id", "last_seq"])
+            for loc, s in zip(table["location_id"].to_pylist(),
+                              table["last_seq"].to_pylist(), strict=True):
+                if s is not None and s > best.get(loc, 0):
+                    best[loc] = s
+        for loc, s in best.items():
+            for w in watchers:
+                w.cover(loc, s, at)
+        version += 1
 
 
 def trade(agents: list, skus: list[str], n: int, rng: random.Random,

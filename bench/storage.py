@@ -124,6 +124,8 @@ def main() -> None:
         "p50_s3_s": remote["p50_s"], "p99_s3_s": remote["p99_s"], "ratio": ratio,
         "ack_p99_local_s": local["baseline_ack_p99_s"],
         "ack_p99_s3_s": remote["baseline_ack_p99_s"],
+        "stream_ready_local_s": local["stream_ready_s"],
+        "stream_ready_s3_s": remote["stream_ready_s"],
         "events_local": local["events"], "events_s3": remote["events"],
         "lost": local["lost"] + remote["lost"],
         "duplicated": local["duplicated"] + remote["duplicated"],

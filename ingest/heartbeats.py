@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from deltalake import write_deltalake
+from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError
 
 from lakehouse.catalogue import STORE_HEARTBEATS
@@ -77,6 +77,9 @@ class HeartbeatLog:
         self.region = region
         self.path = STORE_HEARTBEATS.uri(root)
         self._options = delta_options(self.path)
+        self._table: DeltaTable | None = None
+        """Kept open between appends: opening by path replays the table's log each time,
+        which on S3 is a LIST and a GET per commit since the last checkpoint."""
         self.flush_every_s = flush_every_s
         self.written = 0
         self.refused = 0
@@ -122,11 +125,16 @@ class HeartbeatLog:
                 return 0
             try:
                 ensure_parent(self.path)
-                write_deltalake(self.path,
-                                pa.Table.from_pylist(rows, schema=STORE_HEARTBEATS.schema),
-                                mode="append", partition_by=list(STORE_HEARTBEATS.partitions),
-                                storage_options=self._options)
+                data = pa.Table.from_pylist(rows, schema=STORE_HEARTBEATS.schema)
+                if self._table is None:  # the first write creates the table if need be
+                    write_deltalake(self.path, data, mode="append",
+                                    partition_by=list(STORE_HEARTBEATS.partitions),
+                                    storage_options=self._options)
+                    self._table = DeltaTable(self.path, storage_options=self._options)
+                else:
+                    write_deltalake(self._table, data, mode="append")
             except (DeltaError, OSError) as exc:
+                self._table = None  # reopened from the log on the next attempt
                 with self._lock:  # keep them, older first, for the next attempt
                     self._pending.extendleft(reversed(rows))
                 log.warning("heartbeats %s: could not write %d rows to %s (%s); retrying",

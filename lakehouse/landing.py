@@ -327,9 +327,12 @@ class LandingBacklog:
         names = self.names()
         with self._lock:
             known = {n: self._lines[n] for n in names if n in self._lines}
+            taken = set(self._taken)
         for name in names:
             if name not in known:
-                known[name] = self.count_lines(name)
+                # A file already taken waits no more: its lines need not be counted (on
+                # S3 a count is a GET of the whole batch, which the reader GETs anyway).
+                known[name] = 0 if name in taken else self.count_lines(name)
         with self._lock:
             self._lines = {n: known[n] for n in names if known[n] >= 0}
             self._taken &= set(self._lines)
