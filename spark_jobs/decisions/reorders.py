@@ -11,6 +11,10 @@ from its arrival until the next order can arrive (``review_days`` later):
   being sellable before the order arrives covers nothing) and stock in transit (counted as a
   fresh receipt available now) are simulated up to the end of the cover window. The need is
   the ``service_level`` quantile of the demand they leave unmet inside the window.
+  The service level is a stated target (0.9 by default), not a newsvendor ratio: a unit
+  the window does not sell is not lost but sold later, so over the window the ratio of a
+  sale's margin to a day's carrying cost would ask for nearly every path. What a unit
+  costs when it is wasted is weighed where it can be wasted, in the cap below.
 * **Sell-through cap.** The new lot sells only what older stock leaves, and only until it
   stops being sellable (its shelf life minus the SKU's ``min_sellable_days``): its
   *capacity* on a path. The k-th unit of the order either sells (earning the margin
