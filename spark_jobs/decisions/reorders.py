@@ -57,7 +57,10 @@ MAX_MODEL_DAYS = 28
 
 def unit_values(price: float, unit_cost: float) -> tuple[float, float]:
     """(value of a sale, loss of a wasted unit) of one unit of a SKU: its margin and its
-    cost; both its price when the unit cost is unknown (or not below the price)."""
+    cost; both its price when the unit cost is unknown (or not below the price), and one
+    unit each when the price is unknown too."""
+    if not (np.isfinite(price) and price >= 0):
+        return 1.0, 1.0
     if not (np.isfinite(unit_cost) and 0 <= unit_cost < price):
         return price, price
     return price - unit_cost, unit_cost

@@ -96,6 +96,7 @@ def test_a_sale_and_a_waste_weigh_the_same_without_a_unit_cost() -> None:
     assert critical_ratio(2.0, float("nan")) == 0.5
     assert critical_ratio(2.0, 0.5) == 0.75
     assert critical_ratio(2.0, 3.0) == 0.5  # a cost above the price is not believed
+    assert critical_ratio(float("nan"), float("nan")) == 0.5
 
 
 def test_stock_in_transit_reduces_the_order() -> None:
