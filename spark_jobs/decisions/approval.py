@@ -17,9 +17,10 @@ AUTO_APPROVE_MAX_DESTINATION_WASTE_PROB = 0.1
 """The moved lot may still spoil at the destination (any unit of it left when it stops
 being sellable there) on at most one demand path in ten. A move that spoils on more is
 still proposed, for a person to weigh: most of those are rescues of lots that would spoil
-where they are, worth their transport on average but uncertain, and at half the paths (the
-earlier bound) they shipped about 9 transfers per store per week, more than a team can
-review, with 8-9 % of the moved units spoiling after the move (``bench/outcomes.py``)."""
+where they are, worth their transport on average but uncertain. At half the paths (the
+earlier bound) the outcome simulation (``bench/outcomes.py``) shipped 9 to 28 transfers
+per store per week, more than a team can review, and 5-9 % of the moved units spoiled
+after the move."""
 AUTO_APPROVAL_RULE = (f"auto-approve when value_saved - transfer_cost >= "
                       f"{AUTO_APPROVE_MIN_NET_VALUE:g}, expected_units_saved >= "
                       f"{AUTO_APPROVE_MIN_UNITS_SAVED:g} and waste_prob_destination <= "
