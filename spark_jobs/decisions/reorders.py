@@ -11,14 +11,27 @@ from its arrival until the next order can arrive (``review_days`` later):
   being sellable before the order arrives covers nothing) and stock in transit (counted as a
   fresh receipt available now) are simulated up to the end of the cover window. The need is
   the ``service_level`` quantile of the demand they leave unmet inside the window.
+  The service level is a stated target (0.9 by default), not a newsvendor ratio: a unit
+  the window does not sell is not lost but sold later, so over the window the ratio of a
+  sale's margin to a day's carrying cost would ask for nearly every path. What a unit
+  costs when it is wasted is weighed where it can be wasted, in the cap below.
 * **Sell-through cap.** The new lot sells only what older stock leaves, and only until it
-  stops being sellable (its shelf life minus the SKU's ``min_sellable_days``). The order is
-  capped so that the probability of any of it spoiling stays at most
-  :data:`ORDER_MAX_WASTE_PROB`: a store is never told to order what will likely spoil.
-  A lot selling for more than :data:`MAX_MODEL_DAYS` days after now is taken not to spoil.
-* **Cases.** The quantity is rounded up to whole cases when the rounded-up order's waste
-  probability stays at most :data:`CASE_ROUND_UP_MAX_WASTE_PROB`, and down otherwise; a
-  suggestion of zero units is left out.
+  stops being sellable (its shelf life minus the SKU's ``min_sellable_days``): its
+  *capacity* on a path. The k-th unit of the order either sells (earning the margin
+  ``price - unit_cost``) or is wasted (losing ``unit_cost``), so it is worth ordering while
+  the probability that it is wasted stays at most the newsvendor critical ratio
+  ``margin / (margin + unit_cost)``: the order is capped at that quantile of the capacity.
+  A SKU without a unit cost (the reference data has none) values a sale and a wasted unit
+  alike at its price, as the transfer job and the outcome simulation do: the ratio is 1/2,
+  so the cap is the median capacity. A lot selling for more than :data:`MAX_MODEL_DAYS`
+  days after now is taken not to spoil.
+* **Cases.** A part case is decided by expected value on the same demand paths: the margin
+  of the units the order sells before it stops being sellable, less the cost of the units
+  it wastes, rounded down and rounded up to whole cases; the better one is suggested
+  (down on a tie), and a suggestion of zero units is left out. Rounding down whenever a
+  whole case *might* waste left slow sellers of short-lived SKUs with an empty shelf day
+  after day: a case of 10 rolls with 2 days of life at 3 a day sells 6 and wastes 4, which
+  is worth more than selling none.
 
 ``safety_stock`` is how far the service-level need exceeds the plain expected shortfall
 (``demand_forecast - sellable_at_arrival``); ``expected_waste_units`` and ``waste_prob`` are
@@ -38,14 +51,27 @@ from lakehouse.catalogue import REORDER_SUGGESTIONS
 from .shelf import IN_TRANSIT_LOT, WASTE_EPS, Lot, ShelfModel, check_now, clean_items
 
 COLUMNS = REORDER_SUGGESTIONS.schema.names
-ORDER_MAX_WASTE_PROB = 0.25
-"""The order may spoil (any unit left when its lot stops being sellable) with at most this
-probability: it sells through on three paths out of four."""
-CASE_ROUND_UP_MAX_WASTE_PROB = 0.5
-"""Rounding up to a whole case is allowed while the order's waste probability stays at most
-this; otherwise the order is rounded down."""
 MAX_MODEL_DAYS = 28
 """Longest horizon simulated (days after now); longer-lived lots are taken not to spoil."""
+
+
+def unit_values(price: float, unit_cost: float) -> tuple[float, float]:
+    """(value of a sale, loss of a wasted unit) of one unit of a SKU: its margin and its
+    cost; both its price when the unit cost is unknown (or not below the price), and one
+    unit each when the price is unknown too."""
+    if not (np.isfinite(price) and price >= 0):
+        return 1.0, 1.0
+    if not (np.isfinite(unit_cost) and 0 <= unit_cost < price):
+        return price, price
+    return price - unit_cost, unit_cost
+
+
+def critical_ratio(price: float, unit_cost: float) -> float:
+    """The newsvendor critical ratio ``margin / (margin + cost)``: ordering one more unit
+    pays while the probability that it is wasted stays at most this (1/2 when a sale and
+    a waste are valued alike, or the SKU has no price)."""
+    sale, loss = unit_values(price, unit_cost)
+    return sale / (sale + loss) if sale + loss > 0 else 0.5
 
 
 def empty_reorders() -> pd.DataFrame:
@@ -115,9 +141,11 @@ def _suggest(model: ShelfModel, item: pd.DataFrame, plan: tuple, unmet: np.ndarr
     sku = item.loc[s["sku"]]
     short = np.asarray(unmet[1] - unmet[0], dtype=float)
     need = int(math.floor(float(np.quantile(short, service_level)) + 0.5))
+    price, unit_cost = float(sku["price"]), float(sku["unit_cost"])
+    ratio = critical_ratio(price, unit_cost)
     if lot_end <= horizon:
         capacity = np.asarray(unmet[2] - unmet[0], dtype=float)
-        cap = int(math.floor(float(np.quantile(capacity, ORDER_MAX_WASTE_PROB)) + 0.5))
+        cap = int(math.floor(float(np.quantile(capacity, ratio)) + 0.5))
     else:
         capacity, cap = None, need
     quantity = max(0, min(need, cap))
@@ -129,14 +157,23 @@ def _suggest(model: ShelfModel, item: pd.DataFrame, plan: tuple, unmet: np.ndarr
         left = np.maximum(q - capacity, 0.0)
         return float(left.mean()), float((left >= WASTE_EPS).mean())
 
+    sale_value, waste_loss = unit_values(price, unit_cost)
+
+    def value(q: int) -> float:
+        """Expected margin of what ``q`` units sell, less the cost of what they waste."""
+        wasted = waste(q)[0]
+        return sale_value * (q - wasted) - waste_loss * wasted
+
     rounding = ""
     if quantity and quantity % case:
-        up = math.ceil(quantity / case) * case
-        if waste(up)[1] <= CASE_ROUND_UP_MAX_WASTE_PROB:
+        down = (quantity // case) * case
+        up = down + case
+        if value(up) > value(down):
             quantity, rounding = up, f"rounded up to {up // case} case(s) of {case}"
         else:
-            quantity = (quantity // case) * case
-            rounding = f"rounded down to {quantity // case} case(s) of {case} to avoid waste"
+            quantity = down
+            rounding = (f"rounded down to {down // case} case(s) of {case}: the part case "
+                        f"would waste more than its sales are worth")
     if quantity <= 0:
         return None
     expected_waste, waste_prob = waste(quantity)
@@ -152,7 +189,8 @@ def _suggest(model: ShelfModel, item: pd.DataFrame, plan: tuple, unmet: np.ndarr
              f"{sellable:.0f} still sellable then: {need} covers it at "
              f"{service_level:.0%} service"]
     if cap < need:
-        parts.append(f"capped at {cap} so the new lot sells before it stops being sellable")
+        parts.append(f"capped at {cap}: a further unit would be wasted with probability "
+                     f"over {ratio:.2f}, where its cost outweighs its margin")
     if rounding:
         parts.append(rounding)
     parts.append(f"order waste p={waste_prob:.2f}")

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 
 from lakehouse.catalogue import REORDER_SUGGESTIONS
-from spark_jobs.decisions.reorders import ORDER_MAX_WASTE_PROB, suggest_reorders
+from spark_jobs.decisions.reorders import critical_ratio, suggest_reorders
 from spark_jobs.decisions.shelf import Z80
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
@@ -20,7 +20,7 @@ COHORT_COLUMNS = ["region", "location_id", "sku", "lot", "expires_on", "quantity
 def reorder(stock: list[tuple[str, date | None, int]], *, demand: float = 20.0,
             spread: float = 0.2, shelf_life: int = 10, min_sellable: int = 1, case: int = 1,
             lead: int | None = 1, review: float = 1, moving: int = 0,
-            kind: str = "store") -> pd.DataFrame:
+            kind: str = "store", unit_cost: float = 0.5) -> pd.DataFrame:
     cohorts = pd.DataFrame([{"region": "east", "location_id": "S1", "sku": "MILK", "lot": lot,
                              "expires_on": exp, "quantity": qty} for lot, exp, qty in stock],
                            columns=COHORT_COLUMNS)
@@ -30,7 +30,7 @@ def reorder(stock: list[tuple[str, date | None, int]], *, demand: float = 20.0,
                                "upper": demand * (1 + spread), "model": "test"}
                               for d in range(7)])
     locations = pd.DataFrame([{"location_id": "S1", "region": "east", "kind": kind}])
-    item = {"sku": "MILK", "category": "dairy", "price": 1.1, "unit_cost": 0.5,
+    item = {"sku": "MILK", "category": "dairy", "price": 1.1, "unit_cost": unit_cost,
             "shelf_life_days": shelf_life, "min_sellable_days": min_sellable, "case_size": case}
     if lead is not None:
         item["lead_time_days"] = lead
@@ -78,9 +78,25 @@ def test_a_short_lived_slow_seller_is_not_told_to_order_what_will_spoil() -> Non
     sells_before_expiry = demand * life
     assert row["order_quantity"] <= sells_before_expiry
     assert row["order_quantity"] < row["demand_forecast"]  # the window alone would want more
-    assert row["waste_prob"] <= ORDER_MAX_WASTE_PROB
-    assert row["expected_waste_units"] <= 0.15 * row["order_quantity"]
+    # margin 0.6, cost 0.5: the last unit may be wasted on at most 0.6 / 1.1 of the paths
+    assert row["waste_prob"] <= critical_ratio(1.1, 0.5) + 0.05
+    assert row["expected_waste_units"] <= 0.25 * row["order_quantity"]
     assert "capped" in row["reason"]
+
+
+def test_a_dear_unit_with_a_thin_margin_is_capped_harder() -> None:
+    thin = reorder([], demand=3.0, shelf_life=2, min_sellable=0, review=4,
+                   unit_cost=1.0).iloc[0]  # margin 0.1 against a cost of 1.0 if wasted
+    wide = reorder([], demand=3.0, shelf_life=2, min_sellable=0, review=4).iloc[0]
+    assert thin["order_quantity"] < wide["order_quantity"]
+    assert thin["waste_prob"] <= critical_ratio(1.1, 1.0) + 0.05
+
+
+def test_a_sale_and_a_waste_weigh_the_same_without_a_unit_cost() -> None:
+    assert critical_ratio(2.0, float("nan")) == 0.5
+    assert critical_ratio(2.0, 0.5) == 0.75
+    assert critical_ratio(2.0, 3.0) == 0.5  # a cost above the price is not believed
+    assert critical_ratio(float("nan"), float("nan")) == 0.5
 
 
 def test_stock_in_transit_reduces_the_order() -> None:
@@ -111,6 +127,21 @@ def test_orders_come_in_whole_cases_when_that_does_not_spoil() -> None:
 def test_rounding_down_when_a_full_case_would_spoil() -> None:
     out = reorder([], demand=2.0, shelf_life=2, min_sellable=0, case=24)
     assert out.empty  # a case of 24 with ~4 units of sales before expiry: order nothing
+
+
+def test_an_empty_shelf_gets_a_part_case_that_sells_more_than_it_wastes() -> None:
+    # Rolls: a case of 10, 2 days of life, 3 a day: ~6 sell and ~4 spoil. Selling none
+    # is worse, so the case is ordered.
+    row = reorder([], demand=3.0, shelf_life=2, min_sellable=0, case=10).iloc[0]
+    assert row["order_quantity"] == 10
+    assert "rounded up" in row["reason"]
+    assert 3 <= row["expected_waste_units"] <= 5
+
+
+def test_a_part_case_whose_waste_costs_more_than_its_sales_earn_is_not_ordered() -> None:
+    # The same rolls with a margin of 0.1 and a cost of 1.0: 6 x 0.1 < 4 x 1.0.
+    assert reorder([], demand=3.0, shelf_life=2, min_sellable=0, case=10,
+                   unit_cost=1.0).empty
 
 
 def test_lead_time_defaults_to_a_day_and_warehouses_do_not_reorder_here() -> None:

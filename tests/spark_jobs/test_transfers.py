@@ -10,6 +10,7 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from spark_jobs.decisions.approval import auto_approve
 from spark_jobs.decisions.transfers import TRANSFERS_SCHEMA, recommend_transfers
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
@@ -226,3 +227,13 @@ def test_never_below_the_minimum_and_never_more_than_the_lot(
     spent = recs.groupby(["source_location", "lot"])["quantity"].sum()
     for (source, lot), total in spent.items():
         assert total <= held[(source, lot)]
+
+
+def test_only_a_move_that_nearly_surely_sells_ships_without_a_person() -> None:
+    recs = pd.DataFrame({"value_saved": [20.0, 20.0, 20.0], "transfer_cost": [1.0, 1.0, 1.0],
+                         "expected_units_saved": [8.0, 8.0, 8.0],
+                         "waste_prob_destination": [0.05, 0.3, 0.6],
+                         "shelf_life_at_arrival_days": [3.0, 3.0, 3.0],
+                         "min_sellable_days": [1.5, 1.5, 1.5]})
+    # A rescue that may still spoil at the destination on 3 paths of 10 waits for a person.
+    assert auto_approve(recs).tolist() == [True, False, False]
