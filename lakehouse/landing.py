@@ -45,6 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlparse
 
 from lakehouse.contract import utc_now_ms
 from lakehouse.durable import fsync_dir
@@ -442,21 +443,50 @@ def count_batches(region: str, root: str | os.PathLike[str] | None = None) -> in
     return len(s3_batch_names(s3_client(), bucket, prefix))
 
 
-def read_s3_batches(urls: Iterable[str], *, workers: int = 16) -> list[str]:
-    """The lines of S3 landing batches, GET in parallel, batch by batch in name order.
+def _lines(body: bytes) -> list[str]:
+    """A batch file's lines as Spark's text reader splits them: on ``\n`` (a ``\r``
+    before it dropped), and on nothing else. ``str.splitlines`` would also split on
+    U+2028 and friends, which a JSON line may hold unescaped."""
+    text = body.decode("utf-8", "replace")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
-    The stream reads an S3 micro-batch this way rather than through Spark's text reader,
-    which opens and reads a batch's small objects one after another: at a few round trips
-    each, a few hundred of them took longer than the one-second trigger."""
+
+def read_batches(urls: Iterable[str], *, workers: int = 16) -> list[str]:
+    """The lines of landing batches (``file:`` paths or ``s3://`` objects, as Spark's file
+    source names them), batch by batch in name order.
+
+    The stream reads a micro-batch this way rather than through Spark's text reader. On
+    a local disk that saves the Spark job that reads a few small files and hands their
+    lines to Python (about 0.08 of a core per region at one batch a second). On S3 the
+    objects are fetched in parallel: Spark's reader opens a batch's small objects one
+    after another at a few round trips each, and a few hundred took longer than the
+    one-second trigger."""
     names = sorted(set(urls), key=lambda u: u.rsplit("/", 1)[-1])
     if not names:
         return []
+    if all(_is_local(u) for u in names):
+        return [line for url in names for line in _lines(_local(url).read_bytes())]
     client = s3_client()
 
     def get(url: str) -> list[str]:
+        if _is_local(url):
+            return _lines(_local(url).read_bytes())
         bucket, key = split_s3("s3://" + url.split("://", 1)[1])
-        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        return body.decode("utf-8", "replace").splitlines()
+        return _lines(client.get_object(Bucket=bucket, Key=key)["Body"].read())
 
     with ThreadPoolExecutor(max_workers=min(workers, len(names))) as pool:
         return [line for lines in pool.map(get, names) for line in lines]
+
+
+def _is_local(url: str) -> bool:
+    return url.startswith(("file:", "/"))
+
+
+def _local(url: str) -> Path:
+    """A ``file:`` URL (or a plain path) as Spark's source log writes it."""
+    if url.startswith("file:"):
+        return Path(unquote(urlparse(url).path))
+    return Path(url)

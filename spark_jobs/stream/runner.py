@@ -53,7 +53,7 @@ from lakehouse.contract import (
 from lakehouse.durable import replace_durably
 from lakehouse.landing import LandingLines, landing_backlog, landing_url
 from lakehouse.paths import checkpoint_dir
-from lakehouse.storage import check_bucket, ensure_folder, is_s3, lake_url, spark_url
+from lakehouse.storage import check_bucket, ensure_folder, lake_url, spark_url
 
 from ..schema import spark_schema
 from ..spark import spark_session
@@ -148,7 +148,6 @@ class RegionStream:
         self._status_written = 0.0
         self._status_events = self.events_total
         self.backlog = landing_backlog(self.region, self.root)
-        self.landing_on_s3 = is_s3(landing_url(self.region, self.root))
         self.behind_s = 0.0
         """How old, at the median, the events of the worst batch since the last status
         row were."""
@@ -405,8 +404,7 @@ class RegionStream:
 
     def _read(self, frame: DataFrame, batch_id: int) -> LandingLines:
         """The batch's landing lines, decoded; their files no longer count as backlog."""
-        files = (batch_files_logged(self.checkpoint / "query", batch_id)
-                 if self.landing_on_s3 else None)
+        files = batch_files_logged(self.checkpoint / "query", batch_id)
         lines = read_landing(frame, files=files)
         self.backlog.taken(lines.files())
         return lines

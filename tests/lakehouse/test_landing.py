@@ -16,6 +16,7 @@ from lakehouse.landing import (
     dead_line,
     landing_dir,
     now_ts,
+    read_batches,
 )
 
 
@@ -60,3 +61,21 @@ def test_files_a_reader_took_no_longer_wait(tmp_path):
     assert (backlog.scan().files, backlog.scan().events) == (1, 1)
     (tmp_path / "b-1.jsonl").unlink()  # deleted by Spark later: forgotten
     assert (backlog.scan().files, backlog.scan().events) == (1, 1)
+
+
+def test_the_stream_reads_a_batch_by_the_names_sparks_source_log_gives(tmp_path):
+    # The stream reads a micro-batch's files itself, named as Spark's source log names
+    # them (file: URLs), in batch order; a line is split on newlines only, so text
+    # holding U+2028 (which JSON may carry unescaped) stays one event.
+    folder = landing_dir("east", tmp_path)
+    writer = LandingWriter(folder, "w1")
+    odd = _event(2)
+    odd["payload"]["supplier_ref"] = "PO\u2028line"
+    paths = [writer.write([LandedRecord("event", topic("east", "S1", "events"), "east",
+                                        now_ts(), encode_event(e))])[1]
+             for e in (_event(1), odd)]
+    urls = [p.resolve().as_uri() for p in reversed(paths)]
+    lines = LandingLines.parse(read_batches(urls))
+    assert [r[EVENT]["seq"] for r in lines.rows] == [1, 2]
+    assert lines.rows[1][EVENT]["payload"]["supplier_ref"] == "PO\u2028line"
+    assert lines.files() == {p.name for p in paths}
