@@ -541,21 +541,29 @@ class RegionStream:
         lag = None
         if self.last_event_at is not None:
             lag = round(max(0.0, now - self.last_event_at.replace(tzinfo=UTC).timestamp()), 3)
-        backlog = self.backlog.scan()
-        minutes = round(behind_s / 60.0, 2)
-        syncing = (backlog.events > self.config.replay_backlog_events
-                   or minutes > self.config.replay_behind_minutes)
-        self.mode = "syncing" if syncing else "live"
-        elapsed = max(1e-3, now - self._status_written) if self._status_written else None
-        rate = ((self.events_total - self._status_events) / elapsed) if elapsed else 0.0
-        self._status_events = self.events_total
-        row = (self.region, self.mode, int(self.events_total), int(last.get("events", 0)),
-               float(last.get("duration_s", 0.0)), self.last_event_at, lag,
-               datetime.now(UTC).replace(tzinfo=None), minutes, int(backlog.events),
-               int(backlog.files), round(rate, 1))
-        gold.write_region(self.paths["region_status"], [row], REGION_STATUS.schema,
-                          self.region, app_id=f"{self.app_id}-region_status",
-                          batch_id=int(last.get("batch_id", 0)))
+        try:
+            backlog = self.backlog.scan()
+            minutes = round(behind_s / 60.0, 2)
+            syncing = (backlog.events > self.config.replay_backlog_events
+                       or minutes > self.config.replay_behind_minutes)
+            self.mode = "syncing" if syncing else "live"
+            elapsed = max(1e-3, now - self._status_written) if self._status_written else None
+            total = self.events_total
+            rate = ((total - self._status_events) / elapsed) if elapsed else 0.0
+            row = (self.region, self.mode, int(total), int(last.get("events", 0)),
+                   float(last.get("duration_s", 0.0)), self.last_event_at, lag,
+                   datetime.now(UTC).replace(tzinfo=None), minutes, int(backlog.events),
+                   int(backlog.files), round(rate, 1))
+            gold.write_region(self.paths["region_status"], [row], REGION_STATUS.schema,
+                              self.region, app_id=f"{self.app_id}-region_status",
+                              batch_id=int(last.get("batch_id", 0)))
+        except BaseException:
+            # The row was not written: what it would have said is still owed to the next
+            # one, or a replay that peaked just now would never show as syncing.
+            with self._figures_lock:
+                self.behind_s = max(self.behind_s, behind_s)
+            raise
+        self._status_events = total
         self._status_written = now
 
     def stop(self, *, failed: bool = False) -> None:
