@@ -129,6 +129,7 @@ class HeartbeatLog:
                 if self._table is None:  # the first write creates the table if need be
                     write_deltalake(self.path, data, mode="append",
                                     partition_by=list(STORE_HEARTBEATS.partitions),
+                                    configuration=dict(STORE_HEARTBEATS.properties),
                                     storage_options=self._options)
                     self._table = DeltaTable(self.path, storage_options=self._options)
                 else:

@@ -24,8 +24,10 @@ Retention, decided per table:
 * every other table (append-only logs, the derived logs, the decision jobs' outputs,
   reference tables): ``retain_hours``, default :data:`DEFAULT_RETAIN_HOURS` = 168 (a
   week, Delta's own default). Their replaced files are mostly the small files a
-  compaction merged, so keeping them a week costs little and keeps time travel a week
-  deep and any long-running reader (a notebook, a Spark job mid-scan) working.
+  compaction merged, so keeping them a week costs little and keeps any long-running
+  reader (a notebook, a Spark job mid-scan) working. How far back time travel reaches is
+  set by each table's log retention (the catalogue's ``FREQUENT``, ``REWRITTEN`` and
+  ``LIVE``), which the writers apply at their checkpoints.
 
 Safe beside the writers: delta-rs commits with S3 conditional PUTs, and compaction
 commits ``dataChange=false``, so appends (the record writer, heartbeats, decision logs)

@@ -6,6 +6,8 @@ notebook."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -57,12 +59,41 @@ def test_silver_events_hold_every_payload_field_of_the_contract():
     assert catalogue.EVENT_ENVELOPE.field("payload").type == payload
 
 
-def test_gold_rewritten_every_second_keeps_a_day_of_history():
+def test_gold_rewritten_every_second_keeps_minutes_of_log_and_an_hour_of_files():
     assert {t.name for t in catalogue.REWRITTEN_TABLES} == {
         "stock_cohorts", "stock_levels", "region_status", "review_queue", "daily_movements",
         "demand_trends", "network_availability", "business_metrics"}
     for table in catalogue.REWRITTEN_TABLES:
         assert table.properties["delta.deletedFileRetentionDuration"] == "interval 1 hours"
+        assert table.properties["delta.logRetentionDuration"].endswith("minutes")
+
+
+def test_the_stock_tables_log_stays_short_however_long_the_stream_runs(tmp_path):
+    # delta-rs lists the whole _delta_log on every commit on a local disk, so a log that
+    # kept a day of commits made each of the stream's commits slower by the hour. Commits
+    # older than the table's log retention go at the next checkpoint.
+    from spark_jobs.stream.gold import write_region
+    from spark_jobs.stream.tables import ensure_tables
+
+    ensure_tables(tmp_path)
+    url = catalogue.STOCK_LEVELS.uri(tmp_path)
+    row = tuple({"region": "east", "location_id": "S1", "sku": "MILK", "on_hand": 3,
+                 "seqs_after_gap": []}.get(f.name) for f in catalogue.STOCK_LEVELS.schema)
+    for batch in range(60):
+        write_region(url, [row], catalogue.STOCK_LEVELS.schema, "east", app_id="t",
+                     batch_id=batch)
+    log = Path(url) / "_delta_log"
+    an_hour_ago = time.time() - 3600  # what a long run's early commits look like
+    for commit in log.glob("*.json"):
+        os.utime(commit, (an_hour_ago, an_hour_ago))
+    for batch in range(60, 160):  # past the next checkpoint
+        write_region(url, [row], catalogue.STOCK_LEVELS.schema, "east", app_id="t",
+                     batch_id=batch)
+    kept = sorted(int(f.name[:20]) for f in log.glob("*.json"))
+    # the aged commits are gone up to the checkpoint that covers them (version 50)
+    assert kept[0] >= 49 and len(kept) <= 112, (kept[0], len(kept))
+    table = DeltaTable(url)
+    assert table.version() == 160 and table.to_pyarrow_table().num_rows == 1
 
 
 def test_tables_the_jobs_and_people_write_with_delta_rs_match_the_catalogue(tmp_path):
