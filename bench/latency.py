@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (  # noqa: E402
     Components,
     Visibility,
+    cpu_seconds,
     pct,
     poll_gold,
     ports_in_use,
@@ -133,6 +134,7 @@ def measure(args: argparse.Namespace, work: Path, lake: str,
         print(f"bench: measuring {args.duration_s:.0f} s at {args.events_per_s:.0f} events/s "
               f"from {args.stores} stores", flush=True)
         rss_samples: dict[str, list[float]] = {k: [] for k in procs}
+        cpu0 = {k: cpu_seconds(p.pid) for k, p in procs.items()}
         while time.time() - t0 < args.duration_s:
             time.sleep(5)
             for name, p in procs.items():
@@ -141,6 +143,8 @@ def measure(args: argparse.Namespace, work: Path, lake: str,
                   f"{gold_vis.left()} not yet in gold", flush=True)
         window["on"] = False
         measured_s = time.time() - t0
+        cores = {k: round((cpu_seconds(p.pid) - cpu0[k]) / measured_s, 3)
+                 for k, p in procs.items()}
         stop_fleet.set()
         runner.join(timeout=10)
         deadline = time.monotonic() + 90
@@ -171,11 +175,15 @@ def measure(args: argparse.Namespace, work: Path, lake: str,
             "stores": args.stores, "duration_s": round(measured_s, 1),
             "rss_mb_max": {k: max(v) if v else None for k, v in rss_samples.items()},
             "stream_ready_s": round(ready_s, 1), "cores": os.cpu_count(),
+            # CPU of ingest and the stream (its JVM included) over the measured window,
+            # per second of it; the brokers (mosquitto) and the fleet are apart.
+            "pipeline_cores": round(cores["ingest"] + cores["stream"], 3),
+            "cores_by_process": cores,
         }
         print(f"bench: gold latency p50 {result['p50_s']} s, p95 {result['p95_s']} s, "
               f"p99 {result['p99_s']} s; ack (before Spark) p50 "
-              f"{result['baseline_ack_p50_s']} s, p99 {result['baseline_ack_p99_s']} s",
-              flush=True)
+              f"{result['baseline_ack_p50_s']} s, p99 {result['baseline_ack_p99_s']} s; "
+              f"pipeline {result['pipeline_cores']} cores {cores}", flush=True)
         return result
     finally:
         parts.stop()
