@@ -472,8 +472,6 @@ def read_batches(urls: Iterable[str], *, workers: int = 16) -> list[str]:
     client = s3_client()
 
     def get(url: str) -> list[str]:
-        if _is_local(url):
-            return _lines(_local(url).read_bytes())
         bucket, key = split_s3("s3://" + url.split("://", 1)[1])
         return _lines(client.get_object(Bucket=bucket, Key=key)["Body"].read())
 
