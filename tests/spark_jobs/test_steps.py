@@ -12,7 +12,12 @@ from lakehouse.contract import build_event, encode_event, topic
 from lakehouse.landing import LINE_FIELDS, LandingLines
 from spark_jobs.stream.books import NetworkBooks
 from spark_jobs.stream.fold import RegionState
-from spark_jobs.stream.steps import MicroBatch, check_events, spill_lines
+from spark_jobs.stream.steps import (
+    MicroBatch,
+    batch_files_logged,
+    check_events,
+    spill_lines,
+)
 
 SKU = "DAIRY-MILK-1L"
 
@@ -79,3 +84,27 @@ def test_regions_of_one_process_share_its_books_and_saves_leave_them_out():
     back = pickle.loads(pickle.dumps(east))
     assert back.books is not books and back.items.get(SKU, "min_sellable_days") is None
     assert back.locations.keys() == east.locations.keys()
+
+
+def test_a_batchs_files_come_from_the_source_log_however_long_the_query_has_run(tmp_path):
+    # Spark's file source names each batch's files in sources/0/<batch>, and every tenth
+    # batch in a compact file listing every file ever read: a day of it is ~600,000
+    # lines, of which the stream needs the last batch's.
+    log = tmp_path / "query" / "sources" / "0"
+    log.mkdir(parents=True)
+
+    def entry(batch: int, k: int) -> str:
+        return json.dumps({"path": f"file:///l/b-{batch:06d}-{k}.jsonl", "timestamp": 1,
+                           "batchId": batch}, separators=(",", ":"))
+
+    (log / "29999.compact").write_text("v1\n" + "\n".join(
+        entry(b, k) for b in range(30000) for k in range(7)))
+    (log / "30000").write_text("v1\n" + entry(30000, 0))
+    (log / "0").write_text("v1\n" + "\n".join(entry(0, k) for k in range(3)))
+    assert batch_files_logged(tmp_path / "query", 29999) == [
+        f"file:///l/b-029999-{k}.jsonl" for k in range(7)]
+    assert batch_files_logged(tmp_path / "query", 30000) == ["file:///l/b-030000-0.jsonl"]
+    assert len(batch_files_logged(tmp_path / "query", 0)) == 3
+    assert batch_files_logged(tmp_path / "query", 5) is None  # not logged: Spark reads
+    (log / "7").write_text("v2\n" + entry(7, 0))  # a format this reader does not know
+    assert batch_files_logged(tmp_path / "query", 7) is None
