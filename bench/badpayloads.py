@@ -305,6 +305,7 @@ class RogueClient:
         self.client.on_connect = self._on_connect
         self.lock = threading.Lock()
         self.by_mid: dict[int, Bad] = {}
+        self.early: dict[int, Any] = {}
         self.retry: list[Bad] = []
         self.connected = threading.Event()
         self.refused: str | None = None
@@ -320,15 +321,26 @@ class RogueClient:
 
     def publish(self, bad: Bad) -> None:
         bad.tries += 1
+        # paho runs on_publish holding its message lock, which publish() takes too:
+        # calling publish() under our lock deadlocked the two (a full run hung here), so
+        # the answer may come before the mid is registered and waits in ``early``.
+        info = self.client.publish(bad.topic, bad.payload, qos=1)
         with self.lock:
-            info = self.client.publish(bad.topic, bad.payload, qos=1)
-            self.by_mid[info.mid] = bad
+            answer = self.early.pop(info.mid, None)
+            if answer is None:
+                self.by_mid[info.mid] = bad
+        if answer is not None:
+            self._settle(bad, answer)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self.lock:
             bad = self.by_mid.pop(mid, None)
-        if bad is None:
-            return
+            if bad is None:
+                self.early[mid] = reason_code
+                return
+        self._settle(bad, reason_code)
+
+    def _settle(self, bad: Bad, reason_code: Any) -> None:
         code = getattr(reason_code, "value", 0)
         bad.published_at = time.time()
         if code == 0:
