@@ -88,7 +88,7 @@ def test_simulated_stores_land_events_through_secure_tls_brokers(tmp_path: Path)
              *client], env=env, cwd=tmp_path, stdout=logs["ingest"],
             stderr=subprocess.STDOUT))
         fleet = subprocess.run(
-            [*cli, "simulate", "--stores", "3", "--events-per-s", "15", "--duration-s", "12",
+            [*cli, "simulate", "--stores", "3", "--events-per-s", "15", "--duration-s", "20",
              "--data-dir", str(tmp_path / "fleet"), *where, *client],
             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=90)
         assert fleet.returncode == 0, fleet.stderr[-3000:]
