@@ -36,6 +36,9 @@ from lakehouse.options import env_option, env_switch
 from lakehouse.shutdown import stop_event
 from lakehouse.storage import StorageError
 
+API_KEYS_HELP = "API keys file (hashed tokens only)"
+API_KEYS_DEFAULT = "<lakehouse>/_auth/api_keys.json"
+
 
 def _regions(text: str) -> list[str]:
     regions = [r.strip() for r in text.split(",") if r.strip()]
@@ -245,6 +248,36 @@ def build_parser() -> argparse.ArgumentParser:
     env_option(p, "--users-file", "SHELFLIFE_USERS_FILE", None,
                "operators who may sign in (default <lakehouse>/_auth/users.yaml)")
     p.set_defaults(fn=cmd_dashboard)
+
+    p = sub.add_parser("api", help="serve stock availability to other systems (read API)")
+    env_option(p, "--lakehouse", "SHELFLIFE_LAKEHOUSE", "./lakehouse",
+               "lakehouse root folder or s3://bucket/prefix")
+    env_option(p, "--host", "SHELFLIFE_API_HOST", "127.0.0.1",
+               "address to listen on; another than loopback wants --tls-cert/--tls-key")
+    env_option(p, "--port", "SHELFLIFE_API_PORT", 8600, "port", type=int)
+    env_option(p, "--keys-file", "SHELFLIFE_API_KEYS_FILE", None, API_KEYS_HELP,
+               shown=API_KEYS_DEFAULT)
+    env_option(p, "--tls-cert", "SHELFLIFE_API_TLS_CERT", None, "PEM certificate for HTTPS")
+    env_option(p, "--tls-key", "SHELFLIFE_API_TLS_KEY", None, "PEM private key for HTTPS")
+    p.set_defaults(fn=handler("apps.api.server:cmd_api"))
+
+    keys = sub.add_parser("api-keys", help="keys of the systems that may use the read API")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    for action, helptext in (("add", "add a key for a system; prints its token once"),
+                             ("list", "systems with a key (no tokens)"),
+                             ("remove", "remove a system's key; its token stops working")):
+        p = ksub.add_parser(action, help=helptext)
+        env_option(p, "--lakehouse", "SHELFLIFE_LAKEHOUSE", "./lakehouse",
+                   "lakehouse root folder")
+        env_option(p, "--keys-file", "SHELFLIFE_API_KEYS_FILE", None, API_KEYS_HELP,
+                   shown=API_KEYS_DEFAULT)
+        if action != "list":
+            p.add_argument("name", help="the system, e.g. webshop: lower-case letters, "
+                                        "digits, '.', '_', '-'")
+        if action == "add":
+            p.add_argument("--reset", action="store_true",
+                           help="replace the system's existing key")
+        p.set_defaults(fn=handler(f"apps.api.commands:cmd_keys_{action}"))
 
     add_deadletter_commands(sub, env_option)
     add_batch_commands(sub, env_option)

@@ -33,6 +33,7 @@ import threading
 import time
 from pathlib import Path
 
+from apps.api.keys import ApiKeysFile, keys_file_path
 from apps.auth.users import UsersFile, users_file_path
 from apps.streamlit.launch import dashboard_command
 from edge_mqtt.simulator import FleetConfig, fleet_layout
@@ -65,6 +66,28 @@ def ensure_demo_user(users: UsersFile) -> str | None:
     password = secrets.token_urlsafe(15)  # 20 characters, about 120 random bits
     users.add(DEMO_USER, password, "approver")
     return password
+
+
+API_PORT = 8600
+
+
+def ensure_demo_key(keys: ApiKeysFile) -> str | None:
+    """A read-API key for ``demo`` when the keys file has none; its token (to print once),
+    or None when keys exist already."""
+    if keys.keys():
+        return None
+    return keys.add(DEMO_USER)
+
+
+def _api_banner(keys: ApiKeysFile, token: str | None) -> str:
+    where = f"http://127.0.0.1:{API_PORT}"
+    if token is None:
+        return (f"  read API: {where}/docs (keys in {keys.path}; "
+                "`shelflife api-keys add NAME` for another)\n")
+    return (f"  read API: {where}/docs, e.g.\n"
+            f"    curl -H 'Authorization: Bearer {token}' "
+            f"'{where}/v1/availability?location_id=E-S001'\n"
+            "    (the key is shown only now)\n")
 
 
 def _login_banner(users: UsersFile, password: str | None) -> str:
@@ -161,6 +184,7 @@ def demo_plan(*, lake: str, var: Path, port: int, stores: int, events_per_s: flo
         ("ingest", cli + ["ingest", "--lakehouse", lake] + login),
         ("stream", cli + ["stream", "--lakehouse", lake]),
         ("dashboard", dashboard_command(lake, port, users_path)),
+        ("api", cli + ["api", "--lakehouse", lake, "--port", str(API_PORT)]),
         ("batch", cli + ["batch", "schedule", "--lakehouse", lake]),
         ("maintain", cli + ["maintain", "--lakehouse", lake, "--every",
                             str(MAINTAIN_EVERY_S)]),
@@ -185,6 +209,8 @@ def run_demo(*, lakehouse: str, data_dir: str, port: int, stores: int,
     var = Path(data_dir).resolve()
     users = UsersFile(users_file_path(users_file, lake))
     password = ensure_demo_user(users)
+    keys = ApiKeysFile(keys_file_path(None, lake))
+    token = ensure_demo_key(keys)
     env = {**os.environ, "SHELFLIFE_LAKEHOUSE": lake, "SHELFLIFE_USERS_FILE": str(users.path),
            "PYTHONUNBUFFERED": "1"}
     plan = demo_plan(lake=lake, var=var, port=port, stores=stores,
@@ -200,6 +226,7 @@ def run_demo(*, lakehouse: str, data_dir: str, port: int, stores: int,
                 return 1
         print(f"\n  Shelflife dashboard: http://127.0.0.1:{port}\n"
               + _login_banner(users, password)
+              + _api_banner(keys, token)
               + f"  lakehouse: {lake}\n"
               + ("  INSECURE: open brokers, unsigned acks and orders\n" if insecure else
                  f"  secure brokers; logins in {var / 'brokers' / 'credentials.json'}\n")

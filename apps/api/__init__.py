@@ -1,0 +1,1 @@
+"""The read API: stock availability for other systems (``shelflife api``)."""
