@@ -59,7 +59,7 @@ fi
 stamp=.venv/.shelflife-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[server,dev]"
+  .venv/bin/python -m pip install -q -e ".[server,notebooks,dev]"
   touch "$stamp"
 fi
 echo "setup: ready (.venv)"
