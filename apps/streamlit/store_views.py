@@ -21,7 +21,13 @@ HEARTBEAT_COLUMNS = ("region", "location_id", "agent_version", "online", "local_
                      "received_at", "outbox_depth", "last_seq", "last_acked_seq",
                      "clock_skew_hint_s")
 RECENT = timedelta(minutes=15)
-QUIET_RATIO = 0.25
+QUIET_RATIO = 0.65
+"""A store is quiet under this share of the events its usual rate would have given in
+the last 15 minutes: a halved store gets there 10-11 minutes after it halves, a silenced
+one after 5; an hour-to-hour swing in trade (a busy lunch, a quiet evening) stays above."""
+QUIET_SIGMAS = 3.0
+"""...and at least this many standard deviations (Poisson, sqrt of the expected count)
+below it, so a small store's chance dip of a few events is not an alert."""
 MIN_USUAL_PER_H = 20.0
 
 
@@ -81,8 +87,12 @@ def event_rates(heartbeats: pd.DataFrame, now: pd.Timestamp, *,
     end_seq = both["a_last_seq"].fillna(both["b_last_seq"])
     count = both["b_n"].notna().astype(int) + both["a_n"].fillna(0)
     recent_rate = _per_hour(end_seq - start_seq, end_at - start_at, count)
+    recent_h = (end_at - start_at).dt.total_seconds() / 3600
     return pd.DataFrame({"location_id": both.index, "usual_per_h": usual.to_numpy(),
-                         "recent_per_h": recent_rate.to_numpy()}).reset_index(drop=True)
+                         "recent_per_h": recent_rate.to_numpy(),
+                         "recent_events": (end_seq - start_seq).astype(float).to_numpy(),
+                         "expected_events": (usual * recent_h).to_numpy()}
+                        ).reset_index(drop=True)
 
 
 def _per_hour(events: pd.Series, span: pd.Series, beats: pd.Series) -> pd.Series:
@@ -93,10 +103,18 @@ def _per_hour(events: pd.Series, span: pd.Series, beats: pd.Series) -> pd.Series
 
 
 def quiet_stores(rates: pd.DataFrame, *, ratio: float = QUIET_RATIO,
+                 sigmas: float = QUIET_SIGMAS,
                  min_usual_per_h: float = MIN_USUAL_PER_H) -> pd.DataFrame:
-    """Stores recording far fewer events than usual (under ``ratio`` of their usual
-    rate) while busy enough for the drop to mean something: a till that stopped
-    reporting while the agent still beats."""
+    """Stores recording far fewer events than usual while their heartbeats go on: a till
+    that stopped reporting, a scanner that went down, half the lanes closed.
+
+    Quiet = fewer events in the recent window than ``ratio`` of what the usual rate
+    predicts, and ``sigmas`` Poisson standard deviations below it (busy enough for the
+    drop to mean something). A store with no recent span counts as zero events."""
     busy = rates[rates["usual_per_h"] >= min_usual_per_h]
-    return busy[busy["recent_per_h"].fillna(0) < ratio * busy["usual_per_h"]
-                ].reset_index(drop=True)
+    expected = busy["expected_events"].where(busy["expected_events"] > 0,
+                                             busy["usual_per_h"] * RECENT.total_seconds()
+                                             / 3600)
+    got = busy["recent_events"].fillna(0)
+    quiet = (got < ratio * expected) & (got < expected - sigmas * expected.pow(0.5))
+    return busy[quiet].reset_index(drop=True)

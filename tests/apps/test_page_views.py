@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -200,3 +201,53 @@ def test_every_page_renders_its_question_on_the_demo_lakehouse(demo: AppTest) ->
             assert any("W-S101" in w.value for w in demo.warning)  # its events went quiet
         if page == "transfers":
             assert metrics["Proposed"] == "2"
+
+
+def test_silenced_or_halved_stores_are_flagged_within_15_minutes_and_few_others() -> None:
+    """An hour of a 300-store fleet, heartbeats every 30 s carrying each store's seq:
+    Poisson trade at rates from 60 to 5,000 events an hour, drifting up or down by a
+    quarter over the hours as trade does. Half an hour in, three stores stop recording
+    events and three record half as many, while all keep beating. The page's check runs
+    every minute on the last three hours of heartbeats, as the stores page reads them."""
+    rng = np.random.default_rng(3)
+    stores = [f"S{i:03d}" for i in range(300)]
+    rates = dict(zip(stores, np.exp(rng.uniform(np.log(60), np.log(5000), 300)), strict=True))
+    drift = dict(zip(stores, rng.uniform(-0.25, 0.25, 300), strict=True))  # per 4 hours
+    silenced, halved = set(stores[:3]), set(stores[3:6])
+    start = pd.Timestamp("2026-12-01 08:00", tz="UTC")
+    hour0 = start + pd.Timedelta(hours=3)  # three hours of history, then the scored hour
+    fault = hour0 + pd.Timedelta(minutes=30)
+    beat_s, rows = 30, []
+    for store in stores:
+        seq = 0
+        for k in range(int(4 * 3600 / beat_s) + 1):
+            at = start + pd.Timedelta(seconds=k * beat_s)
+            rate = rates[store] * (1 + drift[store] * k * beat_s / (4 * 3600))
+            if at > fault and store in silenced:
+                rate = 0.0
+            elif at > fault and store in halved:
+                rate /= 2
+            seq += int(rng.poisson(rate * beat_s / 3600))
+            rows.append({"region": "east", "location_id": store, "agent_version": "1",
+                         "online": True, "local_time": at, "received_at": at,
+                         "outbox_depth": 0, "last_seq": seq, "last_acked_seq": seq,
+                         "clock_skew_hint_s": 0.0})
+    beats = pd.DataFrame(rows)
+    first_flag: dict[str, pd.Timestamp] = {}
+    false_flags = checks = 0
+    for minute in range(1, 61):
+        now = hour0 + pd.Timedelta(minutes=minute)
+        window = beats[(beats["received_at"] > now - pd.Timedelta(hours=3))
+                       & (beats["received_at"] <= now)]
+        flagged = set(store_views.quiet_stores(store_views.event_rates(window, now))[
+            "location_id"])
+        ordinary = [s for s in stores if s not in silenced | halved or now <= fault]
+        checks += len(ordinary)
+        false_flags += len(flagged & set(ordinary))
+        for store in flagged & (silenced | halved):
+            if now > fault:
+                first_flag.setdefault(store, now)
+    assert false_flags / checks < 0.01, f"{false_flags} false flags in {checks} checks"
+    late = {s: first_flag.get(s) for s in silenced | halved
+            if s not in first_flag or first_flag[s] - fault > pd.Timedelta(minutes=15)}
+    assert not late, f"not flagged within 15 minutes of the drop: {late}"
