@@ -116,22 +116,29 @@ class Gold:
         self.root, self.refresh_s = root, refresh_s
         self._snap = Snapshot(pd.DataFrame(columns=_LEVEL_COLUMNS), {}, {})
         self._checked = float("-inf")
+        self._loaded = False
         self._lock = threading.Lock()
 
     def snapshot(self) -> Snapshot:
-        if time.monotonic() - self._checked < self.refresh_s or not self._lock.acquire(
-                blocking=self._checked == float("-inf")):
+        """The current snapshot; the first call (and any call racing it) waits for the
+        first read, later ones never wait for another request's reread."""
+        if self._loaded and time.monotonic() - self._checked < self.refresh_s:
+            return self._snap
+        if not self._lock.acquire(blocking=not self._loaded):
             return self._snap
         try:
+            if self._loaded and time.monotonic() - self._checked < self.refresh_s:
+                return self._snap  # another request reread it while this one waited
             self._checked = time.monotonic()
             versions = {"stock_levels": table_version(STOCK_LEVELS, self.root),
                         "region_status": table_version(REGION_STATUS, self.root)}
             if versions != self._snap.versions:
                 self._snap = self._read(versions)
+            self._loaded = True
         except Exception as exc:  # storage trouble: answer from the last snapshot
             log.warning("api: cannot read gold (%s); serving the snapshot of %s", exc,
                         self._snap.versions or "nothing yet")
-            if not self._snap.versions:
+            if not self._loaded:
                 raise HTTPException(503, "the lakehouse cannot be read yet") from exc
         finally:
             self._lock.release()
