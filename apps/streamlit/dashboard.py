@@ -65,6 +65,7 @@ def waiting_for_gold(root: str) -> None:
     """Until the stream's first commit: say so, then show the pages once it lands."""
     if all(readers.table_version(table, root) is None for table in GOLD_TABLES):
         st.info(parts.waiting_message(root))
+        parts.startup_progress(root)
         return
     st.rerun(scope="app")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,7 +21,7 @@ from deltalake.exceptions import DeltaError
 
 from apps.auth.users import User, UsersFile
 from apps.streamlit import views
-from lakehouse import readers
+from lakehouse import readers, startup
 from lakehouse.catalogue import Table
 
 REFRESH_S = 2.0
@@ -54,6 +55,26 @@ def context() -> Context:
 def waiting_message(path: str | os.PathLike[str]) -> str:
     """What a page says before Spark has committed the table it needs."""
     return f"Waiting for the first data from the lakehouse at {path}"
+
+
+def startup_progress(root: str, now: float | None = None) -> None:
+    """What each starting component is doing, as a progress bar per component: the
+    stream's steps take minutes on a fresh machine (Spark, the Delta jars, state)."""
+    steps = startup.read(root)
+    if not steps:
+        st.caption("No component has reported its start yet: `shelflife stream` records "
+                   "its steps here once it runs.")
+        return
+    now = time.time() if now is None else now
+    for step in steps:
+        if not startup.alive(step) and not step.done:
+            st.error(f"{step.component}: stopped at step {step.number} of {step.of} "
+                     f"({step.doing}); see its log")
+            continue
+        st.progress(min(step.number / step.of, 1.0),
+                    text=f"{step.component}: {step.doing} — step {step.number} of "
+                         f"{step.of}, for {now - step.since:.0f} s "
+                         f"({now - step.began:.0f} s since it started)")
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=64, hash_funcs={Table: str})

@@ -36,6 +36,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
+from lakehouse import startup
 from lakehouse.catalogue import (
     EVENT_ENVELOPE,
     EVENTS_RAW,
@@ -698,18 +699,29 @@ def run_streams(regions: list[str], config: StreamConfig, *,
 
     ``master`` is where the landing files are scanned (default $SHELFLIFE_SPARK_MASTER or
     local[2]); the fold and the gold commits run here, on the driver, whatever it is."""
+    progress = startup.Progress(config.lakehouse, "stream", 5)
+    progress.step(1, "checking the lakehouse's storage")
     check_bucket(lake_url(config.lakehouse))  # a clear error before Spark starts
+    progress.step(2, "starting Spark" + (
+        " (first run on this machine: downloading the Delta jars from Maven Central)"
+        if startup.first_run_downloads() else ""))
     spark = spark_session("shelflife-streaming", master=master, lakehouse=config.lakehouse)
+    progress.step(3, "creating missing tables and rebuilding each region's state")
     streams = start_streams(spark, regions, config)
     serve_stream_metrics(regions, config.lakehouse, metrics_port, host=metrics_host)
+    progress.step(4, f"waiting for the first batch of {', '.join(regions)}")
     stop = stop or threading.Event()
     restarts: dict[str, _Restart] = {}
+    started = False
     try:
         last = time.monotonic()
         while not stop.wait(1.0):
             for i, s in enumerate(streams):
                 if s.query is None or s.query.exception() is not None:
                     streams[i] = restart_region(spark, s, config, restarts)
+            if not started and all(s.last_batch for s in streams):
+                started = True
+                progress.step(5, "running: every region has applied a batch")
             if time.monotonic() - last >= 10:
                 last = time.monotonic()
                 for s in streams:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from apps.auth.users import ENV_USERS_FILE
 from apps.streamlit import views
+from lakehouse import startup
 from lakehouse.paths import ENV_ROOT
 from tests.apps.pages import APPROVER, APPROVER_PASSWORD, sign_in, write_operators
 from tests.lakehouse.demo_tables import write_demo_lakehouse
@@ -223,6 +225,22 @@ def test_empty_lakehouse_says_it_is_waiting(
     assert not at.exception, [e.value for e in at.exception]
     messages = [info.value for info in at.info]
     assert f"Waiting for the first data from the lakehouse at {root}" in messages
+    assert any("No component has reported its start yet" in c.value for c in at.caption)
+
+    # The stream records its steps as it starts; the page shows how far it has come.
+    startup.Progress(root, "stream", 5).step(2, "starting Spark")
+    at.run()
+    bars = [(el.proto.value, el.proto.text) for el in at.get("progress")]
+    assert len(bars) == 1 and bars[0][0] == 40, bars
+    assert bars[0][1].startswith("stream: starting Spark — step 2 of 5"), bars
+    # A stream that died on the way says so instead of a bar that never moves.
+    step = json.loads((root / "_startup" / "stream.json").read_text())
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (root / "_startup" / "stream.json").write_text(json.dumps({**step, "pid": dead.pid}))
+    at.run()
+    assert [e.value for e in at.error] == [
+        "stream: stopped at step 2 of 5 (starting Spark); see its log"]
 
     # Once Spark commits, the next refresh shows the data instead.
     write_demo_lakehouse(root, datetime.now(UTC))
