@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from lakehouse import oracle
 from lakehouse.contract import REGIONS, encode_event, topic
+from tests.apps.api import add_key, served_api
 from tests.clients import raw_client, wait_for
 
 from ..workload import Workload, make_agents
@@ -49,7 +51,8 @@ def malformed_payloads(region: str, sample: dict) -> list[tuple[str, bytes, str]
 
 
 def run_pipeline(tmp_path: Path, region_ports: dict[str, int], spark, *,
-                 restart_at: int | None = None, root: Path | str | None = None) -> None:
+                 restart_at: int | None = None, root: Path | str | None = None,
+                 serve_api: bool = False) -> None:
     root = root or tmp_path / "lake"
     agents = make_agents(tmp_path / "agents", per_region=10, regions=REGIONS)
     work = Workload(agents, seed=11)
@@ -95,6 +98,8 @@ def run_pipeline(tmp_path: Path, region_ports: dict[str, int], spark, *,
         drain(streams)
 
         check_against_oracle(root, events)
+        if serve_api:
+            check_api_against_oracle(root, events, tmp_path)
 
         silver = read(root, "silver", "events")
         assert len(silver) == len(events), "silver must hold each event exactly once"
@@ -126,9 +131,25 @@ def run_pipeline(tmp_path: Path, region_ports: dict[str, int], spark, *,
             a.close()
 
 
+def check_api_against_oracle(root: Path | str, events: list[dict], tmp_path: Path) -> None:
+    """What the read API tells another system equals the oracle's stock, row for row."""
+    keys = tmp_path / "api_keys.json"
+    token = add_key(keys, "webshop")
+    with served_api(root, keys, tmp_path / "api.log") as api:
+        api.token = token
+        status, page = api.get("/v1/availability?limit=10000")
+        assert status == 200, page
+        assert page["total"] == len(page["items"])
+        got = {(r["location_id"], r["sku"]): r["on_hand"] for r in page["items"]
+               if r["on_hand"] != 0}
+        assert got == oracle.levels(oracle.fold(events))
+        assert all(r["age_s"] is not None and r["region_mode"] in ("live", "syncing")
+                   for r in page["items"]), "every answer says how old it is"
+
+
 def test_gold_equals_oracle_with_duplicates_and_malformed(tmp_path, brokers, region_ports,
                                                           spark):
-    run_pipeline(tmp_path, region_ports, spark)
+    run_pipeline(tmp_path, region_ports, spark, serve_api=True)
 
 
 def test_gold_equals_oracle_with_the_lakehouse_on_s3(tmp_path, brokers, region_ports, spark,
@@ -136,7 +157,7 @@ def test_gold_equals_oracle_with_the_lakehouse_on_s3(tmp_path, brokers, region_p
     """The same run with tables and landing zone in a bucket (moto's S3 server): ingest
     PUTs its batches, Spark lists them over s3a, delta-rs commits with conditional PUTs."""
     monkeypatch.setenv("SHELFLIFE_STATE_DIR", str(tmp_path / "state"))
-    run_pipeline(tmp_path, region_ports, spark, root=s3_lake)
+    run_pipeline(tmp_path, region_ports, spark, root=s3_lake, serve_api=True)
     assert not (tmp_path / "lake").exists(), "nothing of the lakehouse on the local disk"
     assert any((tmp_path / "state").rglob("*.sqlite")), "ingest's seq database stays local"
 
