@@ -10,7 +10,9 @@ the steps is written once.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -40,3 +42,19 @@ def replace_durably(path: str | os.PathLike[str], data: str | bytes, *,
         os.fsync(out.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def private_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive lock for changing the secrets file ``path`` (read, change,
+    replace), in a folder only the owner may enter (0700, made if missing): two
+    commands changing it at once neither tear it nor lose each other's change."""
+    path = Path(path)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -15,7 +15,6 @@ working at once without a restart. No key ships: an empty or missing file lets n
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import hmac
 import json
@@ -23,13 +22,12 @@ import os
 import re
 import secrets
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from apps.auth.exceptions import UsersFileError
-from lakehouse.durable import replace_durably
+from lakehouse.durable import private_lock, replace_durably
 from lakehouse.paths import lakehouse_root
 
 ENV_KEYS_FILE = "SHELFLIFE_API_KEYS_FILE"
@@ -85,17 +83,8 @@ class ApiKeysFile:
             raise UsersFileError("api keys file", str(self.path),
                                  f"not a Shelflife keys file ({exc})") from exc
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.path.parent.chmod(0o700)
-        fd = os.open(self.path.with_name(f".{self.path.name}.lock"),
-                     os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return private_lock(self.path)
 
     def _write(self, keys: dict[str, ApiKey]) -> None:
         body = {"version": _FORMAT_VERSION, "keys": {

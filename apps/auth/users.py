@@ -15,12 +15,10 @@ No user ships: an empty or missing file lets nobody in.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import os
 import re
 import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +28,7 @@ import bcrypt
 import yaml
 
 from apps.auth.exceptions import LoginRefused, NotPermitted, UsersFileError
-from lakehouse.durable import fsync_dir, replace_durably
+from lakehouse.durable import fsync_dir, private_lock, replace_durably
 from lakehouse.paths import lakehouse_root
 
 ENV_USERS_FILE = "SHELFLIFE_USERS_FILE"
@@ -177,17 +175,9 @@ class UsersFile:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path.parent.chmod(0o700)
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
         """Hold the folder's lock across read, change and replace."""
-        self._private_folder()
-        fd = os.open(self.path.with_name(f".{self.path.name}.lock"),
-                     os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+        return private_lock(self.path)
 
     def _write(self, users: dict[str, User]) -> None:
         replace_durably(self.path, _render(users), mode=0o600)

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.ports import free_port
+from tests.served import served
 
 
 def shelflife(*args: str) -> subprocess.CompletedProcess[str]:
@@ -54,29 +54,9 @@ class Api:
 @contextmanager
 def served_api(lakehouse: str | Path, keys_file: Path, log: Path) -> Iterator[Api]:
     """``shelflife api`` on ``lakehouse`` until the block ends; waits for ``/healthz``."""
-    port = free_port()
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "apps.cli", "api", "--lakehouse",
-                                 str(lakehouse), "--port", str(port), "--keys-file",
-                                 str(keys_file)], stdout=out, stderr=subprocess.STDOUT,
-                                env=os.environ.copy())
-    api = Api(f"http://127.0.0.1:{port}")
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if api.get("/healthz", None)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"api did not start: {log.read_text()}")
-            time.sleep(0.2)
+    api = Api(f"http://127.0.0.1:{free_port()}")
+    cmd = [sys.executable, "-m", "apps.cli", "api", "--lakehouse", str(lakehouse), "--port",
+           api.url.rsplit(":", 1)[1], "--keys-file", str(keys_file)]
+    with served(cmd, log, lambda: api.get("/healthz", None)[0] == 200, "api",
+                env=os.environ.copy()):
         yield api
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

@@ -4,8 +4,6 @@ real ``streamlit run`` on a free port, and signing in through the page's own for
 from __future__ import annotations
 
 import os
-import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +18,7 @@ from apps.streamlit.launch import dashboard_command
 from lakehouse.catalogue import TRANSFER_RECOMMENDATIONS
 from spark_jobs.decisions.jobs import write_table
 from tests.conftest import free_port
+from tests.served import served
 
 APPROVER, APPROVER_PASSWORD = "ana", "ana's long passphrase"
 VIEWER, VIEWER_PASSWORD = "vic", "vic only looks around"
@@ -65,31 +64,15 @@ def write_transfer_recommendations(root: Path, now: datetime, *, count: int = 2
 def served_dashboard(lakehouse: Path, users_file: Path, log: Path) -> Iterator[str]:
     """``streamlit run`` of the real dashboard, as ``shelflife dashboard`` starts it; its URL."""
     port = free_port()
-    env = {**os.environ, "SHELFLIFE_LAKEHOUSE": str(lakehouse)}
-    with open(log, "w") as out:
-        proc = subprocess.Popen(dashboard_command(str(lakehouse), port, str(users_file)),
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"dashboard did not start: {log.read_text()}")
-            time.sleep(0.3)
+
+    def healthy() -> bool:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
+            return resp.status == 200
+
+    with served(dashboard_command(str(lakehouse), port, str(users_file)), log, healthy,
+                "dashboard", env={**os.environ, "SHELFLIFE_LAKEHOUSE": str(lakehouse)}):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def sign_in(at: AppTest, name: str, password: str) -> AppTest:
