@@ -181,14 +181,19 @@ def _freshness(status: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
             "region_mode": status.get("mode") if status else None}
 
 
+def _int(value: Any) -> int:
+    """A count as stored; a null (NaN once pandas has it) counts as none."""
+    return 0 if value is None or pd.isna(value) else int(value)
+
+
 def _stock(row: dict[str, Any], snap: Snapshot, now: datetime) -> Stock:
     expiry = row["earliest_expiry"]
     return Stock(region=row["region"], location_id=row["location_id"], sku=row["sku"],
-                 in_stock=int(row["sellable"] or 0) > 0, on_hand=int(row["on_hand"] or 0),
-                 sellable=int(row["sellable"] or 0),
-                 expiring_48h=int(row["expiring_48h"] or 0), expired=int(row["expired"] or 0),
+                 in_stock=_int(row["sellable"]) > 0, on_hand=_int(row["on_hand"]),
+                 sellable=_int(row["sellable"]), expiring_48h=_int(row["expiring_48h"]),
+                 expired=_int(row["expired"]),
                  earliest_expiry=None if expiry is None or pd.isna(expiry) else expiry,
-                 in_transit_in=int(row["in_transit_in"] or 0),
+                 in_transit_in=_int(row["in_transit_in"]),
                  changed_at=_when(row["updated_at"]),
                  **_freshness(snap.status.get(row["region"]), now))
 
