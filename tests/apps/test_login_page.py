@@ -171,7 +171,9 @@ def test_a_bookmarked_page_opens_after_the_login(browser, site) -> None:
         tab.get_by_text("Shelflife — sign in").wait_for(timeout=60_000)
         assert "Stores" not in tab.inner_text("body")  # no page named before the sign-in
         _sign_in(tab, VIEWER, VIEWER_PASSWORD)
-        tab.get_by_role("heading", name="Shelflife — stores").wait_for(timeout=60_000)
+        # .first: while the page reruns after the sign-in, Streamlit may briefly keep the
+        # previous run's heading beside the new one.
+        tab.get_by_role("heading", name="Shelflife — stores").first.wait_for(timeout=60_000)
     finally:
         context.close()
 
