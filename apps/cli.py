@@ -7,6 +7,7 @@ settings work from a shell, a service file or the demo.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import socket
@@ -297,6 +298,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.fn(args) or 0)
     except StorageError as exc:  # a wrong bucket or credentials: one line, not a trace
         raise SystemExit(f"shelflife {args.command}: {exc}") from None
+    finally:
+        # Free Arrow's dataset scanners now, while Arrow is whole: left to the
+        # interpreter's teardown, a scanner thread can abort the process on exit
+        # ("terminate called without an active exception", exit -6) after a command
+        # that has already said everything and chosen its exit code.
+        gc.collect()
 
 
 if __name__ == "__main__":
