@@ -135,7 +135,7 @@ def test_forecast_job_runs_on_the_cluster_and_users_read_its_forecasts(
     proc = shelflife(cluster, tmp_path / "events", "batch", "forecasts", "--lakehouse",
                      lake, "--through", THROUGH.isoformat(), "--json",
                      log=tmp_path / "batch.log")
-    assert proc.wait(timeout=300) == 0, (tmp_path / "batch.log").read_text()[-3000:]
+    assert proc.wait(timeout=600) == 0, (tmp_path / "batch.log").read_text()[-3000:]
 
     table = delta_table(DEMAND_FORECASTS.uri(lake)).to_pandas()
     assert len(table) == len(LEVELS) * 7
