@@ -4,7 +4,8 @@ Without this any client that reaches a broker can publish events under any store
 topic, and the lakehouse would count them. With it, every store signs in as its location
 id and may publish only to its own ``events`` and ``heartbeat`` topics and read only its
 own ``ack`` and transfer ``orders`` and the region's ingest status; the region's ingest
-user reads every store's events and heartbeats and writes their acks and its status; the
+user reads every store's events and heartbeats (and the broker's own ``$SYS`` figures)
+and writes their acks and its status; the
 region's dispatcher user writes transfer orders and nothing else. Ingest and the
 dispatcher have separate logins because mosquitto runs with ``use_username_as_clientid``:
 two processes sharing one login would share one client id, and each connection would
@@ -43,6 +44,8 @@ from lakehouse.credentials import (
     write_private,
 )
 from lakehouse.durable import fsync_dir
+
+from .broker_health import SYS_FILTER
 
 Access = Literal["read", "write"]
 Action = Literal["publish", "subscribe"]
@@ -95,7 +98,8 @@ class TopicRules:
             ingest_username(region): (("read", f"{base}/+/events"),
                                       ("read", f"{base}/+/heartbeat"),
                                       ("write", f"{base}/+/ack"),
-                                      ("write", ingest_status_topic(region))),
+                                      ("write", ingest_status_topic(region)),
+                                      ("read", SYS_FILTER)),
             dispatcher_username(region): (("write", f"{base}/+/orders/+"),),
         }
         for loc in location_ids:

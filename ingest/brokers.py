@@ -135,6 +135,8 @@ def mosquitto_config(spec: BrokerSpec, data_dir: Path, *, secure: bool = False,
         "queue_qos0_messages false",
         "persistent_client_expiration 14d",
         "set_tcp_nodelay true",
+        # $SYS/broker/... every 10 s: ingest records clients and held messages from it.
+        "sys_interval 10",
         f"log_dest file {region_dir / 'mosquitto.log'}",
         "log_type error",
         "log_type warning",

@@ -66,8 +66,12 @@ def heartbeat_row(topic_name: str, payload: bytes, received_at: datetime) -> dic
             "heartbeat_version": beat.heartbeat_version}
 
 
-class HeartbeatLog:
-    """Buffers one region's heartbeats and appends them to the table every few seconds."""
+class AppendLog:
+    """Rows buffered in memory and appended to one table every few seconds, one commit
+    per write; rows of a failed write are kept (bounded) for the next."""
+
+    table = STORE_HEARTBEATS
+    name = "heartbeats"
 
     def __init__(self, region: str, root: Path, *, flush_every_s: float = FLUSH_EVERY_S
                  ) -> None:
@@ -75,7 +79,7 @@ class HeartbeatLog:
             raise ValueError(f"flush_every_s: must be > 0, got {flush_every_s!r}")
         self.commits = 0
         self.region = region
-        self.path = STORE_HEARTBEATS.uri(root)
+        self.path = self.table.uri(root)
         self._options = delta_options(self.path)
         self._table: DeltaTable | None = None
         """Kept open between appends: opening by path replays the table's log each time,
@@ -88,8 +92,55 @@ class HeartbeatLog:
         self._write_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"heartbeats-{region}")
+                                        name=f"{self.name}-{region}")
         self._thread.start()
+
+    def flush(self) -> int:
+        """Append what is buffered as one commit; how many rows were written."""
+        with self._write_lock:
+            with self._lock:
+                rows = list(self._pending)
+                self._pending.clear()
+            if not rows:
+                return 0
+            try:
+                ensure_parent(self.path)
+                data = pa.Table.from_pylist(rows, schema=self.table.schema)
+                if self._table is None:  # the first write creates the table if need be
+                    write_deltalake(self.path, data, mode="append",
+                                    partition_by=list(self.table.partitions),
+                                    configuration=dict(self.table.properties),
+                                    storage_options=self._options)
+                    self._table = DeltaTable(self.path, storage_options=self._options)
+                else:
+                    write_deltalake(self._table, data, mode="append")
+            except (DeltaError, OSError) as exc:
+                self._table = None  # reopened from the log on the next attempt
+                with self._lock:  # keep them, older first, for the next attempt
+                    self._pending.extendleft(reversed(rows))
+                log.warning("%s %s: could not write %d rows to %s (%s); retrying",
+                            self.name, self.region, len(rows), self.path, exc)
+                return 0
+            self.written += len(rows)
+            self.commits += 1
+            return len(rows)
+
+    def close(self) -> None:
+        """Stop the timer and write what is left."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_every_s):
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - this log must never stop the worker
+                log.exception("%s %s: write failed", self.name, self.region)
+
+
+class HeartbeatLog(AppendLog):
+    """Buffers one region's heartbeats and appends them to the table every few seconds."""
 
     @classmethod
     def attach(cls, client: Any, region: str, root: Path, **options: Any) -> HeartbeatLog:
@@ -114,46 +165,3 @@ class HeartbeatLog:
             return
         with self._lock:
             self._pending.append(row)
-
-    def flush(self) -> int:
-        """Append what is buffered as one commit; how many rows were written."""
-        with self._write_lock:
-            with self._lock:
-                rows = list(self._pending)
-                self._pending.clear()
-            if not rows:
-                return 0
-            try:
-                ensure_parent(self.path)
-                data = pa.Table.from_pylist(rows, schema=STORE_HEARTBEATS.schema)
-                if self._table is None:  # the first write creates the table if need be
-                    write_deltalake(self.path, data, mode="append",
-                                    partition_by=list(STORE_HEARTBEATS.partitions),
-                                    configuration=dict(STORE_HEARTBEATS.properties),
-                                    storage_options=self._options)
-                    self._table = DeltaTable(self.path, storage_options=self._options)
-                else:
-                    write_deltalake(self._table, data, mode="append")
-            except (DeltaError, OSError) as exc:
-                self._table = None  # reopened from the log on the next attempt
-                with self._lock:  # keep them, older first, for the next attempt
-                    self._pending.extendleft(reversed(rows))
-                log.warning("heartbeats %s: could not write %d rows to %s (%s); retrying",
-                            self.region, len(rows), self.path, exc)
-                return 0
-            self.written += len(rows)
-            self.commits += 1
-            return len(rows)
-
-    def close(self) -> None:
-        """Stop the timer and write what is left."""
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self.flush()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.flush_every_s):
-            try:
-                self.flush()
-            except Exception:  # noqa: BLE001 - heartbeats must never stop the worker
-                log.exception("heartbeats %s: write failed", self.region)

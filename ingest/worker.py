@@ -89,6 +89,7 @@ from lakehouse.ratelimit import TokenBucket
 from lakehouse.storage import check_bucket, is_s3, lake_url
 
 from .backpressure import IntakeGate
+from .broker_health import BrokerHealthLog
 from .brokers import MAX_INFLIGHT_MESSAGES
 from .dedup import SeqTracker
 from .heartbeats import HeartbeatLog, heartbeat_filter
@@ -134,6 +135,8 @@ class IngestConfig:
     health_stall_s: float = 15.0
     """``/health`` reports the worker down once its loop has not completed a turn for
     this long (and at once while a turn fails)."""
+    broker_health_every_s: float = 30.0
+    """How often a row of the broker's own figures goes to silver broker_health."""
 
     worker_id: str = "w1"
     """Distinguishes workers of one region in batch names."""
@@ -149,7 +152,7 @@ class IngestConfig:
     def __post_init__(self) -> None:
         check_region(self.region)
         for name in ("flush_interval_s", "s3_flush_interval_s", "retry_max_s",
-                     "give_up_after_s", "health_stall_s"):
+                     "give_up_after_s", "health_stall_s", "broker_health_every_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)!r}")
         IntakeGate(self.backlog_high_events, self.low_water)  # raises on a bad pair
@@ -306,6 +309,8 @@ class IngestWorker:
         self.client.on_disconnect = lambda *a: self.connected.clear()
         self.client.on_message = self._on_message
         self.heartbeats = HeartbeatLog.attach(self.client, config.region, lake)
+        self.broker_health = BrokerHealthLog.attach(
+            self.client, config.region, lake, flush_every_s=config.broker_health_every_s)
         self._announced: tuple[str, float] | None = None
         """The state last told to the stores (see :meth:`_announce`) and when."""
         self._saturated_at = -math.inf
@@ -374,6 +379,7 @@ class IngestWorker:
                               "they will be re-sent", self.config.region, len(self._buf))
         self.abandon()
         self.heartbeats.close()
+        self.broker_health.close()
         self.tracker.close()
 
     def abandon(self) -> None:
@@ -426,7 +432,8 @@ class IngestWorker:
                       reason_code)
             return
         client.subscribe([(f"shelflife/v1/{self.config.region}/+/events", 1),
-                          (heartbeat_filter(self.config.region), 0)])
+                          (heartbeat_filter(self.config.region), 0),
+                          *BrokerHealthLog.subscriptions()])
         self.connected.set()
         self._announced = None  # say where intake stands on every (re)connect
         self._announce()

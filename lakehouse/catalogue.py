@@ -179,6 +179,14 @@ STORE_HEARTBEATS = Table(
             ("heartbeat_version", INT)),
     ("region",), "delta-rs", ("ingest",),
     "append-only log of every store heartbeat (and will) ingest heard, as it arrived", FREQUENT)
+BROKER_HEALTH = Table(
+    "silver", "broker_health",
+    _schema(("region", S), ("at", TS), ("connected_clients", L),
+            ("disconnected_clients", L), ("stored_messages", L), ("stored_bytes", L),
+            ("received_per_min", D), ("sent_per_min", D), ("uptime_s", L)),
+    ("region",), "delta-rs", ("ingest",),
+    "each regional broker's own figures ($SYS) every 30 s, as its ingest heard them",
+    FREQUENT)
 
 # --- silver, edited by people ------------------------------------------------------------
 
@@ -247,6 +255,17 @@ REGION_STATUS = Table(
             ("backlog_files", L), ("events_per_s", D)),
     ("region",), "delta-rs", _STREAM,
     "each region's stream: live or syncing, lag, backlog and throughput", REWRITTEN)
+PIPELINE_HISTORY = Table(
+    "gold", "pipeline_history",
+    _schema(("region", S), ("at", TS), ("mode", S), ("lag_s", D), ("backlog_events", L),
+            ("events", L), ("events_per_s", D), ("latency_p50_s", D),
+            ("latency_p95_s", D), ("latency_p99_s", D), ("batch_p95_s", D),
+            ("dead_letters", L), ("locations", L), ("cohorts", L), ("state_mb", D),
+            ("driver_rss_mb", D), ("jvm_rss_mb", D)),
+    ("region",), "delta-rs", _STREAM,
+    "each region's stream every 30 s: latency percentiles, lag, backlog, dead letters, "
+    "state size and the stream's memory, so a runaway shows before it stops anything",
+    FREQUENT)
 REVIEW_QUEUE = Table(
     "gold", "review_queue",
     _schema(("region", S), ("item_id", S), ("location_id", S), ("seq", L), ("event_id", S),
@@ -350,16 +369,17 @@ REORDER_SUGGESTIONS = Table(
 
 TABLES: tuple[Table, ...] = (
     EVENTS_RAW, EVENTS, DEAD_LETTERS, QUANTITY_CONFLICTS, COUNT_VARIANCES, SEQUENCE_GAPS,
-    ITEMS, REVIEW_RESOLUTIONS, STORE_HEARTBEATS, TRANSFER_DECISIONS, LOCATIONS, TRANSIT_TIMES,
-    SELLABLE_POLICY, STOCK_COHORTS, STOCK_LEVELS, REGION_STATUS, REVIEW_QUEUE,
+    ITEMS, REVIEW_RESOLUTIONS, STORE_HEARTBEATS, BROKER_HEALTH, TRANSFER_DECISIONS, LOCATIONS,
+    TRANSIT_TIMES, SELLABLE_POLICY, STOCK_COHORTS, STOCK_LEVELS, REGION_STATUS,
+    PIPELINE_HISTORY, REVIEW_QUEUE,
     DAILY_MOVEMENTS, DEMAND_TRENDS, NETWORK_AVAILABILITY, BUSINESS_METRICS,
     DEMAND_FORECASTS, FORECAST_HISTORY, FORECAST_ACCURACY, TRANSFER_OUTCOMES,
     TRANSFER_RECOMMENDATIONS, REORDER_SUGGESTIONS,
 )
 STREAM_TABLES: tuple[Table, ...] = (
     EVENTS_RAW, EVENTS, DEAD_LETTERS, QUANTITY_CONFLICTS, COUNT_VARIANCES, SEQUENCE_GAPS,
-    ITEMS, REVIEW_RESOLUTIONS, STOCK_COHORTS, STOCK_LEVELS, REGION_STATUS, REVIEW_QUEUE,
-    DAILY_MOVEMENTS, DEMAND_TRENDS, NETWORK_AVAILABILITY, BUSINESS_METRICS,
+    ITEMS, REVIEW_RESOLUTIONS, STOCK_COHORTS, STOCK_LEVELS, REGION_STATUS, PIPELINE_HISTORY,
+    REVIEW_QUEUE, DAILY_MOVEMENTS, DEMAND_TRENDS, NETWORK_AVAILABILITY, BUSINESS_METRICS,
 )
 """The tables the streaming job creates (empty, partitioned) before its queries start."""
 REWRITTEN_TABLES: tuple[Table, ...] = tuple(t for t in TABLES

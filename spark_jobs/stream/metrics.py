@@ -51,9 +51,10 @@ class StreamMetrics:
                                 region, registry=r)
 
     def observe_batch(self, region: str, events: Iterable[Mapping[str, Any]], *,
-                      started: float) -> None:
+                      started: float) -> list[float]:
         """One finished micro-batch: ``events`` are the ones it applied, ``started`` its
-        ``time.time()`` at the start."""
+        ``time.time()`` at the start. Returns each event's latency (seconds from its
+        ``occurred_at`` to now), for the pipeline history."""
         now = time.time()
         latencies = []
         for e in events:
@@ -68,6 +69,7 @@ class StreamMetrics:
         for seconds in latencies:
             latency.observe(seconds)
         self.last_batch.labels(region=region).set(now)
+        return latencies
 
     def watch_landing(self, region: str, root: str | os.PathLike[str] | None) -> None:
         """Count the region's waiting landing files at every scrape."""

@@ -52,7 +52,7 @@ from lakehouse.contract import (
     parse_ts,
 )
 from lakehouse.durable import replace_durably
-from lakehouse.landing import LandingLines, landing_backlog, landing_url
+from lakehouse.landing import EVENT, LandingLines, landing_backlog, landing_url
 from lakehouse.paths import checkpoint_dir
 from lakehouse.storage import check_bucket, ensure_folder, lake_url, spark_url
 
@@ -62,6 +62,7 @@ from . import gold
 from .books import NetworkBooks
 from .derived import DerivedWriter
 from .fold import RegionState
+from .history import HistoryLog, PipelineWindow, history_row, jvm_pid
 from .metrics import METRICS, serve_stream_metrics
 from .record import TRACE, RecordWriter, txn_version
 from .steps import MicroBatch, batch_files_logged, check_events, read_landing, spill_lines
@@ -88,6 +89,8 @@ class StreamConfig:
     beyond the run-to-run noise."""
     status_every_s: float = 2.0
     """How often gold region_status is rewritten."""
+    history_every_s: float = 30.0
+    """How often a row is appended to gold pipeline_history (0: never)."""
     replay_backlog_events: int = 2000
     """Landing backlog above which a region is reported as syncing."""
     replay_behind_minutes: float = 5.0
@@ -158,6 +161,14 @@ class RegionStream:
         status row reports (``behind_s`` is reset when it is taken)."""
         self._status_wake = threading.Event()
         self._status_thread: threading.Thread | None = None
+        self.window = PipelineWindow()
+        """What the batches did since the last pipeline_history row."""
+        self.history = HistoryLog(self.paths["pipeline_history"])
+        self._history_at = time.time()
+        self._backlog_events = 0
+        self.state_bytes = 0
+        """Size of the last state save (the region's state, pickled)."""
+        self._jvm_pid = jvm_pid(spark)
         self.last_batch: dict[str, object] = {}
         self.query: StreamingQuery | None = None
         self._stopped = False
@@ -232,6 +243,7 @@ class RegionStream:
             if batch is None or batch < 0:
                 return None
             blob = pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+        self.state_bytes = len(blob)
         replace_durably(self.state_dir / f"{batch:012d}.pkl", blob, mode=0o600)
         for old in sorted(self.state_dir.glob("*.pkl"))[:-2]:
             old.unlink(missing_ok=True)
@@ -498,7 +510,10 @@ class RegionStream:
                 and time.time() - self._status_written >= self.config.trigger_s
                 and self.behind_s <= 60.0 * self.config.replay_behind_minutes):
             self._status_wake.set()
-        METRICS.observe_batch(self.region, run.events, started=run.started)
+        latencies = METRICS.observe_batch(self.region, run.events, started=run.started)
+        dead = len(run.refused) + sum(1 for r in run.lines.rows if r[EVENT] is None)
+        self.window.add_batch(latencies, len(run.events), dead,
+                              float(self.last_batch["duration_s"]))
 
     # --- writes ------------------------------------------------------------------------
 
@@ -522,6 +537,12 @@ class RegionStream:
                 self._write_status()
             except Exception:  # noqa: BLE001 - status is retried; the stream goes on
                 log.exception("region %s: writing region_status", self.region)
+            every_h = self.config.history_every_s
+            if every_h and time.time() - self._history_at >= every_h:
+                try:
+                    self._write_history()
+                except Exception:  # noqa: BLE001 - a lost history row costs one point
+                    log.exception("region %s: writing pipeline_history", self.region)
 
     def _write_status(self) -> None:
         """Gold region_status, and the region's mode.
@@ -566,6 +587,23 @@ class RegionStream:
             raise
         self._status_events = total
         self._status_written = now
+        self._backlog_events = int(backlog.events)
+
+    def _write_history(self) -> None:
+        """Append the window since the last row to gold pipeline_history."""
+        now = time.time()
+        elapsed, self._history_at = now - self._history_at, now
+        window = self.window.take()
+        with self.lock:  # a batch may be changing them
+            locations = len(self.state.locations)
+            cohorts = sum(len(loc.cohorts) for loc in self.state.locations.values())
+        lag = None
+        if self.last_event_at is not None:
+            lag = round(max(0.0, now - self.last_event_at.replace(tzinfo=UTC).timestamp()), 3)
+        self.history.append(history_row(
+            self.region, window, elapsed_s=elapsed, mode=self.mode, lag_s=lag,
+            backlog_events=self._backlog_events, locations=locations, cohorts=cohorts,
+            state_bytes=self.state_bytes, jvm_pid=self._jvm_pid))
 
     def stop(self, *, failed: bool = False) -> None:
         """Stop the query, then write what is still spilled or derived (not the derived

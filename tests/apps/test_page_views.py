@@ -201,6 +201,11 @@ def test_every_page_renders_its_question_on_the_demo_lakehouse(demo: AppTest) ->
             assert any("W-S101" in w.value for w in demo.warning)  # its events went quiet
         if page == "transfers":
             assert metrics["Proposed"] == "2"
+        if page == "pipeline":  # the history charts, and each broker's latest figures
+            assert "Over the last 6 hours" in [h.value for h in demo.subheader]
+            assert not [i.value for i in demo.info if i.value.startswith("No ")]
+            assert (metrics["east: clients connected"],
+                    metrics["west: clients connected"]) == ("100", "99")
 
 
 def test_silenced_or_halved_stores_are_flagged_within_15_minutes_and_few_others() -> None:

@@ -11,17 +11,18 @@ from prometheus_client import CollectorRegistry
 
 from edge_mqtt.agent import AGENT_VERSION, StoreAgent
 from edge_mqtt.publisher import Publisher, PublisherConfig
+from ingest.broker_health import sys_value
 from ingest.heartbeats import HeartbeatLog, heartbeat_row
 from ingest.worker import IngestConfig, IngestWorker
-from lakehouse.catalogue import STORE_HEARTBEATS
+from lakehouse.catalogue import BROKER_HEALTH, STORE_HEARTBEATS
 from lakehouse.contract import ContractError, Heartbeat, topic
 from lakehouse.maintenance import maintain
 from tests.clients import raw_client, wait_for
 from tests.lakehouse.test_catalogue import assert_on_disk
 
 
-def _rows(root) -> list[dict]:
-    path = STORE_HEARTBEATS.path(root)
+def _rows(root, table=STORE_HEARTBEATS) -> list[dict]:
+    path = table.path(root)
     if not (path / "_delta_log").exists():
         return []
     return DeltaTable(str(path)).to_pyarrow_table().to_pylist()
@@ -92,3 +93,36 @@ def test_a_heartbeat_for_another_store_than_its_topic_is_refused():
         heartbeat_row(topic("east", "E-7", "heartbeat"), beat.to_json(), datetime.now(UTC))
     row = heartbeat_row(topic("east", "E-8", "heartbeat"), beat.to_json(), datetime.now(UTC))
     assert row["location_id"] == "E-8" and row["local_time"].tzinfo is not None
+
+
+def test_the_brokers_own_figures_land_in_broker_health(tmp_path, brokers, region_ports):
+    # The pipeline page shows each broker's connected clients and the messages it holds
+    # over time: a queue that only grows is a subscriber that stopped taking them.
+    port = region_ports["east"]
+    root = tmp_path / "lake"
+    worker = IngestWorker(IngestConfig(region="east", port=port, lakehouse=str(root),
+                                       broker_health_every_s=1.0),
+                          registry=CollectorRegistry())
+    worker.start()
+    others = [raw_client(port, f"watcher-{i}") for i in range(3)]
+    try:
+        wait_for("a broker_health row counting ingest and three more clients",
+                 lambda: any((r["connected_clients"] or 0) >= 4
+                             for r in _rows(root, BROKER_HEALTH)), 40)
+    finally:
+        for c in others:
+            c.loop_stop()
+        worker.stop()
+    rows = _rows(root, BROKER_HEALTH)
+    assert {r["region"] for r in rows} == {"east"}
+    latest = max(rows, key=lambda r: r["at"])
+    assert latest["uptime_s"] > 0 and latest["stored_messages"] >= 0
+    assert latest["at"] <= datetime.now(UTC)
+    assert_on_disk(BROKER_HEALTH, root)
+
+
+def test_sys_payloads_are_read_as_numbers():
+    assert sys_value("uptime_s", b"3600 seconds") == 3600
+    assert sys_value("received_per_min", b"12.57") == 12.57
+    assert sys_value("connected_clients", b"301") == 301
+    assert sys_value("connected_clients", b"\xff") is None

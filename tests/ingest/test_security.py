@@ -162,6 +162,23 @@ def test_ingest_reads_events_and_writes_acks(secured: Secured) -> None:
     assert sorted(quiet(ingest, 2)) == [b"s1:1", b"s2:1"]
 
 
+def test_only_ingest_reads_the_brokers_own_figures(secured: Secured) -> None:
+    # The pipeline page charts clients and held messages from $SYS; a store must not
+    # learn how many other stores are connected or how much the broker holds.
+    ingest = secured.ingest()
+    store = secured.store("s1")
+    for c in (ingest, store):
+        c.subscribe("$SYS/broker/clients/connected")
+    # mosquitto publishes $SYS every sys_interval (10 s); a subscriber first gets the
+    # value it published last, from before these clients connected
+    deadline = time.monotonic() + 25
+    while time.monotonic() < deadline and not any(int(m.payload) >= 2
+                                                  for m in ingest.messages):
+        time.sleep(0.2)
+    assert max(int(m.payload) for m in ingest.messages) >= 2
+    assert quiet(store, 0) == []
+
+
 def test_store_cannot_leave_a_will_on_another_stores_topic(secured: Secured) -> None:
     ingest = secured.ingest()
     ingest.subscribe("shelflife/v1/east/+/events")

@@ -235,6 +235,7 @@ def write_demo_pages(root: Path, now: datetime) -> None:
         storage_options=delta_options(cohorts))
 
     write_demo_heartbeats(root, now)
+    write_demo_pipeline(root, now)
 
     write_catalogue_table(root, catalogue.DAILY_MOVEMENTS, [
         {"region": "east", "location_id": "E-S001", "sku": "MILK-1L",
@@ -285,3 +286,30 @@ def write_demo_heartbeats(root: Path, now: datetime) -> None:
                           [b for b in beats if not (b["location_id"] == "W-S100"
                                                     and b["received_at"] > now - timedelta(
                                                         minutes=10))])
+
+
+def write_demo_pipeline(root: Path, now: datetime) -> None:
+    """Two hours of pipeline history and broker figures, a row every 30 s per region:
+    east's latency spikes for ten minutes an hour ago while its broker's held messages
+    climb and drain; the stream's memory is steady."""
+    history, brokers = [], []
+    for i in range(240):
+        at = now - timedelta(seconds=30 * (239 - i))
+        spike = 120 <= i < 140
+        for region, clients in (("east", 100), ("central", 100), ("west", 99)):
+            hot = spike and region == "east"
+            history.append({
+                "region": region, "at": at, "mode": "syncing" if hot else "live",
+                "lag_s": 40.0 if hot else 0.8, "backlog_events": 9000 if hot else 40,
+                "events": 3000, "events_per_s": 100.0, "latency_p50_s": 6.0 if hot else 0.9,
+                "latency_p95_s": 20.0 if hot else 1.4, "latency_p99_s": 31.0 if hot else 1.9,
+                "batch_p95_s": 0.4, "dead_letters": 1 if i % 40 == 0 else 0,
+                "locations": clients, "cohorts": 4000 + i, "state_mb": 3.0 + i / 200,
+                "driver_rss_mb": 610.0, "jvm_rss_mb": 1200.0})
+            brokers.append({
+                "region": region, "at": at, "connected_clients": clients - (40 if hot else 0),
+                "disconnected_clients": 40 if hot else 0,
+                "stored_messages": 8000 if hot else 120, "stored_bytes": 900_000,
+                "received_per_min": 6000.0, "sent_per_min": 6100.0, "uptime_s": 7200 + 30 * i})
+    write_catalogue_table(root, catalogue.PIPELINE_HISTORY, history)
+    write_catalogue_table(root, catalogue.BROKER_HEALTH, brokers)

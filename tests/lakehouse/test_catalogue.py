@@ -134,5 +134,6 @@ def test_tables_spark_creates_match_the_catalogue(spark, tmp_path):
                catalogue.TRANSFER_OUTCOMES, catalogue.REORDER_SUGGESTIONS,
                catalogue.TRANSFER_RECOMMENDATIONS, catalogue.TRANSFER_DECISIONS,
                catalogue.LOCATIONS, catalogue.TRANSIT_TIMES, catalogue.SELLABLE_POLICY,
-               catalogue.STORE_HEARTBEATS}  # checked in tests/ingest/test_heartbeats.py
+               catalogue.STORE_HEARTBEATS,  # these two: tests/ingest/test_heartbeats.py
+               catalogue.BROKER_HEALTH}
     assert created | writers == set(catalogue.TABLES), "every table is checked somewhere"

@@ -46,6 +46,7 @@ def test_running_stream_reports_applied_events_and_its_backlog(spark, tmp_path):
     from spark_jobs.stream.runner import StreamConfig, start_streams
 
     root = tmp_path / "lake"
+    created = time.time()
     agent = StoreAgent("E001", "east", tmp_path / "e.sqlite")
     events = [agent.receive("MILK", 5, lot=f"L{i}", expires_on="2026-12-09",
                             supplier_ref="PO", unit_cost=1.0) for i in range(50)]
@@ -64,7 +65,8 @@ def test_running_stream_reports_applied_events_and_its_backlog(spark, tmp_path):
     serve_stream_metrics(["east"], root, 0)  # registers the backlog gauge, no server
     server = serve_metrics(REGISTRY, 0)
     assert scrape(server.port)[backlog] == 1
-    streams = start_streams(spark, ["east"], StreamConfig(lakehouse=str(root)))
+    streams = start_streams(spark, ["east"], StreamConfig(lakehouse=str(root),
+                                                         history_every_s=1.0))
     try:
         streams[0].query.processAllAvailable()
         assert scrape(server.port)[key] - before == 40
@@ -79,7 +81,28 @@ def test_running_stream_reports_applied_events_and_its_backlog(spark, tmp_path):
             assert time.monotonic() < deadline, "consumed landing file never went away"
             time.sleep(0.5)
         assert scrape(server.port)[backlog] <= 1
+        # The pipeline page's history: latency of the events applied, state, memory.
+        deadline = time.monotonic() + 30
+        while sum(r["events"] for r in history_rows(root)) < 50:
+            assert time.monotonic() < deadline, f"history: {history_rows(root)}"
+            time.sleep(0.5)
     finally:
         for s in streams:
             s.stop()
         server.stop()
+    rows = history_rows(root)
+    assert {r["region"] for r in rows} == {"east"}
+    busy = [r for r in rows if r["events"]]
+    oldest = time.time() - created + 1  # no event can be older than the test
+    assert all(0 <= r["latency_p50_s"] <= r["latency_p99_s"] < oldest for r in busy)
+    latest = max(rows, key=lambda r: r["at"])
+    assert latest["locations"] == 1 and latest["cohorts"] == 50
+    assert latest["driver_rss_mb"] > 20 and latest["jvm_rss_mb"] > 100
+    assert latest["mode"] == "live"
+
+
+def history_rows(root) -> list[dict]:
+    from deltalake import DeltaTable
+
+    from lakehouse.catalogue import PIPELINE_HISTORY
+    return DeltaTable(str(PIPELINE_HISTORY.path(root))).to_pyarrow_table().to_pylist()
