@@ -280,6 +280,15 @@ def build_parser() -> argparse.ArgumentParser:
                            help="replace the system's existing key")
         p.set_defaults(fn=handler(f"apps.api.commands:cmd_keys_{action}"))
 
+    p = sub.add_parser("purchase-orders",
+                       help="approved purchase orders: what is on order, and the outbox")
+    p.add_argument("action", choices=("list", "export"),
+                   help="list: today's spend and the lines not yet received; export: write "
+                        "the document of every approval that has none yet")
+    env_option(p, "--lakehouse", "SHELFLIFE_LAKEHOUSE", "./lakehouse",
+               "lakehouse root folder or s3://bucket/prefix")
+    p.set_defaults(fn=handler("apps.purchase_orders_command:cmd_purchase_orders"))
+
     add_deadletter_commands(sub, env_option)
     add_batch_commands(sub, env_option)
     add_review_commands(sub, env_option)

@@ -196,6 +196,14 @@ TRANSFER_DECISIONS = Table(
             ("decided_at", TS), ("note", S)),
     (), "delta-rs", ("dashboard decisions", "batch CLI"),
     "append-only log of who approved or rejected a transfer recommendation")
+PURCHASE_ORDERS = Table(
+    "silver", "purchase_orders",
+    _schema(("po_id", S), ("batch_id", S), ("region", S), ("location_id", S), ("sku", S),
+            ("quantity", L), ("unit_price", D), ("value", D), ("arrives_on", DAY),
+            ("approved_by", S), ("approved_at", TS), ("suggestion_created_at", TS)),
+    (), "delta-rs", ("dashboard decisions",),
+    "append-only log of reorder suggestions approved into purchase orders, by whom, "
+    "valued at shelf price against the daily spend limit")
 LOCATIONS = Table(
     "silver", "locations",
     _schema(_required("location_id", S), ("region", S), ("kind", S), ("updated_at", TS)),
@@ -369,7 +377,8 @@ REORDER_SUGGESTIONS = Table(
 
 TABLES: tuple[Table, ...] = (
     EVENTS_RAW, EVENTS, DEAD_LETTERS, QUANTITY_CONFLICTS, COUNT_VARIANCES, SEQUENCE_GAPS,
-    ITEMS, REVIEW_RESOLUTIONS, STORE_HEARTBEATS, BROKER_HEALTH, TRANSFER_DECISIONS, LOCATIONS,
+    ITEMS, REVIEW_RESOLUTIONS, STORE_HEARTBEATS, BROKER_HEALTH, TRANSFER_DECISIONS,
+    PURCHASE_ORDERS, LOCATIONS,
     TRANSIT_TIMES, SELLABLE_POLICY, STOCK_COHORTS, STOCK_LEVELS, REGION_STATUS,
     PIPELINE_HISTORY, REVIEW_QUEUE,
     DAILY_MOVEMENTS, DEMAND_TRENDS, NETWORK_AVAILABILITY, BUSINESS_METRICS,

@@ -41,6 +41,7 @@ from lakehouse.catalogue import (
     Table,
 )
 from lakehouse.decisions import approved_since, read_decisions, transfer_progress
+from lakehouse.purchase_orders import open_orders
 from lakehouse.readers import is_table, read_table
 from lakehouse.storage import delta_options, ensure_parent, spark_url
 
@@ -381,9 +382,16 @@ def run_reorders_job(root: Root = None, *, now: datetime | None = None,
         return {"job": "reorders", "rows": 0}
     stores = int((inputs["locations"]["kind"] == "store").sum())
     series = inputs["forecasts"][["location_id", "sku"]].drop_duplicates().shape[0]
-    say(f"reorders: {stores} stores, {series} forecast series")
+    on_order = open_orders(root, now)
+    say(f"reorders: {stores} stores, {series} forecast series, "
+        f"{int(on_order['quantity'].sum()) if len(on_order) else 0} units on order")
+    # Approved purchase orders not yet received are on their way like a transfer: an
+    # order already placed is not suggested again.
+    coming = pd.concat([inputs["in_transit"],
+                        on_order[["location_id", "sku", "quantity"]].astype(
+                            {"quantity": "int64"})], ignore_index=True)
     out = suggest_reorders(inputs["cohorts"], inputs["forecasts"], inputs["locations"],
-                           inputs["items"], in_transit=inputs["in_transit"], now=now)
+                           inputs["items"], in_transit=coming, now=now)
     rows = write_table(REORDER_SUGGESTIONS, out, root)
     units = int(out["order_quantity"].sum()) if rows else 0
     say(f"reorders: {rows} suggestions, {units} units ({time.monotonic() - began:.1f} s)")

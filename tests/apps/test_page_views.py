@@ -208,6 +208,35 @@ def test_every_page_renders_its_question_on_the_demo_lakehouse(demo: AppTest) ->
                     metrics["west: clients connected"]) == ("100", "99")
 
 
+def test_an_approver_orders_the_most_urgent_that_fit_the_spend_limit(
+        demo: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from lakehouse import purchase_orders as po
+    from lakehouse.catalogue import PURCHASE_ORDERS
+    from lakehouse.readers import read_table
+
+    # Two suggestions, equally urgent: east's milk (36 x 1.20 = 43.20) does not fit a
+    # limit of 40, west's bread (12 x 2.50 = 30.00) does.
+    monkeypatch.setenv(po.ENV_SPEND_LIMIT, "40")
+    demo.switch_page("screens/reorders.py").run()
+    button = next(b for b in demo.button if b.label.startswith("Approve"))
+    assert button.label == f"Approve 1 purchase orders (30.00) as {APPROVER}"
+    button.click().run()
+    assert not demo.exception and not demo.error, [e.value for e in demo.error]
+    assert any(f"1 purchase orders approved by {APPROVER}" in s.value for s in demo.success)
+    lines = read_table(PURCHASE_ORDERS, os.environ[ENV_ROOT])
+    assert lines[["location_id", "sku", "quantity", "value", "approved_by"]].values.tolist() \
+        == [["W-S100", "BREAD-WHT", 12, 30.0, APPROVER]]
+    assert {m.label: m.value for m in demo.metric}["Spent today"] == "30"
+    # Ordered once: on the next run the bread is not offered again, and the milk still
+    # does not fit, so there is nothing to approve.
+    demo.run()
+    button = next(b for b in demo.button if b.label.startswith("Approve"))
+    assert button.label == f"Approve 0 purchase orders (0.00) as {APPROVER}"
+    assert button.disabled
+
+
 def test_silenced_or_halved_stores_are_flagged_within_15_minutes_and_few_others() -> None:
     """An hour of a 300-store fleet, heartbeats every 30 s carrying each store's seq:
     Poisson trade at rates from 60 to 5,000 events an hour, drifting up or down by a
