@@ -55,19 +55,59 @@ class MicroBatch:
 
 
 def batch_files_logged(query_checkpoint: Path, batch_id: int) -> list[str] | None:
-    """The files Spark's file source chose for ``batch_id``, from the query's source log
-    (``sources/0/<batch>``, or the ``.compact`` file every tenth batch, which holds every
-    earlier entry too), or None when the log does not say.
+    """The files Spark's file source chose for ``batch_id``, from the query's own logs,
+    or None when they do not say (Spark then reads the batch itself).
 
-    The source logs a batch's files before the batch runs, one JSON object a line
-    (``path``, ``batchId``) after a version line; this reads that format and nothing else
-    of Spark's checkpoint. A compact file lists every file the query ever read, in batch
-    order, so only its tail is read: after a day at seven files a second it holds about
-    600,000 lines."""
+    A batch covers the source's log offsets after the previous batch's and up to its own
+    (``offsets/<batch>``: a version line, the batch's metadata, then ``{"logOffset": N}``
+    for the one source). The two numberings start equal but need not stay so: a kill
+    after the source logged new files and before the query logged the batch leaves the
+    source one ahead for good, and the next batch then covers two log offsets. Reading
+    ``sources/0/<batch id>`` alone, as this did, then read the previous offset's files
+    (deleted by then: cleanSource) and skipped the batch's own.
+    """
+    offsets = query_checkpoint / "offsets"
+    end = _log_offset(offsets / str(batch_id))
+    start = -1 if batch_id == 0 else _log_offset(offsets / str(batch_id - 1))
+    if end is None or start is None or end < start:
+        return None
+    files: list[str] = []
+    for log_offset in range(start + 1, end + 1):
+        found = source_files_logged(query_checkpoint, log_offset)
+        if found is None:
+            return None
+        files += found
+    return files
+
+
+def _log_offset(path: Path) -> int | None:
+    """The file source's log offset an ``offsets/<batch>`` entry ends at, or None."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return None
+    if len(lines) < 3 or lines[0].strip() != "v1":
+        return None
+    try:
+        return int(json.loads(lines[-1])["logOffset"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def source_files_logged(query_checkpoint: Path, log_offset: int) -> list[str] | None:
+    """The files the file source logged at ``log_offset`` (``sources/0/<offset>``, or the
+    ``.compact`` file every hundredth offset, which holds every earlier entry too), or None
+    when the log does not say.
+
+    The source logs its files before the batch runs, one JSON object a line (``path``,
+    ``batchId`` = the log offset) after a version line; this reads that format and
+    nothing else of Spark's checkpoint. A compact file lists every file the query ever
+    read, in order, so only its tail is read: after a day at seven files a second it
+    holds about 600,000 lines."""
     folder = query_checkpoint / "sources" / "0"
-    for name in (str(batch_id), f"{batch_id}.compact"):
+    for name in (str(log_offset), f"{log_offset}.compact"):
         try:
-            lines = _tail_from(folder / name, f'"batchId":{batch_id - 1}}}'.encode())
+            lines = _tail_from(folder / name, f'"batchId":{log_offset - 1}}}'.encode())
         except FileNotFoundError:
             continue
         if lines is None:
@@ -75,7 +115,7 @@ def batch_files_logged(query_checkpoint: Path, batch_id: int) -> list[str] | Non
         files = []
         for line in lines:
             entry = json.loads(line)
-            if entry.get("batchId") == batch_id:
+            if entry.get("batchId") == log_offset:
                 files.append(entry["path"])
         return files
     return None

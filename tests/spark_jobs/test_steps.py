@@ -87,24 +87,57 @@ def test_regions_of_one_process_share_its_books_and_saves_leave_them_out():
 
 
 def test_a_batchs_files_come_from_the_source_log_however_long_the_query_has_run(tmp_path):
-    # Spark's file source names each batch's files in sources/0/<batch>, and every tenth
-    # batch in a compact file listing every file ever read: a day of it is ~600,000
-    # lines, of which the stream needs the last batch's.
-    log = tmp_path / "query" / "sources" / "0"
+    # Spark's file source names the files of each log offset in sources/0/<offset>, and
+    # every hundredth offset in a compact file listing every file ever read: a day of it
+    # is ~600,000 lines, of which the stream needs the last offset's.
+    query = tmp_path / "query"
+    log = query / "sources" / "0"
     log.mkdir(parents=True)
+    (query / "offsets").mkdir()
 
     def entry(batch: int, k: int) -> str:
         return json.dumps({"path": f"file:///l/b-{batch:06d}-{k}.jsonl", "timestamp": 1,
                            "batchId": batch}, separators=(",", ":"))
 
+    def offsets(batch: int, log_offset: int) -> None:
+        (query / "offsets" / str(batch)).write_text(
+            'v1\n{"batchWatermarkMs":0,"batchTimestampMs":1}\n'
+            + json.dumps({"logOffset": log_offset}))
+
     (log / "29999.compact").write_text("v1\n" + "\n".join(
         entry(b, k) for b in range(30000) for k in range(7)))
     (log / "30000").write_text("v1\n" + entry(30000, 0))
     (log / "0").write_text("v1\n" + "\n".join(entry(0, k) for k in range(3)))
-    assert batch_files_logged(tmp_path / "query", 29999) == [
+    for batch in (0, 29998, 29999, 30000):
+        offsets(batch, batch)
+    assert batch_files_logged(query, 29999) == [
         f"file:///l/b-029999-{k}.jsonl" for k in range(7)]
-    assert batch_files_logged(tmp_path / "query", 30000) == ["file:///l/b-030000-0.jsonl"]
-    assert len(batch_files_logged(tmp_path / "query", 0)) == 3
-    assert batch_files_logged(tmp_path / "query", 5) is None  # not logged: Spark reads
+    assert batch_files_logged(query, 30000) == ["file:///l/b-030000-0.jsonl"]
+    assert len(batch_files_logged(query, 0)) == 3
+    assert batch_files_logged(query, 5) is None  # not logged: Spark reads
     (log / "7").write_text("v2\n" + entry(7, 0))  # a format this reader does not know
-    assert batch_files_logged(tmp_path / "query", 7) is None
+    offsets(6, 6)
+    offsets(7, 7)
+    assert batch_files_logged(query, 7) is None
+
+
+def test_a_batch_that_covers_two_log_offsets_reads_both(tmp_path):
+    # A kill after the source logged offset 31 and before the query logged batch 31
+    # leaves the source one ahead: batch 31 then covers offsets 31 and 32, and every
+    # later batch N offset N + 1. The fault bench found it: the stream read offset 31's
+    # files alone, Spark's cleanSource deleted offset 32's unread, and their events
+    # never reached the lakehouse.
+    query = tmp_path / "query"
+    (query / "sources" / "0").mkdir(parents=True)
+    (query / "offsets").mkdir()
+    for log_offset in (30, 31, 32, 33):
+        (query / "sources" / "0" / str(log_offset)).write_text("v1\n" + "\n".join(
+            json.dumps({"path": f"file:///l/{log_offset}-{k}.jsonl", "timestamp": 1,
+                        "batchId": log_offset}) for k in range(2)))
+    for batch, log_offset in ((30, 30), (31, 32), (32, 33)):
+        (query / "offsets" / str(batch)).write_text(
+            'v1\n{"batchWatermarkMs":0}\n' + json.dumps({"logOffset": log_offset}))
+    assert batch_files_logged(query, 31) == [
+        "file:///l/31-0.jsonl", "file:///l/31-1.jsonl",
+        "file:///l/32-0.jsonl", "file:///l/32-1.jsonl"]
+    assert batch_files_logged(query, 32) == ["file:///l/33-0.jsonl", "file:///l/33-1.jsonl"]
