@@ -33,11 +33,6 @@ recording, everything drains, and gold ``stock_cohorts`` is compared with the fo
 those events; ``lost`` = recorded events missing from silver ``events``, ``duplicated`` =
 silver rows beyond one per ``(location_id, seq)``.
 
-The store processes run at a lower CPU priority (``--fleet-nice``, default 10): in a
-real network they are 300 machines, not the pipeline's neighbours on its two cores. Their
-latency still counts from the moment each store recorded an event, so whatever the lower
-priority delays at the store is in the figures.
-
 Simulated time: event timestamps run ``--accel`` times faster than real time (back-dated
 so they never pass the present), so a partition of ``3600 / accel`` real seconds is an
 hour of trading.
@@ -53,7 +48,6 @@ duplicated = 0, stream_exits = 0, forged_accepted = 0, gold_equals_oracle, other
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
@@ -123,22 +117,6 @@ def say(msg: str) -> None:
 
 
 # --- processes ----------------------------------------------------------------------------
-
-def lower_priority(pid: int, nice: int) -> None:
-    """Give a simulated store process ``nice`` less CPU priority, all of its threads.
-
-    The 300 stores are 300 machines in a real network; here their 31 processes share
-    the pipeline's two cores and, each in a session of its own, Linux's autogroup
-    scheduler gives every one of them as much CPU as the whole stream (Python and JVM
-    together) whenever they are runnable. The autogroup's nice covers every thread the
-    process ever starts; the process's own nice covers machines without autogroup.
-    """
-    with contextlib.suppress(OSError):
-        Path(f"/proc/{pid}/autogroup").write_text(str(nice))
-    with contextlib.suppress(OSError):
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            os.setpriority(os.PRIO_PROCESS, int(tid), nice)
-
 
 @dataclass(eq=False)
 class Proc:
@@ -239,17 +217,14 @@ class Bench:
                                      secure=self.secure, locations=locations,
                                      timeout=20.0)[0]
 
-    def spawn(self, name: str, argv: list[str], *, nice: int = 0) -> subprocess.Popen:
+    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
         out = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
         try:
-            proc = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=out,
+            return subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
         finally:
             out.close()
-        if nice:
-            lower_priority(proc.pid, nice)
-        return proc
 
     def cli(self, name: str, *args: str):
         return lambda: self.spawn(name, [sys.executable, "-m", "apps.cli", *args])
@@ -267,7 +242,7 @@ class Bench:
                 "--sim-t0", str(self.t0)]
         if self.secure:
             argv += ["--logins", str(self.agents_dir / f"{name}.logins.json")]
-        return lambda: self.spawn(name, argv, nice=self.args.fleet_nice)
+        return lambda: self.spawn(name, argv)
 
     def build(self) -> None:
         for r in REGIONS:
@@ -807,7 +782,6 @@ class Bench:
             "mode": "quick" if self.args.quick else "full",
             "secure": self.secure,
             "features": features(),
-            "fleet_nice": self.args.fleet_nice,
             "stores": sum(len(v) for v in self.stores.values()),
             "agent_processes": len(self.of("agent")),
             "kills": {"total": sum(kills.values()), **dict(kills)},
@@ -959,10 +933,6 @@ def main() -> None:
     ap.add_argument("--partition", type=int, default=None, help="east stores cut off")
     ap.add_argument("--bad", type=int, default=None, help="bad payloads to send")
     ap.add_argument("--seed", type=int, default=11)
-    ap.add_argument("--fleet-nice", type=int, default=10,
-                    help="CPU priority given up by the simulated stores' processes, which "
-                         "stand for 300 machines of their own (0: compete with the "
-                         "pipeline as equals)")
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
     bench = Bench(args)
