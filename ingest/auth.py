@@ -45,8 +45,10 @@ from lakehouse.credentials import (
 )
 from lakehouse.durable import fsync_dir
 
-from .broker_health import SYS_FILTER
-
+SYS_FILTER = "$SYS/broker/#"
+"""The broker's own figures, which the region's ingest user alone may read
+(:mod:`ingest.broker_health`). Defined here, not there: the store agent's install, which
+has no pyarrow, imports these rules."""
 Access = Literal["read", "write"]
 Action = Literal["publish", "subscribe"]
 _MOSQUITTO_PASSWD = Path("/usr/bin/mosquitto_passwd")

@@ -21,13 +21,12 @@ from typing import Any
 
 from lakehouse.catalogue import BROKER_HEALTH
 
+from .auth import SYS_FILTER
 from .heartbeats import AppendLog
 
 log = logging.getLogger(__name__)
 
 EVERY_S = 30.0
-SYS_FILTER = "$SYS/broker/#"
-"""What the ingest user may read; it subscribes to :data:`SYS_TOPICS` alone."""
 SYS_TOPICS = {
     "$SYS/broker/clients/connected": "connected_clients",
     "$SYS/broker/clients/disconnected": "disconnected_clients",
