@@ -94,19 +94,28 @@ def priced(suggestions: pd.DataFrame, items: pd.DataFrame | None) -> pd.DataFram
                            ascending=[True, False, True, True]).reset_index(drop=True)
 
 
-def _approved_keys(root: Root) -> set[tuple[str, str, pd.Timestamp]]:
+SUGGESTION_MAX_AGE = timedelta(days=2)
+"""Older approvals cannot match a suggestion still in gold (the reorders job rewrites them
+every few minutes): the check reads the log from then on, not its whole history."""
+
+
+def _approved_keys(root: Root, now: datetime | None = None
+                   ) -> set[tuple[str, str, pd.Timestamp]]:
+    since = (now or datetime.now(UTC)) - SUGGESTION_MAX_AGE
     orders = read_table(PURCHASE_ORDERS, root,
-                        columns=["location_id", "sku", "suggestion_created_at"])
+                        columns=["location_id", "sku", "suggestion_created_at"],
+                        filters=[("approved_at", ">=", since)])
     if orders is None:
         return set()
     return {(loc, sku, pd.Timestamp(at)) for loc, sku, at in zip(
         orders["location_id"], orders["sku"], orders["suggestion_created_at"], strict=True)}
 
 
-def not_yet_ordered(suggestions: pd.DataFrame, root: Root = None) -> pd.DataFrame:
+def not_yet_ordered(suggestions: pd.DataFrame, root: Root = None,
+                    now: datetime | None = None) -> pd.DataFrame:
     """The suggestions no approval has taken yet (a suggestion stays in gold until the next
     reorders run, which then counts the order as on its way)."""
-    done = _approved_keys(root)
+    done = _approved_keys(root, now)
     if not done:
         return suggestions
     keep = [(loc, sku, pd.Timestamp(at)) not in done for loc, sku, at in zip(
@@ -163,11 +172,11 @@ def approve(rows: pd.DataFrame, approved_by: str, *, root: Root = None,
     if unpriced:
         raise ValueError(f"no price in the catalogue for {', '.join(unpriced)}: the spend "
                          "limit cannot be checked (a SKU's price comes with its item update)")
-    taken = len(rows) - len(not_yet_ordered(rows, root))
+    now = now or datetime.now(UTC)
+    taken = len(rows) - len(not_yet_ordered(rows, root, now))
     if taken:
         raise ValueError(f"{taken} of these suggestions were approved already; refresh")
     limit = spend_limit() if limit is None else limit
-    now = now or datetime.now(UTC)
     spent = spent_today(root, now)
     for region, value in rows.groupby("region")["value"].sum().items():
         if spent.get(region, 0.0) + value > limit + 1e-9:

@@ -16,7 +16,7 @@ from lakehouse.readers import read_table
 from lakehouse.storage import is_s3, s3_client, split_s3
 from tests.lakehouse.demo_tables import write_catalogue_table
 
-NOW = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def suggestions() -> pd.DataFrame:
@@ -78,7 +78,8 @@ def test_approved_orders_are_logged_sent_once_and_limited(lake):
     # The same suggestion cannot be ordered twice, nor past the limit.
     with pytest.raises(ValueError, match="approved already"):
         po.approve(ranked.iloc[:1], "ben", root=lake, limit=50.0, now=NOW)
-    assert po.not_yet_ordered(suggestions(), lake)["location_id"].tolist() == ["E-2", "E-3"]
+    assert po.not_yet_ordered(suggestions(), lake, NOW)["location_id"].tolist() == [
+        "E-2", "E-3"]
     with pytest.raises(po.SpendLimitError, match=r"east: .* 36.00.*\(26.00 left\)"):
         po.approve(ranked[ranked["location_id"] == "E-3"], "ana", root=lake, limit=50.0,
                    now=NOW)
