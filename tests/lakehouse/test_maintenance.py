@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from lakehouse.catalogue import STOCK_LEVELS, STORE_HEARTBEATS, TABLES
+from lakehouse.catalogue import DEMAND_FORECASTS, STOCK_LEVELS, STORE_HEARTBEATS, TABLES
 from lakehouse.maintenance import Lease, maintain
 from lakehouse.storage import delta_options, ensure_parent, s3_client, split_s3
 from spark_jobs.stream.gold import write_region
@@ -155,10 +155,12 @@ def test_maintain_once_prints_a_line_per_table(lake, tmp_path):
     total = len(TABLES)
     assert lines[0] == f"maintain: {lake}"
     assert f"[1/{total}] bronze/events_raw: no table yet, skipped" in lines
-    assert any(line.startswith(f"[9/{total}] silver/store_heartbeats: 6 files -> 2, "
+    beats = TABLES.index(STORE_HEARTBEATS) + 1
+    assert any(line.startswith(f"[{beats}/{total}] silver/store_heartbeats: 6 files -> 2, "
                                "vacuumed 0 files") for line in lines), lines
-    assert (f"[22/{total}] gold/demand_forecasts: committed by Spark; maintained by the "
-            "forecast job") in lines
+    forecasts = TABLES.index(DEMAND_FORECASTS) + 1
+    assert (f"[{forecasts}/{total}] gold/demand_forecasts: committed by Spark; maintained "
+            "by the forecast job") in lines
     assert lines[-1] == "maintain: round done, 0 failed"
 
 
