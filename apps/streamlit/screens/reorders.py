@@ -88,6 +88,7 @@ def render_reorders(root: str, users: UsersFile, user: User) -> None:
         render_orders(root)
         return
     limit = po.spend_limit()
+    items = po.items_table(root)
     headline = st.container()  # filled after the form, so it counts what it approved
     if "category" in sugg:
         by = sugg.fillna({"category": "unknown"}).groupby(
@@ -98,7 +99,7 @@ def render_reorders(root: str, users: UsersFile, user: User) -> None:
         st.info(f"Signed in as {user.name} ({user.role}): viewers see reorders but cannot "
                 "approve purchase orders.")
     else:
-        ranked = po.priced(po.not_yet_ordered(sugg, root), po.items_table(root))
+        ranked = po.priced(po.not_yet_ordered(sugg, root), items)
         chosen = order_form(ranked, po.spent_today(root), limit, user)
         if chosen is not None:
             approve(root, users, user, chosen)
@@ -107,7 +108,7 @@ def render_reorders(root: str, users: UsersFile, user: User) -> None:
         cols = st.columns(4)
         cols[0].metric("Suggested orders", f"{len(sugg):,}")
         cols[1].metric("Units to order", f"{int(sugg['order_quantity'].sum()):,}")
-        value = po.priced(sugg, po.items_table(root))["value"].sum()
+        value = po.priced(sugg, items)["value"].sum()
         cols[2].metric("Value at shelf price", f"{value:,.0f}")
         cols[3].metric("Spent today", f"{sum(spent.values()):,.0f}",
                        help=f"approved today, of {limit:,.0f} per region "
