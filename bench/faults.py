@@ -15,7 +15,10 @@ restarts whatever exits. Meanwhile:
    ``mosquitto.db`` deleted, started); and ``--partition`` stores of east are cut off
    from their broker by a TCP proxy (``bench/netproxy.py``: delay, then reset
    connections) for an hour of simulated time, recording offline, replaying after.
-   Meanwhile the other regions' latency is measured (``others_p99_s``);
+   Meanwhile the other regions' latency is measured (``others_p99_s``): a region counts
+   as under fault from the kill until its backlog is in gold (``Bench.fault_windows``;
+   ``recovery_s`` says how long that took per kind), and the events of a region that is
+   still catching up on its own fault are not counted as another region's;
 3. SIGKILL of the stream's whole process group at random moments, each followed by a
    restart: every other kill lands 2-12 s after the restart (start-up or state
    recovery), the others a few seconds after gold moves again.
@@ -48,6 +51,7 @@ duplicated = 0, stream_exits = 0, forged_accepted = 0, gold_equals_oracle, other
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import os
 import random
@@ -427,7 +431,7 @@ class Bench:
     # --- faults -------------------------------------------------------------------------
 
     def fault(self, kind: str, region: str | None, start: float, end: float) -> None:
-        self.faults.append({"kind": kind, "region": region, "start": start,
+        self.faults.append({"kind": kind, "region": region, "start": start, "back": end,
                             "end": end + SETTLE_S[kind]})
 
     def kill(self, p: Proc) -> None:
@@ -739,8 +743,10 @@ class Bench:
                           "head": b.payload[:120].decode("utf-8", "replace")})
         with (self.work / "bad_payloads.jsonl").open("w") as fh:
             fh.writelines(json.dumps(x) + "\n" for x in fates)
+        region_kinds = ("agent", "ingest", "broker", "wipe", "partition")
+        windows = self.fault_windows(region_kinds)
         with (self.work / "kills.json").open("w") as fh:
-            json.dump({"kills": self.kill_log, "faults": self.faults,
+            json.dump({"kills": self.kill_log, "faults": self.faults, "windows": windows,
                        "phases": {"quiet": [self.base_start, self.base_end],
                                   "region_faults": [self.a_start, self.a_end]},
                        "latencies": self.latencies}, fh)
@@ -750,23 +756,11 @@ class Bench:
         quiet = [(r, t, lat) for r, t, lat in self.latencies
                  if self.base_start <= t <= self.base_end]
 
-        def under(region: str, t: float, kinds: tuple) -> bool:
-            return any(f["start"] <= t <= f["end"] and f["kind"] in kinds
-                       and (region is None or f["region"] == region) for f in self.faults)
-
-        region_kinds = ("agent", "ingest", "broker", "wipe", "partition")
-        others = []
-        for r, t, lat in self.latencies:
-            if not (self.a_start <= t <= self.a_end):
-                continue
-            if any(f["kind"] == "stream" and f["start"] <= t <= f["end"] for f in self.faults):
-                continue
-            own = any(f["region"] == r and f["start"] <= t <= f["end"]
-                      for f in self.faults if f["kind"] in region_kinds)
-            other = any(f["region"] not in (r, None) and f["start"] <= t <= f["end"]
-                        for f in self.faults if f["kind"] in region_kinds)
-            if other and not own:
-                others.append(lat)
+        others = self.others_latency(windows, "until")
+        others_fixed = self.others_latency(windows, "end")
+        recovery: dict[str, list[float]] = defaultdict(list)
+        for w in windows:
+            recovery[w["kind"]].append(w["until"] - w["back"])
         kills = Counter(k["kind"] for k in self.kill_log)
         in_flight = {}
         for kind in kills:
@@ -817,6 +811,9 @@ class Bench:
             "others_p50_s": pct(others, 0.50),
             "others_events": len(others),
             "others_p99_before_s": pct([x[2] for x in quiet], 0.99),
+            "others_p99_fixed_windows_s": pct(others_fixed, 0.99),
+            "recovery_s": {k: {"p50": pct(v, 0.50), "max": round(max(v), 2)}
+                           for k, v in recovery.items()},
             "before_events": len(quiet),
             "in_flight_at_kills": in_flight,
             "partition": {"stores": len(self.partitioned),
@@ -828,6 +825,51 @@ class Bench:
             "cores": os.cpu_count(),
             "wall_s": round(time.time() - self.t0, 1),
         }
+
+    def fault_windows(self, kinds: tuple[str, ...]) -> list[dict]:
+        """Each region fault from its start until its region had recovered (``until``):
+        every event the region recorded from just before the fault to the end of its fixed
+        window (the component back, plus ``SETTLE_S`` for the stores to reconnect) is in
+        gold, so its backlog has drained. A region that is still replaying
+        is still in trouble; its own events then are not "the others'", and the others'
+        events meanwhile are measured against its catch-up load. ``end`` keeps the fixed
+        settle time after the restart (``SETTLE_S``) for comparison."""
+        by_region: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        for r, t, lat in self.latencies:
+            by_region[r].append((t, t + lat))
+        for rows in by_region.values():
+            rows.sort()
+        windows = []
+        for f in self.faults:
+            if f["kind"] not in kinds:
+                continue
+            rows = by_region.get(f["region"], [])
+            lo = bisect.bisect_left(rows, (f["start"] - 2.0, 0.0))
+            hi = bisect.bisect_right(rows, (f["end"], float("inf")))
+            caught = max((at for _, at in rows[lo:hi]), default=f["end"])
+            windows.append({**f, "until": max(f["end"], caught)})
+        return windows
+
+    def others_latency(self, windows: list[dict], end_key: str) -> list[float]:
+        """Latencies of events recorded while another region was in a fault window and
+        their own region was not (stream kills, which stop every region, excluded)."""
+        stream = [(f["start"], f["end"]) for f in self.faults if f["kind"] == "stream"]
+        out = []
+        for r, t, lat in self.latencies:
+            if not (self.a_start <= t <= self.a_end):
+                continue
+            if any(a <= t <= b for a, b in stream):
+                continue
+            own = other = False
+            for w in windows:
+                if w["start"] <= t <= w[end_key]:
+                    if w["region"] == r:
+                        own = True
+                        break
+                    other = True
+            if other and not own:
+                out.append(lat)
+        return out
 
     # --- the run ------------------------------------------------------------------------
 
