@@ -26,6 +26,7 @@ from apps.connection import (
 from apps.deadletters import add_deadletter_commands, parse_ports
 from apps.lazy import handler
 from apps.outcomes import add_outcomes_command
+from apps.recall import add_recall_commands
 from apps.review import add_review_commands
 from apps.streamlit.launch import run_dashboard
 from edge_mqtt.cli import add_agent_commands
@@ -292,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_deadletter_commands(sub, env_option)
     add_batch_commands(sub, env_option)
     add_review_commands(sub, env_option)
+    add_recall_commands(sub, env_option)
     add_user_commands(sub, env_option)
     add_agent_commands(sub)
     add_outcomes_command(sub, handler)

@@ -47,7 +47,7 @@ from apps.auth.users import UsersFile  # noqa: E402
 from apps.streamlit.launch import dashboard_command  # noqa: E402
 from bench.common import free_port  # noqa: E402
 from lakehouse import catalogue as c  # noqa: E402
-from lakehouse.contract import REGIONS  # noqa: E402
+from lakehouse.contract import REGIONS, hold_id  # noqa: E402
 from lakehouse.readers import read_table  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -59,7 +59,8 @@ PAGES = {"network": ("", "Shelflife — network today"),
          "transfers": ("transfers", "Shelflife — transfers"),
          "review": ("review", "Shelflife — review"),
          "reorders": ("reorders", "Shelflife — reorders"),
-         "forecasts": ("forecasts", "Shelflife — forecasts")}
+         "forecasts": ("forecasts", "Shelflife — forecasts"),
+         "recall": ("recall", "Shelflife — recall")}
 DATA = ("[data-testid='stDataFrame'], [data-testid='stMetric'], "
         "[data-testid='stVegaLiteChart'], [data-testid='stArrowVegaLiteChart']")
 CATEGORIES = ("dairy", "bakery", "produce", "meat")
@@ -189,6 +190,13 @@ def build(root: Path, stores: int, skus: int, versions: int, rng: np.random.Gene
         cause="stock_before differs", status="open", note=None, detected_at=now,
         gap_closed_at=pd.NaT, updated_at=now, resolved_by=None, resolved_at=pd.NaT,
         resolution=None, adjustment_event_id=None))
+    # a recall two hours ago of a lot every store holds; one store in seven has not
+    # confirmed it
+    recalled = hold_id(sku_ids[0], "L0")
+    write(root, c.LOT_HOLDS, pd.DataFrame([{
+        "hold_id": recalled, "sku": sku_ids[0], "lot": "L0", "on_hold": True,
+        "reason": "supplier notice", "decided_by": USER,
+        "decided_at": now - pd.Timedelta(hours=2)}]))
     say("a day of heartbeats, pipeline history and broker figures, a commit per 5 minutes")
     for k in range(288):
         at = now - pd.Timedelta(minutes=5 * (287 - k))
@@ -196,7 +204,8 @@ def build(root: Path, stores: int, skus: int, versions: int, rng: np.random.Gene
             "region": [region_of[x] for x in locs], "location_id": locs,
             "agent_version": "0.1.0", "online": True, "local_time": at, "received_at": at,
             "outbox_depth": 0, "last_seq": 1000 + 10 * k, "last_acked_seq": 1000 + 10 * k,
-            "refused_messages": 0, "clock_skew_hint_s": None, "heartbeat_version": 1})
+            "refused_messages": 0, "clock_skew_hint_s": None, "heartbeat_version": 1,
+            "holds": [recalled if k >= 264 and i % 7 else None for i in range(len(locs))]})
         write(root, c.STORE_HEARTBEATS, beats, mode="append")
         write(root, c.PIPELINE_HISTORY, pd.DataFrame({
             "region": list(REGIONS), "at": at, "mode": "live", "lag_s": 0.9,

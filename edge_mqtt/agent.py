@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lakehouse.contract import (
+    HOLD_KIND,
     UNALLOCATED_LOT,
     ContractError,
     build_event,
@@ -60,6 +61,8 @@ class StoreAgent:
         """Called with the new seq after each commit (the publisher wakes up on it)."""
         self.on_order: Callable[[dict[str, Any]], None] | None = None
         """Called with each transfer order the first time it arrives (or is cancelled)."""
+        self._on_hold: dict[str, frozenset[str]] = self.db.lots_on_hold()
+        """SKU -> lots on hold (recalls), kept in memory: every sale consults it."""
 
     # --- state ------------------------------------------------------------------------
 
@@ -174,7 +177,7 @@ class StoreAgent:
             held = self._held(sku)
             before = sum(have for _lot, _expires, have in held)
             check_on_hand(sku, before, _negated(quantity), "payload.quantity", quantity)
-            lots = _draw_fefo(sku, held, quantity)
+            lots = _draw_fefo(sku, held, quantity, self._on_hold.get(sku, frozenset()))
             payload = {"sku": sku, "quantity": quantity, "unit_price": unit_price,
                        "transaction_ref": transaction_ref, "lots": lots,
                        "stock_before": before}
@@ -198,8 +201,9 @@ class StoreAgent:
             held = self._held(sku)
             before = sum(have for _lot, _expires, have in held)
             check_on_hand(sku, before, _negated(quantity), "payload.quantity", quantity)
-            lots = (_draw_fefo(sku, held, quantity) if lot is None
-                    else _draw_lot(sku, held, quantity, lot))
+            on_hold = self._on_hold.get(sku, frozenset())
+            lots = (_draw_fefo(sku, held, quantity, on_hold) if lot is None
+                    else _draw_lot(sku, held, quantity, lot, on_hold))
             payload = {"sku": sku, "quantity": quantity, "destination": destination,
                        "transfer_id": transfer_id,
                        "expected_transit_hours": transit_hours,
@@ -301,18 +305,35 @@ class StoreAgent:
     # --- transfer orders -----------------------------------------------------------
 
     def accept_order(self, order: Any) -> bool:
-        """Keep an approved transfer (or its withdrawal) sent down by the lakehouse.
+        """Keep an approved transfer (or its withdrawal), or a recall's hold or release of
+        a lot, sent down by the lakehouse.
 
         Orders arrive again on every reconnect (they are retained on the broker), so a
         known one is ignored; returns True only when something changed.
         """
         order = check_values(validate_order(order))
         with self._lock, self.db.transaction():
-            changed = (self.db.cancel_order(order["order_id"]) if order.get("cancelled")
-                       else self.db.add_order(order, utc_now_ms()))
+            if order.get("kind") == HOLD_KIND:
+                changed = self.db.set_hold(order)
+                self._on_hold = self.db.lots_on_hold()
+            elif order.get("cancelled"):
+                changed = self.db.cancel_order(order["order_id"])
+            else:
+                changed = self.db.add_order(order, utc_now_ms())
         if changed and self.on_order is not None:
             self.on_order(order)
         return changed
+
+    def holds(self) -> list[dict[str, Any]]:
+        """Every recall hold this location has heard of, with its last state (``on_hold``
+        false once released), newest first."""
+        with self._lock:
+            return self.db.holds()
+
+    def hold_ids(self) -> list[str]:
+        """The ids of the lots on hold here now, as the heartbeat reports them."""
+        with self._lock:
+            return sorted(h["order_id"] for h in self.db.holds() if h["on_hold"])
 
     def orders(self, status: str | None = None) -> list[dict[str, Any]]:
         """Transfer orders received, oldest first (``pending``, ``dispatched`` or
@@ -347,9 +368,10 @@ class StoreAgent:
         self.db.close()
 
 
-def _draw_fefo(sku: Any, held: list[HeldLot], quantity: Any) -> list[dict[str, Any]]:
-    """Lots to take from ``held``, first-expired-first-out; the shortfall comes from
-    UNALLOCATED_LOT.
+def _draw_fefo(sku: Any, held: list[HeldLot], quantity: Any,
+               on_hold: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """Lots to take from ``held``, first-expired-first-out, never a lot ``on_hold`` (a
+    recall); the shortfall comes from UNALLOCATED_LOT.
 
     Lots with no expiry (a count may list one) are not drawn by name: the contract
     lets only UNALLOCATED_LOT go without one, and a sale must never be refused.
@@ -358,7 +380,7 @@ def _draw_fefo(sku: Any, held: list[HeldLot], quantity: Any) -> list[dict[str, A
         return []
     lots, left = [], quantity
     for lot, expires_on, have in held:
-        if have <= 0 or expires_on is None or lot == UNALLOCATED_LOT:
+        if have <= 0 or expires_on is None or lot == UNALLOCATED_LOT or lot in on_hold:
             continue
         take = min(left, have)
         lots.append({"lot": lot, "expires_on": expires_on, "quantity": take})
@@ -369,9 +391,14 @@ def _draw_fefo(sku: Any, held: list[HeldLot], quantity: Any) -> list[dict[str, A
     return lots
 
 
-def _draw_lot(sku: str, held: list[HeldLot], quantity: int, lot: str
-              ) -> list[dict[str, Any]]:
-    """The one named lot of ``held`` to ship, refused when it holds less than ``quantity``."""
+def _draw_lot(sku: str, held: list[HeldLot], quantity: int, lot: str,
+              on_hold: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """The one named lot of ``held`` to ship, refused when it holds less than ``quantity``
+    or is on hold: a recalled lot leaves only as waste (reason ``recall``)."""
+    if lot in on_hold:
+        raise ContractError("lot", lot, f"{sku} lot {lot} is on hold (recall): it cannot be "
+                                        "shipped; waste it with reason_code 'recall' or "
+                                        "wait for its release")
     known = next((row for row in held if row[0] == lot), None)
     if known is None or known[2] < quantity:
         have = 0 if known is None else known[2]

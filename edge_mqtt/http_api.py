@@ -9,8 +9,12 @@
 ``GET /orders``   optional ``?status=pending|dispatched|cancelled`` -> 200
                   ``{"location_id", "orders": [...]}``: approved transfers to ship.
 ``POST /orders/{order_id}/dispatch``  (no body) -> 201 with the ``transfer_out`` event;
-                  422 when the order is unknown, already shipped or cancelled, or its lot
-                  no longer holds the quantity.
+                  422 when the order is unknown, already shipped or cancelled, its lot
+                  no longer holds the quantity, or the lot is on hold (a recall).
+``GET /holds``    -> 200 ``{"location_id", "holds": [{"sku", "lot", "on_hold", "reason",
+                  "by", "at", ...}]}``: recalls this location has received. Sales never
+                  draw a lot on hold; a transfer naming one is refused (422); waste it with
+                  ``reason_code: "recall"``.
 
 Operator actions (an ``adjusted`` event, shipping an order) need HTTP Basic credentials
 of an operator (:mod:`edge_mqtt.operators`, ``shelflife agent operators add``): 401 with
@@ -168,6 +172,9 @@ class _Handler(BaseHTTPRequestHandler):
                 status = self._orders_query(url.query)
                 self._send(HTTPStatus.OK, {"location_id": self.server.agent.location_id,
                                            "orders": self.server.agent.orders(status)})
+            elif url.path == "/holds":
+                self._send(HTTPStatus.OK, {"location_id": self.server.agent.location_id,
+                                           "holds": self.server.agent.holds()})
             elif url.path == "/events":
                 self._refuse(_Refused(HTTPStatus.METHOD_NOT_ALLOWED, "method", "GET",
                                       "use POST /events"), allow="POST")
@@ -189,7 +196,7 @@ class _Handler(BaseHTTPRequestHandler):
                 parts[1], recorded_by=who))
             return
         if path != "/events":
-            if path in ("/stock", "/health", "/orders"):
+            if path in ("/stock", "/health", "/orders", "/holds"):
                 self._refuse(_Refused(HTTPStatus.METHOD_NOT_ALLOWED, "method", "POST",
                                       f"use GET {path}"), allow="GET")
             else:
@@ -326,7 +333,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _not_found(self, path: str) -> None:
         self._refuse(_Refused(HTTPStatus.NOT_FOUND, "path", path,
                               "expected POST /events, GET /stock, GET /orders, "
-                              "POST /orders/{id}/dispatch or GET /health"))
+                              "POST /orders/{id}/dispatch, GET /holds or GET /health"))
 
     def _refuse(self, exc: _Refused, *, allow: str | None = None) -> None:
         value = exc.value

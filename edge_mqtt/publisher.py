@@ -414,7 +414,8 @@ class Publisher:
         if not with_outbox:
             return hb
         return replace(hb, outbox_depth=self.db.outbox_depth(), last_seq=self._last_seq(),
-                       last_acked_seq=self._acked, refused_messages=sum(self.refused.values()))
+                       last_acked_seq=self._acked, refused_messages=sum(self.refused.values()),
+                   holds=self.agent.hold_ids())
 
     def _send_heartbeat(self, now: float) -> None:
         interval = self.config.heartbeat_s

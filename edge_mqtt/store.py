@@ -61,6 +61,14 @@ CREATE TABLE IF NOT EXISTS items (
     sku TEXT PRIMARY KEY,
     fields TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS lot_holds (
+    sku TEXT NOT NULL,
+    lot TEXT NOT NULL,
+    on_hold INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (sku, lot)
+);
 CREATE TABLE IF NOT EXISTS transfer_orders (
     order_id TEXT PRIMARY KEY,
     body TEXT NOT NULL,
@@ -247,6 +255,34 @@ class StoreDB:
         cur = self.conn.execute("UPDATE transfer_orders SET status = 'cancelled' "
                                 "WHERE order_id = ? AND status = 'pending'", (order_id,))
         return cur.rowcount == 1
+
+    def set_hold(self, hold: dict[str, Any]) -> bool:
+        """Keep a lot's hold or release if it is newer than the one known (a replayed
+        hold must not undo a later release); True when it changed something. A hold also
+        withdraws the pending transfer orders that would ship the lot."""
+        cur = self.conn.execute(
+            "INSERT INTO lot_holds(sku, lot, on_hold, at, body) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(sku, lot) DO UPDATE SET on_hold = excluded.on_hold, "
+            "at = excluded.at, body = excluded.body WHERE excluded.at > lot_holds.at",
+            (hold["sku"], hold["lot"], int(hold["on_hold"]), hold["at"], json.dumps(hold)))
+        if cur.rowcount == 1 and hold["on_hold"]:
+            self.conn.execute(
+                "UPDATE transfer_orders SET status = 'cancelled' WHERE status = 'pending' "
+                "AND json_extract(body, '$.sku') = ? AND json_extract(body, '$.lot') = ?",
+                (hold["sku"], hold["lot"]))
+        return cur.rowcount == 1
+
+    def holds(self) -> list[dict[str, Any]]:
+        """Every lot's last hold message (on hold or released), newest first."""
+        return [json.loads(body) for (body,) in self.conn.execute(
+            "SELECT body FROM lot_holds ORDER BY at DESC, sku, lot")]
+
+    def lots_on_hold(self) -> dict[str, frozenset[str]]:
+        """SKU -> the lots of it on hold now."""
+        out: dict[str, set[str]] = {}
+        for sku, lot in self.conn.execute("SELECT sku, lot FROM lot_holds WHERE on_hold = 1"):
+            out.setdefault(sku, set()).add(lot)
+        return {sku: frozenset(lots) for sku, lots in out.items()}
 
     def order(self, order_id: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT body, received_at, status, event_id FROM "

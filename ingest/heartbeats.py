@@ -63,7 +63,8 @@ def heartbeat_row(topic_name: str, payload: bytes, received_at: datetime) -> dic
             "last_acked_seq": beat.last_acked_seq,
             "refused_messages": beat.refused_messages,
             "clock_skew_hint_s": beat.clock_skew_hint_s,
-            "heartbeat_version": beat.heartbeat_version}
+            "heartbeat_version": beat.heartbeat_version,
+            "holds": None if beat.holds is None else ",".join(beat.holds)}
 
 
 class AppendLog:
@@ -107,13 +108,15 @@ class AppendLog:
                 ensure_parent(self.path)
                 data = pa.Table.from_pylist(rows, schema=self.table.schema)
                 if self._table is None:  # the first write creates the table if need be
-                    write_deltalake(self.path, data, mode="append",
+                    # merge: a table written before a column was added (heartbeats'
+                    # ``holds``) takes it on, older rows reading null
+                    write_deltalake(self.path, data, mode="append", schema_mode="merge",
                                     partition_by=list(self.table.partitions),
                                     configuration=dict(self.table.properties),
                                     storage_options=self._options)
                     self._table = DeltaTable(self.path, storage_options=self._options)
                 else:
-                    write_deltalake(self._table, data, mode="append")
+                    write_deltalake(self._table, data, mode="append", schema_mode="merge")
             except (DeltaError, OSError) as exc:
                 self._table = None  # reopened from the log on the next attempt
                 with self._lock:  # keep them, older first, for the next attempt

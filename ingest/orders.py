@@ -15,7 +15,13 @@ recommendation into a transfer order on the source location's regional broker:
   already shipped keeps its ``transfer_out`` (the goods are on the truck).
 
 The order id is the recommendation id, so every step can be matched with the row a person
-approved. Decisions are read with ``deltalake`` only: the dispatcher needs no JVM.
+approved.
+
+Recalls travel the same way (:mod:`lakehouse.recalls`): each lot on hold, or released, is
+one retained message per location under the lot's hold id, and an approved transfer of a
+held lot that has not shipped is cancelled.
+
+Decisions are read with ``deltalake`` only: the dispatcher needs no JVM.
 
 In secure mode (``keys``, from the brokers' ``credentials.json``) every order and
 cancellation is signed with the source store's key (:func:`lakehouse.contract.sign_order`),
@@ -35,10 +41,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from lakehouse.catalogue import TRANSFER_RECOMMENDATIONS
+from lakehouse.catalogue import LOCATIONS, STOCK_LEVELS, TRANSFER_RECOMMENDATIONS
 from lakehouse.contract import (
     DEFAULT_PORTS,
     REGIONS,
+    build_hold,
     build_order,
     cancel_order,
     encode_message,
@@ -49,6 +56,7 @@ from lakehouse.credentials import SigningKeys
 from lakehouse.decisions import approved_since, decision_history, transfer_progress
 from lakehouse.mqtt import BrokerAddress, make_client
 from lakehouse.readers import read_table
+from lakehouse.recalls import current_holds
 
 log = logging.getLogger(__name__)
 Root = str | os.PathLike[str] | None
@@ -69,11 +77,18 @@ def default_brokers(host: str = "127.0.0.1", *, tls_ca: str | None = None
 def order_plan(root: Root = None) -> dict[str, list[dict[str, Any]]]:
     """What the brokers should hold now, from decisions, recommendations and silver.
 
-    Returns ``send`` (approved, not yet shipped: each an order plus its ``region``),
-    ``clear`` (shipped: ``region``, ``source``, ``order_id``) and ``cancel`` (approved once,
-    rejected since, not shipped).
+    Returns ``send`` (approved, not yet shipped: each an order plus its ``region``; and
+    every lot's hold or release for every location), ``clear`` (shipped: ``region``,
+    ``source``, ``order_id``) and ``cancel`` (approved once, rejected since or its lot put
+    on hold, not shipped).
     """
     plan: dict[str, list[dict[str, Any]]] = {"send": [], "clear": [], "cancel": []}
+    holds = current_holds(root)
+    held: set[tuple[str, str]] = set()
+    if len(holds):
+        on = holds[holds["on_hold"].astype(bool)]
+        held = set(zip(on["sku"], on["lot"], strict=True))
+        plan["send"] += hold_messages(root, holds)
     history = decision_history(root)
     recs = read_table(TRANSFER_RECOMMENDATIONS, root)
     if history is None or recs is None or recs.empty:
@@ -92,7 +107,7 @@ def order_plan(root: Root = None) -> dict[str, list[dict[str, Any]]]:
                  "order_id": order_id}
         if order_id in shipped:
             plan["clear"].append(where)
-        elif decision["decision"] == "rejected":
+        elif decision["decision"] == "rejected" or (rec["sku"], rec["lot"]) in held:
             plan["cancel"].append(where)
         else:
             plan["send"].append({**where, "order": build_order(
@@ -101,6 +116,31 @@ def order_plan(root: Root = None) -> dict[str, list[dict[str, Any]]]:
                 transit_hours=float(rec["transit_hours"]), approved_by=decision["decided_by"],
                 approved_at=decision["decided_at"].to_pydatetime())})
     return plan
+
+
+def hold_locations(root: Root = None) -> list[tuple[str, str]]:
+    """(region, location) of every location a recall must reach: those in silver
+    ``locations`` and every one gold holds stock for."""
+    found: set[tuple[str, str]] = set()
+    for table in (LOCATIONS, STOCK_LEVELS):
+        frame = read_table(table, root, columns=["region", "location_id"])
+        if frame is not None:
+            found |= set(zip(frame["region"], frame["location_id"], strict=True))
+    return sorted((r, loc) for r, loc in found if r in REGIONS and isinstance(loc, str))
+
+
+def hold_messages(root: Root, holds: Any) -> list[dict[str, Any]]:
+    """Each lot's latest hold or release, for every location (``send`` items whose key
+    is ``order_id@at``: a release after a hold is news)."""
+    places = hold_locations(root)
+    out = []
+    for h in holds.itertuples(index=False):
+        message = build_hold(sku=h.sku, lot=h.lot, on_hold=bool(h.on_hold), reason=h.reason,
+                             by=h.decided_by, at=h.decided_at.to_pydatetime())
+        for region, location in places:
+            out.append({"region": region, "source": location, "order_id": message["order_id"],
+                        "order": message, "key": f"{message['order_id']}@{message['at']}"})
+    return out
 
 
 class OrderDispatcher:
@@ -120,7 +160,7 @@ class OrderDispatcher:
         self.keys = keys
         """Stores' signing keys (secure mode); None sends orders unsigned."""
         self._clients: dict[str, mqtt.Client] = {}
-        self._done: dict[str, str] = {}
+        self._done: dict[tuple[str, str], str] = {}
         """What this process last told the broker per order (sent, cleared, cancelled):
         each is said once; a restarted dispatcher says it all again, which is harmless."""
 
@@ -175,25 +215,46 @@ class OrderDispatcher:
         """
         plan = order_plan(self.root)
         counts = {"sent": 0, "cleared": 0, "cancelled": 0, "failed": 0}
+        down: dict[str, str] = {}
+        """Regions whose broker failed this round: the rest of theirs waits for the next."""
+        holds: dict[tuple[str, str], int] = {}
         for action, verb in (("send", "sent"), ("clear", "cleared"), ("cancel", "cancelled")):
             for item in plan[action]:
-                order_id = item["order_id"]
-                if self._done.get(order_id) == verb:
+                order_id, region = item["order_id"], item["region"]
+                done = (item["source"], item.get("key", order_id))
+                if self._done.get(done) == verb:
+                    continue
+                if region in down:
+                    counts["failed"] += 1
                     continue
                 try:
                     if action == "send":
-                        self.send(item["region"], item["source"], item["order"])
+                        self.send(region, item["source"], item["order"])
                     elif action == "cancel":
-                        self.send(item["region"], item["source"], cancel_order(order_id))
+                        self.send(region, item["source"], cancel_order(order_id))
                     else:  # an empty retained message clears the topic; it says nothing
-                        self._publish(item["region"], item["source"], order_id, b"")
-                except (ConnectionError, OSError, ValueError) as exc:
+                        self._publish(region, item["source"], order_id, b"")
+                except (ConnectionError, OSError) as exc:
+                    counts["failed"] += 1
+                    down[region] = str(exc)
+                    self.say(f"orders: {region}: {order_id} to {item['source']} not {verb} "
+                             f"({exc}); the rest of {region}'s wait for the next round")
+                    continue
+                except ValueError as exc:
                     counts["failed"] += 1
                     self.say(f"orders: {order_id} to {item['source']} not {verb}: {exc}")
                     continue
-                self._done[order_id] = verb
+                self._done[done] = verb
                 counts[verb] += 1
-                self.say(f"orders: {order_id} {verb} ({item['region']}/{item['source']})")
+                if "key" in item:  # a recall: one line per lot, not one per location
+                    what = "hold" if item["order"]["on_hold"] else "release"
+                    label = (f"{what} of {item['order']['sku']} lot {item['order']['lot']}",
+                             order_id)
+                    holds[label] = holds.get(label, 0) + 1
+                else:
+                    self.say(f"orders: {order_id} {verb} ({region}/{item['source']})")
+        for (what, order_id), n in holds.items():
+            self.say(f"orders: {what} ({order_id}) sent to {n} locations")
         return counts
 
     def run(self, every_s: float = 15.0, stop: threading.Event | None = None) -> None:

@@ -176,7 +176,7 @@ STORE_HEARTBEATS = Table(
     _schema(("region", S), ("location_id", S), ("agent_version", S), ("online", B),
             ("local_time", TS), ("received_at", TS), ("outbox_depth", L), ("last_seq", L),
             ("last_acked_seq", L), ("refused_messages", L), ("clock_skew_hint_s", D),
-            ("heartbeat_version", INT)),
+            ("heartbeat_version", INT), ("holds", S)),
     ("region",), "delta-rs", ("ingest",),
     "append-only log of every store heartbeat (and will) ingest heard, as it arrived", FREQUENT)
 BROKER_HEALTH = Table(
@@ -204,6 +204,12 @@ PURCHASE_ORDERS = Table(
     (), "delta-rs", ("dashboard decisions",),
     "append-only log of reorder suggestions approved into purchase orders, by whom, "
     "valued at shelf price against the daily spend limit")
+LOT_HOLDS = Table(
+    "silver", "lot_holds",
+    _schema(("hold_id", S), ("sku", S), ("lot", S), ("on_hold", B), ("reason", S),
+            ("decided_by", S), ("decided_at", TS)),
+    (), "delta-rs", ("dashboard decisions", "recall CLI"),
+    "append-only log of recalls: a lot put on hold network-wide or released, by whom")
 LOCATIONS = Table(
     "silver", "locations",
     _schema(_required("location_id", S), ("region", S), ("kind", S), ("updated_at", TS)),
@@ -378,7 +384,7 @@ REORDER_SUGGESTIONS = Table(
 TABLES: tuple[Table, ...] = (
     EVENTS_RAW, EVENTS, DEAD_LETTERS, QUANTITY_CONFLICTS, COUNT_VARIANCES, SEQUENCE_GAPS,
     ITEMS, REVIEW_RESOLUTIONS, STORE_HEARTBEATS, BROKER_HEALTH, TRANSFER_DECISIONS,
-    PURCHASE_ORDERS, LOCATIONS,
+    PURCHASE_ORDERS, LOT_HOLDS, LOCATIONS,
     TRANSIT_TIMES, SELLABLE_POLICY, STOCK_COHORTS, STOCK_LEVELS, REGION_STATUS,
     PIPELINE_HISTORY, REVIEW_QUEUE,
     DAILY_MOVEMENTS, DEMAND_TRENDS, NETWORK_AVAILABILITY, BUSINESS_METRICS,

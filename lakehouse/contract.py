@@ -560,6 +560,8 @@ def validate_order(order: Any) -> dict[str, Any]:
     if not isinstance(order, dict):
         raise ContractError("order", order, "expected a JSON object")
     check_id("order_id", order.get("order_id"))
+    if order.get("kind") == HOLD_KIND:
+        return validate_hold(order)
     if order.get("cancelled") is True:
         return {"order_id": order["order_id"], "cancelled": True}
     for name in ("sku", "lot", "approved_by"):
@@ -687,6 +689,53 @@ def cancel_order(order_id: str) -> dict[str, Any]:
     return validate_order({"order_id": order_id, "cancelled": True})
 
 
+# --- recalls: a lot on hold travels down the order channel ---------------------------------
+# A recall puts one lot of one SKU on hold at every location: the same retained, signed
+# message on each location's order topic, under an id derived from (sku, lot), so a
+# release replaces the hold on the broker and an agent that was offline for both learns
+# only the outcome. ``at`` orders them: an agent applies a hold message only if it is newer
+# than the one it has, so a replayed hold cannot undo a later release.
+
+HOLD_KIND = "hold"
+
+
+def hold_id(sku: str, lot: str) -> str:
+    """The one order id of a lot's hold (and of its release): stable, topic-safe."""
+    digest = hashlib.sha256(f"{check_id('sku', sku)}\x00{check_text('lot', lot)}".encode())
+    return f"hold-{digest.hexdigest()[:24]}"
+
+
+def validate_hold(hold: Any) -> dict[str, Any]:
+    """A lot's hold or release as an agent may apply it, or ContractError.
+
+    ``{"order_id": hold_id(sku, lot), "kind": "hold", "sku", "lot", "on_hold": bool,
+    "reason", "by", "at"}``; the order id must be the one :func:`hold_id` gives, so a hold
+    cannot sit on another lot's topic.
+    """
+    if not isinstance(hold, dict):
+        raise ContractError("hold", hold, "expected a JSON object")
+    check_id("sku", hold.get("sku"))
+    check_text("lot", hold.get("lot"))
+    if hold.get("order_id") != hold_id(hold["sku"], hold["lot"]):
+        raise ContractError("order_id", hold.get("order_id"),
+                            f"expected {hold_id(hold['sku'], hold['lot'])} for this lot")
+    if not isinstance(hold.get("on_hold"), bool):
+        raise ContractError("on_hold", hold.get("on_hold"), "expected true or false")
+    check_text("reason", hold.get("reason"))
+    check_text("by", hold.get("by"))
+    check_timestamp("at", hold.get("at"))
+    return {k: hold[k] for k in ("order_id", "kind", "sku", "lot", "on_hold", "reason",
+                                 "by", "at")}
+
+
+def build_hold(*, sku: str, lot: str, on_hold: bool, reason: str, by: str,
+               at: datetime) -> dict[str, Any]:
+    """A recall's hold (``on_hold``) or release of one lot, as every location receives it."""
+    return validate_hold({"order_id": hold_id(sku, lot), "kind": HOLD_KIND, "sku": sku,
+                          "lot": lot, "on_hold": on_hold, "reason": reason, "by": by,
+                          "at": format_ts(at)})
+
+
 # --- acks, orders and heartbeats on the wire -------------------------------------------------
 # Each message has one builder (``build_ack``, ``build_order``/``cancel_order`` then
 # ``sign_order``, ``Heartbeat``) and one reader from bytes (``read_ack``, ``read_order``,
@@ -762,6 +811,9 @@ def read_ingest_status(raw: bytes, region: str) -> dict[str, Any]:
 
 
 HEARTBEAT_VERSION = 1
+MAX_HOLDS = 200
+"""Lots one heartbeat can list as on hold; a network with more open recalls than this has
+bigger trouble than a heartbeat's size."""
 
 
 @dataclass(frozen=True)
@@ -792,6 +844,9 @@ class Heartbeat:
     """Acks and orders refused since the publisher started (malformed, forged, too big)."""
     clock_skew_hint_s: float | None = None
     """Local clock minus ingest's clock, from the last live ack; positive = agent ahead."""
+    holds: list[str] | None = None
+    """Hold ids (:func:`hold_id`) of the lots this agent has on hold: how the lakehouse
+    learns that a store has taken a recall in."""
     heartbeat_version: int = HEARTBEAT_VERSION
 
     def __post_init__(self) -> None:
@@ -805,6 +860,12 @@ class Heartbeat:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or value < 0):
                 raise ContractError(name, value, "expected a non-negative integer or null")
+        if self.holds is not None:
+            if not isinstance(self.holds, list) or len(self.holds) > MAX_HOLDS:
+                raise ContractError("holds", self.holds,
+                                    f"expected a list of at most {MAX_HOLDS} hold ids")
+            for h in self.holds:
+                check_id("holds", h)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True).encode()

@@ -14,6 +14,7 @@ PAGES: dict[str, list[tuple[str, str, str]]] = {
     "Decisions": [("transfers.py", "Transfers", ":material/local_shipping:"),
                   ("review.py", "Review", ":material/rule:"),
                   ("reorders.py", "Reorders", ":material/shopping_cart:"),
-                  ("forecasts.py", "Forecasts", ":material/query_stats:")],
+                  ("forecasts.py", "Forecasts", ":material/query_stats:"),
+                  ("recall.py", "Recall", ":material/block:")],
 }
 """Section -> each page's script, title and icon; the first page opens by default."""

@@ -43,6 +43,7 @@ from lakehouse.catalogue import (
 from lakehouse.decisions import approved_since, read_decisions, transfer_progress
 from lakehouse.purchase_orders import open_orders
 from lakehouse.readers import is_table, read_table
+from lakehouse.recalls import lots_on_hold, without_held
 from lakehouse.storage import delta_options, ensure_parent, spark_url
 
 from . import reference
@@ -223,6 +224,9 @@ def decision_inputs(root: Root = None) -> dict[str, pd.DataFrame] | None:
     cohorts, levels = read_table(STOCK_COHORTS, root), read_table(STOCK_LEVELS, root)
     if cohorts is None or levels is None or levels.empty:
         return None
+    # A recalled lot is stock nobody may sell or move: not a transfer's source, and not
+    # on hand for a reorder (its units are replaced, not counted).
+    cohorts = without_held(cohorts, lots_on_hold(root))
     forecasts = read_table(DEMAND_FORECASTS, root)
     if forecasts is None:
         forecasts = pd.DataFrame(columns=["region", "location_id", "sku", "forecast_date",

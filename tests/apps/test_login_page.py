@@ -199,6 +199,7 @@ PAGES = {  # sidebar link -> what the page shows on the demo lakehouse once it r
     "Review": "No quantity conflicts",
     "Reorders": "Units to order",
     "Forecasts": "Demand forecasts",
+    "Recall": "Units still held",
 }
 
 

@@ -26,7 +26,7 @@ from tests.lakehouse.demo_tables import write_demo_lakehouse, write_demo_pages
 DASHBOARD = Path(__file__).resolve().parents[2] / "apps" / "streamlit" / "dashboard.py"
 NOW = pd.Timestamp("2025-06-10 15:00", tz="UTC")
 PAGES = ("network", "stock", "stores", "pipeline", "transfers", "review", "reorders",
-         "forecasts")
+         "forecasts", "recall")
 
 
 def metrics_frame() -> pd.DataFrame:
@@ -201,6 +201,10 @@ def test_every_page_renders_its_question_on_the_demo_lakehouse(demo: AppTest) ->
             assert any("W-S101" in w.value for w in demo.warning)  # its events went quiet
         if page == "transfers":
             assert metrics["Proposed"] == "2"
+        if page == "recall":  # east's milk lot: 12 units at E-S001, which confirmed
+            assert (metrics["Units still held"], metrics["Locations holding"]) == ("12", "1")
+            assert metrics["Stores confirmed"].startswith("1 of ")
+            assert [h.value for h in demo.subheader] == ["MILK-1L lot L-0917"]
         if page == "pipeline":  # the history charts, and each broker's latest figures
             assert "Over the last 6 hours" in [h.value for h in demo.subheader]
             assert not [i.value for i in demo.info if i.value.startswith("No ")]
@@ -285,3 +289,33 @@ def test_silenced_or_halved_stores_are_flagged_within_15_minutes_and_few_others(
     late = {s: first_flag.get(s) for s in silenced | halved
             if s not in first_flag or first_flag[s] - fault > pd.Timedelta(minutes=15)}
     assert not late, f"not flagged within 15 minutes of the drop: {late}"
+
+
+def test_an_approver_puts_a_lot_on_hold_and_releases_it(demo: AppTest) -> None:
+    import os
+
+    from lakehouse import recalls
+
+    root = os.environ[ENV_ROOT]
+    demo.switch_page("screens/recall.py").run()
+    demo.selectbox(key="recall_sku").set_value("BREAD-WHT")
+    demo.text_input(key="recall_lot").input("B-77")
+    demo.text_input(key="recall_reason").input("notice 2026-120")
+    next(b for b in demo.button if b.label == f"Put on hold as {APPROVER}").click().run()
+    assert not demo.exception and not demo.error, [e.value for e in demo.error]
+    assert any(f"BREAD-WHT lot B-77 put on hold by {APPROVER}" in s.value
+               for s in demo.success)
+    assert ("BREAD-WHT", "B-77") in recalls.lots_on_hold(root)
+    assert "BREAD-WHT lot B-77" in [h.value for h in demo.subheader]
+    # the same lot again is refused in words
+    demo.selectbox(key="recall_sku").set_value("BREAD-WHT")
+    demo.text_input(key="recall_lot").input("B-77")
+    demo.text_input(key="recall_reason").input("twice")
+    next(b for b in demo.button if b.label == f"Put on hold as {APPROVER}").click().run()
+    assert any("already on hold" in e.value for e in demo.error)
+    hold = recalls.hold_id("BREAD-WHT", "B-77")
+    demo.text_input(key=f"release_reason_{hold}").input("supplier cleared it")
+    release = [b for b in demo.button if b.label == f"Release as {APPROVER}"]
+    release[[h.value for h in demo.subheader].index("BREAD-WHT lot B-77")].click().run()
+    assert ("BREAD-WHT", "B-77") not in recalls.lots_on_hold(root)
+    assert ("MILK-1L", "L-0917") in recalls.lots_on_hold(root)

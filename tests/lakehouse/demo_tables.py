@@ -13,6 +13,7 @@ from deltalake import write_deltalake
 
 from lakehouse import catalogue
 from lakehouse.catalogue import Table
+from lakehouse.contract import hold_id
 from lakehouse.paths import table_url
 from lakehouse.storage import delta_options
 
@@ -234,6 +235,7 @@ def write_demo_pages(root: Path, now: datetime) -> None:
         schema=STOCK_COHORTS), partition_by=["region"], mode="append",
         storage_options=delta_options(cohorts))
 
+    write_demo_recall(root, now)
     write_demo_heartbeats(root, now)
     write_demo_pipeline(root, now)
 
@@ -260,6 +262,23 @@ def write_demo_pages(root: Path, now: datetime) -> None:
                                              ("west", "W-S100", "BREAD-WHT", "bakery", 12))])
 
 
+DEMO_HOLD = hold_id("MILK-1L", "L-0917")
+
+
+def write_demo_recall(root: Path, now: datetime) -> None:
+    """A recall of east's first milk lot half an hour ago, and one released yesterday."""
+    write_catalogue_table(root, catalogue.LOT_HOLDS, [
+        {"hold_id": hold_id("BREAD-WHT", "B-12"), "sku": "BREAD-WHT", "lot": "B-12",
+         "on_hold": True, "reason": "notice 2026-101: mislabelled", "decided_by": "ana",
+         "decided_at": now - timedelta(days=1, hours=3)},
+        {"hold_id": hold_id("BREAD-WHT", "B-12"), "sku": "BREAD-WHT", "lot": "B-12",
+         "on_hold": False, "reason": "supplier relabelled", "decided_by": "ana",
+         "decided_at": now - timedelta(days=1)},
+        {"hold_id": DEMO_HOLD, "sku": "MILK-1L", "lot": "L-0917", "on_hold": True,
+         "reason": "notice 2026-114: possible listeria", "decided_by": "ana",
+         "decided_at": now - timedelta(minutes=30)}])
+
+
 def write_demo_heartbeats(root: Path, now: datetime) -> None:
     """An hour of heartbeats up to ``now``: one store online and catching up, one offline,
     one silent for ten minutes, one whose events went quiet while it kept beating."""
@@ -281,7 +300,9 @@ def write_demo_heartbeats(root: Path, now: datetime) -> None:
                 "last_seq": 1000 + 12 * min(i, 90) + rate * max(i - 90, 0),
                 "last_acked_seq": 1000 + 12 * min(i, 90) + rate * max(i - 90, 0)
                 - (outbox if i == 120 else 0),
-                "refused_messages": 0, "clock_skew_hint_s": None, "heartbeat_version": 1})
+                "refused_messages": 0, "clock_skew_hint_s": None, "heartbeat_version": 1,
+                # E-S001 took the demo recall in 25 minutes ago; nobody else holds the lot
+                "holds": DEMO_HOLD if store == "E-S001" and i >= 70 else None})
     write_catalogue_table(root, catalogue.STORE_HEARTBEATS,
                           [b for b in beats if not (b["location_id"] == "W-S100"
                                                     and b["received_at"] > now - timedelta(

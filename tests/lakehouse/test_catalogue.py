@@ -136,5 +136,6 @@ def test_tables_spark_creates_match_the_catalogue(spark, tmp_path):
                catalogue.LOCATIONS, catalogue.TRANSIT_TIMES, catalogue.SELLABLE_POLICY,
                catalogue.STORE_HEARTBEATS,  # these two: tests/ingest/test_heartbeats.py
                catalogue.BROKER_HEALTH,
-               catalogue.PURCHASE_ORDERS}  # tests/lakehouse/test_purchase_orders.py
+               catalogue.PURCHASE_ORDERS,  # tests/lakehouse/test_purchase_orders.py
+               catalogue.LOT_HOLDS}  # tests/lakehouse/test_recalls.py
     assert created | writers == set(catalogue.TABLES), "every table is checked somewhere"
