@@ -15,6 +15,7 @@ from typing import Any
 
 from lakehouse.contract import (
     HOLD_KIND,
+    MAX_HOLDS,
     UNALLOCATED_LOT,
     ContractError,
     build_event,
@@ -332,8 +333,9 @@ class StoreAgent:
 
     def hold_ids(self) -> list[str]:
         """The ids of the lots on hold here now, as the heartbeat reports them."""
-        with self._lock:
-            return sorted(h["order_id"] for h in self.db.holds() if h["on_hold"])
+        with self._lock:  # newest first, as many as a heartbeat carries
+            held = [h["order_id"] for h in self.db.holds() if h["on_hold"]]
+        return sorted(held[:MAX_HOLDS])
 
     def orders(self, status: str | None = None) -> list[dict[str, Any]]:
         """Transfer orders received, oldest first (``pending``, ``dispatched`` or

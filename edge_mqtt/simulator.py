@@ -54,6 +54,7 @@ from typing import Any
 
 from lakehouse.contract import (
     DEFAULT_PORTS,
+    HOLD_KIND,
     REGIONS,
     UNALLOCATED_LOT,
     ContractError,
@@ -690,6 +691,8 @@ class Fleet:
         arriving after its transit time (simulated)."""
         if order.get("cancelled"):
             return None
+        if order.get("kind") == HOLD_KIND:  # a recall: staff pull the lot off the shelf
+            return self._pull_recalled(src, order) if order["on_hold"] else None
         dst = self.by_id.get(order["destination"])
         if dst is None:
             log.warning("%s: order %s is for %s, not in this fleet; left pending",
@@ -707,6 +710,17 @@ class Fleet:
         self._schedule(self.sim_now + timedelta(hours=order["transit_hours"]), "transfer_in",
                        (dst, event))
         self._check_reorder(src, order["sku"])
+        return event
+
+    def _pull_recalled(self, loc: Location, hold: dict[str, Any]) -> dict[str, Any] | None:
+        """What staff do with a recalled lot: waste what is left of it, reason ``recall``."""
+        sku, lot = hold["sku"], hold["lot"]
+        entry = loc.cohorts.get(sku, {}).get(lot)
+        if entry is None or entry[1] <= 0:
+            return None
+        event = self._emit(loc, loc.agent.waste(sku, entry[1], lot=lot, reason_code="recall",
+                                                disposal_method="returned to supplier"))
+        self._check_reorder(loc, sku)
         return event
 
     def _do_transfer_in(self, dst: Location, out: dict[str, Any]) -> dict[str, Any]:

@@ -265,3 +265,37 @@ def test_a_store_ships_an_approved_transfer_and_the_destination_receives_it(
         assert [o["status"] for o in warehouse.agent.orders()] == ["dispatched"]
     finally:
         fleet.stop()
+
+
+def test_a_recalled_lot_is_pulled_off_the_shelf_and_never_sold(
+        tmp_path: Path, broker_port: int) -> None:
+    """A hold reaching a simulated store: its staff waste what is left of the lot with
+    reason recall, and no later sale draws from it."""
+    from datetime import UTC, datetime
+
+    from lakehouse.contract import build_hold
+
+    fleet = Fleet(_config(tmp_path, broker_port, transfer_share=0.0, adjust_share=0.0,
+                          count_share=0.0, price_share=0.0))
+    recorded: list[dict[str, Any]] = []
+    fleet.record_hook = recorded.append
+    try:
+        fleet.start()
+        store = fleet.by_id["EAST-S001"]
+        row = next(r for r in store.agent.stock() if r["on_hand"] > 0)
+        lot = row["cohorts"][0]  # the lot FEFO would sell first
+        store.agent.accept_order(build_hold(sku=row["sku"], lot=lot["lot"], on_hold=True,
+                                           reason="notice 114", by="ana",
+                                           at=datetime.now(UTC)))
+        [out] = fleet.step()
+        assert out["event_type"] == "wasted" and out["payload"]["reason_code"] == "recall"
+        assert (out["payload"]["lot"], out["payload"]["quantity"]) == (lot["lot"],
+                                                                       lot["quantity"])
+        for _ in range(300):
+            fleet.step()
+        sold = [lt["lot"] for e in recorded if e["event_type"] == "sold"
+                and e["location_id"] == "EAST-S001" and e["payload"]["sku"] == row["sku"]
+                for lt in e["payload"]["lots"]]
+        assert lot["lot"] not in sold
+    finally:
+        fleet.stop()

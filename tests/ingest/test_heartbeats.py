@@ -126,3 +126,26 @@ def test_sys_payloads_are_read_as_numbers():
     assert sys_value("received_per_min", b"12.57") == 12.57
     assert sys_value("connected_clients", b"301") == 301
     assert sys_value("connected_clients", b"\xff") is None
+
+
+def test_a_heartbeat_log_written_before_holds_existed_takes_the_new_column(tmp_path):
+    """A lakehouse from before recalls: its heartbeat table has no ``holds``; the first
+    heartbeat with one adds the column, older rows read null, nothing is refused."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    old = pa.schema([f for f in STORE_HEARTBEATS.schema if f.name != "holds"])
+    write_deltalake(str(STORE_HEARTBEATS.path(tmp_path)), pa.Table.from_pylist([{
+        "region": "east", "location_id": "E-7", "agent_version": "0.0.9", "online": True,
+        "local_time": datetime.now(UTC), "received_at": datetime.now(UTC),
+        "heartbeat_version": 1}], schema=old), partition_by=["region"])
+    beats = HeartbeatLog("east", tmp_path, flush_every_s=60)
+    try:
+        beat = Heartbeat("E-7", "east", "0.1.0", True, "2026-12-06T12:00:00.000Z",
+                         holds=["hold-0123456789abcdef01234567"])
+        beats.add(topic("east", "E-7", "heartbeat"), beat.to_json())
+        assert beats.flush() == 1
+    finally:
+        beats.close()
+    rows = sorted(_rows(tmp_path), key=lambda r: r["agent_version"])
+    assert [r["holds"] for r in rows] == [None, "hold-0123456789abcdef01234567"]
