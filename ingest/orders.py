@@ -222,8 +222,8 @@ class OrderDispatcher:
             for item in plan[action]:
                 order_id, region = item["order_id"], item["region"]
                 done = (item["source"], item.get("key", order_id))
-                if self._done.get(done) == verb:
-                    continue
+                if self._done.get(done) in (verb, f"refused: {verb}"):
+                    continue  # said, or refused for good (e.g. a location without a key)
                 if region in down:
                     counts["failed"] += 1
                     continue
@@ -240,8 +240,9 @@ class OrderDispatcher:
                     self.say(f"orders: {region}: {order_id} to {item['source']} not {verb} "
                              f"({exc}); the rest of {region}'s wait for the next round")
                     continue
-                except ValueError as exc:
+                except ValueError as exc:  # says the same every round: said once
                     counts["failed"] += 1
+                    self._done[done] = f"refused: {verb}"
                     self.say(f"orders: {order_id} to {item['source']} not {verb}: {exc}")
                     continue
                 self._done[done] = verb
