@@ -2,10 +2,13 @@
 
 Streamlit runs every page script in the server's own process, so whatever the scripts
 import stays imported; but it imports it on the first run, inside the first visitor's
-page load (pandas, pyarrow, delta-rs, Altair and the login library: a second or two on a
-small machine). This module imports them at its top, before the server starts, which
-moves that wait to the start, where nobody is looking at a page. No data is read: the
-caches start empty.
+page load (pandas, pyarrow, delta-rs and Altair: about two seconds on a small machine).
+This module imports them at its top, before the server starts, which moves that wait to
+the start, where nobody is looking at a page. No data is read: the caches start empty.
+
+Not imported here: the modules that call Streamlit when imported (the login library, the
+cached readers in ``apps.streamlit.parts``), whose caches and configuration would be set
+up outside a running server.
 """
 
 from __future__ import annotations
@@ -21,14 +24,12 @@ import altair  # noqa: E402, F401 - what the page scripts import, imported once 
 import deltalake  # noqa: E402, F401
 import pandas  # noqa: E402, F401
 import pyarrow  # noqa: E402, F401
-import streamlit_authenticator  # noqa: E402, F401
 from streamlit.web import cli  # noqa: E402
 
 import apps.streamlit.decision_views  # noqa: E402, F401
-import apps.streamlit.login  # noqa: E402, F401
 import apps.streamlit.network_views  # noqa: E402, F401
-import apps.streamlit.parts  # noqa: E402, F401
 import apps.streamlit.store_views  # noqa: E402, F401
+import apps.streamlit.views  # noqa: E402, F401
 import lakehouse.decisions  # noqa: E402, F401
 import lakehouse.purchase_orders  # noqa: E402, F401
 import lakehouse.recalls  # noqa: E402, F401
