@@ -10,10 +10,15 @@ page: a fresh ``shelflife dashboard`` process (empty caches), a signed-in browse
 re-login cookie), and the time from asking for the page to its heading and its first
 data (a table, a metric or a chart) on screen.
 
+Each page is then opened again on the same server a few seconds later, in a new browser
+context, once the reads it cached have expired: a dashboard that has been running, as it
+is every morning, with every table read again.
+
 Baselines from the same run: the sign-in page cold (what Streamlit costs before any
 table is read) and the time delta-rs takes to read every table the pages read.
 
-Last line: JSON with ``pages_s`` (page -> seconds), ``slowest_page_s`` (target <= 1.0),
+Last line: JSON with ``pages_s`` (page -> seconds on a fresh server), ``slowest_page_s``
+(target <= 1.0), ``pages_running_server_s`` and ``slowest_page_running_server_s``,
 ``signin_page_s`` and ``read_tables_s``.
 
     python bench/dashboard.py                       # 300 stores x 500 SKUs
@@ -64,6 +69,7 @@ PAGES = {"network": ("", "Shelflife — network today"),
 DATA = ("[data-testid='stDataFrame'], [data-testid='stMetric'], "
         "[data-testid='stVegaLiteChart'], [data-testid='stArrowVegaLiteChart']")
 CATEGORIES = ("dairy", "bakery", "produce", "meat")
+CACHE_EXPIRED_S = 3.0  # the pages cache a read for a second: by then it is re-read
 
 
 def say(text: str) -> None:
@@ -309,6 +315,7 @@ def main() -> None:
     say(f"baseline: delta-rs reads every table the pages read in {read_s:.2f} s")
     log = work / "dashboard.log"
     pages: dict[str, float] = {}
+    warm: dict[str, float] = {}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         server = Server(root, users, log)
@@ -334,15 +341,24 @@ def main() -> None:
             server = Server(root, users, log)
             try:
                 pages[name] = round(timed_page(browser, server, cookies, path, heading), 2)
+                # The same page again on the same server once its reads have expired
+                # (cached a second): what a long-running dashboard costs a new visitor.
+                time.sleep(CACHE_EXPIRED_S)
+                warm[name] = round(timed_page(browser, server, cookies, path, heading), 2)
             finally:
                 server.stop()
-            say(f"{name}: {pages[name]:.2f} s (fresh server)")
+            say(f"{name}: {pages[name]:.2f} s (fresh server), {warm[name]:.2f} s (running "
+                "server, reads expired)")
         browser.close()
     slowest = max(pages, key=pages.get)
-    say(f"slowest: {slowest} {pages[slowest]:.2f} s (target 1.0 s)")
+    slowest_warm = max(warm, key=warm.get)
+    say(f"slowest: {slowest} {pages[slowest]:.2f} s on a fresh server (target 1.0 s); "
+        f"{slowest_warm} {warm[slowest_warm]:.2f} s on a running one")
     print(json.dumps({"stores": args.stores, "skus": args.skus, "versions": args.versions,
                       "pages_s": pages, "slowest_page": slowest,
-                      "slowest_page_s": pages[slowest], "signin_page_s": round(signin_s, 2),
+                      "slowest_page_s": pages[slowest], "pages_running_server_s": warm,
+                      "slowest_page_running_server_s": warm[slowest_warm],
+                      "signin_page_s": round(signin_s, 2),
                       "read_tables_s": round(read_s, 2), "cores": os.cpu_count(),
                       "load_avg_end": [round(x, 2) for x in os.getloadavg()]}))
 
