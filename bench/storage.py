@@ -39,6 +39,7 @@ from bench.commits import REQUEST  # noqa: E402
 from bench.common import cpu_seconds  # noqa: E402
 from bench.latency import arguments, measure  # noqa: E402
 from lakehouse import storage  # noqa: E402
+from lakehouse.contract import REGIONS  # noqa: E402
 from tests.lakehouse.writer_pairs import commits_lost, run_pairs  # noqa: E402
 from tests.s3 import fresh_lake, moto_server  # noqa: E402
 
@@ -55,6 +56,18 @@ def s3_tables(lake: str) -> list[str]:
             if len(parts) >= 3 and parts[2] == "_delta_log":
                 found.add(f"{parts[0]}/{parts[1]}")
     return sorted(found)
+
+
+def landing_buckets(lake: str) -> dict[str, str]:
+    """A bucket per region's landing zone beside the lakehouse's (made here), as the
+    ``SHELFLIFE_LANDING_<REGION>`` settings that point ingest and the stream at them."""
+    bucket, prefix = storage.split_s3(lake)
+    env = {}
+    for region in REGIONS:
+        name = f"{bucket}-landing-{region}"
+        storage.s3_client().create_bucket(Bucket=name)
+        env[f"SHELFLIFE_LANDING_{region.upper()}"] = f"s3://{name}/{prefix}"
+    return env
 
 
 def moto_pid(endpoint: str) -> int | None:
@@ -76,7 +89,7 @@ def request_counts(log: Path) -> Counter:
             continue
         verb, path = m.groups()
         kind = "LIST" if verb == "GET" and "list-type" in path else verb
-        counts[f"{'landing' if '/landing' in path or 'landing%2F' in path else 'tables'} "
+        counts[f"{'landing' if 'landing' in path else 'tables'} "
                f"{kind}"] += 1
     return counts
 
@@ -90,6 +103,9 @@ def concurrent_commits_lost(commits: int = 12) -> tuple[int, int]:
 
 def main() -> None:
     ap = arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    ap.add_argument("--landing-buckets", action="store_true",
+                    help="each region's landing zone in a bucket of its own "
+                         "(SHELFLIFE_LANDING_<REGION>), apart from the tables")
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="shelflife-bench-storage-"))
     started = time.monotonic()
@@ -100,8 +116,9 @@ def main() -> None:
         lake = fresh_lake()
         print(f"bench: 2/3 lakehouse on S3 ({lake} at {endpoint})", flush=True)
         server = moto_pid(endpoint)
+        landing_env = landing_buckets(lake) if args.landing_buckets else {}
         began, server_cpu = time.monotonic(), cpu_seconds(server) if server else 0.0
-        remote = measure(args, work / "s3", lake)
+        remote = measure(args, work / "s3", lake, landing_env)
         s3_seconds = time.monotonic() - began
         server_cores = ((cpu_seconds(server) - server_cpu) / s3_seconds) if server else None
         requests = request_counts(log)
@@ -132,7 +149,7 @@ def main() -> None:
         "not_visible": local["not_visible"] + remote["not_visible"],
         "batch_jobs_ok": batch.returncode == 0,
         "commits_lost_concurrent": lost_commits, "commits_concurrent": pair_commits,
-        "s3_tables": tables,
+        "s3_tables": tables, "landing": sorted(landing_env.values()) or "in the lakehouse",
         "s3_requests_per_s": {k: round(v / s3_seconds, 1) for k, v in sorted(requests.items())},
         "s3_requests_per_s_total": round(sum(requests.values()) / s3_seconds, 1),
         "s3_server_cores": None if server_cores is None else round(server_cores, 2),
