@@ -14,11 +14,15 @@ Each page is then opened again on the same server a few seconds later, in a new 
 context, once the reads it cached have expired: a dashboard that has been running, as it
 is every morning, with every table read again.
 
+Last, on one more fresh server, one browser opens the dashboard and clicks from page to
+page in the sidebar: the time from each click to that page's heading and first data.
+
 Baselines from the same run: the sign-in page cold (what Streamlit costs before any
 table is read) and the time delta-rs takes to read every table the pages read.
 
 Last line: JSON with ``pages_s`` (page -> seconds on a fresh server), ``slowest_page_s``
 (target <= 1.0), ``pages_running_server_s`` and ``slowest_page_running_server_s``,
+``page_switch_s`` and ``slowest_page_switch_s``,
 ``signin_page_s`` and ``read_tables_s``.
 
     python bench/dashboard.py                       # 300 stores x 500 SKUs
@@ -50,6 +54,7 @@ if str(ROOT) not in sys.path:
 
 from apps.auth.users import UsersFile  # noqa: E402
 from apps.streamlit.launch import dashboard_command  # noqa: E402
+from apps.streamlit.sitemap import PAGES as SITEMAP  # noqa: E402
 from bench.common import free_port  # noqa: E402
 from lakehouse import catalogue as c  # noqa: E402
 from lakehouse.contract import REGIONS, hold_id  # noqa: E402
@@ -281,6 +286,33 @@ def timed_page(browser, server: Server, cookies: list, path: str, heading: str) 
         context.close()
 
 
+def page_switches(browser, server: Server, cookies: list) -> dict[str, float]:
+    """Seconds from clicking a page's link in the sidebar of an open dashboard (a fresh
+    server, the first page already shown) to that page's heading and first data: moving
+    around the dashboard, as a person does after opening it."""
+    titles = {script.removesuffix(".py"): title
+              for pages in SITEMAP.values() for script, title, _icon in pages}
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    out: dict[str, float] = {}
+    try:
+        context.add_cookies([{**ck, "domain": "127.0.0.1"} for ck in cookies])
+        tab = context.new_page()
+        tab.goto(server.url)
+        tab.get_by_role("heading", name=PAGES["network"][1]).first.wait_for(timeout=120_000)
+        tab.locator(DATA).first.wait_for(timeout=120_000)
+        for name, (_path, heading) in list(PAGES.items())[1:] + [("network", PAGES["network"])]:
+            link = tab.get_by_test_id("stSidebarNav").get_by_role(
+                "link", name=titles[name], exact=True)
+            t0 = time.monotonic()
+            link.click(timeout=30_000)
+            tab.get_by_role("heading", name=heading).first.wait_for(timeout=120_000)
+            tab.locator(DATA).first.wait_for(timeout=120_000)
+            out[name] = round(time.monotonic() - t0, 2)
+    finally:
+        context.close()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--stores", type=int, default=300)
@@ -349,6 +381,13 @@ def main() -> None:
                 server.stop()
             say(f"{name}: {pages[name]:.2f} s (fresh server), {warm[name]:.2f} s (running "
                 "server, reads expired)")
+        server = Server(root, users, log)
+        try:
+            switched = page_switches(browser, server, cookies)
+        finally:
+            server.stop()
+        say("switching pages in an open dashboard: " + ", ".join(
+            f"{k} {v:.2f} s" for k, v in switched.items()))
         browser.close()
     slowest = max(pages, key=pages.get)
     slowest_warm = max(warm, key=warm.get)
@@ -358,6 +397,8 @@ def main() -> None:
                       "pages_s": pages, "slowest_page": slowest,
                       "slowest_page_s": pages[slowest], "pages_running_server_s": warm,
                       "slowest_page_running_server_s": warm[slowest_warm],
+                      "page_switch_s": switched,
+                      "slowest_page_switch_s": max(switched.values()),
                       "signin_page_s": round(signin_s, 2),
                       "read_tables_s": round(read_s, 2), "cores": os.cpu_count(),
                       "load_avg_end": [round(x, 2) for x in os.getloadavg()]}))
