@@ -17,12 +17,13 @@ is every morning, with every table read again.
 Last, on one more fresh server, one browser opens the dashboard and clicks from page to
 page in the sidebar: the time from each click to that page's heading and first data.
 
-Baselines from the same run: the sign-in page cold (what Streamlit costs before any
-table is read) and the time delta-rs takes to read every table the pages read.
+Baselines from the same run: a bare Streamlit page (a title and a metric) on a fresh
+server, the sign-in page cold (what the dashboard costs before any table is read), and
+the time delta-rs takes to read every table the pages read.
 
 Last line: JSON with ``pages_s`` (page -> seconds on a fresh server), ``slowest_page_s``
 (target <= 1.0), ``pages_running_server_s`` and ``slowest_page_running_server_s``,
-``page_switch_s`` and ``slowest_page_switch_s``,
+``page_switch_s`` and ``slowest_page_switch_s``, ``bare_streamlit_page_s``,
 ``signin_page_s`` and ``read_tables_s``.
 
     python bench/dashboard.py                       # 300 stores x 500 SKUs
@@ -267,6 +268,40 @@ class Server:
         self.proc.wait(timeout=20)
 
 
+BARE_PAGE = """import streamlit as st
+st.title("Bare page")
+st.metric("one figure", 42)
+"""
+
+
+def bare_streamlit_s(browser, work: Path) -> float:
+    """Streamlit's own floor: a fresh server of a two-line page (a title and a metric, no
+    login, no table), opened the way the dashboard's pages are."""
+    script = work / "bare_page.py"
+    script.write_text(BARE_PAGE)
+    port = free_port()
+    with (work / "bare.log").open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless",
+             "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+             "--browser.gatherUsageStats", "false"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}")
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        try:
+            tab = context.new_page()
+            t0 = time.monotonic()
+            tab.goto(f"http://127.0.0.1:{port}")
+            tab.get_by_role("heading", name="Bare page").first.wait_for(timeout=120_000)
+            tab.locator(DATA).first.wait_for(timeout=120_000)
+            return time.monotonic() - t0
+        finally:
+            context.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
 def timed_page(browser, server: Server, cookies: list, path: str, heading: str) -> float:
     """Seconds from asking for the page to its heading and first data on screen."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -350,6 +385,9 @@ def main() -> None:
     warm: dict[str, float] = {}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        bare_s = bare_streamlit_s(browser, work)
+        say(f"baseline: a bare Streamlit page (a title and a metric), fresh server, in "
+            f"{bare_s:.2f} s")
         server = Server(root, users, log)
         try:  # sign in once: the re-login cookie opens every later page
             context = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -400,6 +438,7 @@ def main() -> None:
                       "page_switch_s": switched,
                       "slowest_page_switch_s": max(switched.values()),
                       "signin_page_s": round(signin_s, 2),
+                      "bare_streamlit_page_s": round(bare_s, 2),
                       "read_tables_s": round(read_s, 2), "cores": os.cpu_count(),
                       "load_avg_end": [round(x, 2) for x in os.getloadavg()]}))
 
