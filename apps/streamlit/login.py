@@ -28,6 +28,11 @@ REFUSED = "Login refused: unknown user or wrong password."
 FORM = {"Form name": "Shelflife — sign in", "Username": "User", "Password": "Password",
         "Login": "Sign in"}
 _FINGERPRINT = "shelflife_password_hash"
+LOGIN_SLEEP_S = 0.0
+"""The library sleeps 0.7 s by default before every not-yet-signed-in run, a wait from
+when it fetched the cookie through a browser component; it now reads the cookie from
+the request (``st.context.cookies``), so the sleep only delayed every page a visitor
+opened. Guessing passwords stays slow: each try is a bcrypt check."""
 
 
 def _sign_out(auth: stauth.Authenticate, why: str) -> None:
@@ -51,7 +56,8 @@ def signed_in(users: UsersFile) -> User | None:
         st.info(NO_USERS)
         return None
     auth = stauth.Authenticate(users.credentials(), COOKIE_NAME, users.cookie_key(),
-                               COOKIE_EXPIRY_DAYS, auto_hash=False)
+                               COOKIE_EXPIRY_DAYS, auto_hash=False,
+                               login_sleep_time=LOGIN_SLEEP_S)
     try:
         auth.login(fields=FORM, key="login")
     except LoginError:  # a cookie for a user who has since been removed

@@ -31,7 +31,8 @@ def forecast_chart(series: pd.DataFrame) -> alt.LayerChart:
 
 def render_forecasts(root: str) -> None:
     """Accuracy as actuals arrive, and one chosen series charted."""
-    accuracy = parts.current_table(root, catalogue.FORECAST_ACCURACY)
+    accuracy = parts.current_table(root, catalogue.FORECAST_ACCURACY, columns=(
+        "day", "forecast", "actual", "abs_error", "within_interval", "complete"))
     if accuracy is not None and not accuracy.empty:
         st.subheader("Accuracy (forecast made before the day vs sales)")
         by_day = decision_views.accuracy_by_day(accuracy)

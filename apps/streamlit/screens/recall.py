@@ -36,9 +36,9 @@ def decide(root: str, users: UsersFile, user: User, sku: str, lot: str, reason: 
 
 
 def hold_form(root: str, users: UsersFile, user: User) -> None:
-    """SKU, then one of the lots gold knows for it (or one typed in), and why."""
-    levels = parts.current_table(root, catalogue.STOCK_LEVELS, columns=("sku",))
-    skus = sorted(levels["sku"].unique()) if levels is not None else []
+    """A SKU of the catalogue (or one typed in), the lot, and why."""
+    items = parts.current_table(root, catalogue.ITEMS, columns=("sku",))
+    skus = sorted(items["sku"].unique()) if items is not None else []
     with st.form("recall_hold", clear_on_submit=False, border=True):
         st.markdown("**Put a lot on hold** at every location")
         cols = st.columns([2, 2, 4])
