@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-from deltalake import DeltaTable
+from deltalake import DeltaTable, QueryBuilder
 from deltalake.exceptions import TableNotFoundError
 
 from lakehouse.catalogue import Table
@@ -96,6 +96,40 @@ def read_table(
         filters=_match_timestamps(delta, filters) if filters else None,
     )
     return _utc_timestamps(data).to_pandas()
+
+
+def _plain_types(data: pa.Table) -> pa.Table:
+    """DataFusion's string and binary views as the plain types the catalogue declares."""
+    views = {pa.string_view(): pa.string(), pa.binary_view(): pa.binary()}
+    fields = [f.with_type(views.get(f.type, f.type)) for f in data.schema]
+    return data.cast(pa.schema(fields)) if fields != list(data.schema) else data
+
+
+def read_since(
+    table: Table,
+    root: str | os.PathLike[str] | None,
+    column: str,
+    since: datetime,
+    *,
+    columns: Sequence[str] | None = None,
+    version: int | None = None,
+) -> pd.DataFrame | None:
+    """Rows of an append-only log whose timestamp ``column`` is at or after ``since``
+    (UTC), or None when the table does not exist yet.
+
+    Read with delta-rs's own query engine (DataFusion), which skips files by their
+    statistics in Rust: a log appended every few seconds has hundreds of small files
+    between compactions, and building a pyarrow dataset of them took most of a second
+    (0.55 s for 864 files where this takes 0.03 s)."""
+    delta = _open(table, root, version)
+    if delta is None:
+        return None
+    moment = (since if since.tzinfo else since.replace(tzinfo=UTC)).astimezone(UTC)
+    names = ", ".join(f'"{c}"' for c in columns) if columns else "*"
+    result = QueryBuilder().register("log", delta).execute(
+        f'SELECT {names} FROM log WHERE "{column}" >= '
+        f"'{moment.strftime('%Y-%m-%dT%H:%M:%S.%f')}+00:00'")
+    return _utc_timestamps(_plain_types(pa.table(result.read_all()))).to_pandas()
 
 
 def table_version(table: Table, root: str | os.PathLike[str] | None = None) -> int | None:

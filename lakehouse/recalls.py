@@ -34,7 +34,7 @@ from deltalake import write_deltalake
 
 from lakehouse.catalogue import EVENTS, LOT_HOLDS, STOCK_COHORTS, STORE_HEARTBEATS
 from lakehouse.contract import build_hold, hold_id
-from lakehouse.readers import read_table
+from lakehouse.readers import read_since, read_table
 from lakehouse.storage import delta_options, ensure_parent
 
 Root = str | os.PathLike[str] | None
@@ -139,7 +139,7 @@ def confirmations(root: Root, holds: pd.DataFrame) -> pd.DataFrame:
     if holds.empty:
         return pd.DataFrame(columns=cols)
     since = pd.Timestamp(holds["decided_at"].min()).to_pydatetime()
-    beats = read_table(STORE_HEARTBEATS, root, filters=[("received_at", ">=", since)],
+    beats = read_since(STORE_HEARTBEATS, root, "received_at", since,
                        columns=["region", "location_id", "received_at", "holds"])
     if beats is None or beats.empty:
         return pd.DataFrame(columns=cols)

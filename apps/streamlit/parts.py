@@ -109,8 +109,7 @@ def load_since(root: str, table: Table, version: int, column: str,
                since: pd.Timestamp) -> pd.DataFrame | None:
     """Rows of one table version whose ``column`` is at or after ``since`` (pushed down to
     the files' statistics, so a growing log is not read whole)."""
-    return readers.read_table(table, root, filters=[(column, ">=", since.to_pydatetime())],
-                              version=version)
+    return readers.read_since(table, root, column, since.to_pydatetime(), version=version)
 
 
 def recent_rows(root: str, table: Table, column: str, hours: int) -> pd.DataFrame | None:
