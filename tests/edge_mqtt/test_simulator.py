@@ -231,14 +231,22 @@ def test_config_refuses_nonsense() -> None:
         FleetConfig(regions=("east",), ports={"west": 1883})
 
 
-def test_a_store_ships_an_approved_transfer_and_the_destination_receives_it(
-        tmp_path: Path, broker_port: int) -> None:
-    """An order reaching a simulated warehouse is shipped from its lot at the next step and
-    booked in at the destination after its transit (simulated) time."""
+def _sales_only_fleet(tmp_path: Path, broker_port: int
+                      ) -> tuple[Fleet, list[dict[str, Any]]]:
+    """A fleet that only sells and receives (no transfers, counts, adjustments or price
+    changes of its own), and the list its recorded events go to."""
     fleet = Fleet(_config(tmp_path, broker_port, transfer_share=0.0, adjust_share=0.0,
                           count_share=0.0, price_share=0.0))
     recorded: list[dict[str, Any]] = []
     fleet.record_hook = recorded.append
+    return fleet, recorded
+
+
+def test_a_store_ships_an_approved_transfer_and_the_destination_receives_it(
+        tmp_path: Path, broker_port: int) -> None:
+    """An order reaching a simulated warehouse is shipped from its lot at the next step and
+    booked in at the destination after its transit (simulated) time."""
+    fleet, recorded = _sales_only_fleet(tmp_path, broker_port)
     try:
         fleet.start()
         warehouse = fleet.by_id["WH-EAST-1"]
@@ -275,10 +283,7 @@ def test_a_recalled_lot_is_pulled_off_the_shelf_and_never_sold(
 
     from lakehouse.contract import build_hold
 
-    fleet = Fleet(_config(tmp_path, broker_port, transfer_share=0.0, adjust_share=0.0,
-                          count_share=0.0, price_share=0.0))
-    recorded: list[dict[str, Any]] = []
-    fleet.record_hook = recorded.append
+    fleet, recorded = _sales_only_fleet(tmp_path, broker_port)
     try:
         fleet.start()
         store = fleet.by_id["EAST-S001"]

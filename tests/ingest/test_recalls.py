@@ -9,7 +9,7 @@ silver) and order dispatcher; the lakehouse is Delta tables written by delta-rs.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from lakehouse import recalls
 from lakehouse.catalogue import LOCATIONS
 from lakehouse.contract import ContractError, hold_id
 from lakehouse.credentials import Credentials, SigningKeys
-from tests.clients import port_picker
+from tests.clients import port_picker, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,14 +35,6 @@ LOCATIONS_BY_REGION = {"east": ["s1", "s2"]}
 ORDER = {"order_id": "O-1", "sku": "MILK", "lot": "L-OLD", "quantity": 2,
          "destination": "s2", "transit_hours": 5.5, "approved_by": "ana",
          "approved_at": "2026-12-01T09:00:00.000Z"}
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture

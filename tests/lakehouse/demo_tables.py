@@ -334,3 +334,27 @@ def write_demo_pipeline(root: Path, now: datetime) -> None:
                 "received_per_min": 6000.0, "sent_per_min": 6100.0, "uptime_s": 7200 + 30 * i})
     write_catalogue_table(root, catalogue.PIPELINE_HISTORY, history)
     write_catalogue_table(root, catalogue.BROKER_HEALTH, brokers)
+
+
+def write_one_store_of_milk(root: Path, now: datetime, lots: dict[str, int],
+                            forecast: float) -> None:
+    """One east store holding ``lots`` of MILK-1L (five days of life each), a week's
+    forecast of ``forecast`` units a day and the item's catalogue row: what the reorders
+    job needs to suggest an order."""
+    today = now.date()
+    write_catalogue_table(root, catalogue.STOCK_LEVELS, [
+        {"region": "east", "location_id": "E-S001", "sku": "MILK-1L",
+         "on_hand": sum(lots.values()), "in_transit_in": 0, "updated_at": now}])
+    write_catalogue_table(root, catalogue.STOCK_COHORTS, [
+        {"region": "east", "location_id": "E-S001", "sku": "MILK-1L", "lot": lot,
+         "expires_on": today + timedelta(days=5), "quantity": quantity, "updated_at": now}
+        for lot, quantity in lots.items()])
+    write_catalogue_table(root, catalogue.DEMAND_FORECASTS, [
+        {"region": "east", "location_id": "E-S001", "sku": "MILK-1L",
+         "forecast_date": today + timedelta(days=d), "forecast": forecast,
+         "lower": forecast * 0.75, "upper": forecast * 1.25, "model": "prophet",
+         "history_days": 28, "trained_at": now}
+        for d in range(7)])
+    write_catalogue_table(root, catalogue.ITEMS, [
+        {"sku": "MILK-1L", "description": "milk", "category": "dairy", "price": 1.2,
+         "shelf_life_days": 7, "min_sellable_days": 1, "updated_at": now}])

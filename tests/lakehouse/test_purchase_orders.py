@@ -14,7 +14,7 @@ from lakehouse import purchase_orders as po
 from lakehouse.catalogue import EVENTS, ITEMS, PURCHASE_ORDERS, REORDER_SUGGESTIONS
 from lakehouse.readers import read_table
 from lakehouse.storage import is_s3, s3_client, split_s3
-from tests.lakehouse.demo_tables import write_catalogue_table
+from tests.lakehouse.demo_tables import write_catalogue_table, write_one_store_of_milk
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -122,25 +122,10 @@ def test_an_order_is_on_its_way_until_its_receipt_names_it(tmp_path):
 
 
 def test_the_reorders_job_does_not_suggest_what_is_on_order(tmp_path):
-    from lakehouse.catalogue import DEMAND_FORECASTS, STOCK_COHORTS, STOCK_LEVELS
     from spark_jobs.decisions.jobs import run_reorders_job
 
     now = datetime.now(UTC)
-    today = now.date()
-    write_catalogue_table(tmp_path, STOCK_LEVELS, [
-        {"region": "east", "location_id": "E-S001", "sku": "MILK-1L", "on_hand": 4,
-         "in_transit_in": 0, "updated_at": now}])
-    write_catalogue_table(tmp_path, STOCK_COHORTS, [
-        {"region": "east", "location_id": "E-S001", "sku": "MILK-1L", "lot": "L1",
-         "expires_on": today + timedelta(days=5), "quantity": 4, "updated_at": now}])
-    write_catalogue_table(tmp_path, DEMAND_FORECASTS, [
-        {"region": "east", "location_id": "E-S001", "sku": "MILK-1L",
-         "forecast_date": today + timedelta(days=d), "forecast": 24.0, "lower": 18.0,
-         "upper": 30.0, "model": "prophet", "history_days": 28, "trained_at": now}
-        for d in range(7)])
-    write_catalogue_table(tmp_path, ITEMS, [
-        {"sku": "MILK-1L", "description": "milk", "category": "dairy", "price": 1.2,
-         "shelf_life_days": 7, "min_sellable_days": 1, "updated_at": now}])
+    write_one_store_of_milk(tmp_path, now, {"L1": 4}, forecast=24.0)
     run_reorders_job(tmp_path, now=now, say=lambda _: None)
     milk = read_table(REORDER_SUGGESTIONS, tmp_path)
     assert milk["location_id"].tolist() == ["E-S001"] and milk["order_quantity"].iat[0] > 0

@@ -13,15 +13,11 @@ import pytest
 
 from lakehouse import recalls
 from lakehouse.catalogue import (
-    DEMAND_FORECASTS,
-    ITEMS,
     REORDER_SUGGESTIONS,
-    STOCK_COHORTS,
-    STOCK_LEVELS,
 )
 from lakehouse.readers import read_table
 from tests.apps.pages import APPROVER, APPROVER_PASSWORD, write_operators
-from tests.lakehouse.demo_tables import write_catalogue_table
+from tests.lakehouse.demo_tables import write_one_store_of_milk
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,22 +44,7 @@ def test_reorders_replace_a_held_lot_instead_of_counting_it_on_hand(tmp_path: Pa
     from spark_jobs.decisions.jobs import run_reorders_job
 
     now = datetime.now(UTC)
-    today = now.date()
-    write_catalogue_table(tmp_path, STOCK_LEVELS, [
-        {"region": "east", "location_id": "E-S001", "sku": "MILK-1L", "on_hand": 40,
-         "in_transit_in": 0, "updated_at": now}])
-    write_catalogue_table(tmp_path, STOCK_COHORTS, [
-        {"region": "east", "location_id": "E-S001", "sku": "MILK-1L", "lot": lot,
-         "expires_on": today + timedelta(days=5), "quantity": 20, "updated_at": now}
-        for lot in ("L1", "L2")])
-    write_catalogue_table(tmp_path, DEMAND_FORECASTS, [
-        {"region": "east", "location_id": "E-S001", "sku": "MILK-1L",
-         "forecast_date": today + timedelta(days=d), "forecast": 12.0, "lower": 9.0,
-         "upper": 15.0, "model": "prophet", "history_days": 28, "trained_at": now}
-        for d in range(7)])
-    write_catalogue_table(tmp_path, ITEMS, [
-        {"sku": "MILK-1L", "description": "milk", "category": "dairy", "price": 1.2,
-         "shelf_life_days": 7, "min_sellable_days": 1, "updated_at": now}])
+    write_one_store_of_milk(tmp_path, now, {"L1": 20, "L2": 20}, forecast=12.0)
 
     def ordered() -> int:
         run_reorders_job(tmp_path, now=now, say=lambda _: None)
