@@ -43,6 +43,10 @@ __all__ = ["HoldError", "confirmations", "current_holds", "hold_id", "holders",
            "lots_on_hold", "place_hold", "recall_waste", "release_hold", "without_held"]
 
 
+CONFIRM_WINDOW = pd.Timedelta(hours=1)
+"""How far back the page looks for a store's heartbeat listing a hold."""
+
+
 class HoldError(ValueError):
     """A hold that cannot be placed or released as asked (already on hold, not on hold)."""
 
@@ -132,13 +136,16 @@ def holders(root: Root, sku: str, lot: str) -> pd.DataFrame:
 
 def confirmations(root: Root, holds: pd.DataFrame) -> pd.DataFrame:
     """Which locations have each hold in force: one row per hold and per location heard
-    from since its decision (``hold_id``, ``location_id``, ``region``, ``confirmed_at``:
-    the first heartbeat after the decision that lists it, NaT while none has). Read from
-    silver heartbeats since the oldest decision in ``holds``."""
+    from in the last :data:`CONFIRM_WINDOW` since its decision (``hold_id``,
+    ``location_id``, ``region``, ``confirmed_at``: the first of those heartbeats that lists
+    it, NaT while none has). Only that window is read, so a hold open for weeks does not
+    make every look read weeks of heartbeats; a store beats every 30 s, so one that has
+    the hold lists it there."""
     cols = ["hold_id", "location_id", "region", "confirmed_at"]
     if holds.empty:
         return pd.DataFrame(columns=cols)
-    since = pd.Timestamp(holds["decided_at"].min()).to_pydatetime()
+    since = max(pd.Timestamp(holds["decided_at"].min()),
+                pd.Timestamp.now(tz="UTC") - CONFIRM_WINDOW).to_pydatetime()
     beats = read_since(STORE_HEARTBEATS, root, "received_at", since,
                        columns=["region", "location_id", "received_at", "holds"])
     if beats is None or beats.empty:
