@@ -189,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
                "resume intake below this backlog (default: half of --backlog-high)", type=int)
     env_option(p, "--max-events-per-s", "SHELFLIFE_INGEST_MAX_EVENTS_PER_S", 0.0,
                "each region's intake quota in events/s (0 = no limit)", type=float)
+    env_option(p, "--trigger-s", "SHELFLIFE_TRIGGER_S", 1.0,
+               "the stream's micro-batch trigger (an S3 landing zone is written just "
+               "before each)", type=float)
+    env_option(p, "--land-ahead-s", "SHELFLIFE_INGEST_LAND_AHEAD_S", 0.2,
+               "on S3, land this long before each trigger (0 = every 0.5 s)", type=float)
     _metrics_options(p, "SHELFLIFE_INGEST_METRICS_PORT", 9810)
     p.set_defaults(fn=handler("apps.serve:cmd_ingest"))
 

@@ -22,6 +22,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                             backlog_low_events=args.backlog_low,
                             max_events_per_s=args.max_events_per_s,
                             give_up_after_s=args.give_up_after_s,
+                            trigger_s=args.trigger_s, land_ahead_s=args.land_ahead_s,
                             credentials=str(creds.path) if creds else None,
                             tls_ca=args.tls_ca)
                for r in _regions(args.regions)]
