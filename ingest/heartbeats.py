@@ -34,6 +34,7 @@ from deltalake.exceptions import DeltaError
 
 from lakehouse.catalogue import STORE_HEARTBEATS
 from lakehouse.contract import TOPIC_ROOT, ContractError, Heartbeat, parse_topic, parse_ts
+from lakehouse.logtidy import HOOKS, LogTidy
 from lakehouse.storage import delta_options, ensure_parent
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class AppendLog:
         self._table: DeltaTable | None = None
         """Kept open between appends: opening by path replays the table's log each time,
         which on S3 is a LIST and a GET per commit since the last checkpoint."""
+        self._tidy = LogTidy(self.path)
         self.flush_every_s = flush_every_s
         self.written = 0
         self.refused = 0
@@ -116,7 +118,9 @@ class AppendLog:
                                     storage_options=self._options)
                     self._table = DeltaTable(self.path, storage_options=self._options)
                 else:
-                    write_deltalake(self._table, data, mode="append", schema_mode="merge")
+                    write_deltalake(self._table, data, mode="append", schema_mode="merge",
+                                    post_commithook_properties=HOOKS)
+                    self._tidy.committed(self._table)
             except (DeltaError, OSError) as exc:
                 self._table = None  # reopened from the log on the next attempt
                 with self._lock:  # keep them, older first, for the next attempt

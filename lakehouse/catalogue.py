@@ -106,11 +106,13 @@ EVENT_ENVELOPE = _schema(
 _STREAM = ("stream", "maintenance")
 
 FREQUENT = MappingProxyType({
-    # Committed every few seconds, for as long as Shelflife runs. On a local disk delta-rs
-    # lists the whole _delta_log folder on every commit (object_store has no start-after
-    # there), so a commit costs about 15 us of CPU more per log file kept: Delta's default
-    # 30 days of log would make each commit of these tables take seconds within a month.
-    # An hour keeps a few thousand files; the rows themselves are the history.
+    # Committed every few seconds, for as long as Shelflife runs. Each writer removes the
+    # expired log files every few hundred commits (lakehouse.logtidy), and reading the
+    # table's log after a commit lists the _delta_log folder (the whole folder on a local
+    # disk, where object_store has no start-after): about 15 us of CPU more per log file
+    # kept. Delta's default 30 days of log would make each commit of these tables take
+    # seconds within a month. An hour keeps a few thousand files; the rows themselves are
+    # the history.
     "delta.logRetentionDuration": "interval 1 hours",
 })
 
@@ -233,7 +235,7 @@ SELLABLE_POLICY = Table(
 REWRITTEN = MappingProxyType({
     # Rewritten every second or two: their history is silver's. Files replaced more than
     # an hour ago may be vacuumed (``shelflife maintain`` reads this), and ten minutes of
-    # log are kept (see FREQUENT: the log is listed on every commit).
+    # log are kept (see FREQUENT).
     "delta.logRetentionDuration": "interval 10 minutes",
     "delta.deletedFileRetentionDuration": "interval 1 hours",
 })

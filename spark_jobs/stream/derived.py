@@ -32,6 +32,7 @@ from deltalake.exceptions import CommitFailedError
 from lakehouse import catalogue
 from lakehouse.catalogue import Table
 from lakehouse.contract import parse_ts
+from lakehouse.logtidy import HOOKS, LogTidy
 from lakehouse.naming import category_of_sku
 from lakehouse.storage import delta_options
 
@@ -240,6 +241,7 @@ class DerivedWriter:
         self.every_s = every_s
         self.aggregates_every_s = aggregates_every_s
         self._open: dict[str, DeltaTable] = {}
+        self._tidy: dict[str, LogTidy] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._write_lock = threading.Lock()
@@ -424,11 +426,13 @@ class DerivedWriter:
                 if table.equals(pa.Table.from_pylist(current, schema=schema)):
                     break  # the table holds all we know already
                 try:
-                    write_deltalake(handle, table, mode="overwrite")
+                    write_deltalake(handle, table, mode="overwrite",
+                                    post_commithook_properties=HOOKS)
                 except CommitFailedError:
                     if attempt == ITEMS_WRITE_ATTEMPTS - 1:
                         raise
                     continue
+                self._tidied(catalogue.ITEMS)
                 written.append("items")
                 break
             books.items_written = version
@@ -438,6 +442,12 @@ class DerivedWriter:
             path = self.paths[table.name]
             self._open[table.name] = DeltaTable(path, storage_options=delta_options(path))
         return self._open[table.name]
+
+    def _tidied(self, table: Table) -> None:
+        """Count a commit to ``table``; its expired log files go every few hundred."""
+        if table.name not in self._tidy:
+            self._tidy[table.name] = LogTidy(self.paths[table.name])
+        self._tidy[table.name].committed(self._open[table.name])
 
     def _commit(self, table: Table, batch: int | None = None) -> CommitProperties:
         """``batch`` records, for daily totals, the last stream batch they include: on
@@ -449,10 +459,12 @@ class DerivedWriter:
         data = pa.Table.from_pylist(rows, schema=table.schema)
         try:
             write_deltalake(self._table(table), data, mode="append",
-                            commit_properties=self._commit(table))
+                            commit_properties=self._commit(table),
+                            post_commithook_properties=HOOKS)
         except Exception:
             self._open.pop(table.name, None)
             raise
+        self._tidied(table)
 
     def _replace(self, table: Table, rows: list[dict], since: str | None = None,
                  batch: int | None = None) -> None:
@@ -462,10 +474,12 @@ class DerivedWriter:
             predicate += f" AND day >= '{since}'"
         try:
             write_deltalake(self._table(table), data, mode="overwrite", predicate=predicate,
-                            commit_properties=self._commit(table, batch))
+                            commit_properties=self._commit(table, batch),
+                            post_commithook_properties=HOOKS)
         except Exception:
             self._open.pop(table.name, None)
             raise
+        self._tidied(table)
 
 
 def _prune(state: RegionState, now: datetime) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
+from lakehouse.logtidy import HOOKS, LogTidy
 from lakehouse.storage import delta_options
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class _GroupCommit:
         self._lock = threading.Lock()
         self._committing = threading.Lock()
         self._handle: DeltaTable | None = None
+        self._tidy = LogTidy(path)
 
     def replace(self, region: str, data: pa.Table, txn: Transaction) -> None:
         """Replace ``region``'s partition with ``data``; returns once committed."""
@@ -93,10 +95,12 @@ class _GroupCommit:
                             mode="overwrite", predicate=f"region IN ({regions})",
                             commit_properties=CommitProperties(
                                 app_transactions=[r.txn for r in group],
-                                max_commit_retries=20))
+                                max_commit_retries=20),
+                            post_commithook_properties=HOOKS)
         except Exception:
             self._handle = None  # reopen from the log next time
             raise
+        self._tidy.committed(self._handle)
 
 
 _TABLES: dict[str, _GroupCommit] = {}

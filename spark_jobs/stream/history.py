@@ -25,6 +25,7 @@ import pyarrow as pa
 from deltalake import write_deltalake
 
 from lakehouse.catalogue import PIPELINE_HISTORY
+from lakehouse.logtidy import HOOKS, LogTidy
 from lakehouse.storage import delta_options
 
 MAX_SAMPLES = 200_000
@@ -93,6 +94,7 @@ class HistoryLog:
     def __init__(self, path: str) -> None:
         self.path = path
         self._table: deltalake.DeltaTable | None = None
+        self._tidy = LogTidy(path)
 
     def append(self, row: Mapping[str, Any]) -> None:
         data = pa.Table.from_pylist([dict(row)], schema=PIPELINE_HISTORY.schema)
@@ -100,10 +102,11 @@ class HistoryLog:
             self._table = deltalake.DeltaTable(self.path,
                                                storage_options=delta_options(self.path))
         try:
-            write_deltalake(self._table, data, mode="append")
+            write_deltalake(self._table, data, mode="append", post_commithook_properties=HOOKS)
         except Exception:
             self._table = None
             raise
+        self._tidy.committed(self._table)
 
 
 def history_row(region: str, window: Mapping[str, Any], *, elapsed_s: float, mode: str,

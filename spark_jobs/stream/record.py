@@ -31,6 +31,7 @@ from lakehouse.catalogue import DEAD_LETTERS, EVENTS, EVENTS_RAW
 from lakehouse.contract import parse_ts
 from lakehouse.durable import fsync_dir
 from lakehouse.landing import parse_line, read_event
+from lakehouse.logtidy import HOOKS, LogTidy
 from lakehouse.storage import delta_options
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ class RecordWriter:
         self.every_s = every_s
         self._schemas: dict[str, pa.Schema] = {}
         self._open: dict[str, deltalake.DeltaTable] = {}
+        self._tidy: dict[str, LogTidy] = {}
         self.written = {t: txn_version(paths[t], self._app(t)) for t in RECORDED}
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -293,10 +295,12 @@ class RecordWriter:
                             partition_by=list(RECORDED[table].partitions),
                             commit_properties=CommitProperties(
                                 app_transactions=[Transaction(self._app(table), top)],
-                                max_commit_retries=20))
+                                max_commit_retries=20),
+                            post_commithook_properties=HOOKS)
         except Exception:
             self._open.pop(table, None)
             raise
+        self._tidy.setdefault(table, LogTidy(self.paths[table])).committed(self._open[table])
         self.written[table] = top
 
     def _schema(self, table: str):
