@@ -49,6 +49,8 @@ from lakehouse.naming import PREFIX_CATEGORY
 
 from . import reference
 from .approval import auto_approve
+from .counterfactual import Lot, Recommendation, Trace, decile_errors, measure, sell_fefo, spoil
+from .counterfactual import worst_error as worst_decile_error
 from .forecast import UNCENSORED_MAX_STOCKOUT_HOURS, forecast_demand
 from .reorders import suggest_reorders
 from .transfers import recommend_transfers
@@ -66,6 +68,9 @@ decided at the start of a day is on the shelf at the start of the next."""
 FORECAST_HORIZON_DAYS = 14
 """Shelflife's forecaster runs weekly (origin: the day before each simulated week), 14 days
 ahead, so a decision on a week's last day still sees a forecast for its whole horizon."""
+TRANSFER_HORIZON_DAYS = 7
+"""The transfer recommender's horizon (the job's default), over which its estimate of units
+saved is measured."""
 TUNING_WEEKS = 2
 BASELINE_WINDOWS = (7, 14)
 """Days of recent sales the day-old batch averages; tuned with its safety stock."""
@@ -203,22 +208,14 @@ def in_region_routes(locations: pd.DataFrame) -> pd.DataFrame:
 # --- stock ---------------------------------------------------------------------------------
 
 @dataclass
-class Lot:
-    """Units of one cohort at one place; ``expires`` is the day index it is usable through."""
-
-    lot: str
-    expires: int
-    quantity: int
-    transferred: bool = False
-
-
-@dataclass
 class Shipment:
     arrive: int
     location: str
     sku: str
     lot: Lot
     from_supplier: bool
+    tag: int | None = None
+    """The recommendation a transfer ships (see :class:`Trace`)."""
 
 
 @dataclass
@@ -248,8 +245,10 @@ class Books:
 class Stock:
     """Lots at every location, shipments on the way, and the books of one policy."""
 
-    def __init__(self, net: Network, first: int) -> None:
+    def __init__(self, net: Network, first: int, trace: Trace | None = None) -> None:
         self.net = net
+        self.trace = trace
+        """Records every flow in and out of each series, for :mod:`.counterfactual`."""
         self.lots: dict[tuple[str, str], list[Lot]] = defaultdict(list)
         self.moving: list[Shipment] = []
         self.orders: dict[tuple[str, str], list[float]] = defaultdict(list)
@@ -293,6 +292,8 @@ class Stock:
                 keep.append(s)
                 continue
             self.lots[(s.location, s.sku)].append(s.lot)
+            if self.trace is not None:
+                self.trace.flow(s.location, s.sku, day, s.lot, s.lot.quantity, s.tag)
             if s.from_supplier:
                 self.books.receipts += s.lot.quantity
         self.moving = keep
@@ -306,8 +307,8 @@ class Stock:
             return
         arrive = day + int(it["lead_time_days"])
         self.placed[(store, sku)].append((arrive, quantity))
-        wh = self.lots.get((f"WH-{self.net.region[store]}", sku), [])
-        for lot in sorted(wh, key=lambda x: x.expires):
+        house = f"WH-{self.net.region[store]}"
+        for lot in sorted(self.lots.get((house, sku), []), key=lambda x: x.expires):
             if quantity <= 0:
                 break
             if lot.quantity <= 0 or lot.expires + 1 - arrive < it["store_arrival_min"]:
@@ -315,6 +316,8 @@ class Stock:
             take = min(lot.quantity, quantity)
             lot.quantity -= take
             quantity -= take
+            if self.trace is not None:
+                self.trace.flow(house, sku, day, lot, -take)
             self.moving.append(Shipment(arrive, store, sku, Lot(lot.lot, lot.expires, take),
                                         False))
         if quantity > 0:
@@ -343,9 +346,9 @@ class Stock:
                                             Lot(f"W{day}", arrive + life - 1, quantity), True))
 
     def transfer(self, day: int, source: str, destination: str, sku: str, lot_id: str | None,
-                 quantity: int, arrive: int, min_days: float) -> int:
+                 quantity: int, arrive: int, min_days: float, tag: int | None = None) -> int:
         """Move up to ``quantity`` units (of ``lot_id``, or oldest first) now; returns the
-        units moved."""
+        units moved. ``tag`` names the recommendation in the trace."""
         moved = 0
         for lot in sorted(self.lots.get((source, sku), []), key=lambda x: x.expires):
             if moved >= quantity:
@@ -355,8 +358,10 @@ class Stock:
             take = min(lot.quantity, quantity - moved)
             lot.quantity -= take
             moved += take
+            if self.trace is not None:
+                self.trace.flow(source, sku, day, lot, -take, tag)
             self.moving.append(Shipment(arrive, destination, sku,
-                                        Lot(lot.lot, lot.expires, take, True), False))
+                                        Lot(lot.lot, lot.expires, take, True), False, tag))
             margin = lot.expires + 1 - arrive - min_days
             self.books.min_arrival_margin = min(self.books.min_arrival_margin, margin)
         if moved:
@@ -371,18 +376,8 @@ class Stock:
         net, b = self.net, self.books
         for i, (loc, sku) in enumerate(net.series):
             it = net.item[sku]
-            last_ok = int(it["min_sellable_days"])
             want = int(net.demand[i, day])
-            left = want
-            lots = self.lots.get((loc, sku), [])
-            lots.sort(key=lambda x: x.expires)
-            for lot in lots:
-                if left <= 0:
-                    break
-                if lot.quantity > 0 and lot.expires - last_ok >= day:
-                    take = min(lot.quantity, left)
-                    lot.quantity -= take
-                    left -= take
+            left = sell_fefo(self.lots[(loc, sku)], want, day, int(it["min_sellable_days"]))
             if scored:
                 b.demand += want
                 b.sold += want - left
@@ -393,19 +388,14 @@ class Stock:
         for (loc, sku), lots in self.lots.items():
             it = net.item[sku]
             pull = 0 if loc.startswith("WH-") else int(it["min_sellable_days"])
-            keep = []
-            for lot in lots:
-                if lot.quantity > 0 and lot.expires - pull <= day:
-                    if scored:
-                        b.waste += lot.quantity
-                        b.waste_value += lot.quantity * float(it["price"])
-                        b.cost_by_category[it["category"]] += lot.quantity * float(it["price"])
-                        b.transferred_waste += lot.quantity if lot.transferred else 0
-                    else:  # before the scored weeks, waste still leaves the books
-                        b.start_stock -= lot.quantity
-                elif lot.quantity > 0:
-                    keep.append(lot)
-            lots[:] = keep
+            for lot in spoil(lots, day, pull):
+                if scored:
+                    b.waste += lot.quantity
+                    b.waste_value += lot.quantity * float(it["price"])
+                    b.cost_by_category[it["category"]] += lot.quantity * float(it["price"])
+                    b.transferred_waste += lot.quantity if lot.transferred else 0
+                else:  # before the scored weeks, waste still leaves the books
+                    b.start_stock -= lot.quantity
         if scored:
             b.inventory_days.append(self.on_hand())
 
@@ -507,14 +497,27 @@ class RealTime(Policy):
         net = self.net
         recs = recommend_transfers(stock.cohorts(), fc, net.locations, net.transit, net.policy,
                                    net.items, in_transit=stock.in_transit(), now=now,
+                                   horizon_days=TRANSFER_HORIZON_DAYS,
                                    paths=self.paths, seed=self.seed + day)
         if recs.empty:
             return
-        recs = recs[auto_approve(recs)]
+        recs = recs.assign(ship_it=auto_approve(recs).to_numpy())
         for r in recs.itertuples(index=False):
             arrive = day + math.ceil((r.transit_hours + r.handling_hours) / 24 - 1e-9)
+            seen = None
+            if stock.trace is not None:  # every recommendation, shipped or not
+                seen = Recommendation(
+                    len(stock.trace.recommendations), day, r.source_location,
+                    r.destination_location, r.sku, r.lot, int(r.quantity), arrive,
+                    float(r.expected_units_saved), float(r.value_saved))
+                stock.trace.recommend(seen, stock.lots)
+            if not r.ship_it:
+                continue
             moved = stock.transfer(day, r.source_location, r.destination_location, r.sku,
-                                   r.lot, int(r.quantity), arrive, float(r.min_sellable_days))
+                                   r.lot, int(r.quantity), arrive, float(r.min_sellable_days),
+                                   tag=None if seen is None else seen.tag)
+            if seen is not None:
+                seen.shipped = moved > 0
             if moved:
                 stock.books.transfer_log.append({
                     "day": day, "source": r.source_location,
@@ -568,9 +571,10 @@ class RealTime(Policy):
 # --- running ---------------------------------------------------------------------------------
 
 def run_policy(net: Network, policy: Policy, first: int, last: int, *, scored_from: int,
-               say: Say | None = None) -> Books:
-    """Days ``first``..``last - 1`` of one policy from the common starting stock."""
-    stock = Stock(net, first)
+               say: Say | None = None, trace: Trace | None = None) -> Books:
+    """Days ``first``..``last - 1`` of one policy from the common starting stock; ``trace``
+    records its flows and recommendations (see :func:`measure_estimates`)."""
+    stock = Stock(net, first, trace)
     for day in range(first, last):
         scored = day >= scored_from
         stock.receive(day)
@@ -585,6 +589,30 @@ def run_policy(net: Network, policy: Policy, first: int, last: int, *, scored_fr
     b = stock.books
     b.end_stock = stock.on_hand() + stock.in_network_transit()
     return b
+
+
+def measure_estimates(net: Network, trace: Trace) -> dict[str, Any]:
+    """Each recommendation's units saved as the simulation measures them (a paired replay
+    of its two series, :mod:`.counterfactual`) against the job's own estimate, by decile of
+    estimated value: over every recommendation (what the Transfers page shows) and over
+    those that shipped."""
+    row = {s: i for i, s in enumerate(net.series)}
+
+    def demand_of(location: str, sku: str) -> np.ndarray | None:
+        i = row.get((location, sku))
+        return None if i is None else net.demand[i]
+
+    done = measure(trace, demand_of, lambda sku: int(net.item[sku]["min_sellable_days"]),
+                   horizon=TRANSFER_HORIZON_DAYS, last_day=net.start + net.days - 1)
+    every = decile_errors(done)
+    shipped = decile_errors([r for r in done if r.shipped])
+    return {"horizon_days": TRANSFER_HORIZON_DAYS, "recommendations": len(trace.recommendations),
+            "measured": len(done), "shipped_measured": sum(r.shipped for r in done),
+            "estimated_units": round(sum(r.estimated_units for r in done), 1),
+            "measured_units": round(sum(r.measured_units or 0.0 for r in done), 1),
+            "worst_decile_error": worst_decile_error(every),
+            "worst_decile_error_shipped": worst_decile_error(shipped),
+            "deciles": every, "deciles_shipped": shipped}
 
 
 def tune_baseline(net: Network, say: Say) -> tuple[dict[str, int], dict[str, float]]:
@@ -687,8 +715,14 @@ def simulate(data: pd.DataFrame, categories: Mapping[int, str], *, stores: int, 
         DayOldBatch(net, window, safety),
         RealTime(net, forecasts, shelf_life_aware=False, paths=paths, seed=seed),
         RealTime(net, forecasts, shelf_life_aware=True, paths=paths, seed=seed)]
+    trace = Trace()
     books = {p.name: run_policy(net, p, net.start, net.start + net.days,
-                                scored_from=net.start, say=say) for p in policies}
+                                scored_from=net.start, say=say,
+                                trace=trace if p.name == "shelflife" else None)
+             for p in policies}
+    estimates = measure_estimates(net, trace)
+    say(f"estimates: {estimates['measured']} recommendations replayed with and without "
+        f"their move; worst decile error {estimates['worst_decile_error']}")
     n, w = len(net.stores), net.days / 7
     per = {name: summarize(b, stores=n, weeks=w) for name, b in books.items()}
     base, qty, sl = per["day_old_batch"], per["quantity_only"], per["shelflife"]
@@ -705,4 +739,6 @@ def simulate(data: pd.DataFrame, categories: Mapping[int, str], *, stores: int, 
                              if base["average_inventory_units"] else None),
         "horizon_weeks": w, "stores": n, "series": len(net.series),
         "transfers_per_store_week": sl["transfers_per_store_week"],
+        "estimates": estimates,
+        "estimate_error_worst_decile": estimates["worst_decile_error"],
     }

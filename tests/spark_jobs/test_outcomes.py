@@ -73,3 +73,13 @@ def test_shelflife_transfers_never_land_below_the_minimum(outcome: tuple[dict, d
     margin = report["policies"]["shelflife"]["min_arrival_margin_days"]
     assert margin is None or margin >= 0  # life on arrival minus the destination's minimum
     assert report["policies"]["day_old_batch"]["transfers"] == 0
+
+
+def test_every_transfer_estimate_is_set_against_a_replay_of_what_it_did(
+        outcome: tuple[dict, dict]) -> None:
+    line, report = outcome
+    est = report["estimates"]
+    assert 0 <= est["measured"] <= est["recommendations"]
+    assert sum(d["recommendations"] for d in est["deciles"]) == est["measured"]
+    assert line["estimate_error_worst_decile"] == est["worst_decile_error"]
+    assert "estimate_error_worst_decile" in line["targets_met"]

@@ -1,0 +1,225 @@
+"""What a transfer recommendation really saved, measured in the outcome simulation.
+
+The transfer job estimates ``expected_units_saved`` for each move with its own model
+(:mod:`.transfers`: demand paths drawn from the forecast). The outcome simulation knows the
+demand that then came, so it can say what each recommendation did: replay the two series it
+touches (the source's and the destination's lots of that SKU) over the recommender's horizon
+twice, once with the move and once without, on the demand that really came, and count the
+same thing the estimate counts: the larger of the two reductions, units wasted and units of
+demand unmet, over both places.
+
+Everything else that reached or left those two series in the run (orders arriving,
+warehouse stock drawn by the stores' orders, other transfers) is replayed as it happened in
+both arms: the counterfactual freezes the other decisions. That is the estimate's own
+assumption (it does not foresee reorders either), so the comparison measures how well the
+model's forecast and its stock arithmetic hold, not how the rest of the system would have
+reacted. It leans one way for moves that shipped (the destination's later orders were
+smaller because the move was coming, so without it the replay runs short) and the other
+way for moves that did not (the destination's orders already covered the need); both are
+reported.
+
+Selling and spoiling are :func:`sell_fefo` and :func:`spoil`, the same functions the
+simulation's own trading day calls.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Lot:
+    """Units of one cohort at one place; ``expires`` is the day index it is usable through."""
+
+    lot: str
+    expires: int
+    quantity: int
+    transferred: bool = False
+
+
+def sell_fefo(lots: list[Lot], want: int, day: int, last_ok: int) -> int:
+    """Sell up to ``want`` units first-expiry-first from lots still sellable on ``day``
+    (at least ``last_ok`` days of life left); returns the demand left unmet."""
+    left = want
+    lots.sort(key=lambda x: x.expires)
+    for lot in lots:
+        if left <= 0:
+            break
+        if lot.quantity > 0 and lot.expires - last_ok >= day:
+            take = min(lot.quantity, left)
+            lot.quantity -= take
+            left -= take
+    return left
+
+
+def spoil(lots: list[Lot], day: int, pull: int) -> list[Lot]:
+    """Remove and return the lots that can no longer be sold after ``day`` (``pull`` days
+    before expiry at a store, at expiry in a warehouse); empty lots go too."""
+    gone = [lot for lot in lots if lot.quantity > 0 and lot.expires - pull <= day]
+    lots[:] = [lot for lot in lots if lot.quantity > 0 and lot.expires - pull > day]
+    return gone
+
+
+def take_lot(lots: list[Lot], lot_id: str | None, quantity: int) -> list[Lot]:
+    """Take up to ``quantity`` units of ``lot_id`` (or the oldest, when None) from
+    ``lots``, oldest first; returns the pieces taken."""
+    taken = []
+    for lot in sorted(lots, key=lambda x: x.expires):
+        if quantity <= 0:
+            break
+        if lot.quantity <= 0 or (lot_id is not None and lot.lot != lot_id):
+            continue
+        n = min(lot.quantity, quantity)
+        lot.quantity -= n
+        quantity -= n
+        taken.append(Lot(lot.lot, lot.expires, n))
+    return taken
+
+
+@dataclass(frozen=True)
+class Flow:
+    """Units that reached (``quantity`` > 0) or left (< 0) a series on ``day``; ``tag`` is
+    the recommendation a transfer's two flows belong to."""
+
+    seq: int
+    day: int
+    lot: str
+    expires: int
+    quantity: int
+    tag: int | None = None
+
+
+@dataclass
+class Recommendation:
+    """One recommendation as the simulation saw it, with the stock it was made on."""
+
+    tag: int
+    day: int
+    source: str
+    destination: str
+    sku: str
+    lot: str
+    quantity: int
+    arrive: int
+    estimated_units: float
+    estimated_value: float
+    shipped: bool = False
+    start: dict[str, list[Lot]] = field(default_factory=dict)
+    """Lots of the source and destination series when the day's transfers were decided."""
+    measured_units: float | None = None
+
+
+class Trace:
+    """The flows of every series in one policy's run, and its recommendations."""
+
+    def __init__(self) -> None:
+        self.flows: dict[tuple[str, str], list[Flow]] = defaultdict(list)
+        self.recommendations: list[Recommendation] = []
+        self._seq = 0
+
+    def flow(self, location: str, sku: str, day: int, lot: Lot, quantity: int,
+             tag: int | None = None) -> None:
+        self._seq += 1
+        self.flows[(location, sku)].append(
+            Flow(self._seq, day, lot.lot, lot.expires, quantity, tag))
+
+    def recommend(self, rec: Recommendation, lots: Mapping[tuple[str, str], list[Lot]]) -> None:
+        """Keep ``rec`` with copies of its two series' lots as they are now."""
+        for loc in (rec.source, rec.destination):
+            rec.start[loc] = [replace(x) for x in lots.get((loc, rec.sku), ()) if x.quantity > 0]
+        self.recommendations.append(rec)
+
+
+def replay(rec: Recommendation, trace: Trace, *, shipped: bool, demand: Mapping[str, np.ndarray],
+           last_ok: int, horizon: int) -> tuple[float, float]:
+    """(units wasted, units of demand unmet) over the source and destination of ``rec``,
+    days ``rec.day`` to ``rec.day + horizon - 1``, with or without its move; ``demand`` per
+    location (None for a warehouse: it sells nothing and spoils at expiry)."""
+    lots = {loc: [replace(x) for x in start] for loc, start in rec.start.items()}
+    flows: list[tuple[int, int, str, Flow]] = []
+    for loc in lots:
+        for f in trace.flows.get((loc, rec.sku), ()):
+            if f.tag == rec.tag or not rec.day <= f.day < rec.day + horizon:
+                continue
+            if f.quantity > 0 and f.day == rec.day:
+                continue  # arrived before the decision: in the starting lots already
+            flows.append((f.day, f.seq, loc, f))
+    if shipped:
+        flows.append((rec.day, -1, rec.source, Flow(-1, rec.day, rec.lot, 0, -rec.quantity)))
+        flows.append((rec.arrive, -1, rec.destination, Flow(-1, rec.arrive, rec.lot, 0, 0)))
+    flows.sort(key=lambda x: (x[0], x[1]))
+    moved: list[Lot] = []
+    wasted = unmet = 0.0
+    k = 0
+    for day in range(rec.day, rec.day + horizon):
+        while k < len(flows) and flows[k][0] == day:
+            _, seq, loc, f = flows[k]
+            k += 1
+            if seq == -1 and f.quantity < 0:  # the move itself leaves the source
+                moved = take_lot(lots[loc], f.lot, -f.quantity)
+            elif seq == -1:  # ...and reaches the destination
+                lots[loc] += [replace(x, transferred=True) for x in moved]
+            elif f.quantity > 0:
+                lots[loc].append(Lot(f.lot, f.expires, f.quantity))
+            else:
+                take_lot(lots[loc], f.lot, -f.quantity)
+        for loc, held in lots.items():
+            want = demand.get(loc)
+            if want is not None:
+                unmet += sell_fefo(held, int(want[day]), day, last_ok)
+            pull = last_ok if want is not None else 0
+            wasted += sum(x.quantity for x in spoil(held, day, pull))
+    return wasted, unmet
+
+
+def measure(trace: Trace, demand_of: Any, last_ok_of: Any, *, horizon: int,
+            last_day: int) -> list[Recommendation]:
+    """Fill ``measured_units`` of every recommendation whose horizon ends by ``last_day``
+    (the ones after it are left unmeasured); returns those measured.
+
+    ``demand_of(location, sku)`` gives a store series' daily demand (None for a warehouse),
+    ``last_ok_of(sku)`` its minimum sellable days."""
+    done = []
+    for rec in trace.recommendations:
+        if rec.day + horizon - 1 > last_day:
+            continue
+        demand = {loc: demand_of(loc, rec.sku) for loc in (rec.source, rec.destination)}
+        last_ok = last_ok_of(rec.sku)
+        with_move = replay(rec, trace, shipped=True, demand=demand, last_ok=last_ok,
+                           horizon=horizon)
+        without = replay(rec, trace, shipped=False, demand=demand, last_ok=last_ok,
+                         horizon=horizon)
+        rec.measured_units = max(without[0] - with_move[0], without[1] - with_move[1])
+        done.append(rec)
+    return done
+
+
+def decile_errors(recs: Sequence[Recommendation], deciles: int = 10) -> list[dict[str, Any]]:
+    """Per decile of estimated value (lowest first): how many, units estimated and
+    measured, and the error (measured / estimated - 1)."""
+    ordered = sorted(recs, key=lambda r: r.estimated_value)
+    out = []
+    for d in range(deciles):
+        part = ordered[len(ordered) * d // deciles: len(ordered) * (d + 1) // deciles]
+        if not part:
+            continue
+        est = sum(r.estimated_units for r in part)
+        got = sum(r.measured_units or 0.0 for r in part)
+        out.append({"decile": d + 1, "recommendations": len(part),
+                    "value_from": round(part[0].estimated_value, 2),
+                    "value_to": round(part[-1].estimated_value, 2),
+                    "estimated_units": round(est, 1), "measured_units": round(got, 1),
+                    "error": round(got / est - 1, 4) if est else None})
+    return out
+
+
+def worst_error(rows: Iterable[Mapping[str, Any]]) -> float | None:
+    """The decile error farthest from zero, signed; None without any."""
+    errors = [r["error"] for r in rows if r["error"] is not None and math.isfinite(r["error"])]
+    return max(errors, key=abs) if errors else None
