@@ -113,6 +113,8 @@ class Recommendation:
     start: dict[str, list[Lot]] = field(default_factory=dict)
     """Lots of the source and destination series when the day's transfers were decided."""
     measured_units: float | None = None
+    replay_matches_run: bool | None = None
+    """For a move that shipped: whether its replay with the move gave what the run did."""
 
 
 class Trace:
@@ -121,6 +123,9 @@ class Trace:
     def __init__(self) -> None:
         self.flows: dict[tuple[str, str], list[Flow]] = defaultdict(list)
         self.recommendations: list[Recommendation] = []
+        self.outcomes: dict[tuple[str, str], dict[int, tuple[int, int]]] = defaultdict(dict)
+        """(units wasted, units unmet) per series and day, as the run had them: a replay of
+        a move that shipped must give the same (:func:`measure` counts the matches)."""
         self._seq = 0
 
     def flow(self, location: str, sku: str, day: int, lot: Lot, quantity: int,
@@ -128,6 +133,20 @@ class Trace:
         self._seq += 1
         self.flows[(location, sku)].append(
             Flow(self._seq, day, lot.lot, lot.expires, quantity, tag))
+
+    def outcome(self, location: str, sku: str, day: int, wasted: int, unmet: int) -> None:
+        if wasted or unmet:
+            self.outcomes[(location, sku)][day] = (wasted, unmet)
+
+    def ran(self, rec: Recommendation, horizon: int) -> tuple[float, float]:
+        """(units wasted, units unmet) of ``rec``'s two series over its horizon in the run."""
+        wasted = unmet = 0.0
+        for loc in {rec.source, rec.destination}:
+            days = self.outcomes.get((loc, rec.sku), {})
+            for day in range(rec.day, rec.day + horizon):
+                w, u = days.get(day, (0, 0))
+                wasted, unmet = wasted + w, unmet + u
+        return wasted, unmet
 
     def recommend(self, rec: Recommendation, lots: Mapping[tuple[str, str], list[Lot]]) -> None:
         """Keep ``rec`` with copies of its two series' lots as they are now."""
@@ -196,6 +215,8 @@ def measure(trace: Trace, demand_of: Any, last_ok_of: Any, *, horizon: int,
         without = replay(rec, trace, shipped=False, demand=demand, last_ok=last_ok,
                          horizon=horizon)
         rec.measured_units = max(without[0] - with_move[0], without[1] - with_move[1])
+        if rec.shipped:
+            rec.replay_matches_run = with_move == trace.ran(rec, horizon)
         done.append(rec)
     return done
 
