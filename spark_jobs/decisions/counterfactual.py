@@ -164,12 +164,14 @@ def replay(rec: Recommendation, trace: Trace, *, shipped: bool, demand: Mapping[
     flows: list[tuple[int, int, str, Flow]] = []
     for loc in lots:
         for f in trace.flows.get((loc, rec.sku), ()):
-            if f.tag == rec.tag or not rec.day <= f.day < rec.day + horizon:
+            if not rec.day <= f.day < rec.day + horizon:
                 continue
+            if f.tag == rec.tag and not shipped:
+                continue  # the move as the run made it, left out of the arm without it
             if f.quantity > 0 and f.day == rec.day:
                 continue  # arrived before the decision: in the starting lots already
             flows.append((f.day, f.seq, loc, f))
-    if shipped:
+    if shipped and not rec.shipped:  # the move the run did not make, made here
         flows.append((rec.day, -1, rec.source, Flow(-1, rec.day, rec.lot, 0, -rec.quantity)))
         flows.append((rec.arrive, -1, rec.destination, Flow(-1, rec.arrive, rec.lot, 0, 0)))
     flows.sort(key=lambda x: (x[0], x[1]))
