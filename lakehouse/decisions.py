@@ -66,6 +66,34 @@ def record_decision(recommendation_id: str, decision: Decision, decided_by: str,
     write_deltalake(url, row, mode="append", storage_options=delta_options(url))
 
 
+def record_decisions(recommendation_ids: list[str], decision: Decision, decided_by: str, *,
+                     note: str = "", root: Root = None) -> int:
+    """:func:`record_decision` for many at once, in one commit (the auto-approval of a
+    transfers run); ids not in gold ``transfer_recommendations`` are refused together."""
+    if decision not in DECISIONS:
+        raise ValueError(f"decision: expected one of {', '.join(DECISIONS)} "
+                         f"(got {decision!r})")
+    if not decided_by.strip():
+        raise ValueError(f"decided_by: expected a name (got {decided_by!r})")
+    if not recommendation_ids:
+        return 0
+    recs = read_table(TRANSFER_RECOMMENDATIONS, root)
+    unknown = sorted(set(recommendation_ids) - set(() if recs is None
+                                                   else recs["recommendation_id"]))
+    if unknown:
+        raise ValueError(f"recommendation_id: no such transfer recommendation "
+                         f"(got {', '.join(map(repr, unknown[:5]))})")
+    now = datetime.now(UTC)
+    rows = pa.Table.from_pylist([{"recommendation_id": r, "decision": decision,
+                                  "decided_by": decided_by.strip(), "decided_at": now,
+                                  "note": note} for r in recommendation_ids],
+                                schema=TRANSFER_DECISIONS.schema)
+    url = TRANSFER_DECISIONS.uri(root)
+    ensure_parent(url)
+    write_deltalake(url, rows, mode="append", storage_options=delta_options(url))
+    return len(recommendation_ids)
+
+
 def approved_since(decisions: pd.DataFrame, ids: Any) -> tuple[list[str], datetime | None]:
     """The ids approved in ``decisions`` (latest ones, or the whole history), and how far
     back in silver their shipments can be: the earliest of those approvals, less

@@ -40,7 +40,12 @@ from lakehouse.catalogue import (
     TRANSFER_RECOMMENDATIONS,
     Table,
 )
-from lakehouse.decisions import approved_since, read_decisions, transfer_progress
+from lakehouse.decisions import (
+    approved_since,
+    read_decisions,
+    record_decisions,
+    transfer_progress,
+)
 from lakehouse.purchase_orders import open_orders
 from lakehouse.readers import is_table, read_table
 from lakehouse.recalls import lots_on_hold, without_held
@@ -48,6 +53,14 @@ from lakehouse.storage import delta_options, ensure_parent, spark_url
 
 from . import reference
 from .accuracy import forecast_accuracy, merge_history, transfer_outcomes
+from .approval import (
+    AUTO_APPROVAL_ENV,
+    AUTO_APPROVAL_RULE,
+    AUTO_APPROVER,
+    ESTIMATES_AS_MEASURED,
+    auto_approval_on,
+    auto_approve,
+)
 from .reorders import suggest_reorders
 from .transfers import recommend_transfers
 
@@ -350,10 +363,14 @@ def _with_decisions(recs: pd.DataFrame, previous: pd.DataFrame | None,
 
 
 def run_transfers_job(root: Root = None, *, now: datetime | None = None,
-                      horizon_days: int = 7, say: Say = _print) -> dict[str, Any]:
-    """Replace gold ``transfer_recommendations`` from stock, forecasts and reference."""
+                      horizon_days: int = 7, auto_approval: bool | None = None,
+                      say: Say = _print) -> dict[str, Any]:
+    """Replace gold ``transfer_recommendations`` from stock, forecasts and reference; with
+    ``auto_approval`` (default: :func:`auto_approval_on`), approve what the rule passes."""
     began = time.monotonic()
     now = _now(now)
+    if auto_approval is None:
+        auto_approval = auto_approval_on()
     inputs = decision_inputs(root)
     if inputs is None:
         say("transfers: no stock in gold yet; nothing to recommend")
@@ -371,8 +388,21 @@ def run_transfers_job(root: Root = None, *, now: datetime | None = None,
     saved = float(recs["expected_units_saved"].sum()) if rows else 0.0
     say(f"transfers: {rows} recommendations, {saved:.0f} units expected saved "
         f"({time.monotonic() - began:.1f} s)")
+    approved = _auto_approve(recs, root, say) if auto_approval and rows else 0
     return {"job": "transfers", "rows": rows, "expected_units_saved": round(saved, 1),
-            "seconds": round(time.monotonic() - began, 1)}
+            "auto_approved": approved, "seconds": round(time.monotonic() - began, 1)}
+
+
+def _auto_approve(recs: pd.DataFrame, root: Root, say: Say) -> int:
+    """Approve, as :data:`AUTO_APPROVER`, the proposals the rule passes; logged like a
+    person's decision, with the rule as its note."""
+    say(f"transfers: WARNING auto-approval is on ({AUTO_APPROVAL_ENV}); it is "
+        f"{ESTIMATES_AS_MEASURED}")
+    proposed = recs[recs["status"] == "proposed"]
+    ids = proposed.loc[auto_approve(proposed), "recommendation_id"].tolist()
+    record_decisions(ids, "approved", AUTO_APPROVER, note=AUTO_APPROVAL_RULE, root=root)
+    say(f"transfers: auto-approved {len(ids)} of {len(proposed)} proposed")
+    return len(ids)
 
 
 def run_reorders_job(root: Root = None, *, now: datetime | None = None,

@@ -415,3 +415,41 @@ def test_an_approved_transfer_reaches_the_offline_warehouse_ships_and_is_cleared
         publisher.stop()
         dispatcher.close()
         agent.close()
+
+
+@pytest.mark.spark
+def test_auto_approval_is_off_unless_asked_then_logged_like_a_person(decided, tmp_path,
+                                                                     monkeypatch):
+    import shutil
+
+    from lakehouse.readers import read_table
+    from spark_jobs.decisions import jobs as batch
+    from spark_jobs.decisions.approval import AUTO_APPROVAL_RULE, AUTO_APPROVER, auto_approve
+
+    source, _ = decided[False]
+    root = tmp_path / "lake"
+    shutil.copytree(source, root)
+    monkeypatch.delenv("SHELFLIFE_AUTO_APPROVE_TRANSFERS", raising=False)
+    assert batch.run_transfers_job(root, now=NOW, say=lambda _m: None)["auto_approved"] == 0
+    before = read_table(catalogue.TRANSFER_DECISIONS, root)
+    assert before is None or AUTO_APPROVER not in set(before["decided_by"])
+
+    monkeypatch.setenv("SHELFLIFE_AUTO_APPROVE_TRANSFERS", "on")
+    said: list[str] = []
+    result = batch.run_transfers_job(root, now=NOW, say=said.append)
+    recs = read_table(catalogue.TRANSFER_RECOMMENDATIONS, root)
+    proposed = recs[recs["status"] == "proposed"]
+    passing = set(proposed.loc[auto_approve(proposed), "recommendation_id"])
+    assert passing, "the fixture has a move the rule ships"
+    decisions = read_table(catalogue.TRANSFER_DECISIONS, root)
+    auto = decisions[decisions["decided_by"] == AUTO_APPROVER]
+    assert set(auto["recommendation_id"]) == passing and result["auto_approved"] == len(passing)
+    assert (auto["decision"] == "approved").all() and (auto["note"] == AUTO_APPROVAL_RULE).all()
+    assert any("WARNING auto-approval is on" in line for line in said)
+
+    # The next run shows them approved, by the rule's name where a person's would be.
+    batch.run_transfers_job(root, now=NOW, say=lambda _m: None)
+    listed = read_table(catalogue.TRANSFER_RECOMMENDATIONS, root).set_index("recommendation_id")
+    for rec_id in passing:
+        assert (listed.loc[rec_id, "status"], listed.loc[rec_id, "decided_by"]) == (
+            "approved", AUTO_APPROVER)

@@ -18,6 +18,12 @@ from apps.streamlit import decision_views, login, parts
 from lakehouse import catalogue
 from lakehouse.decisions import record_decision
 from lakehouse.transfer_status import TRANSFER_STATUSES
+from spark_jobs.decisions.approval import (
+    AUTO_APPROVAL_ENV,
+    AUTO_APPROVAL_RULE,
+    AUTO_APPROVER,
+    ESTIMATES_AS_MEASURED,
+)
 
 WHY_SHOWN = 10  # justifications spelt out under the table (the column is cut short)
 MAX_AT_ONCE = 100  # the most one click decides: a morning's best, few enough to read
@@ -85,6 +91,18 @@ def top_form(ranked: pd.DataFrame, user: User) -> tuple[list[str], str | None, s
     return decision_views.top_proposed(ranked, int(n)), decision, note
 
 
+def auto_approval_line(recs: pd.DataFrame) -> str:
+    """What the auto-approval rule did, or why it is off, in one line."""
+    by_rule = (int((recs["decided_by"] == AUTO_APPROVER).sum())
+               if "decided_by" in recs else 0)
+    if by_rule:
+        return (f"Auto-approval is on in the transfers job: {by_rule} of these were "
+                f"approved by it, shown as decided by '{AUTO_APPROVER}'. Its rule: "
+                f"{AUTO_APPROVAL_RULE}.")
+    return (f"Auto-approval ({AUTO_APPROVAL_ENV}=on for the transfers job) is "
+            f"{ESTIMATES_AS_MEASURED}. Its rule: {AUTO_APPROVAL_RULE}.")
+
+
 def render_transfers(root: str, users: UsersFile, user: User) -> None:
     """Headline figures, the ranked list, and the decision forms for an approver."""
     recs = parts.current_table(root, catalogue.TRANSFER_RECOMMENDATIONS)
@@ -124,6 +142,7 @@ def render_transfers(root: str, users: UsersFile, user: User) -> None:
         cols[2].metric("Net value of proposals",
                        f"{totals['value_saved'] - totals['cost']:,.0f}")
         cols[3].metric("Approved", totals["approved"])
+        st.caption(auto_approval_line(recs))
     with listing:
         rows = ranked[ranked["status"].isin(show)]
         st.dataframe(rows[[c for c in SHOWN if c in rows]], hide_index=True,
