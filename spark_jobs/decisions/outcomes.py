@@ -508,22 +508,26 @@ class RealTime(Policy):
         if recs.empty:
             return
         recs = recs.assign(ship_it=auto_approve(recs).to_numpy())
-        for r in recs.itertuples(index=False):
-            arrive = day + math.ceil((r.transit_hours + r.handling_hours) / 24 - 1e-9)
-            seen = None
-            if stock.trace is not None:  # every recommendation, shipped or not
-                seen = Recommendation(
+        arrive_at = [day + math.ceil((r.transit_hours + r.handling_hours) / 24 - 1e-9)
+                     for r in recs.itertuples(index=False)]
+        seen: list[Recommendation | None] = [None] * len(recs)
+        if stock.trace is not None:  # every recommendation, with its stock before any move
+            for k, r in enumerate(recs.itertuples(index=False)):
+                seen[k] = Recommendation(
                     len(stock.trace.recommendations), day, r.source_location,
-                    r.destination_location, r.sku, r.lot, int(r.quantity), arrive,
+                    r.destination_location, r.sku, r.lot, int(r.quantity), arrive_at[k],
                     float(r.expected_units_saved), float(r.value_saved))
-                stock.trace.recommend(seen, stock.lots)
+                stock.trace.recommend(seen[k], stock.lots)
+        for k, r in enumerate(recs.itertuples(index=False)):
             if not r.ship_it:
                 continue
+            rec = seen[k]
             moved = stock.transfer(day, r.source_location, r.destination_location, r.sku,
-                                   r.lot, int(r.quantity), arrive, float(r.min_sellable_days),
-                                   tag=None if seen is None else seen.tag)
-            if seen is not None:
-                seen.shipped = moved > 0
+                                   r.lot, int(r.quantity), arrive_at[k],
+                                   float(r.min_sellable_days),
+                                   tag=None if rec is None else rec.tag)
+            if rec is not None:
+                rec.shipped = moved > 0
             if moved:
                 stock.books.transfer_log.append({
                     "day": day, "source": r.source_location,
