@@ -114,6 +114,9 @@ class Recommendation:
     """Lots of the source and destination series when the day's transfers were decided."""
     measured_units: float | None = None
     replay_matches_run: bool | None = None
+    parts: dict[str, float] = field(default_factory=dict)
+    """Where the measured units came from (source waste avoided, destination waste
+    added, ...), summed by :func:`where_it_went`."""
     """For a move that shipped: whether its replay with the move gave what the run did."""
 
 
@@ -160,6 +163,15 @@ def replay(rec: Recommendation, trace: Trace, *, shipped: bool, demand: Mapping[
     """(units wasted, units of demand unmet) over the source and destination of ``rec``,
     days ``rec.day`` to ``rec.day + horizon - 1``, with or without its move; ``demand`` per
     location (None for a warehouse: it sells nothing and spoils at expiry)."""
+    places = replay_by_place(rec, trace, shipped=shipped, demand=demand, last_ok=last_ok,
+                             horizon=horizon)
+    return (sum(w for w, _ in places.values()), sum(u for _, u in places.values()))
+
+
+def replay_by_place(rec: Recommendation, trace: Trace, *, shipped: bool,
+                    demand: Mapping[str, np.ndarray], last_ok: int,
+                    horizon: int) -> dict[str, tuple[float, float]]:
+    """:func:`replay`, per location: {location: (units wasted, units unmet)}."""
     lots = {loc: [replace(x) for x in start] for loc, start in rec.start.items()}
     flows: list[tuple[int, int, str, Flow]] = []
     for loc in lots:
@@ -176,7 +188,7 @@ def replay(rec: Recommendation, trace: Trace, *, shipped: bool, demand: Mapping[
         flows.append((rec.arrive, -1, rec.destination, Flow(-1, rec.arrive, rec.lot, 0, 0)))
     flows.sort(key=lambda x: (x[0], x[1]))
     moved: list[Lot] = []
-    wasted = unmet = 0.0
+    out = {loc: [0.0, 0.0] for loc in lots}
     k = 0
     for day in range(rec.day, rec.day + horizon):
         while k < len(flows) and flows[k][0] == day:
@@ -193,10 +205,10 @@ def replay(rec: Recommendation, trace: Trace, *, shipped: bool, demand: Mapping[
         for loc, held in lots.items():
             want = demand.get(loc)
             if want is not None:
-                unmet += sell_fefo(held, int(want[day]), day, last_ok)
+                out[loc][1] += sell_fefo(held, int(want[day]), day, last_ok)
             pull = last_ok if want is not None else 0
-            wasted += sum(x.quantity for x in spoil(held, day, pull))
-    return wasted, unmet
+            out[loc][0] += sum(x.quantity for x in spoil(held, day, pull))
+    return {loc: (w, u) for loc, (w, u) in out.items()}
 
 
 def measure(trace: Trace, demand_of: Any, last_ok_of: Any, *, horizon: int,
@@ -212,15 +224,33 @@ def measure(trace: Trace, demand_of: Any, last_ok_of: Any, *, horizon: int,
             continue
         demand = {loc: demand_of(loc, rec.sku) for loc in (rec.source, rec.destination)}
         last_ok = last_ok_of(rec.sku)
-        with_move = replay(rec, trace, shipped=True, demand=demand, last_ok=last_ok,
-                           horizon=horizon)
-        without = replay(rec, trace, shipped=False, demand=demand, last_ok=last_ok,
-                         horizon=horizon)
+        places = {arm: replay_by_place(rec, trace, shipped=arm, demand=demand,
+                                       last_ok=last_ok, horizon=horizon)
+                  for arm in (True, False)}
+        with_move, without = ((sum(w for w, _ in places[arm].values()),
+                               sum(u for _, u in places[arm].values())) for arm in (True, False))
         rec.measured_units = max(without[0] - with_move[0], without[1] - with_move[1])
+        src, dst = places[True][rec.source], places[True][rec.destination]
+        src0, dst0 = places[False][rec.source], places[False][rec.destination]
+        rec.parts = {"source_waste_avoided": src0[0] - src[0],
+                     "destination_waste_added": dst[0] - dst0[0],
+                     "destination_unmet_avoided": dst0[1] - dst[1],
+                     "source_unmet_added": src[1] - src0[1]}
         if rec.shipped:
             rec.replay_matches_run = with_move == trace.ran(rec, horizon)
         done.append(rec)
     return done
+
+
+def where_it_went(recs: Iterable[Recommendation]) -> dict[str, float]:
+    """The measured parts summed over ``recs``, with the units moved and estimated."""
+    recs = list(recs)
+    out = {"units_moved": float(sum(r.quantity for r in recs)),
+           "estimated_units": round(sum(r.estimated_units for r in recs), 1)}
+    for r in recs:
+        for k, v in r.parts.items():
+            out[k] = out.get(k, 0.0) + v
+    return out
 
 
 def decile_errors(recs: Sequence[Recommendation], deciles: int = 10) -> list[dict[str, Any]]:

@@ -49,7 +49,16 @@ from lakehouse.naming import PREFIX_CATEGORY
 
 from . import reference
 from .approval import auto_approve
-from .counterfactual import Lot, Recommendation, Trace, decile_errors, measure, sell_fefo, spoil
+from .counterfactual import (
+    Lot,
+    Recommendation,
+    Trace,
+    decile_errors,
+    measure,
+    sell_fefo,
+    spoil,
+    where_it_went,
+)
 from .counterfactual import worst_error as worst_decile_error
 from .forecast import UNCENSORED_MAX_STOCKOUT_HOURS, forecast_demand
 from .reorders import suggest_reorders
@@ -624,6 +633,8 @@ def measure_estimates(net: Network, trace: Trace) -> dict[str, Any]:
             "shipped_replays_matching_run": sum(bool(r.replay_matches_run) for r in done),
             "worst_decile_error": worst_decile_error(every),
             "worst_decile_error_shipped": worst_decile_error(shipped),
+            "where_it_went_shipped": where_it_went(r for r in done if r.shipped),
+            "where_it_went_not_shipped": where_it_went(r for r in done if not r.shipped),
             "deciles": every, "deciles_shipped": shipped}
 
 

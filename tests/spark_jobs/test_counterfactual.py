@@ -40,6 +40,8 @@ def test_a_lot_that_would_spoil_moved_to_a_store_that_runs_out_saves_what_sells_
     demand = {"S-OLD": np.zeros(DAYS), "S-SHORT": np.full(DAYS, 4.0)}
     [done] = _measure(trace, demand)
     assert done is rec and rec.measured_units == 8  # waste 10 -> 2; unmet 28 -> 20
+    assert rec.parts == {"source_waste_avoided": 10, "destination_waste_added": 2,
+                         "destination_unmet_avoided": 8, "source_unmet_added": 0}
 
 
 def test_the_recorded_flows_of_both_series_are_replayed_in_both_arms():

@@ -99,7 +99,7 @@ def auto_approval_line(recs: pd.DataFrame) -> str:
         return (f"Auto-approval is on in the transfers job: {by_rule} of these were "
                 f"approved by it, shown as decided by '{AUTO_APPROVER}'. Its rule: "
                 f"{AUTO_APPROVAL_RULE}.")
-    return (f"Auto-approval ({AUTO_APPROVAL_ENV}=on for the transfers job) is "
+    return (f"Auto-approval (`{AUTO_APPROVAL_ENV}=on` for the transfers job) is "
             f"{ESTIMATES_AS_MEASURED}. Its rule: {AUTO_APPROVAL_RULE}.")
 
 
