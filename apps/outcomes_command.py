@@ -21,7 +21,8 @@ from spark_jobs.decisions.outcomes import POLICIES, simulate
 TARGETS = {"waste_reduction": 0.34, "stockout_reduction": 0.50,
            "post_transfer_waste_reduction": 0.67, "inventory_change": -0.18,
            "estimate_error_worst_decile": 0.20}
-"""The seed network's year in production (issue 17): reductions at least, inventory at most."""
+"""The seed network's year in production: reductions at least, inventory at most; the
+transfer estimates within 20 % in every decile of value."""
 DEMAND_RULE = ("recovered: a censored day (>2 stockout hours) is the larger of its sales and "
                "the mean of the series' uncensored days within 7 days either side; not from "
                "Shelflife's forecaster")

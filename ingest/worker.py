@@ -167,9 +167,8 @@ class IngestConfig:
                      "trigger_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)!r}")
-        if not 0 <= self.land_ahead_s < self.trigger_s:
-            raise ValueError(f"land_ahead_s: must be >= 0 and below trigger_s "
-                             f"({self.trigger_s!r}), got {self.land_ahead_s!r}")
+        if not self.land_ahead_s >= 0:
+            raise ValueError(f"land_ahead_s: must be >= 0, got {self.land_ahead_s!r}")
         IntakeGate(self.backlog_high_events, self.low_water)  # raises on a bad pair
         if not self.max_events_per_s >= 0:
             raise ValueError("max_events_per_s: must be >= 0 (0 = no limit), got "
@@ -287,6 +286,10 @@ class IngestWorker:
         on_s3 = is_s3(landing_url(config.region, lake))
         self._flush_s = config.s3_flush_interval_s if on_s3 else config.flush_interval_s
         self._land_ahead_s = config.land_ahead_s if on_s3 else 0.0
+        if self._land_ahead_s >= config.trigger_s:
+            raise ValueError(f"land_ahead_s: must be below the stream's trigger_s "
+                             f"({config.trigger_s:g} s) to land before it, got "
+                             f"{config.land_ahead_s:g}")
         # On S3 a backlog scan is a LIST request: once a second, not four times.
         self._backlog_every = max(config.backlog_check_s, 1.0 if on_s3 else 0.0)
         self.tracker = SeqTracker(root / "_ingest" / f"{config.region}.sqlite")

@@ -27,7 +27,8 @@ Retention, decided per table:
   compaction merged, so keeping them a week costs little and keeps any long-running
   reader (a notebook, a Spark job mid-scan) working. How far back time travel reaches is
   set by each table's log retention (the catalogue's ``FREQUENT``, ``REWRITTEN`` and
-  ``LIVE``), which the writers apply at their checkpoints.
+  ``LIVE``), which the writers apply every few hundred commits or five minutes
+  (``lakehouse.logtidy``).
 
 Safe beside the writers: delta-rs commits with S3 conditional PUTs, and compaction
 commits ``dataChange=false``, so appends (the record writer, heartbeats, decision logs)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -112,12 +112,14 @@ class Recommendation:
     shipped: bool = False
     start: dict[str, list[Lot]] = field(default_factory=dict)
     """Lots of the source and destination series when the day's transfers were decided."""
+    moved: int = 0
+    """Units the run moved (0 for a recommendation that did not ship)."""
     measured_units: float | None = None
     replay_matches_run: bool | None = None
+    """For a move that shipped: whether its replay with the move gave what the run did."""
     parts: dict[str, float] = field(default_factory=dict)
     """Where the measured units came from (source waste avoided, destination waste
     added, ...), summed by :func:`where_it_went`."""
-    """For a move that shipped: whether its replay with the move gave what the run did."""
 
 
 class Trace:
@@ -133,11 +135,13 @@ class Trace:
 
     def flow(self, location: str, sku: str, day: int, lot: Lot, quantity: int,
              tag: int | None = None) -> None:
+        """Record ``quantity`` units of ``lot`` reaching (> 0) or leaving (< 0) a series."""
         self._seq += 1
         self.flows[(location, sku)].append(
             Flow(self._seq, day, lot.lot, lot.expires, quantity, tag))
 
     def outcome(self, location: str, sku: str, day: int, wasted: int, unmet: int) -> None:
+        """Record what a series wasted and left unmet on ``day`` in the run."""
         if wasted or unmet:
             self.outcomes[(location, sku)][day] = (wasted, unmet)
 
@@ -158,8 +162,9 @@ class Trace:
         self.recommendations.append(rec)
 
 
-def replay(rec: Recommendation, trace: Trace, *, shipped: bool, demand: Mapping[str, np.ndarray],
-           last_ok: int, horizon: int) -> tuple[float, float]:
+def replay(rec: Recommendation, trace: Trace, *, shipped: bool,
+           demand: Mapping[str, np.ndarray | None], last_ok: int,
+           horizon: int) -> tuple[float, float]:
     """(units wasted, units of demand unmet) over the source and destination of ``rec``,
     days ``rec.day`` to ``rec.day + horizon - 1``, with or without its move; ``demand`` per
     location (None for a warehouse: it sells nothing and spoils at expiry)."""
@@ -169,7 +174,7 @@ def replay(rec: Recommendation, trace: Trace, *, shipped: bool, demand: Mapping[
 
 
 def replay_by_place(rec: Recommendation, trace: Trace, *, shipped: bool,
-                    demand: Mapping[str, np.ndarray], last_ok: int,
+                    demand: Mapping[str, np.ndarray | None], last_ok: int,
                     horizon: int) -> dict[str, tuple[float, float]]:
     """:func:`replay`, per location: {location: (units wasted, units unmet)}."""
     lots = {loc: [replace(x) for x in start] for loc, start in rec.start.items()}
@@ -211,7 +216,8 @@ def replay_by_place(rec: Recommendation, trace: Trace, *, shipped: bool,
     return {loc: (w, u) for loc, (w, u) in out.items()}
 
 
-def measure(trace: Trace, demand_of: Any, last_ok_of: Any, *, horizon: int,
+def measure(trace: Trace, demand_of: Callable[[str, str], np.ndarray | None],
+            last_ok_of: Callable[[str], int], *, horizon: int,
             last_day: int) -> list[Recommendation]:
     """Fill ``measured_units`` of every recommendation whose horizon ends by ``last_day``
     (the ones after it are left unmeasured); returns those measured.
@@ -245,7 +251,7 @@ def measure(trace: Trace, demand_of: Any, last_ok_of: Any, *, horizon: int,
 def where_it_went(recs: Iterable[Recommendation]) -> dict[str, float]:
     """The measured parts summed over ``recs``, with the units moved and estimated."""
     recs = list(recs)
-    out = {"units_moved": float(sum(r.quantity for r in recs)),
+    out = {"units_moved": float(sum(r.moved if r.shipped else r.quantity for r in recs)),
            "estimated_units": round(sum(r.estimated_units for r in recs), 1)}
     for r in recs:
         for k, v in r.parts.items():

@@ -370,7 +370,11 @@ def run_transfers_job(root: Root = None, *, now: datetime | None = None,
     began = time.monotonic()
     now = _now(now)
     if auto_approval is None:
-        auto_approval = auto_approval_on()
+        try:
+            auto_approval = auto_approval_on()
+        except ValueError as exc:  # the recommendations still go out; nothing is approved
+            say(f"transfers: {exc}; auto-approval stays off")
+            auto_approval = False
     inputs = decision_inputs(root)
     if inputs is None:
         say("transfers: no stock in gold yet; nothing to recommend")
@@ -399,7 +403,11 @@ def _auto_approve(recs: pd.DataFrame, root: Root, say: Say) -> int:
     say(f"transfers: WARNING auto-approval is on ({AUTO_APPROVAL_ENV}); it is "
         f"{ESTIMATES_AS_MEASURED}")
     proposed = recs[recs["status"] == "proposed"]
-    ids = proposed.loc[auto_approve(proposed), "recommendation_id"].tolist()
+    # Decisions are read again now: a person who rejected (or approved) one while the
+    # recommender ran has the last word, and the rule never decides a second time.
+    decided = set(read_decisions(root)["recommendation_id"])
+    passing = proposed.loc[auto_approve(proposed), "recommendation_id"]
+    ids = [i for i in passing.tolist() if i not in decided]
     record_decisions(ids, "approved", AUTO_APPROVER, note=AUTO_APPROVAL_RULE, root=root)
     say(f"transfers: auto-approved {len(ids)} of {len(proposed)} proposed")
     return len(ids)

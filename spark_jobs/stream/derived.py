@@ -432,7 +432,7 @@ class DerivedWriter:
                     if attempt == ITEMS_WRITE_ATTEMPTS - 1:
                         raise
                     continue
-                self._tidied(catalogue.ITEMS)
+                self._tidied(catalogue.ITEMS, handle)
                 written.append("items")
                 break
             books.items_written = version
@@ -443,11 +443,12 @@ class DerivedWriter:
             self._open[table.name] = DeltaTable(path, storage_options=delta_options(path))
         return self._open[table.name]
 
-    def _tidied(self, table: Table) -> None:
-        """Count a commit to ``table``; its expired log files go every few hundred."""
+    def _tidied(self, table: Table, handle: DeltaTable) -> None:
+        """Count a commit made through ``handle`` to ``table``; its expired log files go
+        every few hundred commits (``lakehouse.logtidy``)."""
         if table.name not in self._tidy:
             self._tidy[table.name] = LogTidy(self.paths[table.name])
-        self._tidy[table.name].committed(self._open[table.name])
+        self._tidy[table.name].committed(handle)
 
     def _commit(self, table: Table, batch: int | None = None) -> CommitProperties:
         """``batch`` records, for daily totals, the last stream batch they include: on
@@ -457,14 +458,15 @@ class DerivedWriter:
 
     def _append(self, table: Table, rows: list[dict]) -> None:
         data = pa.Table.from_pylist(rows, schema=table.schema)
+        handle = self._table(table)
         try:
-            write_deltalake(self._table(table), data, mode="append",
+            write_deltalake(handle, data, mode="append",
                             commit_properties=self._commit(table),
                             post_commithook_properties=HOOKS)
         except Exception:
             self._open.pop(table.name, None)
             raise
-        self._tidied(table)
+        self._tidied(table, handle)
 
     def _replace(self, table: Table, rows: list[dict], since: str | None = None,
                  batch: int | None = None) -> None:
@@ -472,14 +474,15 @@ class DerivedWriter:
         predicate = f"region = '{self.state.region}'"
         if since is not None:
             predicate += f" AND day >= '{since}'"
+        handle = self._table(table)
         try:
-            write_deltalake(self._table(table), data, mode="overwrite", predicate=predicate,
+            write_deltalake(handle, data, mode="overwrite", predicate=predicate,
                             commit_properties=self._commit(table, batch),
                             post_commithook_properties=HOOKS)
         except Exception:
             self._open.pop(table.name, None)
             raise
-        self._tidied(table)
+        self._tidied(table, handle)
 
 
 def _prune(state: RegionState, now: datetime) -> None:

@@ -290,8 +290,9 @@ class RecordWriter:
         if table not in self._open:  # kept open: reopening replays the log each time
             self._open[table] = deltalake.DeltaTable(
                 self.paths[table], storage_options=delta_options(self.paths[table]))
+        handle = self._open[table]
         try:
-            write_deltalake(self._open[table], data, mode="append",
+            write_deltalake(handle, data, mode="append",
                             partition_by=list(RECORDED[table].partitions),
                             commit_properties=CommitProperties(
                                 app_transactions=[Transaction(self._app(table), top)],
@@ -300,7 +301,7 @@ class RecordWriter:
         except Exception:
             self._open.pop(table, None)
             raise
-        self._tidy.setdefault(table, LogTidy(self.paths[table])).committed(self._open[table])
+        self._tidy.setdefault(table, LogTidy(self.paths[table])).committed(handle)
         self.written[table] = top
 
     def _schema(self, table: str):

@@ -209,3 +209,5 @@ def test_the_landing_time_is_just_before_each_whole_trigger_period():
     assert until_landing(100.79, 1.0, 0.2) == pytest.approx(0.01)
     assert until_landing(100.81, 1.0, 0.2) == pytest.approx(0.99)
     assert until_landing(100.0, 2.0, 0.25) == pytest.approx(1.75)
+    # A local landing zone lands on its own short interval: the lead does not apply there.
+    assert IngestConfig(region="east", trigger_s=0.1).land_ahead_s == 0.2

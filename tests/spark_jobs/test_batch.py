@@ -422,6 +422,7 @@ def test_auto_approval_is_off_unless_asked_then_logged_like_a_person(decided, tm
                                                                      monkeypatch):
     import shutil
 
+    from lakehouse.decisions import record_decision
     from lakehouse.readers import read_table
     from spark_jobs.decisions import jobs as batch
     from spark_jobs.decisions.approval import AUTO_APPROVAL_RULE, AUTO_APPROVER, auto_approve
@@ -434,13 +435,23 @@ def test_auto_approval_is_off_unless_asked_then_logged_like_a_person(decided, tm
     before = read_table(catalogue.TRANSFER_DECISIONS, root)
     assert before is None or AUTO_APPROVER not in set(before["decided_by"])
 
-    monkeypatch.setenv("SHELFLIFE_AUTO_APPROVE_TRANSFERS", "on")
     said: list[str] = []
-    result = batch.run_transfers_job(root, now=NOW, say=said.append)
+    monkeypatch.setenv("SHELFLIFE_AUTO_APPROVE_TRANSFERS", "enabled")  # a typo: said, off
+    assert batch.run_transfers_job(root, now=NOW, say=said.append)["auto_approved"] == 0
+    assert any("expected on or off (got 'enabled'); auto-approval stays off" in line
+               for line in said)
+
     recs = read_table(catalogue.TRANSFER_RECOMMENDATIONS, root)
     proposed = recs[recs["status"] == "proposed"]
     passing = set(proposed.loc[auto_approve(proposed), "recommendation_id"])
     assert passing, "the fixture has a move the rule ships"
+    # A person's word stands: what someone rejected, the rule does not approve.
+    refused = sorted(passing)[0]
+    record_decision(refused, "rejected", "ana", root=root)
+    passing.discard(refused)
+
+    monkeypatch.setenv("SHELFLIFE_AUTO_APPROVE_TRANSFERS", "on")
+    result = batch.run_transfers_job(root, now=NOW, say=said.append)
     decisions = read_table(catalogue.TRANSFER_DECISIONS, root)
     auto = decisions[decisions["decided_by"] == AUTO_APPROVER]
     assert set(auto["recommendation_id"]) == passing and result["auto_approved"] == len(passing)
@@ -453,3 +464,5 @@ def test_auto_approval_is_off_unless_asked_then_logged_like_a_person(decided, tm
     for rec_id in passing:
         assert (listed.loc[rec_id, "status"], listed.loc[rec_id, "decided_by"]) == (
             "approved", AUTO_APPROVER)
+    assert (listed.loc[refused, "status"], listed.loc[refused, "decided_by"]) == (
+        "rejected", "ana")

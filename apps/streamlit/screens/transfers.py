@@ -96,9 +96,9 @@ def auto_approval_line(recs: pd.DataFrame) -> str:
     by_rule = (int((recs["decided_by"] == AUTO_APPROVER).sum())
                if "decided_by" in recs else 0)
     if by_rule:
-        return (f"Auto-approval is on in the transfers job: {by_rule} of these were "
-                f"approved by it, shown as decided by '{AUTO_APPROVER}'. Its rule: "
-                f"{AUTO_APPROVAL_RULE}.")
+        return (f"{by_rule} of these were approved by the auto-approval rule, shown as "
+                f"decided by '{AUTO_APPROVER}' (`{AUTO_APPROVAL_ENV}=on` for the transfers "
+                f"job). The rule: {AUTO_APPROVAL_RULE}.")
     return (f"Auto-approval (`{AUTO_APPROVAL_ENV}=on` for the transfers job) is "
             f"{ESTIMATES_AS_MEASURED}. Its rule: {AUTO_APPROVAL_RULE}.")
 
