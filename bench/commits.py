@@ -38,6 +38,7 @@ from deltalake.exceptions import CommitFailedError  # noqa: E402
 from deltalake.transaction import CommitProperties, Transaction  # noqa: E402
 
 from lakehouse.catalogue import EVENTS, STOCK_LEVELS  # noqa: E402
+from lakehouse.logtidy import HOOKS  # noqa: E402
 from lakehouse.storage import delta_options  # noqa: E402
 from tests.s3 import fresh_lake, moto_server  # noqa: E402
 
@@ -83,7 +84,8 @@ def run(root: str, commits: int, log: Path | None) -> dict:
             started = time.perf_counter()
             extra = {"predicate": "region = 'east'"} if mode == "overwrite" else {}
             write_deltalake(handle, data, mode=mode, commit_properties=CommitProperties(
-                app_transactions=[Transaction("bench", batch)]), **extra)
+                app_transactions=[Transaction("bench", batch)]),
+                post_commithook_properties=HOOKS, **extra)  # as the live writers commit
             times.append(time.perf_counter() - started)
         after = _requests(log)
         times.sort()
@@ -116,7 +118,8 @@ def _writer(url: str, region: str, commits: int, queue: Any) -> None:
             write_deltalake(handle, data, mode="overwrite", predicate=f"region = '{region}'",
                             commit_properties=CommitProperties(
                                 app_transactions=[Transaction(f"w-{region}", batch)],
-                                max_commit_retries=20))  # what the stream allows
+                                max_commit_retries=20),  # what the stream allows
+                            post_commithook_properties=HOOKS)
         except CommitFailedError:
             failed += 1  # lost the race 20 times: the stream would retry the batch
             handle = DeltaTable(url, storage_options=options)
