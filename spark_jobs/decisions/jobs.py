@@ -315,6 +315,14 @@ def _fresh_id(rec_id: str, taken: set[str]) -> str:
     return rec_id
 
 
+def _id_chain(first: str, last: str) -> list[str]:
+    """The ids :func:`_fresh_id` stepped through from ``first`` to ``last``."""
+    chain = [first]
+    while chain[-1] != last:
+        chain.append(hashlib.sha1(f"{chain[-1]}|again".encode()).hexdigest()[:16])
+    return chain
+
+
 def _with_decisions(recs: pd.DataFrame, previous: pd.DataFrame | None,
                     decisions: pd.DataFrame, now: datetime,
                     progress: dict[str, str] | None = None) -> pd.DataFrame:
@@ -344,11 +352,15 @@ def _with_decisions(recs: pd.DataFrame, previous: pd.DataFrame | None,
             recs = recs[~recs["recommendation_id"].isin(rejected)]  # no means no, today
             taken = set(latest.index) | set(recs["recommendation_id"])
             clash = recs["recommendation_id"].isin(set(old["recommendation_id"]))
-            fresh = []
+            fresh, refused = [], []
             for rec_id in recs.loc[clash, "recommendation_id"]:
                 fresh.append(_fresh_id(rec_id, taken))
                 taken.add(fresh[-1])
+                # ...and for its proposals again: a re-proposal someone rejected is not
+                # proposed once more under the next id of the chain.
+                refused.append(any(i in rejected for i in _id_chain(rec_id, fresh[-1])))
             recs.loc[clash, "recommendation_id"] = fresh
+            recs = recs.drop(recs.index[clash][refused])
             recs = pd.concat([recs, old[recs.columns]], ignore_index=True)
     ids = recs["recommendation_id"]
     status = ids.map(latest["decision"]) if len(latest) else pd.Series(None, index=ids.index)
