@@ -20,6 +20,11 @@ reported.
 
 Selling and spoiling are :func:`sell_fefo` and :func:`spoil`, the same functions the
 simulation's own trading day calls.
+
+Also not modelled: the recommender values each move as if the better-ranked moves of the
+day were made, while the replay keeps only those that shipped; a recorded outflow that
+finds its lot short in an arm takes what is there (:func:`take_lot`); and a move that did
+not ship is placed before the day's real moves, not at its rank.
 """
 
 from __future__ import annotations
