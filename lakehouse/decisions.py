@@ -48,28 +48,14 @@ def record_decision(recommendation_id: str, decision: Decision, decided_by: str,
                     note: str = "", root: Root = None) -> None:
     """Append who approved or rejected a recommendation; nothing is edited in place, and
     the next transfers run shows it (the dashboard shows it at once)."""
-    if decision not in DECISIONS:
-        raise ValueError(f"decision: expected one of {', '.join(DECISIONS)} "
-                         f"(got {decision!r})")
-    if not decided_by.strip():
-        raise ValueError(f"decided_by: expected a name (got {decided_by!r})")
-    recs = read_table(TRANSFER_RECOMMENDATIONS, root)
-    if recs is None or recommendation_id not in set(recs["recommendation_id"]):
-        raise ValueError(f"recommendation_id: no such transfer recommendation "
-                         f"(got {recommendation_id!r})")
-    row = pa.Table.from_pylist([{"recommendation_id": recommendation_id,
-                                 "decision": decision, "decided_by": decided_by.strip(),
-                                 "decided_at": datetime.now(UTC), "note": note}],
-                               schema=TRANSFER_DECISIONS.schema)
-    url = TRANSFER_DECISIONS.uri(root)
-    ensure_parent(url)
-    write_deltalake(url, row, mode="append", storage_options=delta_options(url))
+    record_decisions([recommendation_id], decision, decided_by, note=note, root=root)
 
 
 def record_decisions(recommendation_ids: list[str], decision: Decision, decided_by: str, *,
                      note: str = "", root: Root = None) -> int:
-    """:func:`record_decision` for many at once, in one commit (the auto-approval of a
-    transfers run); ids not in gold ``transfer_recommendations`` are refused together."""
+    """Append who approved or rejected these recommendations, in one commit (a person's
+    one, or a transfers run's auto-approvals); ids not in gold
+    ``transfer_recommendations`` are refused together, and nothing is written then."""
     if decision not in DECISIONS:
         raise ValueError(f"decision: expected one of {', '.join(DECISIONS)} "
                          f"(got {decision!r})")

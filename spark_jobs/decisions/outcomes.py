@@ -37,7 +37,7 @@ import hashlib
 import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ from .counterfactual import (
     measure,
     sell_fefo,
     spoil,
+    take_lot,
     where_it_went,
 )
 from .counterfactual import worst_error as worst_decile_error
@@ -359,19 +360,13 @@ class Stock:
         """Move up to ``quantity`` units (of ``lot_id``, or oldest first) now; returns the
         units moved. ``tag`` names the recommendation in the trace."""
         moved = 0
-        for lot in sorted(self.lots.get((source, sku), []), key=lambda x: x.expires):
-            if moved >= quantity:
-                break
-            if lot.quantity <= 0 or (lot_id is not None and lot.lot != lot_id):
-                continue
-            take = min(lot.quantity, quantity - moved)
-            lot.quantity -= take
-            moved += take
+        for piece in take_lot(self.lots.get((source, sku), []), lot_id, quantity):
+            moved += piece.quantity
             if self.trace is not None:
-                self.trace.flow(source, sku, day, lot, -take, tag)
+                self.trace.flow(source, sku, day, piece, -piece.quantity, tag)
             self.moving.append(Shipment(arrive, destination, sku,
-                                        Lot(lot.lot, lot.expires, take, True), False, tag))
-            margin = lot.expires + 1 - arrive - min_days
+                                        replace(piece, transferred=True), False, tag))
+            margin = piece.expires + 1 - arrive - min_days
             self.books.min_arrival_margin = min(self.books.min_arrival_margin, margin)
         if moved:
             self.books.transfers += 1
