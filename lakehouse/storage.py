@@ -254,8 +254,8 @@ def check_bucket(url: str, *, create: bool = False) -> None:
 
 
 def ensure_folder(url: str) -> None:
-    """Make a local folder, or an S3 prefix's folder marker (``prefix/``, an empty object):
-    Spark's file source refuses to watch a prefix that holds no object yet."""
+    """Make a local folder, or an S3 prefix's folder marker (``prefix/``, an empty object),
+    so that a zone shows in a listing (and in S3 consoles) before its first object."""
     if not is_s3(url):
         Path(url).mkdir(parents=True, exist_ok=True)
         return

@@ -72,12 +72,6 @@ LOW_LATENCY_CONF: dict[str, str] = {
         "org.apache.spark.sql.execution.streaming.checkpointing."
         "FileSystemBasedCheckpointFileManager",
     "spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
-    # The landing zone's file source lists every file it ever read in a compact file of
-    # its metadata log, rewritten whole every N batches (a known Spark limit: no
-    # retention, because of `latestFirst`). At seven landing files a second per region
-    # that is ~600,000 entries, tens of MB, after a day: rewrite it every 100 batches
-    # instead of every 10.
-    "spark.sql.streaming.fileSource.log.compactInterval": "100",
 }
 
 

@@ -65,6 +65,8 @@ from .fold import RegionState
 from .history import HistoryLog, PipelineWindow, history_row, jvm_pid
 from .metrics import METRICS, serve_stream_metrics
 from .record import TRACE, RecordWriter, txn_version
+from .source import SOURCE_FORMAT
+from .source import register as register_source
 from .steps import MicroBatch, batch_files_logged, check_events, read_landing, spill_lines
 from .tables import ensure_tables
 
@@ -151,6 +153,7 @@ class RegionStream:
         self.last_event_at: datetime | None = None
         self._status_written = 0.0
         self._status_events = self.events_total
+        self.landing = landing_url(self.region, self.root)
         self.backlog = landing_backlog(self.region, self.root)
         self.behind_s = 0.0
         """How old, at the median, the events of the worst batch since the last status
@@ -376,15 +379,16 @@ class RegionStream:
     # --- the query ---------------------------------------------------------------------
 
     def start(self) -> StreamingQuery:
-        src = landing_url(self.region, self.root)
+        src = self.landing
         ensure_folder(src)
-        # Lines are read as text and parsed on the driver, which needs every event as a
-        # dict anyway: a JSON scan with the contract's schema costs the JVM a plan, an
-        # optimisation and generated code per one-second batch of a few hundred lines.
-        stream = (self.spark.readStream
+        # Lines are read and parsed on the driver, which needs every event as a dict
+        # anyway, from the files the landing source names in the batch's offset
+        # (``.source``: no listing through Hadoop, no file-source metadata log).
+        register_source(self.spark)
+        stream = (self.spark.readStream.format(SOURCE_FORMAT)
+                  .option("path", src)
                   .option("maxFilesPerTrigger", self.config.max_files_per_trigger)
-                  .option("cleanSource", "delete")
-                  .text(spark_url(src)))
+                  .load())
         self.query = (stream.writeStream.queryName(f"shelflife-{self.region}")
                       .foreachBatch(self.process_batch)
                       .option("checkpointLocation", str(self.checkpoint / "query"))
@@ -417,7 +421,7 @@ class RegionStream:
 
     def _read(self, frame: DataFrame, batch_id: int) -> LandingLines:
         """The batch's landing lines, decoded; their files no longer count as backlog."""
-        files = batch_files_logged(self.checkpoint / "query", batch_id)
+        files = batch_files_logged(self.checkpoint / "query", batch_id, self.landing)
         lines = read_landing(frame, files=files)
         self.backlog.taken(lines.files())
         return lines

@@ -19,6 +19,9 @@ from pyspark.sql import DataFrame
 
 from lakehouse.contract import ContractError, parse_topic, validate_event
 from lakehouse.landing import EVENT, LandingLines, dead_line, read_batches
+from lakehouse.storage import join
+
+from .source import offset_files
 
 
 @dataclass
@@ -54,21 +57,29 @@ class MicroBatch:
         self._mark = now
 
 
-def batch_files_logged(query_checkpoint: Path, batch_id: int) -> list[str] | None:
-    """The files Spark's file source chose for ``batch_id``, from the query's own logs,
+def batch_files_logged(query_checkpoint: Path, batch_id: int, landing: str
+                       ) -> list[str] | None:
+    """The files the query's source chose for ``batch_id``, from the query's own logs,
     or None when they do not say (Spark then reads the batch itself).
 
-    A batch covers the source's log offsets after the previous batch's and up to its own
-    (``offsets/<batch>``: a version line, the batch's metadata, then ``{"logOffset": N}``
-    for the one source). The two numberings start equal but need not stay so: a kill
-    after the source logged new files and before the query logged the batch leaves the
-    source one ahead for good, and the next batch then covers two log offsets. Reading
-    ``sources/0/<batch id>`` alone, as this did, then read the previous offset's files
-    (deleted by then: cleanSource) and skipped the batch's own.
+    The landing source (:mod:`.source`) logs the batch's file names as its end offset,
+    the last line of ``offsets/<batch>``; they are joined to ``landing``, the zone's URL.
+
+    A query whose last batches Spark's file source logged (a checkpoint from before the
+    landing source) covers the file source's log offsets after the previous batch's and
+    up to its own (``{"logOffset": N}``). The two numberings start equal but need not
+    stay so: a kill after the source logged new files and before the query logged the
+    batch leaves the source one ahead for good, and the next batch then covers two log
+    offsets. Reading ``sources/0/<batch id>`` alone, as this once did, read the previous
+    offset's files (deleted by then: cleanSource) and skipped the batch's own.
     """
     offsets = query_checkpoint / "offsets"
-    end = _log_offset(offsets / str(batch_id))
-    start = -1 if batch_id == 0 else _log_offset(offsets / str(batch_id - 1))
+    end_offset = _source_offset(offsets / str(batch_id))
+    names = offset_files(end_offset)
+    if names is not None:
+        return [join(landing, n) for n in names]
+    end = _log_offset(end_offset)
+    start = -1 if batch_id == 0 else _log_offset(_source_offset(offsets / str(batch_id - 1)))
     if end is None or start is None or end < start:
         return None
     files: list[str] = []
@@ -80,8 +91,9 @@ def batch_files_logged(query_checkpoint: Path, batch_id: int) -> list[str] | Non
     return files
 
 
-def _log_offset(path: Path) -> int | None:
-    """The file source's log offset an ``offsets/<batch>`` entry ends at, or None."""
+def _source_offset(path: Path) -> dict | None:
+    """The one source's offset an ``offsets/<batch>`` entry ends with (a version line,
+    the batch's metadata, then the offset as JSON), or None."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
@@ -89,7 +101,16 @@ def _log_offset(path: Path) -> int | None:
     if len(lines) < 3 or lines[0].strip() != "v1":
         return None
     try:
-        return int(json.loads(lines[-1])["logOffset"])
+        offset = json.loads(lines[-1])
+    except ValueError:
+        return None
+    return offset if isinstance(offset, dict) else None
+
+
+def _log_offset(offset: dict | None) -> int | None:
+    """The file source's log offset in a logged offset, or None."""
+    try:
+        return int(offset["logOffset"]) if offset is not None else None
     except (ValueError, KeyError, TypeError):
         return None
 

@@ -86,8 +86,8 @@ def test_regions_of_one_process_share_its_books_and_saves_leave_them_out():
     assert back.locations.keys() == east.locations.keys()
 
 
-def test_a_batchs_files_come_from_the_source_log_however_long_the_query_has_run(tmp_path):
-    # Spark's file source names the files of each log offset in sources/0/<offset>, and
+def test_a_file_source_checkpoints_batch_files_come_from_its_log_however_long_it_ran(tmp_path):
+    # A checkpoint from before the landing source: Spark's file source names the files of each log offset in sources/0/<offset>, and
     # every hundredth offset in a compact file listing every file ever read: a day of it
     # is ~600,000 lines, of which the stream needs the last offset's.
     query = tmp_path / "query"
@@ -110,15 +110,15 @@ def test_a_batchs_files_come_from_the_source_log_however_long_the_query_has_run(
     (log / "0").write_text("v1\n" + "\n".join(entry(0, k) for k in range(3)))
     for batch in (0, 29998, 29999, 30000):
         offsets(batch, batch)
-    assert batch_files_logged(query, 29999) == [
+    assert batch_files_logged(query, 29999, "/l") == [
         f"file:///l/b-029999-{k}.jsonl" for k in range(7)]
-    assert batch_files_logged(query, 30000) == ["file:///l/b-030000-0.jsonl"]
-    assert len(batch_files_logged(query, 0)) == 3
-    assert batch_files_logged(query, 5) is None  # not logged: Spark reads
+    assert batch_files_logged(query, 30000, "/l") == ["file:///l/b-030000-0.jsonl"]
+    assert len(batch_files_logged(query, 0, "/l")) == 3
+    assert batch_files_logged(query, 5, "/l") is None  # not logged: Spark reads
     (log / "7").write_text("v2\n" + entry(7, 0))  # a format this reader does not know
     offsets(6, 6)
     offsets(7, 7)
-    assert batch_files_logged(query, 7) is None
+    assert batch_files_logged(query, 7, "/l") is None
 
 
 def test_a_batch_that_covers_two_log_offsets_reads_both(tmp_path):
@@ -137,7 +137,23 @@ def test_a_batch_that_covers_two_log_offsets_reads_both(tmp_path):
     for batch, log_offset in ((30, 30), (31, 32), (32, 33)):
         (query / "offsets" / str(batch)).write_text(
             'v1\n{"batchWatermarkMs":0}\n' + json.dumps({"logOffset": log_offset}))
-    assert batch_files_logged(query, 31) == [
+    assert batch_files_logged(query, 31, "/l") == [
         "file:///l/31-0.jsonl", "file:///l/31-1.jsonl",
         "file:///l/32-0.jsonl", "file:///l/32-1.jsonl"]
-    assert batch_files_logged(query, 32) == ["file:///l/33-0.jsonl", "file:///l/33-1.jsonl"]
+    assert batch_files_logged(query, 32, "/l") == ["file:///l/33-0.jsonl", "file:///l/33-1.jsonl"]
+
+
+def test_a_landing_source_batch_reads_the_files_its_offset_names(tmp_path):
+    # The landing source logs a batch's file names as its end offset; they are joined to
+    # the zone's URL, a folder or an S3 prefix. The previous batch's offset plays no
+    # part: batch names are not in arrival order, so no range of names could stand in.
+    query = tmp_path / "query"
+    (query / "offsets").mkdir(parents=True)
+    for batch, names in ((4, ["b-2.jsonl"]), (5, ["b-1.jsonl", "b-3.jsonl"])):
+        (query / "offsets" / str(batch)).write_text(
+            'v1\n{"batchWatermarkMs":0}\n' + json.dumps({"files": names}))
+    assert batch_files_logged(query, 5, "/lake/landing/east") == [
+        "/lake/landing/east/b-1.jsonl", "/lake/landing/east/b-3.jsonl"]
+    assert batch_files_logged(query, 4, "s3://bucket/lake/landing/east") == [
+        "s3://bucket/lake/landing/east/b-2.jsonl"]
+    assert batch_files_logged(query, 6, "/lake/landing/east") is None  # Spark reads
