@@ -4,11 +4,12 @@ Runs bench/latency.py's whole path (broker, ingest, stream as processes; the sim
 fleet here) twice, first with the lakehouse in a folder (the baseline), then in a bucket
 on moto's S3 server on loopback (started here, in its own process: an HTTP S3 endpoint,
 conditional PUTs and all). With S3 every table and the landing zone are objects: ingest
-PUTs each batch, Spark lists and reads them over s3a, delta-rs commits each version with
-a conditional PUT. Then the decision jobs (``shelflife batch all``) run on the S3 lakehouse,
-so the tables listed are those of the stream, ingest and the batch jobs. Also runs the
-concurrent writer pairs of tests/lakehouse/writer_pairs.py (every pair of writers that
-share a table, maintenance beside them) on the same server and counts lost commits.
+PUTs each batch, the stream's landing source lists them and the stream GETs them (boto3),
+delta-rs commits each version with a conditional PUT. Then the decision jobs
+(``shelflife batch all``) run on the S3 lakehouse, so the tables listed are those of the
+stream, ingest and the batch jobs. Also runs the concurrent writer pairs of
+tests/lakehouse/writer_pairs.py (every pair of writers that share a table, maintenance
+beside them) on the same server and counts lost commits.
 
 The last line printed is one JSON object: ``p99_local_s``, ``p99_s3_s``, ``ratio``
 (s3/local), ``lost``, ``duplicated``, ``commits_lost_concurrent`` and ``s3_tables`` (the

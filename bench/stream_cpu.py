@@ -13,8 +13,9 @@ README quotes, before and after a change:
   them into the region's state, spill them, rewrite the region's gold cohorts and levels
   (delta-rs), and, every ``--record-every`` batches, write the spills to bronze and silver.
 
-Spark's own per-trigger cost (the file source, the text scan, the hand-over to Python) is
-not here: ``bench/throughput.py`` reports the stream process whole.
+Spark's own per-trigger cost (the landing source's offsets, planning, the hand-over to
+Python) is not here: ``bench/trigger_cpu.py`` measures it alone and
+``bench/throughput.py`` the stream process whole.
 
     python bench/stream_cpu.py --stores 100 --skus 24 --batch 170 --batches 40
 

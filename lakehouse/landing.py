@@ -1,7 +1,8 @@
 """The landing zone: the queue of files between ingest and the stream.
 
 Ingest writes each region's batches to ``<lakehouse>/landing/<region>/b-<batch>.jsonl``;
-the stream reads them and Spark deletes each file once its micro-batch is committed. This
+the stream reads them, and its landing source deletes each file once Spark has committed
+its micro-batch. This
 module is the zone's one definition: where its folders and files are
 (:func:`landing_dir`, :func:`batch_file`), what a line holds (:data:`LINE_FIELDS`,
 :class:`LandedRecord` to write one, :class:`LandingLines` to read a batch of them), how a
@@ -16,7 +17,7 @@ durable here. Each step and the guarantee it rests on:
 
 1. :meth:`LandingWriter.prepare` writes the lines to ``.tmp-<batch>.jsonl`` and
    ``fsync``\\ s it: after a power cut the file's *contents* are on disk (POSIX fsync),
-   but its name may not be yet. Spark's file source ignores names starting with ``.``.
+   but its name may not be yet. Readers take only ``b-*.jsonl`` (:func:`is_batch_file`).
 2. The worker records its intent to publish the batch (:meth:`SeqTracker.intend`), so a
    crash between here and step 4 can be told apart from one before step 1.
 3. :meth:`LandingWriter.publish` renames it to ``b-<batch>.jsonl`` (``rename(2)`` is
@@ -455,15 +456,15 @@ def _lines(body: bytes) -> list[str]:
 
 
 def read_batches(urls: Iterable[str], *, workers: int = 16) -> list[str]:
-    """The lines of landing batches (``file:`` paths or ``s3://`` objects, as Spark's file
-    source names them), batch by batch in name order.
+    """The lines of landing batches (paths, ``file:`` URLs or ``s3://``/``s3a://``
+    objects), batch by batch in name order.
 
-    The stream reads a micro-batch this way rather than through Spark's text reader. On
-    a local disk that saves the Spark job that reads a few small files and hands their
-    lines to Python (about 0.08 of a core per region at one batch a second). On S3 the
-    objects are fetched in parallel: Spark's reader opens a batch's small objects one
-    after another at a few round trips each, and a few hundred took longer than the
-    one-second trigger."""
+    The stream reads a micro-batch this way rather than through a Spark job. On a local
+    disk that saves the job that reads a few small files and hands their lines to Python
+    (about 0.08 of a core per region at one batch a second). On S3 the objects are
+    fetched in parallel: Spark's text reader opened a batch's small objects one after
+    another at a few round trips each, and a few hundred took longer than the one-second
+    trigger."""
     names = sorted(set(urls), key=lambda u: u.rsplit("/", 1)[-1])
     if not names:
         return []

@@ -739,8 +739,9 @@ def run_streams(regions: list[str], config: StreamConfig, *,
                 metrics_host: str = "127.0.0.1", master: str | None = None) -> None:
     """Run until ``stop`` is set (or forever), printing a line per region every 10 s.
 
-    ``master`` is where the landing files are scanned (default $SHELFLIFE_SPARK_MASTER or
-    local[2]); the fold and the gold commits run here, on the driver, whatever it is."""
+    ``master`` is the Spark the queries run on (default $SHELFLIFE_SPARK_MASTER or
+    local[2]); the landing source's offsets, the reads, the fold and the gold commits run
+    here, on the driver, whatever it is."""
     progress = startup.Progress(config.lakehouse, "stream", 5)
     progress.step(1, "checking the lakehouse's storage")
     check_bucket(lake_url(config.lakehouse))  # a clear error before Spark starts

@@ -1,31 +1,32 @@
 """A region's landing zone as a Spark streaming source whose offset names a batch's files.
 
-Spark's text file source cost each region's query about 0.065 of a core over an idle
-JVM at one trigger a second: Hadoop lists the folder (over ``s3a`` a few requests per
-trigger, 86-500 ms at the 90th percentile on the test S3), plans a file scan, and logs
-every file it ever read in a metadata log that grows for as long as the checkpoint
-lives. This source, a Python data source that Structured Streaming drives like any
-other (offsets log, commit log, one-second trigger), cost 0.011 in the same
-measurement (``README``, *CPU per event*). Its offset is the list of batch files a
-micro-batch takes, so:
+Spark's text file source cost each region's query about 0.10 of a core over an idle JVM
+at one trigger a second (``bench/trigger_cpu.py``): Hadoop lists the folder (over
+``s3a`` several requests a trigger, 86-500 ms at the 90th percentile on the test S3),
+plans a file scan, and logs every file it ever read in a metadata log that grows for as
+long as the checkpoint lives. This source, a Python data source that Structured
+Streaming drives like any other (offsets log, commit log, one-second trigger), cost
+about 0.05 in the same measurement (README, *CPU per event*). Its offset is the list of
+batch files a micro-batch takes, so:
 
 * the batch reads exactly those files (``steps.batch_files_logged`` takes them from the
   query's ``offsets/<batch>``), on a local disk or S3, with no Spark job;
 * a folder is listed with one ``scandir`` and an S3 prefix with one ``LIST`` (a page per
   thousand files) through boto3;
-* files are deleted in :meth:`LandingReader.commit`, which Spark calls once the batch
-  is in its commit log, as ``cleanSource=delete`` did.
+* files are deleted in :meth:`LandingReader.commit`, which Spark calls for a batch once
+  it has logged the next one (so an idle region keeps its last batch's files until
+  more arrive, as with ``cleanSource=delete``).
 
 Batch names are not in arrival order (a restarted ingest publishes a batch it had
-prepared before the crash under its old name), so "new" means *not in the previous
-batch and not deleted*, never *after the last name*. A crash between Spark's commit log
-and the delete can make a later batch read a file again: the stream drops the events
-it already applied by seq, as it does for every re-send.
+prepared before the crash under its old name), so "new" means *in no earlier batch's
+offset*, never *after the last name*; files read but not yet deleted ride along in the
+offsets (``pending``) until a commit deletes them, so no file is read twice.
 
 A stream whose checkpoint Spark's file source wrote goes on from it with the same batch
 numbering (the stream's recovery compares batch ids): the file source's offset
 (``{"logOffset": N}``) names no files, so the first batch takes every batch file in the
-zone, the last committed batch's not-yet-deleted files among them, once more.
+zone, the last committed batch's not-yet-deleted files among them, once more. The fold
+drops their events by seq; their dead letters, if they held any, are recorded twice.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from pyspark.sql.datasource import (
     DataSourceStreamReader,
     InputPartition,
 )
-from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxFiles
+from pyspark.sql.streaming.datasource import ReadLimit, ReadMaxFiles
 
 from lakehouse.landing import batch_files, read_batches, s3_batch_names
 from lakehouse.storage import is_s3, join, s3_client, split_s3
@@ -51,7 +52,9 @@ log = logging.getLogger(__name__)
 
 SOURCE_FORMAT = "shelflife_landing"
 OFFSET_FILES = "files"
-"""The offset's one key: the names of the batch files up to it (the batch's own)."""
+"""The names of the batch's own files, in an offset of this source."""
+OFFSET_PENDING = "pending"
+"""The names of files read by earlier batches and still in the zone, in an offset."""
 
 
 def list_batches(url: str) -> list[str]:
@@ -63,7 +66,8 @@ def list_batches(url: str) -> list[str]:
 
 
 def delete_batches(url: str, names: Sequence[str]) -> list[str]:
-    """Delete batch files; the names that could not be deleted (retried later)."""
+    """Delete batch files; the names that could not be deleted (the next commit retries
+    them: they stay in the offsets' ``pending``)."""
     if not names:
         return []
     if is_s3(url):
@@ -114,28 +118,34 @@ class LandingPartition(InputPartition):
 
 
 class LandingReader(DataSourceStreamReader):
-    """Offsets, planning and clean-up of one region's landing zone (see the module doc)."""
+    """Offsets, planning and clean-up of one region's landing zone (see the module doc).
+
+    An offset holds the batch's files and the files read before it that may not be
+    deleted yet (``pending``: the previous batches' files still listed). Spark deletes
+    nothing itself: it calls :meth:`commit` for batch N only after it has logged batch
+    N + 1, so a crash in between leaves N's files in the zone, and a delete may fail. The
+    offset remembers them durably (in the offsets log), so they are never offered as new
+    again, and every commit retries them."""
 
     def __init__(self, url: str, max_files: int) -> None:
         self.url = url
         self.max_files = max_files
-        self._undeleted: set[str] = set()
-        """Committed files whose delete failed: never offered again, deleted later."""
 
     def initialOffset(self) -> dict[str, Any]:
-        return {OFFSET_FILES: []}
+        return {OFFSET_FILES: [], OFFSET_PENDING: []}
 
     def getDefaultReadLimit(self) -> ReadLimit:
         return ReadMaxFiles(self.max_files)
 
     def latestOffset(self, start: dict[str, Any], limit: ReadLimit) -> dict[str, Any]:
-        taken = set(offset_files(start) or ()) | self._undeleted
-        new = sorted(n for n in list_batches(self.url) if n not in taken)
+        listed = list_batches(self.url)
+        read_before = set(offset_files(start) or ()) | set(_pending(start))
+        new = sorted(n for n in listed if n not in read_before)
         if not new:
             return start
-        if isinstance(limit, ReadMaxFiles) and not isinstance(limit, ReadAllAvailable):
+        if isinstance(limit, ReadMaxFiles):
             new = new[:max(1, limit.max_files)]
-        return {OFFSET_FILES: new}
+        return {OFFSET_FILES: new, OFFSET_PENDING: sorted(read_before.intersection(listed))}
 
     def partitions(self, start: dict[str, Any], end: dict[str, Any]
                    ) -> Sequence[InputPartition]:
@@ -147,8 +157,13 @@ class LandingReader(DataSourceStreamReader):
             yield (line,)
 
     def commit(self, end: dict[str, Any]) -> None:
-        names = sorted(set(offset_files(end) or ()) | self._undeleted)
-        self._undeleted = set(delete_batches(self.url, names))
+        delete_batches(self.url, sorted(set(offset_files(end) or ()) | set(_pending(end))))
+
+
+def _pending(offset: dict[str, Any] | None) -> list[str]:
+    if not isinstance(offset, dict) or not isinstance(offset.get(OFFSET_PENDING), list):
+        return []
+    return [str(n) for n in offset[OFFSET_PENDING]]
 
 
 class LandingSource(DataSource):

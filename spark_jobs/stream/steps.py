@@ -172,11 +172,11 @@ def read_landing(frame: DataFrame, *, files: list[str] | None = None) -> Landing
     (:class:`lakehouse.landing.LandingLines`, the one type a columnar decode from the
     landing file on would replace).
 
-    When the query's source log names the batch's files (``files``), they are read
-    here (:func:`lakehouse.landing.read_batches`) and Spark runs no job for the batch:
-    its job to read a few small files and hand their lines to Python cost about 0.08
-    of a core per region, and on S3 its reader opened the objects one after another.
-    Otherwise Spark reads them as text."""
+    When the query's logs name the batch's files (``files``), they are read here
+    (:func:`lakehouse.landing.read_batches`) and Spark runs no job for the batch: its
+    job to read a few small files and hand their lines to Python cost about 0.08 of a
+    core per region, and on S3 its reader opened the objects one after another.
+    Otherwise Spark reads the frame (the landing source's ``read``)."""
     if files is not None:
         return LandingLines.parse(read_batches(files))
     # Arrow carries the lines to Python in a few buffers; collect() pickles a Row per

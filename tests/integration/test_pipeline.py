@@ -155,7 +155,8 @@ def test_gold_equals_oracle_with_duplicates_and_malformed(tmp_path, brokers, reg
 def test_gold_equals_oracle_with_the_lakehouse_on_s3(tmp_path, brokers, region_ports, spark,
                                                      s3_lake, monkeypatch):
     """The same run with tables and landing zone in a bucket (moto's S3 server): ingest
-    PUTs its batches, Spark lists them over s3a, delta-rs commits with conditional PUTs."""
+    PUTs its batches, the landing source lists them with boto3, delta-rs commits with
+    conditional PUTs."""
     monkeypatch.setenv("SHELFLIFE_STATE_DIR", str(tmp_path / "state"))
     run_pipeline(tmp_path, region_ports, spark, root=s3_lake, serve_api=True)
     assert not (tmp_path / "lake").exists(), "nothing of the lakehouse on the local disk"

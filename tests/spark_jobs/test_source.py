@@ -8,9 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
+from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadMaxFiles
 
+from lakehouse.landing import read_batches
 from lakehouse.storage import join, s3_client, split_s3
-from spark_jobs.stream.source import SOURCE_FORMAT, list_batches, register
+from spark_jobs.stream.source import SOURCE_FORMAT, LandingReader, list_batches, register
 from spark_jobs.stream.steps import batch_files_logged
 
 
@@ -43,10 +45,11 @@ def test_every_batch_is_read_once_and_deleted_after_commit(spark, tmp_path, s3_l
     seen: dict[int, list[str]] = {}
 
     def batch(frame, batch_id: int) -> None:
+        # What the stream reads (the files the offset names) is what the query's own
+        # frame holds.
         files = batch_files_logged(checkpoint, batch_id, url)
-        # The query's own frame reads the same lines as the files its offset names.
-        seen[batch_id] = sorted(r["value"] for r in frame.collect())
-        assert files is not None and len(files) == len({f.rsplit("/", 1)[-1] for f in files})
+        seen[batch_id] = sorted(read_batches(files))
+        assert seen[batch_id] == sorted(r["value"] for r in frame.collect())
 
     register(spark)
     _publish(url, "b-0002-w-1.jsonl", ["a", "b"])
@@ -87,3 +90,29 @@ def test_every_batch_is_read_once_and_deleted_after_commit(spark, tmp_path, s3_l
         query.stop()
     assert [seen[b] for b in sorted(seen)[before:]] == [["e"]]
     assert list_batches(url) == ["b-0005-w-4.jsonl"]
+
+
+def test_a_file_read_but_not_yet_deleted_is_never_offered_again(tmp_path):
+    # Spark deletes batch N's files (commit) only after it has logged batch N + 1; a
+    # crash in between, or a failed delete, leaves them in the zone. They ride along in
+    # the offsets as pending until a commit deletes them, so no later batch reads them
+    # again (their dead letters would be recorded twice).
+    url = str(tmp_path)
+    for name in ("b-1.jsonl", "b-2.jsonl", "b-3.jsonl"):
+        _publish(url, name, ["x"])
+    reader = LandingReader(url, max_files=2)
+    first = reader.latestOffset(reader.initialOffset(), reader.getDefaultReadLimit())
+    assert first == {"files": ["b-1.jsonl", "b-2.jsonl"], "pending": []}
+    second = reader.latestOffset(first, ReadMaxFiles(2))
+    assert second == {"files": ["b-3.jsonl"], "pending": ["b-1.jsonl", "b-2.jsonl"]}
+    # Crash before commit(first): nothing is deleted; the next batch still skips 1-3.
+    _publish(url, "b-0.jsonl", ["late, older name"])
+    third = reader.latestOffset(second, ReadAllAvailable())
+    assert third == {"files": ["b-0.jsonl"], "pending": ["b-1.jsonl", "b-2.jsonl", "b-3.jsonl"]}
+    assert reader.latestOffset(third, ReadAllAvailable()) == third  # nothing new: no batch
+    reader.commit(third)
+    assert list_batches(url) == []
+    # A checkpoint from Spark's file source: its offset names no files, so every file
+    # in the zone is taken.
+    _publish(url, "b-4.jsonl", ["y"])
+    assert reader.latestOffset({"logOffset": 9}, ReadAllAvailable())["files"] == ["b-4.jsonl"]

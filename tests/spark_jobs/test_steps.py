@@ -87,9 +87,10 @@ def test_regions_of_one_process_share_its_books_and_saves_leave_them_out():
 
 
 def test_a_file_source_checkpoints_batch_files_come_from_its_log_however_long_it_ran(tmp_path):
-    # A checkpoint from before the landing source: Spark's file source names the files of each log offset in sources/0/<offset>, and
-    # every hundredth offset in a compact file listing every file ever read: a day of it
-    # is ~600,000 lines, of which the stream needs the last offset's.
+    # A checkpoint from before the landing source: Spark's file source names the files
+    # of each log offset in sources/0/<offset>, and every hundredth offset in a compact
+    # file listing every file ever read: a day of it is ~600,000 lines, of which the
+    # stream needs the last offset's.
     query = tmp_path / "query"
     log = query / "sources" / "0"
     log.mkdir(parents=True)
