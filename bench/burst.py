@@ -56,6 +56,7 @@ from edge_mqtt.simulator import Fleet, FleetConfig  # noqa: E402
 from lakehouse import oracle  # noqa: E402
 from lakehouse.catalogue import REGION_STATUS, STOCK_COHORTS, STOCK_LEVELS  # noqa: E402
 from lakehouse.contract import DEFAULT_PORTS, format_ts  # noqa: E402
+from lakehouse.credentials import Credentials  # noqa: E402
 
 SKUS = ("DAIRY-MILK-WH-1L", "BAK-LOAF-WHT-800", "PROD-SALAD-MIX-200", "MEAT-CHK-BREAST-500",
         "DAIRY-YOG-NAT-500", "PROD-BANANA-1KG")
@@ -94,13 +95,20 @@ def poll_status(path: Path, seen: list[dict], stop: threading.Event) -> None:
         time.sleep(0.5)
 
 
-def replay_child(folder: Path, port: int, timeout_s: float) -> None:
+def replay_child(folder: Path, port: int, timeout_s: float, creds_path: Path) -> None:
     """The returning stores, in a process of their own: paho's network loop uses
     select(), which cannot watch descriptors above 1024, and the fleet's 300 SQLite
-    databases and sockets in the parent use more than that."""
+    databases and sockets in the parent use more than that. Each logs in as itself and
+    checks its acks with its own key, as on the secure brokers Shelflife runs by default."""
     agents = [StoreAgent(p.stem.split("-", 1)[1], "east", p)
               for p in sorted(folder.glob("store-*.sqlite"))]
-    pubs = [Publisher(a, PublisherConfig(port=port, resend_after_s=10.0)) for a in agents]
+    creds = Credentials.open(creds_path, create=False)
+    pubs = []
+    for a in agents:
+        login = creds.credentials_for(a.location_id)
+        pubs.append(Publisher(a, PublisherConfig(
+            port=port, resend_after_s=10.0, username=login.username,
+            password=login.password, signing_key=creds.signing_key(a.location_id))))
     for p in pubs:
         p.start()
     deadline = time.monotonic() + timeout_s
@@ -113,7 +121,8 @@ def replay_child(folder: Path, port: int, timeout_s: float) -> None:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--replay-child":
-        replay_child(Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
+        replay_child(Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]),
+                     Path(sys.argv[5]))
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stores", type=int, default=300)
@@ -129,8 +138,13 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="shelflife-burst-"))
     lake = work / "lakehouse"
     ports_in_use(DEFAULT_PORTS.values())
+    # Secure brokers, as Shelflife runs by default (bench/latency.py does the same): the
+    # brokers write the credentials file, the fleet and the returning stores are issued
+    # their logins in it.
+    creds = work / "brokers" / "credentials.json"
     comps = Components(work / "logs", {**os.environ, "SHELFLIFE_LAKEHOUSE": str(lake),
-                                       "PYTHONUNBUFFERED": "1"})
+                                       "PYTHONUNBUFFERED": "1",
+                                       "SHELFLIFE_CREDENTIALS": str(creds)})
     stop = threading.Event()
     child: subprocess.Popen | None = None
     try:
@@ -145,6 +159,7 @@ def main() -> None:
         returning = [StoreAgent(f"E9{i:02d}", "east",
                                 work / "returning" / f"store-E9{i:02d}.sqlite")
                      for i in range(args.returning)]
+        Credentials.open(creds, {"east": [a.location_id for a in returning]}, create=False)
         t = time.time()
         backlog = record_outage(returning, args.backlog_events, args.outage_hours)
         print(f"burst: {len(backlog):,} events queued at {len(returning)} offline east "
@@ -154,7 +169,8 @@ def main() -> None:
             a.close()
 
         fleet = Fleet(FleetConfig(stores=args.stores, events_per_s=args.events_per_s,
-                                  data_dir=work / "fleet", progress_every_s=30.0))
+                                  data_dir=work / "fleet", progress_every_s=30.0,
+                                  credentials=creds))
         before, during = Visibility(), Visibility()
         phase = {"name": "warmup"}
 
@@ -186,7 +202,7 @@ def main() -> None:
         print(f"burst: the offline stores are back (t={t0:.3f})", flush=True)
         child = subprocess.Popen([sys.executable, __file__, "--replay-child",
                                   str(work / "returning"), str(DEFAULT_PORTS["east"]),
-                                  str(args.timeout_s)], cwd=ROOT)
+                                  str(args.timeout_s), str(creds)], cwd=ROOT)
         drained_at = None
         syncing_seen = False
         while time.time() - t0 < args.timeout_s:
