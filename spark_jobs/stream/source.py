@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ log = logging.getLogger(__name__)
 SOURCE_FORMAT = "shelflife_landing"
 OFFSET_FILES = "files"
 """The names of the batch's own files, in an offset of this source."""
+LIST_GRACE_S = 30.0
+"""How long the zone's listing may keep failing before the query fails with the error."""
 OFFSET_PENDING = "pending"
 """The names of files read by earlier batches and still in the zone, in an offset."""
 
@@ -127,9 +130,12 @@ class LandingReader(DataSourceStreamReader):
     offset remembers them durably (in the offsets log), so they are never offered as new
     again, and every commit retries them."""
 
-    def __init__(self, url: str, max_files: int) -> None:
+    def __init__(self, url: str, max_files: int, *, list_grace_s: float = LIST_GRACE_S
+                 ) -> None:
         self.url = url
         self.max_files = max_files
+        self.list_grace_s = list_grace_s
+        self._failing_since: float | None = None
 
     def initialOffset(self) -> dict[str, Any]:
         return {OFFSET_FILES: [], OFFSET_PENDING: []}
@@ -138,7 +144,9 @@ class LandingReader(DataSourceStreamReader):
         return ReadMaxFiles(self.max_files)
 
     def latestOffset(self, start: dict[str, Any], limit: ReadLimit) -> dict[str, Any]:
-        listed = list_batches(self.url)
+        listed = self._list()
+        if listed is None:
+            return start  # nothing new this trigger; the next one lists again
         read_before = set(offset_files(start) or ()) | set(_pending(start))
         new = sorted(n for n in listed if n not in read_before)
         if not new:
@@ -146,6 +154,23 @@ class LandingReader(DataSourceStreamReader):
         if isinstance(limit, ReadMaxFiles):
             new = new[:max(1, limit.max_files)]
         return {OFFSET_FILES: new, OFFSET_PENDING: sorted(read_before.intersection(listed))}
+
+    def _list(self) -> list[str] | None:
+        """The zone's batch names, or None while a listing error is younger than the
+        grace: one failed S3 LIST (a throttle, a dropped connection) must not stop the
+        region, whose restart costs far more than a trigger; an error that lasts does,
+        so that it shows (the stream restarts the region and says why)."""
+        try:
+            listed = list_batches(self.url)
+        except Exception as exc:  # OSError, botocore's errors
+            now = time.monotonic()
+            self._failing_since = self._failing_since or now
+            if now - self._failing_since >= self.list_grace_s:
+                raise
+            log.warning("landing %s: listing failed, retrying next trigger: %s", self.url, exc)
+            return None
+        self._failing_since = None
+        return listed
 
     def partitions(self, start: dict[str, Any], end: dict[str, Any]
                    ) -> Sequence[InputPartition]:

@@ -116,3 +116,21 @@ def test_a_file_read_but_not_yet_deleted_is_never_offered_again(tmp_path):
     # in the zone is taken.
     _publish(url, "b-4.jsonl", ["y"])
     assert reader.latestOffset({"logOffset": 9}, ReadAllAvailable())["files"] == ["b-4.jsonl"]
+
+
+def test_a_failed_listing_waits_for_the_next_trigger_and_a_lasting_one_stops_the_query(
+        tmp_path):
+    # One failed LIST (a throttle, a dropped connection) must not stop the region; an
+    # error that lasts must, so that the stream restarts it and says why.
+    not_a_folder = tmp_path / "landing"
+    not_a_folder.write_text("")
+    start = {"files": ["b-1.jsonl"], "pending": []}
+    reader = LandingReader(str(not_a_folder), max_files=10, list_grace_s=0.3)
+    assert reader.latestOffset(start, ReadAllAvailable()) == start
+    time.sleep(0.35)
+    with pytest.raises(NotADirectoryError):
+        reader.latestOffset(start, ReadAllAvailable())
+    not_a_folder.unlink()
+    not_a_folder.mkdir()
+    _publish(str(not_a_folder), "b-2.jsonl", ["x"])
+    assert reader.latestOffset(start, ReadAllAvailable())["files"] == ["b-2.jsonl"]
