@@ -2,9 +2,8 @@
 
 Ingest writes each region's batches to ``<lakehouse>/landing/<region>/b-<batch>.jsonl``;
 the stream reads them, and its landing source deletes each file once Spark has committed
-its micro-batch. This
-module is the zone's one definition: where its folders and files are
-(:func:`landing_dir`, :func:`batch_file`), what a line holds (:data:`LINE_FIELDS`,
+its micro-batch. This module is the zone's one definition: where its folders and files
+are (:func:`landing_dir`, :func:`batch_file`), what a line holds (:data:`LINE_FIELDS`,
 :class:`LandedRecord` to write one, :class:`LandingLines` to read a batch of them), how a
 batch is made durable (:class:`LandingWriter`), and how much waits (:class:`LandingBacklog`).
 Every landing path is made here, so the zone can move (to object storage, say) by

@@ -54,10 +54,10 @@ log = logging.getLogger(__name__)
 SOURCE_FORMAT = "shelflife_landing"
 OFFSET_FILES = "files"
 """The names of the batch's own files, in an offset of this source."""
-LIST_GRACE_S = 30.0
-"""How long the zone's listing may keep failing before the query fails with the error."""
 OFFSET_PENDING = "pending"
 """The names of files read by earlier batches and still in the zone, in an offset."""
+LIST_GRACE_S = 30.0
+"""How long the zone's listing may keep failing before the query fails with the error."""
 
 
 def list_batches(url: str) -> list[str]:
@@ -104,12 +104,13 @@ def _folder(url: str) -> Path:
     return Path(url[len("file:"):] if url.startswith("file:") else url)
 
 
-def offset_files(offset: dict[str, Any] | None) -> list[str] | None:
-    """The batch file names an offset of this source holds, or None when it is not one
-    (an offset Spark's file source logged before the switch: ``{"logOffset": N}``)."""
-    if not isinstance(offset, dict) or not isinstance(offset.get(OFFSET_FILES), list):
+def offset_files(offset: dict[str, Any] | None, key: str = OFFSET_FILES) -> list[str] | None:
+    """The batch file names an offset of this source holds under ``key`` (the batch's
+    own, or ``pending``), or None when it is not one (an offset Spark's file source
+    logged before the switch: ``{"logOffset": N}``)."""
+    if not isinstance(offset, dict) or not isinstance(offset.get(key), list):
         return None
-    return [str(n) for n in offset[OFFSET_FILES]]
+    return [str(n) for n in offset[key]]
 
 
 class LandingPartition(InputPartition):
@@ -147,7 +148,7 @@ class LandingReader(DataSourceStreamReader):
         listed = self._list()
         if listed is None:
             return start  # nothing new this trigger; the next one lists again
-        read_before = set(offset_files(start) or ()) | set(_pending(start))
+        read_before = _read_by(start)
         new = sorted(n for n in listed if n not in read_before)
         if not new:
             return start
@@ -182,13 +183,12 @@ class LandingReader(DataSourceStreamReader):
             yield (line,)
 
     def commit(self, end: dict[str, Any]) -> None:
-        delete_batches(self.url, sorted(set(offset_files(end) or ()) | set(_pending(end))))
+        delete_batches(self.url, sorted(_read_by(end)))
 
 
-def _pending(offset: dict[str, Any] | None) -> list[str]:
-    if not isinstance(offset, dict) or not isinstance(offset.get(OFFSET_PENDING), list):
-        return []
-    return [str(n) for n in offset[OFFSET_PENDING]]
+def _read_by(offset: dict[str, Any]) -> set[str]:
+    """Every file read up to ``offset`` and maybe not deleted yet."""
+    return set(offset_files(offset) or ()) | set(offset_files(offset, OFFSET_PENDING) or ())
 
 
 class LandingSource(DataSource):
