@@ -119,6 +119,13 @@ def sales_events() -> list[dict]:
 
 
 def assert_ran_on_executors(event_log: Path) -> list:
+    # The driver's JVM writes the end of its event log (task events are buffered) and
+    # renames it from .inprogress as it stops, which can come just after the command
+    # that started it has exited: read the finished log.
+    deadline = time.monotonic() + 60
+    while not any(event_log.glob("app-*")) or any(event_log.glob("*.inprogress")):
+        assert time.monotonic() < deadline, f"the event log in {event_log} never finished"
+        time.sleep(0.5)
     stages = stage_times(event_log)
     executors = set().union(*(s.executors for s in stages)) if stages else set()
     assert sum(s.tasks for s in stages) > 0, f"no task in the event log {event_log}"
