@@ -36,11 +36,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,8 @@ from lakehouse.contract import utc_now_ms
 from lakehouse.durable import fsync_dir
 from lakehouse.paths import lakehouse_root
 from lakehouse.storage import is_s3, join, lake_url, s3_client, split_s3
+
+log = logging.getLogger(__name__)
 
 LINE_FIELDS: dict[str, type] = {
     "kind": str, "topic": str, "region": str, "received_at": str, "batch_id": str,
@@ -436,11 +439,47 @@ def landing_backlog(region: str, root: str | os.PathLike[str] | None = None
 
 def count_batches(region: str, root: str | os.PathLike[str] | None = None) -> int:
     """How many batch files wait in the region's landing zone."""
-    url = landing_url(region, root)
-    if not is_s3(url):
-        return len(batch_files(Path(url)))
-    bucket, prefix = split_s3(url)
-    return len(s3_batch_names(s3_client(), bucket, prefix))
+    return len(batch_names(landing_url(region, root)))
+
+
+def batch_names(url: str) -> list[str]:
+    """Names of the published batch files in a landing folder or S3 prefix."""
+    if is_s3(url):
+        bucket, prefix = split_s3(url)
+        return s3_batch_names(s3_client(), bucket, prefix)
+    return batch_files(_local(url))
+
+
+def delete_batches(url: str, names: Sequence[str]) -> list[str]:
+    """Delete batch files; the names that could not be deleted (the stream's next commit
+    retries them: they stay in its offsets' ``pending``)."""
+    if not names:
+        return []
+    if is_s3(url):
+        bucket, prefix = split_s3(url)
+        failed: list[str] = []
+        for i in range(0, len(names), 1000):  # DeleteObjects takes 1,000 keys a call
+            chunk = names[i:i + 1000]
+            try:
+                answer = s3_client().delete_objects(Bucket=bucket, Delete={
+                    "Objects": [{"Key": f"{prefix}/{n}"} for n in chunk], "Quiet": True})
+            except Exception as exc:  # botocore's errors; kept for the next commit
+                log.warning("landing %s: could not delete %d batch(es): %s", url, len(chunk), exc)
+                failed += chunk
+                continue
+            failed += [e["Key"].rsplit("/", 1)[-1] for e in answer.get("Errors", ())]
+        return failed
+    failed = []
+    folder = _local(url)
+    for name in names:
+        try:
+            os.unlink(folder / name)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("landing %s: could not delete %s: %s", url, name, exc)
+            failed.append(name)
+    return failed
 
 
 def _lines(body: bytes) -> list[str]:

@@ -32,10 +32,8 @@ drops their events by seq; their dead letters, if they held any, are recorded tw
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -46,8 +44,8 @@ from pyspark.sql.datasource import (
 )
 from pyspark.sql.streaming.datasource import ReadLimit, ReadMaxFiles
 
-from lakehouse.landing import batch_files, read_batches, s3_batch_names
-from lakehouse.storage import is_s3, join, s3_client, split_s3
+from lakehouse.landing import batch_names, delete_batches, read_batches
+from lakehouse.storage import join
 
 log = logging.getLogger(__name__)
 
@@ -58,50 +56,6 @@ OFFSET_PENDING = "pending"
 """The names of files read by earlier batches and still in the zone, in an offset."""
 LIST_GRACE_S = 30.0
 """How long the zone's listing may keep failing before the query fails with the error."""
-
-
-def list_batches(url: str) -> list[str]:
-    """Names of the published batch files in a landing folder or S3 prefix."""
-    if is_s3(url):
-        bucket, prefix = split_s3(url)
-        return s3_batch_names(s3_client(), bucket, prefix)
-    return batch_files(_folder(url))
-
-
-def delete_batches(url: str, names: Sequence[str]) -> list[str]:
-    """Delete batch files; the names that could not be deleted (the next commit retries
-    them: they stay in the offsets' ``pending``)."""
-    if not names:
-        return []
-    if is_s3(url):
-        bucket, prefix = split_s3(url)
-        failed: list[str] = []
-        for i in range(0, len(names), 1000):  # DeleteObjects takes 1,000 keys a call
-            chunk = names[i:i + 1000]
-            try:
-                answer = s3_client().delete_objects(Bucket=bucket, Delete={
-                    "Objects": [{"Key": f"{prefix}/{n}"} for n in chunk], "Quiet": True})
-            except Exception as exc:  # botocore's errors; kept for the next commit
-                log.warning("landing %s: could not delete %d batch(es): %s", url, len(chunk), exc)
-                failed += chunk
-                continue
-            failed += [e["Key"].rsplit("/", 1)[-1] for e in answer.get("Errors", ())]
-        return failed
-    failed = []
-    folder = _folder(url)
-    for name in names:
-        try:
-            os.unlink(folder / name)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning("landing %s: could not delete %s: %s", url, name, exc)
-            failed.append(name)
-    return failed
-
-
-def _folder(url: str) -> Path:
-    return Path(url[len("file:"):] if url.startswith("file:") else url)
 
 
 def offset_files(offset: dict[str, Any] | None, key: str = OFFSET_FILES) -> list[str] | None:
@@ -162,7 +116,7 @@ class LandingReader(DataSourceStreamReader):
         region, whose restart costs far more than a trigger; an error that lasts does,
         so that it shows (the stream restarts the region and says why)."""
         try:
-            listed = list_batches(self.url)
+            listed = batch_names(self.url)
         except Exception as exc:  # OSError, botocore's errors
             now = time.monotonic()
             self._failing_since = self._failing_since or now

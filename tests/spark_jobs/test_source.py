@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadMaxFiles
 
-from lakehouse.landing import read_batches
+from lakehouse.landing import batch_names, read_batches
 from lakehouse.storage import join, s3_client, split_s3
-from spark_jobs.stream.source import SOURCE_FORMAT, LandingReader, list_batches, register
+from spark_jobs.stream.source import SOURCE_FORMAT, LandingReader, register
 from spark_jobs.stream.steps import batch_files_logged
 
 
@@ -69,7 +69,7 @@ def test_every_batch_is_read_once_and_deleted_after_commit(spark, tmp_path, s3_l
         # A batch's files are deleted once it is committed, when the next batch is
         # planned (as Spark's cleanSource did): the last batch's file waits for it.
         _publish(url, "b-0004-w-3.jsonl", ["d"])
-        _wait(query, lambda: list_batches(url) == ["b-0004-w-3.jsonl"]
+        _wait(query, lambda: batch_names(url) == ["b-0004-w-3.jsonl"]
               and sum(len(v) for v in seen.values()) == 5)
     finally:
         query.stop()
@@ -89,7 +89,7 @@ def test_every_batch_is_read_once_and_deleted_after_commit(spark, tmp_path, s3_l
     finally:
         query.stop()
     assert [seen[b] for b in sorted(seen)[before:]] == [["e"]]
-    assert list_batches(url) == ["b-0005-w-4.jsonl"]
+    assert batch_names(url) == ["b-0005-w-4.jsonl"]
 
 
 def test_a_file_read_but_not_yet_deleted_is_never_offered_again(tmp_path):
@@ -111,7 +111,7 @@ def test_a_file_read_but_not_yet_deleted_is_never_offered_again(tmp_path):
     assert third == {"files": ["b-0.jsonl"], "pending": ["b-1.jsonl", "b-2.jsonl", "b-3.jsonl"]}
     assert reader.latestOffset(third, ReadAllAvailable()) == third  # nothing new: no batch
     reader.commit(third)
-    assert list_batches(url) == []
+    assert batch_names(url) == []
     # A checkpoint from Spark's file source: its offset names no files, so every file
     # in the zone is taken.
     _publish(url, "b-4.jsonl", ["y"])
