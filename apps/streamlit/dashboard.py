@@ -88,9 +88,11 @@ def main() -> None:
     root = parse_root(sys.argv[1:])
     users = UsersFile(parse_users_file(sys.argv[1:], root))
     st.set_page_config(page_title=TITLE, layout="wide")
-    # The login of the previous run decides whether the sidebar lists the pages; the run
-    # of the sign-in itself shows the page, and the list comes with the cookie's rerun.
-    page = navigation(signed_in=st.session_state.get("authentication_status") is True)
+    # The login of the previous run, or a valid re-login cookie, decides whether the
+    # sidebar lists the pages; the run of a password sign-in shows the page, and the list
+    # comes with the rerun of the component that sets the cookie.
+    page = navigation(signed_in=st.session_state.get("authentication_status") is True
+                      or login.remembered(users))
     user = login.signed_in(users)
     if user is None:
         return

@@ -13,8 +13,15 @@ or a changed password ends it.
 
 from __future__ import annotations
 
+import time
+import types
+
+import extra_streamlit_components as stx
+import jwt
 import streamlit as st
 import streamlit_authenticator as stauth
+from extra_streamlit_components.CookieManager import _component_func as cookie_component
+from streamlit_authenticator.models import cookie_model
 from streamlit_authenticator.utilities import LoginError
 
 from apps.auth.exceptions import AuthError, NotPermitted
@@ -35,6 +42,24 @@ the request (``st.context.cookies``), so the sleep only delayed every page a vis
 opened. Guessing passwords stays slow: each try is a bcrypt check."""
 
 
+class _RequestCookies(stx.CookieManager):
+    """The library's cookie manager without its ``getAll`` component.
+
+    The library builds a cookie manager on every run, and that manager renders a browser
+    component that reads every cookie and sends them back, which reruns the whole page.
+    The library reads the cookie from the request instead (``st.context.cookies``), so
+    the answer served nothing: it made every page a visitor opened run twice, the second
+    time about 0.8 s later, before its data showed. Setting and deleting the cookie still
+    go through the component (they must reach the browser)."""
+
+    def __init__(self, key: str = "init") -> None:  # noqa: ARG002 - the library's signature
+        self.cookie_manager = cookie_component
+        self.cookies = dict(st.context.cookies)
+
+
+cookie_model.stx = types.SimpleNamespace(CookieManager=_RequestCookies)
+
+
 def _sign_out(auth: stauth.Authenticate, why: str) -> None:
     """End the session and delete the browser's cookie. No ``st.rerun()`` here: the
     cookie is deleted by a component in this run's output, which a rerun would drop; the
@@ -42,6 +67,22 @@ def _sign_out(auth: stauth.Authenticate, why: str) -> None:
     auth.logout(location="unrendered")
     st.session_state.pop(_FINGERPRINT, None)
     st.warning(why)
+
+
+def remembered(users: UsersFile) -> bool:
+    """Whether this visit will be signed in by its re-login cookie: the same checks the
+    library makes (signature, expiry, a user the file still has), made before the page
+    list is declared, so a returning visitor gets the sidebar's pages on the first run
+    instead of after a second one."""
+    token = st.context.cookies.get(COOKIE_NAME)
+    if not token or st.session_state.get("logout"):
+        return False
+    try:
+        claims = jwt.decode(token, users.cookie_key(), algorithms=["HS256"])
+        return (float(claims.get("exp_date", 0)) > time.time()
+                and claims.get("username") in users.users())
+    except (jwt.InvalidTokenError, AuthError, TypeError, ValueError):
+        return False
 
 
 def signed_in(users: UsersFile) -> User | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 from apps.streamlit.views import EXPIRING_WINDOW, days_until, require_columns
@@ -64,9 +65,9 @@ def expiring_lots(cohorts: pd.DataFrame, items: pd.DataFrame | None, now: pd.Tim
     else:
         lots["category"] = "unknown"
         lots["value"] = float("nan")
-    lots["when"] = [("expired" if days < 0 else "today" if days == 0 else
-                     "tomorrow" if days == 1 else f"in {days} days")
-                    for days in lots["days_left"]]
+    days = lots["days_left"].astype(int)
+    lots["when"] = np.select([days < 0, days == 0, days == 1], ["expired", "today", "tomorrow"],
+                             "in " + days.astype(str) + " days")
     return lots.sort_values(["days_left", "location_id", "sku"]).reset_index(drop=True)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 
+import numpy as np
 import pandas as pd
 
 STALE_AFTER_S = 30.0
@@ -30,6 +31,10 @@ STOCK_COLUMNS = (
     "last_seq",
     "updated_at",
 )
+STOCK_UNSHOWN = ("seqs_after_gap", "last_count_seq", "contiguous_seq", "in_transit_in",
+                 "in_transit_out", "sellable", "expiring_48h", "expired")
+"""Columns of gold ``stock_levels`` the stock page neither filters on nor shows: left out
+before the rows are copied (the sequence bookkeeping is the stream's, not the operator's)."""
 COHORT_COLUMNS = ("region", "location_id", "sku", "lot", "expires_on", "quantity", "updated_at")
 STATUS_COLUMNS = (
     "region",
@@ -134,7 +139,7 @@ def filter_stock(
         rows = rows[rows["location_id"].isin(list(locations))]
     if sku_search.strip():
         rows = rows[rows["sku"].str.contains(sku_search.strip(), case=False, regex=False)]
-    rows = rows.copy()
+    rows = rows.loc[:, [c for c in rows.columns if c not in STOCK_UNSHOWN]]
     rows["days_to_expiry"] = days_until(rows["earliest_expiry"], now)
     cutoff = _utc_moment(now) + window
     cutoff_day = cutoff.normalize().tz_localize(None)
@@ -151,22 +156,18 @@ def filter_stock(
 
 
 def _flags(rows: pd.DataFrame) -> pd.Series:
-    """Short words an operator scans for: negative stock, empty shelf, expired, expiring."""
-    flags = []
-    for on_hand, days, expiring in zip(
-        rows["on_hand"], rows["days_to_expiry"], rows["expiring"], strict=True
-    ):
-        words = []
-        if on_hand < 0:
-            words.append("negative stock")
-        elif on_hand == 0:
-            words.append("no stock")
-        if pd.notna(days) and days < 0:
-            words.append("expired")
-        elif expiring:
-            words.append("expires within 48 h")
-        flags.append(", ".join(words))
-    return pd.Series(flags, index=rows.index, dtype="object")
+    """Short words an operator scans for: negative stock, empty shelf, expired, expiring.
+
+    Column-wise: a network's 150,000 rows took a third of a second one row at a time."""
+    on_hand = rows["on_hand"].to_numpy()
+    days = rows["days_to_expiry"]
+    expired = (days < 0).fillna(False).to_numpy(dtype=bool)
+    stock = np.where(on_hand < 0, "negative stock", np.where(on_hand == 0, "no stock", ""))
+    life = np.where(expired, "expired",
+                    np.where(rows["expiring"].to_numpy(dtype=bool), "expires within 48 h", ""))
+    both = (stock != "") & (life != "")
+    words = np.char.add(np.char.add(stock, np.where(both, ", ", "")), life)
+    return pd.Series(words, index=rows.index, dtype="object")
 
 
 def stock_table(rows: pd.DataFrame, *, limit: int = MAX_STOCK_ROWS) -> pd.DataFrame:

@@ -180,6 +180,36 @@ def test_a_bookmarked_page_opens_after_the_login(browser, site) -> None:
         context.close()
 
 
+def test_a_signed_in_browser_opens_another_page_without_the_form(browser, site) -> None:
+    """The re-login cookie: a second tab of the same browser goes straight to the page,
+    and the sign-in is not asked again when the page is reloaded."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        tab = context.new_page()
+        tab.goto(site[0])
+        tab.get_by_text("Shelflife — sign in").wait_for(timeout=60_000)
+        _sign_in(tab, VIEWER, VIEWER_PASSWORD)
+        _wait_signed_in(tab, "vic (viewer)")
+        other = context.new_page()
+        for _ in range(10):  # the cookie is set by a component just after the sign-in
+            other.goto(f"{site[0]}/stock")
+            heading = other.get_by_role("heading", name="Shelflife — stock").first
+            try:
+                heading.wait_for(timeout=15_000)
+                break
+            except playwright.Error:
+                continue
+        heading.wait_for(timeout=1_000)
+        assert "Shelflife — sign in" not in other.inner_text("body")
+        other.get_by_test_id("stSidebarNav").get_by_role(
+            "link", name="Transfers", exact=True).wait_for(timeout=30_000)
+        other.reload()
+        other.get_by_role("heading", name="Shelflife — stock").first.wait_for(timeout=60_000)
+        assert "Shelflife — sign in" not in other.inner_text("body")
+    finally:
+        context.close()
+
+
 def test_no_users_yet_says_how_to_add_one_instead_of_a_login_form(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_demo_lakehouse(tmp_path, datetime.now(UTC))

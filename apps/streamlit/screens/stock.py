@@ -124,7 +124,12 @@ def render_expiring(root: str, now: pd.Timestamp) -> None:
                      color="when", horizontal=True, x_label="location", y_label="units",
                      height=min(170 + 30 * lots["location_id"].nunique(), 480))
     with table_col:
-        st.dataframe(lots[["location_id", "sku", "lot", "expires_on", "quantity", "value"]],
+        # The soonest first, capped: a network-wide list ran to 90,000 lots, and sending
+        # them all to the browser made this the slowest page.
+        shown = lots.head(views.MAX_STOCK_ROWS)
+        if len(shown) < len(lots):
+            st.caption(f"the {len(shown):,} soonest of {len(lots):,} lots")
+        st.dataframe(shown[["location_id", "sku", "lot", "expires_on", "quantity", "value"]],
                      hide_index=True,
                      column_config={"location_id": st.column_config.TextColumn("location"),
                                     "expires_on": st.column_config.DateColumn("expires on"),
