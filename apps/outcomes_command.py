@@ -17,6 +17,7 @@ from edge_mqtt.catalogue import CATALOGUE
 from lakehouse.storage import lake_url
 from spark_jobs.decisions.approval import AUTO_APPROVAL_RULE
 from spark_jobs.decisions.outcomes import POLICIES, simulate
+from spark_jobs.decisions.transfers import ESTIMATE_PARTS
 
 TARGETS = {"waste_reduction": 0.34, "stockout_reduction": 0.50,
            "post_transfer_waste_reduction": 0.67, "inventory_change": -0.18,
@@ -93,6 +94,13 @@ def _print_table(result: dict[str, Any]) -> None:
         print(f"{d['decile']:>16}{d['value_from']:>9.1f}-{d['value_to']:<8.1f}"
               f"{d['recommendations']:>8}{d['estimated_units']:>12}{d['measured_units']:>12}"
               f"{error:>8}")
+    went = est.get("where_it_went_shipped", {})
+    if any(k.startswith("estimated_") for k in went):
+        print("\nWhere the shipped moves' units came from, estimated and measured:")
+        print(f"{'':28}{'estimated':>12}{'measured':>12}")
+        for part in ESTIMATE_PARTS:
+            print(f"{part:28}{went.get(f'estimated_{part}', 0.0):>12.1f}"
+                  f"{went.get(part, 0.0):>12.1f}")
 
 
 def _chart(result: dict[str, Any], path: Path) -> None:

@@ -125,6 +125,8 @@ class Recommendation:
     parts: dict[str, float] = field(default_factory=dict)
     """Where the measured units came from (source waste avoided, destination waste
     added, ...), summed by :func:`where_it_went`."""
+    estimated_parts: dict[str, float] = field(default_factory=dict)
+    """The same parts as the recommender estimated them (mean units over its paths)."""
 
 
 class Trace:
@@ -254,13 +256,16 @@ def measure(trace: Trace, demand_of: Callable[[str, str], np.ndarray | None],
 
 
 def where_it_went(recs: Iterable[Recommendation]) -> dict[str, float]:
-    """The measured parts summed over ``recs``, with the units moved and estimated."""
+    """The measured parts summed over ``recs``, with the units moved and estimated, and
+    each part as the recommender estimated it (``estimated_<part>``)."""
     recs = list(recs)
     out = {"units_moved": float(sum(r.moved if r.shipped else r.quantity for r in recs)),
            "estimated_units": round(sum(r.estimated_units for r in recs), 1)}
     for r in recs:
         for k, v in r.parts.items():
             out[k] = out.get(k, 0.0) + v
+        for k, v in r.estimated_parts.items():
+            out[f"estimated_{k}"] = round(out.get(f"estimated_{k}", 0.0) + v, 1)
     return out
 
 

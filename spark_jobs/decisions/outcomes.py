@@ -63,7 +63,7 @@ from .counterfactual import (
 from .counterfactual import worst_error as worst_decile_error
 from .forecast import UNCENSORED_MAX_STOCKOUT_HOURS, forecast_demand
 from .reorders import suggest_reorders
-from .transfers import recommend_transfers
+from .transfers import ESTIMATE_PARTS, recommend_transfers
 
 Say = Callable[[str], None]
 SUPPLIER_LEAD_DAYS = 2
@@ -508,7 +508,7 @@ class RealTime(Policy):
         recs = recommend_transfers(stock.cohorts(), fc, net.locations, net.transit, net.policy,
                                    net.items, in_transit=stock.in_transit(), now=now,
                                    horizon_days=TRANSFER_HORIZON_DAYS,
-                                   paths=self.paths, seed=self.seed + day)
+                                   paths=self.paths, seed=self.seed + day, explain=True)
         if recs.empty:
             return
         recs = recs.assign(ship_it=auto_approve(recs).to_numpy())
@@ -520,7 +520,9 @@ class RealTime(Policy):
                 seen[k] = Recommendation(
                     len(stock.trace.recommendations), day, r.source_location,
                     r.destination_location, r.sku, r.lot, int(r.quantity), arrive_at[k],
-                    float(r.expected_units_saved), float(r.value_saved))
+                    float(r.expected_units_saved), float(r.value_saved),
+                    estimated_parts={k: float(getattr(r, f"estimated_{k}"))
+                                     for k in ESTIMATE_PARTS})
                 stock.trace.recommend(seen[k], stock.lots)
         for k, r in enumerate(recs.itertuples(index=False)):
             if not r.ship_it:

@@ -80,6 +80,11 @@ TRANSFERS_SCHEMA = pa.schema([f for f in TRANSFER_RECOMMENDATIONS.schema
 COLUMNS = TRANSFERS_SCHEMA.names
 TRANSIT_COLUMNS = ("source", "destination", "transit_hours", "cost_per_unit")
 POLICY_COLUMNS = ("category", "destination_kind", "min_sellable_days", "handling_hours")
+ESTIMATE_PARTS = ("source_waste_avoided", "destination_waste_added",
+                  "destination_unmet_avoided", "source_unmet_added")
+"""What an estimate is made of, in mean units over the demand paths; with ``explain=True``
+each is a column ``estimated_<part>``, named as the outcome simulation names what it
+measures, so the two can be set side by side."""
 CANDIDATES_PER_LOCATION = 3
 """Routes per source (and per destination) kept for simulation, best first by a quick
 estimate (units x (price - cost per unit)); the rest wait until a move changes the state."""
@@ -119,14 +124,15 @@ def recommend_transfers(cohorts: pd.DataFrame, forecasts: pd.DataFrame,
                         locations: pd.DataFrame, transit: pd.DataFrame, policy: pd.DataFrame,
                         items: pd.DataFrame, *, in_transit: pd.DataFrame | None = None,
                         now: datetime, horizon_days: float = 7, paths: int = 1000,
-                        seed: int = 0, warehouses_supply_reorders: bool = True
-                        ) -> pd.DataFrame:
+                        seed: int = 0, warehouses_supply_reorders: bool = True,
+                        explain: bool = False) -> pd.DataFrame:
     """Lots to move between locations, best value first (columns :data:`TRANSFERS_SCHEMA`).
 
     Frames are shaped like gold ``stock_cohorts`` and ``demand_forecasts`` plus the reference
     tables; ``now`` is an aware datetime. Rows come in the order they were accepted.
     ``warehouses_supply_reorders``: warehouses are drained by their stores' reorders (see the
-    module doc); False treats their stock as leaving by transfer only.
+    module doc); False treats their stock as leaving by transfer only. ``explain`` adds the
+    parts of each estimate (:data:`ESTIMATE_PARTS`) as columns.
     """
     now = check_now(now)
     if warehouses_supply_reorders:
@@ -141,7 +147,7 @@ def recommend_transfers(cohorts: pd.DataFrame, forecasts: pd.DataFrame,
                        horizon_days=horizon_days, paths=paths, seed=seed)
     if not len(model.series) or not routes:
         return empty_transfers()
-    return _Greedy(model, routes, rules).run()
+    return _Greedy(model, routes, rules).run(explain=explain)
 
 
 def warehouse_outflow(forecasts: pd.DataFrame, locations: pd.DataFrame) -> pd.DataFrame:
@@ -371,6 +377,10 @@ class _Greedy:
             unmet_b = lost * before_s.unmet_paths[js] + before_d.unmet_paths[jd]
             unmet_a = lost * out.unmet_paths[2 * n] + out.unmet_paths[2 * n + 1]
             saved = float(np.maximum(waste_b - waste_a, unmet_b - unmet_a).mean())
+            src_a, dst_a = out.waste_paths[2 * n], out.waste_paths[2 * n + 1]
+            parts = (before_s.waste_paths[js] - src_a, dst_a - before_d.waste_paths[jd],
+                     before_d.unmet_paths[jd] - out.unmet_paths[2 * n + 1],
+                     lost * (out.unmet_paths[2 * n] - before_s.unmet_paths[js]))
             cost = c.quantity * c.route_cost
             value = saved * float(self.price[c.src])
             c.metrics = {
@@ -379,6 +389,8 @@ class _Greedy:
                 "waste_prob_destination": float(out.waste_prob[2 * n + 1,
                                                                len(self.lots[c.dst])]),
                 "expected_units_saved": saved, "transfer_cost": cost, "value_saved": value,
+                **{f"estimated_{k}": float(v.mean()) for k, v in zip(ESTIMATE_PARTS, parts,
+                                                                    strict=True)},
             }
             if saved >= 1 and value > cost:
                 self.counter += 1
@@ -395,7 +407,7 @@ class _Greedy:
 
     # --- the greedy loop ------------------------------------------------------------------
 
-    def run(self) -> pd.DataFrame:
+    def run(self, *, explain: bool = False) -> pd.DataFrame:
         """Greedy in rounds: each round takes the best fresh candidates whose source and
         destination no better candidate of the round touched (series are independent, so
         this is the sequential greedy's choice), applies them together, and finds new
@@ -424,9 +436,10 @@ class _Greedy:
             self._apply(accepted)
             again |= {c.src for c in accepted}
             self.evaluate([c for src in sorted(again) for c in self.candidates_from(src)])
+        columns = COLUMNS + ([f"estimated_{k}" for k in ESTIMATE_PARTS] if explain else [])
         if not rows:
-            return empty_transfers()
-        frame = pd.DataFrame(rows, columns=COLUMNS)
+            return pd.DataFrame(columns=columns) if explain else empty_transfers()
+        frame = pd.DataFrame(rows, columns=columns)
         frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
         frame["arrival_at"] = pd.to_datetime(frame["arrival_at"], utc=True)
         return frame.astype({"quantity": "int64"})
