@@ -10,13 +10,17 @@ demand unmet, over both places.
 
 Everything else that reached or left those two series in the run (orders arriving,
 warehouse stock drawn by the stores' orders, other transfers) is replayed as it happened in
-both arms: the counterfactual freezes the other decisions. That is the estimate's own
-assumption (it does not foresee reorders either), so the comparison measures how well the
-model's forecast and its stock arithmetic hold, not how the rest of the system would have
-reacted. It leans one way for moves that shipped (the destination's later orders were
-smaller because the move was coming, so without it the replay runs short) and the other
-way for moves that did not (the destination's orders already covered the need); both are
-reported.
+both arms: the counterfactual freezes the other decisions. The estimate instead lets both
+places keep ordering as the stock they hold asks (an order-up-to on the forecast), so the
+comparison measures the forecast, the stock arithmetic and that model of the orders
+together, against orders that did not react to the move. It leans one way for moves
+that shipped (the destination's later orders were smaller because the move was coming, so
+without it the replay runs short) and the other way for moves that did not (the
+destination's orders already covered the need). One order is therefore decided again in
+the arm the run did not play: the destination's order of the decision day, which counted
+the move as stock on its way (larger by the units moved without a move that shipped,
+smaller by the units proposed with one that did not). ``measured_units`` is that replay;
+``measured_frozen`` keeps every order as the run placed it. Both are reported.
 
 Selling and spoiling are :func:`sell_fefo` and :func:`spoil`, the same functions the
 simulation's own trading day calls.
@@ -120,6 +124,9 @@ class Recommendation:
     moved: int = 0
     """Units the run moved (0 for a recommendation that did not ship)."""
     measured_units: float | None = None
+    measured_frozen: float | None = None
+    """What the replay measures with the decision day's order as the run placed it, in
+    both arms (see :func:`measure`)."""
     replay_matches_run: bool | None = None
     """For a move that shipped: whether its replay with the move gave what the run did."""
     parts: dict[str, float] = field(default_factory=dict)
@@ -171,19 +178,27 @@ class Trace:
 
 def replay(rec: Recommendation, trace: Trace, *, shipped: bool,
            demand: Mapping[str, np.ndarray | None], last_ok: int,
-           horizon: int) -> tuple[float, float]:
+           horizon: int, reorder: tuple[int, int] | None = None) -> tuple[float, float]:
     """(units wasted, units of demand unmet) over the source and destination of ``rec``,
     days ``rec.day`` to ``rec.day + horizon - 1``, with or without its move; ``demand`` per
     location (None for a warehouse: it sells nothing and spoils at expiry)."""
     places = replay_by_place(rec, trace, shipped=shipped, demand=demand, last_ok=last_ok,
-                             horizon=horizon)
+                             horizon=horizon, reorder=reorder)
     return (sum(w for w, _ in places.values()), sum(u for _, u in places.values()))
 
 
 def replay_by_place(rec: Recommendation, trace: Trace, *, shipped: bool,
                     demand: Mapping[str, np.ndarray | None], last_ok: int,
-                    horizon: int) -> dict[str, tuple[float, float]]:
-    """:func:`replay`, per location: {location: (units wasted, units unmet)}."""
+                    horizon: int, reorder: tuple[int, int] | None = None
+                    ) -> dict[str, tuple[float, float]]:
+    """:func:`replay`, per location: {location: (units wasted, units unmet)}.
+
+    ``reorder`` (the SKU's lead time and shelf life, in days): in the arm the run did not
+    play, the destination's order placed on the decision day is decided again. That order
+    counted the move as stock on its way, so without a move that shipped it would have
+    been larger by the units moved (a fresh lot arriving with it), and with a move that
+    did not ship, smaller by the units proposed. Cases and the order's cap are not
+    redone, nor any later order."""
     lots = {loc: [replace(x) for x in start] for loc, start in rec.start.items()}
     flows: list[tuple[int, int, str, Flow]] = []
     for loc in lots:
@@ -198,6 +213,9 @@ def replay_by_place(rec: Recommendation, trace: Trace, *, shipped: bool,
     if shipped and not rec.shipped:  # the move the run did not make, made here
         flows.append((rec.day, -1, rec.source, Flow(-1, rec.day, rec.lot, 0, -rec.quantity)))
         flows.append((rec.arrive, -1, rec.destination, Flow(-1, rec.arrive, rec.lot, 0, 0)))
+    if reorder is not None and shipped != rec.shipped:
+        flows = _redecide_order(flows, rec, shipped=shipped, lead=reorder[0],
+                                life=reorder[1])
     flows.sort(key=lambda x: (x[0], x[1]))
     moved: list[Lot] = []
     out = {loc: [0.0, 0.0] for loc in lots}
@@ -223,26 +241,53 @@ def replay_by_place(rec: Recommendation, trace: Trace, *, shipped: bool,
     return {loc: (w, u) for loc, (w, u) in out.items()}
 
 
+def _redecide_order(flows: list[tuple[int, int, str, Flow]], rec: Recommendation, *,
+                    shipped: bool, lead: int, life: int) -> list[tuple[int, int, str, Flow]]:
+    """The flows with the destination's order of the decision day decided again (see
+    :func:`replay_by_place`): orders arrive untagged, ``lead`` days after they are placed."""
+    due = rec.day + lead
+    if not shipped:  # the run shipped the move; without it the order is larger
+        extra = Flow(-2, due, f"O{rec.day}+", due + life - 1, rec.moved)
+        return [*flows, (due, -2, rec.destination, extra)]
+    less, out = rec.quantity, []
+    for day, seq, loc, f in flows:  # the run did not ship it; with it the order is smaller
+        if less > 0 and loc == rec.destination and day == due and f.tag is None \
+                and f.quantity > 0 and seq >= 0:
+            cut = min(less, f.quantity)
+            less -= cut
+            f = replace(f, quantity=f.quantity - cut)
+        out.append((day, seq, loc, f))
+    return out
+
+
 def measure(trace: Trace, demand_of: Callable[[str, str], np.ndarray | None],
             last_ok_of: Callable[[str], int], *, horizon: int,
-            last_day: int) -> list[Recommendation]:
+            last_day: int, reorder_of: Callable[[str], tuple[int, int]] | None = None
+            ) -> list[Recommendation]:
     """Fill ``measured_units`` of every recommendation whose horizon ends by ``last_day``
     (the ones after it are left unmeasured); returns those measured.
 
     ``demand_of(location, sku)`` gives a store series' daily demand (None for a warehouse),
-    ``last_ok_of(sku)`` its minimum sellable days."""
+    ``last_ok_of(sku)`` its minimum sellable days. With ``reorder_of(sku)`` (lead time,
+    shelf life) the arm the run did not play re-decides the destination's order of the
+    decision day (:func:`replay_by_place`) for ``measured_units``, and
+    ``measured_frozen`` keeps the replay with every order as the run placed it."""
     done = []
     for rec in trace.recommendations:
         if rec.day + horizon - 1 > last_day:
             continue
         demand = {loc: demand_of(loc, rec.sku) for loc in (rec.source, rec.destination)}
         last_ok = last_ok_of(rec.sku)
-        places = {arm: replay_by_place(rec, trace, shipped=arm, demand=demand,
+        reorder = None if reorder_of is None else reorder_of(rec.sku)
+        frozen = {arm: replay_by_place(rec, trace, shipped=arm, demand=demand,
                                        last_ok=last_ok, horizon=horizon)
                   for arm in (True, False)}
-        with_move, without = ((sum(w for w, _ in places[arm].values()),
-                               sum(u for _, u in places[arm].values())) for arm in (True, False))
-        rec.measured_units = max(without[0] - with_move[0], without[1] - with_move[1])
+        rec.measured_frozen = _saved(frozen)
+        places = frozen if reorder is None else {
+            arm: replay_by_place(rec, trace, shipped=arm, demand=demand, last_ok=last_ok,
+                                 horizon=horizon, reorder=reorder)
+            for arm in (True, False)}
+        rec.measured_units = _saved(places)
         src, dst = places[True][rec.source], places[True][rec.destination]
         src0, dst0 = places[False][rec.source], places[False][rec.destination]
         rec.parts = {"source_waste_avoided": src0[0] - src[0],
@@ -250,9 +295,21 @@ def measure(trace: Trace, demand_of: Callable[[str, str], np.ndarray | None],
                      "destination_unmet_avoided": dst0[1] - dst[1],
                      "source_unmet_added": src[1] - src0[1]}
         if rec.shipped:
-            rec.replay_matches_run = with_move == trace.ran(rec, horizon)
+            rec.replay_matches_run = _totals(places[True]) == trace.ran(rec, horizon)
         done.append(rec)
     return done
+
+
+def _totals(places: Mapping[str, tuple[float, float]]) -> tuple[float, float]:
+    """(units wasted, units unmet) over both places of one arm."""
+    return (sum(w for w, _ in places.values()), sum(u for _, u in places.values()))
+
+
+def _saved(places: Mapping[bool, Mapping[str, tuple[float, float]]]) -> float:
+    """The larger of the two reductions, waste and unmet demand, from the arm without the
+    move to the arm with it."""
+    with_move, without = _totals(places[True]), _totals(places[False])
+    return max(without[0] - with_move[0], without[1] - with_move[1])
 
 
 def where_it_went(recs: Iterable[Recommendation]) -> dict[str, float]:
@@ -269,9 +326,11 @@ def where_it_went(recs: Iterable[Recommendation]) -> dict[str, float]:
     return out
 
 
-def decile_errors(recs: Sequence[Recommendation], deciles: int = 10) -> list[dict[str, Any]]:
+def decile_errors(recs: Sequence[Recommendation], deciles: int = 10, *,
+                  frozen: bool = False) -> list[dict[str, Any]]:
     """Per decile of estimated value (lowest first): how many, units estimated and
-    measured, and the error (measured / estimated - 1)."""
+    measured, and the error (measured / estimated - 1); ``frozen`` takes the replay with
+    every order as the run placed it."""
     ordered = sorted(recs, key=lambda r: r.estimated_value)
     out = []
     for d in range(deciles):
@@ -279,7 +338,7 @@ def decile_errors(recs: Sequence[Recommendation], deciles: int = 10) -> list[dic
         if not part:
             continue
         est = sum(r.estimated_units for r in part)
-        got = sum(r.measured_units or 0.0 for r in part)
+        got = sum((r.measured_frozen if frozen else r.measured_units) or 0.0 for r in part)
         out.append({"decile": d + 1, "recommendations": len(part),
                     "value_from": round(part[0].estimated_value, 2),
                     "value_to": round(part[-1].estimated_value, 2),

@@ -611,7 +611,8 @@ def measure_estimates(net: Network, trace: Trace) -> dict[str, Any]:
     """Each recommendation's units saved as the simulation measures them (a paired replay
     of its two series, :mod:`.counterfactual`) against the job's own estimate, by decile of
     estimated value: over every recommendation (what the Transfers page shows) and over
-    those that shipped. Every shipped move's replay with the move must give what the run
+    those that shipped, the latter also with every order frozen as the run placed it
+    (``deciles_shipped_frozen``). Every shipped move's replay with the move must give what the run
     did (``shipped_replays_matching_run``): that checks the replay itself."""
     row = {s: i for i, s in enumerate(net.series)}
 
@@ -620,9 +621,12 @@ def measure_estimates(net: Network, trace: Trace) -> dict[str, Any]:
         return None if i is None else net.demand[i]
 
     done = measure(trace, demand_of, lambda sku: int(net.item[sku]["min_sellable_days"]),
-                   horizon=TRANSFER_HORIZON_DAYS, last_day=net.start + net.days - 1)
+                   horizon=TRANSFER_HORIZON_DAYS, last_day=net.start + net.days - 1,
+                   reorder_of=lambda sku: (int(net.item[sku]["lead_time_days"]),
+                                           int(net.item[sku]["shelf_life_days"])))
     every = decile_errors(done)
     shipped = decile_errors([r for r in done if r.shipped])
+    frozen = decile_errors([r for r in done if r.shipped], frozen=True)
     return {"horizon_days": TRANSFER_HORIZON_DAYS, "recommendations": len(trace.recommendations),
             "measured": len(done), "shipped_measured": sum(r.shipped for r in done),
             "estimated_units": round(sum(r.estimated_units for r in done), 1),
@@ -630,6 +634,9 @@ def measure_estimates(net: Network, trace: Trace) -> dict[str, Any]:
             "shipped_replays_matching_run": sum(bool(r.replay_matches_run) for r in done),
             "worst_decile_error": worst_decile_error(every),
             "worst_decile_error_shipped": worst_decile_error(shipped),
+            "measured_units_frozen": round(sum(r.measured_frozen or 0.0 for r in done), 1),
+            "worst_decile_error_shipped_frozen": worst_decile_error(frozen),
+            "deciles_shipped_frozen": frozen,
             "where_it_went_shipped": where_it_went(r for r in done if r.shipped),
             "where_it_went_not_shipped": where_it_went(r for r in done if not r.shipped),
             "deciles": every, "deciles_shipped": shipped}

@@ -175,16 +175,45 @@ class Outcome:
         return float(np.interp(end, t, c) - np.interp(start, t, c))
 
 
+@dataclass(frozen=True)
+class Reorders:
+    """The stores' own daily orders, for :func:`simulate_fefo` (arrays of its rows).
+
+    Order ``k`` is placed at ``edges[k]`` (now, then each midnight) and is on the shelf
+    ``lead`` days later as a fresh lot sellable for ``life`` days. On each path it brings
+    the stock still sellable at its arrival up to ``target[:, k]`` after ``before[:, k]``
+    units (the expected demand until it arrives) have sold: an order-up-to rule on the
+    forecast, which is how a store's reorders answer the stock it holds. Rows with
+    ``active`` False order nothing (warehouses, series without a forecast)."""
+
+    active: np.ndarray   # (rows,) bool
+    lead: np.ndarray     # (rows,) days
+    life: np.ndarray     # (rows,) days a fresh lot stays sellable
+    target: np.ndarray   # (rows, orders) units wanted on the shelf at each arrival
+    before: np.ndarray   # (rows, orders) expected demand between ordering and arrival
+
+
 def simulate_fefo(demand: np.ndarray, quantity: np.ndarray, start: np.ndarray,
                   end: np.ndarray, *, edges: np.ndarray, horizon: float,
-                  checkpoints: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                  checkpoints: np.ndarray | None = None,
+                  reorders: Reorders | None = None) -> dict[str, np.ndarray]:
     """FEFO sales of a batch of series on shared demand paths.
 
     ``demand`` (days, rows, paths) are whole-day draws for the calendar days starting at
     ``edges``; ``quantity``/``start``/``end`` (rows, lots) the lots (zero-quantity padding
     is fine) and their sellable windows; ``checkpoints`` (rows, K) times at which unmet
     demand so far and sellable stock are recorded per path. Lots may come in any order.
+    ``reorders`` adds the stores' own orders as lots after the given ones (their sales
+    and waste count in the totals; the per-lot results keep only the given lots).
     """
+    n_given = quantity.shape[1]
+    if reorders is not None:
+        n_orders = reorders.target.shape[1]
+        placed = np.broadcast_to(edges[:n_orders], (len(quantity), n_orders))
+        arrive = np.where(reorders.active[:, None], placed + reorders.lead[:, None], np.inf)
+        quantity = np.concatenate([quantity, np.zeros_like(arrive)], axis=1)
+        start = np.concatenate([start, arrive], axis=1)
+        end = np.concatenate([end, arrive + reorders.life[:, None]], axis=1)
     n_days, rows, paths = demand.shape
     order = np.argsort(end, axis=1, kind="stable")
     quantity = np.take_along_axis(quantity, order, 1)
@@ -218,7 +247,25 @@ def simulate_fefo(demand: np.ndarray, quantity: np.ndarray, start: np.ndarray,
     ck_unmet = np.zeros((rows, k_count, paths))
     ck_stock = np.zeros((rows, k_count, paths))
     row_ix = np.arange(rows)
+    if reorders is not None:
+        back_ix = np.argsort(order, axis=1)
+        slot = back_ix[:, n_given:]  # each order's lot, in the sorted order
+        arrive_s = np.take_along_axis(start, slot, 1)
+        # the cut at which each order is placed (its row's first cut at or after edges[k])
+        placed_at = (cuts[:, :, None] < edges[None, None, :n_orders]).sum(axis=1)
+        placing = (np.isfinite(arrive_s) & (arrive_s < horizon))
     for i in range(n_seg + 1):
+        if reorders is not None:
+            for k in range(n_orders):
+                hit = placing[:, k] & (placed_at[:, k] == i)
+                if not hit.any():
+                    continue
+                rws = np.flatnonzero(hit)
+                at = arrive_s[rws, k]
+                keeps = (end[rws] > at[:, None]).T[:, :, None]  # (lot, hit rows, 1)
+                position = (rem[:, rws] * keeps).sum(axis=0)
+                want = (reorders.target[rws, k] + reorders.before[rws, k])[:, None]
+                rem[slot[rws, k], rws] = np.maximum(np.round(want - position), 0.0)
         due = waste_at == i
         if due.any():
             for lot in np.flatnonzero(due.any(axis=0)):
@@ -245,7 +292,7 @@ def simulate_fefo(demand: np.ndarray, quantity: np.ndarray, start: np.ndarray,
             sold[lot] += take
             need -= take
         unmet += need
-    back = np.argsort(order, axis=1)
+    back = np.argsort(order, axis=1)[:, :n_given]
 
     def per_lot(values: np.ndarray) -> np.ndarray:
         return np.take_along_axis(values.T, back, 1)
@@ -321,6 +368,7 @@ class ShelfModel:
         self._seeds = [series_seed(self.seed, a, b)
                        for a, b in zip(series["location_id"], series["sku"], strict=True)]
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._plans: dict[tuple[int, int, float, float], tuple[np.ndarray, np.ndarray]] = {}
         self.index = {(r.location_id, r.sku): i
                       for i, r in enumerate(series[["location_id", "sku"]].itertuples())}
         self._forecast_arrays(forecasts)
@@ -389,8 +437,13 @@ class ShelfModel:
 
     def run(self, scenarios: Sequence[tuple[int, Sequence[Lot]]], *,
             horizon: float | None = None,
-            checkpoints: Sequence[Sequence[float]] | None = None) -> Outcome:
-        """Simulate each (series, lots) scenario on its series' paths (batched)."""
+            checkpoints: Sequence[Sequence[float]] | None = None,
+            reorders: bool = False) -> Outcome:
+        """Simulate each (series, lots) scenario on its series' paths (batched).
+
+        ``reorders``: stores keep ordering as they do every day (:meth:`reorders_of`), so
+        what a store runs short of after its next delivery is mostly covered, and what a
+        scenario adds to its shelf displaces what it would have ordered."""
         horizon = self.horizon if horizon is None else min(float(horizon), self.horizon)
         edges = day_edges(self.now, horizon)
         days = len(edges) - 1
@@ -401,7 +454,7 @@ class ShelfModel:
                                                               "left")}
         waste_paths = np.zeros((n, self.paths), dtype=np.float32)
         unmet_paths = np.zeros((n, self.paths), dtype=np.float32)
-        max_cuts = days + 2 * width + k_count + 2
+        max_cuts = days + 2 * (width + (days if reorders else 0)) + k_count + 2
         times = np.full((n, max_cuts), horizon)
         cum = np.zeros((n, max_cuts))
         ck_unmet = np.zeros((n, k_count, self.paths), dtype=np.float32) if k_count else None
@@ -425,7 +478,9 @@ class ShelfModel:
             ck = (np.asarray([checkpoints[r] for r in rows], dtype=float)
                   if k_count else None)
             res = simulate_fefo(draws, qty, start, end, edges=edges, horizon=horizon,
-                                checkpoints=ck)
+                                checkpoints=ck,
+                                reorders=self.reorders_of([scenarios[r][0] for r in rows],
+                                                          edges) if reorders else None)
             for j, r in enumerate(rows):
                 m = len(scenarios[r][1])
                 for name in out:
@@ -443,6 +498,51 @@ class ShelfModel:
         return Outcome([tuple(lots) for _, lots in scenarios], out["sold"], out["waste"],
                        out["waste_prob"], out["left"], waste_paths, unmet_paths, times, cum,
                        ck_unmet, ck_stock, horizon)
+
+    def reorders_of(self, rows: Sequence[int], edges: np.ndarray,
+                    review_days: float = 1.0) -> Reorders:
+        """The daily orders of stores with a forecast and a shelf life, as
+        :class:`Reorders`: placed now and at each midnight, arriving after the SKU's lead
+        time, each wanting the forecast of the ``review_days`` until the next delivery
+        plus :data:`Z80` standard deviations of a day (the reorders job's 0.9 service
+        level, without its cases and its cap)."""
+        s = self.series
+        idx = np.asarray(rows, dtype=int)
+        life = (s["shelf_life_days"].to_numpy(dtype=float)[idx]
+                - s["sell_min_days"].to_numpy(dtype=float)[idx])
+        lead = (s["sku"].iloc[idx].map(self.items.set_index("sku")["lead_time_days"])
+                .to_numpy(dtype=float))
+        active = ((s["kind"].to_numpy()[idx] == "store") & self.has_forecast[idx]
+                  & np.isfinite(life) & (life > 0) & np.isfinite(lead))
+        lead = np.where(active, lead, 0.0)
+        life = np.where(active, life, 0.0)
+        n_orders = len(edges) - 1
+        target = np.zeros((len(idx), n_orders))
+        before = np.zeros((len(idx), n_orders))
+        for j, row in enumerate(idx.tolist()):
+            if active[j]:
+                target[j], before[j] = self._order_plan(row, n_orders, float(lead[j]),
+                                                        review_days)
+        return Reorders(active, lead, life, target, before)
+
+    def _order_plan(self, row: int, n_orders: int, lead: float,
+                    review_days: float) -> tuple[np.ndarray, np.ndarray]:
+        """(target, before) of a series' first ``n_orders`` daily orders; the same for
+        every scenario of the series, so kept for the next what-if."""
+        key = (row, n_orders, lead, review_days)
+        if key not in self._plans:
+            placed = self.edges[:n_orders]
+            target, before = np.zeros(n_orders), np.zeros(n_orders)
+            last = self.mean.shape[1] - 1
+            for k in range(n_orders):
+                arrive = placed[k] + lead
+                day = min(max(int(np.searchsorted(self.edges, arrive, side="right")) - 1, 0),
+                          last)
+                sd = max(float(self.sd[row, day]), math.sqrt(float(self.mean[row, day])))
+                target[k] = self.expected_demand(row, arrive, arrive + review_days) + Z80 * sd
+                before[k] = self.expected_demand(row, placed[k], arrive)
+            self._plans[key] = (target, before)
+        return self._plans[key]
 
     def baseline(self) -> Outcome:
         """Every series with its current stock."""

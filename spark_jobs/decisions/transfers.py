@@ -23,13 +23,21 @@ How a recommendation is found, greedily over the whole network:
   (after transit and handling) would be below the ``policy`` minimum for its category and
   the destination's kind: that rule is never broken. ``quantity`` = whole units of
   min(surplus, the destination's expected unmet demand within the lot's sellable window
-  there, the lot's units).
+  there, the lot's units); this shortfall is taken from the stock as it stands, without
+  the destination's coming orders, because a moved unit that sells there takes the place
+  of a unit it would otherwise order.
 * **Value.** ``expected_units_saved`` is the mean, over the shared demand paths, of the
   larger of two network (source + destination) reductions: units wasted and units of demand
   unmet. A unit that would have spoiled at the source and now sells at the destination
   lowers both by one and counts once; a unit that only fills demand (fresh stock) or only
   escapes waste counts once too; losses (sales the source now misses, or destination stock
-  pushed into waste) count against it. ``value_saved`` = units saved x price;
+  pushed into waste) count against it. Both places keep placing their own daily orders in
+  these runs (``ShelfModel.run(reorders=True)``: an order-up-to on the forecast, arriving
+  after the SKU's lead time), so a destination's shortfall counts only until its own
+  deliveries would have covered it, and a moved lot that sells there displaces what it
+  would have ordered. Without the orders, the outcome simulation measured the destination's
+  avoided shortfall at under half of what the estimates claimed (``bench/outcomes.py``,
+  docs/outcomes.md). ``value_saved`` = units saved x price;
   ``transfer_cost`` = quantity x cost_per_unit. A move is recommended only when it saves at
   least one unit and is worth more than it costs.
 * **Greedy.** The best net value (value_saved - transfer_cost) goes first. Accepted moves
@@ -233,6 +241,10 @@ class _Greedy:
         self.delivered: dict[int, list[tuple[float, float, int]]] = defaultdict(list)
         self.out_routes: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         base = model.baseline()
+        # Values are weighed with the stores' own daily orders in the model (see the
+        # module doc); candidates are sized on the stock as it stands.
+        own = model.run(list(enumerate(model.lots)), reorders=True)
+        self.valued: list[tuple[Outcome, int]] = [(own, i) for i in range(n)]
         self.horizon = base.horizon
         self.first_t, self.first_c = base.times.copy(), base.cum_unmet.copy()
         self.t, self.c = base.times.copy(), base.cum_unmet.copy()
@@ -365,10 +377,10 @@ class _Greedy:
         for c in cands:
             src_lots, dst_lots = self._moved(c)
             scenarios += [(c.src, src_lots), (c.dst, dst_lots)]
-        out = self.model.run(scenarios)
+        out = self.model.run(scenarios, reorders=True)
         for n, c in enumerate(cands):
-            before_s, js = self.state[c.src]
-            before_d, jd = self.state[c.dst]
+            before_s, js = self.valued[c.src]
+            before_d, jd = self.valued[c.dst]
             waste_b = before_s.waste_paths[js] + before_d.waste_paths[jd]
             waste_a = out.waste_paths[2 * n] + out.waste_paths[2 * n + 1]
             # Lost sales happen at stores; a warehouse short of stock sends its stores'
@@ -455,8 +467,10 @@ class _Greedy:
             scenarios += [(c.src, src_lots), (c.dst, dst_lots)]
         if scenarios:
             out = self.model.run(scenarios)
+            own = self.model.run(scenarios, reorders=True)
             for j, (i, _) in enumerate(scenarios):
                 self._set_state(i, out, j)
+                self.valued[i] = (own, j)
 
     def _row(self, c: _Candidate) -> dict[str, object]:
         now = self.model.now

@@ -121,3 +121,25 @@ def test_bad_inputs_are_refused_with_the_field_named() -> None:
         model([], now=datetime(2026, 12, 1))
     with pytest.raises(ValueError, match="kind"):
         model([], kind="depot")
+
+
+def test_a_store_that_reorders_runs_short_only_until_its_first_delivery() -> None:
+    m = model([], demand=10.0, paths=2000)  # an empty shelf; orders take a day to arrive
+    alone = float(m.run(list(enumerate(m.lots))).expected_unmet[0])
+    ordering = m.run(list(enumerate(m.lots)), reorders=True)
+    assert alone == pytest.approx(70, rel=0.05)  # a week of demand, all of it lost
+    # The first day is lost; from the first delivery on, the orders keep the shelf at a
+    # day's forecast and then some (0.9 service), so little more is.
+    assert 10 <= float(ordering.expected_unmet[0]) < 14
+    assert float(ordering.unmet_between(0, 1.0, 7.0)) < 4
+
+
+def test_what_a_store_holds_displaces_its_orders() -> None:
+    # 60 units that stay sellable all week cover six days of 10: orders only top them up,
+    # so nothing the orders bring is wasted and the lot sells as it would alone.
+    m = model([("OWN", date(2026, 12, 8), 60)], demand=10.0, paths=2000)
+    alone = m.run(list(enumerate(m.lots)))
+    ordering = m.run(list(enumerate(m.lots)), reorders=True)
+    assert ordering.sold[0, 0] == pytest.approx(alone.sold[0, 0], rel=0.01)
+    assert float(ordering.waste_paths.mean()) == 0.0
+    assert float(ordering.expected_unmet[0]) < 1.0

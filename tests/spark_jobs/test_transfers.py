@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -237,3 +238,29 @@ def test_only_a_move_that_nearly_surely_sells_ships_without_a_person() -> None:
                          "min_sellable_days": [1.5, 1.5, 1.5]})
     # A rescue that may still spoil at the destination on 3 paths of 10 waits for a person.
     assert auto_approve(recs).tolist() == [True, False, False]
+
+
+def test_a_move_into_a_store_that_reorders_is_worth_the_waste_it_saves() -> None:
+    """S2 sells 20 a day and orders every day (a day's lead time); S1 sells 2 a day of 40
+    units that stop being sellable in three days. Moving them saves what S1 would waste;
+    S2's shortfall counts only until its own first delivery, since from then on it would
+    have ordered what it sells (the outcome simulation measured the old valuation, which
+    counted a week of S2's demand, at 2.6 times what such moves saved)."""
+    locations = pd.DataFrame([{"location_id": k, "region": "east", "kind": "store"}
+                              for k in ("S1", "S2")])
+    items = pd.DataFrame([{"sku": "YOG", "category": "dairy", "price": 1.5, "unit_cost": 0.6,
+                           "shelf_life_days": 10, "min_sellable_days": 1}])
+    recs = recommend_transfers(
+        pd.DataFrame([cohort("S1", "OLD", date(2026, 12, 4), 40),
+                      cohort("S2", "OWN", date(2026, 12, 9), 5)], columns=COHORT_COLUMNS),
+        pd.DataFrame(forecast("S1", 2.0) + forecast("S2", 20.0)), locations,
+        pd.DataFrame([{"source": "S1", "destination": "S2", **PAIR}]),
+        pd.DataFrame([DAIRY_STORE]), items, now=NOW, paths=1000, explain=True)
+    move = recs.iloc[0]
+    assert (move["source_location"], move["lot"]) == ("S1", "OLD")
+    assert move["estimated_source_waste_avoided"] > 0.9 * move["quantity"]
+    # 14 h on the road and at the dock, 10 h of S2 selling 20 a day past its own 5 units
+    assert move["estimated_destination_unmet_avoided"] < 12
+    assert move["expected_units_saved"] == pytest.approx(
+        move["estimated_source_waste_avoided"] - move["estimated_destination_waste_added"],
+        rel=0.05)
