@@ -78,9 +78,12 @@ def remembered(users: UsersFile) -> bool:
     if not token or st.session_state.get("logout"):
         return False
     try:
+        everyone = users.users()
+        if not everyone:  # nobody to sign in as (and no key to make for nobody)
+            return False
         claims = jwt.decode(token, users.cookie_key(), algorithms=["HS256"])
         return (float(claims.get("exp_date", 0)) > time.time()
-                and claims.get("username") in users.users())
+                and claims.get("username") in everyone)
     except (jwt.InvalidTokenError, AuthError, TypeError, ValueError):
         return False
 
