@@ -197,8 +197,10 @@ def replay_by_place(rec: Recommendation, trace: Trace, *, shipped: bool,
     play, the destination's order placed on the decision day is decided again. That order
     counted the move as stock on its way, so without a move that shipped it would have
     been larger by the units moved (a fresh lot arriving with it), and with a move that
-    did not ship, smaller by the units proposed. Cases and the order's cap are not
-    redone, nor any later order."""
+    did not ship, smaller by the units proposed (as far as that order went). Cases and
+    the order's cap are not redone, nor any later order. When the run's order that day
+    was nothing, the order without the move lies anywhere from nothing to the units
+    moved; it is left at nothing."""
     lots = {loc: [replace(x) for x in start] for loc, start in rec.start.items()}
     flows: list[tuple[int, int, str, Flow]] = []
     for loc in lots:
@@ -247,6 +249,10 @@ def _redecide_order(flows: list[tuple[int, int, str, Flow]], rec: Recommendation
     :func:`replay_by_place`): orders arrive untagged, ``lead`` days after they are placed."""
     due = rec.day + lead
     if not shipped:  # the run shipped the move; without it the order is larger
+        ordered = any(loc == rec.destination and day == due and f.tag is None
+                      and f.quantity > 0 and seq >= 0 for day, seq, loc, f in flows)
+        if not ordered:  # it ordered nothing: without the move, anything up to the units
+            return flows  # moved; kept at nothing, as the run placed it
         extra = Flow(-2, due, f"O{rec.day}+", due + life - 1, rec.moved)
         return [*flows, (due, -2, rec.destination, extra)]
     less, out = rec.quantity, []
@@ -278,7 +284,10 @@ def measure(trace: Trace, demand_of: Callable[[str, str], np.ndarray | None],
             continue
         demand = {loc: demand_of(loc, rec.sku) for loc in (rec.source, rec.destination)}
         last_ok = last_ok_of(rec.sku)
-        reorder = None if reorder_of is None else reorder_of(rec.sku)
+        # A store's order is filled from its warehouse first, so when the source is one
+        # the order decided again would draw on the source itself: left as the run had it.
+        reorder = (None if reorder_of is None or demand[rec.source] is None
+                   else reorder_of(rec.sku))
         frozen = {arm: replay_by_place(rec, trace, shipped=arm, demand=demand,
                                        last_ok=last_ok, horizon=horizon)
                   for arm in (True, False)}

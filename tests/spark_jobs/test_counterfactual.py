@@ -74,21 +74,31 @@ def test_errors_are_reported_per_decile_of_estimated_value_and_the_worst_is_sign
 
 
 def test_without_a_shipped_move_the_destination_would_have_ordered_what_it_brought():
-    # The run moved 10 units on day 0 and S-SHORT's order that day counted them as on
-    # their way, so it ordered nothing. Without the move it would have ordered 10 fresh
-    # units, arriving with the move's day: its shortfall was not the move's to avoid.
-    trace = Trace()
-    lots = {("S-OLD", "MILK"): [Lot("L1", 3, 10)]}
-    rec = _rec(trace, lots, estimate=8.0, value=20.0, shipped=True)
-    rec.moved = 10
-    trace.flow("S-OLD", "MILK", 0, Lot("L1", 3, 10), -10, tag=rec.tag)
-    trace.flow("S-SHORT", "MILK", 1, Lot("L1", 3, 10), 10, tag=rec.tag)
-    demand = {"S-OLD": np.zeros(DAYS), "S-SHORT": np.full(DAYS, 4.0)}
-    [done] = measure(trace, lambda loc, sku: demand.get(loc), lambda sku: LAST_OK,
-                     horizon=7, last_day=DAYS - 1, reorder_of=lambda sku: (1, 20))
-    # With the move: 8 sell at S-SHORT, 2 spoil; without it 10 spoil at S-OLD, and S-SHORT
-    # sells 10 fresh units of its own order (days 1, 2 and half of 3).
-    assert done.parts["destination_unmet_avoided"] == -2  # 18 unmet without, 20 with
-    assert done.parts["source_waste_avoided"] == 10
+    # The run moved 10 units on day 0, and S-SHORT's order that day counted them as on
+    # their way: it ordered 2. Without the move it would have ordered 12, arriving with
+    # the move's day: its shortfall was not the move's to avoid.
+    def measured(order: int) -> Recommendation:
+        trace = Trace()
+        rec = _rec(trace, {("S-OLD", "MILK"): [Lot("L1", 3, 10)]}, estimate=8.0, value=20.0,
+                   shipped=True)
+        rec.moved = 10
+        trace.flow("S-OLD", "MILK", 0, Lot("L1", 3, 10), -10, tag=rec.tag)
+        trace.flow("S-SHORT", "MILK", 1, Lot("L1", 3, 10), 10, tag=rec.tag)
+        if order:
+            trace.flow("S-SHORT", "MILK", 1, Lot("O0", 20, order), order)
+        demand = {"S-OLD": np.zeros(DAYS), "S-SHORT": np.full(DAYS, 4.0)}
+        [done] = measure(trace, lambda loc, sku: demand.get(loc), lambda sku: LAST_OK,
+                         horizon=7, last_day=DAYS - 1, reorder_of=lambda sku: (1, 20))
+        return done
+
+    done = measured(order=2)
+    # With the move: 8 of it sell at S-SHORT, 2 spoil, then the 2 ordered sell; unmet 18.
+    # Without: 10 spoil at S-OLD; S-SHORT sells its 12 ordered units; unmet 16.
+    assert done.parts == {"source_waste_avoided": 10, "destination_waste_added": 2,
+                          "destination_unmet_avoided": -2, "source_unmet_added": 0}
     assert done.measured_units == 8  # the waste saved
-    assert done.measured_frozen == 8  # frozen: the same 8, half of it as "unmet avoided"
+    assert done.measured_frozen == 8  # frozen: the same 8, as much of it "unmet avoided"
+    # An order of nothing says only that the order without the move was at most the
+    # units moved: it stays nothing, as in the frozen replay.
+    nothing = measured(order=0)
+    assert nothing.parts["destination_unmet_avoided"] == 8
