@@ -247,9 +247,9 @@ def simulate_fefo(demand: np.ndarray, quantity: np.ndarray, start: np.ndarray,
     ck_unmet = np.zeros((rows, k_count, paths))
     ck_stock = np.zeros((rows, k_count, paths))
     row_ix = np.arange(rows)
+    back = np.argsort(order, axis=1)  # each lot's place in the sorted order
     if reorders is not None:
-        back_ix = np.argsort(order, axis=1)
-        slot = back_ix[:, n_given:]  # each order's lot, in the sorted order
+        slot = back[:, n_given:]  # each order's lot
         arrive_s = np.take_along_axis(start, slot, 1)
         # the cut at which each order is placed (its row's first cut at or after edges[k])
         placed_at = (cuts[:, :, None] < edges[None, None, :n_orders]).sum(axis=1)
@@ -292,7 +292,7 @@ def simulate_fefo(demand: np.ndarray, quantity: np.ndarray, start: np.ndarray,
             sold[lot] += take
             need -= take
         unmet += need
-    back = np.argsort(order, axis=1)[:, :n_given]
+    back = back[:, :n_given]
 
     def per_lot(values: np.ndarray) -> np.ndarray:
         return np.take_along_axis(values.T, back, 1)

@@ -381,18 +381,15 @@ class _Greedy:
         for n, c in enumerate(cands):
             before_s, js = self.valued[c.src]
             before_d, jd = self.valued[c.dst]
-            waste_b = before_s.waste_paths[js] + before_d.waste_paths[jd]
-            waste_a = out.waste_paths[2 * n] + out.waste_paths[2 * n + 1]
             # Lost sales happen at stores; a warehouse short of stock sends its stores'
             # orders to the supplier instead.
             lost = float(self.is_store[c.src])
-            unmet_b = lost * before_s.unmet_paths[js] + before_d.unmet_paths[jd]
-            unmet_a = lost * out.unmet_paths[2 * n] + out.unmet_paths[2 * n + 1]
-            saved = float(np.maximum(waste_b - waste_a, unmet_b - unmet_a).mean())
-            src_a, dst_a = out.waste_paths[2 * n], out.waste_paths[2 * n + 1]
-            parts = (before_s.waste_paths[js] - src_a, dst_a - before_d.waste_paths[jd],
+            parts = (before_s.waste_paths[js] - out.waste_paths[2 * n],
+                     out.waste_paths[2 * n + 1] - before_d.waste_paths[jd],
                      before_d.unmet_paths[jd] - out.unmet_paths[2 * n + 1],
                      lost * (out.unmet_paths[2 * n] - before_s.unmet_paths[js]))
+            # per path, the larger of the two network reductions: waste and unmet demand
+            saved = float(np.maximum(parts[0] - parts[1], parts[2] - parts[3]).mean())
             cost = c.quantity * c.route_cost
             value = saved * float(self.price[c.src])
             c.metrics = {
