@@ -63,6 +63,7 @@ from .counterfactual import (
 from .counterfactual import worst_error as worst_decile_error
 from .forecast import UNCENSORED_MAX_STOCKOUT_HOURS, forecast_demand
 from .reorders import suggest_reorders
+from .shelf import ERROR_CORRELATION, Z80
 from .transfers import ESTIMATE_PARTS, recommend_transfers
 
 Say = Callable[[str], None]
@@ -642,6 +643,39 @@ def measure_estimates(net: Network, trace: Trace) -> dict[str, Any]:
             "deciles": every, "deciles_shipped": shipped}
 
 
+def error_day_correlation(net: Network, forecasts: Mapping[int, pd.DataFrame], *,
+                          days: int = 7) -> float | None:
+    """How much one forecast's errors on two days of its first week move together: the
+    mean correlation, over pairs of days, of (demand - forecast) / sd per series and
+    origin, with the sd the transfer model draws from (the interval's, at least the square
+    root of the forecast). :data:`.shelf.ERROR_CORRELATION` is this figure, measured."""
+    row = {s: i for i, s in enumerate(net.series)}
+    day_of = {d: i for i, d in enumerate(net.dates)}
+    frames = []
+    for origin, fc in forecasts.items():
+        key = list(zip(fc["location_id"], fc["sku"], strict=True))
+        r = np.array([row.get(k, -1) for k in key])
+        d = np.array([day_of.get(x, -1) for x in fc["forecast_date"]])
+        keep = (r >= 0) & (d > origin) & (d <= origin + days)
+        mean = fc["forecast"].to_numpy(dtype=float)[keep].clip(min=0)
+        spread = ((fc["upper"] - fc["lower"]).to_numpy(dtype=float)[keep] / (2 * Z80))
+        sd = np.maximum(np.nan_to_num(spread), np.sqrt(mean))
+        z = np.where(sd > 0, (net.demand[r[keep], d[keep]] - mean) / np.where(sd > 0, sd, 1),
+                     np.nan)
+        frames.append(pd.DataFrame({"key": r[keep] * 10_000 + origin,
+                                    "h": d[keep] - origin, "z": z}))
+    if not frames:
+        return None
+    table = pd.concat(frames).pivot_table(index="key", columns="h", values="z")
+    corr = table.corr().to_numpy()
+    n = corr.shape[0]
+    if n < 2:
+        return None
+    off = corr[~np.eye(n, dtype=bool)]
+    off = off[np.isfinite(off)]
+    return round(float(off.mean()), 3) if len(off) else None
+
+
 def tune_baseline(net: Network, say: Say) -> tuple[dict[str, int], dict[str, float]]:
     """The day-old batch's window and safety days per category with the lowest waste plus
     lost-sales value on the :data:`TUNING_WEEKS` weeks before the scored ones."""
@@ -748,6 +782,9 @@ def simulate(data: pd.DataFrame, categories: Mapping[int, str], *, stores: int, 
                                 trace=trace if p.name == "shelflife" else None)
              for p in policies}
     estimates = measure_estimates(net, trace)
+    correlation = error_day_correlation(net, forecasts)
+    say(f"forecast errors: two days of one forecast correlate {correlation} on this demand "
+        f"(the transfer and reorder model draws its paths with {ERROR_CORRELATION})")
     say(f"estimates: {estimates['measured']} recommendations replayed with and without "
         f"their move; worst decile error {estimates['worst_decile_error_shipped']} over the "
         f"moves that shipped, {estimates['worst_decile_error']} over all")
@@ -768,6 +805,7 @@ def simulate(data: pd.DataFrame, categories: Mapping[int, str], *, stores: int, 
         "horizon_weeks": w, "stores": n, "series": len(net.series),
         "transfers_per_store_week": sl["transfers_per_store_week"],
         "estimates": estimates,
+        "forecast_error_day_correlation": correlation,
         # The moves that shipped: the run's own flows answered to them, and their replay
         # with the move is exactly the run. Frozen flows lean towards these moves (the
         # module doc of counterfactual says how), so their error is the kinder bound; all

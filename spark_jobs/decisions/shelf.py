@@ -55,6 +55,16 @@ BATCH_CELLS = 400_000
 """Series x paths simulated per numpy batch (keeps the working set in a few tens of MB)."""
 CACHE_BYTES = 128 << 20
 """Demand draws kept between what-if runs (the greedy transfer search revisits series)."""
+ERROR_CORRELATION = 0.3
+"""Correlation between one forecast's errors on different days of its horizon.
+
+A forecast that is low on Monday is low on Tuesday too. On the outcome simulation's real
+demand (100 stores, four weekly origins; ``bench/outcomes.py`` prints it as
+``forecast_error_day_correlation``) the errors of two days of one forecast's first week,
+each over the sd drawn here, correlate 0.31 on average at 10 selling units per data unit
+and 0.27 at 3 (0.25-0.45 per pair of days). Days drawn independently made a week's total
+about 1.5 times too certain: the transfer job saw waste and empty shelves as surer than
+they were, and valued its proposals up to a third above what the simulation measured."""
 
 COHORT_COLUMNS = ("region", "location_id", "sku", "lot", "expires_on", "quantity")
 FORECAST_COLUMNS = ("location_id", "sku", "forecast_date", "forecast", "lower", "upper")
@@ -117,19 +127,48 @@ def series_seed(seed: int, location_id: str, sku: str) -> list[int]:
     return [int(seed), zlib.crc32(f"{location_id}\x1f{sku}".encode())]
 
 
+def squared_cv(mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """(sd / mean)^2, capped at 1e6 (a mean near zero), 1 where the mean is not positive."""
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        ratio = np.where(mean > 0, sd / np.where(mean > 0, mean, 1.0), 1.0)
+        return np.nan_to_num(np.minimum(ratio * ratio, 1e6), nan=1.0, posinf=1e6)
+
+
 def demand_paths(mean: np.ndarray, sd: np.ndarray, *, paths: int,
-                 seed: Sequence[int]) -> np.ndarray:
+                 seed: Sequence[int], level_cv: float = 0.0) -> np.ndarray:
     """Daily demand draws, shape (days, paths): gamma with the given mean and sd.
 
-    Drawn day-major, so the first days are identical whatever the number of days."""
+    ``level_cv`` > 0 scales each path by one level drawn for the whole horizon (gamma, mean
+    1, that coefficient of variation), the part of the forecast's error that days share;
+    each day's own noise is narrowed so that its sd stays ``sd``. Drawn level first, then
+    day-major, so the first days are identical whatever the number of days."""
     mean = np.maximum(np.nan_to_num(np.asarray(mean, dtype=float)), 0.0)
     sd = np.maximum(np.nan_to_num(np.asarray(sd, dtype=float)), np.sqrt(mean))
     positive = mean > 0
-    var = np.where(positive, sd * sd, 1.0)
-    shape = np.where(positive, mean * mean / var, 1.0)
-    scale = np.where(positive, var / np.where(positive, mean, 1.0), 0.0)
+    shared = float(level_cv) ** 2 if level_cv > 0 else 0.0
+    cv2 = np.where(positive, squared_cv(mean, sd), 1.0)
+    # Var(L e) = m^2 (c_L^2 + (1 + c_L^2) c_e^2): keep the day's own sd, floored at 2 %.
+    own = np.maximum((cv2 - shared) / (1.0 + shared), 4e-4)
+    shape = np.where(positive, 1.0 / own, 1.0)
+    scale = np.where(positive, mean * own, 0.0)
     rng = np.random.default_rng(list(seed))
-    return rng.gamma(shape[:, None], scale[:, None], size=(len(mean), paths))
+    level = (rng.gamma(1.0 / shared, shared, size=paths) if shared > 0
+             else np.ones(paths))
+    return rng.gamma(shape[:, None], 1.0, size=(len(mean), paths)) * (
+        scale[:, None] * level[None, :])
+
+
+def level_cvs(mean: np.ndarray, sd: np.ndarray, correlation: float) -> np.ndarray:
+    """Per series (rows of ``mean``/``sd``, days in columns): the coefficient of variation of
+    the level shared by its days, so that two days' demand correlates about
+    ``correlation`` (the mean of each day's squared CV over the days with demand)."""
+    mean = np.maximum(np.nan_to_num(np.asarray(mean, dtype=float)), 0.0)
+    sd = np.maximum(np.nan_to_num(np.asarray(sd, dtype=float)), np.sqrt(mean))
+    positive = mean > 0
+    cv2 = np.where(positive, squared_cv(mean, sd), 0.0)
+    days = positive.sum(axis=1)
+    mean_cv2 = np.where(days > 0, cv2.sum(axis=1) / np.maximum(days, 1), 0.0)
+    return np.sqrt(max(float(correlation), 0.0) * mean_cv2)
 
 
 @dataclass(frozen=True)
@@ -318,8 +357,12 @@ class ShelfModel:
     def __init__(self, cohorts: pd.DataFrame, forecasts: pd.DataFrame,
                  locations: pd.DataFrame, items: pd.DataFrame, *,
                  in_transit: pd.DataFrame | None = None, now: datetime,
-                 horizon_days: float = 7, paths: int = 1000, seed: int = 0) -> None:
+                 horizon_days: float = 7, paths: int = 1000, seed: int = 0,
+                 error_correlation: float = ERROR_CORRELATION) -> None:
         self.now = check_now(now)
+        if not 0 <= error_correlation < 1:
+            raise ValueError(f"error_correlation: must be in [0, 1) (got {error_correlation!r})")
+        self.error_correlation = float(error_correlation)
         if not horizon_days > 0:
             raise ValueError(f"horizon_days: must be > 0 (got {horizon_days!r})")
         if int(paths) < 1:
@@ -372,6 +415,7 @@ class ShelfModel:
         self.index = {(r.location_id, r.sku): i
                       for i, r in enumerate(series[["location_id", "sku"]].itertuples())}
         self._forecast_arrays(forecasts)
+        self.level_cv = level_cvs(self.mean, self.sd, self.error_correlation)
         lots: list[list[Lot]] = [[] for _ in range(len(series))]
         sell_min = series["sell_min_days"].to_numpy()
         for r in stock[["location_id", "sku", "lot", "expires_on", "quantity"]].itertuples(
@@ -428,7 +472,8 @@ class ShelfModel:
             self._cache.move_to_end(row)
             return self._cache[row]
         drawn = demand_paths(self.mean[row, :days], self.sd[row, :days], paths=self.paths,
-                             seed=self._seeds[row]).astype(np.float32)
+                             seed=self._seeds[row],
+                             level_cv=float(self.level_cv[row])).astype(np.float32)
         if days == full:
             self._cache[row] = drawn
             if len(self._cache) * drawn.size * 4 > CACHE_BYTES:

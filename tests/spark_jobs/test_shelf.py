@@ -16,7 +16,9 @@ NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
 def model(lots: list[tuple[str, date | None, int]], *, demand: float | list[float] = 10.0,
           min_sellable: int = 0, kind: str = "store", now: datetime = NOW, seed: int = 0,
-          horizon: float = 7, paths: int = 400) -> ShelfModel:
+          horizon: float = 7, paths: int = 400, correlation: float = 0.0) -> ShelfModel:
+    """One store and SKU; days independent unless ``correlation`` (the FEFO rules are
+    checked on their own, the shared forecast error by the tests that name it)."""
     cohorts = pd.DataFrame([{"region": "east", "location_id": "S1", "sku": "YOG", "lot": lot,
                              "expires_on": exp, "quantity": qty} for lot, exp, qty in lots],
                            columns=["region", "location_id", "sku", "lot", "expires_on",
@@ -30,7 +32,7 @@ def model(lots: list[tuple[str, date | None, int]], *, demand: float | list[floa
     items = pd.DataFrame([{"sku": "YOG", "category": "dairy", "price": 1.2, "unit_cost": 0.5,
                            "shelf_life_days": 10, "min_sellable_days": min_sellable}])
     return ShelfModel(cohorts, forecasts, locations, items, now=now, horizon_days=horizon,
-                      paths=paths, seed=seed)
+                      paths=paths, seed=seed, error_correlation=correlation)
 
 
 def outlook(m: ShelfModel) -> pd.DataFrame:
@@ -114,6 +116,25 @@ def test_what_if_runs_on_the_same_demand_paths() -> None:
     extra = m.run([(0, (*m.lots[0], m.lots[0][0].__class__("X", 10, 0.5, 5.0)))])
     assert (extra.unmet_paths[0] <= base.unmet_paths[0] + 1e-6).all()
     assert (extra.unmet_paths[0] < base.unmet_paths[0] - 1e-6).any()
+
+
+def test_a_shared_forecast_error_makes_a_week_less_certain_not_a_day() -> None:
+    # The forecast's error carries from day to day: days correlate as asked, each day
+    # keeps its own spread, and a week's total spreads wider than independent days give.
+    lots = [("L1", date(2026, 12, 3), 25)]
+    shared = model(lots, demand=20.0, paths=4000, correlation=0.3).demand(0)
+    alone = model(lots, demand=20.0, paths=4000).demand(0)
+    assert np.corrcoef(shared[1], shared[4])[0, 1] == pytest.approx(0.3, abs=0.06)
+    assert abs(np.corrcoef(alone[1], alone[4])[0, 1]) < 0.06
+    assert shared[2].mean() == pytest.approx(20, rel=0.03)
+    assert shared[2].std() == pytest.approx(alone[2].std(), rel=0.08)
+    assert shared[:7].sum(axis=0).std() > 1.5 * alone[:7].sum(axis=0).std()
+    # A lot a little short of its days' forecast is wasted on more paths: a forecast that
+    # is high all week is the case a transfer out of it guards against.
+    short = [("L1", date(2026, 12, 5), 80)]
+    wasted = [(model(short, demand=20.0, paths=4000, correlation=c).baseline()
+               .waste_paths[0] > 0.5).mean() for c in (0.3, 0.0)]
+    assert wasted[0] > 3 * wasted[1] and wasted[0] > wasted[1] + 0.04
 
 
 def test_bad_inputs_are_refused_with_the_field_named() -> None:
