@@ -438,7 +438,7 @@ class RegionStream:
             for r, reason in run.refused:  # fills the seq, raises a review item
                 self.state.reject(r["_event"] if r.get("_owned") else {}, reason)
             self.state.rejected.clear()
-            run.touched, run.events = self.state.apply([e for _, e in run.parsed],
+            run.touched, run.events = self.state.apply([e for _, e, _ in run.parsed],
                                                        history=self._history(run.batch_id),
                                                        bookkeeping_only=run.redo)
             if self.state.rejected:
@@ -457,9 +457,9 @@ class RegionStream:
     def _spill(self, run: MicroBatch) -> None:
         """Make what is new (plus dead letters) durable before gold moves: bronze and
         silver are written from the spill. A replayed batch keeps its first spill."""
-        keep = spill_lines(run, self.region)
+        keep, rows = spill_lines(run, self.region)
         if keep:
-            self.record.spill(run.batch_id, keep)
+            self.record.spill(run.batch_id, keep, rows=rows)
         run.step("spill")
 
     def _write_gold(self, run: MicroBatch) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame
 
 from lakehouse.contract import ContractError, parse_topic, validate_event
-from lakehouse.landing import EVENT, LandingLines, dead_line, read_batches
+from lakehouse.landing import EVENT, LandingLines, dead_line, read_batches, read_event
 from lakehouse.storage import join
 
 from .source import offset_files
@@ -32,7 +32,7 @@ class MicroBatch:
     started: float
     """Wall-clock start (``time.time()``): the batch's duration and event-time lag."""
     lines: LandingLines
-    parsed: list[tuple[str, dict]] = field(default_factory=list)
+    parsed: list[tuple[str, dict, dict]] = field(default_factory=list)
     """Event lines that keep the contract: the landing line's text and its event."""
     refused: list[tuple[dict, str]] = field(default_factory=list)
     """Landing rows refused by the contract or by the fold, with why: dead letters."""
@@ -186,16 +186,16 @@ def read_landing(frame: DataFrame, *, files: list[str] | None = None) -> Landing
 
 
 def check_events(lines: LandingLines
-                 ) -> tuple[list[tuple[str, dict]], list[tuple[dict, str]]]:
-    """Check step: readable event lines that keep the contract, and the refused ones
-    with why.
+                 ) -> tuple[list[tuple[str, dict, dict]], list[tuple[dict, str]]]:
+    """Check step: readable event lines that keep the contract, as (text, event, parsed
+    line), and the refused ones with why.
 
     Ingest checked them already, but a landing file or spill written before a bound
     was added (or by a stranger with access to the landing zone) must not reach the
     state: one such event once stopped every region. ``_owned`` marks a refused
     event whose location matches its topic, so its seq may be counted as filled.
     """
-    parsed: list[tuple[str, dict]] = []
+    parsed: list[tuple[str, dict, dict]] = []
     refused: list[tuple[dict, str]] = []
     for t, r in zip(lines.texts, lines.rows, strict=True):
         e = r[EVENT]
@@ -211,21 +211,28 @@ def check_events(lines: LandingLines
         except ContractError as exc:
             refused.append((r, f"refused by the stream: {exc}"[:500]))
             continue
-        parsed.append((t, e))
+        parsed.append((t, e, r))
     return parsed, refused
 
 
-def spill_lines(run: MicroBatch, region: str) -> list[str | dict]:
+def spill_lines(run: MicroBatch, region: str) -> tuple[list[str | dict], list[dict]]:
     """What the spill holds: each event new to the state once, the unreadable lines and
     the dead letters. A readable event line is spilled as the landing line's own text (it
-    holds every landing field), which saves serialising every event again."""
+    holds every landing field), which saves serialising every event again.
+
+    Beside each, the line as :func:`lakehouse.landing.parse_line` reads it back, so the
+    bronze/silver writer need not parse again what this batch already parsed."""
     new = {(e["location_id"], e["seq"]) for e in run.events}
     keep: list[str | dict] = []
-    for text, e in run.parsed:
+    rows: list[dict] = []
+    for text, e, r in run.parsed:
         key = (e["location_id"], e["seq"])
         if key in new:
             new.discard(key)  # a repeat inside the batch is kept once
             keep.append(text)
-    keep += run.lines.unreadable()
-    keep += [dead_line(r, region, reason) for r, reason in run.refused]
-    return keep
+            rows.append(r)
+    plain = run.lines.unreadable() + [dead_line(r, region, reason)
+                                      for r, reason in run.refused]
+    keep += plain
+    rows += [{**line, EVENT: read_event(line)} for line in plain]
+    return keep, rows

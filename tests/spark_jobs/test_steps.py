@@ -9,7 +9,7 @@ import json
 import pickle
 
 from lakehouse.contract import build_event, encode_event, topic
-from lakehouse.landing import LINE_FIELDS, LandingLines
+from lakehouse.landing import LINE_FIELDS, LandingLines, parse_line
 from spark_jobs.stream.books import NetworkBooks
 from spark_jobs.stream.fold import RegionState
 from spark_jobs.stream.steps import (
@@ -43,7 +43,7 @@ def test_check_keeps_good_events_and_refuses_the_rest_with_why():
                                 line(bad, "E001", 2), line("{truncated", "E001", 3),
                                 "not json at all"])
     parsed, refused = check_events(lines)
-    assert [e["event_id"] for _, e in parsed] == ["E001:1"]
+    assert [e["event_id"] for _, e, _ in parsed] == ["E001:1"]
     assert parsed[0][0] == lines.texts[0]  # spilled later as the landing text itself
     reasons = [why for _, why in refused]
     assert len(reasons) == 2 and all(r.startswith("refused by the stream") for r in reasons)
@@ -59,8 +59,11 @@ def test_spill_holds_each_new_event_once_and_every_bad_line():
     run.parsed, run.refused = check_events(run.lines)
     run.events = [good]  # the fold saw it new once
     run.refused.append((run.lines.rows[1], "the stream could not apply it"))
-    keep = spill_lines(run, "east")
+    keep, rows = spill_lines(run, "east")
     assert keep[0] == texts[0] and len(keep) == 3
+    # What the bronze/silver writer takes from memory is what it would read back.
+    assert [{k: v for k, v in r.items() if k != "_owned"} for r in rows] == [
+        parse_line(k if isinstance(k, str) else json.dumps(k)) for k in keep]
     unreadable, dead = keep[1], keep[2]
     assert set(unreadable) == set(LINE_FIELDS) and unreadable["raw"] == "{truncated"
     assert dead["kind"] == "dead" and dead["source"] == "stream"
