@@ -11,10 +11,12 @@ from apps.connection import (
 )
 from apps.demo import run_demo
 from ingest.worker import IngestConfig, run_workers
+from lakehouse.gcpolicy import tune_for_service
 from lakehouse.shutdown import stop_event
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    tune_for_service()
     creds = open_credentials(args, "ingest")
     configs = [IngestConfig(region=r, host=args.broker_host, port=args.broker_ports[r],
                             lakehouse=args.lakehouse,

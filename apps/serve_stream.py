@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 
 from apps.cli import _metrics_port, _regions
+from lakehouse.gcpolicy import tune_for_service
 from lakehouse.shutdown import stop_event
 from spark_jobs.stream.runner import StreamConfig, run_streams
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
+    tune_for_service()
     print(f"streaming: regions {args.regions}, lakehouse {args.lakehouse}, "
           f"Spark master {args.master} "
           "(the first run downloads the Delta jars from Maven Central)", flush=True)
