@@ -128,6 +128,11 @@ class IngestConfig:
     clock further off costs at most one period of latency, never an event."""
     trigger_s: float = 1.0
     """The stream's trigger period (``shelflife stream --trigger-s``)."""
+    ack_every_s: float = 0.5
+    """A store's end-to-end ack is published at most this often; what lands meanwhile is
+    covered by its next one. At ten events a second per store an ack per landing was one
+    retained publish (and its PUBACK) per event, a fifth of ingest's CPU; the agents'
+    re-send timer (15 s) is far longer than this wait."""
     max_batch: int = 2000
     """A batch is written early once it holds this many messages."""
     backlog_high_events: int = 50_000
@@ -224,6 +229,10 @@ class _Msg(NamedTuple):
     """The payload's size on the wire."""
 
 
+RECV_CHUNK = 1 << 16
+"""Bytes asked of the socket per read (many events at once)."""
+READ_TURN_MAX_PACKETS = 100_000
+"""Packets read in one turn at most; the broker's in-flight window bounds it first."""
 TOO_LARGE_KEEP = 4096
 """Bytes of an oversized message kept in its dead letter (enough to see what sent it)."""
 
@@ -252,6 +261,73 @@ class _IngestClient(mqtt.Client):
     """
 
     holds: object = None  # Callable[[int], bool], set by the worker
+    _rbuf: bytes = b""
+    _rpos: int = 0
+
+    # paho reads a packet with one recv for its type, one per length byte and one for the
+    # rest, after a select for each packet: four system calls for a 400-byte event. These
+    # read what the socket holds in one recv and hand it out from memory, and one read
+    # turn takes every packet that is already there.
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._rpos >= len(self._rbuf):
+            data = super()._sock_recv(RECV_CHUNK)  # BlockingIOError: nothing more yet
+            if len(data) <= bufsize:
+                return data  # b"" (closed) or a short read, as it came
+            self._rbuf, self._rpos = data, 0
+        out = self._rbuf[self._rpos:self._rpos + bufsize]
+        self._rpos += len(out)
+        return out
+
+    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        """paho's read turn, until the socket has nothing more (paho's stops after as
+        many packets as it has messages in flight, often one, and select()s again;
+        bytes already read into memory would wait for the next network event)."""
+        for _ in range(READ_TURN_MAX_PACKETS):
+            if self._sock is None:
+                return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
+            rc = self._packet_read()
+            if rc > 0:
+                return self._loop_rc_handle(rc)
+            if rc == mqtt.MQTTErrorCode.MQTT_ERR_AGAIN:
+                return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
+        # An event goes straight to on_message: no per-message callback (heartbeats, the
+        # broker's $SYS figures) matches shelflife/.../events, and paho's matcher walked
+        # its topic tree for each one.
+        topic_bytes = message._topic
+        if (topic_bytes.startswith(b"shelflife/") and topic_bytes.endswith(b"/events")
+                and self.on_message is not None):
+            with self._in_callback_mutex:
+                try:
+                    self.on_message(self, self._userdata, message)
+                except Exception as err:
+                    self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_message: %s",
+                                   err)
+                    if not self.suppress_exceptions:
+                        raise
+            return
+        super()._handle_on_message(message)
+
+    def reconnect(self) -> mqtt.MQTTErrorCode:
+        self._rbuf, self._rpos = b"", 0  # bytes of the old connection mean nothing now
+        return super().reconnect()
+
+    def ack_many(self, held: list[tuple[int, int]]) -> None:
+        """Acknowledge many received messages with one queued write: ``ack`` per message
+        woke the network thread and sent one packet each, two system calls a message.
+        The bytes are those of ``ack`` (PUBACK for QoS 1, PUBCOMP for QoS 2)."""
+        queue = getattr(self, "_packet_queue", None)
+        if queue is None:  # paho changed inside: one at a time, as documented
+            for mid, qos in held:
+                self.ack(mid, qos)
+            return
+        data = b"".join(struct.pack("!BBH", mqtt.PUBACK if qos == 1 else mqtt.PUBCOMP, 2, mid)
+                        for mid, qos in held if qos in (1, 2))
+        if data:
+            queue(mqtt.PUBACK, data, 0, 1)
 
     def _handle_pubrel(self):  # noqa: ANN202 - paho's private hook
         mid = None
@@ -304,6 +380,9 @@ class IngestWorker:
         self._flush_lock = threading.RLock()  # flush() may also be called from outside
         self._buf: deque[_Msg] = deque()
         self._buf_lock = threading.Lock()
+        self._ack_lock = threading.Lock()
+        self._acks_due: dict[str, int] = {}  # store -> contiguous seq not yet published
+        self._ack_sent: dict[str, float] = {}  # store -> when its last ack went out
         self._failing = False  # the last turn failed: back off before the next
         self._failing_since: float | None = None
         self._retry_s = 0.0
@@ -403,6 +482,7 @@ class IngestWorker:
             except Exception:  # noqa: BLE001 - shutting down: say so, lose nothing
                 log.exception("ingest %s: could not land %d buffered messages at shutdown; "
                               "they will be re-sent", self.config.region, len(self._buf))
+        self._send_acks(every=True)
         self.abandon()
         self.heartbeats.close()
         self.broker_health.close()
@@ -554,7 +634,9 @@ class IngestWorker:
             self._failing_since, self._retry_s = None, 0.0
 
     def _cycle(self) -> None:
-        """One turn of the loop: check the backlog and the quota, then land what may."""
+        """One turn of the loop: acks that came due, the backlog and the quota, then land
+        what may."""
+        self._send_acks()
         now = time.monotonic()
         if now - self._backlog_at >= self._backlog_every:
             self._backlog_at = now
@@ -656,8 +738,8 @@ class IngestWorker:
         self.stats.landed += sum(len(v) for v in batch.landed.values())
         self.stats.dead_letters += sum(1 for r in batch.records if r.kind == "dead")
         self.stats.last_flush_at = time.time()
-        for mid, qos in batch.held:  # durable now: let the broker send the next ones
-            self.client.ack(mid, qos)
+        # Durable now: let the broker send the next ones.
+        self.client.ack_many(batch.held)
         with self._buf_lock:
             self._unacked.difference_update(mid for mid, _ in batch.held)
             self.stats.held = len(self._unacked)
@@ -666,10 +748,10 @@ class IngestWorker:
         for loc in batch.dup_locations - set(moved):
             if self.tracker.contiguous.get(loc, 0) > 0:
                 moved[loc] = self.tracker.contiguous[loc]
-        # ingest_time lets agents estimate how far their clock is off (heartbeat hint).
-        acked_at = utc_now_ms()
-        for loc, acked in moved.items():
-            self._publish_ack(loc, acked, acked_at)
+        with self._ack_lock:
+            for loc, acked in moved.items():
+                self._acks_due[loc] = max(acked, self._acks_due.get(loc, 0))
+        self._send_acks()
         now = time.monotonic()
         self.metrics.observe_acks(self.config.region, [now - t for t in batch.landed_at])
         return batch.taken
@@ -702,6 +784,23 @@ class IngestWorker:
         self.client.publish(ingest_status_topic(self.config.region), encode_message(status),
                             qos=1, retain=True)
         self._announced = (state, now)
+
+    def _send_acks(self, *, every: bool = False) -> None:
+        """Publish the acks due: each store's at most every ``ack_every_s`` (all of them
+        when ``every``)."""
+        now = time.monotonic()
+        with self._ack_lock:
+            due = [(loc, acked) for loc, acked in self._acks_due.items()
+                   if every or now - self._ack_sent.get(loc, -math.inf)
+                   >= self.config.ack_every_s]
+            for loc, _ in due:
+                del self._acks_due[loc]
+                self._ack_sent[loc] = now
+        if due:
+            # ingest_time lets agents estimate how far their clock is off (heartbeat hint).
+            acked_at = utc_now_ms()
+            for loc, acked in due:
+                self._publish_ack(loc, acked, acked_at)
 
     def _publish_ack(self, location_id: str, acked: int, acked_at: str) -> None:
         """The retained end-to-end ack, signed with the store's key in secure mode."""
