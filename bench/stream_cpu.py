@@ -41,6 +41,7 @@ from bench.common import trade  # noqa: E402
 from edge_mqtt.agent import StoreAgent  # noqa: E402
 from lakehouse.catalogue import STOCK_COHORTS, STOCK_LEVELS, STREAM_TABLES  # noqa: E402
 from lakehouse.contract import decode_event, encode_event, topic  # noqa: E402
+from lakehouse.gcpolicy import tune_for_service  # noqa: E402
 from lakehouse.landing import LandedRecord, LandingLines, now_ts  # noqa: E402
 from spark_jobs.stream import gold  # noqa: E402
 from spark_jobs.stream.books import NetworkBooks  # noqa: E402
@@ -161,8 +162,14 @@ def main() -> None:
     ap.add_argument("--record-every", type=int, default=10,
                     help="batches per bronze/silver write (the stream's 10 s)")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--default-gc", action="store_true",
+                    help="keep Python's collector thresholds (ingest and the stream tune them:"
+                         " lakehouse.gcpolicy)")
     args = ap.parse_args()
+    if not args.default_gc:
+        tune_for_service()  # as `shelflife ingest` and `shelflife stream` start
     result = run(args)
+    result["gc"] = "default" if args.default_gc else "service"
     for step, us in result["us_per_event"].items():
         print(f"bench: {step:14s} {us:8.1f} us/event {result['ms_per_batch'][step]:8.2f} "
               "ms/batch")
