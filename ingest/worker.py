@@ -289,8 +289,9 @@ class _IngestClient(mqtt.Client):
             rc = self._packet_read()
             if rc > 0:
                 return self._loop_rc_handle(rc)
-            if rc == mqtt.MQTTErrorCode.MQTT_ERR_AGAIN:
+            if rc == mqtt.MQTTErrorCode.MQTT_ERR_AGAIN and self._rpos >= len(self._rbuf):
                 return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+            # paho also stops a long payload after 100 reads; what is in memory goes on.
         return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:

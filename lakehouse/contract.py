@@ -475,9 +475,10 @@ def format_ts(moment: datetime) -> str:
 
 
 def parse_ts(value: str) -> datetime:
-    """A contract timestamp (``...sss'Z'``) as an aware UTC datetime; a trailing character
-    other than ``Z`` counts as ``Z``. The offset is parsed rather than set with
-    ``replace``, which cost eight times the parse (the stream reads several per event)."""
+    """A contract timestamp (``YYYY-MM-DDTHH:MM:SS.sssZ``) as an aware UTC datetime; a
+    trailing character other than ``Z`` counts as ``Z``, other forms may raise ValueError.
+    The offset is parsed rather than set with ``replace``, which cost eight times the
+    parse (the stream reads several per event)."""
     return datetime.fromisoformat(value[:-1] + "+00:00")
 
 

@@ -15,8 +15,10 @@ ignored; another lot without an expiry never spoils.
 
 **Demand.** Each (location, SKU) gets ``paths`` daily demand paths from its forecast: mean
 ``forecast``, standard deviation ``(upper - lower) / (2 * 1.2816)`` (the 80% interval),
-floored at ``sqrt(mean)`` so that it is never tighter than Poisson, drawn from a gamma with
-that mean and variance. Demand is spread evenly over a day; today counts only the part left
+floored at ``sqrt(mean)`` so that it is never tighter than Poisson. Each path draws one
+level for the whole horizon (gamma, mean 1: the forecast's error that days share, see
+:data:`ERROR_CORRELATION`), and each day a gamma around ``mean * level`` whose spread keeps
+the day's variance. Demand is spread evenly over a day; today counts only the part left
 after ``now``. A day with no forecast row takes the nearest forecast day of its series (a
 horizon past the last forecast repeats it); a series without forecasts has no demand.
 Paths are seeded per ``(seed, location, sku)`` and drawn day by day, so every scenario of a
@@ -136,12 +138,14 @@ def squared_cv(mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
 
 def demand_paths(mean: np.ndarray, sd: np.ndarray, *, paths: int,
                  seed: Sequence[int], level_cv: float = 0.0) -> np.ndarray:
-    """Daily demand draws, shape (days, paths): gamma with the given mean and sd.
+    """Daily demand draws, shape (days, paths), with the given mean and sd per day.
 
     ``level_cv`` > 0 scales each path by one level drawn for the whole horizon (gamma, mean
     1, that coefficient of variation), the part of the forecast's error that days share;
-    each day's own noise is narrowed so that its sd stays ``sd``. Drawn level first, then
-    day-major, so the first days are identical whatever the number of days."""
+    each day's own gamma noise is narrowed so that its sd stays ``sd`` (a day less
+    uncertain than the level alone keeps the level's spread: :func:`level_cvs` never asks
+    for that). Drawn level first, then day-major, so the first days are identical
+    whatever the number of days."""
     mean = np.maximum(np.nan_to_num(np.asarray(mean, dtype=float)), 0.0)
     sd = np.maximum(np.nan_to_num(np.asarray(sd, dtype=float)), np.sqrt(mean))
     positive = mean > 0
@@ -160,15 +164,17 @@ def demand_paths(mean: np.ndarray, sd: np.ndarray, *, paths: int,
 
 def level_cvs(mean: np.ndarray, sd: np.ndarray, correlation: float) -> np.ndarray:
     """Per series (rows of ``mean``/``sd``, days in columns): the coefficient of variation of
-    the level shared by its days, so that two days' demand correlates about
-    ``correlation`` (the mean of each day's squared CV over the days with demand)."""
+    the level its days share. Its square is ``correlation`` times the smallest squared CV of
+    the series' days with demand, so no day's spread grows: the two least uncertain days
+    correlate ``correlation``, a day more uncertain than them (a slow day, near Poisson)
+    less, since most of its spread is its own."""
     mean = np.maximum(np.nan_to_num(np.asarray(mean, dtype=float)), 0.0)
     sd = np.maximum(np.nan_to_num(np.asarray(sd, dtype=float)), np.sqrt(mean))
     positive = mean > 0
     cv2 = np.where(positive, squared_cv(mean, sd), 0.0)
-    days = positive.sum(axis=1)
-    mean_cv2 = np.where(days > 0, cv2.sum(axis=1) / np.maximum(days, 1), 0.0)
-    return np.sqrt(max(float(correlation), 0.0) * mean_cv2)
+    least = np.where(positive, cv2, np.inf).min(axis=1, initial=np.inf)
+    least = np.where(np.isfinite(least), least, 0.0)
+    return np.sqrt(max(float(correlation), 0.0) * least)
 
 
 @dataclass(frozen=True)

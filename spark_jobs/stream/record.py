@@ -59,6 +59,16 @@ def _ts(value: str | None) -> datetime | None:
         return None
 
 
+def spill_texts(path: Path) -> list[str]:
+    """A spill file's lines, split on ``\n`` alone as the landing zone's are: a line may hold
+    U+2028 and the like unescaped, which ``str.splitlines`` would cut."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
 def bronze_rows(lines: list[tuple[int, dict]], processed_at: datetime) -> list[dict]:
     """Bronze ``events_raw``: every accepted payload, byte for byte."""
     return [{"region": line["region"], "topic": line.get("topic"),
@@ -135,6 +145,7 @@ class RecordWriter:
         self.written = {t: txn_version(paths[t], self._app(t)) for t in RECORDED}
         self._parsed: dict[int, list[dict]] = {}
         self._parsed_lines = 0
+        self._parsed_lock = threading.Lock()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -163,10 +174,12 @@ class RecordWriter:
                                              self.written[EVENTS.name]):
             return
         tmp = self.dir / f".{batch_id:012d}.tmp"
-        if rows is not None and self._parsed_lines + len(rows) <= PARSED_MAX_LINES:
-            # Kept before the file appears, so a flush that sees the file finds them.
-            self._parsed[batch_id] = rows
-            self._parsed_lines += len(rows)
+        if rows is not None:
+            with self._parsed_lock:  # the writer thread forgets them meanwhile
+                if self._parsed_lines + len(rows) <= PARSED_MAX_LINES:
+                    # Kept before the file appears, so a flush that sees the file finds them.
+                    self._parsed[batch_id] = rows
+                    self._parsed_lines += len(rows)
         try:
             with open(tmp, "w", encoding="utf-8") as fh:
                 for line in lines:
@@ -183,16 +196,17 @@ class RecordWriter:
         fsync_dir(self.dir)
 
     def _forget(self, batch_id: int) -> None:
-        rows = self._parsed.pop(batch_id, None)
-        if rows is not None:
-            self._parsed_lines -= len(rows)
+        with self._parsed_lock:
+            rows = self._parsed.pop(batch_id, None)
+            if rows is not None:
+                self._parsed_lines -= len(rows)
 
     def _lines_of(self, f: Path) -> list[dict]:
         """A spill's lines, parsed: from memory when this writer spilled it."""
         rows = self._parsed.get(int(f.stem))
         if rows is not None:
             return rows
-        return [parse_line(t) for t in f.read_text(encoding="utf-8").splitlines() if t]
+        return [parse_line(t) for t in spill_texts(f) if t]
 
     def pending(self) -> list[Path]:
         return sorted(self.dir.glob("*.jsonl"))
@@ -204,7 +218,7 @@ class RecordWriter:
             if int(f.stem) >= before_batch:
                 continue
             try:
-                texts = f.read_text(encoding="utf-8").splitlines()
+                texts = spill_texts(f)
             except FileNotFoundError:  # written to bronze meanwhile (the caller reads
                 continue               # the spill before bronze, so it is there)
             events = (read_event(parse_line(text)) for text in texts)

@@ -135,6 +135,11 @@ def test_a_shared_forecast_error_makes_a_week_less_certain_not_a_day() -> None:
     wasted = [(model(short, demand=20.0, paths=4000, correlation=c).baseline()
                .waste_paths[0] > 0.5).mean() for c in (0.3, 0.0)]
     assert wasted[0] > 3 * wasted[1] and wasted[0] > wasted[1] + 0.04
+    # One slow day (a near-closed Sunday) must not widen the others' days.
+    uneven = model(lots, demand=[20.0, 20.0, 20.0, 0.01, 20.0, 20.0, 20.0, 20.0],
+                   paths=4000, correlation=0.3).demand(0)
+    assert uneven[2].std() == pytest.approx(alone[2].std(), rel=0.08)
+    assert uneven[3].std() < 0.2
 
 
 def test_bad_inputs_are_refused_with_the_field_named() -> None:
