@@ -502,10 +502,14 @@ def delete_batches(url: str, names: Sequence[str]) -> list[str]:
 
 
 def _lines(body: bytes) -> list[str]:
-    """A batch file's lines as Spark's text reader splits them: on ``\n`` (a ``\r``
-    before it dropped), and on nothing else. ``str.splitlines`` would also split on
-    U+2028 and friends, which a JSON line may hold unescaped."""
-    text = body.decode("utf-8", "replace")
+    """A batch file's lines (:func:`split_lines`)."""
+    return split_lines(body.decode("utf-8", "replace"))
+
+
+def split_lines(text: str) -> list[str]:
+    """A file's lines as Spark's text reader splits them: on ``\n`` (a ``\r`` before it
+    dropped), and on nothing else. ``str.splitlines`` would also split on U+2028 and
+    friends, which a JSON line may hold unescaped."""
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()

@@ -30,7 +30,7 @@ from deltalake import CommitProperties, Transaction, write_deltalake
 from lakehouse.catalogue import DEAD_LETTERS, EVENTS, EVENTS_RAW
 from lakehouse.contract import parse_ts
 from lakehouse.durable import fsync_dir
-from lakehouse.landing import parse_line, read_event
+from lakehouse.landing import parse_line, read_event, split_lines
 from lakehouse.logtidy import HOOKS, LogTidy
 from lakehouse.storage import delta_options
 
@@ -60,13 +60,8 @@ def _ts(value: str | None) -> datetime | None:
 
 
 def spill_texts(path: Path) -> list[str]:
-    """A spill file's lines, split on ``\n`` alone as the landing zone's are: a line may hold
-    U+2028 and the like unescaped, which ``str.splitlines`` would cut."""
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines
+    """A spill file's lines, split as the landing zone's are (not ``str.splitlines``)."""
+    return split_lines(path.read_text(encoding="utf-8"))
 
 
 def bronze_rows(lines: list[tuple[int, dict]], processed_at: datetime) -> list[dict]:
