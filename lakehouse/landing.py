@@ -134,12 +134,17 @@ class LandedRecord:
         else:
             row["raw_b64"] = base64.b64encode(self.raw).decode("ascii")
             row["reason"] = self.reason
-        return _LINE_ENCODER.encode(row)
+        return encode_line(row)
 
 
 _LINE_ENCODER = json.JSONEncoder(separators=(",", ":"))
-"""Made once: ``json.dumps`` with ``separators`` builds a new encoder on every call, a
-quarter of the cost of a line."""
+
+
+def encode_line(row: Mapping[str, Any]) -> str:
+    """A landing (or spill) line's JSON text, compact. The encoder is made once:
+    ``json.dumps`` with ``separators`` builds a new one on every call, a quarter of the
+    cost of a line."""
+    return _LINE_ENCODER.encode(row)
 
 
 @dataclass(frozen=True)

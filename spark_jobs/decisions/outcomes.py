@@ -63,7 +63,7 @@ from .counterfactual import (
 from .counterfactual import worst_error as worst_decile_error
 from .forecast import UNCENSORED_MAX_STOCKOUT_HOURS, forecast_demand
 from .reorders import suggest_reorders
-from .shelf import ERROR_CORRELATION, Z80
+from .shelf import ERROR_CORRELATION, Z80, demand_spread
 from .transfers import ESTIMATE_PARTS, recommend_transfers
 
 Say = Callable[[str], None]
@@ -657,9 +657,9 @@ def error_day_correlation(net: Network, forecasts: Mapping[int, pd.DataFrame], *
         r = np.array([row.get(k, -1) for k in key])
         d = np.array([day_of.get(x, -1) for x in fc["forecast_date"]])
         keep = (r >= 0) & (d > origin) & (d <= origin + days)
-        mean = fc["forecast"].to_numpy(dtype=float)[keep].clip(min=0)
-        spread = ((fc["upper"] - fc["lower"]).to_numpy(dtype=float)[keep] / (2 * Z80))
-        sd = np.maximum(np.nan_to_num(spread), np.sqrt(mean))
+        mean, sd = demand_spread(fc["forecast"].to_numpy(dtype=float)[keep],
+                                 (fc["upper"] - fc["lower"]).to_numpy(dtype=float)[keep]
+                                 / (2 * Z80))
         z = np.where(sd > 0, (net.demand[r[keep], d[keep]] - mean) / np.where(sd > 0, sd, 1),
                      np.nan)
         frames.append(pd.DataFrame({"key": r[keep] * 10_000 + origin,

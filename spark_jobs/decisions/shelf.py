@@ -129,6 +129,13 @@ def series_seed(seed: int, location_id: str, sku: str) -> list[int]:
     return [int(seed), zlib.crc32(f"{location_id}\x1f{sku}".encode())]
 
 
+def demand_spread(mean: Any, sd: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A forecast's daily means and sds as the paths use them: NaN as 0, no negative mean,
+    and an sd never tighter than Poisson (``sqrt(mean)``)."""
+    mean = np.maximum(np.nan_to_num(np.asarray(mean, dtype=float)), 0.0)
+    return mean, np.maximum(np.nan_to_num(np.asarray(sd, dtype=float)), np.sqrt(mean))
+
+
 def squared_cv(mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
     """(sd / mean)^2, capped at 1e6 (a mean near zero), 1 where the mean is not positive."""
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
@@ -146,8 +153,7 @@ def demand_paths(mean: np.ndarray, sd: np.ndarray, *, paths: int,
     uncertain than the level alone keeps the level's spread: :func:`level_cvs` never asks
     for that). Drawn level first, then day-major, so the first days are identical
     whatever the number of days."""
-    mean = np.maximum(np.nan_to_num(np.asarray(mean, dtype=float)), 0.0)
-    sd = np.maximum(np.nan_to_num(np.asarray(sd, dtype=float)), np.sqrt(mean))
+    mean, sd = demand_spread(mean, sd)
     positive = mean > 0
     shared = float(level_cv) ** 2 if level_cv > 0 else 0.0
     cv2 = np.where(positive, squared_cv(mean, sd), 1.0)
@@ -168,8 +174,7 @@ def level_cvs(mean: np.ndarray, sd: np.ndarray, correlation: float) -> np.ndarra
     the series' days with demand, so no day's spread grows: the two least uncertain days
     correlate ``correlation``, a day more uncertain than them (a slow day, near Poisson)
     less, since most of its spread is its own."""
-    mean = np.maximum(np.nan_to_num(np.asarray(mean, dtype=float)), 0.0)
-    sd = np.maximum(np.nan_to_num(np.asarray(sd, dtype=float)), np.sqrt(mean))
+    mean, sd = demand_spread(mean, sd)
     positive = mean > 0
     cv2 = np.where(positive, squared_cv(mean, sd), 0.0)
     least = np.where(positive, cv2, np.inf).min(axis=1, initial=np.inf)

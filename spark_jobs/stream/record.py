@@ -30,7 +30,7 @@ from deltalake import CommitProperties, Transaction, write_deltalake
 from lakehouse.catalogue import DEAD_LETTERS, EVENTS, EVENTS_RAW
 from lakehouse.contract import parse_ts
 from lakehouse.durable import fsync_dir
-from lakehouse.landing import parse_line, read_event, split_lines
+from lakehouse.landing import encode_line, parse_line, read_event, split_lines
 from lakehouse.logtidy import HOOKS, LogTidy
 from lakehouse.storage import delta_options
 
@@ -178,8 +178,7 @@ class RecordWriter:
         try:
             with open(tmp, "w", encoding="utf-8") as fh:
                 for line in lines:
-                    fh.write((line if isinstance(line, str)
-                              else json.dumps(line, separators=(",", ":"))) + "\n")
+                    fh.write((line if isinstance(line, str) else encode_line(line)) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, final)
