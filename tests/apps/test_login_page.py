@@ -162,7 +162,9 @@ def test_a_viewer_sees_transfers_without_approve_or_reject(page, site) -> None:
     assert page.get_by_role("button", name=re.compile(r"^(Approve|Reject)")).count() == 0
     assert len(_decisions(root)) == before
     # Nothing ships without a person unless the transfers job is told so; the page says why.
-    assert page.get_by_text(re.compile(r"Auto-approval .* is off by default")).count() == 1
+    off = page.get_by_text(re.compile(r"Auto-approval .* is off by default"))
+    off.wait_for(timeout=30_000)  # it may draw after the viewer's caption
+    assert off.count() == 1
 
 
 def test_a_bookmarked_page_opens_after_the_login(browser, site) -> None:
