@@ -66,6 +66,7 @@ def cmd_outcomes(args: argparse.Namespace) -> int:
     line.update({"seed": args.seed, "unit_scale": args.scale, "paths": args.paths,
                  "demand": DEMAND_RULE, "auto_approval": AUTO_APPROVAL_RULE,
                  "baseline_tuning": result["baseline_tuning"],
+                 "shelflife_tuning": result["shelflife_tuning"],
                  "estimates": result["estimates"],
                  "policies": {p: {k: v for k, v in result["policies"][p].items()
                                   if k != "balance"} for p in POLICIES},

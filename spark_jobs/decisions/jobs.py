@@ -61,7 +61,7 @@ from .approval import (
     auto_approval_on,
     auto_approve,
 )
-from .reorders import suggest_reorders
+from .reorders import service_levels_from_env, suggest_reorders
 from .transfers import recommend_transfers
 
 Root = str | os.PathLike[str] | None
@@ -427,9 +427,12 @@ def _auto_approve(recs: pd.DataFrame, root: Root, say: Say) -> int:
 
 def run_reorders_job(root: Root = None, *, now: datetime | None = None,
                      say: Say = _print) -> dict[str, Any]:
-    """Replace gold ``reorder_suggestions`` from forecasts, stock, transit and shelf life."""
+    """Replace gold ``reorder_suggestions`` from forecasts, stock, transit and shelf life, at
+    the service levels ``SHELFLIFE_SERVICE_LEVELS`` sets (see
+    :func:`.reorders.service_levels_from_env`)."""
     began = time.monotonic()
     now = _now(now)
+    levels = service_levels_from_env()
     inputs = decision_inputs(root)
     if inputs is None:
         say("reorders: no stock in gold yet; nothing to suggest")
@@ -445,7 +448,7 @@ def run_reorders_job(root: Root = None, *, now: datetime | None = None,
                         on_order[["location_id", "sku", "quantity"]].astype(
                             {"quantity": "int64"})], ignore_index=True)
     out = suggest_reorders(inputs["cohorts"], inputs["forecasts"], inputs["locations"],
-                           inputs["items"], in_transit=coming, now=now)
+                           inputs["items"], in_transit=coming, now=now, service_level=levels)
     rows = write_table(REORDER_SUGGESTIONS, out, root)
     units = int(out["order_quantity"].sum()) if rows else 0
     say(f"reorders: {rows} suggestions, {units} units ({time.monotonic() - began:.1f} s)")

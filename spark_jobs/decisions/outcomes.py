@@ -62,7 +62,7 @@ from .counterfactual import (
 )
 from .counterfactual import worst_error as worst_decile_error
 from .forecast import UNCENSORED_MAX_STOCKOUT_HOURS, forecast_demand
-from .reorders import suggest_reorders
+from .reorders import SERVICE_LEVEL, SERVICE_LEVELS_ENV, ServiceLevels, suggest_reorders
 from .shelf import ERROR_CORRELATION, Z80, demand_spread
 from .transfers import ESTIMATE_PARTS, recommend_transfers
 
@@ -87,6 +87,9 @@ BASELINE_WINDOWS = (7, 14)
 """Days of recent sales the day-old batch averages; tuned with its safety stock."""
 BASELINE_SAFETY_DAYS = (-0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 """Safety stock of the day-old batch, in days of its forecast, tuned per category."""
+TUNED_SERVICE_LEVELS = (0.75, 0.8, 0.85, 0.9, 0.95)
+"""Service levels of Shelflife's reorders, tuned per category on the same weeks and by the
+same cost as the day-old batch's safety stock."""
 RECOVERY_WINDOW_DAYS = 7
 """A censored day's demand is read from the series' uncensored days this close to it."""
 CATEGORY_OF_PREFIX = {v: k for k, v in PREFIX_CATEGORY.items()}
@@ -478,10 +481,11 @@ class RealTime(Policy):
     Shelflife's recommender (auto-approved by :func:`auto_approve`) or by quantity alone."""
 
     def __init__(self, net: Network, forecasts: Mapping[int, pd.DataFrame], *,
-                 shelf_life_aware: bool,
-                 paths: int, seed: int) -> None:
+                 shelf_life_aware: bool, paths: int, seed: int,
+                 service_level: ServiceLevels = SERVICE_LEVEL, transfers: bool = True) -> None:
         self.net, self.forecasts, self.paths, self.seed = net, forecasts, paths, seed
-        self.aware = shelf_life_aware
+        self.aware, self.service_level, self.transfers = (shelf_life_aware, service_level,
+                                                          transfers)
         self.name = "shelflife" if shelf_life_aware else "quantity_only"
         self.recommendations: list[pd.DataFrame] = []
 
@@ -491,13 +495,13 @@ class RealTime(Policy):
         made = max(o for o in self.forecasts if o < day)  # the latest run before today
         fc = self.forecasts[made]
         fc = fc[fc["forecast_date"] >= net.dates[day]]
-        if self.aware:
+        if self.transfers and self.aware:
             self._shelflife_transfers(stock, day, now, fc)
-        else:
+        elif self.transfers:
             self._quantity_transfers(stock, day, fc)
         orders = suggest_reorders(stock.cohorts(), fc, net.locations, net.items,
                                   in_transit=stock.in_transit(), now=now, paths=self.paths,
-                                  seed=self.seed + day)
+                                  seed=self.seed + day, service_level=self.service_level)
         wanted = {(r.location_id, r.sku): int(r.order_quantity)
                   for r in orders.itertuples(index=False)}
         for loc, sku in net.series:
@@ -694,15 +698,38 @@ def tune_baseline(net: Network, say: Say) -> tuple[dict[str, int], dict[str, flo
     return ({c: v[1] for c, v in best.items()}, {c: v[2] for c, v in best.items()})
 
 
+def tune_shelflife(net: Network, forecasts: Mapping[int, pd.DataFrame], *, paths: int,
+                   seed: int, say: Say) -> dict[str, float]:
+    """Shelflife's reorder service level per category with the lowest waste plus
+    lost-sales value on the :data:`TUNING_WEEKS` weeks before the scored ones: the weeks
+    and the cost the day-old batch is tuned on, so neither side is tuned and the other
+    not. Run with its reorders alone: recommending transfers costs about five times a
+    day's reorders, and transfers move a few percent of the units."""
+    first = net.start - 7 * TUNING_WEEKS
+    cats = sorted(set(net.items["category"]))
+    best: dict[str, tuple[float, float]] = {}
+    for level in TUNED_SERVICE_LEVELS:
+        pol = RealTime(net, forecasts, shelf_life_aware=True, paths=paths, seed=seed,
+                       service_level=level, transfers=False)
+        books = run_policy(net, pol, first, net.start, scored_from=first)
+        for cat in cats:
+            cost = books.cost_by_category.get(cat, 0.0)
+            if cat not in best or cost < best[cat][0]:
+                best[cat] = (cost, level)
+        say(f"shelflife tuning: service level {level:.0%} done")
+    return {c: v[1] for c, v in best.items()}
+
+
 def weekly_forecasts(net: Network, *, seed: int, say: Say,
                      cache: Path | None = None) -> dict[int, pd.DataFrame]:
     """Shelflife's forecaster, run as the batch job runs it (history through the origin, no
-    future regressors), once before each scored week; keyed by the origin's day index.
+    future regressors), once before each tuning and scored week; keyed by the origin's day
+    index.
 
     ``cache`` (a folder) keeps each origin's forecast under a digest of its exact input, so
     a rerun on the same stores, seed and scale does not fit the same models again."""
     out = {}
-    for origin in range(net.start - 1, net.start + net.days - 1, 7):
+    for origin in range(net.start - 7 * TUNING_WEEKS - 1, net.start + net.days - 1, 7):
         through = net.dates[origin]
         history = net.history[net.history["dt"] <= through]
         digest = hashlib.sha1(pd.util.hash_pandas_object(
@@ -772,10 +799,15 @@ def simulate(data: pd.DataFrame, categories: Mapping[int, str], *, stores: int, 
     window, safety = tune_baseline(net, say)
     say(f"day-old batch tuned: window {window}, safety days {safety}")
     forecasts = weekly_forecasts(net, seed=seed, say=say, cache=cache)
+    levels = tune_shelflife(net, forecasts, paths=paths, seed=seed, say=say)
+    say(f"shelflife tuned: service level {levels}; the reorders job takes them as "
+        f"{SERVICE_LEVELS_ENV}=" + ",".join(f"{c}={v:g}" for c, v in levels.items()))
     policies: list[Policy] = [
         DayOldBatch(net, window, safety),
-        RealTime(net, forecasts, shelf_life_aware=False, paths=paths, seed=seed),
-        RealTime(net, forecasts, shelf_life_aware=True, paths=paths, seed=seed)]
+        RealTime(net, forecasts, shelf_life_aware=False, paths=paths, seed=seed,
+                 service_level=levels),
+        RealTime(net, forecasts, shelf_life_aware=True, paths=paths, seed=seed,
+                 service_level=levels)]
     trace = Trace()
     books = {p.name: run_policy(net, p, net.start, net.start + net.days,
                                 scored_from=net.start, say=say,
@@ -793,6 +825,7 @@ def simulate(data: pd.DataFrame, categories: Mapping[int, str], *, stores: int, 
     base, qty, sl = per["day_old_batch"], per["quantity_only"], per["shelflife"]
     return {
         "policies": per, "baseline_tuning": {"window_days": window, "safety_days": safety},
+        "shelflife_tuning": {"service_level": levels},
         "transfer_log": books["shelflife"].transfer_log,
         "waste_reduction": _reduction(sl["waste_units"], base["waste_units"]),
         "stockout_reduction": _reduction(sl["stockout_incidents"],

@@ -41,6 +41,8 @@ the suggested order's own (its units left when it stops being sellable).
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -53,6 +55,57 @@ from .shelf import IN_TRANSIT_LOT, WASTE_EPS, Lot, ShelfModel, check_now, clean_
 COLUMNS = REORDER_SUGGESTIONS.schema.names
 MAX_MODEL_DAYS = 28
 """Longest horizon simulated (days after now); longer-lived lots are taken not to spoil."""
+SERVICE_LEVEL = 0.9
+"""The service level of a category the caller gives none for."""
+
+ServiceLevels = float | Mapping[str, float]
+"""One service level for every SKU, or one per category (:data:`SERVICE_LEVEL` for a
+category not named): the outcome simulation tunes one per category."""
+
+
+def service_level_of(levels: ServiceLevels, category: object) -> float:
+    """The service level that applies to a SKU of ``category``."""
+    if isinstance(levels, Mapping):
+        return float(levels.get(category, SERVICE_LEVEL)) if isinstance(category, str) \
+            else SERVICE_LEVEL
+    return float(levels)
+
+
+SERVICE_LEVELS_ENV = "SHELFLIFE_SERVICE_LEVELS"
+"""The reorders job's service levels: ``0.85`` for every category, or
+``dairy=0.85,bakery=0.8`` per category (the rest :data:`SERVICE_LEVEL`), e.g. as the
+outcome simulation tuned them on the network's own demand."""
+
+
+def service_levels_from_env() -> ServiceLevels:
+    """The levels :data:`SERVICE_LEVELS_ENV` sets (:data:`SERVICE_LEVEL` when unset); a
+    value that is not a level between 0 and 1 stops the job with the variable named."""
+    text = os.environ.get(SERVICE_LEVELS_ENV, "").strip()
+    if not text:
+        return SERVICE_LEVEL
+    try:
+        if "=" not in text:
+            return check_service_levels(float(text))
+        levels = {}
+        for part in text.split(","):
+            category, _, value = part.partition("=")
+            if not category.strip():
+                raise ValueError(f"no category before {value!r}")
+            levels[category.strip()] = float(value)
+        return check_service_levels(levels)
+    except ValueError as exc:
+        raise ValueError(f"{SERVICE_LEVELS_ENV}: expected a level between 0 and 1, or "
+                         f"category=level pairs separated by commas (got {text!r}: "
+                         f"{exc})") from None
+
+
+def check_service_levels(levels: ServiceLevels) -> ServiceLevels:
+    """``levels`` if every level is a number strictly between 0 and 1, else ValueError."""
+    values = levels.values() if isinstance(levels, Mapping) else [levels]
+    for v in values:
+        if not (isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < 1):
+            raise ValueError(f"service_level: must be between 0 and 1 (got {v!r})")
+    return levels
 
 
 def unit_values(price: float, unit_cost: float) -> tuple[float, float]:
@@ -82,16 +135,15 @@ def empty_reorders() -> pd.DataFrame:
 def suggest_reorders(cohorts: pd.DataFrame, forecasts: pd.DataFrame,
                      locations: pd.DataFrame, items: pd.DataFrame, *,
                      in_transit: pd.DataFrame | None = None, now: datetime,
-                     review_days: float = 1, service_level: float = 0.9, paths: int = 1000,
-                     seed: int = 0) -> pd.DataFrame:
+                     review_days: float = 1, service_level: ServiceLevels = SERVICE_LEVEL,
+                     paths: int = 1000, seed: int = 0) -> pd.DataFrame:
     """One row per store and SKU that should order now (the columns of gold
-    ``reorder_suggestions``)."""
+    ``reorder_suggestions``). ``service_level`` is one level or one per category."""
     now = check_now(now)
     if not (isinstance(review_days, int | float) and math.isfinite(review_days)
             and review_days > 0):
         raise ValueError(f"review_days: must be a number > 0 (got {review_days!r})")
-    if not (isinstance(service_level, int | float) and 0 < service_level < 1):
-        raise ValueError(f"service_level: must be between 0 and 1 (got {service_level!r})")
+    check_service_levels(service_level)
     cleaned = clean_items(items)
     longest = float(cleaned["lead_time_days"].max()) if len(cleaned) else 0.0
     model = ShelfModel(cohorts, forecasts, locations, items, in_transit=in_transit, now=now,
@@ -122,7 +174,8 @@ def suggest_reorders(cohorts: pd.DataFrame, forecasts: pd.DataFrame,
         for j, plan in enumerate(group):
             row = _suggest(model, item, plan, result.checkpoint_unmet[j],
                            result.checkpoint_stock[j], review_days=review_days,
-                           service_level=service_level)
+                           service_level=service_level_of(
+                               service_level, model.series["category"].iat[plan[0]]))
             if row is not None:
                 out_rows.append(row)
     if not out_rows:

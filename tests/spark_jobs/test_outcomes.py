@@ -15,6 +15,7 @@ import pytest
 
 from apps.outcomes import DEFAULT_DEMAND
 from apps.outcomes_command import cmd_outcomes, source_categories
+from spark_jobs.decisions.outcomes import TUNED_SERVICE_LEVELS
 
 pytestmark = pytest.mark.server
 JSON_KEYS = {"waste_reduction", "stockout_reduction", "post_transfer_waste_reduction",
@@ -85,3 +86,13 @@ def test_every_transfer_estimate_is_set_against_a_replay_of_what_it_did(
     # replayed with its move, a move that shipped does what it did in the run
     assert est["shipped_replays_matching_run"] == est["shipped_measured"]
     assert "estimate_error_worst_decile" in line["targets_met"]
+
+
+def test_both_sides_are_tuned_on_the_same_weeks(outcome: tuple[dict, dict]) -> None:
+    """The day-old batch's safety stock and Shelflife's service level are both picked per
+    category on the weeks before the scored ones; the run says what each picked."""
+    line, report = outcome
+    levels = line["shelflife_tuning"]["service_level"]
+    assert set(levels) == set(line["baseline_tuning"]["safety_days"])
+    assert set(levels.values()) <= set(TUNED_SERVICE_LEVELS)
+    assert report["shelflife_tuning"] == line["shelflife_tuning"]

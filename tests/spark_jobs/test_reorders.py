@@ -8,9 +8,14 @@ from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 import pyarrow as pa
+import pytest
 
 from lakehouse.catalogue import REORDER_SUGGESTIONS
-from spark_jobs.decisions.reorders import critical_ratio, suggest_reorders
+from spark_jobs.decisions.reorders import (
+    critical_ratio,
+    service_levels_from_env,
+    suggest_reorders,
+)
 from spark_jobs.decisions.shelf import Z80
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
@@ -20,7 +25,8 @@ COHORT_COLUMNS = ["region", "location_id", "sku", "lot", "expires_on", "quantity
 def reorder(stock: list[tuple[str, date | None, int]], *, demand: float = 20.0,
             spread: float = 0.2, shelf_life: int = 10, min_sellable: int = 1, case: int = 1,
             lead: int | None = 1, review: float = 1, moving: int = 0,
-            kind: str = "store", unit_cost: float = 0.5) -> pd.DataFrame:
+            kind: str = "store", unit_cost: float = 0.5,
+            service_level: float | dict[str, float] = 0.9) -> pd.DataFrame:
     cohorts = pd.DataFrame([{"region": "east", "location_id": "S1", "sku": "MILK", "lot": lot,
                              "expires_on": exp, "quantity": qty} for lot, exp, qty in stock],
                            columns=COHORT_COLUMNS)
@@ -37,7 +43,8 @@ def reorder(stock: list[tuple[str, date | None, int]], *, demand: float = 20.0,
     in_transit = (pd.DataFrame([{"location_id": "S1", "sku": "MILK", "quantity": moving}])
                   if moving else None)
     return suggest_reorders(cohorts, forecasts, locations, pd.DataFrame([item]),
-                            in_transit=in_transit, now=NOW, review_days=review, paths=2000)
+                            in_transit=in_transit, now=NOW, review_days=review, paths=2000,
+                            service_level=service_level)
 
 
 def daily_sd(demand: float, spread: float = 0.2) -> float:
@@ -62,6 +69,34 @@ def test_a_store_running_low_orders_its_window_less_sellable_stock() -> None:
     assert list(out.columns) == REORDER_SUGGESTIONS.schema.names
     table = pa.Table.from_pandas(out, schema=REORDER_SUGGESTIONS.schema, preserve_index=False)
     assert table.num_rows == 1
+
+
+def test_a_category_s_own_service_level_sets_its_safety_stock() -> None:
+    """The outcome simulation tunes a level per category; a category it names orders to
+    that level, any other to the default."""
+    low = reorder([], demand=20.0, service_level={"dairy": 0.6}).iloc[0]
+    high = reorder([], demand=20.0, service_level={"dairy": 0.97}).iloc[0]
+    other = reorder([], demand=20.0, service_level={"bakery": 0.6}).iloc[0]
+    default = reorder([], demand=20.0).iloc[0]
+    assert low["order_quantity"] < default["order_quantity"] < high["order_quantity"]
+    assert other["order_quantity"] == default["order_quantity"]
+    assert "60% service" in low["reason"] and "90% service" in other["reason"]
+    with pytest.raises(ValueError, match="service_level"):
+        reorder([], service_level={"dairy": 1.0})
+
+
+def test_the_job_takes_its_service_levels_from_the_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SHELFLIFE_SERVICE_LEVELS", raising=False)
+    assert service_levels_from_env() == 0.9
+    monkeypatch.setenv("SHELFLIFE_SERVICE_LEVELS", "0.85")
+    assert service_levels_from_env() == 0.85
+    monkeypatch.setenv("SHELFLIFE_SERVICE_LEVELS", "dairy=0.8, bakery = 0.95")
+    assert service_levels_from_env() == {"dairy": 0.8, "bakery": 0.95}
+    for bad in ("dairy=95", "dairy=high", "=0.8", "1"):
+        monkeypatch.setenv("SHELFLIFE_SERVICE_LEVELS", bad)
+        with pytest.raises(ValueError, match="SHELFLIFE_SERVICE_LEVELS"):
+            service_levels_from_env()
 
 
 def test_a_store_whose_cohorts_cover_demand_orders_nothing() -> None:
