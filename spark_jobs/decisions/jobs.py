@@ -387,6 +387,7 @@ def run_transfers_job(root: Root = None, *, now: datetime | None = None,
         except ValueError as exc:  # the recommendations still go out; nothing is approved
             say(f"transfers: {exc}; auto-approval stays off")
             auto_approval = False
+    levels = service_levels_from_env()  # the stores' orders in the what-ifs aim for it
     inputs = decision_inputs(root)
     if inputs is None:
         say("transfers: no stock in gold yet; nothing to recommend")
@@ -397,7 +398,7 @@ def run_transfers_job(root: Root = None, *, now: datetime | None = None,
     recs = recommend_transfers(inputs["cohorts"], inputs["forecasts"], inputs["locations"],
                                inputs["transit"], inputs["policy"], inputs["items"],
                                in_transit=inputs["in_transit"], now=now,
-                               horizon_days=horizon_days)
+                               horizon_days=horizon_days, service_level=levels)
     book = inputs["book"]
     recs = _with_decisions(recs, book.previous, book.decisions, now, book.progress)
     rows = write_table(TRANSFER_RECOMMENDATIONS, recs, root)

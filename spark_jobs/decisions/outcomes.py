@@ -62,8 +62,8 @@ from .counterfactual import (
 )
 from .counterfactual import worst_error as worst_decile_error
 from .forecast import UNCENSORED_MAX_STOCKOUT_HOURS, forecast_demand
-from .reorders import SERVICE_LEVEL, SERVICE_LEVELS_ENV, ServiceLevels, suggest_reorders
-from .shelf import ERROR_CORRELATION, Z80, demand_spread
+from .reorders import SERVICE_LEVELS_ENV, suggest_reorders
+from .shelf import ERROR_CORRELATION, SERVICE_LEVEL, Z80, ServiceLevels, demand_spread
 from .transfers import ESTIMATE_PARTS, recommend_transfers
 
 Say = Callable[[str], None]
@@ -513,7 +513,8 @@ class RealTime(Policy):
         recs = recommend_transfers(stock.cohorts(), fc, net.locations, net.transit, net.policy,
                                    net.items, in_transit=stock.in_transit(), now=now,
                                    horizon_days=TRANSFER_HORIZON_DAYS,
-                                   paths=self.paths, seed=self.seed + day, explain=True)
+                                   paths=self.paths, seed=self.seed + day, explain=True,
+                                   service_level=self.service_level)
         if recs.empty:
             return
         recs = recs.assign(ship_it=auto_approve(recs).to_numpy())

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -50,27 +49,22 @@ import pandas as pd
 
 from lakehouse.catalogue import REORDER_SUGGESTIONS
 
-from .shelf import IN_TRANSIT_LOT, WASTE_EPS, Lot, ShelfModel, check_now, clean_items
+from .shelf import (
+    IN_TRANSIT_LOT,
+    SERVICE_LEVEL,
+    WASTE_EPS,
+    Lot,
+    ServiceLevels,
+    ShelfModel,
+    check_now,
+    check_service_levels,
+    clean_items,
+    service_level_of,
+)
 
 COLUMNS = REORDER_SUGGESTIONS.schema.names
 MAX_MODEL_DAYS = 28
 """Longest horizon simulated (days after now); longer-lived lots are taken not to spoil."""
-SERVICE_LEVEL = 0.9
-"""The service level of a category the caller gives none for."""
-
-ServiceLevels = float | Mapping[str, float]
-"""One service level for every SKU, or one per category (:data:`SERVICE_LEVEL` for a
-category not named): the outcome simulation tunes one per category."""
-
-
-def service_level_of(levels: ServiceLevels, category: object) -> float:
-    """The service level that applies to a SKU of ``category``."""
-    if isinstance(levels, Mapping):
-        return float(levels.get(category, SERVICE_LEVEL)) if isinstance(category, str) \
-            else SERVICE_LEVEL
-    return float(levels)
-
-
 SERVICE_LEVELS_ENV = "SHELFLIFE_SERVICE_LEVELS"
 """The reorders job's service levels: ``0.85`` for every category, or
 ``dairy=0.85,bakery=0.8`` per category (the rest :data:`SERVICE_LEVEL`), e.g. as the
@@ -97,15 +91,6 @@ def service_levels_from_env() -> ServiceLevels:
         raise ValueError(f"{SERVICE_LEVELS_ENV}: expected a level between 0 and 1, or "
                          f"category=level pairs separated by commas (got {text!r}: "
                          f"{exc})") from None
-
-
-def check_service_levels(levels: ServiceLevels) -> ServiceLevels:
-    """``levels`` if every level is a number strictly between 0 and 1, else ValueError."""
-    values = levels.values() if isinstance(levels, Mapping) else [levels]
-    for v in values:
-        if not (isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < 1):
-            raise ValueError(f"service_level: must be between 0 and 1 (got {v!r})")
-    return levels
 
 
 def unit_values(price: float, unit_cost: float) -> tuple[float, float]:
@@ -148,7 +133,7 @@ def suggest_reorders(cohorts: pd.DataFrame, forecasts: pd.DataFrame,
     longest = float(cleaned["lead_time_days"].max()) if len(cleaned) else 0.0
     model = ShelfModel(cohorts, forecasts, locations, items, in_transit=in_transit, now=now,
                        horizon_days=max(MAX_MODEL_DAYS, longest + review_days), paths=paths,
-                       seed=seed)
+                       seed=seed, service_level=service_level)
     s = model.series
     item = model.items.set_index("sku")
     rows = [i for i in range(len(s)) if s["kind"].iat[i] == "store" and model.has_forecast[i]

@@ -37,9 +37,10 @@ from __future__ import annotations
 import math
 import zlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,14 @@ from lakehouse.naming import LOCATION_KINDS
 
 Z80 = 1.2815515655446004
 """Standard normal quantile of 0.9: an 80% interval is mean +/- Z80 sd."""
+SERVICE_LEVEL = 0.9
+"""The service level of a category the caller gives none for."""
+
+ServiceLevels = float | Mapping[str, float]
+"""One service level for every SKU, or one per category (:data:`SERVICE_LEVEL` for a
+category not named): the outcome simulation tunes one per category. The
+reorders job orders to it, and the transfer job's model of the stores' own orders orders
+to the same level."""
 WASTE_EPS = 0.5
 """Units left at the end of sale that count as a wasted cohort on a path."""
 NO_LOT = "(none)"
@@ -72,6 +81,29 @@ COHORT_COLUMNS = ("region", "location_id", "sku", "lot", "expires_on", "quantity
 FORECAST_COLUMNS = ("location_id", "sku", "forecast_date", "forecast", "lower", "upper")
 LOCATION_COLUMNS = ("location_id", "region", "kind")
 ITEM_COLUMNS = ("sku", "category", "price", "shelf_life_days", "min_sellable_days")
+
+
+def service_level_of(levels: ServiceLevels, category: object) -> float:
+    """The service level that applies to a SKU of ``category``."""
+    if isinstance(levels, Mapping):
+        return float(levels.get(category, SERVICE_LEVEL)) if isinstance(category, str) \
+            else SERVICE_LEVEL
+    return float(levels)
+
+
+def check_service_levels(levels: ServiceLevels) -> ServiceLevels:
+    """``levels`` if every level is a number strictly between 0 and 1, else ValueError."""
+    values = levels.values() if isinstance(levels, Mapping) else [levels]
+    for v in values:
+        if not (isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < 1):
+            raise ValueError(f"service_level: must be between 0 and 1 (got {v!r})")
+    return levels
+
+
+def service_z(level: float) -> float:
+    """Standard normal quantile of ``level``: the order-up-to target's standard deviations of
+    demand above the mean."""
+    return NormalDist().inv_cdf(level)
 
 
 def check_now(now: Any) -> datetime:
@@ -369,8 +401,10 @@ class ShelfModel:
                  locations: pd.DataFrame, items: pd.DataFrame, *,
                  in_transit: pd.DataFrame | None = None, now: datetime,
                  horizon_days: float = 7, paths: int = 1000, seed: int = 0,
-                 error_correlation: float = ERROR_CORRELATION) -> None:
+                 error_correlation: float = ERROR_CORRELATION,
+                 service_level: ServiceLevels = SERVICE_LEVEL) -> None:
         self.now = check_now(now)
+        self.service_level = check_service_levels(service_level)
         if not 0 <= error_correlation < 1:
             raise ValueError(f"error_correlation: must be in [0, 1) (got {error_correlation!r})")
         self.error_correlation = float(error_correlation)
@@ -560,8 +594,9 @@ class ShelfModel:
         """The daily orders of stores with a forecast and a shelf life, as
         :class:`Reorders`: placed now and at each midnight, arriving after the SKU's lead
         time, each wanting the forecast of the ``review_days`` until the next delivery
-        plus :data:`Z80` standard deviations of a day (the reorders job's 0.9 service
-        level, without its cases and its cap)."""
+        plus the standard deviations of a day that the SKU's category's service level asks
+        for (the model's ``service_level``, as the reorders job is given it), without the
+        job's cases and its cap."""
         s = self.series
         idx = np.asarray(rows, dtype=int)
         life = (s["shelf_life_days"].to_numpy(dtype=float)[idx]
@@ -589,13 +624,15 @@ class ShelfModel:
         if key not in self._plans:
             placed = self.edges[:n_orders]
             target, before = np.zeros(n_orders), np.zeros(n_orders)
+            z = service_z(service_level_of(self.service_level,
+                                           self.series["category"].iat[row]))
             last = self.mean.shape[1] - 1
             for k in range(n_orders):
                 arrive = placed[k] + lead
                 day = min(max(int(np.searchsorted(self.edges, arrive, side="right")) - 1, 0),
                           last)
                 sd = max(float(self.sd[row, day]), math.sqrt(float(self.mean[row, day])))
-                target[k] = self.expected_demand(row, arrive, arrive + review_days) + Z80 * sd
+                target[k] = self.expected_demand(row, arrive, arrive + review_days) + z * sd
                 before[k] = self.expected_demand(row, placed[k], arrive)
             self._plans[key] = (target, before)
         return self._plans[key]

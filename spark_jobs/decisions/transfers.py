@@ -72,8 +72,10 @@ from lakehouse.naming import LOCATION_KINDS
 
 from .shelf import (
     IN_TRANSIT_LOT,
+    SERVICE_LEVEL,
     Lot,
     Outcome,
+    ServiceLevels,
     ShelfModel,
     check_now,
     life_end_days,
@@ -133,14 +135,16 @@ def recommend_transfers(cohorts: pd.DataFrame, forecasts: pd.DataFrame,
                         items: pd.DataFrame, *, in_transit: pd.DataFrame | None = None,
                         now: datetime, horizon_days: float = 7, paths: int = 1000,
                         seed: int = 0, warehouses_supply_reorders: bool = True,
-                        explain: bool = False) -> pd.DataFrame:
+                        explain: bool = False,
+                        service_level: ServiceLevels = SERVICE_LEVEL) -> pd.DataFrame:
     """Lots to move between locations, best value first (columns :data:`TRANSFERS_SCHEMA`).
 
     Frames are shaped like gold ``stock_cohorts`` and ``demand_forecasts`` plus the reference
     tables; ``now`` is an aware datetime. Rows come in the order they were accepted.
     ``warehouses_supply_reorders``: warehouses are drained by their stores' reorders (see the
     module doc); False treats their stock as leaving by transfer only. ``explain`` adds the
-    parts of each estimate (:data:`ESTIMATE_PARTS`) as columns.
+    parts of each estimate (:data:`ESTIMATE_PARTS`) as columns. ``service_level`` is the
+    reorders job's: the stores' own orders in each what-if aim for it.
     """
     now = check_now(now)
     if warehouses_supply_reorders:
@@ -152,7 +156,8 @@ def recommend_transfers(cohorts: pd.DataFrame, forecasts: pd.DataFrame,
     routes = _routes(transit)
     rules = _policy(policy)
     model = ShelfModel(cohorts, forecasts, locations, items, in_transit=in_transit, now=now,
-                       horizon_days=horizon_days, paths=paths, seed=seed)
+                       horizon_days=horizon_days, paths=paths, seed=seed,
+                       service_level=service_level)
     if not len(model.series) or not routes:
         return empty_transfers()
     return _Greedy(model, routes, rules).run(explain=explain)

@@ -16,7 +16,8 @@ NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
 def model(lots: list[tuple[str, date | None, int]], *, demand: float | list[float] = 10.0,
           min_sellable: int = 0, kind: str = "store", now: datetime = NOW, seed: int = 0,
-          horizon: float = 7, paths: int = 400, correlation: float = 0.0) -> ShelfModel:
+          horizon: float = 7, paths: int = 400, correlation: float = 0.0,
+          service_level: float | dict[str, float] = 0.9) -> ShelfModel:
     """One store and SKU; days independent unless ``correlation`` (the FEFO rules are
     checked on their own, the shared forecast error by the tests that name it)."""
     cohorts = pd.DataFrame([{"region": "east", "location_id": "S1", "sku": "YOG", "lot": lot,
@@ -32,7 +33,8 @@ def model(lots: list[tuple[str, date | None, int]], *, demand: float | list[floa
     items = pd.DataFrame([{"sku": "YOG", "category": "dairy", "price": 1.2, "unit_cost": 0.5,
                            "shelf_life_days": 10, "min_sellable_days": min_sellable}])
     return ShelfModel(cohorts, forecasts, locations, items, now=now, horizon_days=horizon,
-                      paths=paths, seed=seed, error_correlation=correlation)
+                      paths=paths, seed=seed, error_correlation=correlation,
+                      service_level=service_level)
 
 
 def outlook(m: ShelfModel) -> pd.DataFrame:
@@ -169,3 +171,18 @@ def test_what_a_store_holds_displaces_its_orders() -> None:
     assert ordering.sold[0, 0] == pytest.approx(alone.sold[0, 0], rel=0.01)
     assert float(ordering.waste_paths.mean()) == 0.0
     assert float(ordering.expected_unmet[0]) < 1.0
+
+
+def test_the_stores_orders_in_a_what_if_aim_for_their_category_s_service_level() -> None:
+    """A transfer is valued with both stores' own orders in the model; those orders must
+    aim where the reorders job's do, or a lean category's shortfall after a move is
+    understated."""
+    unmet = {}
+    for level in (0.6, 0.9, 0.98):
+        m = model([], demand=10.0, paths=2000, service_level={"dairy": level})
+        unmet[level] = float(m.run(list(enumerate(m.lots)), reorders=True)
+                             .unmet_between(0, 1.0, 7.0))
+    assert unmet[0.6] > unmet[0.9] > unmet[0.98]
+    other = model([], demand=10.0, paths=2000, service_level={"bakery": 0.6})
+    assert float(other.run(list(enumerate(other.lots)), reorders=True)
+                 .unmet_between(0, 1.0, 7.0)) == pytest.approx(unmet[0.9])
