@@ -61,7 +61,8 @@ from .approval import (
     auto_approval_on,
     auto_approve,
 )
-from .reorders import service_levels_from_env, suggest_reorders
+from .reorders import service_levels_from_env, suggest_reorders, unknown_categories
+from .shelf import ServiceLevels
 from .transfers import recommend_transfers
 
 Root = str | os.PathLike[str] | None
@@ -392,6 +393,7 @@ def run_transfers_job(root: Root = None, *, now: datetime | None = None,
     if inputs is None:
         say("transfers: no stock in gold yet; nothing to recommend")
         return {"job": "transfers", "rows": 0}
+    _say_unknown_categories("transfers", levels, inputs["items"], say)
     say(f"transfers: {len(inputs['locations'])} locations, "
         f"{inputs['cohorts']['sku'].nunique()} SKUs, {len(inputs['cohorts'])} cohorts, "
         f"{len(inputs['transit'])} routes")
@@ -426,6 +428,14 @@ def _auto_approve(recs: pd.DataFrame, root: Root, say: Say) -> int:
     return len(ids)
 
 
+def _say_unknown_categories(job: str, levels: ServiceLevels, items: pd.DataFrame,
+                            say: Say) -> None:
+    unknown = unknown_categories(levels, items)
+    if unknown:
+        say(f"{job}: warning: SHELFLIFE_SERVICE_LEVELS names {', '.join(unknown)}, which no "
+            f"SKU in the catalogue has (a misspelling?); those levels apply to nothing")
+
+
 def run_reorders_job(root: Root = None, *, now: datetime | None = None,
                      say: Say = _print) -> dict[str, Any]:
     """Replace gold ``reorder_suggestions`` from forecasts, stock, transit and shelf life, at
@@ -438,6 +448,7 @@ def run_reorders_job(root: Root = None, *, now: datetime | None = None,
     if inputs is None:
         say("reorders: no stock in gold yet; nothing to suggest")
         return {"job": "reorders", "rows": 0}
+    _say_unknown_categories("reorders", levels, inputs["items"], say)
     stores = int((inputs["locations"]["kind"] == "store").sum())
     series = inputs["forecasts"][["location_id", "sku"]].drop_duplicates().shape[0]
     on_order = open_orders(root, now)

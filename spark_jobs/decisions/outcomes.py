@@ -709,7 +709,8 @@ def tune_shelflife(net: Network, forecasts: Mapping[int, pd.DataFrame], *, paths
     first = net.start - 7 * TUNING_WEEKS
     cats = sorted(set(net.items["category"]))
     best: dict[str, tuple[float, float]] = {}
-    for level in TUNED_SERVICE_LEVELS:
+    # The jobs' default first: a category where no level costs less keeps it.
+    for level in sorted(TUNED_SERVICE_LEVELS, key=lambda v: v != SERVICE_LEVEL):
         pol = RealTime(net, forecasts, shelf_life_aware=True, paths=paths, seed=seed,
                        service_level=level, transfers=False)
         books = run_policy(net, pol, first, net.start, scored_from=first)
@@ -815,7 +816,8 @@ def simulate(data: pd.DataFrame, categories: Mapping[int, str], *, stores: int, 
                                 trace=trace if p.name == "shelflife" else None)
              for p in policies}
     estimates = measure_estimates(net, trace)
-    correlation = error_day_correlation(net, forecasts)
+    correlation = error_day_correlation(
+        net, {o: fc for o, fc in forecasts.items() if o >= net.start - 1})  # scored weeks
     say(f"forecast errors: two days of one forecast correlate {correlation} on this demand "
         f"(the transfer and reorder model draws its paths with {ERROR_CORRELATION})")
     say(f"estimates: {estimates['measured']} recommendations replayed with and without "

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -80,17 +81,28 @@ def service_levels_from_env() -> ServiceLevels:
     try:
         if "=" not in text:
             return check_service_levels(float(text))
-        levels = {}
+        levels: dict[str, float] = {}
         for part in text.split(","):
-            category, _, value = part.partition("=")
-            if not category.strip():
-                raise ValueError(f"no category before {value!r}")
-            levels[category.strip()] = float(value)
+            category, _, value = (x.strip() for x in part.partition("="))
+            if not category or not value:
+                raise ValueError(f"{part.strip()!r} is not category=level")
+            if category in levels:
+                raise ValueError(f"{category} is given twice")
+            levels[category] = float(value)
         return check_service_levels(levels)
     except ValueError as exc:
         raise ValueError(f"{SERVICE_LEVELS_ENV}: expected a level between 0 and 1, or "
                          f"category=level pairs separated by commas (got {text!r}: "
                          f"{exc})") from None
+
+
+def unknown_categories(levels: ServiceLevels, items: pd.DataFrame) -> list[str]:
+    """The categories ``levels`` names that no SKU in ``items`` has: a misspelt name
+    (``diary``) would otherwise leave its category at the default without a word."""
+    if not isinstance(levels, Mapping):
+        return []
+    known = set(items["category"].dropna().astype(str)) if "category" in items else set()
+    return sorted(set(levels) - known)
 
 
 def unit_values(price: float, unit_cost: float) -> tuple[float, float]:

@@ -466,3 +466,32 @@ def test_auto_approval_is_off_unless_asked_then_logged_like_a_person(decided, tm
             "approved", AUTO_APPROVER)
     assert (listed.loc[refused, "status"], listed.loc[refused, "decided_by"]) == (
         "rejected", "ana")
+
+
+@pytest.mark.spark
+def test_the_reorders_job_orders_to_the_service_levels_it_is_given(decided, tmp_path,
+                                                                  monkeypatch) -> None:
+    """``SHELFLIFE_SERVICE_LEVELS`` is how a network sets what the outcome simulation tuned:
+    each suggestion says the level it covers, a misspelt category is said, a bad level
+    stops the job with the variable named."""
+    import shutil
+
+    from lakehouse.readers import read_table
+    from spark_jobs.decisions import jobs as batch
+
+    source, _ = decided[False]
+    root = tmp_path / "lake"
+    shutil.copytree(source, root)
+    for level, words in (("0.6", "60% service"), ("dairy=0.98", "98% service")):
+        monkeypatch.setenv("SHELFLIFE_SERVICE_LEVELS", level)
+        assert batch.run_reorders_job(root, now=NOW, say=lambda _m: None)["rows"]
+        reasons = read_table(catalogue.REORDER_SUGGESTIONS, root)["reason"]
+        assert reasons.str.contains(words).all(), (level, reasons.tolist())
+    said: list[str] = []
+    monkeypatch.setenv("SHELFLIFE_SERVICE_LEVELS", "diary=0.8")
+    batch.run_reorders_job(root, now=NOW, say=said.append)
+    batch.run_transfers_job(root, now=NOW, say=said.append)
+    assert sum("names diary, which no SKU in the catalogue has" in line for line in said) == 2
+    monkeypatch.setenv("SHELFLIFE_SERVICE_LEVELS", "dairy=1.5")
+    with pytest.raises(ValueError, match="SHELFLIFE_SERVICE_LEVELS"):
+        batch.run_reorders_job(root, now=NOW, say=lambda _m: None)

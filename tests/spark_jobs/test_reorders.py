@@ -15,6 +15,7 @@ from spark_jobs.decisions.reorders import (
     critical_ratio,
     service_levels_from_env,
     suggest_reorders,
+    unknown_categories,
 )
 from spark_jobs.decisions.shelf import Z80
 
@@ -93,10 +94,14 @@ def test_the_job_takes_its_service_levels_from_the_environment(
     assert service_levels_from_env() == 0.85
     monkeypatch.setenv("SHELFLIFE_SERVICE_LEVELS", "dairy=0.8, bakery = 0.95")
     assert service_levels_from_env() == {"dairy": 0.8, "bakery": 0.95}
-    for bad in ("dairy=95", "dairy=high", "=0.8", "1"):
+    for bad in ("dairy=95", "dairy=high", "=0.8", "1", "nan", "dairy=0.8,",
+                "dairy=0.8,dairy=0.95"):
         monkeypatch.setenv("SHELFLIFE_SERVICE_LEVELS", bad)
         with pytest.raises(ValueError, match="SHELFLIFE_SERVICE_LEVELS"):
             service_levels_from_env()
+    items = pd.DataFrame({"sku": ["MILK", "ROLL"], "category": ["dairy", "bakery"]})
+    assert unknown_categories({"diary": 0.8, "bakery": 0.9}, items) == ["diary"]
+    assert unknown_categories(0.8, items) == []
 
 
 def test_a_store_whose_cohorts_cover_demand_orders_nothing() -> None:

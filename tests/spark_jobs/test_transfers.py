@@ -264,3 +264,25 @@ def test_a_move_into_a_store_that_reorders_is_worth_the_waste_it_saves() -> None
     assert move["expected_units_saved"] == pytest.approx(
         move["estimated_source_waste_avoided"] - move["estimated_destination_waste_added"],
         rel=0.05)
+
+
+def test_a_move_out_of_a_lean_category_counts_the_shortfall_it_leaves() -> None:
+    """The source keeps selling after a move and refills with its own orders; those orders
+    aim at its category's service level (``SHELFLIFE_SERVICE_LEVELS``), so at a lean level
+    the units moved away leave a larger shortfall behind, and the estimate says so."""
+    locations = pd.DataFrame([{"location_id": k, "region": "east", "kind": "store"}
+                              for k in ("S1", "S2")])
+    items = pd.DataFrame([{"sku": "YOG", "category": "dairy", "price": 1.5, "unit_cost": 0.6,
+                           "shelf_life_days": 10, "min_sellable_days": 1}])
+    short = {}
+    for level in (0.6, 0.9, 0.98):
+        recs = recommend_transfers(
+            pd.DataFrame([cohort("S1", "OLD", date(2026, 12, 4), 60),
+                          cohort("S2", "OWN", date(2026, 12, 9), 5)], columns=COHORT_COLUMNS),
+            pd.DataFrame(forecast("S1", 12.0) + forecast("S2", 20.0)), locations,
+            pd.DataFrame([{"source": "S1", "destination": "S2", **PAIR}]),
+            pd.DataFrame([DAIRY_STORE]), items, now=NOW, paths=1000, explain=True,
+            service_level={"dairy": level})
+        assert len(recs) == 1
+        short[level] = float(recs.iloc[0]["estimated_source_unmet_added"])
+    assert short[0.6] > short[0.9] > short[0.98]
