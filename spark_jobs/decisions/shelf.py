@@ -55,9 +55,8 @@ SERVICE_LEVEL = 0.9
 
 ServiceLevels = float | Mapping[str, float]
 """One service level for every SKU, or one per category (:data:`SERVICE_LEVEL` for a
-category not named): the outcome simulation tunes one per category. The
-reorders job orders to it, and the transfer job's model of the stores' own orders orders
-to the same level."""
+category not named), as the outcome simulation tunes them. The reorders job orders to
+it, and the stores' own orders in the transfer job's what-ifs aim at the same level."""
 WASTE_EPS = 0.5
 """Units left at the end of sale that count as a wasted cohort on a path."""
 NO_LOT = "(none)"
