@@ -684,19 +684,28 @@ def error_day_correlation(net: Network, forecasts: Mapping[int, pd.DataFrame], *
 def tune_baseline(net: Network, say: Say) -> tuple[dict[str, int], dict[str, float]]:
     """The day-old batch's window and safety days per category with the lowest waste plus
     lost-sales value on the :data:`TUNING_WEEKS` weeks before the scored ones."""
-    first = net.start - 7 * TUNING_WEEKS
     cats = sorted(set(net.items["category"]))
-    best: dict[str, tuple[float, int, float]] = {}
+    best: dict[str, tuple[float, tuple[int, float]]] = {}
     for window in BASELINE_WINDOWS:
         for safety in BASELINE_SAFETY_DAYS:
-            pol = DayOldBatch(net, dict.fromkeys(cats, window), dict.fromkeys(cats, safety))
-            books = run_policy(net, pol, first, net.start, scored_from=first)
-            for cat in cats:
-                cost = books.cost_by_category.get(cat, 0.0)
-                if cat not in best or cost < best[cat][0]:
-                    best[cat] = (cost, window, safety)
+            _keep_cheapest(best, net, DayOldBatch(net, dict.fromkeys(cats, window),
+                                                  dict.fromkeys(cats, safety)),
+                           (window, safety))
         say(f"day-old batch tuning: window {window} days done")
-    return ({c: v[1] for c, v in best.items()}, {c: v[2] for c, v in best.items()})
+    return ({c: v[1][0] for c, v in best.items()}, {c: v[1][1] for c, v in best.items()})
+
+
+def _keep_cheapest(best: dict[str, tuple[float, Any]], net: Network, policy: Policy,
+                   setting: Any) -> None:
+    """Run ``policy`` over the :data:`TUNING_WEEKS` weeks before the scored ones and keep
+    ``setting`` in ``best`` for each category where its waste plus lost-sales value is
+    lower than the cheapest so far (the first setting tried wins a tie)."""
+    first = net.start - 7 * TUNING_WEEKS
+    books = run_policy(net, policy, first, net.start, scored_from=first)
+    for cat in sorted(set(net.items["category"])):
+        cost = books.cost_by_category.get(cat, 0.0)
+        if cat not in best or cost < best[cat][0]:
+            best[cat] = (cost, setting)
 
 
 def tune_shelflife(net: Network, forecasts: Mapping[int, pd.DataFrame], *, paths: int,
@@ -706,18 +715,12 @@ def tune_shelflife(net: Network, forecasts: Mapping[int, pd.DataFrame], *, paths
     and the cost the day-old batch is tuned on, so neither side is tuned and the other
     not. Run with its reorders alone: recommending transfers costs about five times a
     day's reorders, and transfers move a few percent of the units."""
-    first = net.start - 7 * TUNING_WEEKS
-    cats = sorted(set(net.items["category"]))
     best: dict[str, tuple[float, float]] = {}
     # The jobs' default first: a category where no level costs less keeps it.
     for level in sorted(TUNED_SERVICE_LEVELS, key=lambda v: v != SERVICE_LEVEL):
-        pol = RealTime(net, forecasts, shelf_life_aware=True, paths=paths, seed=seed,
-                       service_level=level, transfers=False)
-        books = run_policy(net, pol, first, net.start, scored_from=first)
-        for cat in cats:
-            cost = books.cost_by_category.get(cat, 0.0)
-            if cat not in best or cost < best[cat][0]:
-                best[cat] = (cost, level)
+        _keep_cheapest(best, net, RealTime(net, forecasts, shelf_life_aware=True, paths=paths,
+                                           seed=seed, service_level=level, transfers=False),
+                       level)
         say(f"shelflife tuning: service level {level:.0%} done")
     return {c: v[1] for c, v in best.items()}
 
