@@ -57,6 +57,9 @@ ServiceLevels = float | Mapping[str, float]
 """One service level for every SKU, or one per category (:data:`SERVICE_LEVEL` for a
 category not named), as the outcome simulation tunes them. The reorders job orders to
 it, and the stores' own orders in the transfer job's what-ifs aim at the same level."""
+MAX_MODEL_DAYS = 28
+"""Longest horizon the reorders job simulates (days after now); a lot still selling later
+is taken not to spoil, so its order is not capped at what it sells."""
 WASTE_EPS = 0.5
 """Units left at the end of sale that count as a wasted cohort on a path."""
 NO_LOT = "(none)"
@@ -103,6 +106,75 @@ def service_z(level: float) -> float:
     """Standard normal quantile of ``level``: the order-up-to target's standard deviations of
     demand above the mean."""
     return NormalDist().inv_cdf(level)
+
+
+def unit_values(price: float, unit_cost: float) -> tuple[float, float]:
+    """(value of a sale, loss of a wasted unit) of one unit of a SKU: its margin and its
+    cost; both its price when the unit cost is unknown (or not below the price), and one
+    unit each when the price is unknown too."""
+    if not (np.isfinite(price) and price >= 0):
+        return 1.0, 1.0
+    if not (np.isfinite(unit_cost) and 0 <= unit_cost < price):
+        return price, price
+    return price - unit_cost, unit_cost
+
+
+def critical_ratio(price: float, unit_cost: float) -> float:
+    """The newsvendor critical ratio ``margin / (margin + cost)``: ordering one more unit
+    pays while the probability that it is wasted stays at most this (1/2 when a sale and
+    a waste are valued alike, or the SKU has no price)."""
+    sale, loss = unit_values(price, unit_cost)
+    return sale / (sale + loss) if sale + loss > 0 else 0.5
+
+
+def _normal_cdf(x: np.ndarray) -> np.ndarray:
+    # erf's Abramowitz-Stegun 7.1.26 form (error below 1.5e-7): numpy has no erf.
+    z = np.abs(x) / math.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.3275911 * z)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027
+                                                                          + t * 1.061405429))))
+    erf = 1.0 - poly * np.exp(-z * z)
+    return 0.5 * (1.0 + np.sign(x) * erf)
+
+
+def expected_excess(quantity: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """E[max(quantity - C, 0)] for C normal (``mean``, ``sd``): the units of an order of
+    ``quantity`` left unsold when the lot can sell C (``max(quantity - mean, 0)`` at sd 0;
+    nothing when ``mean`` is infinite)."""
+    quantity, mean, sd = np.broadcast_arrays(*(np.asarray(a, dtype=float)
+                                               for a in (quantity, mean, sd)))
+    out = np.maximum(quantity - np.where(np.isfinite(mean), mean, np.inf), 0.0)
+    wide = np.isfinite(mean) & (sd > 0)
+    if wide.any():
+        d = np.clip((quantity[wide] - mean[wide]) / sd[wide], -40.0, 40.0)
+        out[wide] = ((quantity[wide] - mean[wide]) * _normal_cdf(d)
+                     + sd[wide] * np.exp(-0.5 * d * d) / math.sqrt(2 * math.pi))
+    return out
+
+
+def store_order(need: np.ndarray, sells: np.ndarray, sells_sd: np.ndarray, *,
+                case: np.ndarray, cap_z: np.ndarray, sale: np.ndarray,
+                loss: np.ndarray) -> np.ndarray:
+    """The reorders job's rules for one order, on estimates rather than its own paths.
+
+    ``need`` is what the service level asks for, ``sells`` (``sells_sd``) what the new
+    lot can sell before it stops being sellable (infinite: not capped). The order is
+    capped at the ``cap_z`` quantile of what it can sell (the critical ratio's), then a
+    part case goes up or down to a whole case, whichever is worth more in margin of what
+    it sells less the cost of what it wastes (down on a tie): as
+    :func:`spark_jobs.decisions.reorders.suggest_reorders` decides it."""
+    need = np.maximum(np.floor(np.asarray(need, dtype=float) + 0.5), 0.0)
+    sells = np.asarray(sells, dtype=float)
+    capped = np.isfinite(sells)
+    cap = np.where(capped, np.maximum(np.floor(np.where(capped, sells, 0.0)
+                                               + cap_z * sells_sd + 0.5), 0.0), np.inf)
+    quantity = np.minimum(need, cap)
+    down = np.floor(quantity / case) * case
+    up = down + case
+    gain = (sale * (up - down)
+            - (sale + loss) * (expected_excess(up, sells, sells_sd)
+                               - expected_excess(down, sells, sells_sd)))
+    return np.where(quantity > down, np.where(gain > 0, up, down), quantity)
 
 
 def check_now(now: Any) -> datetime:
@@ -261,17 +333,35 @@ class Reorders:
     """The stores' own daily orders, for :func:`simulate_fefo` (arrays of its rows).
 
     Order ``k`` is placed at ``edges[k]`` (now, then each midnight) and is on the shelf
-    ``lead`` days later as a fresh lot sellable for ``life`` days. On each path it brings
-    the stock still sellable at its arrival up to ``target[:, k]`` after ``before[:, k]``
-    units (the expected demand until it arrives) have sold: an order-up-to rule on the
-    forecast, which is how a store's reorders answer the stock it holds. Rows with
-    ``active`` False order nothing (warehouses, series without a forecast)."""
+    ``lead`` days later as a fresh lot sellable for ``life`` days. On each path the stock
+    expected to be left at its arrival (what is still sellable then, less ``before[:, k]``,
+    the expected demand until it arrives) is topped up to ``target[:, k]``; the order is
+    capped at what the new lot can sell before it stops being sellable (``sells``,
+    ``sells_sd``, less that stock) and rounded to whole cases by :func:`store_order`: how
+    the reorders job answers the stock a store holds. Rows with ``active`` False order
+    nothing (warehouses, series without a forecast)."""
 
-    active: np.ndarray   # (rows,) bool
-    lead: np.ndarray     # (rows,) days
-    life: np.ndarray     # (rows,) days a fresh lot stays sellable
-    target: np.ndarray   # (rows, orders) units wanted on the shelf at each arrival
-    before: np.ndarray   # (rows, orders) expected demand between ordering and arrival
+    active: np.ndarray    # (rows,) bool
+    lead: np.ndarray      # (rows,) days
+    life: np.ndarray      # (rows,) days a fresh lot stays sellable
+    target: np.ndarray    # (rows, orders) units wanted on the shelf at each arrival
+    before: np.ndarray    # (rows, orders) expected demand between ordering and arrival
+    sells: np.ndarray     # (rows, orders) expected demand while the new lot is sellable
+    sells_sd: np.ndarray  # (rows, orders) its standard deviation
+    case: np.ndarray      # (rows,) units per case
+    cap_z: np.ndarray     # (rows,) standard deviations of the cap (the critical ratio's)
+    sale: np.ndarray      # (rows,) value of a unit sold
+    loss: np.ndarray      # (rows,) loss of a unit wasted
+
+    def quantity(self, rows: np.ndarray, k: int, position: np.ndarray) -> np.ndarray:
+        """Order ``k`` of ``rows`` on each path, given the stock ``position`` (rows,
+        paths) still sellable when it arrives."""
+        left = np.maximum(position - self.before[rows, k, None], 0.0)
+        col = (slice(None), None)
+        return store_order(self.target[rows, k, None] - left,
+                           self.sells[rows, k, None] - left, self.sells_sd[rows, k, None],
+                           case=self.case[rows][col], cap_z=self.cap_z[rows][col],
+                           sale=self.sale[rows][col], loss=self.loss[rows][col])
 
 
 def simulate_fefo(demand: np.ndarray, quantity: np.ndarray, start: np.ndarray,
@@ -345,8 +435,7 @@ def simulate_fefo(demand: np.ndarray, quantity: np.ndarray, start: np.ndarray,
                 at = arrive_s[rws, k]
                 keeps = (end[rws] > at[:, None]).T[:, :, None]  # (lot, hit rows, 1)
                 position = (rem[:, rws] * keeps).sum(axis=0)
-                want = (reorders.target[rws, k] + reorders.before[rws, k])[:, None]
-                rem[slot[rws, k], rws] = np.maximum(np.round(want - position), 0.0)
+                rem[slot[rws, k], rws] = reorders.quantity(rws, k, position)
         due = waste_at == i
         if due.any():
             for lot in np.flatnonzero(due.any(axis=0)):
@@ -594,35 +683,46 @@ class ShelfModel:
         :class:`Reorders`: placed now and at each midnight, arriving after the SKU's lead
         time, each wanting the forecast of the ``review_days`` until the next delivery
         plus the standard deviations of a day that the SKU's category's service level asks
-        for (the model's ``service_level``, as the reorders job is given it), without the
-        job's cases and its cap."""
+        for (the model's ``service_level``, as the reorders job is given it), capped at
+        what the lot can sell and ordered in the SKU's cases, as the job orders."""
         s = self.series
         idx = np.asarray(rows, dtype=int)
         life = (s["shelf_life_days"].to_numpy(dtype=float)[idx]
                 - s["sell_min_days"].to_numpy(dtype=float)[idx])
-        lead = (s["sku"].iloc[idx].map(self.items.set_index("sku")["lead_time_days"])
-                .to_numpy(dtype=float))
+        item = self.items.set_index("sku")
+        skus = s["sku"].iloc[idx]
+        lead = skus.map(item["lead_time_days"]).to_numpy(dtype=float)
         active = ((s["kind"].to_numpy()[idx] == "store") & self.has_forecast[idx]
                   & np.isfinite(life) & (life > 0) & np.isfinite(lead))
         lead = np.where(active, lead, 0.0)
         life = np.where(active, life, 0.0)
+        case = np.maximum(skus.map(item["case_size"]).fillna(1).to_numpy(dtype=float), 1.0)
+        values = [unit_values(float(p), float(c)) for p, c in
+                  zip(s["price"].to_numpy(dtype=float)[idx],
+                      s["unit_cost"].to_numpy(dtype=float)[idx], strict=True)]
+        sale = np.array([v[0] for v in values], dtype=float).reshape(len(idx))
+        loss = np.array([v[1] for v in values], dtype=float).reshape(len(idx))
+        cap_z = np.array([service_z(min(max(a / (a + b) if a + b > 0 else 0.5, 1e-6),
+                                        1 - 1e-6)) for a, b in values],
+                         dtype=float).reshape(len(idx))
         n_orders = len(edges) - 1
-        target = np.zeros((len(idx), n_orders))
-        before = np.zeros((len(idx), n_orders))
+        plan = np.zeros((4, len(idx), n_orders))
         for j, row in enumerate(idx.tolist()):
             if active[j]:
-                target[j], before[j] = self._order_plan(row, n_orders, float(lead[j]),
-                                                        review_days)
-        return Reorders(active, lead, life, target, before)
+                plan[:, j] = self._order_plan(row, n_orders, float(lead[j]), float(life[j]),
+                                              review_days)
+        return Reorders(active, lead, life, plan[0], plan[1], plan[2], plan[3], case, cap_z,
+                        sale, loss)
 
-    def _order_plan(self, row: int, n_orders: int, lead: float,
-                    review_days: float) -> tuple[np.ndarray, np.ndarray]:
-        """(target, before) of a series' first ``n_orders`` daily orders; the same for
-        every scenario of the series, so kept for the next what-if."""
-        key = (row, n_orders, lead, review_days)
+    def _order_plan(self, row: int, n_orders: int, lead: float, life: float,
+                    review_days: float) -> np.ndarray:
+        """(target, before, sells, sells_sd) of a series' first ``n_orders`` daily orders
+        (:class:`Reorders`); the same for every scenario of the series, so kept for the
+        next what-if."""
+        key = (row, n_orders, lead, life, review_days)
         if key not in self._plans:
             placed = self.edges[:n_orders]
-            target, before = np.zeros(n_orders), np.zeros(n_orders)
+            plan = np.zeros((4, n_orders))
             z = service_z(service_level_of(self.service_level,
                                            self.series["category"].iat[row]))
             last = self.mean.shape[1] - 1
@@ -631,9 +731,14 @@ class ShelfModel:
                 day = min(max(int(np.searchsorted(self.edges, arrive, side="right")) - 1, 0),
                           last)
                 sd = max(float(self.sd[row, day]), math.sqrt(float(self.mean[row, day])))
-                target[k] = self.expected_demand(row, arrive, arrive + review_days) + z * sd
-                before[k] = self.expected_demand(row, placed[k], arrive)
-            self._plans[key] = (target, before)
+                plan[0, k] = self.expected_demand(row, arrive, arrive + review_days) + z * sd
+                plan[1, k] = self.expected_demand(row, placed[k], arrive)
+                if lead + life > MAX_MODEL_DAYS:  # the job does not cap such a lot
+                    plan[2, k], plan[3, k] = math.inf, 0.0
+                else:
+                    plan[2, k] = self.expected_demand(row, arrive, arrive + life)
+                    plan[3, k] = self.demand_sd(row, arrive, arrive + life)
+            self._plans[key] = plan
         return self._plans[key]
 
     def baseline(self) -> Outcome:
@@ -646,6 +751,21 @@ class ShelfModel:
         lo, hi = edges[:-1], np.append(edges[1:-1], max(edges[-1], end))
         overlap = np.clip(np.minimum(hi, end) - np.maximum(lo, start), 0, None)
         return float((self.mean[row, :len(lo)] * overlap).sum())
+
+    def demand_sd(self, row: int, start: float, end: float) -> float:
+        """Standard deviation of a series' demand in [start, end] (days after now): each
+        day's sd (at least Poisson's) for the part of it inside, days correlated as the
+        paths draw them (:data:`ERROR_CORRELATION`); a window past the horizon repeats
+        its last day."""
+        days = self.mean.shape[1]
+        extra = max(int(math.ceil(end - self.edges[-1])), 0)
+        lo = np.concatenate([self.edges[:-1], self.edges[-1] + np.arange(extra)])
+        hi = np.concatenate([self.edges[1:], self.edges[-1] + np.arange(1, extra + 1)])
+        col = np.minimum(np.arange(len(lo)), days - 1)
+        overlap = np.clip(np.minimum(hi, end) - np.maximum(lo, start), 0, None)
+        sd = np.maximum(self.sd[row, col], np.sqrt(self.mean[row, col])) * overlap
+        rho = self.error_correlation
+        return float(math.sqrt((1 - rho) * float((sd ** 2).sum()) + rho * float(sd.sum()) ** 2))
 
     # --- reports --------------------------------------------------------------------------
 
