@@ -176,137 +176,226 @@ class Trace:
         self.recommendations.append(rec)
 
 
+@dataclass(frozen=True)
+class OrderRequest:
+    """A store's order to decide on one day of a replay (see :data:`DecideOrders`)."""
+
+    key: str
+    """The same in both arms of one recommendation, and unique within an arm's day."""
+    location: str
+    sku: str
+    lots: tuple[Lot, ...]
+    in_transit: int
+    """Units on their way to it: its replayed orders and the transfers due tomorrow."""
+
+
+DecideOrders = Callable[[int, Sequence[OrderRequest]], Sequence[int]]
+"""``(day, requests)`` -> the units each store orders that day (the reorders job, in the
+outcome simulation); they arrive ``lead`` days later as a fresh lot."""
+
+
 def replay(rec: Recommendation, trace: Trace, *, shipped: bool,
            demand: Mapping[str, np.ndarray | None], last_ok: int,
-           horizon: int, reorder: tuple[int, int] | None = None) -> tuple[float, float]:
+           horizon: int) -> tuple[float, float]:
     """(units wasted, units of demand unmet) over the source and destination of ``rec``,
-    days ``rec.day`` to ``rec.day + horizon - 1``, with or without its move; ``demand`` per
-    location (None for a warehouse: it sells nothing and spoils at expiry)."""
-    places = replay_by_place(rec, trace, shipped=shipped, demand=demand, last_ok=last_ok,
-                             horizon=horizon, reorder=reorder)
-    return (sum(w for w, _ in places.values()), sum(u for _, u in places.values()))
+    days ``rec.day`` to ``rec.day + horizon - 1``, with or without its move, every order
+    as the run placed it; ``demand`` per location (None for a warehouse: it sells nothing
+    and spoils at expiry)."""
+    return _totals(replay_by_place(rec, trace, shipped=shipped, demand=demand,
+                                   last_ok=last_ok, horizon=horizon))
 
 
 def replay_by_place(rec: Recommendation, trace: Trace, *, shipped: bool,
                     demand: Mapping[str, np.ndarray | None], last_ok: int,
-                    horizon: int, reorder: tuple[int, int] | None = None
-                    ) -> dict[str, tuple[float, float]]:
-    """:func:`replay`, per location: {location: (units wasted, units unmet)}.
-
-    ``reorder`` (the SKU's lead time and shelf life, in days): in the arm the run did not
-    play, the destination's order placed on the decision day is decided again. That order
-    counted the move as stock on its way, so without a move that shipped it would have
-    been larger by the units moved (a fresh lot arriving with it), and with a move that
-    did not ship, smaller by the units proposed (as far as that order went). Cases and
-    the order's cap are not redone, nor any later order. When the run's order that day
-    was nothing, the order without the move lies anywhere from nothing to the units
-    moved; it is left at nothing."""
-    lots = {loc: [replace(x) for x in start] for loc, start in rec.start.items()}
-    flows: list[tuple[int, int, str, Flow]] = []
-    for loc in lots:
-        for f in trace.flows.get((loc, rec.sku), ()):
-            if not rec.day <= f.day < rec.day + horizon:
-                continue
-            if f.tag == rec.tag and not shipped:
-                continue  # the move as the run made it, left out of the arm without it
-            if f.quantity > 0 and f.day == rec.day:
-                continue  # arrived before the decision: in the starting lots already
-            flows.append((f.day, f.seq, loc, f))
-    if shipped and not rec.shipped:  # the move the run did not make, made here
-        flows.append((rec.day, -1, rec.source, Flow(-1, rec.day, rec.lot, 0, -rec.quantity)))
-        flows.append((rec.arrive, -1, rec.destination, Flow(-1, rec.arrive, rec.lot, 0, 0)))
-    if reorder is not None and shipped != rec.shipped:
-        flows = _redecide_order(flows, rec, shipped=shipped, lead=reorder[0],
-                                life=reorder[1])
-    flows.sort(key=lambda x: (x[0], x[1]))
-    moved: list[Lot] = []
-    out = {loc: [0.0, 0.0] for loc in lots}
-    k = 0
+                    horizon: int) -> dict[str, tuple[float, float]]:
+    """:func:`replay`, per location: {location: (units wasted, units unmet)}."""
+    arm = _Arm(rec, trace, shipped=shipped, demand=demand, last_ok=last_ok, horizon=horizon)
     for day in range(rec.day, rec.day + horizon):
-        while k < len(flows) and flows[k][0] == day:
-            _, seq, loc, f = flows[k]
-            k += 1
+        arm.arrive(day)
+        arm.trade(day)
+    return arm.result()
+
+
+class _Arm:
+    """One arm of one recommendation's replay, a day at a time. With ``orders`` (the
+    SKU's lead time and shelf life) the two stores' own orders from the decision day on
+    are left out and placed again by :meth:`order`, as the reorders job decides them on
+    the arm's stock; without, every order arrives as the run placed it."""
+
+    def __init__(self, rec: Recommendation, trace: Trace, *, shipped: bool,
+                 demand: Mapping[str, np.ndarray | None], last_ok: int, horizon: int,
+                 orders: tuple[int, int] | None = None) -> None:
+        self.rec, self.shipped, self.demand, self.last_ok = rec, shipped, demand, last_ok
+        self.lead, self.life = orders if orders is not None else (0, 0)
+        self.lots = {loc: [replace(x) for x in start] for loc, start in rec.start.items()}
+        stores = {loc for loc in self.lots if demand.get(loc) is not None}
+        flows: list[tuple[int, int, str, Flow]] = []
+        for loc in self.lots:
+            for f in trace.flows.get((loc, rec.sku), ()):
+                if not rec.day <= f.day < rec.day + horizon:
+                    continue
+                if f.tag == rec.tag and not shipped:
+                    continue  # the move as the run made it, left out of the arm without it
+                if f.quantity > 0 and f.day == rec.day:
+                    continue  # arrived before the decision: in the starting lots already
+                if (orders is not None and loc in stores and f.tag is None
+                        and f.quantity > 0 and f.day >= rec.day + self.lead):
+                    continue  # the run's own order from the decision day on: placed again
+                flows.append((f.day, f.seq, loc, f))
+        if shipped and not rec.shipped:  # the move the run did not make, made here
+            flows.append((rec.day, -1, rec.source,
+                          Flow(-1, rec.day, rec.lot, 0, -rec.quantity)))
+            flows.append((rec.arrive, -1, rec.destination,
+                          Flow(-1, rec.arrive, rec.lot, 0, 0)))
+        flows.sort(key=lambda x: (x[0], x[1]))
+        self.flows, self.k = flows, 0
+        self.moved: list[Lot] = []
+        self.moving = rec.moved if rec.shipped else rec.quantity
+        self.placed: list[tuple[int, str, Lot]] = []  # (arrival day, store, lot)
+        self.out = {loc: [0.0, 0.0] for loc in self.lots}
+
+    def arrive(self, day: int) -> None:
+        """What reaches or leaves the two series at the start of ``day``."""
+        while self.k < len(self.flows) and self.flows[self.k][0] == day:
+            _, seq, loc, f = self.flows[self.k]
+            self.k += 1
             if seq == -1 and f.quantity < 0:  # the move itself leaves the source
-                moved = take_lot(lots[loc], f.lot, -f.quantity)
+                self.moved = take_lot(self.lots[loc], f.lot, -f.quantity)
+                self.moving = sum(x.quantity for x in self.moved)
             elif seq == -1:  # ...and reaches the destination
-                lots[loc] += [replace(x, transferred=True) for x in moved]
+                self.lots[loc] += [replace(x, transferred=True) for x in self.moved]
             elif f.quantity > 0:
-                lots[loc].append(Lot(f.lot, f.expires, f.quantity))
+                self.lots[loc].append(Lot(f.lot, f.expires, f.quantity))
             else:
-                take_lot(lots[loc], f.lot, -f.quantity)
-        for loc, held in lots.items():
-            want = demand.get(loc)
+                take_lot(self.lots[loc], f.lot, -f.quantity)
+        for arrive, loc, lot in self.placed:
+            if arrive == day:
+                self.lots[loc].append(lot)
+
+    def requests(self, day: int) -> list[OrderRequest]:
+        """The stores' orders to decide today, after the day's arrivals and moves."""
+        out = []
+        for loc, held in self.lots.items():
+            if self.demand.get(loc) is None:
+                continue
+            coming = sum(lot.quantity for arrive, at, lot in self.placed
+                         if at == loc and arrive > day)
+            coming += sum(f.quantity for d, seq, at, f in self.flows[self.k:]
+                          if at == loc and d == day + 1 and f.quantity > 0
+                          and f.tag is not None and f.tag != self.rec.tag)
+            if (self.shipped and loc == self.rec.destination
+                    and self.rec.day <= day < self.rec.arrive):
+                coming += self.moving
+            out.append(OrderRequest(f"{self.rec.tag}:{loc}", loc, self.rec.sku,
+                                    tuple(replace(x) for x in held if x.quantity > 0),
+                                    int(coming)))
+        return out
+
+    def order(self, location: str, day: int, quantity: int) -> None:
+        if quantity > 0:
+            arrive = day + self.lead
+            self.placed.append((arrive, location,
+                                Lot(f"R{day}", arrive + self.life - 1, int(quantity))))
+
+    def trade(self, day: int) -> None:
+        """The day's sales (FEFO) and what stops being sellable."""
+        for loc, held in self.lots.items():
+            want = self.demand.get(loc)
             if want is not None:
-                out[loc][1] += sell_fefo(held, int(want[day]), day, last_ok)
-            pull = last_ok if want is not None else 0
-            out[loc][0] += sum(x.quantity for x in spoil(held, day, pull))
-    return {loc: (w, u) for loc, (w, u) in out.items()}
+                self.out[loc][1] += sell_fefo(held, int(want[day]), day, self.last_ok)
+            pull = self.last_ok if want is not None else 0
+            self.out[loc][0] += sum(x.quantity for x in spoil(held, day, pull))
+
+    def result(self) -> dict[str, tuple[float, float]]:
+        return {loc: (w, u) for loc, (w, u) in self.out.items()}
 
 
-def _redecide_order(flows: list[tuple[int, int, str, Flow]], rec: Recommendation, *,
-                    shipped: bool, lead: int, life: int) -> list[tuple[int, int, str, Flow]]:
-    """The flows with the destination's order of the decision day decided again (see
-    :func:`replay_by_place`): orders arrive untagged, ``lead`` days after they are placed."""
-    due = rec.day + lead
-    if not shipped:  # the run shipped the move; without it the order is larger
-        ordered = any(loc == rec.destination and day == due and f.tag is None
-                      and f.quantity > 0 and seq >= 0 for day, seq, loc, f in flows)
-        if not ordered:  # it ordered nothing: without the move, anything up to the units
-            return flows  # moved; kept at nothing, as the run placed it
-        extra = Flow(-2, due, f"O{rec.day}+", due + life - 1, rec.moved)
-        return [*flows, (due, -2, rec.destination, extra)]
-    less, out = rec.quantity, []
-    for day, seq, loc, f in flows:  # the run did not ship it; with it the order is smaller
-        if less > 0 and loc == rec.destination and day == due and f.tag is None \
-                and f.quantity > 0 and seq >= 0:
-            cut = min(less, f.quantity)
-            less -= cut
-            f = replace(f, quantity=f.quantity - cut)
-        out.append((day, seq, loc, f))
+def replay_ordering(recs: Sequence[Recommendation], trace: Trace, *,
+                    demand_of: Callable[[str, str], np.ndarray | None],
+                    last_ok_of: Callable[[str], int], horizon: int,
+                    reorder_of: Callable[[str], tuple[int, int]], decide: DecideOrders
+                    ) -> dict[int, dict[bool, dict[str, tuple[float, float]]]]:
+    """Both arms of every recommendation in ``recs``, with both stores ordering each day
+    as ``decide`` (the reorders job) answers their stock in that arm: {tag: {arm: places}}.
+
+    All replays advance together a day at a time, so each day's orders are one call per
+    arm; a store keeps the same key in both arms, so the job draws the same demand paths
+    for it in each."""
+    arms = {(rec.tag, flag): _Arm(rec, trace, shipped=flag,
+                                  demand={loc: demand_of(loc, rec.sku)
+                                          for loc in (rec.source, rec.destination)},
+                                  last_ok=last_ok_of(rec.sku), horizon=horizon,
+                                  orders=reorder_of(rec.sku))
+            for rec in recs for flag in (True, False)}
+    if not arms:
+        return {}
+    first = min(rec.day for rec in recs)
+    last = max(rec.day for rec in recs) + horizon
+    for day in range(first, last):
+        live = [a for a in arms.values() if a.rec.day <= day < a.rec.day + horizon]
+        for a in live:
+            a.arrive(day)
+        for flag in (True, False):
+            asked = [(a, r) for a in live if a.shipped == flag for r in a.requests(day)]
+            if asked:
+                got = decide(day, [r for _, r in asked])
+                for (a, r), quantity in zip(asked, got, strict=True):
+                    a.order(r.location, day, int(quantity))
+        for a in live:
+            a.trade(day)
+    out: dict[int, dict[bool, dict[str, tuple[float, float]]]] = defaultdict(dict)
+    for (tag, flag), a in arms.items():
+        out[tag][flag] = a.result()
     return out
 
 
 def measure(trace: Trace, demand_of: Callable[[str, str], np.ndarray | None],
-            last_ok_of: Callable[[str], int], *, horizon: int,
-            last_day: int, reorder_of: Callable[[str], tuple[int, int]] | None = None
-            ) -> list[Recommendation]:
+            last_ok_of: Callable[[str], int], *, horizon: int, last_day: int,
+            reorder_of: Callable[[str], tuple[int, int]] | None = None,
+            decide: DecideOrders | None = None) -> list[Recommendation]:
     """Fill ``measured_units`` of every recommendation whose horizon ends by ``last_day``
     (the ones after it are left unmeasured); returns those measured.
 
     ``demand_of(location, sku)`` gives a store series' daily demand (None for a warehouse),
-    ``last_ok_of(sku)`` its minimum sellable days. With ``reorder_of(sku)`` (lead time,
-    shelf life) the arm the run did not play re-decides the destination's order of the
-    decision day (:func:`replay_by_place`) for ``measured_units``, and
-    ``measured_frozen`` keeps the replay with every order as the run placed it."""
+    ``last_ok_of(sku)`` its minimum sellable days. ``measured_frozen`` replays every order
+    as the run placed it. With ``reorder_of(sku)`` (lead time, shelf life) and ``decide``
+    (:data:`DecideOrders`), ``measured_units`` replays both stores ordering as the job
+    answers each arm's stock (:func:`replay_ordering`); without, it is the frozen one."""
     done = []
     for rec in trace.recommendations:
         if rec.day + horizon - 1 > last_day:
             continue
         demand = {loc: demand_of(loc, rec.sku) for loc in (rec.source, rec.destination)}
-        last_ok = last_ok_of(rec.sku)
-        # A store's order is filled from its warehouse first, so when the source is one
-        # the order decided again would draw on the source itself: left as the run had it.
-        reorder = (None if reorder_of is None or demand[rec.source] is None
-                   else reorder_of(rec.sku))
         frozen = {arm: replay_by_place(rec, trace, shipped=arm, demand=demand,
-                                       last_ok=last_ok, horizon=horizon)
+                                       last_ok=last_ok_of(rec.sku), horizon=horizon)
                   for arm in (True, False)}
-        rec.measured_frozen = _saved(frozen)
-        places = frozen if reorder is None else {
-            arm: replay_by_place(rec, trace, shipped=arm, demand=demand, last_ok=last_ok,
-                                 horizon=horizon, reorder=reorder)
-            for arm in (True, False)}
-        rec.measured_units = _saved(places)
-        src, dst = places[True][rec.source], places[True][rec.destination]
-        src0, dst0 = places[False][rec.source], places[False][rec.destination]
-        rec.parts = {"source_waste_avoided": src0[0] - src[0],
-                     "destination_waste_added": dst[0] - dst0[0],
-                     "destination_unmet_avoided": dst0[1] - dst[1],
-                     "source_unmet_added": src[1] - src0[1]}
+        rec.measured_frozen = rec.measured_units = _saved(frozen)
+        rec.parts = _parts(rec, frozen)
         if rec.shipped:
-            rec.replay_matches_run = _totals(places[True]) == trace.ran(rec, horizon)
+            rec.replay_matches_run = _totals(frozen[True]) == trace.ran(rec, horizon)
         done.append(rec)
+    # A store's order is filled from its warehouse first, so when the source is one the
+    # orders decided again would draw on the source itself: such moves stay frozen.
+    ordering = [rec for rec in done if demand_of(rec.source, rec.sku) is not None]
+    if reorder_of is not None and decide is not None and ordering:
+        replays = replay_ordering(ordering, trace, demand_of=demand_of,
+                                  last_ok_of=last_ok_of, horizon=horizon,
+                                  reorder_of=reorder_of, decide=decide)
+        for rec in ordering:
+            rec.measured_units = _saved(replays[rec.tag])
+            rec.parts = _parts(rec, replays[rec.tag])
     return done
+
+
+def _parts(rec: Recommendation, places: Mapping[bool, Mapping[str, tuple[float, float]]]
+           ) -> dict[str, float]:
+    """Where a replay's units saved came from, per place and kind."""
+    src, dst = places[True][rec.source], places[True][rec.destination]
+    src0, dst0 = places[False][rec.source], places[False][rec.destination]
+    return {"source_waste_avoided": src0[0] - src[0],
+            "destination_waste_added": dst[0] - dst0[0],
+            "destination_unmet_avoided": dst0[1] - dst[1],
+            "source_unmet_added": src[1] - src0[1]}
 
 
 def _totals(places: Mapping[str, tuple[float, float]]) -> tuple[float, float]:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -50,7 +50,9 @@ from lakehouse.naming import PREFIX_CATEGORY
 from . import reference
 from .approval import auto_approve
 from .counterfactual import (
+    DecideOrders,
     Lot,
+    OrderRequest,
     Recommendation,
     Trace,
     decile_errors,
@@ -507,6 +509,41 @@ class RealTime(Policy):
         for loc, sku in net.series:
             stock.order(day, loc, sku, wanted.get((loc, sku), 0))
 
+    def replay_orders(self, day: int, requests: Sequence[OrderRequest]) -> list[int]:
+        """The reorders job's order for each store of an estimate replay
+        (:data:`.counterfactual.DecideOrders`): the same call, forecasts, service levels
+        and paths as this policy's own orders that day, on the replay's stock. Each
+        request is a series of its own (``location|key``), so a store that two replays
+        share is decided on each one's stock."""
+        if not requests:
+            return []
+        net = self.net
+        now = datetime.combine(net.dates[day], datetime.min.time(), UTC)
+        made = max(o for o in self.forecasts if o < day)
+        fc = self.forecasts[made]
+        fc = fc[fc["forecast_date"] >= net.dates[day]]
+        d0 = net.dates[0]
+        ids = [f"{r.location}|{r.key}" for r in requests]
+        asked = pd.DataFrame({"location_id": ids, "store": [r.location for r in requests],
+                              "sku": [r.sku for r in requests]})
+        cohorts = pd.DataFrame(
+            [(net.region[r.location], i, r.sku, lot.lot, d0 + timedelta(days=lot.expires),
+              lot.quantity) for i, r in zip(ids, requests, strict=True) for lot in r.lots],
+            columns=["region", "location_id", "sku", "lot", "expires_on", "quantity"])
+        forecasts = (asked.merge(fc.rename(columns={"location_id": "store"}),
+                                 on=["store", "sku"]).drop(columns="store"))
+        locations = pd.DataFrame({"location_id": ids,
+                                  "region": [net.region[r.location] for r in requests],
+                                  "kind": "store"})
+        moving = pd.DataFrame({"location_id": ids, "sku": asked["sku"],
+                               "quantity": [r.in_transit for r in requests]})
+        got = suggest_reorders(cohorts, forecasts, locations, net.items,
+                               in_transit=moving[moving["quantity"] > 0], now=now,
+                               paths=self.paths, seed=self.seed + day,
+                               service_level=self.service_level)
+        qty = dict(zip(got["location_id"], got["order_quantity"], strict=True))
+        return [int(qty.get(i, 0)) for i in ids]
+
     def _shelflife_transfers(self, stock: Stock, day: int, now: datetime,
                              fc: pd.DataFrame) -> None:
         net = self.net
@@ -613,7 +650,8 @@ def run_policy(net: Network, policy: Policy, first: int, last: int, *, scored_fr
     return b
 
 
-def measure_estimates(net: Network, trace: Trace) -> dict[str, Any]:
+def measure_estimates(net: Network, trace: Trace,
+                      decide: DecideOrders | None = None) -> dict[str, Any]:
     """Each recommendation's units saved as the simulation measures them (a paired replay
     of its two series, :mod:`.counterfactual`) against the job's own estimate, by decile of
     estimated value: over every recommendation (what the Transfers page shows) and over
@@ -629,7 +667,8 @@ def measure_estimates(net: Network, trace: Trace) -> dict[str, Any]:
     done = measure(trace, demand_of, lambda sku: int(net.item[sku]["min_sellable_days"]),
                    horizon=TRANSFER_HORIZON_DAYS, last_day=net.start + net.days - 1,
                    reorder_of=lambda sku: (int(net.item[sku]["lead_time_days"]),
-                                           int(net.item[sku]["shelf_life_days"])))
+                                           int(net.item[sku]["shelf_life_days"])),
+                   decide=decide)
     every = decile_errors(done)
     shipped = decile_errors([r for r in done if r.shipped])
     frozen = decile_errors([r for r in done if r.shipped], frozen=True)
@@ -807,18 +846,19 @@ def simulate(data: pd.DataFrame, categories: Mapping[int, str], *, stores: int, 
     levels = tune_shelflife(net, forecasts, paths=paths, seed=seed, say=say)
     say(f"shelflife tuned: service level {levels}; the reorders job takes them as "
         f"{SERVICE_LEVELS_ENV}=" + ",".join(f"{c}={v:g}" for c, v in levels.items()))
+    shelflife = RealTime(net, forecasts, shelf_life_aware=True, paths=paths, seed=seed,
+                         service_level=levels)
     policies: list[Policy] = [
         DayOldBatch(net, window, safety),
         RealTime(net, forecasts, shelf_life_aware=False, paths=paths, seed=seed,
                  service_level=levels),
-        RealTime(net, forecasts, shelf_life_aware=True, paths=paths, seed=seed,
-                 service_level=levels)]
+        shelflife]
     trace = Trace()
     books = {p.name: run_policy(net, p, net.start, net.start + net.days,
                                 scored_from=net.start, say=say,
                                 trace=trace if p.name == "shelflife" else None)
              for p in policies}
-    estimates = measure_estimates(net, trace)
+    estimates = measure_estimates(net, trace, decide=shelflife.replay_orders)
     correlation = error_day_correlation(
         net, {o: fc for o, fc in forecasts.items() if o >= net.start - 1})  # scored weeks
     say(f"forecast errors: two days of one forecast correlate {correlation} on this demand "
