@@ -8,27 +8,30 @@ twice, once with the move and once without, on the demand that really came, and 
 same thing the estimate counts: the larger of the two reductions, units wasted and units of
 demand unmet, over both places.
 
-Everything else that reached or left those two series in the run (orders arriving,
-warehouse stock drawn by the stores' orders, other transfers) is replayed as it happened in
-both arms: the counterfactual freezes the other decisions. The estimate instead lets both
-places keep ordering as the stock they hold asks (an order-up-to on the forecast), so the
-comparison measures the forecast, the stock arithmetic and that model of the orders
-together, against orders that did not react to the move. It leans one way for moves
-that shipped (the destination's later orders were smaller because the move was coming, so
-without it the replay runs short) and the other way for moves that did not (the
-destination's orders already covered the need). One order is therefore decided again in
-the arm the run did not play: the destination's order of the decision day, which counted
-the move as stock on its way (larger by the units moved without a move that shipped,
-smaller by the units proposed with one that did not). ``measured_units`` is that replay;
-``measured_frozen`` keeps every order as the run placed it. Both are reported.
+Everything else that reached or left those two series in the run (warehouse stock drawn
+by the stores' orders, other transfers) is replayed as it happened in both arms. The two
+stores' own orders are not: they answered the stock each store held, which the move
+changed. The recommender's estimate lets both places keep ordering (its model of the
+reorders job's rules), so the replay does too. From the decision day on, both arms drop
+the run's orders of the two stores and ask the reorders job itself, each day, what each
+store orders on the stock it holds in that arm (:func:`replay_ordering`; in the
+simulation, :meth:`.outcomes.RealTime.replay_orders`). That is ``measured_units``.
+``measured_frozen`` keeps every order as the run placed it, in both arms, and is reported
+beside it. For a move that shipped it errs both ways: the stores' later orders counted
+the move, so the arm without it runs short at the destination (crediting the move) and
+holds both the lot and its replacement at the source (charging it). A move out of a
+warehouse stays frozen: the destination's orders draw on that warehouse, the move's own
+source.
 
 Selling and spoiling are :func:`sell_fefo` and :func:`spoil`, the same functions the
 simulation's own trading day calls.
 
 Also not modelled: the recommender values each move as if the better-ranked moves of the
 day were made, while the replay keeps only those that shipped; a recorded outflow that
-finds its lot short in an arm takes what is there (:func:`take_lot`); and a move that did
-not ship is placed before the day's real moves, not at its rank.
+finds its lot short in an arm takes what is there (:func:`take_lot`); a move that did
+not ship is placed before the day's real moves, not at its rank; and an order placed
+again arrives fresh from the supplier, where the run fills a store's order from its
+warehouse's lots first.
 """
 
 from __future__ import annotations
@@ -185,8 +188,9 @@ class OrderRequest:
     location: str
     sku: str
     lots: tuple[Lot, ...]
-    in_transit: int
-    """Units on their way to it: its replayed orders and the transfers due tomorrow."""
+    coming: tuple[tuple[int | None, int], ...]
+    """(expires, units) on their way to it: its replayed orders (no expiry known, as for
+    an order in the jobs) and the transfers due tomorrow (their lot's)."""
 
 
 DecideOrders = Callable[[int, Sequence[OrderRequest]], Sequence[int]]
@@ -250,7 +254,6 @@ class _Arm:
         flows.sort(key=lambda x: (x[0], x[1]))
         self.flows, self.k = flows, 0
         self.moved: list[Lot] = []
-        self.moving = rec.moved if rec.shipped else rec.quantity
         self.placed: list[tuple[int, str, Lot]] = []  # (arrival day, store, lot)
         self.out = {loc: [0.0, 0.0] for loc in self.lots}
 
@@ -261,7 +264,6 @@ class _Arm:
             self.k += 1
             if seq == -1 and f.quantity < 0:  # the move itself leaves the source
                 self.moved = take_lot(self.lots[loc], f.lot, -f.quantity)
-                self.moving = sum(x.quantity for x in self.moved)
             elif seq == -1:  # ...and reaches the destination
                 self.lots[loc] += [replace(x, transferred=True) for x in self.moved]
             elif f.quantity > 0:
@@ -278,17 +280,17 @@ class _Arm:
         for loc, held in self.lots.items():
             if self.demand.get(loc) is None:
                 continue
-            coming = sum(lot.quantity for arrive, at, lot in self.placed
-                         if at == loc and arrive > day)
-            coming += sum(f.quantity for d, seq, at, f in self.flows[self.k:]
-                          if at == loc and d == day + 1 and f.quantity > 0
-                          and f.tag is not None and f.tag != self.rec.tag)
-            if (self.shipped and loc == self.rec.destination
-                    and self.rec.day <= day < self.rec.arrive):
-                coming += self.moving
+            coming: list[tuple[int | None, int]] = [
+                (None, lot.quantity) for arrive, at, lot in self.placed
+                if at == loc and arrive > day]
+            coming += [(f.expires, f.quantity) for d, seq, at, f in self.flows[self.k:]
+                       if at == loc and d == day + 1 and f.quantity > 0 and f.tag is not None]
+            if (self.shipped and not self.rec.shipped and loc == self.rec.destination
+                    and self.rec.day <= day < self.rec.arrive):  # the move made here
+                coming += [(x.expires, x.quantity) for x in self.moved]
             out.append(OrderRequest(f"{self.rec.tag}:{loc}", loc, self.rec.sku,
                                     tuple(replace(x) for x in held if x.quantity > 0),
-                                    int(coming)))
+                                    tuple(coming)))
         return out
 
     def order(self, location: str, day: int, quantity: int) -> None:

@@ -247,10 +247,8 @@ def decision_inputs(root: Root = None) -> dict[str, pd.DataFrame] | None:
                                           "forecast", "lower", "upper", "model"])
     locs = reference.locations(levels, root)
     items = reference.sku_attributes(set(cohorts["sku"]) | set(levels["sku"]), root)
-    moving = levels[levels["in_transit_in"].fillna(0) > 0]
-    in_transit = pd.DataFrame({"location_id": moving["location_id"], "sku": moving["sku"],
-                               "quantity": moving["in_transit_in"].astype("int64")})
     book = transfer_book(root)
+    in_transit = in_transit_lots(levels, book.shipped())
     return {
         "cohorts": _commit(cohorts, book.committed()), "forecasts": forecasts,
         "locations": locs, "items": items,
@@ -258,6 +256,33 @@ def decision_inputs(root: Root = None) -> dict[str, pd.DataFrame] | None:
         "transit": reference.transit_matrix(locs, root), "in_transit": in_transit,
         "book": book,
     }
+
+
+def in_transit_lots(levels: pd.DataFrame, shipped: pd.DataFrame) -> pd.DataFrame:
+    """``location_id, sku, expires_on, quantity`` on their way to each store: gold
+    ``in_transit_in``, with the units of approved transfers that have shipped given their
+    lot's expiry (earliest first, never more than the level shows), the rest none.
+
+    A transfer brings a lot with its own life left, often short: counted as a fresh
+    receipt, the destination's next order would skip the days after it expires."""
+    moving = levels[levels["in_transit_in"].fillna(0) > 0]
+    rows: list[tuple[str, str, Any, int]] = []
+    known = (shipped.sort_values("expires_on").groupby(["destination_location", "sku"])
+             if len(shipped) else None)
+    groups = dict(list(known)) if known is not None else {}
+    for loc, sku, total in zip(moving["location_id"], moving["sku"],
+                               moving["in_transit_in"].astype("int64"), strict=True):
+        left = int(total)
+        lots = groups.get((loc, sku))
+        for expires_on, quantity in ([] if lots is None else
+                                     zip(lots["expires_on"], lots["quantity"], strict=True)):
+            take = min(left, int(quantity))
+            if take > 0:
+                rows.append((loc, sku, expires_on, take))
+                left -= take
+        if left > 0:
+            rows.append((loc, sku, None, left))
+    return pd.DataFrame(rows, columns=["location_id", "sku", "expires_on", "quantity"])
 
 
 def _commit(cohorts: pd.DataFrame, committed: pd.DataFrame) -> pd.DataFrame:
@@ -299,6 +324,15 @@ class TransferBook:
         ids = self.previous["recommendation_id"]
         open_ = (ids.map(latest) == "approved") & ~ids.isin(set(self.progress))
         return self.previous.loc[open_, cols].reset_index(drop=True)
+
+    def shipped(self) -> pd.DataFrame:
+        """Approved transfers on their way (shipped, not arrived): ``destination_location,
+        sku, lot, expires_on, quantity``."""
+        cols = ["destination_location", "sku", "lot", "expires_on", "quantity"]
+        if self.previous is None or self.previous.empty or not self.progress:
+            return pd.DataFrame(columns=cols)
+        going = self.previous["recommendation_id"].map(self.progress) == "shipped"
+        return self.previous.loc[going, cols].reset_index(drop=True)
 
 
 def transfer_book(root: Root = None) -> TransferBook:

@@ -426,9 +426,14 @@ class Stock:
                                            "expires_on", "quantity"])
 
     def in_transit(self) -> pd.DataFrame:
-        rows = [(s.location, s.sku, s.lot.quantity) for s in self.moving]
-        frame = pd.DataFrame(rows, columns=["location_id", "sku", "quantity"])
-        return frame.groupby(["location_id", "sku"], as_index=False)["quantity"].sum()
+        """Units on their way, as the jobs read them: a transfer with its lot's expiry
+        (the approved recommendation names the lot), an order without one."""
+        d0 = self.net.dates[0]
+        rows = [(s.location, s.sku, d0 + timedelta(days=s.lot.expires) if s.lot.transferred
+                 else None, s.lot.quantity) for s in self.moving]
+        frame = pd.DataFrame(rows, columns=["location_id", "sku", "expires_on", "quantity"])
+        return frame.groupby(["location_id", "sku", "expires_on"], as_index=False,
+                             dropna=False)["quantity"].sum()
 
 
 # --- policies --------------------------------------------------------------------------------
@@ -535,10 +540,12 @@ class RealTime(Policy):
         locations = pd.DataFrame({"location_id": ids,
                                   "region": [net.region[r.location] for r in requests],
                                   "kind": "store"})
-        moving = pd.DataFrame({"location_id": ids, "sku": asked["sku"],
-                               "quantity": [r.in_transit for r in requests]})
-        got = suggest_reorders(cohorts, forecasts, locations, net.items,
-                               in_transit=moving[moving["quantity"] > 0], now=now,
+        moving = pd.DataFrame(
+            [(i, r.sku, None if expires is None else d0 + timedelta(days=expires), units)
+             for i, r in zip(ids, requests, strict=True) for expires, units in r.coming
+             if units > 0], columns=["location_id", "sku", "expires_on", "quantity"])
+        got = suggest_reorders(cohorts, forecasts, locations, net.items, in_transit=moving,
+                               now=now,
                                paths=self.paths, seed=self.seed + day,
                                service_level=self.service_level)
         qty = dict(zip(got["location_id"], got["order_quantity"], strict=True))

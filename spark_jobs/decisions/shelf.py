@@ -480,9 +480,10 @@ class ShelfModel:
     """Stock, demand and selling rules of every (location, SKU), ready for what-ifs.
 
     ``series`` has one row per (location, SKU) with positive stock, a forecast or stock in
-    transit; ``lots[i]`` are its cohorts (plus a fresh lot for stock in transit to it,
-    sellable from now: it has no expiry in the tables, so it counts as a new receipt of
-    ``shelf_life_days``). Scenarios are (series index, lots) pairs run on that series' paths.
+    transit; ``lots[i]`` are its cohorts, plus a lot for stock in transit to it, sellable
+    from now. ``in_transit`` may give each row's ``expires_on`` (a transfer of a known
+    lot); without one the units count as a new receipt of ``shelf_life_days`` (an order
+    from the supplier). Scenarios are (series index, lots) pairs run on that series' paths.
     """
 
     def __init__(self, cohorts: pd.DataFrame, forecasts: pd.DataFrame,
@@ -520,7 +521,10 @@ class ShelfModel:
             moving = require_columns(in_transit, ("location_id", "sku", "quantity"),
                                      "in_transit")
             moving = moving[pd.to_numeric(moving["quantity"], errors="coerce").fillna(0) > 0]
-            moving = moving.groupby(["location_id", "sku"], as_index=False)["quantity"].sum()
+            moving = moving.assign(expires_on=[as_date(v) for v in moving["expires_on"]]
+                                   if "expires_on" in moving else None)
+            moving = moving.groupby(["location_id", "sku", "expires_on"], as_index=False,
+                                    dropna=False)["quantity"].sum()
         keys = [stock[["location_id", "sku"]], forecasts[["location_id", "sku"]]]
         if moving is not None:
             keys.append(moving[["location_id", "sku"]])
@@ -544,7 +548,7 @@ class ShelfModel:
         self._seeds = [series_seed(self.seed, a, b)
                        for a, b in zip(series["location_id"], series["sku"], strict=True)]
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._plans: dict[tuple[int, int, float, float], tuple[np.ndarray, np.ndarray]] = {}
+        self._plans: dict[tuple[int, int, float, float, float], np.ndarray] = {}
         self.index = {(r.location_id, r.sku): i
                       for i, r in enumerate(series[["location_id", "sku"]].itertuples())}
         self._forecast_arrays(forecasts)
@@ -560,9 +564,11 @@ class ShelfModel:
             life = series["shelf_life_days"].to_numpy(dtype=float)
             for r in moving.itertuples(index=False):
                 i = self.index[(str(r.location_id), str(r.sku))]
-                fresh = life[i] if np.isfinite(life[i]) else math.inf
+                known = as_date(r.expires_on)
+                end = (life_end_days(known, self.now) if known is not None
+                       else life[i] if np.isfinite(life[i]) else math.inf)
                 lots[i].append(Lot(IN_TRANSIT_LOT, float(r.quantity), 0.0,
-                                   fresh - sell_min[i]))
+                                   end - sell_min[i], known))
         self.lots = [tuple(sorted(lot_list, key=lambda x: (x.sellable_until, x.lot)))
                      for lot_list in lots]
 

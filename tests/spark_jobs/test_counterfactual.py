@@ -80,7 +80,7 @@ def _order_two_days(rate: dict[str, float]):
     holds and what is on its way (the simulation asks the reorders job instead)."""
     def decide(day: int, requests: list[OrderRequest]) -> list[int]:
         return [max(0, int(2 * rate[r.location]) - sum(x.quantity for x in r.lots)
-                    - r.in_transit) for r in requests]
+                    - sum(units for _, units in r.coming)) for r in requests]
     return decide
 
 

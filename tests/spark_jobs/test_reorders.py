@@ -26,7 +26,7 @@ COHORT_COLUMNS = ["region", "location_id", "sku", "lot", "expires_on", "quantity
 def reorder(stock: list[tuple[str, date | None, int]], *, demand: float = 20.0,
             spread: float = 0.2, shelf_life: int = 10, min_sellable: int = 1, case: int = 1,
             lead: int | None = 1, review: float = 1, moving: int = 0,
-            kind: str = "store", unit_cost: float = 0.5,
+            moving_expires: date | None = None, kind: str = "store", unit_cost: float = 0.5,
             service_level: float | dict[str, float] = 0.9) -> pd.DataFrame:
     cohorts = pd.DataFrame([{"region": "east", "location_id": "S1", "sku": "MILK", "lot": lot,
                              "expires_on": exp, "quantity": qty} for lot, exp, qty in stock],
@@ -41,8 +41,8 @@ def reorder(stock: list[tuple[str, date | None, int]], *, demand: float = 20.0,
             "shelf_life_days": shelf_life, "min_sellable_days": min_sellable, "case_size": case}
     if lead is not None:
         item["lead_time_days"] = lead
-    in_transit = (pd.DataFrame([{"location_id": "S1", "sku": "MILK", "quantity": moving}])
-                  if moving else None)
+    in_transit = (pd.DataFrame([{"location_id": "S1", "sku": "MILK", "quantity": moving,
+                                 "expires_on": moving_expires}]) if moving else None)
     return suggest_reorders(cohorts, forecasts, locations, pd.DataFrame([item]),
                             in_transit=in_transit, now=NOW, review_days=review, paths=2000,
                             service_level=service_level)
@@ -188,3 +188,35 @@ def test_lead_time_defaults_to_a_day_and_warehouses_do_not_reorder_here() -> Non
     row = reorder([("L1", date(2026, 12, 20), 25)], lead=None).iloc[0]
     assert row["lead_time_days"] == 1 and row["arrives_on"] == date(2026, 12, 2)
     assert reorder([], kind="warehouse").empty
+
+
+def test_a_transfer_on_its_way_counts_only_for_the_life_its_lot_has_left() -> None:
+    """A transfer brings a lot that may expire in a day or two. Counted as a fresh
+    receipt, it would stop the store ordering for the days after it is gone."""
+    fresh = reorder([], demand=20.0, moving=60)
+    short = reorder([], demand=20.0, moving=60, moving_expires=NOW.date() + timedelta(days=1))
+    assert fresh.empty  # 60 fresh units cover today and the day the order would cover
+    # Usable through tomorrow only (and pulled a day before expiry): nothing of it is
+    # sellable when the order lands, so the store orders that day in full.
+    row = short.iloc[0]
+    assert row["sellable_at_arrival"] == 0 and row["order_quantity"] >= 20
+    assert row["in_transit"] == 60
+
+
+def test_shipped_transfers_give_the_units_in_transit_their_lot_s_expiry() -> None:
+    from spark_jobs.decisions.jobs import in_transit_lots  # the job's input, no lakehouse
+
+    levels = pd.DataFrame({"location_id": ["S1", "S2"], "sku": ["MILK", "MILK"],
+                           "in_transit_in": [30, 5]})
+    shipped = pd.DataFrame({"destination_location": ["S1", "S1", "S2"],
+                            "sku": ["MILK"] * 3, "lot": ["B", "A", "C"],
+                            "expires_on": [date(2026, 12, 9), date(2026, 12, 3),
+                                           date(2026, 12, 4)],
+                            "quantity": [12, 10, 8]})
+    out = in_transit_lots(levels, shipped)
+    rows = sorted(((r.location_id, r.expires_on, r.quantity) for r in out.itertuples()),
+                  key=lambda r: (r[0], r[1] or date.max))
+    # S1: both approved lots (earliest first), and 8 units no approved move explains.
+    # S2 shows 5 in transit: the lot's expiry, for no more than the level says.
+    assert rows == [("S1", date(2026, 12, 3), 10), ("S1", date(2026, 12, 9), 12),
+                    ("S1", None, 8), ("S2", date(2026, 12, 4), 5)]
