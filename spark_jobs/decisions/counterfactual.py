@@ -128,8 +128,8 @@ class Recommendation:
     """Units the run moved (0 for a recommendation that did not ship)."""
     measured_units: float | None = None
     measured_frozen: float | None = None
-    """What the replay measures with the decision day's order as the run placed it, in
-    both arms (see :func:`measure`)."""
+    """What the replay measures with every order as the run placed it, in both arms (see
+    :func:`measure`)."""
     replay_matches_run: bool | None = None
     """For a move that shipped: whether its replay with the move gave what the run did."""
     parts: dict[str, float] = field(default_factory=dict)
@@ -283,8 +283,15 @@ class _Arm:
             coming: list[tuple[int | None, int]] = [
                 (None, lot.quantity) for arrive, at, lot in self.placed
                 if at == loc and arrive > day]
-            coming += [(f.expires, f.quantity) for d, seq, at, f in self.flows[self.k:]
-                       if at == loc and d == day + 1 and f.quantity > 0 and f.tag is not None]
+            for d, seq, at, f in self.flows[self.k:]:
+                if at != loc or f.quantity <= 0 or seq < 0:
+                    continue
+                if f.tag is None:  # an order the run placed before the decision day
+                    coming.append((None, f.quantity))
+                elif f.tag == self.rec.tag or d == day + 1:
+                    # the move itself from the day it left; another transfer the day
+                    # before it lands (in the simulation every transfer lands next day)
+                    coming.append((f.expires, f.quantity))
             if (self.shipped and not self.rec.shipped and loc == self.rec.destination
                     and self.rec.day <= day < self.rec.arrive):  # the move made here
                 coming += [(x.expires, x.quantity) for x in self.moved]
@@ -362,7 +369,8 @@ def measure(trace: Trace, demand_of: Callable[[str, str], np.ndarray | None],
     ``last_ok_of(sku)`` its minimum sellable days. ``measured_frozen`` replays every order
     as the run placed it. With ``reorder_of(sku)`` (lead time, shelf life) and ``decide``
     (:data:`DecideOrders`), ``measured_units`` replays both stores ordering as the job
-    answers each arm's stock (:func:`replay_ordering`); without, it is the frozen one."""
+    answers each arm's stock (:func:`replay_ordering`); without, and for a move out of a
+    warehouse, it is the frozen one."""
     done = []
     for rec in trace.recommendations:
         if rec.day + horizon - 1 > last_day:

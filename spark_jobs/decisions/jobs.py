@@ -259,7 +259,7 @@ def decision_inputs(root: Root = None) -> dict[str, pd.DataFrame] | None:
 
 
 def in_transit_lots(levels: pd.DataFrame, shipped: pd.DataFrame) -> pd.DataFrame:
-    """``location_id, sku, expires_on, quantity`` on their way to each store: gold
+    """``location_id, sku, expires_on, quantity`` on their way to each location: gold
     ``in_transit_in``, with the units of approved transfers that have shipped given their
     lot's expiry (earliest first, never more than the level shows), the rest none.
 
@@ -276,7 +276,7 @@ def in_transit_lots(levels: pd.DataFrame, shipped: pd.DataFrame) -> pd.DataFrame
         lots = groups.get((loc, sku))
         for expires_on, quantity in ([] if lots is None else
                                      zip(lots["expires_on"], lots["quantity"], strict=True)):
-            take = min(left, int(quantity))
+            take = min(left, int(quantity)) if pd.notna(quantity) else 0
             if take > 0:
                 rows.append((loc, sku, expires_on, take))
                 left -= take

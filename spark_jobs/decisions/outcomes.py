@@ -519,7 +519,9 @@ class RealTime(Policy):
         (:data:`.counterfactual.DecideOrders`): the same call, forecasts, service levels
         and paths as this policy's own orders that day, on the replay's stock. Each
         request is a series of its own (``location|key``), so a store that two replays
-        share is decided on each one's stock."""
+        share is decided on each one's stock; its demand paths are seeded by that name,
+        the same in both arms of a replay but not the run's own, so even on the run's
+        stock an order can differ from the run's by the Monte Carlo's noise."""
         if not requests:
             return []
         net = self.net
@@ -892,9 +894,7 @@ def simulate(data: pd.DataFrame, categories: Mapping[int, str], *, stores: int, 
         "transfers_per_store_week": sl["transfers_per_store_week"],
         "estimates": estimates,
         "forecast_error_day_correlation": correlation,
-        # The moves that shipped: the run's own flows answered to them, and their replay
-        # with the move is exactly the run. Frozen flows lean towards these moves (the
-        # module doc of counterfactual says how), so their error is the kinder bound; all
-        # recommendations are in "estimates" beside them.
+        # The moves that shipped: what the network acted on. Every recommendation, and
+        # the replay with every order frozen, are in "estimates" beside them.
         "estimate_error_worst_decile": estimates["worst_decile_error_shipped"],
     }

@@ -8,8 +8,9 @@ For each store and SKU with a forecast, an order placed ``now`` arrives after th
 from its arrival until the next order can arrive (``review_days`` later):
 
 * **Need.** Existing cohorts (sold FEFO, each with its own expiry, so a cohort that stops
-  being sellable before the order arrives covers nothing) and stock in transit (counted as a
-  fresh receipt available now) are simulated up to the end of the cover window. The need is
+  being sellable before the order arrives covers nothing) and stock in transit (sellable
+  now: with its lot's expiry when the input gives one, a shipped transfer's, else as a fresh
+  receipt) are simulated up to the end of the cover window. The need is
   the ``service_level`` quantile of the demand they leave unmet inside the window.
   The service level is a stated target (0.9 by default), not a newsvendor ratio: a unit
   the window does not sell is not lost but sold later, so over the window the ratio of a

@@ -196,7 +196,8 @@ def require_columns(frame: Any, columns: Sequence[str], name: str) -> pd.DataFra
 
 def as_date(value: Any) -> date | None:
     """A cohort's ``expires_on`` as a date (None for no expiry), whatever the reader gave."""
-    if value is None or (not isinstance(value, str | date) and pd.isna(value)):
+    if value is None or value is pd.NaT or (not isinstance(value, str | date)
+                                            and pd.isna(value)):
         return None
     if isinstance(value, datetime):
         return value.date()
@@ -520,7 +521,8 @@ class ShelfModel:
         if in_transit is not None and len(in_transit):
             moving = require_columns(in_transit, ("location_id", "sku", "quantity"),
                                      "in_transit")
-            moving = moving[pd.to_numeric(moving["quantity"], errors="coerce").fillna(0) > 0]
+            moving = moving[(pd.to_numeric(moving["quantity"], errors="coerce").fillna(0) > 0)
+                            & moving["location_id"].notna() & moving["sku"].notna()]
             moving = moving.assign(expires_on=[as_date(v) for v in moving["expires_on"]]
                                    if "expires_on" in moving else None)
             moving = moving.groupby(["location_id", "sku", "expires_on"], as_index=False,
@@ -760,9 +762,10 @@ class ShelfModel:
 
     def demand_sd(self, row: int, start: float, end: float) -> float:
         """Standard deviation of a series' demand in [start, end] (days after now): each
-        day's sd (at least Poisson's) for the part of it inside, days correlated as the
-        paths draw them (:data:`ERROR_CORRELATION`); a window past the horizon repeats
-        its last day."""
+        day's sd (at least Poisson's) for the part of it inside, every pair of days
+        correlated by :data:`ERROR_CORRELATION` (the paths share it between their least
+        uncertain days, so this leans wide); a window past the horizon repeats its last
+        day."""
         days = self.mean.shape[1]
         extra = max(int(math.ceil(end - self.edges[-1])), 0)
         lo = np.concatenate([self.edges[:-1], self.edges[-1] + np.arange(extra)])

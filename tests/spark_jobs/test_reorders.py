@@ -26,7 +26,8 @@ COHORT_COLUMNS = ["region", "location_id", "sku", "lot", "expires_on", "quantity
 def reorder(stock: list[tuple[str, date | None, int]], *, demand: float = 20.0,
             spread: float = 0.2, shelf_life: int = 10, min_sellable: int = 1, case: int = 1,
             lead: int | None = 1, review: float = 1, moving: int = 0,
-            moving_expires: date | None = None, kind: str = "store", unit_cost: float = 0.5,
+            moving_expires: date | pd.Timestamp | None = None, kind: str = "store",
+            unit_cost: float = 0.5,
             service_level: float | dict[str, float] = 0.9) -> pd.DataFrame:
     cohorts = pd.DataFrame([{"region": "east", "location_id": "S1", "sku": "MILK", "lot": lot,
                              "expires_on": exp, "quantity": qty} for lot, exp, qty in stock],
@@ -196,6 +197,8 @@ def test_a_transfer_on_its_way_counts_only_for_the_life_its_lot_has_left() -> No
     fresh = reorder([], demand=20.0, moving=60)
     short = reorder([], demand=20.0, moving=60, moving_expires=NOW.date() + timedelta(days=1))
     assert fresh.empty  # 60 fresh units cover today and the day the order would cover
+    # a reader's missing date (NaT) is no expiry known, not a lot long gone
+    assert reorder([], demand=20.0, moving=60, moving_expires=pd.NaT).empty
     # Usable through tomorrow only (and pulled a day before expiry): nothing of it is
     # sellable when the order lands, so the store orders that day in full.
     row = short.iloc[0]
