@@ -334,35 +334,98 @@ class Reorders:
     """The stores' own daily orders, for :func:`simulate_fefo` (arrays of its rows).
 
     Order ``k`` is placed at ``edges[k]`` (now, then each midnight) and is on the shelf
-    ``lead`` days later as a fresh lot sellable for ``life`` days. On each path the stock
-    expected to be left at its arrival (what is still sellable then, less ``before[:, k]``,
-    the expected demand until it arrives) is topped up to ``target[:, k]``; the order is
-    capped at what the new lot can sell before it stops being sellable (``sells``,
-    ``sells_sd``, less that stock) and rounded to whole cases by :func:`store_order`: how
-    the reorders job answers the stock a store holds. Rows with ``active`` False order
-    nothing (warehouses, series without a forecast)."""
+    ``lead`` days later as a fresh lot sellable for ``life`` days. On each path the lots
+    the store holds then are sold first-expiry-first against the forecast (``cum``, the
+    expected demand from now at the times ``grid``): what they sell before the order
+    arrives, then what they cover of the ``review`` days after it. The order tops that up
+    to ``target[:, k]`` (the window's forecast plus the service level's safety stock), is
+    capped at what the new lot can sell before it stops being sellable once the older
+    lots have sold (``sells_sd``; not capped where ``capped`` is False) and is rounded to
+    whole cases by :func:`store_order`: the reorders job's rules, on expected demand
+    rather than its own paths. Rows with ``active`` False order nothing (warehouses,
+    series without a forecast)."""
 
     active: np.ndarray    # (rows,) bool
     lead: np.ndarray      # (rows,) days
     life: np.ndarray      # (rows,) days a fresh lot stays sellable
-    target: np.ndarray    # (rows, orders) units wanted on the shelf at each arrival
-    before: np.ndarray    # (rows, orders) expected demand between ordering and arrival
-    sells: np.ndarray     # (rows, orders) expected demand while the new lot is sellable
-    sells_sd: np.ndarray  # (rows, orders) its standard deviation
+    target: np.ndarray    # (rows, orders) units wanted for the window after each arrival
+    capped: np.ndarray    # (rows,) bool: the job caps the order at what the lot sells
+    sells_sd: np.ndarray  # (rows, orders) sd of demand while the new lot is sellable
     case: np.ndarray      # (rows,) units per case
     cap_z: np.ndarray     # (rows,) standard deviations of the cap (the critical ratio's)
     sale: np.ndarray      # (rows,) value of a unit sold
     loss: np.ndarray      # (rows,) loss of a unit wasted
+    grid: np.ndarray      # (points,) days after now
+    cum: np.ndarray       # (rows, points) expected demand from now to each point
+    review: float = 1.0
 
-    def quantity(self, rows: np.ndarray, k: int, position: np.ndarray) -> np.ndarray:
-        """Order ``k`` of ``rows`` on each path, given the stock ``position`` (rows,
-        paths) still sellable when it arrives."""
-        left = np.maximum(position - self.before[rows, k, None], 0.0)
+    def demand_to(self, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Expected demand from now to ``t`` (rows, ...) of each row, linear within a day."""
+        t = np.clip(np.asarray(t, dtype=float), self.grid[0], self.grid[-1])
+        j = np.clip(np.searchsorted(self.grid, t, side="right") - 1, 0, len(self.grid) - 2)
+        lo, hi = self.grid[j], self.grid[j + 1]
+        c = self.cum[rows].reshape(rows.shape + (1,) * (t.ndim - 1) + (-1,))
+        c = np.broadcast_to(c, t.shape + (c.shape[-1],))
+        a = np.take_along_axis(c, j[..., None], -1)[..., 0]
+        b = np.take_along_axis(c, j[..., None] + 1, -1)[..., 0]
+        return a + (b - a) * (t - lo) / (hi - lo)
+
+    def quantity(self, rows: np.ndarray, k: int, placed: float, at: np.ndarray,
+                 stock: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+        """Order ``k`` of ``rows`` (placed at ``placed``, arriving at ``at``) on each path,
+        given the lots' units now ``stock`` (lots, rows, paths) and their sellable
+        windows ``start``/``end`` (rows, lots, in order of ``end``)."""
+        left = np.array(stock, dtype=float)
+        c_at = self.demand_to(rows, at)[:, None]
+        # before it arrives: expected demand from now on, first-expiry-first
+        reach = np.maximum(self.demand_to(rows, np.minimum(end, at[:, None]))
+                           - self.demand_to(rows, np.maximum(start, placed)), 0.0)
+        c_from = self.demand_to(rows, np.full(len(rows), placed))[:, None]
+        upto = np.minimum(self.demand_to(rows, np.minimum(end, at[:, None])), c_at) - c_from
+        served = np.zeros(left.shape[1:])
+        for j in range(left.shape[0]):
+            take = np.clip(np.minimum(np.minimum(left[j], reach[:, j, None]),
+                                      upto[:, j, None] - served), 0.0, None)
+            left[j] -= take
+            served += take
+        # The window after it arrives: lots that stop being sellable inside it cover its
+        # first part on the forecast; what they leave keeps the window's uncertainty in
+        # proportion, and the lots that last it count in full, as the job's quantile of
+        # the unmet demand sees them.
+        until = at + self.review
+        mean_w = self.demand_to(rows, until)[:, None] - c_at
+        safety = self.target[rows, k, None] - mean_w
+        early = self._cover(rows, at, until, left, start, end, c_at, lasting=False)
+        rest = np.maximum(mean_w - early, 0.0)
+        share = np.divide(rest, mean_w, out=np.zeros_like(rest), where=mean_w > 0)
+        lasts = ((end >= until[:, None]) & (start < until[:, None])).T[:, :, None]
+        need = rest + safety * np.sqrt(share) - (left * lasts).sum(axis=0)
+        life_end = at + self.life[rows]
+        sells = np.where(self.capped[rows][:, None],
+                         (self.demand_to(rows, life_end)[:, None] - c_at)
+                         - self._cover(rows, at, life_end, left, start, end, c_at), np.inf)
         col = (slice(None), None)
-        return store_order(self.target[rows, k, None] - left,
-                           self.sells[rows, k, None] - left, self.sells_sd[rows, k, None],
-                           case=self.case[rows][col], cap_z=self.cap_z[rows][col],
-                           sale=self.sale[rows][col], loss=self.loss[rows][col])
+        return store_order(need, sells,
+                           self.sells_sd[rows, k, None], case=self.case[rows][col],
+                           cap_z=self.cap_z[rows][col], sale=self.sale[rows][col],
+                           loss=self.loss[rows][col])
+
+    def _cover(self, rows: np.ndarray, at: np.ndarray, until: np.ndarray, left: np.ndarray,
+               start: np.ndarray, end: np.ndarray, c_at: np.ndarray, *,
+               lasting: bool = True) -> np.ndarray:
+        """Units of ``left`` that sell in [at, until] first-expiry-first on the forecast: a
+        lot that stops being sellable inside it sells at most the demand until then, less
+        what older lots took. ``lasting=False`` leaves out the lots that last the span."""
+        stop = np.minimum(end, until[:, None])
+        upto = self.demand_to(rows, stop) - c_at  # demand to each lot's end in the span
+        open_ = (end > at[:, None]) & (start < until[:, None])
+        if not lasting:
+            open_ &= end < until[:, None]
+        served = np.zeros(left.shape[1:])
+        for j in range(left.shape[0]):
+            room = np.where(open_[:, j, None], upto[:, j, None] - served, 0.0)
+            served += np.clip(np.minimum(left[j], room), 0.0, None)
+        return served
 
 
 def simulate_fefo(demand: np.ndarray, quantity: np.ndarray, start: np.ndarray,
@@ -433,10 +496,9 @@ def simulate_fefo(demand: np.ndarray, quantity: np.ndarray, start: np.ndarray,
                 if not hit.any():
                     continue
                 rws = np.flatnonzero(hit)
-                at = arrive_s[rws, k]
-                keeps = (end[rws] > at[:, None]).T[:, :, None]  # (lot, hit rows, 1)
-                position = (rem[:, rws] * keeps).sum(axis=0)
-                rem[slot[rws, k], rws] = reorders.quantity(rws, k, position)
+                rem[slot[rws, k], rws] = reorders.quantity(
+                    rws, k, float(edges[k]), arrive_s[rws, k], rem[:, rws], start[rws],
+                    end[rws])
         due = waste_at == i
         if due.any():
             for lot in np.flatnonzero(due.any(axis=0)):
@@ -714,23 +776,29 @@ class ShelfModel:
                                         1 - 1e-6)) for a, b in values],
                          dtype=float).reshape(len(idx))
         n_orders = len(edges) - 1
-        plan = np.zeros((4, len(idx), n_orders))
+        reach = float(max(lead.max(initial=0.0) + life.max(initial=0.0),
+                          lead.max(initial=0.0) + review_days)) + n_orders + 1
+        grid = np.concatenate([self.edges, self.edges[-1]
+                               + np.arange(1, math.ceil(max(reach - self.edges[-1], 0)) + 2)])
+        plan = np.zeros((2, len(idx), n_orders))
+        cum = np.zeros((len(idx), len(grid)))
         for j, row in enumerate(idx.tolist()):
+            cum[j] = self.cumulative_demand(row, grid)
             if active[j]:
                 plan[:, j] = self._order_plan(row, n_orders, float(lead[j]), float(life[j]),
                                               review_days)
-        return Reorders(active, lead, life, plan[0], plan[1], plan[2], plan[3], case, cap_z,
-                        sale, loss)
+        return Reorders(active, lead, life, plan[0], lead + life <= MAX_MODEL_DAYS, plan[1],
+                        case, cap_z, sale, loss, grid, cum, float(review_days))
 
     def _order_plan(self, row: int, n_orders: int, lead: float, life: float,
                     review_days: float) -> np.ndarray:
-        """(target, before, sells, sells_sd) of a series' first ``n_orders`` daily orders
-        (:class:`Reorders`); the same for every scenario of the series, so kept for the
-        next what-if."""
+        """(target, sd of demand while the new lot sells) of a series' first
+        ``n_orders`` daily orders (:class:`Reorders`); the same for every scenario of the
+        series, so kept for the next what-if."""
         key = (row, n_orders, lead, life, review_days)
         if key not in self._plans:
             placed = self.edges[:n_orders]
-            plan = np.zeros((4, n_orders))
+            plan = np.zeros((2, n_orders))
             z = service_z(service_level_of(self.service_level,
                                            self.series["category"].iat[row]))
             last = self.mean.shape[1] - 1
@@ -740,14 +808,18 @@ class ShelfModel:
                           last)
                 sd = max(float(self.sd[row, day]), math.sqrt(float(self.mean[row, day])))
                 plan[0, k] = self.expected_demand(row, arrive, arrive + review_days) + z * sd
-                plan[1, k] = self.expected_demand(row, placed[k], arrive)
-                if lead + life > MAX_MODEL_DAYS:  # the job does not cap such a lot
-                    plan[2, k], plan[3, k] = math.inf, 0.0
-                else:
-                    plan[2, k] = self.expected_demand(row, arrive, arrive + life)
-                    plan[3, k] = self.demand_sd(row, arrive, arrive + life)
+                plan[1, k] = self.demand_sd(row, arrive, arrive + life)
             self._plans[key] = plan
         return self._plans[key]
+
+    def cumulative_demand(self, row: int, times: np.ndarray) -> np.ndarray:
+        """Forecast units of a series from now to each of ``times`` (days after now,
+        ascending); past the horizon its last day repeats."""
+        days = self.mean.shape[1]
+        knots = np.concatenate([self.edges, [max(float(self.edges[-1]), float(times[-1]))]])
+        rate = np.concatenate([self.mean[row], self.mean[row, days - 1:days]])
+        at = np.concatenate([[0.0], np.cumsum(rate * np.diff(knots))])
+        return np.interp(times, knots, at)
 
     def baseline(self) -> Outcome:
         """Every series with its current stock."""
