@@ -11,10 +11,10 @@ demand unmet, over both places.
 Everything else that reached or left those two series in the run (warehouse stock drawn
 by the stores' orders, other transfers) is replayed as it happened in both arms. The two
 stores' own orders are not: they answered the stock each store held, which the move
-changed. The recommender's estimate lets both places keep ordering (its model of the
-reorders job's rules), so the replay does too. From the decision day on, both arms drop
-the run's orders of the two stores and ask the reorders job itself, each day, what each
-store orders on the stock it holds in that arm (:func:`replay_ordering`; in the
+changed. The recommender's estimate lets both places keep ordering (an order-up-to on
+the forecast at the job's service level), so the replay does too. From the decision day
+on, both arms drop the run's orders of the two stores and ask the reorders job itself,
+each day, what each store orders on the stock it holds in that arm (:func:`replay_ordering`; in the
 simulation, :meth:`.outcomes.RealTime.replay_orders`). That is ``measured_units``.
 ``measured_frozen`` keeps every order as the run placed it, in both arms, and is reported
 beside it. For a move that shipped it errs both ways: the stores' later orders counted

@@ -53,7 +53,6 @@ from lakehouse.catalogue import REORDER_SUGGESTIONS
 
 from .shelf import (
     IN_TRANSIT_LOT,
-    MAX_MODEL_DAYS,
     SERVICE_LEVEL,
     WASTE_EPS,
     Lot,
@@ -62,12 +61,12 @@ from .shelf import (
     check_now,
     check_service_levels,
     clean_items,
-    critical_ratio,
     service_level_of,
-    unit_values,
 )
 
 COLUMNS = REORDER_SUGGESTIONS.schema.names
+MAX_MODEL_DAYS = 28
+"""Longest horizon simulated (days after now); longer-lived lots are taken not to spoil."""
 SERVICE_LEVELS_ENV = "SHELFLIFE_SERVICE_LEVELS"
 """The reorders job's service levels: ``0.85`` for every category, or
 ``dairy=0.85,bakery=0.8`` per category (the rest :data:`SERVICE_LEVEL`), e.g. as the
@@ -105,6 +104,25 @@ def unknown_categories(levels: ServiceLevels, items: pd.DataFrame) -> list[str]:
         return []
     known = set(items["category"].dropna().astype(str)) if "category" in items else set()
     return sorted(set(levels) - known)
+
+
+def unit_values(price: float, unit_cost: float) -> tuple[float, float]:
+    """(value of a sale, loss of a wasted unit) of one unit of a SKU: its margin and its
+    cost; both its price when the unit cost is unknown (or not below the price), and one
+    unit each when the price is unknown too."""
+    if not (np.isfinite(price) and price >= 0):
+        return 1.0, 1.0
+    if not (np.isfinite(unit_cost) and 0 <= unit_cost < price):
+        return price, price
+    return price - unit_cost, unit_cost
+
+
+def critical_ratio(price: float, unit_cost: float) -> float:
+    """The newsvendor critical ratio ``margin / (margin + cost)``: ordering one more unit
+    pays while the probability that it is wasted stays at most this (1/2 when a sale and
+    a waste are valued alike, or the SKU has no price)."""
+    sale, loss = unit_values(price, unit_cost)
+    return sale / (sale + loss) if sale + loss > 0 else 0.5
 
 
 def empty_reorders() -> pd.DataFrame:

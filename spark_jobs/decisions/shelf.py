@@ -57,9 +57,6 @@ ServiceLevels = float | Mapping[str, float]
 """One service level for every SKU, or one per category (:data:`SERVICE_LEVEL` for a
 category not named), as the outcome simulation tunes them. The reorders job orders to
 it, and the stores' own orders in the transfer job's what-ifs aim at the same level."""
-MAX_MODEL_DAYS = 28
-"""Longest horizon the reorders job simulates (days after now); a lot still selling later
-is taken not to spoil, so its order is not capped at what it sells."""
 WASTE_EPS = 0.5
 """Units left at the end of sale that count as a wasted cohort on a path."""
 NO_LOT = "(none)"
@@ -106,75 +103,6 @@ def service_z(level: float) -> float:
     """Standard normal quantile of ``level``: the order-up-to target's standard deviations of
     demand above the mean."""
     return NormalDist().inv_cdf(level)
-
-
-def unit_values(price: float, unit_cost: float) -> tuple[float, float]:
-    """(value of a sale, loss of a wasted unit) of one unit of a SKU: its margin and its
-    cost; both its price when the unit cost is unknown (or not below the price), and one
-    unit each when the price is unknown too."""
-    if not (np.isfinite(price) and price >= 0):
-        return 1.0, 1.0
-    if not (np.isfinite(unit_cost) and 0 <= unit_cost < price):
-        return price, price
-    return price - unit_cost, unit_cost
-
-
-def critical_ratio(price: float, unit_cost: float) -> float:
-    """The newsvendor critical ratio ``margin / (margin + cost)``: ordering one more unit
-    pays while the probability that it is wasted stays at most this (1/2 when a sale and
-    a waste are valued alike, or the SKU has no price)."""
-    sale, loss = unit_values(price, unit_cost)
-    return sale / (sale + loss) if sale + loss > 0 else 0.5
-
-
-def _normal_cdf(x: np.ndarray) -> np.ndarray:
-    # erf's Abramowitz-Stegun 7.1.26 form (error below 1.5e-7): numpy has no erf.
-    z = np.abs(x) / math.sqrt(2.0)
-    t = 1.0 / (1.0 + 0.3275911 * z)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027
-                                                                          + t * 1.061405429))))
-    erf = 1.0 - poly * np.exp(-z * z)
-    return 0.5 * (1.0 + np.sign(x) * erf)
-
-
-def expected_excess(quantity: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
-    """E[max(quantity - C, 0)] for C normal (``mean``, ``sd``): the units of an order of
-    ``quantity`` left unsold when the lot can sell C (``max(quantity - mean, 0)`` at sd 0;
-    nothing when ``mean`` is infinite)."""
-    quantity, mean, sd = np.broadcast_arrays(*(np.asarray(a, dtype=float)
-                                               for a in (quantity, mean, sd)))
-    out = np.maximum(quantity - np.where(np.isfinite(mean), mean, np.inf), 0.0)
-    wide = np.isfinite(mean) & (sd > 0)
-    if wide.any():
-        d = np.clip((quantity[wide] - mean[wide]) / sd[wide], -40.0, 40.0)
-        out[wide] = ((quantity[wide] - mean[wide]) * _normal_cdf(d)
-                     + sd[wide] * np.exp(-0.5 * d * d) / math.sqrt(2 * math.pi))
-    return out
-
-
-def store_order(need: np.ndarray, sells: np.ndarray, sells_sd: np.ndarray, *,
-                case: np.ndarray, cap_z: np.ndarray, sale: np.ndarray,
-                loss: np.ndarray) -> np.ndarray:
-    """The reorders job's rules for one order, on estimates rather than its own paths.
-
-    ``need`` is what the service level asks for, ``sells`` (``sells_sd``) what the new
-    lot can sell before it stops being sellable (infinite: not capped). The order is
-    capped at the ``cap_z`` quantile of what it can sell (the critical ratio's), then a
-    part case goes up or down to a whole case, whichever is worth more in margin of what
-    it sells less the cost of what it wastes (down on a tie): as
-    :func:`spark_jobs.decisions.reorders.suggest_reorders` decides it."""
-    need = np.maximum(np.floor(np.asarray(need, dtype=float) + 0.5), 0.0)
-    sells = np.asarray(sells, dtype=float)
-    capped = np.isfinite(sells)
-    cap = np.where(capped, np.maximum(np.floor(np.where(capped, sells, 0.0)
-                                               + cap_z * sells_sd + 0.5), 0.0), np.inf)
-    quantity = np.minimum(need, cap)
-    down = np.floor(quantity / case) * case
-    up = down + case
-    gain = (sale * (up - down)
-            - (sale + loss) * (expected_excess(up, sells, sells_sd)
-                               - expected_excess(down, sells, sells_sd)))
-    return np.where(quantity > down, np.where(gain > 0, up, down), quantity)
 
 
 def check_now(now: Any) -> datetime:
@@ -334,98 +262,17 @@ class Reorders:
     """The stores' own daily orders, for :func:`simulate_fefo` (arrays of its rows).
 
     Order ``k`` is placed at ``edges[k]`` (now, then each midnight) and is on the shelf
-    ``lead`` days later as a fresh lot sellable for ``life`` days. On each path the lots
-    the store holds then are sold first-expiry-first against the forecast (``cum``, the
-    expected demand from now at the times ``grid``): what they sell before the order
-    arrives, then what they cover of the ``review`` days after it. The order tops that up
-    to ``target[:, k]`` (the window's forecast plus the service level's safety stock), is
-    capped at what the new lot can sell before it stops being sellable once the older
-    lots have sold (``sells_sd``; not capped where ``capped`` is False) and is rounded to
-    whole cases by :func:`store_order`: the reorders job's rules, on expected demand
-    rather than its own paths. Rows with ``active`` False order nothing (warehouses,
-    series without a forecast)."""
+    ``lead`` days later as a fresh lot sellable for ``life`` days. On each path it brings
+    the stock still sellable at its arrival up to ``target[:, k]`` after ``before[:, k]``
+    units (the expected demand until it arrives) have sold: an order-up-to rule on the
+    forecast, which is how a store's reorders answer the stock it holds. Rows with
+    ``active`` False order nothing (warehouses, series without a forecast)."""
 
-    active: np.ndarray    # (rows,) bool
-    lead: np.ndarray      # (rows,) days
-    life: np.ndarray      # (rows,) days a fresh lot stays sellable
-    target: np.ndarray    # (rows, orders) units wanted for the window after each arrival
-    capped: np.ndarray    # (rows,) bool: the job caps the order at what the lot sells
-    sells_sd: np.ndarray  # (rows, orders) sd of demand while the new lot is sellable
-    case: np.ndarray      # (rows,) units per case
-    cap_z: np.ndarray     # (rows,) standard deviations of the cap (the critical ratio's)
-    sale: np.ndarray      # (rows,) value of a unit sold
-    loss: np.ndarray      # (rows,) loss of a unit wasted
-    grid: np.ndarray      # (points,) days after now
-    cum: np.ndarray       # (rows, points) expected demand from now to each point
-    review: float = 1.0
-
-    def demand_to(self, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """Expected demand from now to ``t`` (rows, ...) of each row, linear within a day."""
-        t = np.clip(np.asarray(t, dtype=float), self.grid[0], self.grid[-1])
-        j = np.clip(np.searchsorted(self.grid, t, side="right") - 1, 0, len(self.grid) - 2)
-        lo, hi = self.grid[j], self.grid[j + 1]
-        c = self.cum[rows].reshape(rows.shape + (1,) * (t.ndim - 1) + (-1,))
-        c = np.broadcast_to(c, t.shape + (c.shape[-1],))
-        a = np.take_along_axis(c, j[..., None], -1)[..., 0]
-        b = np.take_along_axis(c, j[..., None] + 1, -1)[..., 0]
-        return a + (b - a) * (t - lo) / (hi - lo)
-
-    def quantity(self, rows: np.ndarray, k: int, placed: float, at: np.ndarray,
-                 stock: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-        """Order ``k`` of ``rows`` (placed at ``placed``, arriving at ``at``) on each path,
-        given the lots' units now ``stock`` (lots, rows, paths) and their sellable
-        windows ``start``/``end`` (rows, lots, in order of ``end``)."""
-        left = np.array(stock, dtype=float)
-        c_at = self.demand_to(rows, at)[:, None]
-        # before it arrives: expected demand from now on, first-expiry-first
-        reach = np.maximum(self.demand_to(rows, np.minimum(end, at[:, None]))
-                           - self.demand_to(rows, np.maximum(start, placed)), 0.0)
-        c_from = self.demand_to(rows, np.full(len(rows), placed))[:, None]
-        upto = np.minimum(self.demand_to(rows, np.minimum(end, at[:, None])), c_at) - c_from
-        served = np.zeros(left.shape[1:])
-        for j in range(left.shape[0]):
-            take = np.clip(np.minimum(np.minimum(left[j], reach[:, j, None]),
-                                      upto[:, j, None] - served), 0.0, None)
-            left[j] -= take
-            served += take
-        # The window after it arrives: lots that stop being sellable inside it cover its
-        # first part on the forecast; what they leave keeps the window's uncertainty in
-        # proportion, and the lots that last it count in full, as the job's quantile of
-        # the unmet demand sees them.
-        until = at + self.review
-        mean_w = self.demand_to(rows, until)[:, None] - c_at
-        safety = self.target[rows, k, None] - mean_w
-        early = self._cover(rows, at, until, left, start, end, c_at, lasting=False)
-        rest = np.maximum(mean_w - early, 0.0)
-        share = np.divide(rest, mean_w, out=np.zeros_like(rest), where=mean_w > 0)
-        lasts = ((end >= until[:, None]) & (start < until[:, None])).T[:, :, None]
-        need = rest + safety * np.sqrt(share) - (left * lasts).sum(axis=0)
-        life_end = at + self.life[rows]
-        sells = np.where(self.capped[rows][:, None],
-                         (self.demand_to(rows, life_end)[:, None] - c_at)
-                         - self._cover(rows, at, life_end, left, start, end, c_at), np.inf)
-        col = (slice(None), None)
-        return store_order(need, sells,
-                           self.sells_sd[rows, k, None], case=self.case[rows][col],
-                           cap_z=self.cap_z[rows][col], sale=self.sale[rows][col],
-                           loss=self.loss[rows][col])
-
-    def _cover(self, rows: np.ndarray, at: np.ndarray, until: np.ndarray, left: np.ndarray,
-               start: np.ndarray, end: np.ndarray, c_at: np.ndarray, *,
-               lasting: bool = True) -> np.ndarray:
-        """Units of ``left`` that sell in [at, until] first-expiry-first on the forecast: a
-        lot that stops being sellable inside it sells at most the demand until then, less
-        what older lots took. ``lasting=False`` leaves out the lots that last the span."""
-        stop = np.minimum(end, until[:, None])
-        upto = self.demand_to(rows, stop) - c_at  # demand to each lot's end in the span
-        open_ = (end > at[:, None]) & (start < until[:, None])
-        if not lasting:
-            open_ &= end < until[:, None]
-        served = np.zeros(left.shape[1:])
-        for j in range(left.shape[0]):
-            room = np.where(open_[:, j, None], upto[:, j, None] - served, 0.0)
-            served += np.clip(np.minimum(left[j], room), 0.0, None)
-        return served
+    active: np.ndarray   # (rows,) bool
+    lead: np.ndarray     # (rows,) days
+    life: np.ndarray     # (rows,) days a fresh lot stays sellable
+    target: np.ndarray   # (rows, orders) units wanted on the shelf at each arrival
+    before: np.ndarray   # (rows, orders) expected demand between ordering and arrival
 
 
 def simulate_fefo(demand: np.ndarray, quantity: np.ndarray, start: np.ndarray,
@@ -496,9 +343,11 @@ def simulate_fefo(demand: np.ndarray, quantity: np.ndarray, start: np.ndarray,
                 if not hit.any():
                     continue
                 rws = np.flatnonzero(hit)
-                rem[slot[rws, k], rws] = reorders.quantity(
-                    rws, k, float(edges[k]), arrive_s[rws, k], rem[:, rws], start[rws],
-                    end[rws])
+                at = arrive_s[rws, k]
+                keeps = (end[rws] > at[:, None]).T[:, :, None]  # (lot, hit rows, 1)
+                position = (rem[:, rws] * keeps).sum(axis=0)
+                want = (reorders.target[rws, k] + reorders.before[rws, k])[:, None]
+                rem[slot[rws, k], rws] = np.maximum(np.round(want - position), 0.0)
         due = waste_at == i
         if due.any():
             for lot in np.flatnonzero(due.any(axis=0)):
@@ -612,7 +461,7 @@ class ShelfModel:
         self._seeds = [series_seed(self.seed, a, b)
                        for a, b in zip(series["location_id"], series["sku"], strict=True)]
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._plans: dict[tuple[int, int, float, float, float], np.ndarray] = {}
+        self._plans: dict[tuple[int, int, float, float], tuple[np.ndarray, np.ndarray]] = {}
         self.index = {(r.location_id, r.sku): i
                       for i, r in enumerate(series[["location_id", "sku"]].itertuples())}
         self._forecast_arrays(forecasts)
@@ -753,52 +602,35 @@ class ShelfModel:
         :class:`Reorders`: placed now and at each midnight, arriving after the SKU's lead
         time, each wanting the forecast of the ``review_days`` until the next delivery
         plus the standard deviations of a day that the SKU's category's service level asks
-        for (the model's ``service_level``, as the reorders job is given it), capped at
-        what the lot can sell and ordered in the SKU's cases, as the job orders."""
+        for (the model's ``service_level``, as the reorders job is given it), without the
+        job's cases and its cap."""
         s = self.series
         idx = np.asarray(rows, dtype=int)
         life = (s["shelf_life_days"].to_numpy(dtype=float)[idx]
                 - s["sell_min_days"].to_numpy(dtype=float)[idx])
-        item = self.items.set_index("sku")
-        skus = s["sku"].iloc[idx]
-        lead = skus.map(item["lead_time_days"]).to_numpy(dtype=float)
+        lead = (s["sku"].iloc[idx].map(self.items.set_index("sku")["lead_time_days"])
+                .to_numpy(dtype=float))
         active = ((s["kind"].to_numpy()[idx] == "store") & self.has_forecast[idx]
                   & np.isfinite(life) & (life > 0) & np.isfinite(lead))
         lead = np.where(active, lead, 0.0)
         life = np.where(active, life, 0.0)
-        case = np.maximum(skus.map(item["case_size"]).fillna(1).to_numpy(dtype=float), 1.0)
-        values = [unit_values(float(p), float(c)) for p, c in
-                  zip(s["price"].to_numpy(dtype=float)[idx],
-                      s["unit_cost"].to_numpy(dtype=float)[idx], strict=True)]
-        sale = np.array([v[0] for v in values], dtype=float).reshape(len(idx))
-        loss = np.array([v[1] for v in values], dtype=float).reshape(len(idx))
-        cap_z = np.array([service_z(min(max(a / (a + b) if a + b > 0 else 0.5, 1e-6),
-                                        1 - 1e-6)) for a, b in values],
-                         dtype=float).reshape(len(idx))
         n_orders = len(edges) - 1
-        reach = float(max(lead.max(initial=0.0) + life.max(initial=0.0),
-                          lead.max(initial=0.0) + review_days)) + n_orders + 1
-        grid = np.concatenate([self.edges, self.edges[-1]
-                               + np.arange(1, math.ceil(max(reach - self.edges[-1], 0)) + 2)])
-        plan = np.zeros((2, len(idx), n_orders))
-        cum = np.zeros((len(idx), len(grid)))
+        target = np.zeros((len(idx), n_orders))
+        before = np.zeros((len(idx), n_orders))
         for j, row in enumerate(idx.tolist()):
-            cum[j] = self.cumulative_demand(row, grid)
             if active[j]:
-                plan[:, j] = self._order_plan(row, n_orders, float(lead[j]), float(life[j]),
-                                              review_days)
-        return Reorders(active, lead, life, plan[0], lead + life <= MAX_MODEL_DAYS, plan[1],
-                        case, cap_z, sale, loss, grid, cum, float(review_days))
+                target[j], before[j] = self._order_plan(row, n_orders, float(lead[j]),
+                                                        review_days)
+        return Reorders(active, lead, life, target, before)
 
-    def _order_plan(self, row: int, n_orders: int, lead: float, life: float,
-                    review_days: float) -> np.ndarray:
-        """(target, sd of demand while the new lot sells) of a series' first
-        ``n_orders`` daily orders (:class:`Reorders`); the same for every scenario of the
-        series, so kept for the next what-if."""
-        key = (row, n_orders, lead, life, review_days)
+    def _order_plan(self, row: int, n_orders: int, lead: float,
+                    review_days: float) -> tuple[np.ndarray, np.ndarray]:
+        """(target, before) of a series' first ``n_orders`` daily orders; the same for
+        every scenario of the series, so kept for the next what-if."""
+        key = (row, n_orders, lead, review_days)
         if key not in self._plans:
             placed = self.edges[:n_orders]
-            plan = np.zeros((2, n_orders))
+            target, before = np.zeros(n_orders), np.zeros(n_orders)
             z = service_z(service_level_of(self.service_level,
                                            self.series["category"].iat[row]))
             last = self.mean.shape[1] - 1
@@ -807,19 +639,10 @@ class ShelfModel:
                 day = min(max(int(np.searchsorted(self.edges, arrive, side="right")) - 1, 0),
                           last)
                 sd = max(float(self.sd[row, day]), math.sqrt(float(self.mean[row, day])))
-                plan[0, k] = self.expected_demand(row, arrive, arrive + review_days) + z * sd
-                plan[1, k] = self.demand_sd(row, arrive, arrive + life)
-            self._plans[key] = plan
+                target[k] = self.expected_demand(row, arrive, arrive + review_days) + z * sd
+                before[k] = self.expected_demand(row, placed[k], arrive)
+            self._plans[key] = (target, before)
         return self._plans[key]
-
-    def cumulative_demand(self, row: int, times: np.ndarray) -> np.ndarray:
-        """Forecast units of a series from now to each of ``times`` (days after now,
-        ascending); past the horizon its last day repeats."""
-        days = self.mean.shape[1]
-        knots = np.concatenate([self.edges, [max(float(self.edges[-1]), float(times[-1]))]])
-        rate = np.concatenate([self.mean[row], self.mean[row, days - 1:days]])
-        at = np.concatenate([[0.0], np.cumsum(rate * np.diff(knots))])
-        return np.interp(times, knots, at)
 
     def baseline(self) -> Outcome:
         """Every series with its current stock."""
@@ -831,22 +654,6 @@ class ShelfModel:
         lo, hi = edges[:-1], np.append(edges[1:-1], max(edges[-1], end))
         overlap = np.clip(np.minimum(hi, end) - np.maximum(lo, start), 0, None)
         return float((self.mean[row, :len(lo)] * overlap).sum())
-
-    def demand_sd(self, row: int, start: float, end: float) -> float:
-        """Standard deviation of a series' demand in [start, end] (days after now): each
-        day's sd (at least Poisson's) for the part of it inside, every pair of days
-        correlated by :data:`ERROR_CORRELATION` (the paths share it between their least
-        uncertain days, so this leans wide); a window past the horizon repeats its last
-        day."""
-        days = self.mean.shape[1]
-        extra = max(int(math.ceil(end - self.edges[-1])), 0)
-        lo = np.concatenate([self.edges[:-1], self.edges[-1] + np.arange(extra)])
-        hi = np.concatenate([self.edges[1:], self.edges[-1] + np.arange(1, extra + 1)])
-        col = np.minimum(np.arange(len(lo)), days - 1)
-        overlap = np.clip(np.minimum(hi, end) - np.maximum(lo, start), 0, None)
-        sd = np.maximum(self.sd[row, col], np.sqrt(self.mean[row, col])) * overlap
-        rho = self.error_correlation
-        return float(math.sqrt((1 - rho) * float((sd ** 2).sum()) + rho * float(sd.sum()) ** 2))
 
     # --- reports --------------------------------------------------------------------------
 

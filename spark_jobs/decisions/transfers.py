@@ -32,14 +32,14 @@ How a recommendation is found, greedily over the whole network:
   lowers both by one and counts once; a unit that only fills demand (fresh stock) or only
   escapes waste counts once too; losses (sales the source now misses, or destination stock
   pushed into waste) count against it. Both places keep placing their own daily orders in
-  these runs (``ShelfModel.run(reorders=True)``: the reorders job's rules on the forecast,
-  capped at what the lot sells and in whole cases, arriving after the SKU's lead time),
-  so a destination's shortfall counts only until its own deliveries would have covered
-  it, and a moved lot that sells there displaces what it would have ordered. Without the
-  orders, the outcome simulation measured the destination's avoided shortfall at under
-  half of what the estimates claimed (``bench/outcomes.py``, docs/outcomes.md).
-  ``value_saved`` = units saved x price; ``transfer_cost`` = quantity x cost_per_unit. A
-  move is recommended only when it saves at least one unit and is worth more than it costs.
+  these runs (``ShelfModel.run(reorders=True)``: an order-up-to on the forecast, arriving
+  after the SKU's lead time), so a destination's shortfall counts only until its own
+  deliveries would have covered it, and a moved lot that sells there displaces what it
+  would have ordered. Without the orders, the outcome simulation measured the destination's
+  avoided shortfall at under half of what the estimates claimed (``bench/outcomes.py``,
+  docs/outcomes.md). ``value_saved`` = units saved x price;
+  ``transfer_cost`` = quantity x cost_per_unit. A move is recommended only when it saves at
+  least one unit and is worth more than it costs.
 * **Greedy.** The best net value (value_saved - transfer_cost) goes first. Accepted moves
   are applied (the lot leaves the source; it arrives at the destination at ``arrival_at``),
   both series are simulated again, and the candidates that touched them are found again,

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spark_jobs.decisions.shelf import Lot, ShelfModel, life_left_days
+from spark_jobs.decisions.shelf import ShelfModel, life_left_days
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -186,43 +186,3 @@ def test_the_stores_orders_in_a_what_if_aim_for_their_category_s_service_level()
     other = model([], demand=10.0, paths=2000, service_level={"bakery": 0.6})
     assert float(other.run(list(enumerate(other.lots)), reorders=True)
                  .unmet_between(0, 1.0, 7.0)) == pytest.approx(unmet[0.9])
-
-
-@pytest.mark.parametrize(("demand", "life", "case", "stock"), [
-    (3.0, 2, 10, 0),    # a slow seller: one whole case, part of it wasted, beats none
-    (10.0, 2, 12, 5),   # short life: two cases
-    (10.0, 5, 12, 20),  # stock still sellable on arrival covers part of the need
-    (4.0, 12, 12, 30),  # enough on the shelf: no order
-    (12.0, 4, 6, 0),
-    (10.0, 6, 6, 40),   # 40 on the shelf, but gone the day the order lands
-])
-def test_a_what_if_s_store_order_is_the_order_the_reorders_job_suggests(
-        demand: float, life: int, case: int, stock: int) -> None:
-    """A transfer's value depends on how the two stores reorder after it. The model's
-    orders must follow the job's rules (cases, and no more than the lot can sell), or a
-    source that gave stock away refills faster in the estimate than in the store."""
-    from spark_jobs.decisions.reorders import suggest_reorders  # the job under comparison
-
-    now = datetime(2026, 12, 1, 6, tzinfo=UTC)
-    cohorts = pd.DataFrame([{"region": "east", "location_id": "S1", "sku": "BRD", "lot": "L1",
-                             "expires_on": now.date() + timedelta(days=2 if life in (4, 5,
-                                                                                  12) else 1),
-                             "quantity": stock}])
-    forecasts = pd.DataFrame([{"region": "east", "location_id": "S1", "sku": "BRD",
-                               "forecast_date": now.date() + timedelta(days=d),
-                               "forecast": demand, "lower": demand * 0.7,
-                               "upper": demand * 1.3, "model": "test"} for d in range(30)])
-    locations = pd.DataFrame([{"location_id": "S1", "region": "east", "kind": "store"}])
-    items = pd.DataFrame([{"sku": "BRD", "category": "bakery", "price": 2.0,
-                           "unit_cost": np.nan, "shelf_life_days": life,
-                           "min_sellable_days": 0, "case_size": case, "lead_time_days": 1}])
-    job = suggest_reorders(cohorts, forecasts, locations, items, now=now, paths=2000)
-    suggested = int(job["order_quantity"].iloc[0]) if len(job) else 0
-    m = ShelfModel(cohorts, forecasts, locations, items, now=now, horizon_days=7, paths=2000)
-    lots = sorted(m.lots[0], key=lambda x: x.sellable_until) or [Lot("pad", 0.0, 0.0, 9.0)]
-    ordered = m.reorders_of([0], m.edges).quantity(
-        np.array([0]), 0, 0.0, np.array([1.0]), np.array([[[x.quantity]] for x in lots]),
-        np.array([[x.sellable_from for x in lots]]), np.array([[x.sellable_until
-                                                                for x in lots]]))
-    assert float(ordered[0, 0]) == suggested
-    assert suggested % case == 0
