@@ -499,9 +499,7 @@ class RealTime(Policy):
     def decide(self, stock: Stock, day: int) -> None:
         net = self.net
         now = datetime.combine(net.dates[day], datetime.min.time(), UTC)
-        made = max(o for o in self.forecasts if o < day)  # the latest run before today
-        fc = self.forecasts[made]
-        fc = fc[fc["forecast_date"] >= net.dates[day]]
+        fc = self._forecasts_for(day)
         if self.transfers and self.aware:
             self._shelflife_transfers(stock, day, now, fc)
         elif self.transfers:
@@ -513,6 +511,11 @@ class RealTime(Policy):
                   for r in orders.itertuples(index=False)}
         for loc, sku in net.series:
             stock.order(day, loc, sku, wanted.get((loc, sku), 0))
+
+    def _forecasts_for(self, day: int) -> pd.DataFrame:
+        """The latest weekly forecast made before ``day``, from ``day`` on."""
+        fc = self.forecasts[max(o for o in self.forecasts if o < day)]
+        return fc[fc["forecast_date"] >= self.net.dates[day]]
 
     def replay_orders(self, day: int, requests: Sequence[OrderRequest]) -> list[int]:
         """The reorders job's order for each store of an estimate replay
@@ -526,9 +529,7 @@ class RealTime(Policy):
             return []
         net = self.net
         now = datetime.combine(net.dates[day], datetime.min.time(), UTC)
-        made = max(o for o in self.forecasts if o < day)
-        fc = self.forecasts[made]
-        fc = fc[fc["forecast_date"] >= net.dates[day]]
+        fc = self._forecasts_for(day)
         d0 = net.dates[0]
         ids = [f"{r.location}|{r.key}" for r in requests]
         asked = pd.DataFrame({"location_id": ids, "store": [r.location for r in requests],
@@ -547,8 +548,7 @@ class RealTime(Policy):
              for i, r in zip(ids, requests, strict=True) for expires, units in r.coming
              if units > 0], columns=["location_id", "sku", "expires_on", "quantity"])
         got = suggest_reorders(cohorts, forecasts, locations, net.items, in_transit=moving,
-                               now=now,
-                               paths=self.paths, seed=self.seed + day,
+                               now=now, paths=self.paths, seed=self.seed + day,
                                service_level=self.service_level)
         qty = dict(zip(got["location_id"], got["order_quantity"], strict=True))
         return [int(qty.get(i, 0)) for i in ids]
