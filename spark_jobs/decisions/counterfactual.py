@@ -198,21 +198,13 @@ DecideOrders = Callable[[int, Sequence[OrderRequest]], Sequence[int]]
 outcome simulation); they arrive ``lead`` days later as a fresh lot."""
 
 
-def replay(rec: Recommendation, trace: Trace, *, shipped: bool,
-           demand: Mapping[str, np.ndarray | None], last_ok: int,
-           horizon: int) -> tuple[float, float]:
-    """(units wasted, units of demand unmet) over the source and destination of ``rec``,
-    days ``rec.day`` to ``rec.day + horizon - 1``, with or without its move, every order
-    as the run placed it; ``demand`` per location (None for a warehouse: it sells nothing
-    and spoils at expiry)."""
-    return _totals(replay_by_place(rec, trace, shipped=shipped, demand=demand,
-                                   last_ok=last_ok, horizon=horizon))
-
-
 def replay_by_place(rec: Recommendation, trace: Trace, *, shipped: bool,
                     demand: Mapping[str, np.ndarray | None], last_ok: int,
                     horizon: int) -> dict[str, tuple[float, float]]:
-    """:func:`replay`, per location: {location: (units wasted, units unmet)}."""
+    """(units wasted, units of demand unmet) per location of ``rec``'s source and
+    destination, days ``rec.day`` to ``rec.day + horizon - 1``, with or without its move,
+    every order as the run placed it; ``demand`` per location (None for a warehouse: it
+    sells nothing and spoils at expiry)."""
     arm = _Arm(rec, trace, shipped=shipped, demand=demand, last_ok=last_ok, horizon=horizon)
     for day in range(rec.day, rec.day + horizon):
         arm.arrive(day)
